@@ -1,0 +1,124 @@
+//! The crate's error type.
+//!
+//! Corruption and I/O are different errors: an I/O error says the operation
+//! could not be carried out and changes nothing on disk; `Corrupt` says bytes
+//! on disk are not what logbus wrote. Recovery only ever repairs the second.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Result alias used throughout logbus.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in logbus.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operating system refused an I/O operation.
+    #[error("I/O error: {0}")]
+    Io(#[from] io::Error),
+
+    /// Bytes on disk fail a check that logbus-written bytes always pass.
+    #[error("corrupt data in {} at byte {position}: {kind}", file.display())]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte position of the damage inside `file`.
+        position: u64,
+        /// What check failed.
+        kind: CorruptKind,
+    },
+
+    /// Another process (or another handle in this process) owns the directory.
+    #[error("{} is locked by another owner", .0.display())]
+    Locked(PathBuf),
+
+    /// An earlier write or fsync failed, so nothing written since can be
+    /// trusted to be durable. Reopen the log to recover.
+    #[error("log is poisoned by an earlier failed write or sync: {cause}")]
+    Poisoned {
+        /// The first failure.
+        cause: String,
+    },
+
+    /// A record's encoded frame exceeds `max_record_bytes`. Nothing was written.
+    #[error("record of {size} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// Encoded frame size of the rejected record.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+
+    /// A caller-supplied argument or option is outside its documented range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// A blocking wait ran out of time.
+    #[error("timed out")]
+    Timeout,
+
+    /// The log was closed.
+    #[error("log is closed")]
+    Closed,
+}
+
+impl Error {
+    /// True for errors that mean stored bytes are damaged.
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. })
+    }
+
+    pub(crate) fn corrupt(file: impl Into<PathBuf>, position: u64, kind: CorruptKind) -> Self {
+        Error::Corrupt {
+            file: file.into(),
+            position,
+            kind,
+        }
+    }
+}
+
+/// The check a corrupt region failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// The file does not start with the expected magic bytes.
+    #[error("bad magic")]
+    BadMagic,
+    /// The file was written by an unknown format version.
+    #[error("unsupported format version {0}")]
+    UnsupportedVersion(u16),
+    /// A checksum did not match the bytes it covers.
+    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// Checksum read from disk.
+        stored: u32,
+        /// Checksum of the bytes read.
+        computed: u32,
+    },
+    /// A frame or header ends before its declared length.
+    #[error("truncated: {needed} bytes needed, {available} available")]
+    Truncated {
+        /// Bytes the structure declares.
+        needed: u64,
+        /// Bytes present.
+        available: u64,
+    },
+    /// A length field is outside its allowed range.
+    #[error("length {0} out of range")]
+    LengthOutOfRange(u64),
+    /// Zero bytes where a record frame should start.
+    #[error("zero-filled region")]
+    ZeroFill,
+    /// A record's offset is not the one its position implies.
+    #[error("expected offset {expected}, found {found}")]
+    OffsetMismatch {
+        /// The offset the record should have.
+        expected: u64,
+        /// The offset stored in the record.
+        found: u64,
+    },
+    /// Fields inside a checksummed structure are inconsistent.
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+}

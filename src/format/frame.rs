@@ -1,0 +1,241 @@
+//! The record frame.
+//!
+//! ```text
+//! 0        4        8                16               24     26     28       32       36
+//! | len u32| crc u32| offset u64     | timestamp i64  |attr  |hdrs  |key_len |val_len | key | headers | value |
+//! ```
+//!
+//! `len` counts the whole frame, itself included. `crc` is CRC-32/IEEE over
+//! bytes `0..4` followed by bytes `8..len`: every byte but itself. Each header
+//! is `name_len u16 | value_len u32 | name (UTF-8) | value`.
+//!
+//! Invariants a decoded frame satisfies: `FRAME_HEADER_LEN <= len <=
+//! FRAME_MAX_BYTES`; the fixed fields, key, headers and value fill `len`
+//! exactly; header names are UTF-8; `attributes == 0`. An all-zero region
+//! never decodes (its `len` is 0), so a zero-filled hole after a crash is
+//! never mistaken for a record.
+
+use std::ops::Range;
+
+use super::le::{u16_at, u32_at, u64_at};
+use crate::error::CorruptKind;
+
+/// Bytes of the fixed part of a frame.
+pub const FRAME_HEADER_LEN: usize = 36;
+/// Hard upper bound on one frame, whatever the options say. Checked before
+/// any allocation, so a crafted length cannot make a reader allocate more.
+pub const FRAME_MAX_BYTES: usize = 256 << 20;
+
+const HEADER_ENTRY_FIXED: usize = 6;
+
+/// Why bytes did not decode as a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The bytes end before the frame does; `needed` bytes are required.
+    Incomplete {
+        /// Total bytes the frame needs from its start.
+        needed: usize,
+    },
+    /// The bytes are not a valid frame.
+    Corrupt(CorruptKind),
+}
+
+/// Where each part of a decoded frame lies in the decoded buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameView {
+    /// Total frame length in bytes.
+    pub len: usize,
+    /// Absolute offset of the record.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// Number of headers.
+    pub header_count: u16,
+    /// Byte range of the key.
+    pub key: Range<usize>,
+    /// Byte range of the encoded headers.
+    pub headers: Range<usize>,
+    /// Byte range of the value.
+    pub value: Range<usize>,
+}
+
+/// Encoded frame length of a record, or `None` when a field exceeds what the
+/// format can express.
+pub fn encoded_len(key: &[u8], headers: &[(&str, &[u8])], value: &[u8]) -> Option<usize> {
+    if key.len() > u32::MAX as usize || value.len() > u32::MAX as usize {
+        return None;
+    }
+    if headers.len() > u16::MAX as usize {
+        return None;
+    }
+    let mut len = FRAME_HEADER_LEN + key.len() + value.len();
+    for (name, value) in headers {
+        if name.len() > u16::MAX as usize || value.len() > u32::MAX as usize {
+            return None;
+        }
+        len = len.checked_add(HEADER_ENTRY_FIXED + name.len() + value.len())?;
+    }
+    Some(len)
+}
+
+/// Appends one frame to `out`. The caller has checked `encoded_len` against
+/// its limits; this function only encodes.
+pub fn encode_frame(
+    out: &mut Vec<u8>,
+    offset: u64,
+    timestamp: i64,
+    key: &[u8],
+    headers: &[(&str, &[u8])],
+    value: &[u8],
+) {
+    let start = out.len();
+    let len = encoded_len(key, headers, value).unwrap_or(0);
+    out.reserve(len);
+    out.extend_from_slice(&(len as u32).to_le_bytes());
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&timestamp.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    for (name, value) in headers {
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(value);
+    }
+    out.extend_from_slice(value);
+    let crc = frame_crc(&out[start..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn frame_crc(frame: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&frame[0..4]);
+    hasher.update(&frame[8..]);
+    hasher.finalize()
+}
+
+/// Reads and range-checks the length field at the start of `buf`.
+pub fn frame_len(buf: &[u8]) -> Result<usize, FrameError> {
+    let Some(len_bytes) = buf.get(0..4) else {
+        return Err(FrameError::Incomplete { needed: 4 });
+    };
+    let len = u32::from_le_bytes(len_bytes.try_into().unwrap_or_default()) as usize;
+    if len == 0 {
+        return Err(FrameError::Corrupt(CorruptKind::ZeroFill));
+    }
+    if !(FRAME_HEADER_LEN..=FRAME_MAX_BYTES).contains(&len) {
+        return Err(FrameError::Corrupt(CorruptKind::LengthOutOfRange(len as u64)));
+    }
+    Ok(len)
+}
+
+/// Decodes the frame at the start of `buf`, checking its CRC and layout.
+pub fn decode_frame(buf: &[u8]) -> Result<FrameView, FrameError> {
+    let len = frame_len(buf)?;
+    if buf.len() < len {
+        return Err(FrameError::Incomplete { needed: len });
+    }
+    let frame = &buf[..len];
+    let stored = u32_at(frame, 4);
+    let computed = frame_crc(frame);
+    if stored != computed {
+        return Err(FrameError::Corrupt(CorruptKind::Checksum { stored, computed }));
+    }
+    let attributes = u16_at(frame, 24);
+    if attributes != 0 {
+        return Err(malformed("unknown attribute bits"));
+    }
+    let header_count = u16_at(frame, 26);
+    let key_len = u32_at(frame, 28) as usize;
+    let value_len = u32_at(frame, 32) as usize;
+    let key = FRAME_HEADER_LEN..FRAME_HEADER_LEN.saturating_add(key_len);
+    if key.end > len {
+        return Err(malformed("key overruns frame"));
+    }
+    let headers_end = skip_headers(frame, key.end, header_count)?;
+    let value = headers_end..headers_end.saturating_add(value_len);
+    if value.end != len {
+        return Err(malformed("field lengths do not add up to frame length"));
+    }
+    Ok(FrameView {
+        len,
+        offset: u64_at(frame, 8),
+        timestamp: u64_at(frame, 16) as i64,
+        header_count,
+        key: key.clone(),
+        headers: key.end..headers_end,
+        value,
+    })
+}
+
+/// Validates `count` headers starting at `start`; returns where they end.
+fn skip_headers(frame: &[u8], start: usize, count: u16) -> Result<usize, FrameError> {
+    let mut iter = HeaderIter::new(&frame[start..], count);
+    for _ in 0..count {
+        match iter.next_checked() {
+            Some(Ok(_)) => {}
+            Some(Err(reason)) => return Err(malformed(reason)),
+            None => return Err(malformed("missing header")),
+        }
+    }
+    Ok(start + iter.consumed)
+}
+
+fn malformed(reason: &'static str) -> FrameError {
+    FrameError::Corrupt(CorruptKind::Malformed(reason))
+}
+
+/// Iterates the headers of a decoded frame as `(name, value)` pairs.
+#[derive(Debug, Clone)]
+pub struct HeaderIter<'a> {
+    buf: &'a [u8],
+    remaining: u16,
+    consumed: usize,
+}
+
+impl<'a> HeaderIter<'a> {
+    /// Iterates `count` headers encoded at the start of `buf`.
+    pub fn new(buf: &'a [u8], count: u16) -> Self {
+        HeaderIter {
+            buf,
+            remaining: count,
+            consumed: 0,
+        }
+    }
+
+    fn next_checked(&mut self) -> Option<Result<(&'a str, &'a [u8]), &'static str>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let rest = &self.buf[self.consumed..];
+        if rest.len() < HEADER_ENTRY_FIXED {
+            return Some(Err("header overruns frame"));
+        }
+        let name_len = u16_at(rest, 0) as usize;
+        let value_len = u32_at(rest, 2) as usize;
+        let name_end = HEADER_ENTRY_FIXED + name_len;
+        let Some(value_end) = name_end.checked_add(value_len).filter(|&e| e <= rest.len()) else {
+            return Some(Err("header overruns frame"));
+        };
+        let Ok(name) = std::str::from_utf8(&rest[HEADER_ENTRY_FIXED..name_end]) else {
+            return Some(Err("header name is not UTF-8"));
+        };
+        self.consumed += value_end;
+        Some(Ok((name, &rest[name_end..value_end])))
+    }
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Frames are validated when decoded, so an error here means the
+        // caller built the iterator over unvalidated bytes: stop.
+        self.next_checked()?.ok()
+    }
+}

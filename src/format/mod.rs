@@ -1,0 +1,24 @@
+//! Pure encoding and decoding of every on-disk structure. No I/O here, so
+//! every decoder can be fuzzed on raw bytes. docs/FORMAT.md is the byte-exact
+//! description of what these functions read and write.
+//!
+//! All integers are little-endian. Checksums are CRC-32/IEEE (`crc32fast`).
+//! Every decoder treats its input as untrusted: lengths are checked against
+//! their limits and against the bytes present before anything is sliced.
+
+mod frame;
+mod index_entry;
+mod le;
+mod segment_header;
+
+pub use frame::{
+    FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
+    encoded_len, frame_len,
+};
+pub use index_entry::{
+    INDEX_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry,
+    decode_index_header, encode_index_header,
+};
+pub use segment_header::{
+    FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, decode_segment_header,
+};

@@ -1,0 +1,76 @@
+//! The storage traits. Kept small on purpose: a new backend (or a new fault)
+//! implements a dozen methods, and everything above works unchanged.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Held for as long as a directory is owned; dropping it releases the lock.
+pub type LockGuard = Box<dyn Any + Send + Sync>;
+
+/// A file system as logbus needs it.
+pub trait Storage: Send + Sync + Debug + 'static {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` for reading and writing, creating it (owner-only) when
+    /// `create` is set.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Maps `path` (creating it, owner-only) and grows it to at least `min_len`.
+    fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Lists the entries of `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Makes the entries of `dir` (creations and removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock on `path` (created if missing), or returns
+    /// `None` if someone else holds it.
+    fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + Debug {
+    /// Reads up to `buf.len()` bytes at `pos`; returns how many were read
+    /// (0 at end of file).
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize>;
+    /// Writes all of `buf` at `pos`.
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    fn size(&self) -> io::Result<u64>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes written data durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes data and metadata durable (fsync); used after a length change.
+    fn sync_all(&self) -> io::Result<()>;
+}
+
+/// A file mapped into memory, read and written as a byte slice.
+pub trait MappedFile: Send + Sync + Debug {
+    /// The mapped bytes (the whole file).
+    fn bytes(&self) -> &[u8];
+    /// The mapped bytes, writable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Truncates or extends the file and the mapping.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+    /// Makes the mapped bytes and the file length durable.
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// Fills `buf` from `pos`, failing with `UnexpectedEof` if the file is shorter.
+pub fn read_exact_at(file: &dyn StorageFile, mut buf: &mut [u8], mut pos: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, pos) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                pos += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,49 @@
+//! # logbus
+//!
+//! Crash-safe messaging embedded in your application. One primitive, an
+//! append-only segmented [`Log`] with memory-mapped indexes, is built to
+//! carry five messaging patterns (queues, publish-subscribe, request-reply,
+//! scatter-gather and dead-letter queues).
+//!
+//! ```
+//! use logbus::{Durability, Log, LogOptions, Position, Record};
+//! # fn main() -> logbus::Result<()> {
+//! let dir = tempfile::tempdir()?;
+//! let log = Log::open(dir.path(), LogOptions::default().durability(Durability::Always))?;
+//! let first = log.append(&Record::new(b"hello").key(b"greeting").header("lang", b"en"))?;
+//! let batch = log.append_batch(&[Record::new(b"a"), Record::new(b"b")])?;
+//! assert_eq!(batch, first + 1..first + 3);
+//!
+//! let mut cursor = log.cursor(Position::Earliest)?;
+//! while let Some(record) = cursor.next()? {
+//!     println!("{} {:?}", record.offset(), record.value());
+//! }
+//! log.close()?;
+//! # Ok(()) }
+//! ```
+//!
+//! See `docs/SEMANTICS.md` for the durability contract and `docs/FORMAT.md`
+//! for the on-disk format.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+mod error;
+pub mod format;
+mod index;
+pub mod io;
+mod log;
+mod record;
+
+pub use error::{CorruptKind, Error, Result};
+pub use log::{
+    Cursor, Durability, Log, LogOptions, Position, RecoveryReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    Truncation,
+};
+pub use record::{Record, StoredRecord};
+
+/// Index search and validation, exposed for the dump tool and fuzzers.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::index::{lookup_offset, lookup_time, validate_offset_entries, validate_time_entries};
+}

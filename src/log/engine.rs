@@ -1,0 +1,510 @@
+//! [`Log`]: the handle users hold, tying segments, durability, recovery and
+//! retention together.
+//!
+//! Concurrency: appends are serialized by the writer mutex; reads take the
+//! segment list's read lock only to find a segment, then read through their
+//! own file handle, so readers never block writers. Lock order, where two
+//! are held: writer, then segment list, then a segment's own locks.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use event_listener::Event;
+
+use super::durability::GroupCommit;
+use super::options::{Durability, LogOptions};
+use super::reader::{Cursor, Position, read_record};
+use super::recovery::{CLEAN_MARKER, RecoveryReport, recover};
+use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
+use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
+use crate::error::{Error, Result};
+use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
+use crate::io::LockGuard;
+use crate::record::{Record, StoredRecord};
+
+/// Name of the lock file in a log directory.
+const LOCK_FILE: &str = ".lock";
+
+/// An append-only, segmented, crash-safe log of records.
+///
+/// `Log` is a cheap handle: clones share one log. It is `Send + Sync`;
+/// any number of threads may append and read at once.
+///
+/// ```
+/// use logbus::{Log, LogOptions, Position, Record};
+/// # fn main() -> logbus::Result<()> {
+/// let dir = tempfile::tempdir()?;
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// let offset = log.append(&Record::new(b"hello").key(b"k"))?;
+/// assert_eq!(log.read(offset)?.unwrap().value(), b"hello");
+/// let mut cursor = log.cursor(Position::Earliest)?;
+/// assert_eq!(cursor.next()?.unwrap().offset(), offset);
+/// log.close()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Log {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    dir: PathBuf,
+    options: LogOptions,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    writer: Mutex<Writer>,
+    commit: GroupCommit,
+    pub(crate) appended: Event,
+    closed: AtomicBool,
+    report: RecoveryReport,
+    flusher: Mutex<Option<Flusher>>,
+    lock: Mutex<Option<LockGuard>>,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Arc<Segment>,
+    next_offset: u64,
+    position: u64,
+    frames: Vec<u8>,
+    placed: Vec<(u64, i64)>,
+}
+
+impl Writer {
+    fn extent(&self) -> Extent {
+        Extent {
+            end_offset: self.next_offset,
+            end_pos: self.position,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering from any
+    /// crash. Fails with [`Error::Locked`] if another handle owns `dir`.
+    pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
+        options.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        let storage = options.storage.clone();
+        storage.create_dir_all(&dir)?;
+        let guard = storage
+            .lock(&dir.join(LOCK_FILE))?
+            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
+        let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
+        let extent = active.limit();
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer {
+                active,
+                next_offset: extent.end_offset,
+                position: extent.end_pos,
+                frames: Vec::new(),
+                placed: Vec::new(),
+            }),
+            commit: GroupCommit::new(extent.end_offset),
+            segments: RwLock::new(recovered.segments),
+            report: recovered.report,
+            appended: Event::new(),
+            closed: AtomicBool::new(false),
+            flusher: Mutex::new(None),
+            lock: Mutex::new(Some(guard)),
+            dir,
+            options,
+        });
+        if let Durability::Interval(every) = shared.options.durability {
+            *lock(&shared.flusher) = Some(Flusher::spawn(Arc::downgrade(&shared), every)?);
+        }
+        shared.enforce_retention(RetentionRules::default())?;
+        Ok(Log { shared })
+    }
+
+    /// Appends one record and returns its offset. Under
+    /// [`Durability::Always`] it returns once the record is durable.
+    pub fn append(&self, record: &Record<'_>) -> Result<u64> {
+        Ok(self.shared.append(std::slice::from_ref(record))?.start)
+    }
+
+    /// Appends records with one write (and, under `Always`, one sync) and
+    /// returns their offsets. The batch lands in one segment; a batch
+    /// larger than a segment is refused. After a crash, a prefix of an
+    /// unacknowledged batch may survive.
+    pub fn append_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.shared.append(records)
+    }
+
+    /// Reads the record at `offset`, or `None` if it is below the start or
+    /// not yet readable.
+    pub fn read(&self, offset: u64) -> Result<Option<StoredRecord>> {
+        self.shared.check_open()?;
+        match self.shared.segment_for(offset) {
+            Some(segment) if offset < segment.limit().end_offset => read_record(&segment, offset).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// A cursor reading forward from `position`.
+    pub fn cursor(&self, position: Position) -> Result<Cursor> {
+        self.shared.check_open()?;
+        Cursor::new(self.shared.clone(), position)
+    }
+
+    /// Makes every appended record durable now.
+    pub fn flush(&self) -> Result<()> {
+        self.shared.check_open()?;
+        self.shared.flush()
+    }
+
+    /// The lowest offset still stored.
+    pub fn start_offset(&self) -> u64 {
+        self.shared.start_offset()
+    }
+
+    /// One past the last readable offset: the offset the next record gets
+    /// once all pending appends are readable.
+    pub fn end_offset(&self) -> u64 {
+        self.shared.end_offset()
+    }
+
+    /// What recovery found and repaired when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.report
+    }
+
+    /// The directory holding the log.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Applies the size and age retention limits now (they are also applied
+    /// at open and whenever a segment is sealed). Returns segments removed.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        self.shared.check_open()?;
+        let _writer = self.shared.writer();
+        self.shared.enforce_retention(RetentionRules::default())
+    }
+
+    /// Deletes whole sealed segments whose records all lie below `offset`,
+    /// for callers that own retention. Records of a segment that straddles
+    /// `offset` stay readable. Returns segments removed.
+    pub fn truncate_before(&self, offset: u64) -> Result<usize> {
+        self.shared.check_open()?;
+        let _writer = self.shared.writer();
+        let rules = RetentionRules {
+            truncate_before: Some(offset),
+            ..RetentionRules::default()
+        };
+        self.shared.enforce_retention(rules)
+    }
+
+    /// Syncs everything, trims the active segment's indexes and writes the
+    /// clean-shutdown marker, so the next open scans almost nothing. Other
+    /// handles to this log get [`Error::Closed`] afterwards.
+    pub fn close(&self) -> Result<()> {
+        self.shared.close()
+    }
+}
+
+impl Shared {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        lock(&self.writer)
+    }
+
+    pub(crate) fn segments(&self) -> RwLockReadGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn segments_mut(&self) -> RwLockWriteGuard<'_, Vec<Arc<Segment>>> {
+        self.segments.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// The segment that holds (or would hold) `offset`; `None` below the start.
+    pub(crate) fn segment_for(&self, offset: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments();
+        let after = segments.partition_point(|s| s.base() <= offset);
+        after.checked_sub(1).map(|i| segments[i].clone())
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.segments().first().map_or(0, |s| s.base())
+    }
+
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.segments().last().map_or(0, |s| s.limit().end_offset)
+    }
+
+    fn append(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        let (start, extent) = {
+            let mut writer = self.writer();
+            self.check_open()?;
+            self.commit.check()?;
+            let start = writer.next_offset;
+            if records.is_empty() {
+                return Ok(start..start);
+            }
+            let extent = self.write_batch(&mut writer, records)?;
+            (start, extent)
+        };
+        if self.options.durability == Durability::Always {
+            self.commit
+                .wait_durable(extent.end_offset, || self.sync_written())?;
+        }
+        Ok(start..extent.end_offset)
+    }
+
+    /// Checks sizes, rolls if needed, writes the batch and indexes it.
+    fn write_batch(&self, writer: &mut Writer, records: &[Record<'_>]) -> Result<Extent> {
+        let batch_bytes = self.checked_batch_bytes(records)?;
+        if writer.position > SEGMENT_HEADER_LEN as u64
+            && writer.position + batch_bytes > self.options.segment_bytes
+        {
+            self.roll(writer)?;
+        }
+        let now = now_ms();
+        let Writer {
+            frames,
+            placed,
+            next_offset,
+            position,
+            active,
+        } = writer;
+        frames.clear();
+        placed.clear();
+        for (i, record) in records.iter().enumerate() {
+            let timestamp = record.timestamp_or(now);
+            placed.push((*position + frames.len() as u64, timestamp));
+            encode_frame(
+                frames,
+                *next_offset + i as u64,
+                timestamp,
+                record.key_bytes(),
+                record.header_pairs(),
+                record.value(),
+            );
+        }
+        if let Err(e) = active.file().write_all_at(frames, *position) {
+            self.undo_partial_write(active, *position);
+            return Err(e.into());
+        }
+        for (i, &(frame_position, timestamp)) in placed.iter().enumerate() {
+            if let Err(e) = active.record_appended(*next_offset + i as u64, frame_position, timestamp) {
+                self.commit.poison(format!("index update failed: {e}"));
+                return Err(e);
+            }
+        }
+        *next_offset += records.len() as u64;
+        *position += frames.len() as u64;
+        let extent = writer.extent();
+        if self.options.durability != Durability::Always {
+            writer.active.advance_limit(extent);
+            self.appended.notify(usize::MAX);
+        }
+        Ok(extent)
+    }
+
+    fn checked_batch_bytes(&self, records: &[Record<'_>]) -> Result<u64> {
+        let max = self.options.record_limit();
+        let mut total = 0u64;
+        for record in records {
+            let size = record.encoded_len().map_or(u64::MAX, |n| n as u64);
+            if size > max {
+                return Err(Error::RecordTooLarge { size, max });
+            }
+            total += size;
+        }
+        let room = self.options.segment_bytes - SEGMENT_HEADER_LEN as u64;
+        if total > room {
+            return Err(Error::InvalidArgument(format!(
+                "batch of {total} bytes does not fit in a segment of {room} bytes"
+            )));
+        }
+        Ok(total)
+    }
+
+    /// Cuts a failed write's partial frame off; if even that fails, the
+    /// file's tail is unknown and the log is poisoned.
+    fn undo_partial_write(&self, segment: &Segment, position: u64) {
+        if let Err(e) = segment.file().set_len(position) {
+            self.commit
+                .poison(format!("could not remove a partial write: {e}"));
+        }
+    }
+
+    /// Syncs the active segment; everything written before is then durable.
+    fn sync_written(&self) -> std::io::Result<u64> {
+        let (segment, extent) = {
+            let writer = self.writer();
+            (writer.active.clone(), writer.extent())
+        };
+        segment.file().sync_data()?;
+        segment.advance_limit(extent);
+        self.appended.notify(usize::MAX);
+        Ok(extent.end_offset)
+    }
+
+    fn flush(&self) -> Result<()> {
+        let target = self.writer().next_offset;
+        self.commit.wait_durable(target, || self.sync_written())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&self, writer: &mut Writer) -> Result<()> {
+        let sealed = writer.active.clone();
+        let extent = writer.extent();
+        if let Err(e) = sealed.file().sync_data() {
+            self.commit
+                .poison(format!("sync failed while sealing a segment: {e}"));
+            return Err(e.into());
+        }
+        sealed.indexes().seal()?;
+        sealed.advance_limit(extent);
+        self.commit.mark_durable(extent.end_offset);
+        let storage = self.options.storage.as_ref();
+        let next = Segment::create(
+            storage,
+            &self.dir,
+            extent.end_offset,
+            self.options.index_interval_bytes,
+            self.options.index_capacity(),
+            now_ms(),
+        )?;
+        storage.sync_dir(&self.dir)?;
+        let next = Arc::new(next);
+        self.segments_mut().push(next.clone());
+        writer.active = next;
+        writer.position = SEGMENT_HEADER_LEN as u64;
+        self.appended.notify(usize::MAX);
+        self.enforce_retention(RetentionRules::default())?;
+        Ok(())
+    }
+
+    /// Removes the segments retention selects. The caller holds the writer.
+    fn enforce_retention(&self, extra: RetentionRules) -> Result<usize> {
+        let rules = RetentionRules {
+            retention_bytes: self.options.retention_bytes,
+            retention_age: self.options.retention_age,
+            truncate_before: extra.truncate_before,
+        };
+        let removed: Vec<Arc<Segment>> = {
+            let mut segments = self.segments_mut();
+            let summaries: Vec<SegmentSummary> = segments
+                .iter()
+                .map(|s| SegmentSummary {
+                    base: s.base(),
+                    bytes: s.size_bytes(),
+                    max_timestamp: s.max_timestamp(),
+                })
+                .collect();
+            let count = segments_to_remove(&summaries, rules, now_ms());
+            segments.drain(..count).collect()
+        };
+        if removed.is_empty() {
+            return Ok(0);
+        }
+        let storage = self.options.storage.as_ref();
+        for segment in &removed {
+            for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
+                storage.remove(&segment_file(&self.dir, segment.base(), ext))?;
+            }
+        }
+        storage.sync_dir(&self.dir)?;
+        Ok(removed.len())
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if let Some(flusher) = lock(&self.flusher).take() {
+            flusher.stop();
+        }
+        self.appended.notify(usize::MAX);
+        let result = self.write_clean_marker();
+        lock(&self.lock).take();
+        result
+    }
+
+    fn write_clean_marker(&self) -> Result<()> {
+        let writer = self.writer();
+        self.commit.check()?;
+        writer.active.file().sync_data()?;
+        writer.active.indexes().seal()?;
+        let storage = self.options.storage.as_ref();
+        let marker = storage.open(&self.dir.join(CLEAN_MARKER), true)?;
+        marker.sync_all()?;
+        storage.sync_dir(&self.dir)?;
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Best effort: a handle dropped without `close` still closes cleanly
+        // when it can; if it cannot, the next open recovers as after a crash.
+        let _ = self.close();
+    }
+}
+
+/// The background thread of [`Durability::Interval`].
+#[derive(Debug)]
+struct Flusher {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: JoinHandle<()>,
+}
+
+impl Flusher {
+    fn spawn(log: Weak<Shared>, every: Duration) -> std::io::Result<Flusher> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("logbus-flusher".into())
+            .spawn(move || {
+                while !Flusher::wait_for_stop(&signal, every) {
+                    let Some(shared) = log.upgrade() else { return };
+                    // A failed sync poisons the log; appends report it.
+                    let _ = shared.flush();
+                }
+            })?;
+        Ok(Flusher { stop, thread })
+    }
+
+    /// Sleeps up to `every`; true once stop was requested.
+    fn wait_for_stop(signal: &(Mutex<bool>, std::sync::Condvar), every: Duration) -> bool {
+        let (stopped, wake) = signal;
+        let guard = lock(stopped);
+        if *guard {
+            return true;
+        }
+        *wake
+            .wait_timeout(guard, every)
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+    }
+
+    fn stop(self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        if self.thread.thread().id() != std::thread::current().id() {
+            let _ = self.thread.join();
+        }
+    }
+}

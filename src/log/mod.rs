@@ -1,0 +1,15 @@
+//! The log: segments, indexes, durability, recovery, retention, readers.
+
+mod durability;
+mod engine;
+mod options;
+mod reader;
+mod recovery;
+mod retention;
+mod scan;
+mod segment;
+
+pub use engine::Log;
+pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use reader::{Cursor, Position};
+pub use recovery::{RecoveryReport, Truncation};

@@ -1,0 +1,226 @@
+//! Reading: random reads by offset and [`Cursor`]s that read forward.
+//!
+//! A cursor keeps its segment and a chunked scanner, so sequential reads
+//! cost one file read per chunk and no allocation per record. It never reads
+//! past a segment's readable limit, and it checks that every frame carries
+//! the offset it expects, so a wrong index entry or damaged data is an
+//! error, never a wrong record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use event_listener::Listener;
+
+use super::engine::Shared;
+use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
+use super::segment::Segment;
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::SEGMENT_HEADER_LEN;
+use crate::record::StoredRecord;
+
+/// Chunk size for random reads: one index interval and then some.
+const RANDOM_READ_CHUNK_BYTES: usize = 16 << 10;
+
+/// Where a cursor starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// The oldest stored record.
+    Earliest,
+    /// After the last readable record: only new records.
+    Latest,
+    /// A given offset (clamped to the stored range).
+    Offset(u64),
+    /// The first record whose timestamp (ms) is at least this.
+    Timestamp(i64),
+}
+
+fn scan_error(segment: &Segment, error: ScanError) -> Error {
+    match error {
+        ScanError::Io(e) => Error::Io(e),
+        ScanError::Invalid { position, kind } => Error::corrupt(segment.path(), position, kind),
+    }
+}
+
+/// A scanner over `segment` positioned at the frame of `offset`. Starts at
+/// the index's hint; if the hint is wrong, falls back to the segment start.
+fn scanner_at(segment: &Segment, offset: u64, chunk_bytes: usize) -> Result<FrameScanner> {
+    let limit = segment.limit().end_pos;
+    let hint = segment.scan_start(offset);
+    let mut last_error = None;
+    for start in [hint, SEGMENT_HEADER_LEN as u64] {
+        let mut scanner = FrameScanner::new(segment.file().clone(), start, limit, chunk_bytes);
+        match skip_to(&mut scanner, offset) {
+            Ok(()) => return Ok(scanner),
+            Err(e) => last_error = Some(scan_error(segment, e)),
+        }
+        if start == SEGMENT_HEADER_LEN as u64 {
+            break;
+        }
+    }
+    Err(last_error.unwrap_or(Error::Closed))
+}
+
+/// Advances past frames below `offset`, leaving the scanner on `offset`.
+fn skip_to(scanner: &mut FrameScanner, offset: u64) -> Result<(), ScanError> {
+    loop {
+        let position = scanner.position();
+        let frame = scanner.next_frame()?;
+        match frame {
+            Some(Scanned { view, .. }) if view.offset < offset => continue,
+            Some(Scanned { view, .. }) if view.offset == offset => {
+                scanner.seek(position);
+                return Ok(());
+            }
+            found => {
+                let found = found.map_or(u64::MAX, |s| s.view.offset);
+                let kind = CorruptKind::OffsetMismatch {
+                    expected: offset,
+                    found,
+                };
+                return Err(ScanError::Invalid { position, kind });
+            }
+        }
+    }
+}
+
+/// Reads the record at `offset`, which lies below `segment`'s limit.
+pub(crate) fn read_record(segment: &Segment, offset: u64) -> Result<StoredRecord> {
+    let mut scanner = scanner_at(segment, offset, RANDOM_READ_CHUNK_BYTES)?;
+    next_record(segment, &mut scanner, offset)
+}
+
+fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Result<StoredRecord> {
+    let position = scanner.position();
+    match scanner.next_frame().map_err(|e| scan_error(segment, e))? {
+        Some(frame) if frame.view.offset == offset => Ok(StoredRecord::from_frame(&frame.bytes, &frame.view)),
+        found => {
+            let found = found.map_or(u64::MAX, |s| s.view.offset);
+            let kind = CorruptKind::OffsetMismatch {
+                expected: offset,
+                found,
+            };
+            Err(Error::corrupt(segment.path(), position, kind))
+        }
+    }
+}
+
+/// Reads forward through a log from a starting position.
+///
+/// [`Cursor::next`] never blocks; [`Cursor::next_timeout`] waits for an
+/// append. If retention removes records before the cursor reads them, the
+/// cursor moves to the oldest stored record and counts the gap in
+/// [`Cursor::skipped`].
+#[derive(Debug)]
+pub struct Cursor {
+    log: Arc<Shared>,
+    next_offset: u64,
+    current: Option<(Arc<Segment>, FrameScanner)>,
+    skipped: u64,
+}
+
+impl Cursor {
+    pub(crate) fn new(log: Arc<Shared>, position: Position) -> Result<Cursor> {
+        let next_offset = match position {
+            Position::Earliest => log.start_offset(),
+            Position::Latest => log.end_offset(),
+            Position::Offset(offset) => offset.clamp(log.start_offset(), log.end_offset()),
+            Position::Timestamp(timestamp) => offset_for_timestamp(&log, timestamp)?,
+        };
+        Ok(Cursor {
+            log,
+            next_offset,
+            current: None,
+            skipped: 0,
+        })
+    }
+
+    /// The offset of the next record this cursor returns.
+    pub fn offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Records skipped because retention removed them before they were read.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The next record, or `None` if the cursor has read everything readable.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<StoredRecord>> {
+        self.log.check_open()?;
+        loop {
+            if let Some((segment, scanner)) = &mut self.current {
+                let limit = segment.limit();
+                if self.next_offset < limit.end_offset {
+                    scanner.extend_limit(limit.end_pos);
+                    let record = next_record(segment, scanner, self.next_offset)?;
+                    self.next_offset += 1;
+                    return Ok(Some(record));
+                }
+            }
+            let start = self.log.start_offset();
+            if self.next_offset < start {
+                self.skipped += start - self.next_offset;
+                self.next_offset = start;
+                self.current = None;
+            }
+            let Some(segment) = self.log.segment_for(self.next_offset) else {
+                return Ok(None);
+            };
+            let same = self
+                .current
+                .as_ref()
+                .is_some_and(|(s, _)| Arc::ptr_eq(s, &segment));
+            if same || self.next_offset >= segment.limit().end_offset {
+                return Ok(None);
+            }
+            let scanner = scanner_at(&segment, self.next_offset, SCAN_CHUNK_BYTES)?;
+            self.current = Some((segment, scanner));
+        }
+    }
+
+    /// The next record, waiting up to `timeout` for one to be appended.
+    /// Returns `Ok(None)` on timeout and [`Error::Closed`] if the log closes.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(record) = self.next()? {
+                return Ok(Some(record));
+            }
+            let listener = self.log.appended.listen();
+            if let Some(record) = self.next()? {
+                return Ok(Some(record));
+            }
+            if listener.wait_deadline(deadline).is_none() {
+                return self.next();
+            }
+        }
+    }
+
+    /// Moves the cursor to `position`.
+    pub fn seek(&mut self, position: Position) -> Result<()> {
+        *self = Cursor::new(self.log.clone(), position)?;
+        Ok(())
+    }
+}
+
+/// The first offset whose record's timestamp is at least `timestamp`, or
+/// the end offset if none is.
+fn offset_for_timestamp(log: &Shared, timestamp: i64) -> Result<u64> {
+    let segments: Vec<Arc<Segment>> = log.segments().clone();
+    for segment in segments.iter().filter(|s| s.max_timestamp() >= timestamp) {
+        let limit = segment.limit();
+        let start = segment.time_scan_start(timestamp).max(segment.base());
+        if start >= limit.end_offset {
+            continue;
+        }
+        let mut scanner = scanner_at(segment, start, SCAN_CHUNK_BYTES)?;
+        for offset in start..limit.end_offset {
+            let record = next_record(segment, &mut scanner, offset)?;
+            if record.timestamp() >= timestamp {
+                return Ok(offset);
+            }
+        }
+    }
+    Ok(log.end_offset())
+}

@@ -1,0 +1,367 @@
+//! Opening a log directory: deciding what on disk is the log.
+//!
+//! Rules:
+//! - The segment scan is the truth; indexes are hints, rebuilt when missing
+//!   or invalid, and verified on every use.
+//! - Sealed segments (all but the last) were synced and their indexes
+//!   trimmed and synced before the next segment was created, so they are
+//!   whole: damage inside them is [`Error::Corrupt`], never truncated away.
+//! - Only the last (active) segment can hold unsynced bytes, so only it is
+//!   scanned, and recovery cost is bounded by one segment, not by the log.
+//!   After a clean close (the `.clean` marker) even that scan starts at the
+//!   last index entry.
+//! - The scan of the last segment stops at the first frame that fails its
+//!   checks or breaks the dense offset sequence; the file is truncated there
+//!   and the cut is reported in the [`RecoveryReport`].
+//! - An I/O error aborts the open and truncates nothing: only corruption is
+//!   repaired.
+//!
+//! Decision table (each row has a test in `tests/recovery.rs`):
+//!
+//! | situation | action |
+//! | --- | --- |
+//! | no segment files | create segment 0 |
+//! | `.idx` or `.tix` without its `.log` | delete it |
+//! | last segment's header torn and no valid frame after it | delete the segment (crash while creating it) |
+//! | a segment's header invalid, otherwise | `Error::Corrupt` |
+//! | sealed segment's index missing or invalid | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
+//! | last segment after a clean close, index valid | scan from its last index entry |
+//! | last segment otherwise | scan all of it, rebuilding its indexes |
+//! | that scan meets a bad frame or an offset gap | truncate there, report it |
+//! | I/O error anywhere | abort the open |
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::options::LogOptions;
+use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
+use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::{OffsetEntry, SEGMENT_HEADER_LEN};
+use crate::index::{validate_offset_entries, validate_time_entries};
+use crate::io::Storage;
+
+/// Name of the clean-shutdown marker file.
+pub(crate) const CLEAN_MARKER: &str = ".clean";
+
+/// What opening a log found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The previous owner closed the log cleanly.
+    pub clean_shutdown: bool,
+    /// Segments found.
+    pub segments: usize,
+    /// Bytes of segment data scanned to find the end of the log.
+    pub scanned_bytes: u64,
+    /// Tails cut off the last segment.
+    pub truncations: Vec<Truncation>,
+    /// Index files rebuilt from their segments.
+    pub rebuilt_indexes: Vec<PathBuf>,
+    /// Files deleted: orphan indexes and segments torn while being created.
+    pub removed_files: Vec<PathBuf>,
+}
+
+impl RecoveryReport {
+    /// True if recovery changed nothing but the clean marker.
+    pub fn is_pristine(&self) -> bool {
+        self.truncations.is_empty() && self.removed_files.is_empty()
+    }
+}
+
+/// A tail removed from a segment during recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment file.
+    pub file: PathBuf,
+    /// Where the first bad frame started; the file now ends here.
+    pub position: u64,
+    /// Bytes removed.
+    pub bytes_removed: u64,
+    /// Why the frame at `position` was rejected.
+    pub reason: CorruptKind,
+}
+
+pub(crate) struct Recovered {
+    pub segments: Vec<Arc<Segment>>,
+    pub report: RecoveryReport,
+}
+
+/// Where a scan of frames ended.
+struct ScanEnd {
+    end: Extent,
+    stop: Option<(u64, CorruptKind)>,
+}
+
+/// Opens every segment in `dir`, repairing the tail of the last one.
+pub(crate) fn recover(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &LogOptions,
+    now_ms: i64,
+) -> Result<Recovered> {
+    let mut report = RecoveryReport::default();
+    let listing = DirListing::read(storage, dir)?;
+    if listing.clean {
+        storage.remove(&dir.join(CLEAN_MARKER))?;
+        report.clean_shutdown = true;
+    }
+    for orphan in &listing.orphans {
+        storage.remove(orphan)?;
+        report.removed_files.push(orphan.clone());
+    }
+    let mut segments = open_segments(storage, dir, options, &listing.bases, &mut report)?;
+    if segments.is_empty() {
+        let base = listing.bases.last().copied().unwrap_or(0);
+        let segment = Segment::create(
+            storage,
+            dir,
+            base,
+            options.index_interval_bytes,
+            options.index_capacity(),
+            now_ms,
+        )?;
+        segments.push(Arc::new(segment));
+    }
+    storage.sync_dir(dir)?;
+    for pair in segments.windows(2) {
+        recover_sealed(&pair[0], pair[1].base(), &mut report)?;
+    }
+    if let Some(last) = segments.last() {
+        recover_active(last, report.clean_shutdown, options, &mut report)?;
+    }
+    report.segments = segments.len();
+    Ok(Recovered { segments, report })
+}
+
+/// The recognised files of a log directory.
+struct DirListing {
+    bases: Vec<u64>,
+    orphans: Vec<PathBuf>,
+    clean: bool,
+}
+
+impl DirListing {
+    fn read(storage: &dyn Storage, dir: &Path) -> Result<Self> {
+        let mut bases = Vec::new();
+        let mut indexes = Vec::new();
+        let mut clean = false;
+        for path in storage.list(dir)? {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name == CLEAN_MARKER {
+                clean = true;
+            }
+            match parse_segment_name(name) {
+                Some((base, DATA_EXT)) => bases.push(base),
+                Some((base, OFFSET_INDEX_EXT | TIME_INDEX_EXT)) => indexes.push((base, path)),
+                _ => {}
+            }
+        }
+        bases.sort_unstable();
+        let orphans = indexes
+            .into_iter()
+            .filter(|(base, _)| bases.binary_search(base).is_err())
+            .map(|(_, path)| path)
+            .collect();
+        Ok(DirListing {
+            bases,
+            orphans,
+            clean,
+        })
+    }
+}
+
+/// Parses `{base:020}.{ext}`.
+pub(crate) fn parse_segment_name(name: &str) -> Option<(u64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+fn open_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    options: &LogOptions,
+    bases: &[u64],
+    report: &mut RecoveryReport,
+) -> Result<Vec<Arc<Segment>>> {
+    let mut segments = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        match Segment::open(storage, dir, base, options.index_interval_bytes) {
+            Ok(segment) => segments.push(Arc::new(segment)),
+            Err(e) if e.is_corruption() && i + 1 == bases.len() && torn_creation(storage, dir, base)? => {
+                for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
+                    let path = segment_file(dir, base, ext);
+                    if storage.remove(&path).is_ok() {
+                        report.removed_files.push(path);
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(segments)
+}
+
+/// A segment whose header is bad is a torn creation only if no valid frame
+/// follows the header: records are written only after the header was synced.
+fn torn_creation(storage: &dyn Storage, dir: &Path, base: u64) -> Result<bool> {
+    let file = storage.open(&segment_file(dir, base, DATA_EXT), false)?;
+    let len = file.size()?;
+    let mut scanner = FrameScanner::new(file, SEGMENT_HEADER_LEN as u64, len, SCAN_CHUNK_BYTES);
+    match scanner.next_frame() {
+        Ok(Some(_)) => Ok(false),
+        Ok(None) | Err(ScanError::Invalid { .. }) => Ok(true),
+        Err(ScanError::Io(e)) => Err(e.into()),
+    }
+}
+
+/// Scans frames from `position`, expecting dense offsets from
+/// `next_offset`, calling `each` per frame; stops at the first bad frame.
+fn scan_frames(
+    segment: &Segment,
+    position: u64,
+    next_offset: u64,
+    limit: u64,
+    mut each: impl FnMut(&Scanned) -> Result<()>,
+) -> Result<ScanEnd> {
+    let mut scanner = FrameScanner::new(segment.file().clone(), position, limit, SCAN_CHUNK_BYTES);
+    let mut end = Extent {
+        end_offset: next_offset,
+        end_pos: position,
+    };
+    loop {
+        match scanner.next_frame() {
+            Ok(None) => return Ok(ScanEnd { end, stop: None }),
+            Ok(Some(frame)) if frame.view.offset != end.end_offset => {
+                let kind = CorruptKind::OffsetMismatch {
+                    expected: end.end_offset,
+                    found: frame.view.offset,
+                };
+                return Ok(ScanEnd {
+                    end,
+                    stop: Some((frame.position, kind)),
+                });
+            }
+            Ok(Some(frame)) => {
+                each(&frame)?;
+                end = Extent {
+                    end_offset: end.end_offset + 1,
+                    end_pos: scanner.position(),
+                };
+            }
+            Err(ScanError::Invalid { position, kind }) => {
+                return Ok(ScanEnd {
+                    end,
+                    stop: Some((position, kind)),
+                });
+            }
+            Err(ScanError::Io(e)) => return Err(e.into()),
+        }
+    }
+}
+
+fn validate_indexes(segment: &Segment, file_len: u64) -> std::result::Result<(), CorruptKind> {
+    let indexes = segment.indexes();
+    indexes.offsets.validate(segment.base())?;
+    indexes.times.validate(segment.base())?;
+    validate_offset_entries(indexes.offsets.entries(), file_len)?;
+    validate_time_entries(indexes.times.entries())
+}
+
+fn index_paths(segment: &Segment) -> [PathBuf; 2] {
+    let indexes = segment.indexes();
+    [
+        indexes.offsets.path().to_path_buf(),
+        indexes.times.path().to_path_buf(),
+    ]
+}
+
+/// Rebuilds both indexes of `segment` by scanning it from the header.
+fn rebuild_indexes(
+    segment: &Segment,
+    limit: u64,
+    capacity: usize,
+    report: &mut RecoveryReport,
+) -> Result<ScanEnd> {
+    segment.indexes().reset(segment.base(), capacity)?;
+    report.rebuilt_indexes.extend(index_paths(segment));
+    let header = SEGMENT_HEADER_LEN as u64;
+    scan_frames(segment, header, segment.base(), limit, |frame| {
+        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+    })
+}
+
+fn recover_sealed(segment: &Segment, next_base: u64, report: &mut RecoveryReport) -> Result<()> {
+    let len = segment.file().size()?;
+    let last_indexed = segment.indexes().offsets.last().and_then(OffsetEntry::decode);
+    let index_ok = validate_indexes(segment, len).is_ok()
+        && last_indexed.is_none_or(|e| segment.base() + u64::from(e.relative_offset) < next_base);
+    if index_ok {
+        segment.indexes().resume(0)?;
+    } else {
+        let scan = rebuild_indexes(segment, len, 0, report)?;
+        if let Some((position, kind)) = scan.stop {
+            return Err(Error::corrupt(segment.path(), position, kind));
+        }
+        if scan.end.end_offset != next_base {
+            let kind = CorruptKind::OffsetMismatch {
+                expected: next_base,
+                found: scan.end.end_offset,
+            };
+            return Err(Error::corrupt(segment.path(), scan.end.end_pos, kind));
+        }
+        segment.indexes().seal()?;
+    }
+    segment.set_limit(Extent {
+        end_offset: next_base,
+        end_pos: len,
+    });
+    segment.refresh_max_timestamp();
+    Ok(())
+}
+
+fn recover_active(
+    segment: &Segment,
+    clean: bool,
+    options: &LogOptions,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    let len = segment.file().size()?;
+    let capacity = options.index_capacity();
+    let header = SEGMENT_HEADER_LEN as u64;
+    let (start, scan) = if clean && validate_indexes(segment, len).is_ok() {
+        segment.indexes().resume(capacity)?;
+        let last = segment.indexes().offsets.last().and_then(OffsetEntry::decode);
+        let (position, offset) = last.map_or((header, segment.base()), |e| {
+            (
+                u64::from(e.position),
+                segment.base() + u64::from(e.relative_offset),
+            )
+        });
+        let scan = scan_frames(segment, position, offset, len, |frame| {
+            segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+        })?;
+        (position, scan)
+    } else {
+        (header, rebuild_indexes(segment, len, capacity, report)?)
+    };
+    report.scanned_bytes += len.saturating_sub(start);
+    if let Some((position, reason)) = scan.stop {
+        segment.file().set_len(position)?;
+        segment.file().sync_all()?;
+        report.truncations.push(Truncation {
+            file: segment.path().to_path_buf(),
+            position,
+            bytes_removed: len - position,
+            reason,
+        });
+    }
+    segment.set_limit(scan.end);
+    segment.refresh_max_timestamp();
+    Ok(())
+}

@@ -1,0 +1,138 @@
+//! Sequential frame scanning over a segment file, in chunks.
+//!
+//! The scanner reads `chunk_bytes` at a time into one shared buffer and
+//! hands out frames as slices of it, so reading many small records costs one
+//! allocation per chunk, not one per record. It never reads past `limit`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::CorruptKind;
+use crate::format::{FRAME_HEADER_LEN, FrameError, FrameView, decode_frame, frame_len};
+use crate::io::{StorageFile, read_exact_at};
+
+/// Default chunk size for sequential reads.
+pub(crate) const SCAN_CHUNK_BYTES: usize = 256 << 10;
+
+/// A frame found by the scanner.
+#[derive(Debug, Clone)]
+pub(crate) struct Scanned {
+    /// Where the frame starts in the file.
+    pub position: u64,
+    /// The decoded layout.
+    pub view: FrameView,
+    /// The frame's bytes.
+    pub bytes: Bytes,
+}
+
+/// Why a scan stopped before `limit`.
+#[derive(Debug)]
+pub(crate) enum ScanError {
+    /// Reading failed; nothing is known about the bytes.
+    Io(std::io::Error),
+    /// The bytes at `position` are not a valid frame.
+    Invalid { position: u64, kind: CorruptKind },
+}
+
+impl From<std::io::Error> for ScanError {
+    fn from(e: std::io::Error) -> Self {
+        ScanError::Io(e)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct FrameScanner {
+    file: Arc<dyn StorageFile>,
+    position: u64,
+    limit: u64,
+    chunk: Bytes,
+    chunk_start: u64,
+    chunk_bytes: usize,
+}
+
+impl FrameScanner {
+    pub(crate) fn new(file: Arc<dyn StorageFile>, position: u64, limit: u64, chunk_bytes: usize) -> Self {
+        FrameScanner {
+            file,
+            position,
+            limit,
+            chunk: Bytes::new(),
+            chunk_start: position,
+            chunk_bytes,
+        }
+    }
+
+    /// Position of the next frame.
+    pub(crate) fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Moves back or forward to `position` (keeps the buffered chunk).
+    pub(crate) fn seek(&mut self, position: u64) {
+        self.position = position;
+    }
+
+    /// Raises the limit as more of the file becomes readable.
+    pub(crate) fn extend_limit(&mut self, limit: u64) {
+        self.limit = self.limit.max(limit);
+    }
+
+    /// The next frame, `None` at `limit`.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Scanned>, ScanError> {
+        if self.position >= self.limit {
+            return Ok(None);
+        }
+        let position = self.position;
+        let invalid = |kind| ScanError::Invalid { position, kind };
+        let available = self.limit - position;
+        let prefix = self.window(FRAME_HEADER_LEN)?;
+        let len = match frame_len(prefix) {
+            Ok(len) => len,
+            Err(FrameError::Corrupt(kind)) => return Err(invalid(kind)),
+            Err(FrameError::Incomplete { needed }) => {
+                return Err(invalid(truncated(needed, available)));
+            }
+        };
+        if len as u64 > available {
+            return Err(invalid(truncated(len, available)));
+        }
+        let frame = self.window(len)?;
+        let view = match decode_frame(frame) {
+            Ok(view) => view,
+            Err(FrameError::Corrupt(kind)) => return Err(invalid(kind)),
+            Err(FrameError::Incomplete { needed }) => return Err(invalid(truncated(needed, available))),
+        };
+        let start = (position - self.chunk_start) as usize;
+        let bytes = self.chunk.slice(start..start + len);
+        self.position += len as u64;
+        Ok(Some(Scanned {
+            position,
+            view,
+            bytes,
+        }))
+    }
+
+    /// The buffered bytes from `position`, at least `want` of them unless
+    /// `limit` comes first; reads a new chunk when needed.
+    fn window(&mut self, want: usize) -> Result<&[u8], ScanError> {
+        let want_end = (self.position + want as u64).min(self.limit);
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        if self.position < self.chunk_start || want_end > chunk_end {
+            let len = (self.limit - self.position).min(want.max(self.chunk_bytes) as u64) as usize;
+            let mut buf = vec![0u8; len];
+            read_exact_at(self.file.as_ref(), &mut buf, self.position)?;
+            self.chunk = Bytes::from(buf);
+            self.chunk_start = self.position;
+        }
+        let start = (self.position - self.chunk_start) as usize;
+        Ok(&self.chunk[start..])
+    }
+}
+
+fn truncated(needed: usize, available: u64) -> CorruptKind {
+    CorruptKind::Truncated {
+        needed: needed as u64,
+        available,
+    }
+}

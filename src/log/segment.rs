@@ -1,0 +1,288 @@
+//! One segment: a `.log` data file named by its base offset, with its
+//! offset and time indexes.
+//!
+//! Invariants:
+//! - the data file starts with a valid [`SegmentHeader`] whose base offset
+//!   matches the file name; frames follow back to back with dense offsets;
+//! - `limit` is the readable extent: readers never look past it, so they
+//!   never see a frame that is still being written (or, under
+//!   `Durability::Always`, one that is not yet durable);
+//! - index entries point at frame starts below `limit.end_pos` (checked by
+//!   readers anyway: indexes are hints).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_segment_header,
+};
+use crate::index::{IndexFile, lookup_offset, lookup_time};
+use crate::io::{Storage, StorageFile, read_exact_at};
+
+/// The readable end of a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    /// One past the last readable offset.
+    pub end_offset: u64,
+    /// Byte position just past the last readable frame.
+    pub end_pos: u64,
+}
+
+/// File name of a segment's data or index file.
+pub(crate) fn segment_file(dir: &Path, base: u64, extension: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{extension}"))
+}
+
+pub(crate) const DATA_EXT: &str = "log";
+pub(crate) const OFFSET_INDEX_EXT: &str = "idx";
+pub(crate) const TIME_INDEX_EXT: &str = "tix";
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base: u64,
+    path: PathBuf,
+    file: Arc<dyn StorageFile>,
+    indexes: Mutex<Indexes>,
+    limit: Mutex<Extent>,
+    max_timestamp: AtomicI64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Indexes {
+    pub(crate) offsets: IndexFile,
+    pub(crate) times: IndexFile,
+    interval: u64,
+    last_entry_pos: Option<u64>,
+    last_time_entry: Option<i64>,
+    max_timestamp: Option<(i64, u32)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Indexes {
+    fn open(storage: &dyn Storage, dir: &Path, base: u64, interval: u64) -> Result<Self> {
+        Ok(Indexes {
+            offsets: IndexFile::open(
+                storage,
+                &segment_file(dir, base, OFFSET_INDEX_EXT),
+                IndexKind::Offset,
+            )?,
+            times: IndexFile::open(storage, &segment_file(dir, base, TIME_INDEX_EXT), IndexKind::Time)?,
+            interval,
+            last_entry_pos: None,
+            last_time_entry: None,
+            max_timestamp: None,
+        })
+    }
+
+    /// Empties both indexes, ready to be filled by `record`.
+    pub(crate) fn reset(&mut self, base: u64, capacity: usize) -> Result<()> {
+        self.offsets.reset(base, capacity)?;
+        self.times.reset(base, capacity)?;
+        self.last_entry_pos = None;
+        self.last_time_entry = None;
+        self.max_timestamp = None;
+        Ok(())
+    }
+
+    /// Resumes appending after the entries already present (clean reopen).
+    pub(crate) fn resume(&mut self, capacity: usize) -> Result<()> {
+        self.offsets.reserve(capacity)?;
+        self.times.reserve(capacity)?;
+        self.last_entry_pos = self
+            .offsets
+            .last()
+            .and_then(OffsetEntry::decode)
+            .map(|e| u64::from(e.position));
+        let last_time = self.times.last().and_then(TimeEntry::decode);
+        self.last_time_entry = last_time.map(|e| e.timestamp);
+        self.max_timestamp = last_time.map(|e| (e.timestamp, e.relative_offset));
+        Ok(())
+    }
+
+    /// Notes a record at `position`; adds index entries every `interval` bytes.
+    pub(crate) fn record(&mut self, relative_offset: u32, position: u64, timestamp: i64) -> Result<()> {
+        if self.max_timestamp.is_none_or(|(max, _)| timestamp > max) {
+            self.max_timestamp = Some((timestamp, relative_offset));
+        }
+        if self
+            .last_entry_pos
+            .is_some_and(|last| position - last < self.interval)
+        {
+            return Ok(());
+        }
+        let entry = OffsetEntry {
+            relative_offset,
+            position: position as u32,
+        };
+        self.offsets.push(&entry.encode())?;
+        self.last_entry_pos = Some(position);
+        self.push_time_entry()
+    }
+
+    fn push_time_entry(&mut self) -> Result<()> {
+        if let Some((timestamp, relative_offset)) = self.max_timestamp
+            && self.last_time_entry.is_none_or(|last| timestamp > last)
+        {
+            self.times.push(
+                &TimeEntry {
+                    timestamp,
+                    relative_offset,
+                }
+                .encode(),
+            )?;
+            self.last_time_entry = Some(timestamp);
+        }
+        Ok(())
+    }
+
+    /// Records the final maximum timestamp and trims both files to their
+    /// entries, durably.
+    pub(crate) fn seal(&mut self) -> Result<()> {
+        self.push_time_entry()?;
+        self.offsets.seal()?;
+        self.times.seal()?;
+        Ok(())
+    }
+
+    fn max_timestamp(&self) -> Option<i64> {
+        self.max_timestamp.map(|(t, _)| t)
+    }
+}
+
+impl Segment {
+    /// Creates a new, empty segment durably (the caller syncs the directory).
+    pub(crate) fn create(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        interval: u64,
+        capacity: usize,
+        now_ms: i64,
+    ) -> Result<Self> {
+        let path = segment_file(dir, base, DATA_EXT);
+        let file = storage.open(&path, true)?;
+        file.set_len(0)?;
+        let header = SegmentHeader {
+            base_offset: base,
+            created_ms: now_ms,
+        };
+        file.write_all_at(&header.encode(), 0)?;
+        file.sync_all()?;
+        let mut indexes = Indexes::open(storage, dir, base, interval)?;
+        indexes.reset(base, capacity)?;
+        Ok(Self::assemble(base, path, file, indexes))
+    }
+
+    /// Opens an existing segment, checking its header. Its limit starts at
+    /// the header; recovery sets the real one.
+    pub(crate) fn open(storage: &dyn Storage, dir: &Path, base: u64, interval: u64) -> Result<Self> {
+        let path = segment_file(dir, base, DATA_EXT);
+        let file = storage.open(&path, false)?;
+        let len = file.size()?;
+        let mut header = [0u8; SEGMENT_HEADER_LEN];
+        let available = (len as usize).min(SEGMENT_HEADER_LEN);
+        read_exact_at(file.as_ref(), &mut header[..available], 0)?;
+        let decoded =
+            decode_segment_header(&header[..available]).map_err(|kind| Error::corrupt(&path, 0, kind))?;
+        if decoded.base_offset != base {
+            let kind = crate::error::CorruptKind::OffsetMismatch {
+                expected: base,
+                found: decoded.base_offset,
+            };
+            return Err(Error::corrupt(&path, 16, kind));
+        }
+        let indexes = Indexes::open(storage, dir, base, interval)?;
+        Ok(Self::assemble(base, path, file, indexes))
+    }
+
+    fn assemble(base: u64, path: PathBuf, file: Arc<dyn StorageFile>, indexes: Indexes) -> Self {
+        Segment {
+            base,
+            path,
+            file,
+            indexes: Mutex::new(indexes),
+            limit: Mutex::new(Extent {
+                end_offset: base,
+                end_pos: SEGMENT_HEADER_LEN as u64,
+            }),
+            max_timestamp: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    pub(crate) fn base(&self) -> u64 {
+        self.base
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+
+    pub(crate) fn indexes(&self) -> MutexGuard<'_, Indexes> {
+        lock(&self.indexes)
+    }
+
+    pub(crate) fn limit(&self) -> Extent {
+        *lock(&self.limit)
+    }
+
+    /// Moves the readable end forward (never back).
+    pub(crate) fn advance_limit(&self, extent: Extent) {
+        let mut limit = lock(&self.limit);
+        if extent.end_offset > limit.end_offset {
+            *limit = extent;
+        }
+    }
+
+    /// Sets the readable end outright (recovery only).
+    pub(crate) fn set_limit(&self, extent: Extent) {
+        *lock(&self.limit) = extent;
+    }
+
+    /// Newest timestamp in the segment, `i64::MIN` when empty.
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp.load(Ordering::Acquire)
+    }
+
+    /// Notes an appended record in the indexes and the timestamp summary.
+    pub(crate) fn record_appended(&self, offset: u64, position: u64, timestamp: i64) -> Result<()> {
+        let mut indexes = self.indexes();
+        indexes.record((offset - self.base) as u32, position, timestamp)?;
+        self.max_timestamp.fetch_max(timestamp, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Refreshes the timestamp summary from the indexes (after a rebuild).
+    pub(crate) fn refresh_max_timestamp(&self) {
+        let max = self.indexes().max_timestamp().unwrap_or(i64::MIN);
+        self.max_timestamp.store(max, Ordering::Release);
+    }
+
+    /// File position from which a scan finds `offset`: the greatest indexed
+    /// record at or before it, or the first frame.
+    pub(crate) fn scan_start(&self, offset: u64) -> u64 {
+        let relative = offset.saturating_sub(self.base).min(u64::from(u32::MAX)) as u32;
+        lookup_offset(self.indexes().offsets.entries(), relative)
+            .map_or(SEGMENT_HEADER_LEN as u64, |e| u64::from(e.position))
+    }
+
+    /// The offset from which a scan finds the first record at or after
+    /// `timestamp`: every record before it is older.
+    pub(crate) fn time_scan_start(&self, timestamp: i64) -> u64 {
+        let entry = lookup_time(self.indexes().times.entries(), timestamp);
+        entry.map_or(self.base, |e| self.base + u64::from(e.relative_offset))
+    }
+
+    /// Bytes the segment occupies on disk (data file).
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.limit().end_pos
+    }
+}

@@ -1,0 +1,134 @@
+//! Records: [`Record`] is what callers append (borrowed, zero-copy on the
+//! write path); [`StoredRecord`] is what reads return (slices of the frame
+//! read from disk, shared without copying).
+
+use bytes::Bytes;
+
+use crate::format::{FrameView, HeaderIter, encoded_len};
+
+/// A record to append: value, optional key, headers and timestamp.
+///
+/// ```
+/// use logbus::Record;
+/// let record = Record::new(b"payload").key(b"user-7").header("trace", b"42");
+/// assert_eq!(record.value(), b"payload");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Record<'a> {
+    key: &'a [u8],
+    headers: Vec<(&'a str, &'a [u8])>,
+    value: &'a [u8],
+    timestamp: Option<i64>,
+}
+
+impl<'a> Record<'a> {
+    /// A record holding `value`, with an empty key and no headers.
+    pub fn new<V: AsRef<[u8]> + ?Sized>(value: &'a V) -> Self {
+        Record {
+            value: value.as_ref(),
+            ..Record::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn key<K: AsRef<[u8]> + ?Sized>(mut self, key: &'a K) -> Self {
+        self.key = key.as_ref();
+        self
+    }
+
+    /// Adds a header. Names need not be unique; order is kept.
+    pub fn header<V: AsRef<[u8]> + ?Sized>(mut self, name: &'a str, value: &'a V) -> Self {
+        self.headers.push((name, value.as_ref()));
+        self
+    }
+
+    /// Sets the timestamp (milliseconds since the Unix epoch). Without it,
+    /// the append time is used.
+    pub fn timestamp(mut self, millis: i64) -> Self {
+        self.timestamp = Some(millis);
+        self
+    }
+
+    /// The value.
+    pub fn value(&self) -> &'a [u8] {
+        self.value
+    }
+
+    pub(crate) fn key_bytes(&self) -> &'a [u8] {
+        self.key
+    }
+
+    pub(crate) fn header_pairs(&self) -> &[(&'a str, &'a [u8])] {
+        &self.headers
+    }
+
+    pub(crate) fn timestamp_or(&self, now: i64) -> i64 {
+        self.timestamp.unwrap_or(now)
+    }
+
+    /// Bytes this record takes on disk, or `None` if a field is too long
+    /// for the format.
+    pub fn encoded_len(&self) -> Option<usize> {
+        encoded_len(self.key, &self.headers, self.value)
+    }
+}
+
+/// A record read back from a log. Cloning is cheap: the bytes are shared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    offset: u64,
+    timestamp: i64,
+    header_count: u16,
+    key: Bytes,
+    headers: Bytes,
+    value: Bytes,
+}
+
+impl StoredRecord {
+    /// Builds the record from a decoded frame and the frame's bytes.
+    pub(crate) fn from_frame(frame: &Bytes, view: &FrameView) -> Self {
+        StoredRecord {
+            offset: view.offset,
+            timestamp: view.timestamp,
+            header_count: view.header_count,
+            key: frame.slice(view.key.clone()),
+            headers: frame.slice(view.headers.clone()),
+            value: frame.slice(view.value.clone()),
+        }
+    }
+
+    /// The record's offset in its log.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+
+    /// The key (empty if none was set).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The value.
+    pub fn value(&self) -> &[u8] {
+        &self.value
+    }
+
+    /// The value as shared bytes, without copying.
+    pub fn value_bytes(&self) -> Bytes {
+        self.value.clone()
+    }
+
+    /// The headers, in the order they were added.
+    pub fn headers(&self) -> HeaderIter<'_> {
+        HeaderIter::new(&self.headers, self.header_count)
+    }
+
+    /// The first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}

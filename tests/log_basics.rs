@@ -1,0 +1,185 @@
+//! The log's everyday contract on the real file system: append, read,
+//! cursors, rolling, reopening, limits and the directory lock.
+
+use std::time::Duration;
+
+use logbus::{Durability, Error, Log, LogOptions, Position, Record};
+
+fn small_segments() -> LogOptions {
+    LogOptions::default().segment_bytes(1024).index_interval_bytes(64)
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("value-{i}").into_bytes()
+}
+
+#[test]
+fn appended_records_read_back_with_key_headers_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let offset = log
+        .append(&Record::new(b"v").key(b"k").header("a", b"1").header("b", b"").timestamp(42))
+        .unwrap();
+    assert_eq!(offset, 0);
+    let record = log.read(0).unwrap().unwrap();
+    assert_eq!(record.value(), b"v");
+    assert_eq!(record.key(), b"k");
+    assert_eq!(record.timestamp(), 42);
+    let headers: Vec<_> = record.headers().collect();
+    assert_eq!(headers, vec![("a", &b"1"[..]), ("b", &b""[..])]);
+    assert_eq!(record.header("a"), Some(&b"1"[..]));
+    assert!(log.read(1).unwrap().is_none());
+}
+
+#[test]
+fn empty_key_and_value_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.append(&Record::new(b"")).unwrap();
+    let record = log.read(0).unwrap().unwrap();
+    assert!(record.value().is_empty() && record.key().is_empty());
+}
+
+#[test]
+fn records_survive_rolling_and_reopening_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..500 {
+        assert_eq!(log.append(&Record::new(&value(i))).unwrap(), i);
+    }
+    log.close().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert!(log.recovery_report().clean_shutdown);
+    assert!(log.recovery_report().segments > 10);
+    let mut cursor = log.cursor(Position::Earliest).unwrap();
+    for i in 0..500 {
+        let record = cursor.next().unwrap().unwrap();
+        assert_eq!((record.offset(), record.value()), (i, &value(i)[..]));
+        assert_eq!(log.read(i).unwrap().unwrap().value(), &value(i)[..]);
+    }
+    assert!(cursor.next().unwrap().is_none());
+    assert_eq!(log.append(&Record::new(b"next")).unwrap(), 500);
+}
+
+#[test]
+fn batch_gets_consecutive_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    log.append(&Record::new(b"first")).unwrap();
+    let range = log.append_batch(&[Record::new(b"a"), Record::new(b"b"), Record::new(b"c")]).unwrap();
+    assert_eq!(range, 1..4);
+    assert_eq!(log.read(3).unwrap().unwrap().value(), b"c");
+    assert_eq!(log.append_batch(&[]).unwrap(), 4..4);
+}
+
+#[test]
+fn record_over_the_limit_is_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default().max_record_bytes(100)).unwrap();
+    let big = vec![7u8; 200];
+    assert!(matches!(log.append(&Record::new(&big)), Err(Error::RecordTooLarge { .. })));
+    assert!(matches!(
+        log.append_batch(&[Record::new(b"ok"), Record::new(&big)]),
+        Err(Error::RecordTooLarge { .. })
+    ));
+    assert_eq!(log.end_offset(), 0);
+    assert_eq!(log.append(&Record::new(b"ok")).unwrap(), 0);
+}
+
+#[test]
+fn second_open_of_a_locked_directory_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    assert!(matches!(Log::open(dir.path(), LogOptions::default()), Err(Error::Locked(_))));
+    log.close().unwrap();
+    Log::open(dir.path(), LogOptions::default()).unwrap();
+}
+
+#[test]
+fn cursor_positions_resolve_offsets_and_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..100u64 {
+        log.append(&Record::new(&value(i)).timestamp(1000 + i as i64 * 10)).unwrap();
+    }
+    let at = |p| log.cursor(p).unwrap().offset();
+    assert_eq!(at(Position::Earliest), 0);
+    assert_eq!(at(Position::Latest), 100);
+    assert_eq!(at(Position::Offset(37)), 37);
+    assert_eq!(at(Position::Offset(1000)), 100);
+    assert_eq!(at(Position::Timestamp(0)), 0);
+    assert_eq!(at(Position::Timestamp(1505)), 51);
+    assert_eq!(at(Position::Timestamp(1510)), 51);
+    assert_eq!(at(Position::Timestamp(99_999)), 100);
+}
+
+#[test]
+fn blocking_cursor_wakes_on_append_and_times_out_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default().durability(Durability::Os)).unwrap();
+    let mut cursor = log.cursor(Position::Latest).unwrap();
+    assert!(cursor.next_timeout(Duration::from_millis(20)).unwrap().is_none());
+    let writer = log.clone();
+    let handle = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        writer.append(&Record::new(b"wake")).unwrap();
+    });
+    let record = cursor.next_timeout(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(record.value(), b"wake");
+    handle.join().unwrap();
+}
+
+#[test]
+fn retention_by_size_drops_oldest_segments_and_cursor_reports_skips() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments().retention_bytes(4096)).unwrap();
+    let mut cursor = log.cursor(Position::Earliest).unwrap();
+    for i in 0..1000 {
+        log.append(&Record::new(&value(i))).unwrap();
+    }
+    assert!(log.start_offset() > 0);
+    let first = cursor.next().unwrap().unwrap();
+    assert_eq!(first.offset(), log.start_offset());
+    assert_eq!(cursor.skipped(), log.start_offset());
+    assert!(log.read(0).unwrap().is_none());
+}
+
+#[test]
+fn truncate_before_removes_whole_segments_below_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..300 {
+        log.append(&Record::new(&value(i))).unwrap();
+    }
+    let removed = log.truncate_before(150).unwrap();
+    assert!(removed > 0);
+    assert!(log.start_offset() <= 150 && log.start_offset() > 0);
+    assert_eq!(log.read(150).unwrap().unwrap().value(), &value(150)[..]);
+}
+
+#[test]
+fn operations_after_close_fail_with_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let other = log.clone();
+    log.close().unwrap();
+    assert!(matches!(other.append(&Record::new(b"x")), Err(Error::Closed)));
+    assert!(matches!(other.read(0), Err(Error::Closed)));
+}
+
+#[test]
+fn concurrent_appenders_share_syncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                (0..200).map(|i| log.append(&Record::new(&format!("{t}-{i}"))).unwrap()).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut offsets: Vec<u64> = threads.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    offsets.sort_unstable();
+    assert_eq!(offsets, (0..1600).collect::<Vec<_>>());
+}
