@@ -13,7 +13,9 @@ fn main() -> logbus::Result<()> {
     println!("logbus tour in {}", dir.path().display());
 
     // 1. Durable appends: each returns once its record is fdatasync'd.
-    let options = LogOptions::default().durability(Durability::Always).segment_bytes(1 << 20);
+    let options = LogOptions::default()
+        .durability(Durability::Always)
+        .segment_bytes(1 << 20);
     let log = Log::open(dir.path(), options.clone())?;
     let offset = log.append(&Record::new(b"hello, log").key(b"greeting").header("lang", b"en"))?;
     println!("appended offset {offset}");
@@ -23,7 +25,11 @@ fn main() -> logbus::Result<()> {
     let records: Vec<Record> = values.iter().map(|v| Record::new(v.as_bytes())).collect();
     let started = Instant::now();
     let range = log.append_batch(&records)?;
-    println!("batch of {} records -> offsets {range:?} in {:?}", records.len(), started.elapsed());
+    println!(
+        "batch of {} records -> offsets {range:?} in {:?}",
+        records.len(),
+        started.elapsed()
+    );
 
     // 3. Group commit: concurrent durable appenders share fsyncs.
     let started = Instant::now();
@@ -32,7 +38,8 @@ fn main() -> logbus::Result<()> {
             let log = &log;
             scope.spawn(move || {
                 for i in 0..50 {
-                    log.append(&Record::new(format!("thread {t} msg {i}").as_bytes())).unwrap();
+                    log.append(&Record::new(format!("thread {t} msg {i}").as_bytes()))
+                        .unwrap();
                 }
             });
         }
@@ -51,14 +58,20 @@ fn main() -> logbus::Result<()> {
     let mut cursor = log.cursor(Position::Offset(range.end - 3))?;
     for _ in 0..3 {
         let record = cursor.next()?.expect("three records follow");
-        println!("cursor -> {} {}", record.offset(), String::from_utf8_lossy(record.value()));
+        println!(
+            "cursor -> {} {}",
+            record.offset(),
+            String::from_utf8_lossy(record.value())
+        );
     }
 
     // 5. A tailing reader is woken by appends.
     let mut tail = log.cursor(Position::Latest)?;
     let writer = log.clone();
     std::thread::spawn(move || writer.append(&Record::new(b"late news")));
-    let news = tail.next_timeout(Duration::from_secs(5))?.expect("woken by the append");
+    let news = tail
+        .next_timeout(Duration::from_secs(5))?
+        .expect("woken by the append");
     println!("tail woke with {:?}", String::from_utf8_lossy(news.value()));
 
     // 6. Close cleanly and reopen: recovery scans almost nothing.

@@ -18,7 +18,13 @@ fn appended_records_read_back_with_key_headers_and_value() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     let offset = log
-        .append(&Record::new(b"v").key(b"k").header("a", b"1").header("b", b"").timestamp(42))
+        .append(
+            &Record::new(b"v")
+                .key(b"k")
+                .header("a", b"1")
+                .header("b", b"")
+                .timestamp(42),
+        )
         .unwrap();
     assert_eq!(offset, 0);
     let record = log.read(0).unwrap().unwrap();
@@ -66,7 +72,9 @@ fn batch_gets_consecutive_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     log.append(&Record::new(b"first")).unwrap();
-    let range = log.append_batch(&[Record::new(b"a"), Record::new(b"b"), Record::new(b"c")]).unwrap();
+    let range = log
+        .append_batch(&[Record::new(b"a"), Record::new(b"b"), Record::new(b"c")])
+        .unwrap();
     assert_eq!(range, 1..4);
     assert_eq!(log.read(3).unwrap().unwrap().value(), b"c");
     assert_eq!(log.append_batch(&[]).unwrap(), 4..4);
@@ -77,7 +85,10 @@ fn record_over_the_limit_is_refused_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions::default().max_record_bytes(100)).unwrap();
     let big = vec![7u8; 200];
-    assert!(matches!(log.append(&Record::new(&big)), Err(Error::RecordTooLarge { .. })));
+    assert!(matches!(
+        log.append(&Record::new(&big)),
+        Err(Error::RecordTooLarge { .. })
+    ));
     assert!(matches!(
         log.append_batch(&[Record::new(b"ok"), Record::new(&big)]),
         Err(Error::RecordTooLarge { .. })
@@ -90,7 +101,10 @@ fn record_over_the_limit_is_refused_and_nothing_is_written() {
 fn second_open_of_a_locked_directory_fails() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
-    assert!(matches!(Log::open(dir.path(), LogOptions::default()), Err(Error::Locked(_))));
+    assert!(matches!(
+        Log::open(dir.path(), LogOptions::default()),
+        Err(Error::Locked(_))
+    ));
     log.close().unwrap();
     Log::open(dir.path(), LogOptions::default()).unwrap();
 }
@@ -100,7 +114,8 @@ fn cursor_positions_resolve_offsets_and_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), small_segments()).unwrap();
     for i in 0..100u64 {
-        log.append(&Record::new(&value(i)).timestamp(1000 + i as i64 * 10)).unwrap();
+        log.append(&Record::new(&value(i)).timestamp(1000 + i as i64 * 10))
+            .unwrap();
     }
     let at = |p| log.cursor(p).unwrap().offset();
     assert_eq!(at(Position::Earliest), 0);
@@ -175,7 +190,9 @@ fn concurrent_appenders_share_syncs_and_lose_nothing() {
         .map(|t| {
             let log = log.clone();
             std::thread::spawn(move || {
-                (0..200).map(|i| log.append(&Record::new(&format!("{t}-{i}"))).unwrap()).collect::<Vec<_>>()
+                (0..200)
+                    .map(|i| log.append(&Record::new(&format!("{t}-{i}"))).unwrap())
+                    .collect::<Vec<_>>()
             })
         })
         .collect();
