@@ -72,6 +72,9 @@ struct Writer {
     position: u64,
     frames: Vec<u8>,
     placed: Vec<(u64, i64)>,
+    /// The active segment is sealed but its successor could not be
+    /// created: the next append must finish the roll before writing.
+    roll_pending: bool,
 }
 
 impl Writer {
@@ -113,6 +116,7 @@ impl Log {
                 position: extent.end_pos,
                 frames: Vec::new(),
                 placed: Vec::new(),
+                roll_pending: false,
             }),
             commit: GroupCommit::new(extent.end_offset),
             segments: RwLock::new(recovered.segments),
@@ -274,8 +278,9 @@ impl Shared {
     /// Checks sizes, rolls if needed, writes the batch and indexes it.
     fn write_batch(&self, writer: &mut Writer, records: &[Record<'_>]) -> Result<Extent> {
         let batch_bytes = self.checked_batch_bytes(records)?;
-        if writer.position > SEGMENT_HEADER_LEN as u64
-            && writer.position + batch_bytes > self.options.segment_bytes
+        if writer.roll_pending
+            || (writer.position > SEGMENT_HEADER_LEN as u64
+                && writer.position + batch_bytes > self.options.segment_bytes)
         {
             self.roll(writer)?;
         }
@@ -286,6 +291,7 @@ impl Shared {
             next_offset,
             position,
             active,
+            ..
         } = writer;
         frames.clear();
         placed.clear();
@@ -375,26 +381,45 @@ impl Shared {
                 .poison(format!("sync failed while sealing a segment: {e}"));
             return Err(e.into());
         }
+        // Until the successor exists, every append retries the roll at this
+        // same base, so a half-created successor is rewritten, never left
+        // behind with records after it in the sealed segment.
+        writer.roll_pending = true;
         sealed.indexes().seal()?;
         sealed.advance_limit(extent);
         self.commit.mark_durable(extent.end_offset);
+        let next = self.create_segment(extent.end_offset).inspect_err(|e| {
+            // A full disk only touched the new, empty segment, which the
+            // retry rewrites from scratch; any other failure (a failed
+            // fsync above all) latches.
+            if !matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull) {
+                self.commit
+                    .poison(format!("could not create the next segment: {e}"));
+            }
+        })?;
+        let next = Arc::new(next);
+        self.segments_mut().push(next.clone());
+        writer.active = next;
+        writer.position = SEGMENT_HEADER_LEN as u64;
+        writer.roll_pending = false;
+        self.appended.notify(usize::MAX);
+        self.enforce_retention(RetentionRules::default())?;
+        Ok(())
+    }
+
+    /// Creates the segment starting at `base`, durably, directory entry included.
+    fn create_segment(&self, base: u64) -> Result<Segment> {
         let storage = self.options.storage.as_ref();
-        let next = Segment::create(
+        let segment = Segment::create(
             storage,
             &self.dir,
-            extent.end_offset,
+            base,
             self.options.index_interval_bytes,
             self.options.index_capacity(),
             now_ms(),
         )?;
         storage.sync_dir(&self.dir)?;
-        let next = Arc::new(next);
-        self.segments_mut().push(next.clone());
-        writer.active = next;
-        writer.position = SEGMENT_HEADER_LEN as u64;
-        self.appended.notify(usize::MAX);
-        self.enforce_retention(RetentionRules::default())?;
-        Ok(())
+        Ok(segment)
     }
 
     /// Removes the segments retention selects. The caller holds the writer.

@@ -378,6 +378,11 @@ fn recover_active(
             bytes_removed: len - position,
             reason,
         });
+    } else if !clean {
+        // After a process crash the tail may exist only in the page cache:
+        // make it durable before readers see it, or a power loss could take
+        // back records that were already served.
+        segment.file().sync_data()?;
     }
     segment.set_limit(scan.end);
     segment.refresh_max_timestamp();
