@@ -1112,3 +1112,35 @@ fn zero_filled_tail_is_truncated_and_reported_as_zero_fill() {
         }
     }
 }
+
+/// A last segment from a newer format version is refused, never taken for a
+/// segment torn while being created and deleted — even when no frame of
+/// this version decodes after its header.
+#[test]
+fn segment_of_a_newer_format_version_is_refused_and_left_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    logbus::Log::open(dir.path(), logbus::LogOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let segment = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    bytes[8..10].copy_from_slice(&(logbus::format::FORMAT_VERSION + 1).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&bytes[0..12]);
+    crc.update(&bytes[16..32]);
+    bytes[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+    std::fs::write(&segment, &bytes).unwrap();
+    match logbus::Log::open(dir.path(), logbus::LogOptions::default()) {
+        Err(logbus::Error::Corrupt {
+            kind: logbus::CorruptKind::UnsupportedVersion(v),
+            file,
+            ..
+        }) => {
+            assert_eq!(v, logbus::format::FORMAT_VERSION + 1);
+            assert_eq!(file, segment);
+        }
+        other => panic!("expected UnsupportedVersion, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&segment).unwrap(), bytes);
+}

@@ -23,6 +23,7 @@
 //! | no segment files | create segment 0 |
 //! | `.idx` or `.tix` without its `.log` | delete it |
 //! | last segment's header torn and no valid frame after it | delete the segment (crash while creating it) |
+//! | a segment's header names a newer format version | `Error::Corrupt` (`UnsupportedVersion`), nothing deleted |
 //! | a segment's header invalid, otherwise | `Error::Corrupt` |
 //! | sealed segment's index missing or invalid | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
 //! | last segment after a clean close, index valid | scan from its last index entry |
@@ -38,7 +39,7 @@ use super::options::LogOptions;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
 use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{OffsetEntry, SEGMENT_HEADER_LEN};
+use crate::format::{FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN};
 use crate::index::{validate_offset_entries, validate_time_entries};
 use crate::io::Storage;
 
@@ -194,7 +195,7 @@ fn open_segments(
     for (i, &base) in bases.iter().enumerate() {
         match Segment::open(storage, dir, base, options.index_interval_bytes) {
             Ok(segment) => segments.push(Arc::new(segment)),
-            Err(e) if e.is_corruption() && i + 1 == bases.len() && torn_creation(storage, dir, base)? => {
+            Err(e) if may_be_torn(&e) && i + 1 == bases.len() && torn_creation(storage, dir, base)? => {
                 for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
                     let path = segment_file(dir, base, ext);
                     if storage.remove(&path).is_ok() {
@@ -206,6 +207,18 @@ fn open_segments(
         }
     }
     Ok(segments)
+}
+
+/// A header error that a crash while creating the segment can produce. A
+/// newer format version is never one: such a file is refused, not deleted.
+fn may_be_torn(error: &Error) -> bool {
+    match error {
+        Error::Corrupt {
+            kind: CorruptKind::UnsupportedVersion(version),
+            ..
+        } => *version < FORMAT_VERSION,
+        other => other.is_corruption(),
+    }
 }
 
 /// A segment whose header is bad is a torn creation only if no valid frame
