@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event;
 
+use super::checkpoint::CheckpointWriter;
 use super::durability::GroupCommit;
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
@@ -63,6 +64,7 @@ pub(crate) struct Shared {
     report: RecoveryReport,
     flusher: Mutex<Option<Flusher>>,
     lock: Mutex<Option<LockGuard>>,
+    checkpoint: CheckpointWriter,
 }
 
 #[derive(Debug)]
@@ -107,6 +109,11 @@ impl Log {
             .lock(&dir.join(LOCK_FILE))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
         let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
+        let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir)?;
+        if let Some(active) = recovered.segments.last() {
+            checkpoint.record(active, active.limit(), true)?;
+        }
+        storage.sync_dir(&dir)?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
         let extent = active.limit();
         let shared = Arc::new(Shared {
@@ -125,6 +132,7 @@ impl Log {
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
             lock: Mutex::new(Some(guard)),
+            checkpoint,
             dir,
             options,
         });
@@ -363,6 +371,7 @@ impl Shared {
         };
         segment.file().sync_data()?;
         segment.advance_limit(extent);
+        self.checkpoint.record(&segment, extent, false)?;
         self.appended.notify(usize::MAX);
         Ok(extent.end_offset)
     }
@@ -402,6 +411,11 @@ impl Shared {
         writer.active = next;
         writer.position = SEGMENT_HEADER_LEN as u64;
         writer.roll_pending = false;
+        if let Err(e) = self.checkpoint.record(&writer.active, writer.extent(), true) {
+            self.commit
+                .poison(format!("could not write the recovery checkpoint: {e}"));
+            return Err(e.into());
+        }
         self.appended.notify(usize::MAX);
         self.enforce_retention(RetentionRules::default())?;
         Ok(())
@@ -475,6 +489,7 @@ impl Shared {
         let writer = self.writer();
         self.commit.check()?;
         writer.active.file().sync_data()?;
+        self.checkpoint.record(&writer.active, writer.extent(), true)?;
         writer.active.indexes().seal()?;
         let storage = self.options.storage.as_ref();
         let marker = storage.open(&self.dir.join(CLEAN_MARKER), true)?;
