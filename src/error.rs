@@ -54,6 +54,14 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// A delivery's lease ran out and the record was handed to another
+    /// receiver (or settled): this delivery can no longer settle it.
+    #[error("the lease on offset {offset} expired; the record was redelivered or settled")]
+    LeaseExpired {
+        /// The record's offset.
+        offset: u64,
+    },
+
     /// A blocking wait ran out of time.
     #[error("timed out")]
     Timeout,

@@ -10,6 +10,7 @@ mod frame;
 mod index_entry;
 mod le;
 mod segment_header;
+mod state;
 
 pub use frame::{
     FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
@@ -22,3 +23,4 @@ pub use index_entry::{
 pub use segment_header::{
     FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, decode_segment_header,
 };
+pub use state::{EntryState, Failure, MAX_FAILURES_KEPT, MAX_REASON_BYTES, StateEvent, truncate_utf8};

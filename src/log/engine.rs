@@ -183,6 +183,18 @@ impl Log {
         &self.shared.report
     }
 
+    /// Notified whenever records become readable or the log closes. The
+    /// pattern layer also notifies it when a redelivery becomes possible,
+    /// so every waiter on a topic waits on one event.
+    pub(crate) fn activity(&self) -> &Event {
+        &self.shared.appended
+    }
+
+    /// Fails with [`Error::Closed`] once the log is closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        self.shared.check_open()
+    }
+
     /// The directory holding the log.
     pub fn dir(&self) -> &Path {
         &self.shared.dir

@@ -10,6 +10,7 @@ mod scan;
 mod segment;
 
 pub use engine::Log;
+pub(crate) use engine::now_ms;
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
 pub use recovery::{RecoveryReport, Truncation};

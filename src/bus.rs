@@ -1,0 +1,212 @@
+//! [`Bus`]: a directory of named topics plus the internal state of their
+//! subscriptions and consumer groups.
+//!
+//! Layout: `<dir>/.lock`, `<dir>/topics/<topic>/` (one [`Log`] each) and
+//! `<dir>/state/{subscriptions,groups}/<topic>/<name>/` (state logs).
+//! Names are validated so that none can escape the directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{Error, Result};
+use crate::io::{LockGuard, StdStorage, Storage};
+use crate::log::Log;
+use crate::patterns::{Group, GroupOptions, Topic, TopicOptions, Wakeups, redrive};
+
+/// Longest topic, group or subscription name, in bytes.
+pub const MAX_NAME_BYTES: usize = 200;
+
+/// Options for [`Bus::open`].
+#[derive(Clone, Debug)]
+pub struct BusOptions {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) topic_defaults: TopicOptions,
+}
+
+impl Default for BusOptions {
+    fn default() -> Self {
+        BusOptions {
+            storage: Arc::new(StdStorage),
+            topic_defaults: TopicOptions::default(),
+        }
+    }
+}
+
+impl BusOptions {
+    /// Options for topics opened with [`Bus::topic`].
+    pub fn topic_defaults(mut self, options: TopicOptions) -> Self {
+        self.topic_defaults = options;
+        self
+    }
+
+    /// Uses another storage backend (tests use [`crate::io::SimStorage`]).
+    pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+}
+
+/// A directory of topics. Cheap to clone; `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    inner: Arc<BusInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct BusInner {
+    dir: PathBuf,
+    options: BusOptions,
+    topics: Mutex<HashMap<String, Topic>>,
+    lock: Mutex<Option<LockGuard>>,
+    wakeups: Wakeups,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Checks a topic, group or subscription name: non-empty, at most
+/// [`MAX_NAME_BYTES`], no path separators, NUL or control characters, not
+/// starting with `.` and no `..`.
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let problem = if name.is_empty() {
+        Some("is empty")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("is longer than 200 bytes")
+    } else if name.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Some("contains a control character")
+    } else if name.starts_with('.') || name.contains("..") {
+        Some("starts with '.' or contains '..'")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::InvalidArgument(format!("{kind} name {name:?} {problem}"))),
+        None => Ok(()),
+    }
+}
+
+impl Bus {
+    /// Opens (creating if needed) the bus in `dir`. Fails with
+    /// [`Error::Locked`] if another handle owns it.
+    pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
+        let dir = dir.as_ref().to_path_buf();
+        let storage = options.storage.clone();
+        storage.create_dir_all(&dir.join("topics"))?;
+        storage.create_dir_all(&dir.join("state"))?;
+        let guard = storage
+            .lock(&dir.join(".lock"))?
+            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let inner = BusInner {
+            dir,
+            options,
+            topics: Mutex::new(HashMap::new()),
+            lock: Mutex::new(Some(guard)),
+            wakeups: Wakeups::default(),
+        };
+        Ok(Bus {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub(crate) fn from_inner(inner: Arc<BusInner>) -> Bus {
+        Bus { inner }
+    }
+
+    /// The topic `name`, created on first use with the bus's default options.
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        self.topic_with(name, self.inner.options.topic_defaults.clone())
+    }
+
+    /// The topic `name`, created on first use with `options`. Options apply
+    /// when the topic is first opened by this bus handle.
+    pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
+        validate_name("topic", name)?;
+        self.check_open()?;
+        let mut topics = lock(&self.inner.topics);
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let topic = Topic::open(self.inner.clone(), name, options)?;
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    /// A work queue: the consumer group `name` on the topic `name`, with
+    /// default [`GroupOptions`].
+    pub fn queue(&self, name: &str) -> Result<Group> {
+        self.topic(name)?.group(name, GroupOptions::default())
+    }
+
+    /// Moves records from a dead-letter topic back to their source topics
+    /// with fresh attempt counts and an incremented `logbus-redrive-count`
+    /// header. Only records for which `filter` returns true move; the others
+    /// stay. Returns how many moved.
+    pub fn redrive(
+        &self,
+        dlq_topic: &str,
+        filter: impl FnMut(&crate::StoredRecord) -> bool,
+    ) -> Result<usize> {
+        let dlq = self.topic(dlq_topic)?;
+        redrive(self, &dlq, filter)
+    }
+
+    /// Names of the topics stored in the bus directory.
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        let storage = &self.inner.options.storage;
+        let mut names: Vec<String> = storage
+            .list(&self.inner.dir.join("topics"))?
+            .iter()
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Closes every topic and releases the directory lock.
+    pub fn close(&self) -> Result<()> {
+        let topics: Vec<Topic> = lock(&self.inner.topics).drain().map(|(_, t)| t).collect();
+        let mut result = Ok(());
+        for topic in topics {
+            if let Err(e) = topic.close() {
+                result = result.and(Err(e));
+            }
+        }
+        lock(&self.inner.lock).take();
+        result
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match lock(&self.inner.lock).is_some() {
+            true => Ok(()),
+            false => Err(Error::Closed),
+        }
+    }
+}
+
+impl BusInner {
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.options.storage
+    }
+
+    pub(crate) fn wakeups(&self) -> &Wakeups {
+        &self.wakeups
+    }
+
+    pub(crate) fn topic_dir(&self, topic: &str) -> PathBuf {
+        self.dir.join("topics").join(topic)
+    }
+
+    /// Directory holding the state logs of `kind` ("subscriptions" or
+    /// "groups") for `topic`.
+    pub(crate) fn state_dir(&self, kind: &str, topic: &str) -> PathBuf {
+        self.dir.join("state").join(kind).join(topic)
+    }
+
+    pub(crate) fn open_log(&self, dir: &Path, options: crate::LogOptions) -> Result<Log> {
+        Log::open(dir, options.storage(self.options.storage.clone()))
+    }
+}

@@ -1,0 +1,21 @@
+//! The messaging patterns, built on [`crate::Log`]: topics with
+//! publish-subscribe, consumer-group queues, retry policies and dead letters.
+//! Nothing here touches files directly: state goes through state logs.
+
+mod dead_letter;
+mod queue;
+mod retry;
+mod subscription;
+mod topic;
+mod wakeup;
+
+pub(crate) use dead_letter::redrive;
+pub use dead_letter::{
+    HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
+    HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
+};
+pub use queue::{Delivery, Group, GroupOptions, GroupStats};
+pub use retry::{Backoff, RetryPolicy};
+pub use subscription::{StartAt, Subscription};
+pub use topic::{Retention, Topic, TopicOptions};
+pub(crate) use wakeup::Wakeups;
