@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
-use crate::patterns::{Group, GroupOptions, Topic, TopicOptions, Wakeups, redrive};
+use crate::patterns::{Group, GroupOptions, Topic, TopicOptions, TopicStats, Wakeups, redrive};
 
 /// Longest topic, group or subscription name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -152,6 +152,14 @@ impl Bus {
     ) -> Result<usize> {
         let dlq = self.topic(dlq_topic)?;
         redrive(self, &dlq, filter)
+    }
+
+    /// Stats of every topic opened through this handle.
+    pub fn stats(&self) -> Result<Vec<TopicStats>> {
+        let topics: Vec<Topic> = lock(&self.inner.topics).values().cloned().collect();
+        let mut stats = topics.iter().map(Topic::stats).collect::<Result<Vec<_>>>()?;
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(stats)
     }
 
     /// Names of the topics stored in the bus directory.

@@ -28,6 +28,9 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod trace;
+
 mod bus;
 mod error;
 pub mod format;
@@ -42,13 +45,13 @@ pub use bus::{Bus, BusOptions, MAX_NAME_BYTES, validate_name};
 pub use error::{CorruptKind, Error, Result};
 pub use log::{
     Cursor, Durability, Log, LogOptions, Position, RecoveryReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    Truncation,
+    SyncStats, Truncation,
 };
 pub use patterns::{
-    Backoff, Delivery, Group, GroupOptions, GroupStats, HEADER_ATTEMPTS, HEADER_FAILURE,
-    HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Retention, RetryPolicy, StartAt, Subscription, Topic,
-    TopicOptions, dead_letter_topic,
+    Backoff, ConsumerId, ConsumerStats, Delivery, Group, GroupOptions, GroupStats, HEADER_ATTEMPTS,
+    HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_REDRIVE_COUNT,
+    HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Retention, RetryPolicy, StartAt,
+    Subscription, Topic, TopicOptions, TopicStats, dead_letter_topic,
 };
 pub use record::{Record, StoredRecord};
 

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event;
 
-use super::durability::GroupCommit;
+use super::durability::{GroupCommit, SyncStats};
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CLEAN_MARKER, RecoveryReport, recover};
@@ -188,6 +188,11 @@ impl Log {
     /// so every waiter on a topic waits on one event.
     pub(crate) fn activity(&self) -> &Event {
         &self.shared.appended
+    }
+
+    /// Counters of the syncs group commit has run (fsync latency).
+    pub fn sync_stats(&self) -> SyncStats {
+        self.shared.commit.stats()
     }
 
     /// Fails with [`Error::Closed`] once the log is closed.

@@ -9,6 +9,7 @@ mod retention;
 mod scan;
 mod segment;
 
+pub use durability::SyncStats;
 pub use engine::Log;
 pub(crate) use engine::now_ms;
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};

@@ -167,7 +167,8 @@ pub(crate) fn redrive(
         let source = header_str(delivery.record(), HEADER_SOURCE_TOPIC).map(str::to_owned);
         match source {
             Some(source) if filter(delivery.record()) => {
-                republish(bus, &source, delivery.record())?;
+                let _offset = republish(bus, &source, delivery.record())?;
+                trace_event!(info, dlq = dlq.name(), source = %source, offset = _offset, "record redriven");
                 delivery.ack()?;
                 moved += 1;
             }

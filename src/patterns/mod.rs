@@ -17,5 +17,5 @@ pub use dead_letter::{
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
 pub use retry::{Backoff, RetryPolicy};
 pub use subscription::{StartAt, Subscription};
-pub use topic::{Retention, Topic, TopicOptions};
+pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
 pub(crate) use wakeup::Wakeups;

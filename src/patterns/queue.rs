@@ -476,6 +476,12 @@ impl GroupInner {
             let attempts = state.entries.get(&offset).map_or(0, |e| e.attempts);
             let not_before_ms = now + self.backoff_ms(&mut state.rng, attempts);
             if let Some(entry) = state.entries.get_mut(&offset) {
+                trace_event!(
+                    info,
+                    offset,
+                    attempts = entry.attempts,
+                    "lease expired; record will be redelivered"
+                );
                 push_failure(
                     &mut entry.failures,
                     Failure {
@@ -568,7 +574,8 @@ impl GroupInner {
                 attempts: entry.attempts,
                 failures: &entry.failures,
             };
-            letter.append_to(dlq)?;
+            let _dlq_offset = letter.append_to(dlq)?;
+            trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, dlq_offset = _dlq_offset, attempts = entry.attempts, "record dead-lettered");
         }
         self.log.append(&[StateEvent::DeadLettered(offset)])?;
         self.settle_locked(state, offset);

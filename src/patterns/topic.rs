@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use crate::bus::{BusInner, validate_name};
 use crate::error::Result;
-use crate::log::{Durability, Log, LogOptions};
-use crate::patterns::queue::{Group, GroupInner, GroupOptions, recovered_low_watermark};
+use crate::log::{Durability, Log, LogOptions, SyncStats};
+use crate::patterns::queue::{Group, GroupInner, GroupOptions, GroupStats, recovered_low_watermark};
 use crate::patterns::subscription::{StartAt, Subscription, recovered_commit};
 use crate::record::Record;
 use crate::state::StateLog;
@@ -92,10 +92,42 @@ impl TopicOptions {
 }
 
 /// Which consumer a tracked position belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum ConsumerId {
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConsumerId {
+    /// A durable subscription, by name.
     Subscription(String),
+    /// A consumer group, by name.
     Group(String),
+}
+
+/// A snapshot of a topic and its durable consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic's name.
+    pub name: String,
+    /// Oldest stored offset.
+    pub start_offset: u64,
+    /// Offset the next record gets.
+    pub end_offset: u64,
+    /// Syncs of the topic's log (fsync latency).
+    pub sync: SyncStats,
+    /// Every durable consumer, open or not.
+    pub consumers: Vec<ConsumerStats>,
+}
+
+/// A durable consumer's position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConsumerStats {
+    /// Which consumer.
+    pub id: ConsumerId,
+    /// Committed offset (subscription) or low watermark (group).
+    pub committed: u64,
+    /// Records behind the end of the topic.
+    pub lag: u64,
+    /// Live counters, for a group open in this process.
+    pub group: Option<GroupStats>,
 }
 
 pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
@@ -189,6 +221,42 @@ impl Topic {
     /// The oldest stored offset.
     pub fn start_offset(&self) -> u64 {
         self.inner.log.start_offset()
+    }
+
+    /// Positions and counters of the topic and its durable consumers.
+    pub fn stats(&self) -> Result<TopicStats> {
+        let end_offset = self.end_offset();
+        let positions: Vec<(ConsumerId, u64)> = lock(&self.inner.positions)
+            .iter()
+            .map(|(id, p)| (id.clone(), *p))
+            .collect();
+        let open_groups: Vec<Group> = lock(&self.inner.groups)
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|inner| Group { inner })
+            .collect();
+        let mut consumers = Vec::with_capacity(positions.len());
+        for (id, committed) in positions {
+            let group = match &id {
+                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(Group::stats),
+                ConsumerId::Subscription(_) => None,
+            };
+            let lag = end_offset.saturating_sub(committed);
+            consumers.push(ConsumerStats {
+                id,
+                committed,
+                lag,
+                group: group.transpose()?,
+            });
+        }
+        consumers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(TopicStats {
+            name: self.inner.name.clone(),
+            start_offset: self.start_offset(),
+            end_offset,
+            sync: self.inner.log.sync_stats(),
+            consumers,
+        })
     }
 
     /// The topic's underlying log (read-only use: reads and cursors).
