@@ -438,12 +438,15 @@ impl Shared {
             return Ok(0);
         }
         let storage = self.options.storage.as_ref();
+        // One directory sync per segment, oldest first: a power loss part-way
+        // may bring back only the newest removed segment, never an older one
+        // without its successors, so the segments left stay contiguous.
         for segment in &removed {
             for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
                 storage.remove(&segment_file(&self.dir, segment.base(), ext))?;
             }
+            storage.sync_dir(&self.dir)?;
         }
-        storage.sync_dir(&self.dir)?;
         Ok(removed.len())
     }
 

@@ -9,7 +9,7 @@
 //! - Only the last (active) segment can hold unsynced bytes, so only it is
 //!   scanned, and recovery cost is bounded by one segment, not by the log.
 //!   After a clean close (the `.clean` marker) even that scan starts at the
-//!   last index entry.
+//!   last index entry, unless that entry proves wrong.
 //! - The scan of the last segment stops at the first frame that fails its
 //!   checks or breaks the dense offset sequence; the file is truncated there
 //!   and the cut is reported in the [`RecoveryReport`].
@@ -26,6 +26,7 @@
 //! | a segment's header invalid, otherwise | `Error::Corrupt` |
 //! | sealed segment's index missing or invalid | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
 //! | last segment after a clean close, index valid | scan from its last index entry |
+//! | that entry does not point at a valid frame with its offset | treat the index as invalid (next row) |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
 //! | I/O error anywhere | abort the open |
@@ -325,6 +326,30 @@ fn recover_sealed(segment: &Segment, next_base: u64, report: &mut RecoveryReport
     Ok(())
 }
 
+/// After a clean close: scans from the last offset-index entry. `None` if
+/// the index is invalid or its last entry does not point at a valid frame
+/// with the offset it names; a plausible but wrong entry is a bad hint, not
+/// damage, and must not truncate the records after it.
+fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<Option<(u64, ScanEnd)>> {
+    if validate_indexes(segment, len).is_err() {
+        return Ok(None);
+    }
+    segment.indexes().resume(capacity)?;
+    let header = SEGMENT_HEADER_LEN as u64;
+    let last = segment.indexes().offsets.last().and_then(OffsetEntry::decode);
+    let (position, offset) = last.map_or((header, segment.base()), |e| {
+        (
+            u64::from(e.position),
+            segment.base() + u64::from(e.relative_offset),
+        )
+    });
+    let scan = scan_frames(segment, position, offset, len, |frame| {
+        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+    })?;
+    let hint_wrong = scan.stop.as_ref().is_some_and(|(at, _)| *at == position);
+    Ok((!hint_wrong).then_some((position, scan)))
+}
+
 fn recover_active(
     segment: &Segment,
     clean: bool,
@@ -334,21 +359,14 @@ fn recover_active(
     let len = segment.file().size()?;
     let capacity = options.index_capacity();
     let header = SEGMENT_HEADER_LEN as u64;
-    let (start, scan) = if clean && validate_indexes(segment, len).is_ok() {
-        segment.indexes().resume(capacity)?;
-        let last = segment.indexes().offsets.last().and_then(OffsetEntry::decode);
-        let (position, offset) = last.map_or((header, segment.base()), |e| {
-            (
-                u64::from(e.position),
-                segment.base() + u64::from(e.relative_offset),
-            )
-        });
-        let scan = scan_frames(segment, position, offset, len, |frame| {
-            segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
-        })?;
-        (position, scan)
+    let resumed = if clean {
+        scan_from_last_entry(segment, len, capacity)?
     } else {
-        (header, rebuild_indexes(segment, len, capacity, report)?)
+        None
+    };
+    let (start, scan) = match resumed {
+        Some(resumed) => resumed,
+        None => (header, rebuild_indexes(segment, len, capacity, report)?),
     };
     report.scanned_bytes += len.saturating_sub(start);
     if let Some((position, reason)) = scan.stop {

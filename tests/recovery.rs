@@ -1,0 +1,1114 @@
+//! Recovery at open, one test per row of the decision table in
+//! `src/log/recovery.rs`, plus the torn-tail and zero-fill sweeps.
+//!
+//! Recovery decides what on disk is the log after a crash, so every rule is
+//! checked by its visible effect: the files left in the directory, the
+//! [`RecoveryReport`], the offsets and bytes read back, and the offset the
+//! next append gets. The torn-tail sweep cuts and bit-flips the last record
+//! at every position on the real file system, because that is the damage a
+//! crash actually leaves and the path users run.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use logbus::format::{
+    FRAME_HEADER_LEN, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_frame,
+    decode_segment_header, encode_frame, encode_index_header,
+};
+use logbus::io::{Fault, LockGuard, MappedFile, SimStorage, Storage, StorageFile};
+use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, Truncation};
+
+const SEGMENT_BYTES: u64 = 1024;
+const INDEX_INTERVAL: u64 = 64;
+const CLEAN: &str = ".clean";
+
+/// A change made to a file's bytes behind the log's back.
+type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+
+/// Small segments and a dense index, so a few dozen records span several
+/// segments and most records are indexed. `Os` durability keeps the sweeps
+/// fast; `close` still syncs everything.
+fn options() -> LogOptions {
+    LogOptions::default()
+        .durability(Durability::Os)
+        .segment_bytes(SEGMENT_BYTES)
+        .index_interval_bytes(INDEX_INTERVAL)
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key-{i:04}").into_bytes()
+}
+
+fn value(i: u64) -> Vec<u8> {
+    format!("value-{i:04}").into_bytes()
+}
+
+fn timestamp(i: u64) -> i64 {
+    1_000 + i as i64 * 10
+}
+
+fn append_numbered(log: &Log, range: std::ops::Range<u64>) {
+    for i in range {
+        let (k, v) = (key(i), value(i));
+        let record = Record::new(&v).key(&k).header("n", &k).timestamp(timestamp(i));
+        assert_eq!(log.append(&record).unwrap(), i);
+    }
+}
+
+/// Checks that offsets `range` read back as written, by offset and by cursor.
+fn assert_numbered(log: &Log, range: std::ops::Range<u64>) {
+    for i in range.clone() {
+        let record = log
+            .read(i)
+            .unwrap()
+            .unwrap_or_else(|| panic!("offset {i} missing"));
+        assert_eq!(
+            (record.offset(), record.value(), record.key()),
+            (i, &value(i)[..], &key(i)[..])
+        );
+        assert_eq!(record.header("n"), Some(&key(i)[..]));
+        assert_eq!(record.timestamp(), timestamp(i));
+    }
+    let mut cursor = log.cursor(Position::Offset(range.start)).unwrap();
+    for i in range.clone() {
+        assert_eq!(cursor.next().unwrap().unwrap().value(), &value(i)[..]);
+    }
+    if range.end == log.end_offset() {
+        assert!(cursor.next().unwrap().is_none());
+    }
+}
+
+/// A closed log of `count` numbered records; `clean` keeps the clean-close
+/// marker, otherwise it is removed as if the process had crashed after its
+/// last sync.
+fn numbered_log(count: u64, clean: bool) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    append_numbered(&log, 0..count);
+    log.close().unwrap();
+    if !clean {
+        fs::remove_file(dir.path().join(CLEAN)).unwrap();
+    }
+    dir
+}
+
+fn segment_file(dir: &Path, base: u64, ext: &str) -> PathBuf {
+    dir.join(format!("{base:020}.{ext}"))
+}
+
+/// Base offsets of the `.log` files in `dir`, ascending.
+fn bases(dir: &Path) -> Vec<u64> {
+    let mut bases: Vec<u64> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            name.strip_suffix(".log").map(|stem| stem.parse().unwrap())
+        })
+        .collect();
+    bases.sort_unstable();
+    bases
+}
+
+/// One frame found by walking a segment with the public decoder.
+#[derive(Debug, Clone, Copy)]
+struct FrameAt {
+    position: u64,
+    len: usize,
+    offset: u64,
+}
+
+/// The valid frames of a segment file, in order, from its header on.
+fn frames(segment: &[u8]) -> Vec<FrameAt> {
+    let mut found = Vec::new();
+    let mut position = SEGMENT_HEADER_LEN;
+    while let Ok(view) = decode_frame(&segment[position.min(segment.len())..]) {
+        found.push(FrameAt {
+            position: position as u64,
+            len: view.len,
+            offset: view.offset,
+        });
+        position += view.len;
+    }
+    found
+}
+
+/// Copies the log files of `from` into `to` (not the lock file).
+fn copy_log(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != ".lock" {
+            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Every segment and index file's bytes, by name.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != ".lock")
+        .map(|e| (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+fn sorted(mut paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    paths.sort();
+    paths
+}
+
+// ---------------------------------------------------------------------------
+// Decision table, row by row.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn opening_a_directory_without_segments_creates_segment_zero() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("not/yet/there");
+    let log = Log::open(&dir, options()).unwrap();
+    let report = log.recovery_report();
+    assert!(!report.clean_shutdown);
+    assert_eq!(report.segments, 1);
+    assert!(report.is_pristine());
+    assert_eq!((log.start_offset(), log.end_offset()), (0, 0));
+    let header = fs::read(segment_file(&dir, 0, "log")).unwrap();
+    assert_eq!(header.len(), SEGMENT_HEADER_LEN);
+    assert_eq!(decode_segment_header(&header).unwrap().base_offset, 0);
+    assert!(segment_file(&dir, 0, "idx").exists() && segment_file(&dir, 0, "tix").exists());
+    append_numbered(&log, 0..3);
+    assert_numbered(&log, 0..3);
+}
+
+#[test]
+fn orphan_index_files_without_their_segment_are_deleted_and_reported() {
+    let pristine = numbered_log(40, true);
+    let dir = pristine.path();
+    let orphans = [
+        segment_file(dir, 777, "idx"),
+        segment_file(dir, 777, "tix"),
+        segment_file(dir, 1_000_000, "idx"),
+    ];
+    for orphan in &orphans {
+        fs::write(orphan, b"left behind by a crash").unwrap();
+    }
+    let unrelated = dir.join("notes.txt");
+    fs::write(&unrelated, b"not ours").unwrap();
+    let log = Log::open(dir, options()).unwrap();
+    let report = log.recovery_report();
+    assert_eq!(sorted(report.removed_files.clone()), sorted(orphans.to_vec()));
+    assert!(report.truncations.is_empty() && report.clean_shutdown);
+    assert!(orphans.iter().all(|p| !p.exists()));
+    assert_eq!(fs::read(&unrelated).unwrap(), b"not ours");
+    assert_numbered(&log, 0..40);
+}
+
+/// Contents a crash can leave in a segment file whose creation it
+/// interrupted: nothing, part of the header, or a header that never landed.
+fn torn_headers(base: u64) -> Vec<(&'static str, Vec<u8>)> {
+    let header = SegmentHeader {
+        base_offset: base,
+        created_ms: 1,
+    }
+    .encode();
+    let mut bad_crc = header.to_vec();
+    bad_crc[12] ^= 0xFF;
+    bad_crc.extend_from_slice(&[0; 50]);
+    vec![
+        ("empty file", Vec::new()),
+        ("first 10 header bytes", header[..10].to_vec()),
+        (
+            "header minus its last byte",
+            header[..SEGMENT_HEADER_LEN - 1].to_vec(),
+        ),
+        ("32 zero bytes", vec![0; SEGMENT_HEADER_LEN]),
+        ("header with bad crc, zeros after", bad_crc),
+    ]
+}
+
+#[test]
+fn torn_header_of_last_segment_without_frames_is_deleted_and_log_continues_at_its_base() {
+    let pristine = numbered_log(40, false);
+    let sealed_bases = bases(pristine.path());
+    assert!(sealed_bases.len() >= 3, "test needs several segments");
+    for (case, bytes) in torn_headers(40) {
+        for with_index in [false, true] {
+            let scratch = tempfile::tempdir().unwrap();
+            let dir = scratch.path();
+            copy_log(pristine.path(), dir);
+            let torn = segment_file(dir, 40, "log");
+            fs::write(&torn, &bytes).unwrap();
+            let mut expected_removed = vec![torn.clone()];
+            if with_index {
+                fs::write(segment_file(dir, 40, "idx"), b"").unwrap();
+                expected_removed.push(segment_file(dir, 40, "idx"));
+            }
+            let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let report = log.recovery_report();
+            assert_eq!(
+                sorted(report.removed_files.clone()),
+                sorted(expected_removed),
+                "{case}"
+            );
+            assert!(report.truncations.is_empty(), "{case}");
+            assert_eq!(report.segments, sealed_bases.len(), "{case}");
+            assert!(!torn.exists(), "{case}");
+            assert_eq!(log.end_offset(), 40, "{case}");
+            assert_numbered(&log, 0..40);
+            append_numbered(&log, 40..45);
+            assert_numbered(&log, 0..45);
+            log.close().unwrap();
+            let log = Log::open(dir, options()).unwrap();
+            assert!(log.recovery_report().is_pristine(), "{case}");
+            assert_numbered(&log, 0..45);
+        }
+    }
+}
+
+#[test]
+fn invalid_segment_header_otherwise_is_corrupt_and_changes_nothing() {
+    let pristine = numbered_log(40, false);
+    let all = bases(pristine.path());
+    let (first, last) = (all[0], *all.last().unwrap());
+    type HeaderDamage = fn(&mut Vec<u8>);
+    // `None`: a checksum mismatch (its values depend on the bytes).
+    let cases: [(&str, u64, HeaderDamage, u64, Option<CorruptKind>); 6] = [
+        (
+            "sealed: bad magic",
+            first,
+            |b| b[0] ^= 0xFF,
+            0,
+            Some(CorruptKind::BadMagic),
+        ),
+        (
+            "sealed: unknown version",
+            first,
+            |b| b[8] = 2,
+            0,
+            Some(CorruptKind::UnsupportedVersion(2)),
+        ),
+        (
+            "sealed: header names another base",
+            first,
+            |b| {
+                let header = SegmentHeader {
+                    base_offset: 1,
+                    created_ms: 0,
+                };
+                b[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
+            },
+            16,
+            Some(CorruptKind::OffsetMismatch {
+                expected: 0,
+                found: 1,
+            }),
+        ),
+        (
+            "sealed: header cut short",
+            first,
+            |b| b.truncate(20),
+            0,
+            Some(CorruptKind::Truncated {
+                needed: SEGMENT_HEADER_LEN as u64,
+                available: 20,
+            }),
+        ),
+        (
+            "last, frames follow: bad magic",
+            last,
+            |b| b[0] ^= 0xFF,
+            0,
+            Some(CorruptKind::BadMagic),
+        ),
+        (
+            "last, frames follow: bad header crc",
+            last,
+            |b| b[30] ^= 0x01,
+            0,
+            None,
+        ),
+    ];
+    assert_eq!(first, 0);
+    for (case, base, damage, position, kind) in cases {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        copy_log(pristine.path(), dir);
+        let path = segment_file(dir, base, "log");
+        let mut bytes = fs::read(&path).unwrap();
+        damage(&mut bytes);
+        fs::write(&path, &bytes).unwrap();
+        let before = snapshot(dir);
+        match Log::open(dir, options()) {
+            Err(Error::Corrupt {
+                file,
+                position: at,
+                kind: found,
+            }) => {
+                assert_eq!((file, at), (path.clone(), position), "{case}");
+                match kind {
+                    Some(kind) => assert_eq!(found, kind, "{case}"),
+                    None => assert!(matches!(found, CorruptKind::Checksum { .. }), "{case}: {found:?}"),
+                }
+            }
+            other => panic!("{case}: expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(snapshot(dir), before, "{case}: a failed open changed files");
+    }
+}
+
+/// Ways a sealed segment's index can be missing or fail validation.
+fn broken_sealed_indexes(
+    dir: &Path,
+    base: u64,
+    next_base: u64,
+) -> Vec<(&'static str, PathBuf, Option<Vec<u8>>)> {
+    let idx = segment_file(dir, base, "idx");
+    let tix = segment_file(dir, base, "tix");
+    let original = fs::read(&idx).unwrap();
+    let with_entries = |header: [u8; 24], entries: &[OffsetEntry]| {
+        let mut bytes = header.to_vec();
+        entries.iter().for_each(|e| bytes.extend_from_slice(&e.encode()));
+        Some(bytes)
+    };
+    let header = encode_index_header(IndexKind::Offset, base);
+    let entry = |relative_offset, position| OffsetEntry {
+        relative_offset,
+        position,
+    };
+    let mut wrong_magic = original.clone();
+    wrong_magic[0] ^= 0xFF;
+    let mut partial = original.clone();
+    partial.extend_from_slice(&[1, 2, 3]);
+    let mut tix_unordered = encode_index_header(IndexKind::Time, base).to_vec();
+    for (timestamp, relative_offset) in [(2_000, 3u32), (1_500, 4)] {
+        tix_unordered.extend_from_slice(
+            &TimeEntry {
+                timestamp,
+                relative_offset,
+            }
+            .encode(),
+        );
+    }
+    let rel_next = (next_base - base) as u32;
+    vec![
+        ("offset index deleted", idx.clone(), None),
+        ("time index deleted", tix.clone(), None),
+        ("offset index has wrong magic", idx.clone(), Some(wrong_magic)),
+        (
+            "offset index names another base",
+            idx.clone(),
+            with_entries(encode_index_header(IndexKind::Offset, base + 5), &[]),
+        ),
+        (
+            "offset index points past the segment",
+            idx.clone(),
+            with_entries(header, &[entry(0, 1 << 20)]),
+        ),
+        (
+            "offset index points into the header",
+            idx.clone(),
+            with_entries(header, &[entry(0, 4)]),
+        ),
+        (
+            "offset index entries repeat",
+            idx.clone(),
+            with_entries(header, &[entry(0, 32), entry(0, 32)]),
+        ),
+        ("offset index has a partial entry", idx.clone(), Some(partial)),
+        (
+            "offset index names a record of the next segment",
+            idx.clone(),
+            with_entries(header, &[entry(0, 32), entry(rel_next, 33)]),
+        ),
+        ("time index not increasing", tix, Some(tix_unordered)),
+    ]
+}
+
+#[test]
+fn sealed_segment_with_missing_or_invalid_index_is_rebuilt_and_reads_stay_correct() {
+    let pristine = numbered_log(40, false);
+    let all = bases(pristine.path());
+    let (base, next_base) = (all[1], all[2]);
+    let cases = broken_sealed_indexes(pristine.path(), base, next_base);
+    for (case, target, contents) in cases {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        copy_log(pristine.path(), dir);
+        let target = dir.join(target.file_name().unwrap());
+        match contents {
+            Some(bytes) => fs::write(&target, bytes).unwrap(),
+            None => fs::remove_file(&target).unwrap(),
+        }
+        let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let rebuilt = sorted(log.recovery_report().rebuilt_indexes.clone());
+        let (idx, tix) = (segment_file(dir, base, "idx"), segment_file(dir, base, "tix"));
+        assert!(
+            rebuilt.contains(&idx) && rebuilt.contains(&tix),
+            "{case}: {rebuilt:?}"
+        );
+        assert!(log.recovery_report().is_pristine(), "{case}");
+        assert_numbered(&log, 0..40);
+        for i in [0, base, next_base - 1, next_base, 39] {
+            let cursor = log.cursor(Position::Timestamp(timestamp(i))).unwrap();
+            assert_eq!(cursor.offset(), i, "{case}: timestamp lookup");
+        }
+        log.close().unwrap();
+        // The rebuild is deterministic: it writes what the appends wrote.
+        for name in [&idx, &tix] {
+            let original = fs::read(pristine.path().join(name.file_name().unwrap())).unwrap();
+            assert_eq!(fs::read(name).unwrap(), original, "{case}: {}", name.display());
+        }
+        let log = Log::open(dir, options()).unwrap();
+        assert!(
+            log.recovery_report().rebuilt_indexes.is_empty(),
+            "{case}: rebuilt twice"
+        );
+        assert_numbered(&log, 0..40);
+    }
+}
+
+#[test]
+fn sealed_segment_rebuild_that_meets_damage_is_corrupt_not_truncated() {
+    let pristine = numbered_log(40, false);
+    let all = bases(pristine.path());
+    let (base, next_base) = (all[1], all[2]);
+    let segment = fs::read(segment_file(pristine.path(), base, "log")).unwrap();
+    let found = frames(&segment);
+    let victim = found[2];
+    let last = *found.last().unwrap();
+    assert_eq!(last.offset, next_base - 1);
+    let cases: [(&str, Damage, u64); 2] = [
+        (
+            "a flipped byte in a frame",
+            Box::new(move |b: &mut Vec<u8>| b[victim.position as usize + victim.len - 1] ^= 0x01),
+            victim.position,
+        ),
+        (
+            "the last frame missing",
+            Box::new(move |b: &mut Vec<u8>| b.truncate(last.position as usize)),
+            last.position,
+        ),
+    ];
+    for (case, damage, position) in cases {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        copy_log(pristine.path(), dir);
+        let path = segment_file(dir, base, "log");
+        let mut bytes = fs::read(&path).unwrap();
+        damage(&mut bytes);
+        fs::write(&path, &bytes).unwrap();
+        fs::remove_file(segment_file(dir, base, "idx")).unwrap();
+        match Log::open(dir, options()) {
+            Err(Error::Corrupt {
+                file, position: at, ..
+            }) => {
+                assert_eq!((file, at), (path.clone(), position), "{case}")
+            }
+            other => panic!("{case}: expected Corrupt, got {other:?}"),
+        }
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            bytes,
+            "{case}: sealed data was modified"
+        );
+    }
+}
+
+#[test]
+fn clean_reopen_scans_only_from_the_last_index_entry() {
+    let interval = 256;
+    let options = || options().segment_bytes(64 << 10).index_interval_bytes(interval);
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    append_numbered(&log, 0..2_000);
+    log.close().unwrap();
+    let last = *bases(dir.path()).last().unwrap();
+    let segment = fs::read(segment_file(dir.path(), last, "log")).unwrap();
+    let largest_frame = frames(&segment).iter().map(|f| f.len).max().unwrap() as u64;
+    assert!(
+        segment.len() > 8 * interval as usize,
+        "last segment too small to show anything"
+    );
+
+    let log = Log::open(dir.path(), options()).unwrap();
+    let report = log.recovery_report().clone();
+    assert!(report.clean_shutdown);
+    assert!(report.scanned_bytes > 0);
+    assert!(
+        report.scanned_bytes <= interval + largest_frame,
+        "scanned {} bytes of a {}-byte segment",
+        report.scanned_bytes,
+        segment.len()
+    );
+    assert!(report.rebuilt_indexes.is_empty() && report.is_pristine());
+    assert_eq!(log.end_offset(), 2_000);
+    assert_numbered(&log, 1_990..2_000);
+    append_numbered(&log, 2_000..2_001);
+}
+
+#[test]
+fn clean_reopen_with_a_wrong_last_index_entry_scans_everything_and_truncates_nothing() {
+    let pristine = numbered_log(40, true);
+    let dir = pristine.path();
+    let last = *bases(dir).last().unwrap();
+    let segment = fs::read(segment_file(dir, last, "log")).unwrap();
+    let found = frames(&segment);
+    let target = found[found.len() - 2];
+    // Structurally valid (right header, inside the segment) but pointing
+    // into the middle of a frame: a hint that is wrong, not damaged data.
+    let mut index = encode_index_header(IndexKind::Offset, last).to_vec();
+    let entry = OffsetEntry {
+        relative_offset: (target.offset - last) as u32,
+        position: target.position as u32 + 3,
+    };
+    index.extend_from_slice(&entry.encode());
+    let idx = segment_file(dir, last, "idx");
+    fs::write(&idx, &index).unwrap();
+
+    let log = Log::open(dir, options()).unwrap();
+    let report = log.recovery_report();
+    assert!(report.clean_shutdown);
+    assert!(report.is_pristine(), "{report:?}");
+    assert_eq!(
+        report.scanned_bytes,
+        segment.len() as u64 - SEGMENT_HEADER_LEN as u64
+    );
+    assert!(report.rebuilt_indexes.contains(&idx), "{report:?}");
+    assert_eq!(log.end_offset(), 40);
+    assert_numbered(&log, 0..40);
+    assert_eq!(fs::read(segment_file(dir, last, "log")).unwrap(), segment);
+}
+
+#[test]
+fn unclean_reopen_scans_the_whole_last_segment_and_rebuilds_its_indexes() {
+    let options = || options().segment_bytes(64 << 10).index_interval_bytes(256);
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), options()).unwrap();
+    append_numbered(&log, 0..2_000);
+    log.close().unwrap();
+    fs::remove_file(dir.path().join(CLEAN)).unwrap();
+    let all = bases(dir.path());
+    assert!(all.len() >= 2);
+    let last = *all.last().unwrap();
+    let len = fs::metadata(segment_file(dir.path(), last, "log")).unwrap().len();
+
+    let log = Log::open(dir.path(), options()).unwrap();
+    let report = log.recovery_report().clone();
+    assert!(!report.clean_shutdown);
+    assert_eq!(
+        report.scanned_bytes,
+        len - SEGMENT_HEADER_LEN as u64,
+        "only the last segment is scanned"
+    );
+    assert_eq!(
+        sorted(report.rebuilt_indexes.clone()),
+        vec![
+            segment_file(dir.path(), last, "idx"),
+            segment_file(dir.path(), last, "tix")
+        ]
+    );
+    assert!(report.is_pristine());
+    assert_eq!(log.end_offset(), 2_000);
+    assert_numbered(&log, 0..2_000);
+}
+
+#[test]
+fn power_loss_after_durable_appends_recovers_every_record_with_a_full_scan() {
+    for seed in 0..8 {
+        let sim = SimStorage::new();
+        let dir = Path::new("/sim/log");
+        let options = || {
+            options()
+                .durability(Durability::Always)
+                .storage(Arc::new(sim.clone()))
+        };
+        let log = Log::open(dir, options()).unwrap();
+        append_numbered(&log, 0..30);
+        sim.power_loss(seed);
+        drop(log);
+        let log = Log::open(dir, options()).unwrap();
+        let report = log.recovery_report().clone();
+        let files = sim.files();
+        let last = files
+            .iter()
+            .rfind(|p| p.extension().is_some_and(|e| e == "log"))
+            .unwrap();
+        let len = sim.read_file(last).unwrap().len() as u64;
+        assert!(!report.clean_shutdown, "seed {seed}");
+        assert_eq!(
+            report.scanned_bytes,
+            len - SEGMENT_HEADER_LEN as u64,
+            "seed {seed}"
+        );
+        assert!(report.truncations.is_empty(), "seed {seed}: {report:?}");
+        assert_eq!(log.end_offset(), 30, "seed {seed}");
+        assert_numbered(&log, 0..30);
+    }
+}
+
+/// Replaces the frame `at` in `segment` with one of the same size that
+/// carries `offset` instead.
+fn reencode_with_offset(segment: &mut [u8], at: FrameAt, offset: u64) {
+    let frame = &segment[at.position as usize..at.position as usize + at.len];
+    let view = decode_frame(frame).unwrap();
+    let headers: Vec<(String, Vec<u8>)> =
+        logbus::format::HeaderIter::new(&frame[view.headers.clone()], view.header_count)
+            .map(|(n, v)| (n.to_owned(), v.to_vec()))
+            .collect();
+    let headers: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+    let mut out = Vec::new();
+    encode_frame(
+        &mut out,
+        offset,
+        view.timestamp,
+        &frame[view.key.clone()],
+        &headers,
+        &frame[view.value.clone()],
+    );
+    assert_eq!(out.len(), at.len);
+    segment[at.position as usize..at.position as usize + at.len].copy_from_slice(&out);
+}
+
+#[test]
+fn bad_frame_or_offset_gap_in_last_segment_is_truncated_and_reported() {
+    for clean in [false, true] {
+        let pristine = numbered_log(40, clean);
+        let last = *bases(pristine.path()).last().unwrap();
+        let segment = fs::read(segment_file(pristine.path(), last, "log")).unwrap();
+        let found = frames(&segment);
+        assert!(found.len() >= 4);
+        // After a clean close only the bytes from the last index entry on
+        // are scanned (every record is indexed here), so damage the last frame.
+        let victim = found[found.len() - if clean { 1 } else { 3 }];
+        let cases: [(&str, Damage, Option<CorruptKind>); 4] = [
+            (
+                "checksum mismatch",
+                Box::new(move |b| b[victim.position as usize + FRAME_HEADER_LEN] ^= 0x40),
+                None,
+            ),
+            (
+                "offset skips ahead",
+                Box::new(move |b| reencode_with_offset(b, victim, victim.offset + 1)),
+                Some(CorruptKind::OffsetMismatch {
+                    expected: victim.offset,
+                    found: victim.offset + 1,
+                }),
+            ),
+            (
+                "offset repeats",
+                Box::new(move |b| reencode_with_offset(b, victim, victim.offset - 1)),
+                Some(CorruptKind::OffsetMismatch {
+                    expected: victim.offset,
+                    found: victim.offset - 1,
+                }),
+            ),
+            (
+                "length out of range",
+                Box::new(move |b| b[victim.position as usize..][..4].copy_from_slice(&7u32.to_le_bytes())),
+                Some(CorruptKind::LengthOutOfRange(7)),
+            ),
+        ];
+        for (case, damage, reason) in cases {
+            let scratch = tempfile::tempdir().unwrap();
+            let dir = scratch.path();
+            copy_log(pristine.path(), dir);
+            let path = segment_file(dir, last, "log");
+            let mut bytes = fs::read(&path).unwrap();
+            damage(&mut bytes);
+            fs::write(&path, &bytes).unwrap();
+            let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let report = log.recovery_report();
+            assert_eq!(report.truncations.len(), 1, "{case} (clean {clean}): {report:?}");
+            let cut = &report.truncations[0];
+            assert_eq!(
+                (&cut.file, cut.position, cut.bytes_removed),
+                (&path, victim.position, bytes.len() as u64 - victim.position),
+                "{case} (clean {clean})"
+            );
+            match &reason {
+                Some(reason) => assert_eq!(&cut.reason, reason, "{case}"),
+                None => assert!(matches!(cut.reason, CorruptKind::Checksum { .. }), "{case}"),
+            }
+            assert_eq!(fs::metadata(&path).unwrap().len(), victim.position, "{case}");
+            assert_eq!(log.end_offset(), victim.offset, "{case}");
+            assert_numbered(&log, 0..victim.offset);
+            append_numbered(&log, victim.offset..40);
+            assert_numbered(&log, 0..40);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// I/O errors abort the open and truncate nothing.
+// ---------------------------------------------------------------------------
+
+/// A storage whose reads of one file fail at or beyond `fail_from`: a disk
+/// that returns EIO for part of a file. Everything else goes to `inner`.
+#[derive(Debug)]
+struct FailingReads {
+    inner: SimStorage,
+    path: PathBuf,
+    fail_from: u64,
+}
+
+#[derive(Debug)]
+struct FailingFile {
+    inner: Arc<dyn StorageFile>,
+    fail_from: u64,
+}
+
+impl StorageFile for FailingFile {
+    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
+        if pos + buf.len() as u64 > self.fail_from {
+            return Err(io::Error::from_raw_os_error(5));
+        }
+        self.inner.read_at(buf, pos)
+    }
+    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.inner.write_all_at(buf, pos)
+    }
+    fn size(&self) -> io::Result<u64> {
+        self.inner.size()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()
+    }
+}
+
+impl Storage for FailingReads {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
+        let file = self.inner.open(path, create)?;
+        if path != self.path {
+            return Ok(file);
+        }
+        Ok(Arc::new(FailingFile {
+            inner: file,
+            fail_from: self.fail_from,
+        }))
+    }
+    fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>> {
+        self.inner.map(path, min_len)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.inner.list(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
+        self.inner.lock(path)
+    }
+}
+
+const SIM_DIR: &str = "/sim/log";
+
+/// A simulated log of 40 numbered records in several segments, closed,
+/// with `damage` applied to its files afterwards.
+fn sim_log(damage: impl FnOnce(&SimStorage, &[PathBuf])) -> SimStorage {
+    let sim = SimStorage::new();
+    let log = Log::open(SIM_DIR, options().storage(Arc::new(sim.clone()))).unwrap();
+    append_numbered(&log, 0..40);
+    log.close().unwrap();
+    let segments: Vec<PathBuf> = sim
+        .files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    damage(&sim, &segments);
+    sim
+}
+
+fn sim_snapshot(sim: &SimStorage) -> BTreeMap<PathBuf, Vec<u8>> {
+    sim.files()
+        .into_iter()
+        .filter(|p| !p.ends_with(".lock") && !p.ends_with(CLEAN))
+        .map(|p| (p.clone(), sim.read_file(&p).unwrap()))
+        .collect()
+}
+
+fn unclean_with_garbage_tail(sim: &SimStorage, segments: &[PathBuf]) {
+    Storage::remove(sim, &Path::new(SIM_DIR).join(CLEAN)).unwrap();
+    sim.sync_dir(Path::new(SIM_DIR)).unwrap();
+    let last = segments.last().unwrap();
+    let mut bytes = sim.read_file(last).unwrap();
+    bytes.extend_from_slice(&[0xAB; 40]);
+    sim.write_file(last, &bytes);
+}
+
+#[test]
+fn io_error_during_open_fails_the_open_and_truncates_nothing() {
+    // The storage halts at the first sync of the open, before the tail is cut.
+    let sim = sim_log(unclean_with_garbage_tail);
+    let before = sim_snapshot(&sim);
+    sim.inject(Fault::HaltAfterSyncs { after: 0 });
+    match Log::open(SIM_DIR, options().storage(Arc::new(sim.clone()))) {
+        Err(Error::Io(_)) => {}
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    assert!(sim.is_halted());
+    assert_eq!(sim_snapshot(&sim), before);
+    // The damage is still there to be repaired once the storage works.
+    sim.power_loss(0);
+    let log = Log::open(SIM_DIR, options().storage(Arc::new(sim.clone()))).unwrap();
+    assert!(!log.recovery_report().clean_shutdown);
+    assert_eq!(log.recovery_report().truncations.len(), 1);
+    assert_eq!(log.recovery_report().truncations[0].bytes_removed, 40);
+    assert_numbered(&log, 0..40);
+}
+
+#[test]
+fn read_error_in_any_scan_at_open_fails_the_open_and_truncates_nothing() {
+    type Setup = fn(&SimStorage, &[PathBuf]) -> PathBuf;
+    let cases: [(&str, Setup); 3] = [
+        ("scan of the last segment", |sim, segments| {
+            unclean_with_garbage_tail(sim, segments);
+            segments.last().unwrap().clone()
+        }),
+        ("rebuild of a sealed segment's index", |sim, segments| {
+            Storage::remove(sim, &segments[0].with_extension("idx")).unwrap();
+            segments[0].clone()
+        }),
+        ("check of a torn last segment", |sim, _| {
+            let torn = Path::new(SIM_DIR).join(format!("{:020}.log", 40));
+            sim.write_file(&torn, &[0; 100]);
+            torn
+        }),
+    ];
+    for (case, setup) in cases {
+        let mut failing = None;
+        let sim = sim_log(|sim, segments| failing = Some(setup(sim, segments)));
+        let before = sim_snapshot(&sim);
+        let storage = FailingReads {
+            inner: sim.clone(),
+            path: failing.unwrap(),
+            fail_from: SEGMENT_HEADER_LEN as u64 + 1,
+        };
+        match Log::open(SIM_DIR, options().storage(Arc::new(storage))) {
+            Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(5), "{case}"),
+            other => panic!("{case}: expected an I/O error, got {other:?}"),
+        }
+        let after = sim_snapshot(&sim);
+        for (path, bytes) in &before {
+            if path.extension().is_some_and(|e| e == "log") {
+                assert_eq!(after.get(path), Some(bytes), "{case}: {} changed", path.display());
+            }
+        }
+        // Without the read errors the same files open fine.
+        let log = Log::open(SIM_DIR, options().storage(Arc::new(sim.clone()))).unwrap();
+        assert_numbered(&log, 0..40);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Torn tail: every cut and every bit flip of the last record.
+// ---------------------------------------------------------------------------
+
+/// A closed log whose last segment ends with a record that has a key, a
+/// header and a value. Without the clean marker it looks like a crash after
+/// the last sync; with it, recovery starts from the index entry that points
+/// at that record (every record is indexed here).
+struct TornTail {
+    pristine: tempfile::TempDir,
+    segment: String,
+    frame: FrameAt,
+}
+
+impl TornTail {
+    fn new(clean: bool) -> TornTail {
+        let pristine = tempfile::tempdir().unwrap();
+        let log = Log::open(pristine.path(), options()).unwrap();
+        append_numbered(&log, 0..20);
+        log.append(&Record::new(b"last").key(b"k").header("h", b"x").timestamp(7))
+            .unwrap();
+        log.close().unwrap();
+        if !clean {
+            fs::remove_file(pristine.path().join(CLEAN)).unwrap();
+        }
+        let last = *bases(pristine.path()).last().unwrap();
+        assert!(last > 0, "the last record should sit in a later segment");
+        let path = segment_file(pristine.path(), last, "log");
+        let bytes = fs::read(&path).unwrap();
+        let frame = *frames(&bytes).last().unwrap();
+        assert_eq!(frame.position + frame.len as u64, bytes.len() as u64);
+        assert_eq!(frame.offset, 20);
+        TornTail {
+            segment: path.file_name().unwrap().to_str().unwrap().to_owned(),
+            pristine,
+            frame,
+        }
+    }
+
+    /// Reopens a copy with the last segment damaged by `damage`; checks the
+    /// recovery cut the last record exactly and the log goes on from there.
+    fn check(&self, case: &str, damage: impl FnOnce(&mut Vec<u8>)) -> Truncation {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        copy_log(self.pristine.path(), dir);
+        let path = dir.join(&self.segment);
+        let mut bytes = fs::read(&path).unwrap();
+        damage(&mut bytes);
+        fs::write(&path, &bytes).unwrap();
+        let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let report: RecoveryReport = log.recovery_report().clone();
+        assert_eq!(report.truncations.len(), 1, "{case}: {report:?}");
+        let cut = report.truncations[0].clone();
+        let start = self.frame.position;
+        assert_eq!(
+            (&cut.file, cut.position, cut.bytes_removed),
+            (&path, start, bytes.len() as u64 - start),
+            "{case}"
+        );
+        assert_eq!(log.end_offset(), 20, "{case}");
+        assert_eq!(log.read(19).unwrap().unwrap().value(), &value(19)[..], "{case}");
+        assert!(log.read(20).unwrap().is_none(), "{case}");
+        assert_eq!(log.append(&Record::new(b"again")).unwrap(), 20, "{case}");
+        assert_eq!(log.read(20).unwrap().unwrap().value(), b"again", "{case}");
+        let mut cursor = log.cursor(Position::Offset(19)).unwrap();
+        assert_eq!(cursor.next().unwrap().unwrap().offset(), 19, "{case}");
+        assert_eq!(cursor.next().unwrap().unwrap().value(), b"again", "{case}");
+        assert!(cursor.next().unwrap().is_none(), "{case}");
+        log.close().unwrap();
+        let again_len = Record::new(b"again").encoded_len().unwrap() as u64;
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            start + again_len,
+            "{case}: leftover bytes"
+        );
+        cut
+    }
+}
+
+#[test]
+fn torn_tail_cut_at_every_byte_of_the_last_record_recovers_to_the_previous_record() {
+    for clean in [false, true] {
+        let tail = TornTail::new(clean);
+        let (start, len) = (tail.frame.position, tail.frame.len as u64);
+        let mut cases = 0;
+        for cut_at in start + 1..start + len {
+            let case = format!("cut at {cut_at} (clean {clean})");
+            let cut = tail.check(&case, |b| b.truncate(cut_at as usize));
+            let available = cut_at - start;
+            let needed = if available < 4 { 4 } else { len };
+            assert_eq!(cut.reason, CorruptKind::Truncated { needed, available }, "{case}");
+            cases += 1;
+        }
+        assert_eq!(cases, len - 1);
+    }
+}
+
+#[test]
+fn last_record_removed_whole_is_not_a_truncation() {
+    let tail = TornTail::new(false);
+    let scratch = tempfile::tempdir().unwrap();
+    copy_log(tail.pristine.path(), scratch.path());
+    let path = scratch.path().join(&tail.segment);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..tail.frame.position as usize]).unwrap();
+    let log = Log::open(scratch.path(), options()).unwrap();
+    assert!(log.recovery_report().is_pristine());
+    assert_eq!(log.end_offset(), 20);
+    assert_numbered(&log, 0..20);
+}
+
+#[test]
+fn torn_tail_with_any_single_bit_flipped_in_the_last_record_recovers_to_the_previous_record() {
+    // After a crash (no clean marker). With the marker, a flip takes the same
+    // path as a cut (the indexed last frame fails, so the whole segment is
+    // rescanned), which the cut sweep covers.
+    let tail = TornTail::new(false);
+    let (start, len) = (tail.frame.position as usize, tail.frame.len);
+    let mut cases = 0;
+    for byte in start..start + len {
+        for bit in 0..8 {
+            let case = format!("byte {} bit {bit}", byte - start);
+            let cut = tail.check(&case, |b| b[byte] ^= 1 << bit);
+            // Only a flipped length can fail before the checksum does.
+            if byte >= start + 4 {
+                assert!(
+                    matches!(cut.reason, CorruptKind::Checksum { .. }),
+                    "{case}: {:?}",
+                    cut.reason
+                );
+            }
+            cases += 1;
+        }
+    }
+    assert_eq!(cases, len * 8);
+}
+
+// ---------------------------------------------------------------------------
+// Zero-filled tails.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn zero_filled_tail_is_truncated_and_reported_as_zero_fill() {
+    for clean in [false, true] {
+        let pristine = numbered_log(40, clean);
+        let last = *bases(pristine.path()).last().unwrap();
+        let segment = fs::read(segment_file(pristine.path(), last, "log")).unwrap();
+        let last_frame = *frames(&segment).last().unwrap();
+        let original_len = segment.len() as u64;
+        // Zeros after the data (preallocation, or a size update that landed
+        // before the data did) and zeros over the last record itself.
+        let cases: [(&str, u64, Damage); 2] = [
+            (
+                "zeros appended",
+                original_len,
+                Box::new(|b| b.resize(b.len() + 4096, 0)),
+            ),
+            (
+                "last record zeroed",
+                last_frame.position,
+                Box::new(move |b| {
+                    b.truncate(last_frame.position as usize);
+                    b.resize(b.len() + 512, 0);
+                }),
+            ),
+        ];
+        for (case, position, damage) in cases {
+            let scratch = tempfile::tempdir().unwrap();
+            let dir = scratch.path();
+            copy_log(pristine.path(), dir);
+            let path = segment_file(dir, last, "log");
+            let mut bytes = fs::read(&path).unwrap();
+            damage(&mut bytes);
+            fs::write(&path, &bytes).unwrap();
+            let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+            let expected = Truncation {
+                file: path.clone(),
+                position,
+                bytes_removed: bytes.len() as u64 - position,
+                reason: CorruptKind::ZeroFill,
+            };
+            assert_eq!(
+                log.recovery_report().truncations,
+                vec![expected],
+                "{case} (clean {clean})"
+            );
+            assert_eq!(fs::metadata(&path).unwrap().len(), position, "{case}");
+            let end = if position == original_len {
+                40
+            } else {
+                last_frame.offset
+            };
+            assert_eq!(log.end_offset(), end, "{case}");
+            assert_numbered(&log, 0..end);
+            append_numbered(&log, end..40);
+            assert_numbered(&log, 0..40);
+        }
+    }
+}
