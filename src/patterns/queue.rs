@@ -699,7 +699,7 @@ impl GroupInner {
     /// Prunes settled entries below the low watermark, reports it to the
     /// topic for retention and snapshots the state when it is due.
     fn after_settle(&self) -> Result<()> {
-        let (floor, snapshot) = {
+        let floor = {
             let mut state = lock(&self.state);
             while let Some(entry) = state.entries.first_entry() {
                 if entry.get().status != Status::Done {
@@ -715,15 +715,14 @@ impl GroupInner {
                 .unwrap_or_else(|| state.cursor.offset());
             let report = floor > state.reported_floor;
             state.reported_floor = state.reported_floor.max(floor);
-            let snapshot = self
-                .log
-                .wants_snapshot(state.entries.len())
-                .then(|| self.snapshot(&state));
-            (report.then_some(floor), snapshot)
+            // Written under the state lock: an event whose change the
+            // snapshot misses could otherwise be appended before it and be
+            // erased by it on replay (an ack lost, a record redelivered).
+            if self.log.wants_snapshot(state.entries.len()) {
+                self.log.write_snapshot(&self.snapshot(&state))?;
+            }
+            report.then_some(floor)
         };
-        if let Some(snapshot) = snapshot {
-            self.log.write_snapshot(&snapshot)?;
-        }
         if let Some(floor) = floor {
             self.topic
                 .set_position(ConsumerId::Group(self.name.clone()), floor)?;
