@@ -363,13 +363,14 @@ impl GroupInner {
             state.entries.insert(*offset, entry);
         }
         for (offset, dlq_end) in &replay.intents {
-            let Some(entry) = state.entries.get_mut(offset) else {
+            if !state.entries.contains_key(offset) {
                 continue;
-            };
+            }
             if contains_dead_letter(self.dlq()?, *dlq_end, self.topic.name(), &self.name, *offset)? {
-                entry.status = Status::Done;
+                // Also takes it out of `ready`: it must never be handed out again.
+                self.settle_locked(&mut state, *offset);
                 released.push(StateEvent::DeadLettered(*offset));
-            } else {
+            } else if let Some(entry) = state.entries.get_mut(offset) {
                 entry.dead_pending = true;
             }
         }
@@ -414,6 +415,7 @@ impl GroupInner {
         let mut state = lock(&self.state);
         let now = now_ms();
         self.expire_leases(&mut state, now);
+        let mut settled = false;
         loop {
             let (offset, record) = match self.pick(&mut state, now)? {
                 Some(pick) => pick,
@@ -423,12 +425,17 @@ impl GroupInner {
                         .flatten()
                         .map(|(t, _)| *t)
                         .min();
+                    drop(state);
+                    if settled {
+                        self.after_settle()?;
+                    }
                     return Ok((None, due));
                 }
             };
             let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
             if entry.dead_pending || entry.attempts >= self.options.retry.max_attempts {
                 self.dead_letter(&mut state, offset, record)?;
+                settled = true;
                 continue;
             }
             let record = match record {
@@ -438,11 +445,16 @@ impl GroupInner {
                     None => {
                         // Retention removed it before it could be redelivered.
                         self.settle_locked(&mut state, offset);
+                        settled = true;
                         continue;
                     }
                 },
             };
-            return self.lease(state, offset, record, now).map(|d| (Some(d), None));
+            let delivery = self.lease(state, offset, record, now)?;
+            if settled {
+                self.after_settle()?;
+            }
+            return Ok((Some(delivery), None));
         }
     }
 
