@@ -792,7 +792,7 @@ fn proptest_config() -> ProptestConfig {
         rng_seed: if env_set("PROPTEST_RNG_SEED") {
             defaults.rng_seed
         } else {
-            RngSeed::Fixed(0x1065_b05)
+            RngSeed::Fixed(0x0106_5b05)
         },
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/group_model.txt",

@@ -113,7 +113,10 @@ struct GroupState {
     leases: BTreeSet<(i64, u64)>,
     next_token: u64,
     rng: fastrand::Rng,
-    reported_floor: u64,
+    /// Low watermark last reported to the topic; the first is always
+    /// reported, so a new group holds back `Interest`/`WorkQueue` retention
+    /// from the start, not only once it has acked something.
+    reported_floor: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -248,7 +251,7 @@ impl Group {
             leases: BTreeSet::new(),
             next_token: 1,
             rng: fastrand::Rng::new(),
-            reported_floor: 0,
+            reported_floor: None,
         };
         let inner = GroupInner {
             topic,
@@ -725,8 +728,10 @@ impl GroupInner {
                 .next()
                 .copied()
                 .unwrap_or_else(|| state.cursor.offset());
-            let report = floor > state.reported_floor;
-            state.reported_floor = state.reported_floor.max(floor);
+            let report = state.reported_floor.is_none_or(|reported| floor > reported);
+            if report {
+                state.reported_floor = Some(floor);
+            }
             // Written under the state lock: an event whose change the
             // snapshot misses could otherwise be appended before it and be
             // erased by it on replay (an ack lost, a record redelivered).
