@@ -2,14 +2,14 @@
 //!
 //! Run with `cargo run --release --example tour`. It walks through the log
 //! underneath everything, then the messaging patterns built on it:
-//! publish-subscribe, queues (consumer groups) and dead-letter queues.
-//! Request-reply and scatter-gather are being built next.
+//! publish-subscribe, queues (consumer groups), dead-letter queues,
+//! request-reply and scatter-gather.
 
 use std::time::{Duration, Instant};
 
 use logbus::{
-    Backoff, Bus, BusOptions, Durability, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON, Log, LogOptions,
-    Position, Record, RetryPolicy, StartAt,
+    Backoff, Bus, BusOptions, Durability, Gather, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON, Log,
+    LogOptions, Position, Recipients, Record, RetryPolicy, StartAt,
 };
 
 fn main() -> logbus::Result<()> {
@@ -20,6 +20,8 @@ fn main() -> logbus::Result<()> {
     publish_subscribe(&bus)?;
     queues(&bus)?;
     dead_letters(&bus)?;
+    request_reply(&bus)?;
+    scatter_gather(&bus)?;
     for topic in bus.stats()? {
         let consumers: Vec<String> = topic
             .consumers
@@ -194,6 +196,74 @@ fn dead_letters(bus: &Bus) -> logbus::Result<()> {
         again.attempt()
     );
     again.ack()?;
+    println!();
+    Ok(())
+}
+
+fn request_reply(bus: &Bus) -> logbus::Result<()> {
+    println!("== request-reply");
+    let responder = bus.responder("pricing")?;
+    let server = std::thread::spawn(move || -> logbus::Result<()> {
+        while let Some(request) = responder.recv(Duration::from_millis(300))? {
+            let quote = format!("quote for {}", String::from_utf8_lossy(request.record().value()));
+            request.reply(&Record::new(quote.as_bytes()))?;
+        }
+        Ok(())
+    });
+    let client = bus.requester("checkout")?;
+    let started = Instant::now();
+    let reply = client.request("pricing", &Record::new(b"basket-42"), Duration::from_secs(5))?;
+    println!(
+        "reply {:?} from {:?} in {:?}",
+        String::from_utf8_lossy(reply.value()),
+        reply.from(),
+        started.elapsed()
+    );
+    // Fire now, collect later: the reply waits in the inbox, even across a restart.
+    let id = client.send_request("pricing", &Record::new(b"basket-43"))?;
+    let later = client.reply_for(id, Duration::from_secs(5))?;
+    println!(
+        "collected {id} later: {:?}",
+        String::from_utf8_lossy(later.value())
+    );
+    server.join().expect("server thread")?;
+    println!();
+    Ok(())
+}
+
+fn scatter_gather(bus: &Bus) -> logbus::Result<()> {
+    println!("== scatter-gather");
+    let regions = ["eu", "us", "asia"];
+    let servers: Vec<_> = regions
+        .iter()
+        .map(|region| {
+            let responder = bus.responder(&format!("stock-{region}"))?;
+            let stock = region.len() * 10;
+            Ok(std::thread::spawn(move || -> logbus::Result<()> {
+                if let Some(request) = responder.recv(Duration::from_secs(5))? {
+                    request.reply(&Record::new(stock.to_string().as_bytes()))?;
+                }
+                Ok(())
+            }))
+        })
+        .collect::<logbus::Result<_>>()?;
+    let client = bus.requester("planner")?;
+    let mut services: Vec<String> = regions.iter().map(|r| format!("stock-{r}")).collect();
+    services.push("stock-mars".into()); // nobody serves this one
+    let scatter = client.scatter(Recipients::Services(services), &Record::new(b"sku-7"))?;
+    let rule = Gather::all(Duration::from_secs(2)).quorum(3);
+    let (total, gathered) = scatter.gather_fold(rule, 0u64, |sum, reply| {
+        sum + String::from_utf8_lossy(reply.value()).parse::<u64>().unwrap_or(0)
+    })?;
+    println!(
+        "{} replies, stopped by {:?}, missing {:?}, total stock {total}",
+        gathered.replies.len(),
+        gathered.stopped,
+        gathered.missing
+    );
+    for server in servers {
+        server.join().expect("server thread")?;
+    }
     println!();
     Ok(())
 }

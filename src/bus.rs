@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
-use crate::patterns::{Group, GroupOptions, Topic, TopicOptions, TopicStats, Wakeups, redrive};
+use crate::patterns::{
+    Group, GroupOptions, Recipients, Requester, Responder, Scatter, Topic, TopicOptions, TopicStats, Wakeups,
+    redrive,
+};
 
 /// Longest topic, group or subscription name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;
@@ -139,6 +142,33 @@ impl Bus {
     /// default [`GroupOptions`].
     pub fn queue(&self, name: &str) -> Result<Group> {
         self.topic(name)?.group(name, GroupOptions::default())
+    }
+
+    /// A requester named `name`, with its inbox topic `<name>.inbox`.
+    pub fn requester(&self, name: &str) -> Result<Requester> {
+        Requester::open(self.clone(), &self.inner, name)
+    }
+
+    /// A responder serving `service`: the consumer group `service` on the
+    /// topic `service`, with default [`GroupOptions`].
+    pub fn responder(&self, service: &str) -> Result<Responder> {
+        self.responder_with(service, GroupOptions::default())
+    }
+
+    /// A responder serving `service` with the given group options.
+    pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
+        Responder::open(self.clone(), service, service, options)
+    }
+
+    /// Sends `record` to every recipient through `requester` (see
+    /// [`Requester::scatter`]).
+    pub fn scatter(
+        &self,
+        requester: &Requester,
+        recipients: Recipients,
+        record: &crate::Record<'_>,
+    ) -> Result<Scatter> {
+        requester.scatter(recipients, record)
     }
 
     /// Moves records from a dead-letter topic back to their source topics

@@ -62,9 +62,13 @@ pub enum Error {
         offset: u64,
     },
 
-    /// A blocking wait ran out of time.
-    #[error("timed out")]
-    Timeout,
+    /// No reply arrived in time for the request with this correlation id
+    /// (a late reply stays collectable).
+    #[error("timed out waiting for the reply to {correlation_id:032x}")]
+    Timeout {
+        /// The request's correlation id.
+        correlation_id: u128,
+    },
 
     /// The log was closed.
     #[error("log is closed")]

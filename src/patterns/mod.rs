@@ -4,7 +4,9 @@
 
 mod dead_letter;
 mod queue;
+mod request;
 mod retry;
+mod scatter;
 mod subscription;
 mod topic;
 mod wakeup;
@@ -15,7 +17,12 @@ pub use dead_letter::{
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
+pub use request::{
+    CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
+    Request, Requester, Responder, inbox_topic,
+};
 pub use retry::{Backoff, RetryPolicy};
+pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
 pub use subscription::{StartAt, Subscription};
 pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
 pub(crate) use wakeup::Wakeups;
