@@ -50,10 +50,27 @@ impl BusOptions {
     }
 }
 
-/// A directory of topics. Cheap to clone; `Send + Sync`.
+/// A directory of topics. Cheap to clone; `Send + Sync`. When the last
+/// clone is dropped the bus closes (as with [`Bus::close`]); topics, groups
+/// and other handles taken from it then fail with [`Error::Closed`].
 #[derive(Clone, Debug)]
 pub struct Bus {
+    handle: Arc<BusHandle>,
+}
+
+/// The user-facing owner: internal references hold [`BusInner`] directly,
+/// so they never keep the bus open, and dropping the last `Bus` closes it.
+#[derive(Debug)]
+struct BusHandle {
     inner: Arc<BusInner>,
+}
+
+impl Drop for BusHandle {
+    fn drop(&mut self) {
+        // Best effort, like `Log`: what cannot be closed cleanly is
+        // recovered at the next open.
+        let _ = self.inner.close();
+    }
 }
 
 #[derive(Debug)]
@@ -111,31 +128,25 @@ impl Bus {
             wakeups: Wakeups::default(),
         };
         Ok(Bus {
-            inner: Arc::new(inner),
+            handle: Arc::new(BusHandle {
+                inner: Arc::new(inner),
+            }),
         })
     }
 
-    pub(crate) fn from_inner(inner: Arc<BusInner>) -> Bus {
-        Bus { inner }
+    fn inner(&self) -> &Arc<BusInner> {
+        &self.handle.inner
     }
 
     /// The topic `name`, created on first use with the bus's default options.
     pub fn topic(&self, name: &str) -> Result<Topic> {
-        self.topic_with(name, self.inner.options.topic_defaults.clone())
+        self.inner().topic(name)
     }
 
     /// The topic `name`, created on first use with `options`. Options apply
-    /// when the topic is first opened by this bus handle.
+    /// when the topic is first opened by this bus.
     pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
-        validate_name("topic", name)?;
-        self.check_open()?;
-        let mut topics = lock(&self.inner.topics);
-        if let Some(topic) = topics.get(name) {
-            return Ok(topic.clone());
-        }
-        let topic = Topic::open(self.inner.clone(), name, options)?;
-        topics.insert(name.to_owned(), topic.clone());
-        Ok(topic)
+        self.inner().topic_with(name, options)
     }
 
     /// A work queue: the consumer group `name` on the topic `name`, with
@@ -146,7 +157,7 @@ impl Bus {
 
     /// A requester named `name`, with its inbox topic `<name>.inbox`.
     pub fn requester(&self, name: &str) -> Result<Requester> {
-        Requester::open(self.clone(), &self.inner, name)
+        Requester::open(self.inner().clone(), name)
     }
 
     /// A responder serving `service`: the consumer group `service` on the
@@ -157,7 +168,7 @@ impl Bus {
 
     /// A responder serving `service` with the given group options.
     pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
-        Responder::open(self.clone(), service, service, options)
+        Responder::open(self.inner().clone(), service, service, options)
     }
 
     /// Sends `record` to every recipient through `requester` (see
@@ -181,12 +192,12 @@ impl Bus {
         filter: impl FnMut(&crate::StoredRecord) -> bool,
     ) -> Result<usize> {
         let dlq = self.topic(dlq_topic)?;
-        redrive(self, &dlq, filter)
+        redrive(self.inner(), &dlq, filter)
     }
 
-    /// Stats of every topic opened through this handle.
+    /// Stats of every topic opened through this bus.
     pub fn stats(&self) -> Result<Vec<TopicStats>> {
-        let topics: Vec<Topic> = lock(&self.inner.topics).values().cloned().collect();
+        let topics: Vec<Topic> = lock(&self.inner().topics).values().cloned().collect();
         let mut stats = topics.iter().map(Topic::stats).collect::<Result<Vec<_>>>()?;
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(stats)
@@ -194,9 +205,10 @@ impl Bus {
 
     /// Names of the topics stored in the bus directory.
     pub fn topic_names(&self) -> Result<Vec<String>> {
-        let storage = &self.inner.options.storage;
-        let mut names: Vec<String> = storage
-            .list(&self.inner.dir.join("topics"))?
+        let inner = self.inner();
+        let mut names: Vec<String> = inner
+            .storage()
+            .list(&inner.dir.join("topics"))?
             .iter()
             .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
             .collect();
@@ -204,28 +216,48 @@ impl Bus {
         Ok(names)
     }
 
-    /// Closes every topic and releases the directory lock.
+    /// Closes every topic and consumer state and releases the directory
+    /// lock. Later calls on any handle from this bus fail with
+    /// [`Error::Closed`].
     pub fn close(&self) -> Result<()> {
-        let topics: Vec<Topic> = lock(&self.inner.topics).drain().map(|(_, t)| t).collect();
-        let mut result = Ok(());
-        for topic in topics {
-            if let Err(e) = topic.close() {
-                result = result.and(Err(e));
-            }
-        }
-        lock(&self.inner.lock).take();
-        result
-    }
-
-    fn check_open(&self) -> Result<()> {
-        match lock(&self.inner.lock).is_some() {
-            true => Ok(()),
-            false => Err(Error::Closed),
-        }
+        self.inner().close()
     }
 }
 
 impl BusInner {
+    pub(crate) fn topic(self: &Arc<Self>, name: &str) -> Result<Topic> {
+        self.topic_with(name, self.options.topic_defaults.clone())
+    }
+
+    pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<Topic> {
+        validate_name("topic", name)?;
+        self.check_open()?;
+        let mut topics = lock(&self.topics);
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let topic = Topic::open(self.clone(), name, options)?;
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    fn close(&self) -> Result<()> {
+        let topics: Vec<Topic> = lock(&self.topics).drain().map(|(_, t)| t).collect();
+        let mut result = Ok(());
+        for topic in topics {
+            result = result.and(topic.close());
+        }
+        lock(&self.lock).take();
+        result
+    }
+
+    fn check_open(&self) -> Result<()> {
+        match lock(&self.lock).is_some() {
+            true => Ok(()),
+            false => Err(Error::Closed),
+        }
+    }
+
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.options.storage
     }

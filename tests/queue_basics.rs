@@ -222,3 +222,16 @@ fn receive_on_a_closed_bus_fails_with_closed() {
     assert!(matches!(group.try_recv(), Err(Error::Closed)));
     assert!(matches!(bus.topic("q"), Err(Error::Closed)));
 }
+
+#[test]
+fn dropping_the_last_bus_handle_closes_it_and_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("t").unwrap();
+    let group = topic.group("g", GroupOptions::default()).unwrap();
+    topic.publish(&Record::new(b"x")).unwrap();
+    drop(bus);
+    assert!(matches!(group.try_recv(), Err(Error::Closed)));
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    assert_eq!(bus.topic("t").unwrap().end_offset(), 1);
+}

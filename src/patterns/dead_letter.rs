@@ -10,9 +10,10 @@
 //! from the recorded end offset, so the record is written again only if the
 //! first write did not survive.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bus::Bus;
+use crate::bus::BusInner;
 use crate::error::Result;
 use crate::format::Failure;
 use crate::log::Position;
@@ -139,10 +140,10 @@ pub(crate) fn contains_dead_letter(
 }
 
 /// Moves the records of `dlq` selected by `filter` back to their source
-/// topics (see [`Bus::redrive`]). A crash between the move and its
+/// topics (see [`crate::Bus::redrive`]). A crash between the move and its
 /// bookkeeping may move a record twice (at-least-once).
 pub(crate) fn redrive(
-    bus: &Bus,
+    bus: &Arc<BusInner>,
     dlq: &Topic,
     mut filter: impl FnMut(&StoredRecord) -> bool,
 ) -> Result<usize> {
@@ -178,7 +179,7 @@ pub(crate) fn redrive(
     Ok(moved)
 }
 
-fn republish(bus: &Bus, source: &str, record: &StoredRecord) -> Result<u64> {
+fn republish(bus: &Arc<BusInner>, source: &str, record: &StoredRecord) -> Result<u64> {
     let count = header_str(record, HEADER_REDRIVE_COUNT)
         .and_then(|c| c.parse::<u64>().ok())
         .unwrap_or(0);

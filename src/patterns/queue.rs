@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 
 use event_listener::Listener;
 
-use crate::bus::Bus;
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
 use crate::log::{Cursor, Position, now_ms};
@@ -403,8 +402,7 @@ impl GroupInner {
         if let Some(dlq) = self.dlq.get() {
             return Ok(dlq);
         }
-        let bus = Bus::from_inner(self.topic.inner.bus.clone());
-        let dlq = bus.topic_with(
+        let dlq = self.topic.inner.bus.topic_with(
             &dead_letter_topic(self.topic.name()),
             self.topic.inner.options.clone(),
         )?;

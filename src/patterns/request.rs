@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use event_listener::Listener;
 
-use crate::bus::{Bus, BusInner, validate_name};
+use crate::bus::{BusInner, validate_name};
 use crate::error::{Error, Result};
 use crate::log::{Position, now_ms};
 use crate::patterns::queue::{Delivery, Group, GroupOptions};
@@ -134,20 +134,19 @@ pub struct Requester {
 
 #[derive(Debug)]
 struct RequesterInner {
-    bus: Bus,
+    bus: Arc<BusInner>,
     inbox: Topic,
     index: Mutex<CorrelationIndex>,
 }
 
 impl Requester {
-    pub(crate) fn open(bus: Bus, bus_inner: &BusInner, name: &str) -> Result<Requester> {
+    pub(crate) fn open(bus: Arc<BusInner>, name: &str) -> Result<Requester> {
         validate_name("requester", name)?;
         let inbox = bus.topic(&inbox_topic(name))?;
-        let dir = bus_inner.state_dir("inboxes", name);
-        bus_inner.storage().create_dir_all(&dir)?;
+        let dir = bus.state_dir("inboxes", name);
+        bus.storage().create_dir_all(&dir)?;
         let path = dir.join("correlation.cix");
-        let (index, _trusted) =
-            CorrelationIndex::open(bus_inner.storage().as_ref(), &path, inbox.start_offset())?;
+        let (index, _trusted) = CorrelationIndex::open(bus.storage().as_ref(), &path, inbox.start_offset())?;
         let requester = Requester {
             inner: Arc::new(RequesterInner {
                 bus,
@@ -254,7 +253,7 @@ impl Requester {
         self.inner.inbox.log().activity()
     }
 
-    pub(crate) fn bus(&self) -> &Bus {
+    pub(crate) fn bus(&self) -> &Arc<BusInner> {
         &self.inner.bus
     }
 
@@ -302,11 +301,16 @@ impl Drop for RequesterInner {
 #[derive(Debug, Clone)]
 pub struct Responder {
     group: Group,
-    bus: Bus,
+    bus: Arc<BusInner>,
 }
 
 impl Responder {
-    pub(crate) fn open(bus: Bus, service: &str, group: &str, options: GroupOptions) -> Result<Responder> {
+    pub(crate) fn open(
+        bus: Arc<BusInner>,
+        service: &str,
+        group: &str,
+        options: GroupOptions,
+    ) -> Result<Responder> {
         let group = bus.topic(service)?.group(group, options)?;
         Ok(Responder { group, bus })
     }
@@ -345,7 +349,7 @@ impl Responder {
 #[derive(Debug)]
 pub struct Request {
     delivery: Delivery,
-    bus: Bus,
+    bus: Arc<BusInner>,
     replier: String,
 }
 
