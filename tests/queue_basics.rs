@@ -235,3 +235,23 @@ fn dropping_the_last_bus_handle_closes_it_and_releases_the_lock() {
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
     assert_eq!(bus.topic("t").unwrap().end_offset(), 1);
 }
+
+#[test]
+fn a_record_at_the_size_limit_still_reaches_the_dead_letter_topic_with_its_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let options = logbus::TopicOptions::default().max_record_bytes(4096);
+    let topic = bus.topic_with("big", options).unwrap();
+    let value = vec![b'x'; 4000];
+    topic.publish(&Record::new(&value)).unwrap();
+    let group = topic.group("g", quick_retry(3)).unwrap();
+    let reason = "r".repeat(900);
+    for _ in 0..3 {
+        group.try_recv().unwrap().unwrap().nack(&reason).unwrap();
+    }
+    assert!(group.try_recv().unwrap().is_none());
+    assert_eq!(group.stats().unwrap().low_watermark, 1);
+    let dead = bus.topic("big.dlq").unwrap().log().read(0).unwrap().unwrap();
+    assert_eq!(dead.value(), &value[..]);
+    assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
+}

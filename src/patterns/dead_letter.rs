@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bus::BusInner;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::Position;
 use crate::patterns::queue::GroupOptions;
@@ -61,6 +61,7 @@ pub fn dead_letter_topic(topic: &str) -> String {
 const REDRIVE_GROUP: &str = "logbus-redrive";
 
 /// A record on its way to the dead-letter topic.
+#[derive(Clone, Copy)]
 pub(crate) struct DeadLetter<'a> {
     pub topic: &'a str,
     pub group: &'a str,
@@ -94,8 +95,25 @@ impl DeadLetter<'_> {
         headers
     }
 
-    /// Appends the dead letter to `dlq` (durable per its durability).
+    /// Appends the dead letter to `dlq` (durable per its durability). If
+    /// the failure headers make it too large for the dead-letter topic, it
+    /// is written with the last failure only, so that a record close to the
+    /// size limit still reaches the dead-letter topic.
     pub(crate) fn append_to(&self, dlq: &Topic) -> Result<u64> {
+        match self.publish(dlq) {
+            Err(Error::RecordTooLarge { .. }) if self.failures.len() > 1 => {
+                let last = &self.failures[self.failures.len() - 1..];
+                DeadLetter {
+                    failures: last,
+                    ..*self
+                }
+                .publish(dlq)
+            }
+            result => result,
+        }
+    }
+
+    fn publish(&self, dlq: &Topic) -> Result<u64> {
         let added = self.headers();
         let kept = self
             .record

@@ -133,6 +133,10 @@ enum Status {
     Done,
 }
 
+/// Extra record size allowed in a dead-letter topic for the failure
+/// headers (16 reasons of up to 1 KiB, plus the fixed headers).
+const DEAD_LETTER_HEADROOM_BYTES: u64 = 32 << 10;
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -402,10 +406,18 @@ impl GroupInner {
         if let Some(dlq) = self.dlq.get() {
             return Ok(dlq);
         }
-        let dlq = self.topic.inner.bus.topic_with(
-            &dead_letter_topic(self.topic.name()),
-            self.topic.inner.options.clone(),
-        )?;
+        // Dead letters carry failure headers on top of the record: give
+        // the dead-letter topic room for them.
+        let mut options = self.topic.inner.options.clone();
+        options.log = options
+            .log
+            .clone()
+            .max_record_bytes(options.log.max_record_bytes + DEAD_LETTER_HEADROOM_BYTES);
+        let dlq = self
+            .topic
+            .inner
+            .bus
+            .topic_with(&dead_letter_topic(self.topic.name()), options)?;
         Ok(self.dlq.get_or_init(|| dlq))
     }
 
