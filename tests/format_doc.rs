@@ -365,7 +365,7 @@ fn constants_in_format_doc_match_the_code() {
     assert_eq!(&SEGMENT_MAGIC, b"LOGBUSSG");
     assert_eq!(IndexKind::Offset.magic(), *b"LOGBUSIX");
     assert_eq!(IndexKind::Time.magic(), *b"LOGBUSTX");
-    for magic in ["LOGBUSSG", "LOGBUSIX", "LOGBUSTX"] {
+    for magic in ["LOGBUSSG", "LOGBUSIX", "LOGBUSTX", "LOGBUSCP"] {
         assert!(
             FORMAT_MD.contains(&format!("`{magic}`")),
             "FORMAT.md does not name magic {magic}"
@@ -391,6 +391,7 @@ fn log_directory_holds_the_documented_files_created_owner_only() {
     log.close().unwrap();
     drop(log);
     let expected = [
+        ".checkpoint",
         ".clean",
         ".lock",
         "00000000000000000000.idx",
@@ -406,6 +407,9 @@ fn log_directory_holds_the_documented_files_created_owner_only() {
         assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
     }
     assert_eq!(std::fs::metadata(dir.path().join(".clean")).unwrap().len(), 0);
+    let checkpoint = std::fs::read(dir.path().join(".checkpoint")).unwrap();
+    let checkpoint = logbus::format::Checkpoint::decode(&checkpoint).unwrap();
+    assert_eq!((checkpoint.base_offset, checkpoint.end_offset), (0, 1));
     // A sealed (or cleanly closed) index holds exactly its header and entries.
     let idx = std::fs::read(dir.path().join("00000000000000000000.idx")).unwrap();
     assert_eq!(idx.len(), INDEX_HEADER_LEN + OFFSET_ENTRY_LEN);

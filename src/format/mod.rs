@@ -6,12 +6,14 @@
 //! Every decoder treats its input as untrusted: lengths are checked against
 //! their limits and against the bytes present before anything is sliced.
 
+mod checkpoint;
 mod frame;
 mod index_entry;
 mod le;
 mod segment_header;
 mod state;
 
+pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint};
 pub use frame::{
     FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
     encoded_len, frame_len,

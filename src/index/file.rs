@@ -82,6 +82,11 @@ impl IndexFile {
         Ok(())
     }
 
+    /// Forgets every entry after the first `count`.
+    pub(crate) fn keep_first(&mut self, count: usize) {
+        self.used = self.used.min(count);
+    }
+
     /// The used entries, raw.
     pub(crate) fn entries(&self) -> &[u8] {
         let end = INDEX_HEADER_LEN + self.used * self.kind.entry_len();
@@ -93,6 +98,11 @@ impl IndexFile {
         let len = self.kind.entry_len();
         let entries = self.entries();
         entries.len().checked_sub(len).map(|start| &entries[start..])
+    }
+
+    /// Makes the entries written so far durable (without trimming).
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.map.sync()
     }
 
     /// Trims the file to its used entries and makes it durable.

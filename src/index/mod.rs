@@ -11,4 +11,7 @@ mod file;
 mod search;
 
 pub(crate) use file::IndexFile;
-pub use search::{lookup_offset, lookup_time, validate_offset_entries, validate_time_entries};
+pub use search::{
+    lookup_offset, lookup_time, valid_offset_prefix, valid_time_prefix, validate_offset_entries,
+    validate_time_entries,
+};

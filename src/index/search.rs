@@ -49,25 +49,56 @@ fn partition(count: usize, pred: impl Fn(usize) -> bool) -> usize {
     lo
 }
 
+/// How many leading offset entries are plausible: strictly increasing
+/// offsets and positions, positions in `SEGMENT_HEADER_LEN..position_end`,
+/// relative offsets below `relative_end`.
+pub fn valid_offset_prefix(entries: &[u8], position_end: u64, relative_end: u64) -> usize {
+    let mut previous: Option<OffsetEntry> = None;
+    let plausible = entries
+        .chunks_exact(OFFSET_ENTRY_LEN)
+        .map_while(OffsetEntry::decode)
+        .take_while(|entry| {
+            let position = u64::from(entry.position);
+            let ok = position >= SEGMENT_HEADER_LEN as u64
+                && position < position_end
+                && u64::from(entry.relative_offset) < relative_end
+                && previous.is_none_or(|prev| {
+                    entry.relative_offset > prev.relative_offset && entry.position > prev.position
+                });
+            previous = Some(*entry);
+            ok
+        });
+    plausible.count()
+}
+
+/// How many leading time entries are plausible: strictly increasing
+/// timestamps, non-decreasing relative offsets below `relative_end`.
+pub fn valid_time_prefix(entries: &[u8], relative_end: u64) -> usize {
+    let mut previous: Option<TimeEntry> = None;
+    let plausible = entries
+        .chunks_exact(TIME_ENTRY_LEN)
+        .map_while(TimeEntry::decode)
+        .take_while(|entry| {
+            let ok = u64::from(entry.relative_offset) < relative_end
+                && previous.is_none_or(|prev| {
+                    entry.timestamp > prev.timestamp && entry.relative_offset >= prev.relative_offset
+                });
+            previous = Some(*entry);
+            ok
+        });
+    plausible.count()
+}
+
 /// Checks offset entries: whole entries, strictly increasing offsets and
 /// positions, positions inside `segment_len`.
 pub fn validate_offset_entries(entries: &[u8], segment_len: u64) -> Result<(), CorruptKind> {
     if !entries.len().is_multiple_of(OFFSET_ENTRY_LEN) {
         return Err(CorruptKind::Malformed("partial index entry"));
     }
-    let mut previous: Option<OffsetEntry> = None;
-    for chunk in entries.chunks_exact(OFFSET_ENTRY_LEN) {
-        let entry = OffsetEntry::decode(chunk).ok_or(CorruptKind::Malformed("partial index entry"))?;
-        let position = u64::from(entry.position);
-        if position < SEGMENT_HEADER_LEN as u64 || position >= segment_len {
-            return Err(CorruptKind::Malformed("index position outside segment"));
-        }
-        if let Some(prev) = previous
-            && (entry.relative_offset <= prev.relative_offset || entry.position <= prev.position)
-        {
-            return Err(CorruptKind::Malformed("index entries not increasing"));
-        }
-        previous = Some(entry);
+    if valid_offset_prefix(entries, segment_len, u64::MAX) * OFFSET_ENTRY_LEN != entries.len() {
+        return Err(CorruptKind::Malformed(
+            "index entries not increasing or outside the segment",
+        ));
     }
     Ok(())
 }
@@ -78,15 +109,8 @@ pub fn validate_time_entries(entries: &[u8]) -> Result<(), CorruptKind> {
     if !entries.len().is_multiple_of(TIME_ENTRY_LEN) {
         return Err(CorruptKind::Malformed("partial index entry"));
     }
-    let mut previous: Option<TimeEntry> = None;
-    for chunk in entries.chunks_exact(TIME_ENTRY_LEN) {
-        let entry = TimeEntry::decode(chunk).ok_or(CorruptKind::Malformed("partial index entry"))?;
-        if let Some(prev) = previous
-            && (entry.timestamp <= prev.timestamp || entry.relative_offset < prev.relative_offset)
-        {
-            return Err(CorruptKind::Malformed("time index entries not increasing"));
-        }
-        previous = Some(entry);
+    if valid_time_prefix(entries, u64::MAX) * TIME_ENTRY_LEN != entries.len() {
+        return Err(CorruptKind::Malformed("time index entries not increasing"));
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use event_listener::Event;
 
+use super::checkpoint::CheckpointWriter;
 use super::durability::{GroupCommit, SyncStats};
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
@@ -63,6 +64,7 @@ pub(crate) struct Shared {
     report: RecoveryReport,
     flusher: Mutex<Option<Flusher>>,
     lock: Mutex<Option<LockGuard>>,
+    checkpoint: CheckpointWriter,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,9 @@ struct Writer {
     position: u64,
     frames: Vec<u8>,
     placed: Vec<(u64, i64)>,
+    /// The active segment is sealed but its successor could not be
+    /// created: the next append must finish the roll before writing.
+    roll_pending: bool,
 }
 
 impl Writer {
@@ -104,6 +109,11 @@ impl Log {
             .lock(&dir.join(LOCK_FILE))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
         let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
+        let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir)?;
+        if let Some(active) = recovered.segments.last() {
+            checkpoint.record(active, active.limit(), true)?;
+        }
+        storage.sync_dir(&dir)?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
         let extent = active.limit();
         let shared = Arc::new(Shared {
@@ -113,6 +123,7 @@ impl Log {
                 position: extent.end_pos,
                 frames: Vec::new(),
                 placed: Vec::new(),
+                roll_pending: false,
             }),
             commit: GroupCommit::new(extent.end_offset),
             segments: RwLock::new(recovered.segments),
@@ -121,6 +132,7 @@ impl Log {
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
             lock: Mutex::new(Some(guard)),
+            checkpoint,
             dir,
             options,
         });
@@ -291,8 +303,9 @@ impl Shared {
     /// Checks sizes, rolls if needed, writes the batch and indexes it.
     fn write_batch(&self, writer: &mut Writer, records: &[Record<'_>]) -> Result<Extent> {
         let batch_bytes = self.checked_batch_bytes(records)?;
-        if writer.position > SEGMENT_HEADER_LEN as u64
-            && writer.position + batch_bytes > self.options.segment_bytes
+        if writer.roll_pending
+            || (writer.position > SEGMENT_HEADER_LEN as u64
+                && writer.position + batch_bytes > self.options.segment_bytes)
         {
             self.roll(writer)?;
         }
@@ -303,6 +316,7 @@ impl Shared {
             next_offset,
             position,
             active,
+            ..
         } = writer;
         frames.clear();
         placed.clear();
@@ -374,6 +388,7 @@ impl Shared {
         };
         segment.file().sync_data()?;
         segment.advance_limit(extent);
+        self.checkpoint.record(&segment, extent, false)?;
         self.appended.notify(usize::MAX);
         Ok(extent.end_offset)
     }
@@ -392,26 +407,50 @@ impl Shared {
                 .poison(format!("sync failed while sealing a segment: {e}"));
             return Err(e.into());
         }
+        // Until the successor exists, every append retries the roll at this
+        // same base, so a half-created successor is rewritten, never left
+        // behind with records after it in the sealed segment.
+        writer.roll_pending = true;
         sealed.indexes().seal()?;
         sealed.advance_limit(extent);
         self.commit.mark_durable(extent.end_offset);
+        let next = self.create_segment(extent.end_offset).inspect_err(|e| {
+            // A full disk only touched the new, empty segment, which the
+            // retry rewrites from scratch; any other failure (a failed
+            // fsync above all) latches.
+            if !matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull) {
+                self.commit
+                    .poison(format!("could not create the next segment: {e}"));
+            }
+        })?;
+        let next = Arc::new(next);
+        self.segments_mut().push(next.clone());
+        writer.active = next;
+        writer.position = SEGMENT_HEADER_LEN as u64;
+        writer.roll_pending = false;
+        if let Err(e) = self.checkpoint.record(&writer.active, writer.extent(), true) {
+            self.commit
+                .poison(format!("could not write the recovery checkpoint: {e}"));
+            return Err(e.into());
+        }
+        self.appended.notify(usize::MAX);
+        self.enforce_retention(RetentionRules::default())?;
+        Ok(())
+    }
+
+    /// Creates the segment starting at `base`, durably, directory entry included.
+    fn create_segment(&self, base: u64) -> Result<Segment> {
         let storage = self.options.storage.as_ref();
-        let next = Segment::create(
+        let segment = Segment::create(
             storage,
             &self.dir,
-            extent.end_offset,
+            base,
             self.options.index_interval_bytes,
             self.options.index_capacity(),
             now_ms(),
         )?;
         storage.sync_dir(&self.dir)?;
-        let next = Arc::new(next);
-        self.segments_mut().push(next.clone());
-        writer.active = next;
-        writer.position = SEGMENT_HEADER_LEN as u64;
-        self.appended.notify(usize::MAX);
-        self.enforce_retention(RetentionRules::default())?;
-        Ok(())
+        Ok(segment)
     }
 
     /// Removes the segments retention selects. The caller holds the writer.
@@ -467,6 +506,7 @@ impl Shared {
         let writer = self.writer();
         self.commit.check()?;
         writer.active.file().sync_data()?;
+        self.checkpoint.record(&writer.active, writer.extent(), true)?;
         writer.active.indexes().seal()?;
         let storage = self.options.storage.as_ref();
         let marker = storage.open(&self.dir.join(CLEAN_MARKER), true)?;

@@ -1,5 +1,6 @@
 //! The log: segments, indexes, durability, recovery, retention, readers.
 
+mod checkpoint;
 mod durability;
 mod engine;
 mod options;

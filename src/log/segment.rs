@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
 use crate::format::{
-    IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_segment_header,
+    Checkpoint, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_segment_header,
 };
-use crate::index::{IndexFile, lookup_offset, lookup_time};
+use crate::index::{IndexFile, lookup_offset, lookup_time, valid_offset_prefix, valid_time_prefix};
 use crate::io::{Storage, StorageFile, read_exact_at};
 
 /// The readable end of a segment.
@@ -104,6 +104,31 @@ impl Indexes {
         Ok(())
     }
 
+    /// After a crash, keeps the entries that plausibly describe the durable
+    /// part of the segment, up to `checkpoint` (entries past it may be
+    /// garbage), and resumes appending after them. False if an index header
+    /// is invalid, in which case the caller rebuilds both.
+    pub(crate) fn resume_at_checkpoint(&mut self, checkpoint: &Checkpoint, capacity: usize) -> Result<bool> {
+        let base = checkpoint.base_offset;
+        if self.offsets.validate(base).is_err() || self.times.validate(base).is_err() {
+            return Ok(false);
+        }
+        let relative_end = checkpoint.end_offset - base;
+        let offsets = valid_offset_prefix(self.offsets.entries(), checkpoint.end_pos, relative_end);
+        let times = valid_time_prefix(self.times.entries(), relative_end);
+        self.offsets.keep_first(offsets);
+        self.times.keep_first(times);
+        self.resume(capacity)?;
+        if let Some(last) = relative_end.checked_sub(1)
+            && self
+                .max_timestamp
+                .is_none_or(|(max, _)| checkpoint.max_timestamp > max)
+        {
+            self.max_timestamp = Some((checkpoint.max_timestamp, last as u32));
+        }
+        Ok(true)
+    }
+
     /// Notes a record at `position`; adds index entries every `interval` bytes.
     pub(crate) fn record(&mut self, relative_offset: u32, position: u64, timestamp: i64) -> Result<()> {
         if self.max_timestamp.is_none_or(|(max, _)| timestamp > max) {
@@ -138,6 +163,12 @@ impl Indexes {
             self.last_time_entry = Some(timestamp);
         }
         Ok(())
+    }
+
+    /// Makes both indexes durable as they are (for a checkpoint).
+    pub(crate) fn sync(&self) -> std::io::Result<()> {
+        self.offsets.sync()?;
+        self.times.sync()
     }
 
     /// Records the final maximum timestamp and trims both files to their
