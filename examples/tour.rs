@@ -1,37 +1,59 @@
 //! A tour of logbus on a temporary directory.
 //!
-//! Run with `cargo run --release --example tour`. The messaging patterns
-//! (queues, pub/sub, request-reply, scatter-gather, dead letters) are being
-//! built on the log shown here; until they land, the tour shows the log.
+//! Run with `cargo run --release --example tour`. It walks through the log
+//! underneath everything, then the messaging patterns built on it:
+//! publish-subscribe, queues (consumer groups), dead-letter queues,
+//! request-reply and scatter-gather.
 
 use std::time::{Duration, Instant};
 
-use logbus::{Durability, Log, LogOptions, Position, Record};
+use logbus::{
+    Backoff, Bus, BusOptions, Durability, Gather, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON, Log,
+    LogOptions, Position, Recipients, Record, RetryPolicy, StartAt,
+};
 
 fn main() -> logbus::Result<()> {
     let dir = tempfile::tempdir()?;
-    println!("logbus tour in {}", dir.path().display());
+    println!("logbus tour in {}\n", dir.path().display());
+    the_log(&dir.path().join("log"))?;
+    let bus = Bus::open(dir.path().join("bus"), BusOptions::default())?;
+    publish_subscribe(&bus)?;
+    queues(&bus)?;
+    dead_letters(&bus)?;
+    request_reply(&bus)?;
+    scatter_gather(&bus)?;
+    for topic in bus.stats()? {
+        let consumers: Vec<String> = topic
+            .consumers
+            .iter()
+            .map(|c| format!("{:?} at {} (lag {})", c.id, c.committed, c.lag))
+            .collect();
+        println!(
+            "stats {}: end {} consumers [{}]",
+            topic.name,
+            topic.end_offset,
+            consumers.join(", ")
+        );
+    }
+    bus.close()
+}
 
-    // 1. Durable appends: each returns once its record is fdatasync'd.
+fn the_log(dir: &std::path::Path) -> logbus::Result<()> {
+    println!("== the log");
     let options = LogOptions::default()
         .durability(Durability::Always)
         .segment_bytes(1 << 20);
-    let log = Log::open(dir.path(), options.clone())?;
+    let log = Log::open(dir, options.clone())?;
     let offset = log.append(&Record::new(b"hello, log").key(b"greeting").header("lang", b"en"))?;
-    println!("appended offset {offset}");
-
-    // 2. A batch: one write, one sync.
     let values: Vec<String> = (0..1000).map(|i| format!("event {i}")).collect();
     let records: Vec<Record> = values.iter().map(|v| Record::new(v.as_bytes())).collect();
     let started = Instant::now();
     let range = log.append_batch(&records)?;
     println!(
-        "batch of {} records -> offsets {range:?} in {:?}",
-        records.len(),
+        "durable append at {offset}; batch of 1000 -> {range:?} in {:?}",
         started.elapsed()
     );
 
-    // 3. Group commit: concurrent durable appenders share fsyncs.
     let started = Instant::now();
     std::thread::scope(|scope| {
         for t in 0..4 {
@@ -39,52 +61,209 @@ fn main() -> logbus::Result<()> {
             scope.spawn(move || {
                 for i in 0..50 {
                     log.append(&Record::new(format!("thread {t} msg {i}").as_bytes()))
-                        .unwrap();
+                        .expect("append");
                 }
             });
         }
     });
-    println!("4 threads x 50 durable appends in {:?}", started.elapsed());
+    let syncs = log.sync_stats();
+    println!(
+        "4 threads x 50 durable appends in {:?} sharing {} fsyncs",
+        started.elapsed(),
+        syncs.syncs
+    );
 
-    // 4. Reading: random access and a cursor.
     let record = log.read(offset)?.expect("just appended");
     println!(
-        "read {}: key={:?} value={:?} lang={:?}",
+        "read {}: {:?}",
         record.offset(),
-        String::from_utf8_lossy(record.key()),
-        String::from_utf8_lossy(record.value()),
-        record.header("lang").map(String::from_utf8_lossy)
+        String::from_utf8_lossy(record.value())
     );
-    let mut cursor = log.cursor(Position::Offset(range.end - 3))?;
-    for _ in 0..3 {
-        let record = cursor.next()?.expect("three records follow");
-        println!(
-            "cursor -> {} {}",
-            record.offset(),
-            String::from_utf8_lossy(record.value())
-        );
-    }
-
-    // 5. A tailing reader is woken by appends.
     let mut tail = log.cursor(Position::Latest)?;
     let writer = log.clone();
     std::thread::spawn(move || writer.append(&Record::new(b"late news")));
     let news = tail
         .next_timeout(Duration::from_secs(5))?
         .expect("woken by the append");
-    println!("tail woke with {:?}", String::from_utf8_lossy(news.value()));
+    println!(
+        "a tailing cursor woke with {:?}",
+        String::from_utf8_lossy(news.value())
+    );
 
-    // 6. Close cleanly and reopen: recovery scans almost nothing.
-    let end = log.end_offset();
     log.close()?;
-    let log = Log::open(dir.path(), options)?;
+    let log = Log::open(dir, options)?;
     let report = log.recovery_report();
     println!(
-        "reopened: clean={} segments={} scanned={} bytes, end offset {} (was {end})",
+        "reopened: clean={} scanned {} bytes, end offset {}\n",
         report.clean_shutdown,
-        report.segments,
         report.scanned_bytes,
         log.end_offset()
     );
     log.close()
+}
+
+fn publish_subscribe(bus: &Bus) -> logbus::Result<()> {
+    println!("== publish-subscribe");
+    let prices = bus.topic("prices")?;
+    let mut audit = prices.subscribe("audit", StartAt::Earliest)?;
+    let mut dashboard = prices.subscribe_ephemeral(StartAt::Latest)?;
+    for (symbol, price) in [("ACME", "10.5"), ("INIT", "3.2"), ("ACME", "10.7")] {
+        prices.publish(&Record::new(price).key(symbol))?;
+    }
+    for (name, sub) in [("audit", &mut audit), ("dashboard", &mut dashboard)] {
+        let mut got = Vec::new();
+        while let Some(record) = sub.try_recv()? {
+            got.push(format!(
+                "{}={}",
+                String::from_utf8_lossy(record.key()),
+                String::from_utf8_lossy(record.value())
+            ));
+        }
+        println!("{name} saw every record: {}", got.join(" "));
+    }
+    audit.commit()?;
+    println!("audit committed {} (lag {})\n", audit.committed(), audit.lag());
+    Ok(())
+}
+
+fn queues(bus: &Bus) -> logbus::Result<()> {
+    println!("== queues (consumer groups)");
+    let jobs = bus.topic("jobs")?;
+    let bodies: Vec<String> = (0..20).map(|i| format!("job {i}")).collect();
+    jobs.publish_batch(
+        &bodies
+            .iter()
+            .map(|b| Record::new(b.as_bytes()))
+            .collect::<Vec<_>>(),
+    )?;
+    let workers = jobs.group("workers", GroupOptions::default())?;
+    let done: Vec<usize> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let workers = workers.clone();
+                scope.spawn(move || {
+                    let mut handled = 0;
+                    while let Some(delivery) = workers.recv(Duration::from_millis(50)).expect("recv") {
+                        delivery.ack().expect("ack");
+                        handled += 1;
+                    }
+                    handled
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("worker")).collect()
+    });
+    println!("3 competing workers handled {done:?} jobs: each exactly once");
+    println!("group low watermark {}\n", workers.stats()?.low_watermark);
+    Ok(())
+}
+
+fn dead_letters(bus: &Bus) -> logbus::Result<()> {
+    println!("== dead-letter queue");
+    let payments = bus.topic("payments")?;
+    payments.publish(&Record::new(b"{not json").key(b"payment-17"))?;
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        backoff: Backoff::Fixed(Duration::from_millis(10)),
+    };
+    let group = payments.group(
+        "processor",
+        GroupOptions {
+            retry,
+            ..GroupOptions::default()
+        },
+    )?;
+    while let Some(delivery) = group.recv(Duration::from_millis(100))? {
+        println!(
+            "attempt {} of {:?} fails",
+            delivery.attempt(),
+            String::from_utf8_lossy(delivery.record().key())
+        );
+        delivery.nack("parse error: expected value")?;
+    }
+    let dlq = bus.topic("payments.dlq")?;
+    let dead = dlq.log().read(0)?.expect("dead-lettered");
+    let header = |name| String::from_utf8_lossy(dead.header(name).unwrap_or_default()).into_owned();
+    println!(
+        "dead letter: attempts={} reason={:?}",
+        header(HEADER_ATTEMPTS),
+        header(HEADER_LAST_REASON)
+    );
+    let moved = bus.redrive("payments.dlq", |_| true)?;
+    let again = group.recv(Duration::from_secs(1))?.expect("redriven");
+    println!(
+        "redrove {moved}; it is back with attempt {} and redrive count 1",
+        again.attempt()
+    );
+    again.ack()?;
+    println!();
+    Ok(())
+}
+
+fn request_reply(bus: &Bus) -> logbus::Result<()> {
+    println!("== request-reply");
+    let responder = bus.responder("pricing")?;
+    let server = std::thread::spawn(move || -> logbus::Result<()> {
+        while let Some(request) = responder.recv(Duration::from_millis(300))? {
+            let quote = format!("quote for {}", String::from_utf8_lossy(request.record().value()));
+            request.reply(&Record::new(quote.as_bytes()))?;
+        }
+        Ok(())
+    });
+    let client = bus.requester("checkout")?;
+    let started = Instant::now();
+    let reply = client.request("pricing", &Record::new(b"basket-42"), Duration::from_secs(5))?;
+    println!(
+        "reply {:?} from {:?} in {:?}",
+        String::from_utf8_lossy(reply.value()),
+        reply.from(),
+        started.elapsed()
+    );
+    // Fire now, collect later: the reply waits in the inbox, even across a restart.
+    let id = client.send_request("pricing", &Record::new(b"basket-43"))?;
+    let later = client.reply_for(id, Duration::from_secs(5))?;
+    println!(
+        "collected {id} later: {:?}",
+        String::from_utf8_lossy(later.value())
+    );
+    server.join().expect("server thread")?;
+    println!();
+    Ok(())
+}
+
+fn scatter_gather(bus: &Bus) -> logbus::Result<()> {
+    println!("== scatter-gather");
+    let regions = ["eu", "us", "asia"];
+    let servers: Vec<_> = regions
+        .iter()
+        .map(|region| {
+            let responder = bus.responder(&format!("stock-{region}"))?;
+            let stock = region.len() * 10;
+            Ok(std::thread::spawn(move || -> logbus::Result<()> {
+                if let Some(request) = responder.recv(Duration::from_secs(5))? {
+                    request.reply(&Record::new(stock.to_string().as_bytes()))?;
+                }
+                Ok(())
+            }))
+        })
+        .collect::<logbus::Result<_>>()?;
+    let client = bus.requester("planner")?;
+    let mut services: Vec<String> = regions.iter().map(|r| format!("stock-{r}")).collect();
+    services.push("stock-mars".into()); // nobody serves this one
+    let scatter = client.scatter(Recipients::Services(services), &Record::new(b"sku-7"))?;
+    let rule = Gather::all(Duration::from_secs(2)).quorum(3);
+    let (total, gathered) = scatter.gather_fold(rule, 0u64, |sum, reply| {
+        sum + String::from_utf8_lossy(reply.value()).parse::<u64>().unwrap_or(0)
+    })?;
+    println!(
+        "{} replies, stopped by {:?}, missing {:?}, total stock {total}",
+        gathered.replies.len(),
+        gathered.stopped,
+        gathered.missing
+    );
+    for server in servers {
+        server.join().expect("server thread")?;
+    }
+    println!();
+    Ok(())
 }

@@ -54,9 +54,21 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    /// A blocking wait ran out of time.
-    #[error("timed out")]
-    Timeout,
+    /// A delivery's lease ran out and the record was handed to another
+    /// receiver (or settled): this delivery can no longer settle it.
+    #[error("the lease on offset {offset} expired; the record was redelivered or settled")]
+    LeaseExpired {
+        /// The record's offset.
+        offset: u64,
+    },
+
+    /// No reply arrived in time for the request with this correlation id
+    /// (a late reply stays collectable).
+    #[error("timed out waiting for the reply to {correlation_id:032x}")]
+    Timeout {
+        /// The request's correlation id.
+        correlation_id: u128,
+    },
 
     /// The log was closed.
     #[error("log is closed")]

@@ -28,17 +28,32 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+#[macro_use]
+mod trace;
+
+mod bus;
 mod error;
 pub mod format;
 mod index;
 pub mod io;
 mod log;
+mod patterns;
 mod record;
+mod state;
 
+pub use bus::{Bus, BusOptions, MAX_NAME_BYTES, validate_name};
 pub use error::{CorruptKind, Error, Result};
 pub use log::{
     Cursor, Durability, Log, LogOptions, Position, RecoveryReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    Truncation,
+    SyncStats, Truncation,
+};
+pub use patterns::{
+    Backoff, ConsumerId, ConsumerStats, CorrelationId, Delivery, Gather, Gathered, Group, GroupOptions,
+    GroupStats, HEADER_ATTEMPTS, HEADER_CORRELATION_ID, HEADER_FAILURE, HEADER_FIRST_FAILURE,
+    HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_REDRIVE_COUNT, HEADER_REPLIER, HEADER_REPLY_ERROR,
+    HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Recipients, Reply,
+    Request, Requester, Responder, Retention, RetryPolicy, Scatter, StartAt, StopReason, Subscription, Topic,
+    TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
 };
 pub use record::{Record, StoredRecord};
 
@@ -46,4 +61,5 @@ pub use record::{Record, StoredRecord};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::index::{lookup_offset, lookup_time, validate_offset_entries, validate_time_entries};
+    pub use crate::state::{CorrelationHeader, CorrelationTable, decode_correlation_header};
 }

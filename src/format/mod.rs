@@ -11,6 +11,7 @@ mod frame;
 mod index_entry;
 mod le;
 mod segment_header;
+mod state;
 
 pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint};
 pub use frame::{
@@ -24,3 +25,4 @@ pub use index_entry::{
 pub use segment_header::{
     FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, decode_segment_header,
 };
+pub use state::{EntryState, Failure, MAX_FAILURES_KEPT, MAX_REASON_BYTES, StateEvent, truncate_utf8};

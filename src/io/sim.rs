@@ -354,9 +354,10 @@ impl Storage for SimStorage {
         if !state.dirs.contains(dir) {
             return Err(io::ErrorKind::NotFound.into());
         }
-        Ok(state
-            .files
-            .keys()
+        let files = state.files.keys();
+        let subdirs = state.dirs.iter();
+        Ok(files
+            .chain(subdirs)
             .filter(|p| p.parent() == Some(dir))
             .cloned()
             .collect())

@@ -12,7 +12,9 @@
 //! Only reopening, which re-reads what really reached the disk, clears it.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -30,6 +32,20 @@ struct CommitState {
 pub(crate) struct GroupCommit {
     state: Mutex<CommitState>,
     changed: Condvar,
+    syncs: AtomicU64,
+    sync_nanos_total: AtomicU64,
+    sync_nanos_max: AtomicU64,
+}
+
+/// Counters of the syncs run by group commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncStats {
+    /// Syncs run (each may cover many appends).
+    pub syncs: u64,
+    /// Total time spent in them.
+    pub total: Duration,
+    /// The slowest one.
+    pub max: Duration,
 }
 
 impl GroupCommit {
@@ -39,7 +55,7 @@ impl GroupCommit {
                 durable_end,
                 ..CommitState::default()
             }),
-            changed: Condvar::new(),
+            ..GroupCommit::default()
         }
     }
 
@@ -65,7 +81,9 @@ impl GroupCommit {
             }
             state.syncing = true;
             drop(state);
+            let started = Instant::now();
             let result = sync();
+            self.record_sync(started.elapsed());
             state = self.lock();
             state.syncing = false;
             match result {
@@ -75,6 +93,21 @@ impl GroupCommit {
                 }
             }
             self.changed.notify_all();
+        }
+    }
+
+    fn record_sync(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.sync_nanos_total.fetch_add(nanos, Ordering::Relaxed);
+        self.sync_nanos_max.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> SyncStats {
+        SyncStats {
+            syncs: self.syncs.load(Ordering::Relaxed),
+            total: Duration::from_nanos(self.sync_nanos_total.load(Ordering::Relaxed)),
+            max: Duration::from_nanos(self.sync_nanos_max.load(Ordering::Relaxed)),
         }
     }
 

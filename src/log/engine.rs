@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use event_listener::Event;
 
 use super::checkpoint::CheckpointWriter;
-use super::durability::GroupCommit;
+use super::durability::{GroupCommit, SyncStats};
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CLEAN_MARKER, RecoveryReport, recover};
@@ -193,6 +193,23 @@ impl Log {
     /// What recovery found and repaired when this log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.shared.report
+    }
+
+    /// Notified whenever records become readable or the log closes. The
+    /// pattern layer also notifies it when a redelivery becomes possible,
+    /// so every waiter on a topic waits on one event.
+    pub(crate) fn activity(&self) -> &Event {
+        &self.shared.appended
+    }
+
+    /// Counters of the syncs group commit has run (fsync latency).
+    pub fn sync_stats(&self) -> SyncStats {
+        self.shared.commit.stats()
+    }
+
+    /// Fails with [`Error::Closed`] once the log is closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        self.shared.check_open()
     }
 
     /// The directory holding the log.

@@ -10,7 +10,9 @@ mod retention;
 mod scan;
 mod segment;
 
+pub use durability::SyncStats;
 pub use engine::Log;
+pub(crate) use engine::now_ms;
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
 pub use recovery::{RecoveryReport, Truncation};

@@ -426,6 +426,7 @@ fn recover_active(
     if let Some((position, reason)) = scan.stop {
         segment.file().set_len(position)?;
         segment.file().sync_all()?;
+        trace_event!(warn, file = %segment.path().display(), position, bytes = len - position, reason = %reason, "recovery truncated a torn or corrupt tail");
         report.truncations.push(Truncation {
             file: segment.path().to_path_buf(),
             position,

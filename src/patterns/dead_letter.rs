@@ -1,0 +1,216 @@
+//! Dead letters: records that exhausted their retry policy (or were
+//! rejected) are appended to the sibling topic `<topic>.dlq` with headers
+//! that say where they came from and why they failed; `redrive` moves them
+//! back.
+//!
+//! Exactly once in the dead-letter topic, across crashes: the group first
+//! persists an intent naming the dead-letter topic's end offset, then
+//! appends the record durably, then persists that it is dead. Recovery
+//! resolves an intent without an outcome by searching the dead-letter topic
+//! from the recorded end offset, so the record is written again only if the
+//! first write did not survive.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::BusInner;
+use crate::error::{Error, Result};
+use crate::format::Failure;
+use crate::log::Position;
+use crate::patterns::queue::GroupOptions;
+use crate::patterns::retry::{Backoff, RetryPolicy};
+use crate::patterns::topic::Topic;
+use crate::record::{Record, StoredRecord};
+
+/// Header: the topic a dead letter came from.
+pub const HEADER_SOURCE_TOPIC: &str = "logbus-source-topic";
+/// Header: the consumer group that gave up on it.
+pub const HEADER_SOURCE_GROUP: &str = "logbus-source-group";
+/// Header: its offset in the source topic (decimal).
+pub const HEADER_SOURCE_OFFSET: &str = "logbus-source-offset";
+/// Header: deliveries made (decimal).
+pub const HEADER_ATTEMPTS: &str = "logbus-attempts";
+/// Header, repeated oldest first: `"<ms since epoch> <reason>"` per failure.
+pub const HEADER_FAILURE: &str = "logbus-failure";
+/// Header: time of the first failure (ms since epoch, decimal).
+pub const HEADER_FIRST_FAILURE: &str = "logbus-first-failure-ms";
+/// Header: time of the last failure (ms since epoch, decimal).
+pub const HEADER_LAST_FAILURE: &str = "logbus-last-failure-ms";
+/// Header: the last failure's reason.
+pub const HEADER_LAST_REASON: &str = "logbus-last-reason";
+/// Header: times the record was redriven from a dead-letter topic.
+pub const HEADER_REDRIVE_COUNT: &str = "logbus-redrive-count";
+
+const DEAD_LETTER_HEADERS: [&str; 8] = [
+    HEADER_SOURCE_TOPIC,
+    HEADER_SOURCE_GROUP,
+    HEADER_SOURCE_OFFSET,
+    HEADER_ATTEMPTS,
+    HEADER_FAILURE,
+    HEADER_FIRST_FAILURE,
+    HEADER_LAST_FAILURE,
+    HEADER_LAST_REASON,
+];
+
+/// Name of the dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Group on a dead-letter topic that tracks what `redrive` moved.
+const REDRIVE_GROUP: &str = "logbus-redrive";
+
+/// A record on its way to the dead-letter topic.
+#[derive(Clone, Copy)]
+pub(crate) struct DeadLetter<'a> {
+    pub topic: &'a str,
+    pub group: &'a str,
+    pub record: &'a StoredRecord,
+    pub attempts: u32,
+    pub failures: &'a [Failure],
+}
+
+impl DeadLetter<'_> {
+    fn headers(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut headers = vec![
+            (HEADER_SOURCE_TOPIC, self.topic.as_bytes().to_vec()),
+            (HEADER_SOURCE_GROUP, self.group.as_bytes().to_vec()),
+            (
+                HEADER_SOURCE_OFFSET,
+                self.record.offset().to_string().into_bytes(),
+            ),
+            (HEADER_ATTEMPTS, self.attempts.to_string().into_bytes()),
+        ];
+        for failure in self.failures {
+            headers.push((
+                HEADER_FAILURE,
+                format!("{} {}", failure.at_ms, failure.reason).into_bytes(),
+            ));
+        }
+        if let (Some(first), Some(last)) = (self.failures.first(), self.failures.last()) {
+            headers.push((HEADER_FIRST_FAILURE, first.at_ms.to_string().into_bytes()));
+            headers.push((HEADER_LAST_FAILURE, last.at_ms.to_string().into_bytes()));
+            headers.push((HEADER_LAST_REASON, last.reason.as_bytes().to_vec()));
+        }
+        headers
+    }
+
+    /// Appends the dead letter to `dlq` (durable per its durability). If
+    /// the failure headers make it too large for the dead-letter topic, it
+    /// is written with the last failure only, so that a record close to the
+    /// size limit still reaches the dead-letter topic.
+    pub(crate) fn append_to(&self, dlq: &Topic) -> Result<u64> {
+        match self.publish(dlq) {
+            Err(Error::RecordTooLarge { .. }) if self.failures.len() > 1 => {
+                let last = &self.failures[self.failures.len() - 1..];
+                DeadLetter {
+                    failures: last,
+                    ..*self
+                }
+                .publish(dlq)
+            }
+            result => result,
+        }
+    }
+
+    fn publish(&self, dlq: &Topic) -> Result<u64> {
+        let added = self.headers();
+        let kept = self
+            .record
+            .headers()
+            .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(name));
+        let mut record = Record::new(self.record.value()).key(self.record.key());
+        record = record.timestamp(self.record.timestamp());
+        for (name, value) in kept {
+            record = record.header(name, value);
+        }
+        for (name, value) in &added {
+            record = record.header(name, value);
+        }
+        dlq.publish(&record)
+    }
+}
+
+fn header_str<'a>(record: &'a StoredRecord, name: &str) -> Option<&'a str> {
+    record.header(name).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Whether `dlq` holds, at or after `from`, the dead letter of `offset`
+/// from `topic` and `group`.
+pub(crate) fn contains_dead_letter(
+    dlq: &Topic,
+    from: u64,
+    topic: &str,
+    group: &str,
+    offset: u64,
+) -> Result<bool> {
+    let mut cursor = dlq.log().cursor(Position::Offset(from))?;
+    let offset = offset.to_string();
+    while let Some(record) = cursor.next()? {
+        if header_str(&record, HEADER_SOURCE_TOPIC) == Some(topic)
+            && header_str(&record, HEADER_SOURCE_GROUP) == Some(group)
+            && header_str(&record, HEADER_SOURCE_OFFSET) == Some(offset.as_str())
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Moves the records of `dlq` selected by `filter` back to their source
+/// topics (see [`crate::Bus::redrive`]). A crash between the move and its
+/// bookkeeping may move a record twice (at-least-once).
+pub(crate) fn redrive(
+    bus: &Arc<BusInner>,
+    dlq: &Topic,
+    mut filter: impl FnMut(&StoredRecord) -> bool,
+) -> Result<usize> {
+    let options = GroupOptions {
+        lease: Duration::from_secs(300),
+        retry: RetryPolicy {
+            max_attempts: u32::MAX,
+            backoff: Backoff::Fixed(Duration::ZERO),
+        },
+        dead_letter: false,
+        ..GroupOptions::default()
+    };
+    let group = dlq.group(REDRIVE_GROUP, options)?;
+    // Lease every pending dead letter first, so that records left in place
+    // are not handed out again within this call.
+    let mut leased = Vec::new();
+    while let Some(delivery) = group.try_recv()? {
+        leased.push(delivery);
+    }
+    let mut moved = 0;
+    for delivery in leased {
+        let source = header_str(delivery.record(), HEADER_SOURCE_TOPIC).map(str::to_owned);
+        match source {
+            Some(source) if filter(delivery.record()) => {
+                let _offset = republish(bus, &source, delivery.record())?;
+                trace_event!(info, dlq = dlq.name(), source = %source, offset = _offset, "record redriven");
+                delivery.ack()?;
+                moved += 1;
+            }
+            _ => delivery.nack_with_delay("not selected for redrive", Duration::ZERO)?,
+        }
+    }
+    Ok(moved)
+}
+
+fn republish(bus: &Arc<BusInner>, source: &str, record: &StoredRecord) -> Result<u64> {
+    let count = header_str(record, HEADER_REDRIVE_COUNT)
+        .and_then(|c| c.parse::<u64>().ok())
+        .unwrap_or(0);
+    let count = (count + 1).to_string();
+    let mut fresh = Record::new(record.value())
+        .key(record.key())
+        .timestamp(record.timestamp());
+    let original = record
+        .headers()
+        .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(name) && *name != HEADER_REDRIVE_COUNT);
+    for (name, value) in original {
+        fresh = fresh.header(name, value);
+    }
+    fresh = fresh.header(HEADER_REDRIVE_COUNT, count.as_bytes());
+    bus.topic(source)?.publish(&fresh)
+}

@@ -1,0 +1,28 @@
+//! The messaging patterns, built on [`crate::Log`]: topics with
+//! publish-subscribe, consumer-group queues, retry policies and dead letters.
+//! Nothing here touches files directly: state goes through state logs.
+
+mod dead_letter;
+mod queue;
+mod request;
+mod retry;
+mod scatter;
+mod subscription;
+mod topic;
+mod wakeup;
+
+pub(crate) use dead_letter::redrive;
+pub use dead_letter::{
+    HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
+    HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
+};
+pub use queue::{Delivery, Group, GroupOptions, GroupStats};
+pub use request::{
+    CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
+    Request, Requester, Responder, inbox_topic,
+};
+pub use retry::{Backoff, RetryPolicy};
+pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
+pub use subscription::{StartAt, Subscription};
+pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
+pub(crate) use wakeup::Wakeups;

@@ -1,0 +1,888 @@
+//! Point-to-point queues as consumer groups: competing receivers share one
+//! position on a topic; each record is leased to one receiver at a time
+//! until it is acked, nacked, rejected, dropped or its lease expires.
+//!
+//! Invariants:
+//! - every offset below the group's `next_offset` that is not yet below the
+//!   low watermark has an entry; an entry is Available, Leased (to exactly
+//!   one delivery token) or Done;
+//! - `Delivered` is persisted before a record is handed out, so attempts
+//!   are counted even if the receiver's process dies while handling it;
+//! - a failed delivery (nack, drop, lease expiry, restart) makes the record
+//!   available again only after the retry policy's backoff;
+//! - once attempts reach `max_attempts`, the record goes to the dead-letter
+//!   topic exactly once (see `dead_letter.rs`) and is Done;
+//! - the low watermark, the lowest offset not Done, only grows.
+//!
+//! Delivery is at-least-once: an ack lost in a crash, or a lease that
+//! expires while the receiver is still working, leads to a redelivery.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use event_listener::Listener;
+
+use crate::error::{Error, Result};
+use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
+use crate::log::{Cursor, Position, now_ms};
+use crate::patterns::dead_letter::{DeadLetter, contains_dead_letter, dead_letter_topic};
+use crate::patterns::retry::RetryPolicy;
+use crate::patterns::subscription::StartAt;
+use crate::patterns::topic::{ConsumerId, GROUPS, Topic};
+use crate::record::StoredRecord;
+use crate::state::StateLog;
+
+/// Options of a consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupOptions {
+    /// How long a receiver holds a record before it is redelivered
+    /// (visibility timeout). Default 30 s.
+    pub lease: Duration,
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+    /// Send records that exhaust their attempts to `<topic>.dlq` (default);
+    /// if false they are dropped.
+    pub dead_letter: bool,
+    /// Where a new group starts (default: the earliest record).
+    pub start: StartAt,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            lease: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            dead_letter: true,
+            start: StartAt::Earliest,
+        }
+    }
+}
+
+/// A snapshot of a group's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The topic's end offset.
+    pub end_offset: u64,
+    /// Lowest offset not yet acked or dead-lettered.
+    pub low_watermark: u64,
+    /// Records published but not yet settled: `end_offset - low_watermark`.
+    pub lag: u64,
+    /// Records leased to receivers now.
+    pub in_flight: usize,
+    /// Records waiting for redelivery (backoff).
+    pub waiting: usize,
+    /// Age of the oldest unsettled record, from its timestamp.
+    pub oldest_unacked_age: Option<Duration>,
+    /// Deliveries after the first, since open.
+    pub redeliveries: u64,
+    /// Records acked since open.
+    pub acked: u64,
+    /// Records dead-lettered (or dropped, without a dead-letter topic) since open.
+    pub dead_lettered: u64,
+}
+
+/// A consumer group: competing receivers sharing one topic. Cheap to
+/// clone; share it between threads.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub(crate) inner: Arc<GroupInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct GroupInner {
+    topic: Topic,
+    name: String,
+    options: GroupOptions,
+    log: Arc<StateLog>,
+    state: Mutex<GroupState>,
+    dlq: OnceLock<Topic>,
+    redeliveries: AtomicU64,
+    acked: AtomicU64,
+    dead_lettered: AtomicU64,
+}
+
+#[derive(Debug)]
+struct GroupState {
+    cursor: Cursor,
+    entries: BTreeMap<u64, Entry>,
+    ready: BTreeSet<(i64, u64)>,
+    leases: BTreeSet<(i64, u64)>,
+    next_token: u64,
+    rng: fastrand::Rng,
+    /// Low watermark last reported to the topic; the first is always
+    /// reported, so a new group holds back `Interest`/`WorkQueue` retention
+    /// from the start, not only once it has acked something.
+    reported_floor: Option<u64>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    attempts: u32,
+    status: Status,
+    failures: Vec<Failure>,
+    dead_pending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Available { not_before_ms: i64 },
+    Leased { token: u64, until_ms: i64 },
+    Done,
+}
+
+/// Extra record size allowed in a dead-letter topic for the failure
+/// headers (16 reasons of up to 1 KiB, plus the fixed headers).
+const DEAD_LETTER_HEADROOM_BYTES: u64 = 32 << 10;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn push_failure(failures: &mut Vec<Failure>, failure: Failure) {
+    if failures.len() == MAX_FAILURES_KEPT {
+        failures.remove(0);
+    }
+    failures.push(failure);
+}
+
+/// Group state rebuilt from its events.
+#[derive(Debug, Default)]
+struct Replay {
+    next_offset: u64,
+    entries: BTreeMap<u64, EntryState>,
+    leased: BTreeSet<u64>,
+    intents: BTreeMap<u64, u64>,
+}
+
+impl Replay {
+    fn new(events: &[StateEvent], start: u64) -> Replay {
+        let mut replay = Replay {
+            next_offset: start,
+            ..Replay::default()
+        };
+        for event in events {
+            replay.apply(event);
+        }
+        replay
+    }
+
+    fn entry(&mut self, offset: u64) -> &mut EntryState {
+        self.entries.entry(offset).or_insert_with(|| EntryState {
+            offset,
+            attempts: 0,
+            not_before_ms: 0,
+            done: false,
+            failures: Vec::new(),
+        })
+    }
+
+    fn apply(&mut self, event: &StateEvent) {
+        match event {
+            StateEvent::Snapshot { next_offset, entries } => {
+                self.next_offset = *next_offset;
+                self.entries = entries.iter().map(|e| (e.offset, e.clone())).collect();
+                self.leased.clear();
+                self.intents.clear();
+            }
+            StateEvent::Delivered { offset, attempt, .. } => {
+                // Deliveries persist out of order under concurrency: offsets
+                // skipped here were taken but never handed out.
+                for gap in self.next_offset..*offset {
+                    self.entry(gap);
+                }
+                self.next_offset = self.next_offset.max(offset + 1);
+                let entry = self.entry(*offset);
+                entry.attempts = entry.attempts.max(*attempt);
+                self.leased.insert(*offset);
+            }
+            StateEvent::Acked(offset) | StateEvent::DeadLettered(offset) => {
+                self.entry(*offset).done = true;
+                self.leased.remove(offset);
+                self.intents.remove(offset);
+            }
+            StateEvent::Released {
+                offset,
+                not_before_ms,
+                failure,
+            } => {
+                let entry = self.entry(*offset);
+                entry.not_before_ms = *not_before_ms;
+                push_failure(&mut entry.failures, failure.clone());
+                self.leased.remove(offset);
+            }
+            StateEvent::DeadIntent { offset, dlq_end } => {
+                self.intents.insert(*offset, *dlq_end);
+            }
+            StateEvent::Committed(_) => {}
+        }
+    }
+
+    fn low_watermark(&self) -> u64 {
+        self.entries
+            .values()
+            .find(|e| !e.done)
+            .map_or(self.next_offset, |e| e.offset)
+    }
+}
+
+/// The low watermark a group's state log leads to.
+pub(crate) fn recovered_low_watermark(events: &[StateEvent]) -> u64 {
+    Replay::new(events, 0).low_watermark()
+}
+
+impl Group {
+    pub(crate) fn open(topic: Topic, name: &str, options: GroupOptions) -> Result<Group> {
+        if options.retry.max_attempts == 0 || options.lease.is_zero() {
+            return Err(Error::InvalidArgument(
+                "max_attempts and lease must be positive".into(),
+            ));
+        }
+        let (log, events) = topic.open_state(GROUPS, name)?;
+        let start = match events.is_empty() {
+            true => topic.log().cursor(options.start.into())?.offset(),
+            false => 0,
+        };
+        let replay = Replay::new(&events, start);
+        let cursor = topic.log().cursor(Position::Offset(replay.next_offset))?;
+        let state = GroupState {
+            cursor,
+            entries: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            leases: BTreeSet::new(),
+            next_token: 1,
+            rng: fastrand::Rng::new(),
+            reported_floor: None,
+        };
+        let inner = GroupInner {
+            topic,
+            name: name.to_owned(),
+            options,
+            log,
+            state: Mutex::new(state),
+            dlq: OnceLock::new(),
+            redeliveries: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+        };
+        inner.restore(replay, events.is_empty())?;
+        Ok(Group {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The next record available to this group, waiting up to `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Result<Option<Delivery>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let listener = self.inner.topic.log().activity().listen();
+            let (delivery, next_due_ms) = self.inner.poll()?;
+            if delivery.is_some() {
+                return Ok(delivery);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wake = next_due_ms.map_or(deadline, |due| {
+                let wait = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
+                deadline.min(now + wait)
+            });
+            listener.wait_deadline(wake);
+        }
+    }
+
+    /// The next record available now, without waiting.
+    pub fn try_recv(&self) -> Result<Option<Delivery>> {
+        Ok(self.inner.poll()?.0)
+    }
+
+    /// The next record, waiting as long as it takes (async, any executor).
+    pub async fn recv_async(&self) -> Result<Delivery> {
+        loop {
+            let listener = self.inner.topic.log().activity().listen();
+            let (delivery, next_due_ms) = self.inner.poll()?;
+            if let Some(delivery) = delivery {
+                return Ok(delivery);
+            }
+            if let Some(due) = next_due_ms {
+                self.inner
+                    .topic
+                    .inner
+                    .bus
+                    .wakeups()
+                    .schedule(due, &self.inner.topic.inner);
+            }
+            listener.await;
+        }
+    }
+
+    /// Counters and positions of the group.
+    pub fn stats(&self) -> Result<GroupStats> {
+        self.inner.stats()
+    }
+}
+
+impl GroupInner {
+    /// Rebuilds the live state from a replay: deliveries open at the crash
+    /// count as failed, dead-letter intents are resolved.
+    fn restore(&self, replay: Replay, fresh: bool) -> Result<()> {
+        let now = now_ms();
+        let mut released = Vec::new();
+        let mut state = lock(&self.state);
+        let low_watermark = replay.low_watermark();
+        for (offset, saved) in replay.entries.range(low_watermark..) {
+            let mut entry = Entry {
+                attempts: saved.attempts,
+                status: Status::Available {
+                    not_before_ms: saved.not_before_ms,
+                },
+                failures: saved.failures.clone(),
+                dead_pending: false,
+            };
+            if saved.done {
+                entry.status = Status::Done;
+            } else if replay.leased.contains(offset) {
+                let failure = Failure {
+                    at_ms: now,
+                    reason: "receiver stopped before settling".into(),
+                };
+                let not_before_ms = now + self.backoff_ms(&mut state.rng, entry.attempts);
+                push_failure(&mut entry.failures, failure.clone());
+                entry.status = Status::Available { not_before_ms };
+                released.push(StateEvent::Released {
+                    offset: *offset,
+                    not_before_ms,
+                    failure,
+                });
+            }
+            if let Status::Available { not_before_ms } = entry.status {
+                state.ready.insert((not_before_ms, *offset));
+            }
+            state.entries.insert(*offset, entry);
+        }
+        for (offset, dlq_end) in &replay.intents {
+            if !state.entries.contains_key(offset) {
+                continue;
+            }
+            if contains_dead_letter(self.dlq()?, *dlq_end, self.topic.name(), &self.name, *offset)? {
+                // Also takes it out of `ready`: it must never be handed out again.
+                self.settle_locked(&mut state, *offset);
+                released.push(StateEvent::DeadLettered(*offset));
+            } else if let Some(entry) = state.entries.get_mut(offset) {
+                entry.dead_pending = true;
+            }
+        }
+        drop(state);
+        if fresh {
+            self.log.write_snapshot(&StateEvent::Snapshot {
+                next_offset: replay.next_offset,
+                entries: vec![],
+            })?;
+        }
+        if !released.is_empty() {
+            self.log.append(&released)?;
+        }
+        self.after_settle()
+    }
+
+    fn backoff_ms(&self, rng: &mut fastrand::Rng, failures: u32) -> i64 {
+        let delay = self.options.retry.backoff.delay(failures.max(1), rng);
+        i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn lease_ms(&self) -> i64 {
+        i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn dlq(&self) -> Result<&Topic> {
+        if let Some(dlq) = self.dlq.get() {
+            return Ok(dlq);
+        }
+        // Dead letters carry failure headers on top of the record: give
+        // the dead-letter topic room for them.
+        let mut options = self.topic.inner.options.clone();
+        options.log = options
+            .log
+            .clone()
+            .max_record_bytes(options.log.max_record_bytes + DEAD_LETTER_HEADROOM_BYTES);
+        let dlq = self
+            .topic
+            .inner
+            .bus
+            .topic_with(&dead_letter_topic(self.topic.name()), options)?;
+        Ok(self.dlq.get_or_init(|| dlq))
+    }
+
+    /// Hands out the next deliverable record, if any; otherwise returns
+    /// when the next delayed one falls due.
+    fn poll(self: &Arc<Self>) -> Result<(Option<Delivery>, Option<i64>)> {
+        self.topic.log().check_open()?;
+        let mut state = lock(&self.state);
+        let now = now_ms();
+        self.expire_leases(&mut state, now);
+        let mut settled = false;
+        loop {
+            let (offset, record) = match self.pick(&mut state, now)? {
+                Some(pick) => pick,
+                None => {
+                    let due = [state.ready.first(), state.leases.first()]
+                        .into_iter()
+                        .flatten()
+                        .map(|(t, _)| *t)
+                        .min();
+                    drop(state);
+                    if settled {
+                        self.after_settle()?;
+                    }
+                    return Ok((None, due));
+                }
+            };
+            let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
+            if entry.dead_pending || entry.attempts >= self.options.retry.max_attempts {
+                self.dead_letter(&mut state, offset, record)?;
+                settled = true;
+                continue;
+            }
+            let record = match record {
+                Some(record) => record,
+                None => match self.topic.log().read(offset)? {
+                    Some(record) => record,
+                    None => {
+                        // Retention removed it before it could be redelivered.
+                        self.settle_locked(&mut state, offset);
+                        settled = true;
+                        continue;
+                    }
+                },
+            };
+            let delivery = self.lease(state, offset, record, now)?;
+            if settled {
+                self.after_settle()?;
+            }
+            return Ok((Some(delivery), None));
+        }
+    }
+
+    /// The next candidate: a due redelivery first, else a new record.
+    fn pick(&self, state: &mut GroupState, now: i64) -> Result<Option<(u64, Option<StoredRecord>)>> {
+        if let Some(&(not_before, offset)) = state.ready.first()
+            && not_before <= now
+        {
+            state.ready.pop_first();
+            return Ok(Some((offset, None)));
+        }
+        let Some(record) = state.cursor.next()? else {
+            return Ok(None);
+        };
+        let offset = record.offset();
+        let entry = Entry {
+            attempts: 0,
+            status: Status::Available { not_before_ms: now },
+            failures: vec![],
+            dead_pending: false,
+        };
+        state.entries.insert(offset, entry);
+        Ok(Some((offset, Some(record))))
+    }
+
+    fn expire_leases(&self, state: &mut GroupState, now: i64) {
+        while let Some(&(until, offset)) = state.leases.first()
+            && until <= now
+        {
+            state.leases.pop_first();
+            let attempts = state.entries.get(&offset).map_or(0, |e| e.attempts);
+            let not_before_ms = now + self.backoff_ms(&mut state.rng, attempts);
+            if let Some(entry) = state.entries.get_mut(&offset) {
+                trace_event!(
+                    info,
+                    offset,
+                    attempts = entry.attempts,
+                    "lease expired; record will be redelivered"
+                );
+                push_failure(
+                    &mut entry.failures,
+                    Failure {
+                        at_ms: now,
+                        reason: "lease expired".into(),
+                    },
+                );
+                entry.status = Status::Available { not_before_ms };
+                state.ready.insert((not_before_ms, offset));
+            }
+        }
+    }
+
+    /// Leases `record` to a new delivery, persisting the attempt first.
+    fn lease(
+        self: &Arc<Self>,
+        mut state: MutexGuard<'_, GroupState>,
+        offset: u64,
+        record: StoredRecord,
+        now: i64,
+    ) -> Result<Delivery> {
+        let token = state.next_token;
+        state.next_token += 1;
+        let until_ms = now.saturating_add(self.lease_ms());
+        let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
+        entry.attempts += 1;
+        entry.status = Status::Leased { token, until_ms };
+        let attempt = entry.attempts;
+        state.leases.insert((until_ms, offset));
+        drop(state);
+        if attempt > 1 {
+            self.redeliveries.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = self.log.append(&[StateEvent::Delivered {
+            offset,
+            attempt,
+            lease_until_ms: until_ms,
+        }]) {
+            let mut state = lock(&self.state);
+            state.leases.remove(&(until_ms, offset));
+            if let Some(entry) = state.entries.get_mut(&offset) {
+                entry.attempts -= 1;
+                entry.status = Status::Available { not_before_ms: now };
+                state.ready.insert((now, offset));
+            }
+            return Err(e);
+        }
+        Ok(Delivery {
+            group: self.clone(),
+            record,
+            attempt,
+            token,
+            settled: false,
+        })
+    }
+
+    /// Marks `offset` Done in memory.
+    fn settle_locked(&self, state: &mut GroupState, offset: u64) {
+        if let Some(entry) = state.entries.get_mut(&offset) {
+            if let Status::Leased { until_ms, .. } = entry.status {
+                state.leases.remove(&(until_ms, offset));
+            }
+            if let Status::Available { not_before_ms } = entry.status {
+                state.ready.remove(&(not_before_ms, offset));
+            }
+            entry.status = Status::Done;
+            entry.dead_pending = false;
+        }
+    }
+
+    /// Writes the record to the dead-letter topic (exactly once, see
+    /// `dead_letter.rs`) and marks it Done; without a dead-letter topic the
+    /// record is dropped.
+    fn dead_letter(&self, state: &mut GroupState, offset: u64, record: Option<StoredRecord>) -> Result<()> {
+        let record = match record {
+            Some(record) => Some(record),
+            None => self.topic.log().read(offset)?,
+        };
+        if let (Some(record), true) = (record, self.options.dead_letter) {
+            let dlq = self.dlq()?;
+            self.log.append(&[StateEvent::DeadIntent {
+                offset,
+                dlq_end: dlq.end_offset(),
+            }])?;
+            let entry = state.entries.get(&offset).ok_or(Error::Closed)?;
+            let letter = DeadLetter {
+                topic: self.topic.name(),
+                group: &self.name,
+                record: &record,
+                attempts: entry.attempts,
+                failures: &entry.failures,
+            };
+            let _dlq_offset = letter.append_to(dlq)?;
+            trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, dlq_offset = _dlq_offset, attempts = entry.attempts, "record dead-lettered");
+        }
+        self.log.append(&[StateEvent::DeadLettered(offset)])?;
+        self.settle_locked(state, offset);
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Checks that `token` still owns `offset`: leased to it, or released
+    /// by lease expiry and not handed out since.
+    fn owns(state: &GroupState, offset: u64, token: u64, attempt: u32) -> Result<()> {
+        let owned = match state.entries.get(&offset) {
+            Some(Entry {
+                status: Status::Leased { token: t, .. },
+                ..
+            }) => *t == token,
+            Some(Entry {
+                status: Status::Available { .. },
+                attempts,
+                ..
+            }) => *attempts == attempt,
+            _ => false,
+        };
+        match owned {
+            true => Ok(()),
+            false => Err(Error::LeaseExpired { offset }),
+        }
+    }
+
+    fn ack(&self, offset: u64, token: u64, attempt: u32) -> Result<()> {
+        {
+            let mut state = lock(&self.state);
+            Self::owns(&state, offset, token, attempt)?;
+            self.settle_locked(&mut state, offset);
+        }
+        self.log.append(&[StateEvent::Acked(offset)])?;
+        self.acked.fetch_add(1, Ordering::Relaxed);
+        self.after_settle()
+    }
+
+    fn release(
+        &self,
+        offset: u64,
+        token: u64,
+        attempt: u32,
+        reason: &str,
+        delay: Option<Duration>,
+    ) -> Result<()> {
+        let now = now_ms();
+        let failure = Failure {
+            at_ms: now,
+            reason: reason.to_owned(),
+        };
+        let mut state = lock(&self.state);
+        Self::owns(&state, offset, token, attempt)?;
+        let exhausted = attempt >= self.options.retry.max_attempts;
+        let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
+        push_failure(&mut entry.failures, failure.clone());
+        if exhausted {
+            self.dead_letter(&mut state, offset, None)?;
+            drop(state);
+            return self.after_settle();
+        }
+        self.settle_locked(&mut state, offset);
+        let delay_ms = match delay {
+            Some(delay) => i64::try_from(delay.as_millis()).unwrap_or(i64::MAX),
+            None => self.backoff_ms(&mut state.rng, attempt),
+        };
+        let not_before_ms = now.saturating_add(delay_ms);
+        if let Some(entry) = state.entries.get_mut(&offset) {
+            entry.status = Status::Available { not_before_ms };
+        }
+        state.ready.insert((not_before_ms, offset));
+        drop(state);
+        self.log.append(&[StateEvent::Released {
+            offset,
+            not_before_ms,
+            failure,
+        }])?;
+        self.topic.wake_waiters();
+        Ok(())
+    }
+
+    fn reject(&self, offset: u64, token: u64, attempt: u32, reason: &str) -> Result<()> {
+        let mut state = lock(&self.state);
+        Self::owns(&state, offset, token, attempt)?;
+        let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
+        push_failure(
+            &mut entry.failures,
+            Failure {
+                at_ms: now_ms(),
+                reason: reason.to_owned(),
+            },
+        );
+        self.dead_letter(&mut state, offset, None)?;
+        drop(state);
+        self.after_settle()
+    }
+
+    fn extend_lease(&self, offset: u64, token: u64, attempt: u32, by: Duration) -> Result<()> {
+        let mut state = lock(&self.state);
+        Self::owns(&state, offset, token, attempt)?;
+        let until_ms = now_ms().saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        let Some(entry) = state.entries.get_mut(&offset) else {
+            return Err(Error::LeaseExpired { offset });
+        };
+        let previous = entry.status;
+        entry.status = Status::Leased { token, until_ms };
+        match previous {
+            Status::Leased { until_ms: old, .. } => {
+                state.leases.remove(&(old, offset));
+            }
+            Status::Available { not_before_ms } => {
+                state.ready.remove(&(not_before_ms, offset));
+            }
+            Status::Done => {}
+        }
+        state.leases.insert((until_ms, offset));
+        Ok(())
+    }
+
+    /// Prunes settled entries below the low watermark, reports it to the
+    /// topic for retention and snapshots the state when it is due.
+    fn after_settle(&self) -> Result<()> {
+        let floor = {
+            let mut state = lock(&self.state);
+            while let Some(entry) = state.entries.first_entry() {
+                if entry.get().status != Status::Done {
+                    break;
+                }
+                entry.remove();
+            }
+            let floor = state
+                .entries
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or_else(|| state.cursor.offset());
+            let report = state.reported_floor.is_none_or(|reported| floor > reported);
+            if report {
+                state.reported_floor = Some(floor);
+            }
+            // Written under the state lock: an event whose change the
+            // snapshot misses could otherwise be appended before it and be
+            // erased by it on replay (an ack lost, a record redelivered).
+            if self.log.wants_snapshot(state.entries.len()) {
+                self.log.write_snapshot(&self.snapshot(&state))?;
+            }
+            report.then_some(floor)
+        };
+        if let Some(floor) = floor {
+            self.topic
+                .set_position(ConsumerId::Group(self.name.clone()), floor)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self, state: &GroupState) -> StateEvent {
+        let entries = state
+            .entries
+            .iter()
+            .map(|(offset, entry)| EntryState {
+                offset: *offset,
+                attempts: entry.attempts,
+                not_before_ms: match entry.status {
+                    Status::Available { not_before_ms } => not_before_ms,
+                    _ => 0,
+                },
+                done: entry.status == Status::Done,
+                failures: entry.failures.clone(),
+            })
+            .collect();
+        StateEvent::Snapshot {
+            next_offset: state.cursor.offset(),
+            entries,
+        }
+    }
+
+    fn stats(&self) -> Result<GroupStats> {
+        let (low_watermark, in_flight, waiting) = {
+            let state = lock(&self.state);
+            let low = state
+                .entries
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or_else(|| state.cursor.offset());
+            (low, state.leases.len(), state.ready.len())
+        };
+        let end_offset = self.topic.end_offset();
+        let oldest = match low_watermark < end_offset {
+            true => self.topic.log().read(low_watermark)?,
+            false => None,
+        };
+        let oldest_unacked_age =
+            oldest.map(|r| Duration::from_millis(now_ms().saturating_sub(r.timestamp()).max(0) as u64));
+        Ok(GroupStats {
+            end_offset,
+            low_watermark,
+            lag: end_offset.saturating_sub(low_watermark),
+            in_flight,
+            waiting,
+            oldest_unacked_age,
+            redeliveries: self.redeliveries.load(Ordering::Relaxed),
+            acked: self.acked.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A record leased to one receiver. Settle it with [`Delivery::ack`],
+/// [`Delivery::nack`] or [`Delivery::reject`]; dropping it unsettled
+/// releases it for redelivery (after backoff), like a nack.
+#[derive(Debug)]
+pub struct Delivery {
+    group: Arc<GroupInner>,
+    record: StoredRecord,
+    attempt: u32,
+    token: u64,
+    settled: bool,
+}
+
+impl Delivery {
+    /// The record.
+    pub fn record(&self) -> &StoredRecord {
+        &self.record
+    }
+
+    /// Which delivery of this record this is, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Completes the record: it is never delivered again (once the ack is
+    /// durable). Fails with [`Error::LeaseExpired`] if the lease ran out and
+    /// the record went to another receiver.
+    pub fn ack(mut self) -> Result<()> {
+        self.settled = true;
+        self.group.ack(self.record.offset(), self.token, self.attempt)
+    }
+
+    /// Fails this attempt: the record is redelivered after the retry
+    /// policy's backoff, or dead-lettered if attempts are exhausted.
+    pub fn nack(mut self, reason: &str) -> Result<()> {
+        self.settled = true;
+        self.group
+            .release(self.record.offset(), self.token, self.attempt, reason, None)
+    }
+
+    /// Like [`Delivery::nack`], with an explicit delay instead of the backoff.
+    pub fn nack_with_delay(mut self, reason: &str, delay: Duration) -> Result<()> {
+        self.settled = true;
+        self.group.release(
+            self.record.offset(),
+            self.token,
+            self.attempt,
+            reason,
+            Some(delay),
+        )
+    }
+
+    /// Sends the record straight to the dead-letter topic, without retries.
+    pub fn reject(mut self, reason: &str) -> Result<()> {
+        self.settled = true;
+        self.group
+            .reject(self.record.offset(), self.token, self.attempt, reason)
+    }
+
+    /// Extends the lease to `by` from now.
+    pub fn extend_lease(&mut self, by: Duration) -> Result<()> {
+        self.group
+            .extend_lease(self.record.offset(), self.token, self.attempt, by)
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if !self.settled {
+            let reason = "delivery dropped without ack";
+            // Best effort: if this fails, the lease expires instead.
+            let _ = self
+                .group
+                .release(self.record.offset(), self.token, self.attempt, reason, None);
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Scatter-gather: one request, one correlation id, many recipients; the
+//! replies are gathered from the requester's inbox until a stop rule fires.
+//!
+//! Recipients are named by the group that replies (`logbus-replier`): a
+//! service's responders reply as the service name, and the groups of a
+//! topic as their group names. Replies are counted once per recipient (a
+//! redelivered request may be answered twice; the first answer counts).
+//! Because replies live in the inbox, a gatherer that restarts resumes with
+//! [`Requester::resume_scatter`] and loses nothing that was replied.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use event_listener::Listener;
+
+use crate::error::Result;
+use crate::patterns::request::{CorrelationId, Reply, Requester};
+use crate::patterns::topic::ConsumerId;
+use crate::record::Record;
+
+/// Who a scatter goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// Each named service topic gets the request; its responders reply as
+    /// the service name.
+    Services(Vec<String>),
+    /// The request is published once to this topic; every consumer group
+    /// of the topic at that moment is a recipient and replies as its group
+    /// name.
+    GroupsOf(String),
+}
+
+/// When gathering stops. The deadline always applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gather {
+    deadline: Duration,
+    quorum: Option<usize>,
+    max_replies: Option<usize>,
+    stall: Option<Duration>,
+}
+
+impl Gather {
+    /// Wait for every recipient, until `deadline` at most.
+    pub fn all(deadline: Duration) -> Gather {
+        Gather {
+            deadline,
+            quorum: None,
+            max_replies: None,
+            stall: None,
+        }
+    }
+
+    /// Stop as soon as `k` recipients replied.
+    pub fn quorum(mut self, k: usize) -> Gather {
+        self.quorum = Some(k);
+        self
+    }
+
+    /// Stop after `n` replies.
+    pub fn max_replies(mut self, n: usize) -> Gather {
+        self.max_replies = Some(n);
+        self
+    }
+
+    /// Stop when no new reply arrived for `idle` (after the first one, or
+    /// from the start).
+    pub fn stall(mut self, idle: Duration) -> Gather {
+        self.stall = Some(idle);
+        self
+    }
+}
+
+/// Why gathering stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Every recipient replied.
+    All,
+    /// The quorum was reached.
+    Quorum,
+    /// The maximum number of replies arrived.
+    MaxReplies,
+    /// The deadline passed.
+    Deadline,
+    /// No reply arrived for the stall timeout.
+    Stalled,
+}
+
+/// What a gather collected.
+#[derive(Debug, Clone)]
+pub struct Gathered {
+    /// The first reply of each recipient that replied, in arrival order.
+    pub replies: Vec<Reply>,
+    /// Recipients that did not reply.
+    pub missing: Vec<String>,
+    /// Why gathering stopped.
+    pub stopped: StopReason,
+}
+
+/// A sent scatter, ready to gather.
+#[derive(Debug, Clone)]
+pub struct Scatter {
+    requester: Requester,
+    id: CorrelationId,
+    recipients: Vec<String>,
+}
+
+impl Requester {
+    /// Sends `record` to every recipient under one correlation id.
+    pub fn scatter(&self, recipients: Recipients, record: &Record<'_>) -> Result<Scatter> {
+        let id = CorrelationId::new();
+        let names = match recipients {
+            Recipients::Services(services) => {
+                for service in &services {
+                    self.publish_request(&self.bus().topic(service)?, id, record)?;
+                }
+                services
+            }
+            Recipients::GroupsOf(topic) => {
+                let topic = self.bus().topic(&topic)?;
+                let groups = topic
+                    .stats()?
+                    .consumers
+                    .into_iter()
+                    .filter_map(|c| match c.id {
+                        ConsumerId::Group(name) => Some(name),
+                        ConsumerId::Subscription(_) => None,
+                    })
+                    .collect();
+                self.publish_request(&topic, id, record)?;
+                groups
+            }
+        };
+        Ok(self.resume_scatter(id, names))
+    }
+
+    /// A handle on a scatter sent earlier (for instance before a restart):
+    /// gathering reads the replies already in the inbox.
+    pub fn resume_scatter(&self, id: CorrelationId, recipients: Vec<String>) -> Scatter {
+        Scatter {
+            requester: self.clone(),
+            id,
+            recipients,
+        }
+    }
+}
+
+impl Scatter {
+    /// The scatter's correlation id.
+    pub fn id(&self) -> CorrelationId {
+        self.id
+    }
+
+    /// The recipients expected to reply.
+    pub fn recipients(&self) -> &[String] {
+        &self.recipients
+    }
+
+    /// Collects replies until `rule` says stop.
+    pub fn gather(&self, rule: Gather) -> Result<Gathered> {
+        let started = Instant::now();
+        let deadline = started + rule.deadline;
+        let mut last_progress = started;
+        let mut seen = 0;
+        loop {
+            let listener = self.requester.inbox_activity().listen();
+            let replies = self.first_per_recipient()?;
+            let now = Instant::now();
+            if replies.len() > seen {
+                seen = replies.len();
+                last_progress = now;
+            }
+            let stall_at = rule.stall.map(|idle| last_progress + idle);
+            if let Some(stopped) = self.stop_reason(&rule, &replies, now, deadline, stall_at) {
+                return Ok(self.gathered(replies, stopped));
+            }
+            listener.wait_deadline(stall_at.map_or(deadline, |s| s.min(deadline)));
+        }
+    }
+
+    /// Gathers, then folds the replies into one value.
+    pub fn gather_fold<T>(
+        &self,
+        rule: Gather,
+        init: T,
+        fold: impl FnMut(T, &Reply) -> T,
+    ) -> Result<(T, Gathered)> {
+        let gathered = self.gather(rule)?;
+        let value = gathered.replies.iter().fold(init, fold);
+        Ok((value, gathered))
+    }
+
+    fn stop_reason(
+        &self,
+        rule: &Gather,
+        replies: &[Reply],
+        now: Instant,
+        deadline: Instant,
+        stall_at: Option<Instant>,
+    ) -> Option<StopReason> {
+        let replied = replies.len();
+        if replied >= self.recipients.len() {
+            Some(StopReason::All)
+        } else if rule.quorum.is_some_and(|k| replied >= k) {
+            Some(StopReason::Quorum)
+        } else if rule.max_replies.is_some_and(|n| replied >= n) {
+            Some(StopReason::MaxReplies)
+        } else if now >= deadline {
+            Some(StopReason::Deadline)
+        } else if stall_at.is_some_and(|s| now >= s) {
+            Some(StopReason::Stalled)
+        } else {
+            None
+        }
+    }
+
+    /// The first reply of each expected recipient, in inbox order.
+    fn first_per_recipient(&self) -> Result<Vec<Reply>> {
+        let mut seen = BTreeSet::new();
+        let replies = self.requester.replies(self.id)?;
+        Ok(replies
+            .into_iter()
+            .filter(|r| {
+                r.from().is_some_and(|from| {
+                    self.recipients.iter().any(|x| x == from) && seen.insert(from.to_owned())
+                })
+            })
+            .collect())
+    }
+
+    fn gathered(&self, replies: Vec<Reply>, stopped: StopReason) -> Gathered {
+        let missing = self
+            .recipients
+            .iter()
+            .filter(|name| !replies.iter().any(|r| r.from() == Some(name.as_str())))
+            .cloned()
+            .collect();
+        Gathered {
+            replies,
+            missing,
+            stopped,
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! Internal state logs: subscription offsets and consumer-group deliveries,
+//! each a small [`crate::Log`] of [`crate::format::StateEvent`]s compacted by
+//! periodic snapshots so its size follows the live state, not the history.
+
+mod correlation;
+mod store;
+
+pub(crate) use correlation::CorrelationIndex;
+pub use correlation::{CorrelationHeader, CorrelationTable, decode_correlation_header};
+pub(crate) use store::StateLog;

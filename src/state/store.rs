@@ -1,0 +1,94 @@
+//! A state log: events appended to a private [`Log`], replayed on open from
+//! the last snapshot.
+//!
+//! Invariants: a snapshot event (a group `Snapshot`, or a subscription's
+//! `Committed`, which is a snapshot by itself) makes every earlier event
+//! irrelevant, so after one is durable the segments before it may go. The
+//! log therefore holds at most one segment of history beyond the live
+//! state plus the events since the last snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::format::StateEvent;
+use crate::io::Storage;
+use crate::log::{Durability, Log, LogOptions, Position};
+use crate::record::Record;
+
+/// Segment size of state logs: small, so compaction frees space early.
+const STATE_SEGMENT_BYTES: u64 = 64 << 10;
+/// Events between snapshots, at least.
+const MIN_EVENTS_BETWEEN_SNAPSHOTS: u64 = 512;
+
+#[derive(Debug)]
+pub(crate) struct StateLog {
+    log: Log,
+    since_snapshot: AtomicU64,
+}
+
+impl StateLog {
+    /// Opens the state log in `dir`; returns it with the events from the
+    /// last snapshot on (the snapshot first, if any).
+    pub(crate) fn open(
+        dir: &Path,
+        durability: Durability,
+        storage: Arc<dyn Storage>,
+    ) -> Result<(StateLog, Vec<StateEvent>)> {
+        let options = LogOptions::default()
+            .durability(durability)
+            .segment_bytes(STATE_SEGMENT_BYTES)
+            .index_interval_bytes(4096)
+            .storage(storage);
+        let log = Log::open(dir, options)?;
+        let mut events = Vec::new();
+        let mut cursor = log.cursor(Position::Earliest)?;
+        while let Some(record) = cursor.next()? {
+            let event = StateEvent::decode(record.value()).map_err(|kind| Error::Corrupt {
+                file: dir.to_path_buf(),
+                position: record.offset(),
+                kind,
+            })?;
+            if is_snapshot(&event) {
+                events.clear();
+            }
+            events.push(event);
+        }
+        let since_snapshot = AtomicU64::new(events.len() as u64);
+        Ok((StateLog { log, since_snapshot }, events))
+    }
+
+    /// Appends events durably (per the log's durability) in one batch.
+    pub(crate) fn append(&self, events: &[StateEvent]) -> Result<()> {
+        let encoded: Vec<Vec<u8>> = events.iter().map(StateEvent::encode).collect();
+        let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
+        self.log.append_batch(&records)?;
+        self.since_snapshot
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// True when enough events piled up since the last snapshot that one
+    /// is worth writing, given `live` entries of state.
+    pub(crate) fn wants_snapshot(&self, live: usize) -> bool {
+        self.since_snapshot.load(Ordering::Relaxed) >= MIN_EVENTS_BETWEEN_SNAPSHOTS.max(2 * live as u64)
+    }
+
+    /// Writes `snapshot` and drops the segments it made irrelevant.
+    pub(crate) fn write_snapshot(&self, snapshot: &StateEvent) -> Result<()> {
+        debug_assert!(is_snapshot(snapshot));
+        let offset = self.log.append(&Record::new(&snapshot.encode()))?;
+        self.since_snapshot.store(1, Ordering::Relaxed);
+        self.log.truncate_before(offset)?;
+        Ok(())
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        self.log.close()
+    }
+}
+
+fn is_snapshot(event: &StateEvent) -> bool {
+    matches!(event, StateEvent::Snapshot { .. } | StateEvent::Committed(_))
+}

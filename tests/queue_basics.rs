@@ -1,0 +1,257 @@
+//! Consumer groups, pub/sub and dead letters on the real file system: the
+//! everyday contract of the pattern layer.
+
+use std::time::Duration;
+
+use logbus::{
+    Backoff, Bus, BusOptions, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
+};
+
+const SHORT: Duration = Duration::from_millis(10);
+
+fn quick_retry(max_attempts: u32) -> GroupOptions {
+    GroupOptions {
+        lease: Duration::from_secs(30),
+        retry: RetryPolicy {
+            max_attempts,
+            backoff: Backoff::Fixed(Duration::ZERO),
+        },
+        ..GroupOptions::default()
+    }
+}
+
+#[test]
+fn queue_delivers_each_record_once_and_ack_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("jobs").unwrap();
+    for i in 0..10 {
+        topic.publish(&Record::new(&format!("job {i}"))).unwrap();
+    }
+    let group = topic.group("workers", quick_retry(3)).unwrap();
+    let mut seen = Vec::new();
+    while let Some(delivery) = group.try_recv().unwrap() {
+        assert_eq!(delivery.attempt(), 1);
+        seen.push(delivery.record().offset());
+        delivery.ack().unwrap();
+    }
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    assert_eq!(group.stats().unwrap().low_watermark, 10);
+}
+
+#[test]
+fn nacked_record_is_redelivered_with_a_higher_attempt_then_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("orders").unwrap();
+    topic
+        .publish(&Record::new(b"poison").key(b"k").header("trace", b"7"))
+        .unwrap();
+    let group = topic.group("g", quick_retry(3)).unwrap();
+    for attempt in 1..=3 {
+        let delivery = group.recv(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(delivery.attempt(), attempt);
+        delivery.nack(&format!("failure {attempt}")).unwrap();
+    }
+    assert!(group.recv(SHORT).unwrap().is_none());
+    let dlq = bus.topic("orders.dlq").unwrap();
+    let dead = dlq.log().read(0).unwrap().unwrap();
+    assert_eq!(dead.value(), b"poison");
+    assert_eq!(dead.key(), b"k");
+    assert_eq!(dead.header("trace"), Some(&b"7"[..]));
+    assert_eq!(dead.header(HEADER_SOURCE_TOPIC), Some(&b"orders"[..]));
+    assert_eq!(dead.header(HEADER_SOURCE_OFFSET), Some(&b"0"[..]));
+    assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
+    assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
+    assert_eq!(group.stats().unwrap().dead_lettered, 1);
+}
+
+#[test]
+fn backoff_hides_a_nacked_record_until_it_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("t").unwrap();
+    topic.publish(&Record::new(b"x")).unwrap();
+    let group = topic
+        .group(
+            "g",
+            GroupOptions {
+                retry: RetryPolicy {
+                    max_attempts: 5,
+                    backoff: Backoff::Fixed(Duration::from_millis(300)),
+                },
+                ..GroupOptions::default()
+            },
+        )
+        .unwrap();
+    group.try_recv().unwrap().unwrap().nack("later").unwrap();
+    assert!(group.try_recv().unwrap().is_none());
+    let started = std::time::Instant::now();
+    let again = group.recv(Duration::from_secs(5)).unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(again.attempt(), 2);
+}
+
+#[test]
+fn dropped_delivery_is_released_and_expired_lease_redelivers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("t").unwrap();
+    topic.publish(&Record::new(b"x")).unwrap();
+    let options = GroupOptions {
+        lease: Duration::from_millis(100),
+        ..quick_retry(10)
+    };
+    let group = topic.group("g", options).unwrap();
+    drop(group.try_recv().unwrap().unwrap());
+    let second = group.recv(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(second.attempt(), 2);
+    let third = group.recv(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(third.attempt(), 3);
+    assert!(matches!(second.ack(), Err(Error::LeaseExpired { offset: 0 })));
+    third.ack().unwrap();
+}
+
+#[test]
+fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+        let topic = bus.topic("t").unwrap();
+        for i in 0..5 {
+            topic.publish(&Record::new(&format!("{i}"))).unwrap();
+        }
+        let group = topic.group("g", quick_retry(5)).unwrap();
+        group.try_recv().unwrap().unwrap().ack().unwrap();
+        let held = group.try_recv().unwrap().unwrap();
+        std::mem::forget(held);
+        bus.close().unwrap();
+    }
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let group = bus.topic("t").unwrap().group("g", quick_retry(5)).unwrap();
+    let mut got = Vec::new();
+    while let Some(d) = group.try_recv().unwrap() {
+        got.push((d.record().offset(), d.attempt()));
+        d.ack().unwrap();
+    }
+    got.sort();
+    assert_eq!(got, vec![(1, 2), (2, 1), (3, 1), (4, 1)]);
+}
+
+#[test]
+fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("t").unwrap();
+    topic.publish(&Record::new(b"bad")).unwrap();
+    let group = topic.group("g", quick_retry(5)).unwrap();
+    group.try_recv().unwrap().unwrap().reject("malformed").unwrap();
+    assert!(group.try_recv().unwrap().is_none());
+    assert_eq!(bus.topic("t.dlq").unwrap().end_offset(), 1);
+    assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 1);
+    assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 0);
+    let again = group.try_recv().unwrap().unwrap();
+    assert_eq!(again.record().value(), b"bad");
+    assert_eq!(
+        again.record().header(logbus::HEADER_REDRIVE_COUNT),
+        Some(&b"1"[..])
+    );
+    assert_eq!(again.attempt(), 1);
+}
+
+#[test]
+fn durable_subscriptions_resume_from_their_commit_and_ephemeral_ones_start_fresh() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+        let topic = bus.topic("news").unwrap();
+        for i in 0..10 {
+            topic.publish(&Record::new(&format!("{i}"))).unwrap();
+        }
+        let mut sub = topic.subscribe("reader", StartAt::Earliest).unwrap();
+        for i in 0..4 {
+            assert_eq!(sub.recv(SHORT).unwrap().unwrap().offset(), i);
+        }
+        sub.commit().unwrap();
+        assert_eq!(sub.lag(), 6);
+        let mut latest = topic.subscribe("tail", StartAt::Latest).unwrap();
+        assert!(latest.try_recv().unwrap().is_none());
+        bus.close().unwrap();
+    }
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("news").unwrap();
+    let mut sub = topic.subscribe("reader", StartAt::Latest).unwrap();
+    assert_eq!(sub.try_recv().unwrap().unwrap().offset(), 4);
+    let mut tail = topic.subscribe("tail", StartAt::Earliest).unwrap();
+    assert!(tail.try_recv().unwrap().is_none());
+    let mut eph = topic.subscribe_ephemeral(StartAt::Offset(8)).unwrap();
+    assert_eq!(eph.try_recv().unwrap().unwrap().offset(), 8);
+}
+
+#[test]
+fn bad_names_are_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    for bad in [
+        "",
+        "a/b",
+        "a\\b",
+        "..",
+        "../x",
+        ".hidden",
+        "nul\0",
+        &"x".repeat(201),
+    ] {
+        assert!(
+            matches!(bus.topic(bad), Err(Error::InvalidArgument(_))),
+            "{bad:?}"
+        );
+    }
+    let topic = bus.topic("ok.name-1_2").unwrap();
+    assert!(topic.group("a/b", GroupOptions::default()).is_err());
+    assert!(topic.subscribe("..", StartAt::Earliest).is_err());
+}
+
+#[test]
+fn receive_on_a_closed_bus_fails_with_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let group = bus.queue("q").unwrap();
+    bus.close().unwrap();
+    assert!(matches!(group.try_recv(), Err(Error::Closed)));
+    assert!(matches!(bus.topic("q"), Err(Error::Closed)));
+}
+
+#[test]
+fn dropping_the_last_bus_handle_closes_it_and_releases_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("t").unwrap();
+    let group = topic.group("g", GroupOptions::default()).unwrap();
+    topic.publish(&Record::new(b"x")).unwrap();
+    drop(bus);
+    assert!(matches!(group.try_recv(), Err(Error::Closed)));
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    assert_eq!(bus.topic("t").unwrap().end_offset(), 1);
+}
+
+#[test]
+fn a_record_at_the_size_limit_still_reaches_the_dead_letter_topic_with_its_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let options = logbus::TopicOptions::default().max_record_bytes(4096);
+    let topic = bus.topic_with("big", options).unwrap();
+    let value = vec![b'x'; 4000];
+    topic.publish(&Record::new(&value)).unwrap();
+    let group = topic.group("g", quick_retry(3)).unwrap();
+    let reason = "r".repeat(900);
+    for _ in 0..3 {
+        group.try_recv().unwrap().unwrap().nack(&reason).unwrap();
+    }
+    assert!(group.try_recv().unwrap().is_none());
+    assert_eq!(group.stats().unwrap().low_watermark, 1);
+    let dead = bus.topic("big.dlq").unwrap().log().read(0).unwrap().unwrap();
+    assert_eq!(dead.value(), &value[..]);
+    assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
+}
