@@ -149,6 +149,14 @@ impl Cursor {
     pub fn next(&mut self) -> Result<Option<StoredRecord>> {
         self.log.check_open()?;
         loop {
+            // Checked before reading the current segment too: retention may
+            // have removed it, and a removed record is skipped, not returned.
+            let start = self.log.start_offset();
+            if self.next_offset < start {
+                self.skipped += start - self.next_offset;
+                self.next_offset = start;
+                self.current = None;
+            }
             if let Some((segment, scanner)) = &mut self.current {
                 let limit = segment.limit();
                 if self.next_offset < limit.end_offset {
@@ -157,12 +165,6 @@ impl Cursor {
                     self.next_offset += 1;
                     return Ok(Some(record));
                 }
-            }
-            let start = self.log.start_offset();
-            if self.next_offset < start {
-                self.skipped += start - self.next_offset;
-                self.next_offset = start;
-                self.current = None;
             }
             let Some(segment) = self.log.segment_for(self.next_offset) else {
                 return Ok(None);
