@@ -13,10 +13,13 @@ use logbus::{
 };
 
 fn main() -> logbus::Result<()> {
-    let dir = tempfile::tempdir()?;
-    println!("logbus tour in {}\n", dir.path().display());
-    the_log(&dir.path().join("log"))?;
-    let bus = Bus::open(dir.path().join("bus"), BusOptions::default())?;
+    // A temporary directory, or LOGBUS_TOUR_DIR to keep the files for
+    // `logbus-dump` (e.g. `cargo run --bin logbus-dump -- $LOGBUS_TOUR_DIR/bus`).
+    let temporary = tempfile::tempdir()?;
+    let dir = std::env::var_os("LOGBUS_TOUR_DIR").map_or_else(|| temporary.path().to_path_buf(), Into::into);
+    println!("logbus tour in {}\n", dir.display());
+    the_log(&dir.join("log"))?;
+    let bus = Bus::open(dir.join("bus"), BusOptions::default())?;
     publish_subscribe(&bus)?;
     queues(&bus)?;
     dead_letters(&bus)?;

@@ -35,6 +35,8 @@ mod bus;
 mod error;
 pub mod format;
 mod index;
+#[doc(hidden)]
+pub mod inspect;
 pub mod io;
 mod log;
 mod patterns;

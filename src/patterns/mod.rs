@@ -16,13 +16,16 @@ pub use dead_letter::{
     HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
-pub use queue::{Delivery, Group, GroupOptions, GroupStats};
+pub(crate) use queue::summarize_group;
+pub use queue::{Delivery, Group, GroupOptions, GroupStats, GroupSummary};
 pub use request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
     Request, Requester, Responder, inbox_topic,
 };
 pub use retry::{Backoff, RetryPolicy};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
+pub(crate) use subscription::recovered_commit;
 pub use subscription::{StartAt, Subscription};
 pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
+pub(crate) use topic::{GROUPS, SUBSCRIPTIONS};
 pub(crate) use wakeup::Wakeups;

@@ -233,6 +233,35 @@ pub(crate) fn recovered_low_watermark(events: &[StateEvent]) -> u64 {
     Replay::new(events, 0).low_watermark()
 }
 
+/// A group's persisted state, as the dump tool shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSummary {
+    /// Lowest offset not acked or dead-lettered.
+    pub low_watermark: u64,
+    /// Next offset never delivered.
+    pub next_offset: u64,
+    /// Delivered and not settled when the state was last written (leased,
+    /// or waiting for redelivery).
+    pub unsettled: usize,
+    /// Unsettled records delivered more than once.
+    pub retried: usize,
+    /// Dead-letter writes begun and not confirmed.
+    pub dead_letter_intents: usize,
+}
+
+/// Summarizes a group's state log events.
+pub(crate) fn summarize_group(events: &[StateEvent]) -> GroupSummary {
+    let replay = Replay::new(events, 0);
+    let unsettled = replay.entries.values().filter(|e| !e.done && e.attempts > 0);
+    GroupSummary {
+        low_watermark: replay.low_watermark(),
+        next_offset: replay.next_offset,
+        unsettled: unsettled.clone().count(),
+        retried: unsettled.filter(|e| e.attempts > 1).count(),
+        dead_letter_intents: replay.intents.len(),
+    }
+}
+
 impl Group {
     pub(crate) fn open(topic: Topic, name: &str, options: GroupOptions) -> Result<Group> {
         if options.retry.max_attempts == 0 || options.lease.is_zero() {
