@@ -1227,3 +1227,35 @@ fn garbage_checkpoint_falls_back_to_a_full_scan() {
     assert_eq!(log.end_offset(), 100);
     assert_eq!(log.read(99).unwrap().unwrap().value(), &99u32.to_le_bytes()[..]);
 }
+
+/// A checkpoint ahead of the data (the segment lost its tail after the
+/// checkpoint was written) is unusable; recovery scans the segment, cuts
+/// the torn frame, and the open replaces the checkpoint so the next crash
+/// recovers from a true position.
+#[test]
+fn checkpoint_ahead_of_the_data_is_ignored_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = logbus::Log::open(dir.path(), logbus::LogOptions::default()).unwrap();
+    for i in 0..50u32 {
+        log.append(&logbus::Record::new(&i.to_le_bytes())).unwrap();
+    }
+    log.close().unwrap();
+    drop(log);
+    let segment = segment_file(dir.path(), 0, "log");
+    let len = fs::metadata(&segment).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    fs::remove_file(dir.path().join(CLEAN)).unwrap();
+
+    let log = logbus::Log::open(dir.path(), logbus::LogOptions::default()).unwrap();
+    assert_eq!(log.recovery_report().truncations.len(), 1);
+    assert_eq!(log.end_offset(), 49);
+    let checkpoint =
+        logbus::format::Checkpoint::decode(&fs::read(dir.path().join(CHECKPOINT)).unwrap()).unwrap();
+    assert_eq!(checkpoint.end_offset, 49);
+    assert!(checkpoint.end_pos <= fs::metadata(&segment).unwrap().len());
+}

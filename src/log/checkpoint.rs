@@ -13,11 +13,24 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::recovery::CHECKPOINT_FILE;
 use super::segment::{Extent, Segment};
 use crate::error::Result;
-use crate::format::Checkpoint;
-use crate::io::{Storage, StorageFile};
+use crate::format::{CHECKPOINT_LEN, Checkpoint};
+use crate::io::{Storage, StorageFile, read_exact_at};
 
 /// Bytes synced between two checkpoints of the same segment, at least.
 const CHECKPOINT_INTERVAL_BYTES: u64 = 1 << 20;
+
+/// The checkpoint file's contents, if present and valid.
+pub(crate) fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Checkpoint>> {
+    let file = match storage.open(&dir.join(CHECKPOINT_FILE), false) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = [0u8; CHECKPOINT_LEN];
+    let len = (file.size()? as usize).min(CHECKPOINT_LEN);
+    read_exact_at(file.as_ref(), &mut bytes[..len], 0)?;
+    Ok(Checkpoint::decode(&bytes[..len]).ok())
+}
 
 #[derive(Debug)]
 pub(crate) struct CheckpointWriter {
@@ -28,11 +41,21 @@ pub(crate) struct CheckpointWriter {
 
 impl CheckpointWriter {
     /// Opens (creating) the checkpoint file; the caller syncs the directory.
-    pub(crate) fn open(storage: &dyn Storage, dir: &Path) -> Result<Self> {
+    /// A checkpoint already there that names `active` at or before its
+    /// recovered end stays valid and is not rewritten; any other (ahead of
+    /// the data, after recovery cut damage) is replaced at the next record.
+    pub(crate) fn open(storage: &dyn Storage, dir: &Path, active: &Segment) -> Result<Self> {
+        let current = read_checkpoint(storage, dir)?;
+        let end = active.limit();
+        let last = current
+            .filter(|c| {
+                c.base_offset == active.base() && c.end_pos <= end.end_pos && c.end_offset <= end.end_offset
+            })
+            .map(|c| (c.base_offset, c.end_pos));
         let file = storage.open(&dir.join(CHECKPOINT_FILE), true)?;
         Ok(CheckpointWriter {
             file,
-            last: Mutex::new(None),
+            last: Mutex::new(last),
         })
     }
 

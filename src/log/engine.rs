@@ -109,12 +109,10 @@ impl Log {
             .lock(&dir.join(LOCK_FILE))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
         let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
-        let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir)?;
-        if let Some(active) = recovered.segments.last() {
-            checkpoint.record(active, active.limit(), true)?;
-        }
-        storage.sync_dir(&dir)?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
+        let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir, &active)?;
+        checkpoint.record(&active, active.limit(), false)?;
+        storage.sync_dir(&dir)?;
         let extent = active.limit();
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {

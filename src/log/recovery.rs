@@ -39,13 +39,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::checkpoint::read_checkpoint;
 use super::options::LogOptions;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
 use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{CHECKPOINT_LEN, Checkpoint, FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN};
+use crate::format::{Checkpoint, FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN};
 use crate::index::{validate_offset_entries, validate_time_entries};
-use crate::io::{Storage, read_exact_at};
+use crate::io::Storage;
 
 /// Name of the clean-shutdown marker file.
 pub(crate) const CLEAN_MARKER: &str = ".clean";
@@ -141,19 +142,6 @@ pub(crate) fn recover(
     }
     report.segments = segments.len();
     Ok(Recovered { segments, report })
-}
-
-/// The checkpoint file's contents, if present and valid.
-fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Checkpoint>> {
-    let file = match storage.open(&dir.join(CHECKPOINT_FILE), false) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let mut bytes = [0u8; CHECKPOINT_LEN];
-    let len = (file.size()? as usize).min(CHECKPOINT_LEN);
-    read_exact_at(file.as_ref(), &mut bytes[..len], 0)?;
-    Ok(Checkpoint::decode(&bytes[..len]).ok())
 }
 
 /// The recognised files of a log directory.
