@@ -8,7 +8,7 @@
 //! 2 Delivered     | offset u64 | attempt u32 | lease_until_ms i64
 //! 3 Acked         | offset u64
 //! 4 Released      | offset u64 | not_before_ms i64 | failure
-//! 5 DeadIntent    | offset u64 | dlq_end u64
+//! 5 DeadIntent    | offset u64 | dlq_end u64 | failure
 //! 6 DeadLettered  | offset u64
 //! 7 Snapshot      | next_offset u64 | count u32 | count x entry
 //! entry   := offset u64 | attempts u32 | not_before_ms i64 | done u8 | failures u8 | failures x failure
@@ -78,6 +78,9 @@ pub enum StateEvent {
         offset: u64,
         /// Dead-letter topic end offset before the write.
         dlq_end: u64,
+        /// The failure that sent it there (the reject or last nack reason),
+        /// kept so a crash before the write does not lose it.
+        failure: Failure,
     },
     /// A record is in the dead-letter topic.
     DeadLettered(u64),
@@ -123,9 +126,14 @@ impl StateEvent {
                 out.extend_from_slice(&not_before_ms.to_le_bytes());
                 put_failure(&mut out, failure);
             }
-            StateEvent::DeadIntent { offset, dlq_end } => {
+            StateEvent::DeadIntent {
+                offset,
+                dlq_end,
+                failure,
+            } => {
                 put_tag_u64(&mut out, DEAD_INTENT, *offset);
                 out.extend_from_slice(&dlq_end.to_le_bytes());
+                put_failure(&mut out, failure);
             }
             StateEvent::DeadLettered(offset) => put_tag_u64(&mut out, DEAD_LETTERED, *offset),
             StateEvent::Snapshot { next_offset, entries } => {
@@ -158,6 +166,7 @@ impl StateEvent {
             DEAD_INTENT => StateEvent::DeadIntent {
                 offset: input.u64()?,
                 dlq_end: input.u64()?,
+                failure: input.failure()?,
             },
             DEAD_LETTERED => StateEvent::DeadLettered(input.u64()?),
             SNAPSHOT => {
@@ -311,6 +320,7 @@ mod tests {
             StateEvent::DeadIntent {
                 offset: 7,
                 dlq_end: 8,
+                failure: failure.clone(),
             },
             StateEvent::DeadLettered(9),
             StateEvent::Snapshot {

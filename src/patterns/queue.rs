@@ -213,7 +213,17 @@ impl Replay {
                 push_failure(&mut entry.failures, failure.clone());
                 self.leased.remove(offset);
             }
-            StateEvent::DeadIntent { offset, dlq_end } => {
+            StateEvent::DeadIntent {
+                offset,
+                dlq_end,
+                failure,
+            } => {
+                let entry = self.entry(*offset);
+                if entry.failures.last() != Some(failure) {
+                    push_failure(&mut entry.failures, failure.clone());
+                }
+                // The intent settles the delivery: its failure is recorded.
+                self.leased.remove(offset);
                 self.intents.insert(*offset, *dlq_end);
             }
             StateEvent::Committed(_) => {}
@@ -616,11 +626,16 @@ impl GroupInner {
         };
         if let (Some(record), true) = (record, self.options.dead_letter) {
             let dlq = self.dlq()?;
+            let entry = state.entries.get(&offset).ok_or(Error::Closed)?;
+            let failure = entry.failures.last().cloned().unwrap_or_else(|| Failure {
+                at_ms: now_ms(),
+                reason: "attempts exhausted".into(),
+            });
             self.log.append(&[StateEvent::DeadIntent {
                 offset,
                 dlq_end: dlq.end_offset(),
+                failure,
             }])?;
-            let entry = state.entries.get(&offset).ok_or(Error::Closed)?;
             let letter = DeadLetter {
                 topic: self.topic.name(),
                 group: &self.name,
