@@ -547,3 +547,29 @@ fn log_ops_seeds() -> Vec<(String, Vec<u8>)> {
         ),
     ]
 }
+
+/// Found by `segment_recovery`: a valid-looking time index whose entry names
+/// a record past the segment's end made a timestamp seek skip the whole
+/// segment (and answer "no such record"). A hint past the records is wrong,
+/// so the seek scans the segment from its start instead.
+#[test]
+fn a_time_index_entry_past_the_segment_end_does_not_hide_the_segment_from_a_seek() {
+    let sim = SimStorage::new();
+    let log = Log::open(DIR, options(&sim, Durability::Always, 1024, 64)).expect("open");
+    append_some(&log, 0..3);
+    log.close().expect("close");
+    let mut tix = encode_index_header(IndexKind::Time, 0).to_vec();
+    tix.extend(
+        TimeEntry {
+            timestamp: -1,
+            relative_offset: u32::MAX,
+        }
+        .encode(),
+    );
+    sim.write_file(&Path::new(DIR).join("00000000000000000000.tix"), &tix);
+    let log = Log::open(DIR, options(&sim, Durability::Always, 1024, 64)).expect("reopen");
+    for (timestamp, first) in [(0, 0), (1_001, 1), (1_002, 2), (1_003, 3)] {
+        let cursor = log.cursor(logbus::Position::Timestamp(timestamp)).expect("seek");
+        assert_eq!(cursor.offset(), first, "seek to {timestamp}");
+    }
+}

@@ -2,11 +2,14 @@
 //! (segments, their indexes, a checkpoint, a clean marker) in a
 //! [`SimStorage`], opened, read through and appended to.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::Input;
-use crate::format::FRAME_HEADER_LEN;
+use crate::format::{
+    FRAME_HEADER_LEN, INDEX_HEADER_LEN, IndexKind, TIME_ENTRY_LEN, TimeEntry, decode_index_header,
+};
 use crate::io::SimStorage;
 use crate::{Durability, Log, LogOptions, Position, Record, StoredRecord};
 
@@ -204,6 +207,20 @@ pub fn segment_recovery(data: &[u8]) {
             (start..=end).contains(&cursor.offset()),
             "timestamp seek left the log"
         );
+        // With time indexes that tell the truth (or none: they are rebuilt
+        // from the records), the seek finds exactly the first record at or
+        // after the timestamp. A plausible but lying index is trusted by
+        // design, so it only has to land inside the log.
+        if whole && time_indexes_truthful(&input, &forward, end) {
+            let first = forward.iter().find(|r| r.timestamp() >= input.seek_timestamp);
+            let expected = first.map_or(end, StoredRecord::offset);
+            assert_eq!(
+                cursor.offset(),
+                expected,
+                "timestamp seek to {}",
+                input.seek_timestamp
+            );
+        }
     }
     let record = Record::new(b"after recovery").key(b"k").timestamp(1);
     let Ok(offset) = log.append(&record) else {
@@ -290,4 +307,61 @@ fn check_appended(log: &Log, offset: u64) {
         Ok(None) => panic!("the record appended at {offset} is not readable"),
         Err(_) => {}
     }
+}
+
+/// True when every valid `.tix` of the input says only what the log itself
+/// would have written about `records` (the whole log, read forward): each
+/// entry names a record of its segment and the running maximum timestamp
+/// there, and the last entry holds the segment's newest timestamp. A `.tix`
+/// that is missing or invalid is rebuilt by recovery, so it tells the truth.
+fn time_indexes_truthful(input: &RecoveryInput, records: &[StoredRecord], end: u64) -> bool {
+    // The files as installed: a later segment of the input overwrites the
+    // files of an earlier one with the same base.
+    let mut bases = BTreeSet::new();
+    let mut tixes = BTreeMap::new();
+    for segment in &input.segments {
+        if segment.log.is_some() {
+            bases.insert(segment.base);
+        }
+        if let Some(tix) = &segment.tix {
+            tixes.insert(segment.base, tix.as_slice());
+        }
+    }
+    let bases: Vec<u64> = bases.into_iter().collect();
+    bases.iter().enumerate().all(|(i, &base)| {
+        let segment_end = bases.get(i + 1).copied().unwrap_or(end);
+        let in_segment: Vec<&StoredRecord> = records
+            .iter()
+            .filter(|r| (base..segment_end).contains(&r.offset()))
+            .collect();
+        tixes
+            .get(&base)
+            .is_none_or(|tix| tix_truthful(tix, base, &in_segment))
+    })
+}
+
+fn tix_truthful(tix: &[u8], base: u64, records: &[&StoredRecord]) -> bool {
+    let whole =
+        tix.len() >= INDEX_HEADER_LEN && (tix.len() - INDEX_HEADER_LEN).is_multiple_of(TIME_ENTRY_LEN);
+    if decode_index_header(IndexKind::Time, tix) != Ok(base) || !whole {
+        return true;
+    }
+    let mut last = None;
+    for entry in tix[INDEX_HEADER_LEN..]
+        .chunks_exact(TIME_ENTRY_LEN)
+        .filter_map(TimeEntry::decode)
+    {
+        let at = base.saturating_add(u64::from(entry.relative_offset));
+        let up_to: Vec<i64> = records
+            .iter()
+            .filter(|r| r.offset() <= at)
+            .map(|r| r.timestamp())
+            .collect();
+        let named = records.iter().any(|r| r.offset() == at);
+        if !named || up_to.iter().max() != Some(&entry.timestamp) {
+            return false;
+        }
+        last = Some(entry.timestamp);
+    }
+    last == records.iter().map(|r| r.timestamp()).max()
 }
