@@ -62,6 +62,13 @@ pub use record::{Record, StoredRecord};
 /// Index search and validation, exposed for the dump tool and fuzzers.
 #[doc(hidden)]
 pub mod internals {
-    pub use crate::index::{lookup_offset, lookup_time, validate_offset_entries, validate_time_entries};
+    pub use crate::index::{
+        lookup_offset, lookup_time, valid_offset_prefix, valid_time_prefix, validate_offset_entries,
+        validate_time_entries,
+    };
     pub use crate::state::{CorrelationHeader, CorrelationTable, decode_correlation_header};
 }
+
+/// The fuzz targets' bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+pub mod fuzzing;

@@ -301,6 +301,14 @@ impl Shared {
     /// Checks sizes, rolls if needed, writes the batch and indexes it.
     fn write_batch(&self, writer: &mut Writer, records: &[Record<'_>]) -> Result<Extent> {
         let batch_bytes = self.checked_batch_bytes(records)?;
+        // Only a crafted segment (a base near u64::MAX) gets here.
+        if writer.next_offset.checked_add(records.len() as u64).is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "offsets are exhausted: {} records from offset {} pass u64::MAX",
+                records.len(),
+                writer.next_offset
+            )));
+        }
         if writer.roll_pending
             || (writer.position > SEGMENT_HEADER_LEN as u64
                 && writer.position + batch_bytes > self.options.segment_bytes)

@@ -269,6 +269,14 @@ fn scan_frames(
                     stop: Some((frame.position, kind)),
                 });
             }
+            // Appends stop below it, so the end offset always fits a u64.
+            Ok(Some(frame)) if frame.view.offset == u64::MAX => {
+                let kind = CorruptKind::Malformed("record offset u64::MAX is never written");
+                return Ok(ScanEnd {
+                    end,
+                    stop: Some((frame.position, kind)),
+                });
+            }
             Ok(Some(frame)) => {
                 each(&frame)?;
                 end = Extent {

@@ -177,22 +177,29 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> CorrelationTable<B> {
         self.header.count + 1 > self.header.capacity / 2
     }
 
-    /// Adds `id -> offset`. The caller grows the table first when full;
-    /// a full table ignores the entry (lookups then verify and miss).
-    pub fn insert(&mut self, id: u128, offset: u64) {
+    /// Adds `id -> offset`; false if it was not stored. The caller grows
+    /// the table first when full; a full table ignores the entry (lookups
+    /// then verify and miss), and so does a damaged one whose slots are all
+    /// taken although its count says otherwise.
+    pub fn insert(&mut self, id: u128, offset: u64) -> bool {
         if id == 0 || self.is_full() {
-            return;
+            return false;
         }
         let capacity = self.header.capacity;
         let mut index = slot_of(id, capacity);
-        while self.slot(index).0 != 0 {
+        // Bounded: the count is read from the file, so free slots may not exist.
+        for _ in 0..capacity {
+            if self.slot(index).0 == 0 {
+                let at = HEADER_LEN + index as usize * SLOT_LEN;
+                let out = &mut self.bytes.as_mut()[at..at + SLOT_LEN];
+                out[0..16].copy_from_slice(&id.to_le_bytes());
+                out[16..24].copy_from_slice(&offset.to_le_bytes());
+                self.header.count += 1;
+                return true;
+            }
             index = (index + 1) & (capacity - 1);
         }
-        let at = HEADER_LEN + index as usize * SLOT_LEN;
-        let out = &mut self.bytes.as_mut()[at..at + SLOT_LEN];
-        out[0..16].copy_from_slice(&id.to_le_bytes());
-        out[16..24].copy_from_slice(&offset.to_le_bytes());
-        self.header.count += 1;
+        false
     }
 
     /// Every offset recorded for `id`, in insertion order of probing.
@@ -286,7 +293,12 @@ impl CorrelationIndex {
         if self.table.is_full() {
             self.grow(inbox_start)?;
         }
-        self.table.insert(id, offset);
+        if id != 0 && !self.table.insert(id, offset) {
+            // Slots taken beyond the count: a damaged file. Rebuilding
+            // makes the count true again, so the entry then fits.
+            self.grow(inbox_start)?;
+            self.table.insert(id, offset);
+        }
         Ok(())
     }
 
