@@ -335,6 +335,7 @@ fn state_event_seeds() -> Vec<(String, Vec<u8>)> {
             StateEvent::DeadIntent {
                 offset: 7,
                 dlq_end: 8,
+                failure: failure(9, "rejected"),
             },
         ),
         ("dead-lettered", StateEvent::DeadLettered(u64::MAX)),

@@ -215,7 +215,11 @@ fn offset_for_timestamp(log: &Shared, timestamp: i64) -> Result<u64> {
         // A hint past the segment's records is wrong (the index is damaged):
         // scan the segment from its first record instead of skipping it.
         let hinted = segment.time_scan_start(timestamp).max(segment.base());
-        let start = if hinted < limit.end_offset { hinted } else { segment.base() };
+        let start = if hinted < limit.end_offset {
+            hinted
+        } else {
+            segment.base()
+        };
         if start >= limit.end_offset {
             continue;
         }
