@@ -857,10 +857,10 @@ impl Harness {
             }
             Ending::PowerLost => self.adopt_power_loss(&log, &report)?,
         }
-        if ending != Ending::Clean {
-            // The active segment's indexes were rebuilt at today's interval.
-            self.model.active_interval_max = self.model.setup.index_interval_bytes;
-        }
+        // After a crash, recovery keeps the index entries below its
+        // checkpoint (spaced at the interval they were written with) and
+        // indexes only the tail at today's interval, so the widest spacing
+        // seen in the active segment still bounds a later clean scan.
         // Everything recovery kept is on disk now.
         self.model.durable_end = self.model.end();
         self.model.apply_retention(None);
