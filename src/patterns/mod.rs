@@ -17,6 +17,7 @@ pub use dead_letter::{
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
+pub(crate) use request::RequesterInner;
 pub use request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
     Request, Requester, Responder, inbox_topic,
