@@ -7,14 +7,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::error::{Error, Result};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
 use crate::patterns::{
-    Group, GroupOptions, Recipients, Requester, Responder, Scatter, Topic, TopicOptions, TopicStats, Wakeups,
-    redrive,
+    Group, GroupOptions, Recipients, Requester, RequesterInner, Responder, Scatter, Topic, TopicOptions,
+    TopicStats, Wakeups, redrive,
 };
 
 /// Longest topic, group or subscription name, in bytes.
@@ -78,6 +78,8 @@ pub(crate) struct BusInner {
     dir: PathBuf,
     options: BusOptions,
     topics: Mutex<HashMap<String, Topic>>,
+    /// Open requesters by name, closed with the bus.
+    requesters: Mutex<HashMap<String, Weak<RequesterInner>>>,
     lock: Mutex<Option<LockGuard>>,
     wakeups: Wakeups,
 }
@@ -124,6 +126,7 @@ impl Bus {
             dir,
             options,
             topics: Mutex::new(HashMap::new()),
+            requesters: Mutex::new(HashMap::new()),
             lock: Mutex::new(Some(guard)),
             wakeups: Wakeups::default(),
         };
@@ -155,7 +158,8 @@ impl Bus {
         self.topic(name)?.group(name, GroupOptions::default())
     }
 
-    /// A requester named `name`, with its inbox topic `<name>.inbox`.
+    /// A requester named `name`, with its inbox topic `<name>.inbox`. Every
+    /// handle on one name shares one requester (and one correlation index).
     pub fn requester(&self, name: &str) -> Result<Requester> {
         Requester::open(self.inner().clone(), name)
     }
@@ -242,8 +246,16 @@ impl BusInner {
     }
 
     fn close(&self) -> Result<()> {
-        let topics: Vec<Topic> = lock(&self.topics).drain().map(|(_, t)| t).collect();
+        // Requesters first: marking an index clean syncs its inbox topic.
+        let requesters: Vec<Arc<RequesterInner>> = lock(&self.requesters)
+            .drain()
+            .filter_map(|(_, r)| r.upgrade())
+            .collect();
         let mut result = Ok(());
+        for requester in requesters {
+            result = result.and(requester.close());
+        }
+        let topics: Vec<Topic> = lock(&self.topics).drain().map(|(_, t)| t).collect();
         for topic in topics {
             result = result.and(topic.close());
         }
@@ -260,6 +272,10 @@ impl BusInner {
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.options.storage
+    }
+
+    pub(crate) fn requesters(&self) -> &Mutex<HashMap<String, Weak<RequesterInner>>> {
+        &self.requesters
     }
 
     pub(crate) fn wakeups(&self) -> &Wakeups {

@@ -30,7 +30,7 @@
 //! | a segment's header invalid, otherwise | `Error::Corrupt` |
 //! | sealed segment's index missing or invalid | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
 //! | last segment after a clean close, index valid | scan from its last index entry |
-//! | that entry does not point at a valid frame with its offset | treat the index as invalid (next row) |
+//! | that entry does not point at a valid frame with its offset, or the last time entry names a record past the end | treat the index as invalid (next row) |
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
@@ -44,7 +44,7 @@ use super::options::LogOptions;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
 use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{Checkpoint, FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN};
+use crate::format::{Checkpoint, FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN, TimeEntry};
 use crate::index::{validate_offset_entries, validate_time_entries};
 use crate::io::Storage;
 
@@ -356,9 +356,10 @@ fn recover_sealed(segment: &Segment, next_base: u64, report: &mut RecoveryReport
 }
 
 /// After a clean close: scans from the last offset-index entry. `None` if
-/// the index is invalid or its last entry does not point at a valid frame
-/// with the offset it names; a plausible but wrong entry is a bad hint, not
-/// damage, and must not truncate the records after it.
+/// the index is invalid, its last entry does not point at a valid frame
+/// with the offset it names, or the last time entry names a record past the
+/// end; a plausible but wrong entry is a bad hint, not damage, and must not
+/// truncate the records after it.
 fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<Option<(u64, ScanEnd)>> {
     if validate_indexes(segment, len).is_err() {
         return Ok(None);
@@ -372,11 +373,17 @@ fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<
             segment.base() + u64::from(e.relative_offset),
         )
     });
+    let last_time = segment.indexes().times.last().and_then(TimeEntry::decode);
     let scan = scan_frames(segment, position, offset, len, |frame| {
         segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
     })?;
     let hint_wrong = scan.stop.as_ref().is_some_and(|(at, _)| *at == position);
-    Ok((!hint_wrong).then_some((position, scan)))
+    // A time entry naming a record past the end is wrong too: appending
+    // after it would write entries for earlier records, and the next open
+    // would reject the index and rescan the segment from its start.
+    let time_wrong =
+        last_time.is_some_and(|e| segment.base() + u64::from(e.relative_offset) >= scan.end.end_offset);
+    Ok((!hint_wrong && !time_wrong).then_some((position, scan)))
 }
 
 /// After a crash: scans only what was written after the last durable

@@ -18,6 +18,7 @@ pub use dead_letter::{
 };
 pub(crate) use queue::summarize_group;
 pub use queue::{Delivery, Group, GroupOptions, GroupStats, GroupSummary};
+pub(crate) use request::RequesterInner;
 pub use request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
     Request, Requester, Responder, inbox_topic,

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use event_listener::Listener;
@@ -133,15 +133,25 @@ pub struct Requester {
 }
 
 #[derive(Debug)]
-struct RequesterInner {
+pub(crate) struct RequesterInner {
     bus: Arc<BusInner>,
     inbox: Topic,
-    index: Mutex<CorrelationIndex>,
+    /// `None` once the bus closed it: the mapping is gone, so a handle kept
+    /// past its bus neither reads a file the next bus resizes nor marks the
+    /// next bus's index clean.
+    index: Mutex<Option<CorrelationIndex>>,
 }
 
 impl Requester {
+    /// The requester `name` of this bus, shared with every handle already
+    /// open: two tables over one mapped file would each index the inbox
+    /// (every reply found twice) and reformat or resize it under the other.
     pub(crate) fn open(bus: Arc<BusInner>, name: &str) -> Result<Requester> {
         validate_name("requester", name)?;
+        let mut requesters = lock(bus.requesters());
+        if let Some(inner) = requesters.get(name).and_then(Weak::upgrade) {
+            return Ok(Requester { inner });
+        }
         let inbox = bus.topic(&inbox_topic(name))?;
         let dir = bus.state_dir("inboxes", name);
         bus.storage().create_dir_all(&dir)?;
@@ -149,11 +159,14 @@ impl Requester {
         let (index, _trusted) = CorrelationIndex::open(bus.storage().as_ref(), &path, inbox.start_offset())?;
         let requester = Requester {
             inner: Arc::new(RequesterInner {
-                bus,
+                bus: bus.clone(),
                 inbox,
-                index: Mutex::new(index),
+                index: Mutex::new(Some(index)),
             }),
         };
+        requesters.retain(|_, r| r.strong_count() > 0);
+        requesters.insert(name.to_owned(), Arc::downgrade(&requester.inner));
+        drop(requesters);
         requester.inner.catch_up()?;
         Ok(requester)
     }
@@ -231,7 +244,10 @@ impl Requester {
     /// Every reply to `id` in the inbox now, in inbox order.
     pub fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
         self.inner.catch_up()?;
-        let offsets = lock(&self.inner.index).find(id.as_u128());
+        let offsets = lock(&self.inner.index)
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .find(id.as_u128());
         let mut replies = Vec::with_capacity(offsets.len());
         for offset in offsets {
             let Some(record) = self.inner.inbox.log().read(offset)? else {
@@ -257,17 +273,40 @@ impl Requester {
         &self.inner.bus
     }
 
-    /// Syncs the correlation index and marks it clean.
+    /// Syncs the inbox and the correlation index and marks the index
+    /// clean. The requester stays usable (the next reply marks it unclean).
     pub fn close(&self) -> Result<()> {
-        lock(&self.inner.index).close()?;
-        Ok(())
+        match lock(&self.inner.index).as_mut() {
+            Some(index) => self.inner.close_index(index),
+            None => Ok(()),
+        }
     }
 }
 
 impl RequesterInner {
+    /// Closes the index for good (the bus is closing).
+    pub(crate) fn close(&self) -> Result<()> {
+        match lock(&self.index).take() {
+            Some(mut index) => self.close_index(&mut index),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the index clean, after syncing the inbox: a clean index is
+    /// trusted at open, so it may only claim inbox records that are
+    /// durable. Otherwise a power loss could drop inbox records the index
+    /// claims, and the replies later written at those offsets would never
+    /// be indexed.
+    fn close_index(&self, index: &mut CorrelationIndex) -> Result<()> {
+        self.inbox.log().flush()?;
+        index.close()?;
+        Ok(())
+    }
+
     /// Indexes inbox records appended since the last call.
     fn catch_up(&self) -> Result<()> {
         let mut index = lock(&self.index);
+        let index = index.as_mut().ok_or(Error::Closed)?;
         let end = self.inbox.end_offset();
         let start = self.inbox.start_offset();
         let from = index.indexed_through().max(start);
@@ -291,7 +330,7 @@ impl RequesterInner {
 impl Drop for RequesterInner {
     fn drop(&mut self) {
         // Best effort: an index not closed cleanly is rebuilt at next open.
-        let _ = lock(&self.index).close();
+        let _ = self.close();
     }
 }
 

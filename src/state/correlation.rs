@@ -74,7 +74,9 @@ pub fn decode_correlation_header(bytes: &[u8]) -> Result<CorrelationHeader, Corr
         indexed_through: field(32),
         clean: u16::from_le_bytes([header[10], header[11]]) & FLAG_CLEAN != 0,
     };
-    let expected_len = HEADER_LEN as u64 + decoded.capacity.saturating_mul(SLOT_LEN as u64);
+    // Saturating: the fields are checked only below, and a huge capacity
+    // must be an error, not an overflow.
+    let expected_len = (HEADER_LEN as u64).saturating_add(decoded.capacity.saturating_mul(SLOT_LEN as u64));
     if !decoded.capacity.is_power_of_two()
         || decoded.capacity > MAX_CAPACITY
         || decoded.count > decoded.capacity / 2
