@@ -136,3 +136,33 @@ fn scatter_with_quorum_returns_in_time_with_the_missing_list() {
     assert_eq!(gathered.missing, vec!["node4".to_owned()]);
     assert!(total > 0);
 }
+
+#[test]
+fn groups_of_a_topic_answer_a_scatter_and_max_replies_returns_only_the_first_n() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("quotes").unwrap();
+    let responders: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|g| topic.responder(g, logbus::GroupOptions::default()).unwrap())
+        .collect();
+    let requester = bus.requester("buyer").unwrap();
+    let scatter = requester
+        .scatter(Recipients::GroupsOf("quotes".into()), &Record::new(b"price?"))
+        .unwrap();
+    assert_eq!(scatter.recipients(), ["a", "b", "c"]);
+    for responder in &responders {
+        let request = responder.try_recv().unwrap().unwrap();
+        request.reply(&Record::new(b"10")).unwrap();
+    }
+    let all = scatter.gather(Gather::all(Duration::from_secs(5))).unwrap();
+    assert_eq!(all.stopped, StopReason::All);
+    let mut from: Vec<_> = all.replies.iter().map(|r| r.from().unwrap().to_owned()).collect();
+    from.sort();
+    assert_eq!(from, ["a", "b", "c"]);
+    let two = scatter
+        .gather(Gather::all(Duration::from_secs(5)).max_replies(2))
+        .unwrap();
+    assert_eq!((two.stopped, two.replies.len()), (StopReason::MaxReplies, 2));
+    assert!(two.missing.is_empty());
+}

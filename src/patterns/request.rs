@@ -344,6 +344,8 @@ pub struct Responder {
 }
 
 impl Responder {
+    /// Opens a responder that serves requests published to `service` as
+    /// the consumer group `group` (see [`crate::Topic::responder`]).
     pub(crate) fn open(
         bus: Arc<BusInner>,
         service: &str,

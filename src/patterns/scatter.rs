@@ -56,7 +56,7 @@ impl Gather {
         self
     }
 
-    /// Stop after `n` replies.
+    /// Stop after `n` replies, returning the first `n`.
     pub fn max_replies(mut self, n: usize) -> Gather {
         self.max_replies = Some(n);
         self
@@ -171,7 +171,7 @@ impl Scatter {
             }
             let stall_at = rule.stall.map(|idle| last_progress + idle);
             if let Some(stopped) = self.stop_reason(&rule, &replies, now, deadline, stall_at) {
-                return Ok(self.gathered(replies, stopped));
+                return Ok(self.gathered(replies, stopped, &rule));
             }
             listener.wait_deadline(stall_at.map_or(deadline, |s| s.min(deadline)));
         }
@@ -198,12 +198,14 @@ impl Scatter {
         stall_at: Option<Instant>,
     ) -> Option<StopReason> {
         let replied = replies.len();
-        if replied >= self.recipients.len() {
+        let all = self.recipients.len();
+        // A cap below the number of recipients wins: the result is cut to it.
+        if rule.max_replies.is_some_and(|n| replied >= n && n < all) {
+            Some(StopReason::MaxReplies)
+        } else if replied >= all {
             Some(StopReason::All)
         } else if rule.quorum.is_some_and(|k| replied >= k) {
             Some(StopReason::Quorum)
-        } else if rule.max_replies.is_some_and(|n| replied >= n) {
-            Some(StopReason::MaxReplies)
         } else if now >= deadline {
             Some(StopReason::Deadline)
         } else if stall_at.is_some_and(|s| now >= s) {
@@ -227,13 +229,18 @@ impl Scatter {
             .collect())
     }
 
-    fn gathered(&self, replies: Vec<Reply>, stopped: StopReason) -> Gathered {
+    /// The result; under `MaxReplies(n)` only the first `n` replies are
+    /// kept (recipients whose later reply was dropped are not "missing").
+    fn gathered(&self, mut replies: Vec<Reply>, stopped: StopReason, rule: &Gather) -> Gathered {
         let missing = self
             .recipients
             .iter()
             .filter(|name| !replies.iter().any(|r| r.from() == Some(name.as_str())))
             .cloned()
             .collect();
+        if let (StopReason::MaxReplies, Some(n)) = (stopped, rule.max_replies) {
+            replies.truncate(n);
+        }
         Gathered {
             replies,
             missing,

@@ -200,6 +200,13 @@ impl Topic {
         Subscription::ephemeral(self.clone(), start)
     }
 
+    /// A responder serving requests published to this topic as the
+    /// consumer group `group`: with several such groups on one topic, each
+    /// is a recipient of a [`crate::Recipients::GroupsOf`] scatter.
+    pub fn responder(&self, group: &str, options: GroupOptions) -> Result<crate::Responder> {
+        crate::Responder::open(self.inner.bus.clone(), self.name(), group, options)
+    }
+
     /// The consumer group `name`, shared by every receiver that asks for it.
     /// `options` apply when the group is first opened in this process.
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
