@@ -12,7 +12,8 @@
 //! only after the data it describes is durable, and a torn or stale copy
 //! fails its checks (or names an older segment) and is ignored.
 
-use super::le::{u16_at, u32_at, u64_at};
+use super::le::{u16_at, u64_at};
+use super::{check_header, new_header, seal_header};
 use crate::error::CorruptKind;
 
 /// Magic bytes of the checkpoint file.
@@ -36,38 +37,18 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Encodes the checkpoint.
     pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
-        let mut out = [0u8; CHECKPOINT_LEN];
-        out[0..8].copy_from_slice(&CHECKPOINT_MAGIC);
-        out[8..10].copy_from_slice(&super::FORMAT_VERSION.to_le_bytes());
+        let mut out = new_header::<CHECKPOINT_LEN>(CHECKPOINT_MAGIC);
         out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         out[24..32].copy_from_slice(&self.end_offset.to_le_bytes());
         out[32..40].copy_from_slice(&self.end_pos.to_le_bytes());
         out[40..48].copy_from_slice(&self.max_timestamp.to_le_bytes());
-        let crc = checkpoint_crc(&out);
-        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        seal_header(&mut out);
         out
     }
 
     /// Decodes and checks a checkpoint.
     pub fn decode(buf: &[u8]) -> Result<Checkpoint, CorruptKind> {
-        let Some(bytes) = buf.first_chunk::<CHECKPOINT_LEN>() else {
-            return Err(CorruptKind::Truncated {
-                needed: CHECKPOINT_LEN as u64,
-                available: buf.len() as u64,
-            });
-        };
-        if bytes[0..8] != CHECKPOINT_MAGIC {
-            return Err(CorruptKind::BadMagic);
-        }
-        let stored = u32_at(bytes, 12);
-        let computed = checkpoint_crc(bytes);
-        if stored != computed {
-            return Err(CorruptKind::Checksum { stored, computed });
-        }
-        let version = u16_at(bytes, 8);
-        if version != super::FORMAT_VERSION {
-            return Err(CorruptKind::UnsupportedVersion(version));
-        }
+        let bytes = check_header::<CHECKPOINT_LEN>(buf, CHECKPOINT_MAGIC)?;
         let checkpoint = Checkpoint {
             base_offset: u64_at(bytes, 16),
             end_offset: u64_at(bytes, 24),
@@ -79,13 +60,6 @@ impl Checkpoint {
         }
         Ok(checkpoint)
     }
-}
-
-fn checkpoint_crc(bytes: &[u8; CHECKPOINT_LEN]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&bytes[0..12]);
-    hasher.update(&bytes[16..CHECKPOINT_LEN]);
-    hasher.finalize()
 }
 
 #[cfg(test)]

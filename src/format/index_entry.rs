@@ -10,7 +10,8 @@
 //! Entries carry no checksum: an index is a hint, and every position it
 //! yields is verified against the record found there.
 
-use super::le::{u16_at, u32_at, u64_at};
+use super::le::{u32_at, u64_at};
+use super::{check_header, new_header, seal_header};
 use crate::error::CorruptKind;
 
 /// Bytes of an index file header; entries start here.
@@ -52,42 +53,15 @@ impl IndexKind {
 
 /// Encodes an index file header.
 pub fn encode_index_header(kind: IndexKind, base_offset: u64) -> [u8; INDEX_HEADER_LEN] {
-    let mut out = [0u8; INDEX_HEADER_LEN];
-    out[0..8].copy_from_slice(&kind.magic());
-    out[8..10].copy_from_slice(&super::FORMAT_VERSION.to_le_bytes());
+    let mut out = new_header::<INDEX_HEADER_LEN>(kind.magic());
     out[16..24].copy_from_slice(&base_offset.to_le_bytes());
-    let crc = index_header_crc(&out);
-    out[12..16].copy_from_slice(&crc.to_le_bytes());
+    seal_header(&mut out);
     out
-}
-
-fn index_header_crc(bytes: &[u8; INDEX_HEADER_LEN]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&bytes[0..12]);
-    hasher.update(&bytes[16..24]);
-    hasher.finalize()
 }
 
 /// Decodes an index header, returning the base offset it names.
 pub fn decode_index_header(kind: IndexKind, buf: &[u8]) -> Result<u64, CorruptKind> {
-    let Some(bytes) = buf.first_chunk::<INDEX_HEADER_LEN>() else {
-        return Err(CorruptKind::Truncated {
-            needed: INDEX_HEADER_LEN as u64,
-            available: buf.len() as u64,
-        });
-    };
-    if bytes[0..8] != kind.magic() {
-        return Err(CorruptKind::BadMagic);
-    }
-    let version = u16_at(bytes, 8);
-    if version != super::FORMAT_VERSION {
-        return Err(CorruptKind::UnsupportedVersion(version));
-    }
-    let stored = u32_at(bytes, 12);
-    let computed = index_header_crc(bytes);
-    if stored != computed {
-        return Err(CorruptKind::Checksum { stored, computed });
-    }
+    let bytes = check_header::<INDEX_HEADER_LEN>(buf, kind.magic())?;
     Ok(u64_at(bytes, 16))
 }
 

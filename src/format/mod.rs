@@ -8,6 +8,7 @@
 
 mod checkpoint;
 mod frame;
+mod header;
 mod index_entry;
 mod le;
 mod segment_header;
@@ -18,6 +19,7 @@ pub use frame::{
     FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
     encoded_len, frame_len,
 };
+pub(crate) use header::{check_header, new_header, seal_header};
 pub use index_entry::{
     INDEX_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry,
     decode_index_header, encode_index_header,

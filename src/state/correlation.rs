@@ -20,10 +20,10 @@ use std::io;
 use std::path::Path;
 
 use crate::error::CorruptKind;
+use crate::format::{check_header, new_header, seal_header};
 use crate::io::{MappedFile, Storage};
 
 const MAGIC: [u8; 8] = *b"LOGBUSCX";
-const VERSION: u16 = 1;
 const HEADER_LEN: usize = 48;
 const SLOT_LEN: usize = 24;
 const FLAG_CLEAN: u16 = 1;
@@ -49,24 +49,7 @@ pub struct CorrelationHeader {
 
 /// Decodes and checks a correlation index header.
 pub fn decode_correlation_header(bytes: &[u8]) -> Result<CorrelationHeader, CorruptKind> {
-    let Some(header) = bytes.first_chunk::<HEADER_LEN>() else {
-        return Err(CorruptKind::Truncated {
-            needed: HEADER_LEN as u64,
-            available: bytes.len() as u64,
-        });
-    };
-    if header[0..8] != MAGIC {
-        return Err(CorruptKind::BadMagic);
-    }
-    let stored = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
-    let computed = header_crc(header);
-    if stored != computed {
-        return Err(CorruptKind::Checksum { stored, computed });
-    }
-    let version = u16::from_le_bytes([header[8], header[9]]);
-    if version != VERSION {
-        return Err(CorruptKind::UnsupportedVersion(version));
-    }
+    let header = check_header::<HEADER_LEN>(bytes, MAGIC)?;
     let field = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap_or_default());
     let decoded = CorrelationHeader {
         capacity: field(16),
@@ -87,13 +70,6 @@ pub fn decode_correlation_header(bytes: &[u8]) -> Result<CorrelationHeader, Corr
         ));
     }
     Ok(decoded)
-}
-
-fn header_crc(header: &[u8; HEADER_LEN]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&header[0..12]);
-    hasher.update(&header[16..HEADER_LEN]);
-    hasher.finalize()
 }
 
 fn slot_of(id: u128, capacity: u64) -> u64 {
@@ -153,17 +129,13 @@ impl<B: AsRef<[u8]> + AsMut<[u8]>> CorrelationTable<B> {
 
     fn write_header(&mut self) {
         let h = self.header;
-        let out = self.bytes.as_mut();
-        out[0..8].copy_from_slice(&MAGIC);
-        out[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        let mut out = new_header::<HEADER_LEN>(MAGIC);
         out[10..12].copy_from_slice(&(if h.clean { FLAG_CLEAN } else { 0 }).to_le_bytes());
         out[16..24].copy_from_slice(&h.capacity.to_le_bytes());
         out[24..32].copy_from_slice(&h.count.to_le_bytes());
         out[32..40].copy_from_slice(&h.indexed_through.to_le_bytes());
-        out[40..48].fill(0);
-        let header: &[u8; HEADER_LEN] = out.first_chunk().unwrap_or(&[0; HEADER_LEN]);
-        let crc = header_crc(header);
-        out[12..16].copy_from_slice(&crc.to_le_bytes());
+        seal_header(&mut out);
+        self.bytes.as_mut()[..HEADER_LEN].copy_from_slice(&out);
     }
 
     fn slot(&self, index: u64) -> (u128, u64) {
