@@ -3,6 +3,7 @@
 //! Nothing here touches files directly: state goes through state logs.
 
 mod dead_letter;
+mod group_state;
 mod queue;
 mod request;
 mod retry;
@@ -16,8 +17,9 @@ pub use dead_letter::{
     HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
-pub(crate) use queue::summarize_group;
-pub use queue::{Delivery, Group, GroupOptions, GroupStats, GroupSummary};
+pub use group_state::GroupSummary;
+pub(crate) use group_state::summarize_group;
+pub use queue::{Delivery, Group, GroupOptions, GroupStats};
 pub(crate) use request::RequesterInner;
 pub use request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,

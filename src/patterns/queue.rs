@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use event_listener::Listener;
 
 use crate::error::{Error, Result};
-use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
+use crate::format::{EntryState, Failure, StateEvent};
 use crate::log::{Cursor, Position, now_ms};
 use crate::patterns::dead_letter::{DeadLetter, contains_dead_letter, dead_letter_topic};
+use crate::patterns::group_state::{Replay, push_failure};
 use crate::patterns::retry::RetryPolicy;
 use crate::patterns::subscription::StartAt;
 use crate::patterns::topic::{ConsumerId, GROUPS, Topic};
@@ -139,137 +140,6 @@ const DEAD_LETTER_HEADROOM_BYTES: u64 = 32 << 10;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn push_failure(failures: &mut Vec<Failure>, failure: Failure) {
-    if failures.len() == MAX_FAILURES_KEPT {
-        failures.remove(0);
-    }
-    failures.push(failure);
-}
-
-/// Group state rebuilt from its events.
-#[derive(Debug, Default)]
-struct Replay {
-    next_offset: u64,
-    entries: BTreeMap<u64, EntryState>,
-    leased: BTreeSet<u64>,
-    intents: BTreeMap<u64, u64>,
-}
-
-impl Replay {
-    fn new(events: &[StateEvent], start: u64) -> Replay {
-        let mut replay = Replay {
-            next_offset: start,
-            ..Replay::default()
-        };
-        for event in events {
-            replay.apply(event);
-        }
-        replay
-    }
-
-    fn entry(&mut self, offset: u64) -> &mut EntryState {
-        self.entries.entry(offset).or_insert_with(|| EntryState {
-            offset,
-            attempts: 0,
-            not_before_ms: 0,
-            done: false,
-            failures: Vec::new(),
-        })
-    }
-
-    fn apply(&mut self, event: &StateEvent) {
-        match event {
-            StateEvent::Snapshot { next_offset, entries } => {
-                self.next_offset = *next_offset;
-                self.entries = entries.iter().map(|e| (e.offset, e.clone())).collect();
-                self.leased.clear();
-                self.intents.clear();
-            }
-            StateEvent::Delivered { offset, attempt, .. } => {
-                // Deliveries persist out of order under concurrency: offsets
-                // skipped here were taken but never handed out.
-                for gap in self.next_offset..*offset {
-                    self.entry(gap);
-                }
-                self.next_offset = self.next_offset.max(offset + 1);
-                let entry = self.entry(*offset);
-                entry.attempts = entry.attempts.max(*attempt);
-                self.leased.insert(*offset);
-            }
-            StateEvent::Acked(offset) | StateEvent::DeadLettered(offset) => {
-                self.entry(*offset).done = true;
-                self.leased.remove(offset);
-                self.intents.remove(offset);
-            }
-            StateEvent::Released {
-                offset,
-                not_before_ms,
-                failure,
-            } => {
-                let entry = self.entry(*offset);
-                entry.not_before_ms = *not_before_ms;
-                push_failure(&mut entry.failures, failure.clone());
-                self.leased.remove(offset);
-            }
-            StateEvent::DeadIntent {
-                offset,
-                dlq_end,
-                failure,
-            } => {
-                let entry = self.entry(*offset);
-                if entry.failures.last() != Some(failure) {
-                    push_failure(&mut entry.failures, failure.clone());
-                }
-                // The intent settles the delivery: its failure is recorded.
-                self.leased.remove(offset);
-                self.intents.insert(*offset, *dlq_end);
-            }
-            StateEvent::Committed(_) => {}
-        }
-    }
-
-    fn low_watermark(&self) -> u64 {
-        self.entries
-            .values()
-            .find(|e| !e.done)
-            .map_or(self.next_offset, |e| e.offset)
-    }
-}
-
-/// The low watermark a group's state log leads to.
-pub(crate) fn recovered_low_watermark(events: &[StateEvent]) -> u64 {
-    Replay::new(events, 0).low_watermark()
-}
-
-/// A group's persisted state, as the dump tool shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupSummary {
-    /// Lowest offset not acked or dead-lettered.
-    pub low_watermark: u64,
-    /// Next offset never delivered.
-    pub next_offset: u64,
-    /// Delivered and not settled when the state was last written (leased,
-    /// or waiting for redelivery).
-    pub unsettled: usize,
-    /// Unsettled records delivered more than once.
-    pub retried: usize,
-    /// Dead-letter writes begun and not confirmed.
-    pub dead_letter_intents: usize,
-}
-
-/// Summarizes a group's state log events.
-pub(crate) fn summarize_group(events: &[StateEvent]) -> GroupSummary {
-    let replay = Replay::new(events, 0);
-    let unsettled = replay.entries.values().filter(|e| !e.done && e.attempts > 0);
-    GroupSummary {
-        low_watermark: replay.low_watermark(),
-        next_offset: replay.next_offset,
-        unsettled: unsettled.clone().count(),
-        retried: unsettled.filter(|e| e.attempts > 1).count(),
-        dead_letter_intents: replay.intents.len(),
-    }
 }
 
 impl Group {
