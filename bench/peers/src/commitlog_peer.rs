@@ -1,0 +1,144 @@
+//! commitlog 0.2: `append_msg` per message (a `MessageBuf` per batch in the
+//! batched case), reads through `CommitLog::read` in 64 KiB slices.
+//!
+//! commitlog never syncs its segment data (`flush()` only flushes the file
+//! handle and the index map), so the durable cases call `sync_data` on the
+//! active segment file after each append, outside the log's mutex. The
+//! queue's ack is a reader offset written to an ack file after each message.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use commitlog::message::{MessageBuf, MessageSet};
+use commitlog::{CommitLog, LogOptions, ReadLimit};
+
+use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads};
+
+fn open(dir: &Path) -> Res<CommitLog> {
+    let mut options = LogOptions::new(dir);
+    // One segment and one index for every case, so no roll interrupts a run
+    // and the durable cases know which file to sync.
+    options.segment_max_bytes(1 << 30).index_max_items(4_000_000);
+    Ok(CommitLog::new(options)?)
+}
+
+fn first_segment(dir: &Path) -> PathBuf {
+    dir.join(format!("{:020}.log", 0))
+}
+
+/// Reads every message from offset 0, calling `each` with the value and its
+/// offset.
+fn read_all(log: &CommitLog, mut each: impl FnMut(&[u8], u64) -> Res<()>) -> Res<()> {
+    let mut offset = 0;
+    while offset < log.next_offset() {
+        let slice = log.read(offset, ReadLimit::max_bytes(64 << 10))?;
+        if slice.is_empty() {
+            return Err(format!("empty read at offset {offset}").into());
+        }
+        for message in slice.iter() {
+            each(message.payload(), message.offset())?;
+            offset = message.offset() + 1;
+        }
+    }
+    Ok(())
+}
+
+fn verify(log: &CommitLog, spec: &Spec, ordered: bool) -> Res<Checked> {
+    let mut verifier = Verifier::new(spec.size);
+    read_all(log, |value, _| {
+        verifier.see(value);
+        Ok(())
+    })?;
+    verifier.check(spec.n, ordered)
+}
+
+fn append(log: &mut CommitLog, spec: &Spec, values: &Values, batched: bool) -> Res<Duration> {
+    let started = Instant::now();
+    if batched {
+        let mut slab = vec![0u8; BATCH * spec.size];
+        for first in (0..spec.n).step_by(BATCH) {
+            let count = BATCH.min((spec.n - first) as usize);
+            let slab = &mut slab[..count * spec.size];
+            values.fill_batch(first, slab);
+            let mut messages = MessageBuf::default();
+            for value in slab.chunks_exact(spec.size) {
+                messages.push(value).map_err(|e| format!("{e:?}"))?;
+            }
+            log.append(&mut messages)?;
+        }
+    } else {
+        let mut value = vec![0u8; spec.size];
+        for i in 0..spec.n {
+            values.fill(i, &mut value);
+            log.append_msg(&value)?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn durable(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+    let log = Mutex::new(open(dir)?);
+    let segment = File::open(first_segment(dir))?;
+    let (elapsed, latencies) = run_threads(spec.threads, spec.per_thread(), |_, i| {
+        let value = values.buffer(i);
+        log.lock().map_err(|_| "poisoned")?.append_msg(&value)?;
+        segment.sync_data()?;
+        Ok(())
+    })?;
+    let log = log.into_inner().map_err(|_| "poisoned")?;
+    let checked = verify(&log, spec, spec.threads == 1)?;
+    Ok(Outcome {
+        latencies,
+        ..Outcome::new(elapsed, checked)
+    })
+}
+
+fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+    let mut log = open(&dir.join("log"))?;
+    let acks = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.join("reader.ack"))?;
+    let started = Instant::now();
+    append(&mut log, spec, values, false)?;
+    let enqueued = started.elapsed();
+    let mut verifier = Verifier::new(spec.size);
+    read_all(&log, |value, offset| {
+        verifier.see(value);
+        acks.write_at(&(offset + 1).to_le_bytes(), 0)?;
+        Ok(())
+    })?;
+    let elapsed = started.elapsed();
+    let checked = verifier.check(spec.n, true)?;
+    Ok(Outcome {
+        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
+        ..Outcome::new(elapsed, checked)
+    })
+}
+
+pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
+    let values = Values::new(spec.size);
+    let outcome = match spec.workload {
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
+            let mut log = open(dir)?;
+            let elapsed = append(&mut log, spec, &values, spec.workload == Workload::AppendBatch100)?;
+            Outcome::new(elapsed, verify(&log, spec, true)?)
+        }
+        Workload::Read100 => {
+            let mut log = open(dir)?;
+            append(&mut log, spec, &values, true)?;
+            let started = Instant::now();
+            let checked = verify(&log, spec, true)?;
+            Outcome::new(started.elapsed(), checked)
+        }
+        Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => durable(dir, spec, &values)?,
+        Workload::Queue => queue(dir, spec, &values)?,
+        Workload::RequestReply => return Ok(None),
+    };
+    Ok(Some(outcome))
+}

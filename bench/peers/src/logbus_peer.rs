@@ -1,0 +1,166 @@
+//! logbus: a `Log` under `Durability::Os` (appends, reads), `Durability::Always`
+//! (durable cases, group commit), and for the queue a topic with a consumer
+//! group, both under `Durability::Os`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use logbus::{Bus, BusOptions, Durability, GroupOptions, Log, LogOptions, Position, Record, TopicOptions};
+
+use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads, timed_ops};
+
+fn open(dir: &Path, durability: Durability) -> Res<Log> {
+    Ok(Log::open(dir, LogOptions::default().durability(durability))?)
+}
+
+fn verify(log: &Log, spec: &Spec, ordered: bool) -> Res<Checked> {
+    let mut verifier = Verifier::new(spec.size);
+    let mut cursor = log.cursor(Position::Earliest)?;
+    while let Some(record) = cursor.next()? {
+        verifier.see(record.value());
+    }
+    verifier.check(spec.n, ordered)
+}
+
+fn append(log: &Log, spec: &Spec, values: &Values, batched: bool) -> Res<Duration> {
+    let started = Instant::now();
+    if batched {
+        let mut slab = vec![0u8; BATCH * spec.size];
+        for first in (0..spec.n).step_by(BATCH) {
+            let count = BATCH.min((spec.n - first) as usize);
+            let slab = &mut slab[..count * spec.size];
+            values.fill_batch(first, slab);
+            let records: Vec<Record> = slab.chunks_exact(spec.size).map(Record::new).collect();
+            log.append_batch(&records)?;
+        }
+    } else {
+        let mut value = vec![0u8; spec.size];
+        for i in 0..spec.n {
+            values.fill(i, &mut value);
+            log.append(&Record::new(&value))?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+    let topic_options = TopicOptions::default().durability(Durability::Os);
+    let bus = Bus::open(dir, BusOptions::default().topic_defaults(topic_options))?;
+    let topic = bus.topic("jobs")?;
+    let group = topic.group("workers", GroupOptions::default())?;
+    let started = Instant::now();
+    let mut value = vec![0u8; spec.size];
+    for i in 0..spec.n {
+        values.fill(i, &mut value);
+        topic.publish(&Record::new(&value))?;
+    }
+    let enqueued = started.elapsed();
+    let mut verifier = Verifier::new(spec.size);
+    while verifier.count() < spec.n {
+        let Some(delivery) = group.try_recv()? else {
+            return Err(format!("the group ran dry after {} deliveries", verifier.count()).into());
+        };
+        verifier.see(delivery.record().value());
+        delivery.ack()?;
+    }
+    let elapsed = started.elapsed();
+    let checked = verifier.check(spec.n, true)?;
+    let stats = group.stats()?;
+    if stats.lag != 0 || stats.in_flight != 0 {
+        return Err(format!("after acking everything: {stats:?}").into());
+    }
+    bus.close()?;
+    Ok(Outcome {
+        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
+        ..Outcome::new(elapsed, checked)
+    })
+}
+
+/// A responder thread echoes each request; the client times each round
+/// trip and checks the echoed value.
+fn request_reply(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+    let topic_options = TopicOptions::default().durability(Durability::Os);
+    let bus = Bus::open(dir, BusOptions::default().topic_defaults(topic_options))?;
+    let responder = bus.responder("echo")?;
+    let client = bus.requester("client")?;
+    let n = spec.n;
+    let server = std::thread::spawn(move || -> logbus::Result<u64> {
+        let mut served = 0;
+        while served < n {
+            let Some(request) = responder.recv(Duration::from_secs(10))? else {
+                break;
+            };
+            let value = request.record().value_bytes();
+            request.reply(&Record::new(&value[..]))?;
+            served += 1;
+        }
+        Ok(served)
+    });
+    let mut verifier = Verifier::new(spec.size);
+    let started = Instant::now();
+    let latencies = timed_ops(0, n, |i| {
+        let value = values.buffer(i);
+        let reply = client.request("echo", &Record::new(&value), Duration::from_secs(10))?;
+        verifier.see(reply.value());
+        Ok(())
+    })?;
+    let elapsed = started.elapsed();
+    let served = server.join().map_err(|_| "the responder panicked")??;
+    if served != n {
+        return Err(format!("the responder served {served} of {n}").into());
+    }
+    let checked = verifier.check(n, true)?;
+    bus.close()?;
+    Ok(Outcome {
+        latencies,
+        ..Outcome::new(elapsed, checked)
+    })
+}
+
+pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
+    let values = Values::new(spec.size);
+    let outcome = match spec.workload {
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
+            let log = open(dir, Durability::Os)?;
+            let elapsed = append(&log, spec, &values, spec.workload == Workload::AppendBatch100)?;
+            let checked = verify(&log, spec, true)?;
+            log.close()?;
+            Outcome::new(elapsed, checked)
+        }
+        Workload::Read100 => {
+            let log = open(dir, Durability::Os)?;
+            append(&log, spec, &values, true)?;
+            let started = Instant::now();
+            let checked = verify(&log, spec, true)?;
+            let elapsed = started.elapsed();
+            log.close()?;
+            Outcome::new(elapsed, checked)
+        }
+        Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => {
+            let log = open(dir, Durability::Always)?;
+            let (elapsed, latencies) = run_threads(spec.threads, spec.per_thread(), |_, i| {
+                let value = values.buffer(i);
+                log.append(&Record::new(&value))?;
+                Ok(())
+            })?;
+            let checked = verify(&log, spec, spec.threads == 1)?;
+            let syncs = log.sync_stats();
+            log.close()?;
+            Outcome {
+                latencies,
+                extra: vec![
+                    ("syncs", syncs.syncs as f64),
+                    (
+                        "sync_mean_us",
+                        syncs.total.as_secs_f64() * 1e6 / syncs.syncs.max(1) as f64,
+                    ),
+                    ("sync_max_us", syncs.max.as_secs_f64() * 1e6),
+                ],
+                ..Outcome::new(elapsed, checked)
+            }
+        }
+        Workload::Queue => queue(dir, spec, &values)?,
+        Workload::RequestReply => request_reply(dir, spec, &values)?,
+    };
+    Ok(Some(outcome))
+}

@@ -1,0 +1,213 @@
+//! The markdown tables: medians with min-max over the repetitions, and each
+//! peer's ratio to the naive baseline of the same repetition.
+
+use std::fmt::Write as _;
+
+use crate::common::Workload;
+
+/// One case's result, parsed back from its JSON line.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub rep: usize,
+    pub workload: String,
+    pub peer: String,
+    /// msg/s, or MB/s for the 1 KiB append.
+    pub value: Option<f64>,
+    pub p50_us: Option<f64>,
+    pub p99_us: Option<f64>,
+    pub p999_us: Option<f64>,
+    pub unsupported: bool,
+    pub error: Option<String>,
+}
+
+/// The number after `"key":` in one of our own JSON lines.
+fn number(line: &str, key: &str) -> Option<f64> {
+    let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    rest[..end].trim().parse().ok()
+}
+
+fn string(line: &str, key: &str) -> Option<String> {
+    let start = line.find(&format!("\"{key}\":\""))? + key.len() + 4;
+    let rest = &line[start..];
+    let mut out = String::new();
+    let mut escaped = false;
+    for c in rest.chars() {
+        match (escaped, c) {
+            (false, '\\') => escaped = true,
+            (false, '"') => return Some(out),
+            (_, c) => {
+                out.push(c);
+                escaped = false;
+            }
+        }
+    }
+    Some(out)
+}
+
+impl Case {
+    pub fn parse(rep: usize, line: &str) -> Case {
+        let workload = string(line, "workload").unwrap_or_default();
+        let megabytes = Workload::parse(&workload).is_some_and(Workload::in_megabytes);
+        Case {
+            rep,
+            value: number(line, if megabytes { "mb_s" } else { "rate" }),
+            p50_us: number(line, "p50_us"),
+            p99_us: number(line, "p99_us"),
+            p999_us: number(line, "p999_us"),
+            unsupported: line.contains("\"unsupported\":true"),
+            error: string(line, "error"),
+            peer: string(line, "peer").unwrap_or_default(),
+            workload,
+        }
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// 1234567 -> "1.23M", 45678 -> "45.7k", 12.3 -> "12.3".
+pub fn human(value: f64) -> String {
+    let (scaled, suffix) = if value >= 1e6 {
+        (value / 1e6, "M")
+    } else if value >= 1e3 {
+        (value / 1e3, "k")
+    } else {
+        (value, "")
+    };
+    let digits = if scaled >= 100.0 {
+        0
+    } else if scaled >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{scaled:.digits$}{suffix}")
+}
+
+fn micros(us: f64) -> String {
+    if us >= 1000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{us:.0} µs")
+    }
+}
+
+fn cases<'a>(all: &'a [Case], workload: &str, peer: &str) -> Vec<&'a Case> {
+    all.iter()
+        .filter(|c| c.workload == workload && c.peer == peer)
+        .collect()
+}
+
+fn cell(all: &[Case], workload: Workload, peer: &str) -> String {
+    let mine = cases(all, workload.name(), peer);
+    if mine.iter().any(|c| c.unsupported) {
+        return "none".into();
+    }
+    if let Some(error) = mine.iter().find_map(|c| c.error.as_ref()) {
+        return format!("failed ({})", error.chars().take(60).collect::<String>());
+    }
+    let mut values: Vec<f64> = mine.iter().filter_map(|c| c.value).collect();
+    if values.is_empty() {
+        return "-".into();
+    }
+    let (low, high) = values
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+    let mid = median(&mut values);
+    let mut text = format!("{} ({}-{})", human(mid), human(low), human(high));
+    if peer != "naive" {
+        let baseline = cases(all, workload.name(), "naive");
+        let mut ratios: Vec<f64> = mine
+            .iter()
+            .filter_map(|c| {
+                let naive = baseline.iter().find(|b| b.rep == c.rep)?.value?;
+                Some(c.value? / naive)
+            })
+            .collect();
+        if !ratios.is_empty() {
+            let _ = write!(text, " **{:.2}x**", median(&mut ratios));
+        }
+    }
+    text
+}
+
+fn latency_cell(all: &[Case], workload: Workload, peer: &str) -> String {
+    let mine = cases(all, workload.name(), peer);
+    if mine.iter().any(|c| c.unsupported) {
+        return "none".into();
+    }
+    let pick = |f: fn(&Case) -> Option<f64>| {
+        let mut values: Vec<f64> = mine.iter().filter_map(|c| f(c)).collect();
+        (!values.is_empty()).then(|| micros(median(&mut values)))
+    };
+    match (pick(|c| c.p50_us), pick(|c| c.p99_us), pick(|c| c.p999_us)) {
+        (Some(p50), Some(p99), Some(p999)) => format!("{p50} / {p99} / {p999}"),
+        _ => "-".into(),
+    }
+}
+
+fn display(peer: &str) -> &str {
+    match peer {
+        "naive" => "naive frames",
+        "commitlog" => "commitlog 0.2",
+        "sqlite" => "SQLite WAL",
+        "redb" => "redb 4",
+        "fjall" => "fjall 3",
+        "yaque" => "yaque 0.6",
+        other => other,
+    }
+}
+
+fn header(out: &mut String, peers: &[String]) {
+    out.push_str("| workload |");
+    for peer in peers {
+        let _ = write!(out, " {} |", display(peer));
+    }
+    out.push_str("\n| --- |");
+    for _ in peers {
+        out.push_str(" ---: |");
+    }
+    out.push('\n');
+}
+
+/// The throughput table and the durable latency table.
+pub fn tables(all: &[Case], peers: &[String], workloads: &[Workload], reps: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Median of {reps} (min-max); **bold**: median over repetitions of the ratio to naive frames in the same repetition.\n"
+    );
+    header(&mut out, peers);
+    for &workload in workloads {
+        let _ = write!(out, "| {} |", workload.title());
+        for peer in peers {
+            let _ = write!(out, " {} |", cell(all, workload, peer));
+        }
+        out.push('\n');
+    }
+    let timed: Vec<Workload> = workloads.iter().copied().filter(|w| w.has_latency()).collect();
+    if !timed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nLatency per operation, p50 / p99 / p99.9 (median of {reps}):\n"
+        );
+        header(&mut out, peers);
+        for workload in timed {
+            let _ = write!(out, "| {} |", workload.title().trim_end_matches(" (msg/s)"));
+            for peer in peers {
+                let _ = write!(out, " {} |", latency_cell(all, workload, peer));
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
