@@ -231,3 +231,26 @@ fn unreadable_input_exits_with_two_and_says_why() {
     std::fs::write(&other, b"hi").unwrap();
     assert_eq!(dump(&[other.to_str().unwrap()]).0, 2);
 }
+
+#[test]
+fn dump_reads_a_bus_while_its_owner_has_it_open_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("live").unwrap();
+    for i in 0..5 {
+        topic.publish(&Record::new(&format!("event {i}"))).unwrap();
+    }
+    let (code, out, err) = dump(&[dir.path().to_str().unwrap(), "--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("topic topic=live start_offset=0 end_offset=5"),
+        "{out}"
+    );
+    // The owner still holds its lock and keeps working.
+    topic.publish(&Record::new(b"after the dump")).unwrap();
+    assert!(matches!(
+        Bus::open(dir.path(), BusOptions::default()),
+        Err(logbus::Error::Locked(_))
+    ));
+    assert_eq!(topic.end_offset(), 6);
+}
