@@ -33,6 +33,7 @@
 //! | that entry does not point at a valid frame with its offset, or the last time entry names a record past the end | treat the index as invalid (next row) |
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
+//! | that scan meets a bad frame or an offset gap below a checkpoint of this segment (synced data) | `Error::Corrupt`, nothing truncated |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
 //! | I/O error anywhere | abort the open |
 
@@ -386,6 +387,13 @@ fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<
     Ok((!hint_wrong && !time_wrong).then_some((position, scan)))
 }
 
+/// Whether a frame that decodes starts anywhere after `position`.
+fn frame_follows(segment: &Segment, position: u64, len: u64) -> Result<bool> {
+    let mut bytes = vec![0u8; (len - position) as usize];
+    crate::io::read_exact_at(segment.file().as_ref(), &mut bytes, position)?;
+    Ok((1..bytes.len()).any(|at| crate::format::decode_frame(&bytes[at..]).is_ok()))
+}
+
 /// After a crash: scans only what was written after the last durable
 /// checkpoint of this segment. `None` if the checkpoint names another
 /// segment, lies beyond the file, or the indexes' headers are invalid.
@@ -427,6 +435,16 @@ fn recover_active(
     };
     report.scanned_bytes += len.saturating_sub(start);
     if let Some((position, reason)) = scan.stop {
+        // Below a checkpoint of this segment the bytes were synced: damage
+        // there with whole frames after it is corruption of acknowledged
+        // data, not a torn tail, and cutting it off would lose every record
+        // after it.
+        let durable_end = checkpoint
+            .filter(|c| c.base_offset == segment.base())
+            .map_or(0, |c| c.end_pos);
+        if position < durable_end && frame_follows(segment, position, len)? {
+            return Err(Error::corrupt(segment.path(), position, reason));
+        }
         segment.file().set_len(position)?;
         segment.file().sync_all()?;
         trace_event!(warn, file = %segment.path().display(), position, bytes = len - position, reason = %reason, "recovery truncated a torn or corrupt tail");
