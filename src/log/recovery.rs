@@ -33,7 +33,7 @@
 //! | that entry does not point at a valid frame with its offset, or the last time entry names a record past the end | treat the index as invalid (next row) |
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
-//! | that scan meets a bad frame or an offset gap below a checkpoint of this segment (synced data) | `Error::Corrupt`, nothing truncated |
+//! | that scan meets a bad frame below a checkpoint of this segment (synced data) with whole frames after it | `Error::Corrupt`, nothing truncated |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
 //! | I/O error anywhere | abort the open |
 
