@@ -110,6 +110,7 @@ impl Log {
             .ok_or_else(|| Error::Locked(dir.clone()))?;
         let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
+        active.reserve(&options);
         let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir, &active)?;
         checkpoint.record(&active, active.limit(), false)?;
         storage.sync_dir(&dir)?;
@@ -408,7 +409,7 @@ impl Shared {
     fn roll(&self, writer: &mut Writer) -> Result<()> {
         let sealed = writer.active.clone();
         let extent = writer.extent();
-        if let Err(e) = sealed.file().sync_data() {
+        if let Err(e) = sealed.trim(extent.end_pos) {
             self.commit
                 .poison(format!("sync failed while sealing a segment: {e}"));
             return Err(e.into());
@@ -456,6 +457,7 @@ impl Shared {
             now_ms(),
         )?;
         storage.sync_dir(&self.dir)?;
+        segment.reserve(&self.options);
         Ok(segment)
     }
 
@@ -511,7 +513,7 @@ impl Shared {
     fn write_clean_marker(&self) -> Result<()> {
         let writer = self.writer();
         self.commit.check()?;
-        writer.active.file().sync_data()?;
+        writer.active.trim(writer.position)?;
         self.checkpoint.record(&writer.active, writer.extent(), true)?;
         writer.active.indexes().seal()?;
         let storage = self.options.storage.as_ref();
