@@ -566,8 +566,10 @@ fn concurrent_appenders_under_always_share_syncs() {
         syncs < appends,
         "every append synced on its own: {syncs} syncs for {appends} appends"
     );
+    // Without gathering, the appenders split into two cohorts taking turns
+    // (about 4 appends per sync here); gathered, nearly all 8 share each.
     assert!(
-        syncs * 2 < appends,
+        syncs * 5 < appends,
         "too little sharing: {syncs} syncs for {appends} appends"
     );
     crash(&sim, log, 3);
