@@ -97,13 +97,14 @@ pub fn walk_segment(bytes: Bytes) -> SegmentWalk {
                 }
                 expected = Some(view.offset + 1);
                 let frame = bytes.slice(position..position + view.len);
-                let record = StoredRecord::from_frame(&frame, &view);
+                let len = view.len;
+                let record = StoredRecord::from_frame(frame, view);
                 walk.frames.push(FrameInfo {
                     position: position as u64,
-                    len: view.len,
+                    len,
                     record,
                 });
-                position += view.len;
+                position += len;
             }
             Err(error) => {
                 let kind = match error {

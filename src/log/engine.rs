@@ -8,7 +8,7 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,6 +57,9 @@ pub(crate) struct Shared {
     dir: PathBuf,
     options: LogOptions,
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// The first segment's base, kept beside the list so that readers
+    /// check it per record without taking the list's lock.
+    start: AtomicU64,
     writer: Mutex<Writer>,
     commit: GroupCommit,
     pub(crate) appended: Event,
@@ -125,6 +128,7 @@ impl Log {
                 roll_pending: false,
             }),
             commit: GroupCommit::new(extent.end_offset),
+            start: AtomicU64::new(recovered.segments.first().map_or(0, |s| s.base())),
             segments: RwLock::new(recovered.segments),
             report: recovered.report,
             appended: Event::new(),
@@ -273,7 +277,7 @@ impl Shared {
     }
 
     pub(crate) fn start_offset(&self) -> u64 {
-        self.segments().first().map_or(0, |s| s.base())
+        self.start.load(Ordering::Acquire)
     }
 
     pub(crate) fn end_offset(&self) -> u64 {
@@ -479,7 +483,10 @@ impl Shared {
                 })
                 .collect();
             let count = segments_to_remove(&summaries, rules, now_ms());
-            segments.drain(..count).collect()
+            let removed = segments.drain(..count).collect();
+            self.start
+                .store(segments.first().map_or(0, |s| s.base()), Ordering::Release);
+            removed
         };
         if removed.is_empty() {
             return Ok(0);
