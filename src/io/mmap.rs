@@ -161,6 +161,31 @@ impl WriteWindow {
     }
 }
 
+/// Starts writeback of `[pos, pos + len)` of `file` (`sync_file_range`
+/// with `SYNC_FILE_RANGE_WRITE`): returns once the I/O is queued, without
+/// waiting for it and without any durability promise.
+#[cfg(target_os = "linux")]
+pub(super) fn start_writeback(file: &File, pos: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(pos), libc::off64_t::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: `sync_file_range` takes a file descriptor, integers and
+    // flags; the descriptor is open for as long as `file` lives.
+    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere writeback is left to the operating system.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn start_writeback(_file: &File, _pos: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
 /// Reserves blocks for `[from, to)`, extending the file's length to `to`.
 #[cfg(target_os = "linux")]
 fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {

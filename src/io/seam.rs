@@ -52,6 +52,13 @@ pub trait StorageFile: Send + Sync + Debug {
         let _ = len;
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Starts writing back `len` bytes from `pos` without waiting for them
+    /// (a hint: a later sync then has less to wait for). The default does
+    /// nothing.
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        let _ = (pos, len);
+        Ok(())
+    }
     /// Makes written data durable (fdatasync), including data written
     /// into a preallocated file's mapping.
     fn sync_data(&self) -> io::Result<()>;

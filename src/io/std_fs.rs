@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::mmap::{MmapFile, WriteWindow};
+use super::mmap::{MmapFile, WriteWindow, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// Storage on the operating system's file system. Files are created with
@@ -114,6 +114,10 @@ impl StorageFile for StdFile {
         *window = None;
         *window = Some(WriteWindow::reserve(&self.file, len)?);
         Ok(())
+    }
+
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        start_writeback(&self.file, pos, len)
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -27,6 +27,25 @@ use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
 use crate::io::LockGuard;
 use crate::record::{Record, StoredRecord};
 
+/// Without per-append syncs, writeback of the active segment is started
+/// every this many bytes, so the sync when it is sealed (and `flush`) finds
+/// little left to write instead of the whole segment.
+const WRITEBACK_STEP_BYTES: u64 = 4 << 20;
+
+/// Starts writeback of what the writer wrote since the last step, once a
+/// step's worth has piled up. Only a hint: failures are ignored (the next
+/// sync reports any real one).
+fn start_writeback(writer: &mut Writer) {
+    let pending = writer.position - writer.writeback_from;
+    if pending >= WRITEBACK_STEP_BYTES {
+        let _ = writer
+            .active
+            .file()
+            .start_writeback(writer.writeback_from, pending);
+        writer.writeback_from = writer.position;
+    }
+}
+
 /// Name of the lock file in a log directory.
 const LOCK_FILE: &str = ".lock";
 
@@ -75,6 +94,9 @@ struct Writer {
     active: Arc<Segment>,
     next_offset: u64,
     position: u64,
+    /// Writeback of the active segment was started up to here (see
+    /// `WRITEBACK_STEP_BYTES`).
+    writeback_from: u64,
     frames: Vec<u8>,
     placed: Vec<(u64, i64)>,
     /// The active segment is sealed but its successor could not be
@@ -126,6 +148,7 @@ impl Log {
                 frames: Vec::new(),
                 placed: Vec::new(),
                 roll_pending: false,
+                writeback_from: extent.end_pos,
             }),
             commit: GroupCommit::new(extent.end_offset),
             start: AtomicU64::new(recovered.segments.first().map_or(0, |s| s.base())),
@@ -359,6 +382,7 @@ impl Shared {
         if self.options.durability != Durability::Always {
             writer.active.advance_limit(extent);
             self.appended.notify(usize::MAX);
+            start_writeback(writer);
         }
         Ok(extent)
     }
@@ -438,6 +462,7 @@ impl Shared {
         self.segments_mut().push(next.clone());
         writer.active = next;
         writer.position = SEGMENT_HEADER_LEN as u64;
+        writer.writeback_from = writer.position;
         writer.roll_pending = false;
         if let Err(e) = self.checkpoint.record(&writer.active, writer.extent(), true) {
             self.commit
