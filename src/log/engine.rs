@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use event_listener::Event;
-
+use super::activity::Activity;
 use super::checkpoint::CheckpointWriter;
 use super::durability::{GroupCommit, SyncStats};
 use super::options::{Durability, LogOptions};
@@ -81,7 +80,7 @@ pub(crate) struct Shared {
     start: AtomicU64,
     writer: Mutex<Writer>,
     commit: GroupCommit,
-    pub(crate) appended: Event,
+    pub(crate) activity: Activity,
     closed: AtomicBool,
     report: RecoveryReport,
     flusher: Mutex<Option<Flusher>>,
@@ -154,7 +153,7 @@ impl Log {
             start: AtomicU64::new(recovered.segments.first().map_or(0, |s| s.base())),
             segments: RwLock::new(recovered.segments),
             report: recovered.report,
-            appended: Event::new(),
+            activity: Activity::default(),
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
             lock: Mutex::new(Some(guard)),
@@ -224,8 +223,8 @@ impl Log {
     /// Notified whenever records become readable or the log closes. The
     /// pattern layer also notifies it when a redelivery becomes possible,
     /// so every waiter on a topic waits on one event.
-    pub(crate) fn activity(&self) -> &Event {
-        &self.shared.appended
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.shared.activity
     }
 
     /// Counters of the syncs group commit has run (fsync latency).
@@ -381,7 +380,7 @@ impl Shared {
         let extent = writer.extent();
         if self.options.durability != Durability::Always {
             writer.active.advance_limit(extent);
-            self.appended.notify(usize::MAX);
+            self.activity.notify();
             start_writeback(writer);
         }
         Ok(extent)
@@ -424,7 +423,7 @@ impl Shared {
         segment.file().sync_data()?;
         segment.advance_limit(extent);
         self.checkpoint.record(&segment, extent, false)?;
-        self.appended.notify(usize::MAX);
+        self.activity.notify();
         Ok(extent.end_offset)
     }
 
@@ -469,7 +468,7 @@ impl Shared {
                 .poison(format!("could not write the recovery checkpoint: {e}"));
             return Err(e.into());
         }
-        self.appended.notify(usize::MAX);
+        self.activity.notify();
         self.enforce_retention(RetentionRules::default())?;
         Ok(())
     }
@@ -536,7 +535,7 @@ impl Shared {
         if let Some(flusher) = lock(&self.flusher).take() {
             flusher.stop();
         }
-        self.appended.notify(usize::MAX);
+        self.activity.notify();
         let result = self.write_clean_marker();
         lock(&self.lock).take();
         result

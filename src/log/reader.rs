@@ -9,8 +9,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
-
 use super::engine::Shared;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
 use super::segment::{Extent, Segment};
@@ -202,13 +200,15 @@ impl Cursor {
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            let listener = self.log.appended.listen();
+            let log = self.log.clone();
+            let waiter = log.activity.waiter();
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            if listener.wait_deadline(deadline).is_none() {
-                return self.next();
+            if Instant::now() >= deadline {
+                return Ok(None);
             }
+            waiter.wait_until(deadline);
         }
     }
 
