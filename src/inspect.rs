@@ -53,6 +53,10 @@ pub struct SegmentWalk {
     pub problems: Vec<Problem>,
     /// Length of the file.
     pub file_len: u64,
+    /// Zeros from the end of the frames to the end of the file: space
+    /// preallocated for appends (an open or crashed log's active segment),
+    /// not damage.
+    pub unused_tail: u64,
 }
 
 /// Walks a segment's bytes: the header, then every frame. After a bad
@@ -66,11 +70,16 @@ pub fn walk_segment(bytes: Bytes) -> SegmentWalk {
         frames: Vec::new(),
         problems: Vec::new(),
         file_len: bytes.len() as u64,
+        unused_tail: 0,
     };
     let mut expected = walk.header.as_ref().ok().map(|h| h.base_offset);
     let mut position = SEGMENT_HEADER_LEN.min(bytes.len());
     while position < bytes.len() {
         let rest = &bytes[position..];
+        if rest.iter().all(|&b| b == 0) {
+            walk.unused_tail = rest.len() as u64;
+            break;
+        }
         match decode_frame(rest) {
             Ok(view) => {
                 if let Some(want) = expected
@@ -88,13 +97,14 @@ pub fn walk_segment(bytes: Bytes) -> SegmentWalk {
                 }
                 expected = Some(view.offset + 1);
                 let frame = bytes.slice(position..position + view.len);
-                let record = StoredRecord::from_frame(&frame, &view);
+                let len = view.len;
+                let record = StoredRecord::from_frame(frame, view);
                 walk.frames.push(FrameInfo {
                     position: position as u64,
-                    len: view.len,
+                    len,
                     record,
                 });
-                position += view.len;
+                position += len;
             }
             Err(error) => {
                 let kind = match error {

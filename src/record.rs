@@ -1,6 +1,8 @@
 //! Records: [`Record`] is what callers append (borrowed, zero-copy on the
-//! write path); [`StoredRecord`] is what reads return (slices of the frame
-//! read from disk, shared without copying).
+//! write path); [`StoredRecord`] is what reads return (the frame read from
+//! disk, shared without copying, and where its fields lie in it).
+
+use std::ops::Range;
 
 use bytes::Bytes;
 
@@ -76,55 +78,51 @@ impl<'a> Record<'a> {
 /// A record read back from a log. Cloning is cheap: the bytes are shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
-    offset: u64,
-    timestamp: i64,
-    header_count: u16,
-    key: Bytes,
-    headers: Bytes,
-    value: Bytes,
+    /// The whole frame: one shared buffer per record, however many fields.
+    frame: Bytes,
+    /// Where the fields lie in `frame` (checked when it was decoded).
+    view: FrameView,
 }
 
 impl StoredRecord {
-    /// Builds the record from a decoded frame and the frame's bytes.
-    pub(crate) fn from_frame(frame: &Bytes, view: &FrameView) -> Self {
-        StoredRecord {
-            offset: view.offset,
-            timestamp: view.timestamp,
-            header_count: view.header_count,
-            key: frame.slice(view.key.clone()),
-            headers: frame.slice(view.headers.clone()),
-            value: frame.slice(view.value.clone()),
-        }
+    /// Builds the record from a frame's bytes and their decoded layout.
+    pub(crate) fn from_frame(frame: Bytes, view: FrameView) -> Self {
+        StoredRecord { frame, view }
+    }
+
+    /// The bytes of one field (the decoder checked that it lies in the frame).
+    fn field(&self, range: &Range<usize>) -> &[u8] {
+        self.frame.get(range.clone()).unwrap_or_default()
     }
 
     /// The record's offset in its log.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.view.offset
     }
 
     /// Milliseconds since the Unix epoch.
     pub fn timestamp(&self) -> i64 {
-        self.timestamp
+        self.view.timestamp
     }
 
     /// The key (empty if none was set).
     pub fn key(&self) -> &[u8] {
-        &self.key
+        self.field(&self.view.key)
     }
 
     /// The value.
     pub fn value(&self) -> &[u8] {
-        &self.value
+        self.field(&self.view.value)
     }
 
     /// The value as shared bytes, without copying.
     pub fn value_bytes(&self) -> Bytes {
-        self.value.clone()
+        self.frame.slice_ref(self.value())
     }
 
     /// The headers, in the order they were added.
     pub fn headers(&self) -> HeaderIter<'_> {
-        HeaderIter::new(&self.headers, self.header_count)
+        HeaderIter::new(self.field(&self.view.headers), self.view.header_count)
     }
 
     /// The first header named `name`.

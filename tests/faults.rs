@@ -9,7 +9,8 @@
 //!   records stay readable, and reopening recovers everything acknowledged;
 //! - disk full fails only the append that hit it: the partial frame is cut
 //!   off, the log is not poisoned and works again once space is freed, also
-//!   when the disk fills while a new segment is being created;
+//!   when the disk fills while a new segment is being created; and it cannot
+//!   fail an append inside a preallocated segment at all;
 //! - concurrent appenders under `Durability::Always` share fsyncs;
 //! - `Durability::Interval` syncs in the background, and `Durability::Os`
 //!   plus `flush()` makes everything appended before the flush durable;
@@ -259,9 +260,15 @@ fn failed_sync_under_concurrent_appenders_acknowledges_nothing_after_it() {
     }
 }
 
-/// A log with `count` acknowledged records, and their values.
+/// Options for a log whose segments are not preallocated, so every append
+/// grows the file and a full disk can fail it (or the roll) part-way.
+fn unreserved(sim: &SimStorage, segment_bytes: u64) -> LogOptions {
+    options(sim, Durability::Always, segment_bytes).preallocate(false)
+}
+
+/// An unreserved log with `count` acknowledged records, and their values.
 fn log_with_records(sim: &SimStorage, segment_bytes: u64, count: u64) -> (Log, Vec<Vec<u8>>) {
-    let log = Log::open(DIR, options(sim, Durability::Always, segment_bytes)).unwrap();
+    let log = Log::open(DIR, unreserved(sim, segment_bytes)).unwrap();
     let values: Vec<Vec<u8>> = (0..count).map(|i| value("d", i, 40)).collect();
     for (i, v) in values.iter().enumerate() {
         assert_eq!(log.append(&record(v)).unwrap(), i as u64);
@@ -293,7 +300,7 @@ fn disk_full_mid_frame_fails_the_append_removes_the_partial_frame_and_keeps_the_
             assert_eq!(log.end_offset(), 5, "{context}");
             if power_loss {
                 crash(&sim, log, room);
-                let log = Log::open(DIR, options(&sim, Durability::Always, 64 << 10)).unwrap();
+                let log = Log::open(DIR, unreserved(&sim, 64 << 10)).unwrap();
                 assert_holds(&log, &values, 0, &context);
                 continue;
             }
@@ -306,14 +313,14 @@ fn disk_full_mid_frame_fails_the_append_removes_the_partial_frame_and_keeps_the_
             values.push(big.clone());
             assert_holds(&log, &values, 0, &context);
             drop(log);
-            let log = Log::open(DIR, options(&sim, Durability::Always, 64 << 10)).unwrap();
+            let log = Log::open(DIR, unreserved(&sim, 64 << 10)).unwrap();
             assert!(
                 log.recovery_report().truncations.is_empty(),
                 "{context}: garbage on disk"
             );
             assert_holds(&log, &values, 0, &context);
             crash(&sim, log, room);
-            let log = Log::open(DIR, options(&sim, Durability::Always, 64 << 10)).unwrap();
+            let log = Log::open(DIR, unreserved(&sim, 64 << 10)).unwrap();
             assert_holds(&log, &values, 0, &context);
         }
     }
@@ -388,11 +395,11 @@ fn disk_full_while_rolling_fails_the_append_without_poisoning_and_leaves_no_stra
         assert_holds(&log, &values, 0, &context);
         drop(log);
         assert_segments_whole(&sim, &context);
-        let log = Log::open(DIR, options(&sim, Durability::Always, SEGMENT))
+        let log = Log::open(DIR, unreserved(&sim, SEGMENT))
             .unwrap_or_else(|e| panic!("{context}: reopen failed: {e}"));
         assert_holds(&log, &values, 0, &context);
         crash(&sim, log, delta);
-        let log = Log::open(DIR, options(&sim, Durability::Always, SEGMENT))
+        let log = Log::open(DIR, unreserved(&sim, SEGMENT))
             .unwrap_or_else(|e| panic!("{context}: reopen after power loss failed: {e}"));
         assert_holds(&log, &values, 0, &context);
     }
@@ -405,6 +412,46 @@ fn disk_full_while_rolling_fails_the_append_without_poisoning_and_leaves_no_stra
         failed_in_creation > 0,
         "no capacity made the disk fill while creating a segment"
     );
+}
+
+#[test]
+fn a_full_disk_cannot_fail_an_append_inside_a_preallocated_segment() {
+    const SEGMENT: u64 = 4096;
+    for seed in 0..8 {
+        let context = format!("seed {seed}");
+        let sim = SimStorage::new();
+        let log = Log::open(DIR, options(&sim, Durability::Always, SEGMENT)).unwrap();
+        assert_eq!(sim.read_file(&segment_path(0)).unwrap().len() as u64, SEGMENT);
+        // No room at all: only the segment's reservation is left to write into.
+        sim.inject(Fault::DiskFull {
+            capacity: stored_bytes(&sim),
+        });
+        let (mut values, error) = append_until_failure(&log, "r", 1000);
+        assert!(is_disk_full(&error), "{context}: {error}");
+        let room = SEGMENT - 32;
+        let written: u64 = values
+            .iter()
+            .map(|v| record(v).encoded_len().unwrap() as u64)
+            .sum();
+        assert!(
+            written + 200 > room,
+            "{context}: the disk filled after {written} of the {room} reserved bytes"
+        );
+        // Not poisoned: once space is freed the same handle appends again.
+        sim.clear_faults();
+        let more = value("after", values.len() as u64, 50);
+        assert_eq!(
+            log.append(&record(&more)).unwrap(),
+            values.len() as u64,
+            "{context}"
+        );
+        values.push(more);
+        assert_holds(&log, &values, 0, &context);
+        crash(&sim, log, seed);
+        let log = Log::open(DIR, options(&sim, Durability::Always, SEGMENT)).unwrap();
+        assert_holds(&log, &values, 0, &context);
+        assert_segments_whole(&sim, &context);
+    }
 }
 
 /// [`SimStorage`] with a disk's fsync latency. The simulated sync takes
@@ -519,8 +566,10 @@ fn concurrent_appenders_under_always_share_syncs() {
         syncs < appends,
         "every append synced on its own: {syncs} syncs for {appends} appends"
     );
+    // Without gathering, the appenders split into two cohorts taking turns
+    // (about 4 appends per sync here); gathered, nearly all 8 share each.
     assert!(
-        syncs * 2 < appends,
+        syncs * 5 < appends,
         "too little sharing: {syncs} syncs for {appends} appends"
     );
     crash(&sim, log, 3);

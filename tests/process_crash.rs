@@ -42,6 +42,9 @@ const CHILD_MODE_ENV: &str = "LOGBUS_CRASH_CHILD";
 const CHILD_DIR_ENV: &str = "LOGBUS_CRASH_DIR";
 /// A file the child deletes to free space once the disk is full.
 const CHILD_FILLER_ENV: &str = "LOGBUS_CRASH_FILLER";
+/// Set when the child must not preallocate its segments, so that every
+/// append is a `pwrite64` that fault injection can hit.
+const CHILD_UNRESERVED_ENV: &str = "LOGBUS_CRASH_UNRESERVED";
 /// Overrides the seed of the kill -9 tests.
 const SEED_ENV: &str = "LOGBUS_CRASH_SEED";
 /// Prefix of every line the child reports; other stdout lines are the harness's.
@@ -121,7 +124,9 @@ fn child_writer_entry_point() {
         ChildMode::Fill { segment_bytes } => segment_bytes,
         _ => SEGMENT_BYTES,
     };
-    let mut writer = ChildWriter::open(&dir, options().segment_bytes(segment_bytes));
+    let preallocate = std::env::var_os(CHILD_UNRESERVED_ENV).is_none();
+    let options = options().segment_bytes(segment_bytes).preallocate(preallocate);
+    let mut writer = ChildWriter::open(&dir, options);
     match mode {
         ChildMode::Forever => loop {
             if writer.attempt().is_err() {
@@ -299,6 +304,9 @@ struct Launch<'a> {
     /// `strace` options placed before the child command, if any.
     strace: Option<Vec<String>>,
     filler: Option<&'a Path>,
+    /// Whether the child preallocates its segments (appends then copy into
+    /// a mapping instead of calling `pwrite64`).
+    preallocate: bool,
 }
 
 /// A running child with its stdout parsed on a reader thread.
@@ -409,6 +417,9 @@ impl Running {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if !launch.preallocate {
+            command.env(CHILD_UNRESERVED_ENV, "1");
+        }
         if let Some(filler) = launch.filler {
             command.env(CHILD_FILLER_ENV, filler);
         }
@@ -599,6 +610,7 @@ fn kill_cycle(dir: &Path, at: KillAt) -> Finished {
         dir,
         strace: None,
         filler: None,
+        preallocate: true,
     });
     let reached = match at {
         KillAt::Acks(count) => {
@@ -703,12 +715,13 @@ fn strace_inject(inject: &str) -> Vec<String> {
     args
 }
 
-fn run_under_strace(dir: &Path, mode: &str, inject: &str) -> Finished {
+fn run_under_strace(dir: &Path, mode: &str, inject: &str, preallocate: bool) -> Finished {
     Running::spawn(&Launch {
         mode,
         dir,
         strace: Some(strace_inject(inject)),
         filler: None,
+        preallocate,
     })
     .wait()
 }
@@ -728,46 +741,60 @@ fn syscall_counts(trace: &str) -> std::collections::BTreeMap<String, u64> {
 
 /// The fault tests inject into `pwrite64` and `fdatasync`; if the library
 /// (or std) ever writes or syncs through other calls, they would inject
-/// nothing, so this checks the names against a real trace.
+/// nothing, so this checks the names against a real trace: without
+/// preallocation every append is a `pwrite64`; with it, appends are copies
+/// into the segment's mapping (no write call at all), and either way every
+/// append under `Durability::Always` is an `fdatasync`.
 #[test]
-fn appends_write_with_pwrite64_and_sync_with_fdatasync() {
-    if !strace_available("appends_write_with_pwrite64_and_sync_with_fdatasync") {
+fn appends_write_with_pwrite64_unless_preallocated_and_sync_with_fdatasync() {
+    if !strace_available("appends_write_with_pwrite64_unless_preallocated_and_sync_with_fdatasync") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    precreate(dir.path());
-    let trace = dir.path().join("trace.txt");
-    let calls = "trace=write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,sync_file_range,msync";
-    let strace = [
-        "-f",
-        "-qq",
-        "-o",
-        trace.to_str().expect("utf-8 path"),
-        "-e",
-        calls,
-    ];
-    let finished = Running::spawn(&Launch {
-        mode: "bounded:40:1",
-        dir: dir.path(),
-        strace: Some(strace.iter().map(|s| s.to_string()).collect()),
-        filler: None,
-    })
-    .wait();
-    assert!(finished.status.success(), "{}", finished.describe());
-    assert_eq!(finished.acks().len(), 40, "{}", finished.describe());
-    let counts = syscall_counts(&std::fs::read_to_string(&trace).expect("read the trace"));
-    eprintln!("syscalls of 40 appends: {counts:?}");
-    let count = |name: &str| counts.get(name).copied().unwrap_or(0);
-    assert!(
-        count("pwrite64") >= 40,
-        "frames are not written with pwrite64: {counts:?}"
-    );
-    assert!(
-        count("fdatasync") >= 40,
-        "appends are not synced with fdatasync: {counts:?}"
-    );
-    for other in ["pwritev", "pwritev2", "sync_file_range"] {
-        assert_eq!(count(other), 0, "unexpected {other}: {counts:?}");
+    for preallocate in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        precreate(dir.path());
+        let trace = dir.path().join("trace.txt");
+        let calls = "trace=write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,sync_file_range,msync";
+        let strace = [
+            "-f",
+            "-qq",
+            "-o",
+            trace.to_str().expect("utf-8 path"),
+            "-e",
+            calls,
+        ];
+        let finished = Running::spawn(&Launch {
+            mode: "bounded:40:1",
+            dir: dir.path(),
+            strace: Some(strace.iter().map(|s| s.to_string()).collect()),
+            filler: None,
+            preallocate,
+        })
+        .wait();
+        assert!(finished.status.success(), "{}", finished.describe());
+        assert_eq!(finished.acks().len(), 40, "{}", finished.describe());
+        let counts = syscall_counts(&std::fs::read_to_string(&trace).expect("read the trace"));
+        eprintln!("syscalls of 40 appends (preallocate {preallocate}): {counts:?}");
+        let count = |name: &str| counts.get(name).copied().unwrap_or(0);
+        if preallocate {
+            // Segment headers, index files and checkpoints are still pwrite64.
+            assert!(
+                count("pwrite64") < 40,
+                "appends into a preallocated segment still call pwrite64: {counts:?}"
+            );
+        } else {
+            assert!(
+                count("pwrite64") >= 40,
+                "frames are not written with pwrite64: {counts:?}"
+            );
+        }
+        assert!(
+            count("fdatasync") >= 40,
+            "appends are not synced with fdatasync: {counts:?}"
+        );
+        for other in ["pwritev", "pwritev2", "sync_file_range"] {
+            assert_eq!(count(other), 0, "unexpected {other}: {counts:?}");
+        }
     }
 }
 
@@ -837,6 +864,7 @@ fn failed_fdatasync_poisons_the_log_and_nothing_after_it_is_acknowledged() {
             dir.path(),
             "bounded:60:4",
             &format!("fdatasync:error=EIO:when={n}"),
+            true,
         );
         let kind = check_failed_sync_run(n, &finished);
         *kinds.entry(kind).or_insert(0) += 1;
@@ -860,10 +888,12 @@ fn sigkill_on_entry_to_a_write_or_sync_loses_no_acknowledged_record() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut acked = BTreeSet::new();
     let (mut runs, mut torn_creations, mut unacked_survivors) = (0, 0, 0);
-    for syscall in ["pwrite64", "fdatasync"] {
+    // Preallocated segments take their appends without pwrite64, so the
+    // kills in pwrite64 run without preallocation.
+    for (syscall, preallocate) in [("pwrite64", false), ("fdatasync", false), ("fdatasync", true)] {
         for k in 1..=40 {
             let inject = format!("{syscall}:signal=SIGKILL:when={k}");
-            let finished = run_under_strace(dir.path(), "bounded:60:1", &inject);
+            let finished = run_under_strace(dir.path(), "bounded:60:1", &inject, preallocate);
             assert_eq!(
                 finished.status.signal(),
                 Some(SIGKILL),
@@ -912,7 +942,7 @@ fn enospc_from_one_write_fails_that_operation_only_and_loses_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         precreate(dir.path());
         let inject = format!("pwrite64:error=ENOSPC:when={k}");
-        let finished = run_under_strace(dir.path(), "bounded:45:3", &inject);
+        let finished = run_under_strace(dir.path(), "bounded:45:3", &inject, false);
         let context = format!("{inject}: {}", finished.describe());
         let acked: BTreeSet<u64> = finished.acks().into_iter().collect();
         if let [Event::OpenFailed(message)] = finished.events.as_slice() {
@@ -1011,6 +1041,7 @@ fn fill_real_disk(filler_bytes: usize, segment_bytes: u64) -> Option<Finished> {
         dir: &dir,
         strace: None,
         filler: Some(&filler),
+        preallocate: true,
     })
     .wait();
     let context = format!(

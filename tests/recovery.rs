@@ -32,11 +32,15 @@ type Damage = Box<dyn Fn(&mut Vec<u8>)>;
 /// Small segments and a dense index, so a few dozen records span several
 /// segments and most records are indexed. `Os` durability keeps the sweeps
 /// fast; `close` still syncs everything.
+/// Without preallocation, so a segment file is exactly its frames and the
+/// tests can damage and measure it byte by byte; preallocated segments have
+/// their own tests (see "Zero-filled tails").
 fn options() -> LogOptions {
     LogOptions::default()
         .durability(Durability::Os)
         .segment_bytes(SEGMENT_BYTES)
         .index_interval_bytes(INDEX_INTERVAL)
+        .preallocate(false)
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -1064,32 +1068,47 @@ fn torn_tail_with_any_single_bit_flipped_in_the_last_record_recovers_to_the_prev
 // Zero-filled tails.
 // ---------------------------------------------------------------------------
 
+/// Zeros from past the last checkpoint to the end of the file are space
+/// preallocated for appends that never came: cut without a report. Zeros
+/// followed by anything else, or zeros over records a checkpoint says were
+/// synced, are damage: cut (nothing follows them) and reported.
 #[test]
-fn zero_filled_tail_is_truncated_and_reported_as_zero_fill() {
+fn zero_filled_tail_is_cut_and_reported_only_when_it_is_not_unused_space() {
     for clean in [false, true] {
         let pristine = numbered_log(40, clean);
         let last = *bases(pristine.path()).last().unwrap();
         let segment = fs::read(segment_file(pristine.path(), last, "log")).unwrap();
         let last_frame = *frames(&segment).last().unwrap();
         let original_len = segment.len() as u64;
-        // Zeros after the data (preallocation, or a size update that landed
-        // before the data did) and zeros over the last record itself.
-        let cases: [(&str, u64, Damage); 2] = [
+        // (case, where the cut falls, the damage, whether it is reported)
+        let cases: [(&str, u64, Damage, bool); 3] = [
             (
                 "zeros appended",
                 original_len,
                 Box::new(|b| b.resize(b.len() + 4096, 0)),
+                false,
             ),
             (
+                "zeros appended, then a stray byte",
+                original_len,
+                Box::new(|b| {
+                    b.resize(b.len() + 4096, 0);
+                    b.push(0x5a);
+                }),
+                true,
+            ),
+            (
+                // Only a clean close left a checkpoint saying it was synced.
                 "last record zeroed",
                 last_frame.position,
                 Box::new(move |b| {
                     b.truncate(last_frame.position as usize);
                     b.resize(b.len() + 512, 0);
                 }),
+                clean,
             ),
         ];
-        for (case, position, damage) in cases {
+        for (case, position, damage, reported) in cases {
             let scratch = tempfile::tempdir().unwrap();
             let dir = scratch.path();
             copy_log(pristine.path(), dir);
@@ -1098,15 +1117,18 @@ fn zero_filled_tail_is_truncated_and_reported_as_zero_fill() {
             damage(&mut bytes);
             fs::write(&path, &bytes).unwrap();
             let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
-            let expected = Truncation {
-                file: path.clone(),
-                position,
-                bytes_removed: bytes.len() as u64 - position,
-                reason: CorruptKind::ZeroFill,
-            };
+            let expected: Vec<Truncation> = reported
+                .then(|| Truncation {
+                    file: path.clone(),
+                    position,
+                    bytes_removed: bytes.len() as u64 - position,
+                    reason: CorruptKind::ZeroFill,
+                })
+                .into_iter()
+                .collect();
             assert_eq!(
                 log.recovery_report().truncations,
-                vec![expected],
+                expected,
                 "{case} (clean {clean})"
             );
             assert_eq!(fs::metadata(&path).unwrap().len(), position, "{case}");
@@ -1121,6 +1143,60 @@ fn zero_filled_tail_is_truncated_and_reported_as_zero_fill() {
             assert_numbered(&log, 0..40);
         }
     }
+}
+
+/// The active segment of an open log is preallocated to the segment size
+/// and written through a mapping. A copy taken while it is open is what a
+/// killed process leaves behind: recovery finds every record, reports no
+/// damage, scans only the frames, and reserves the segment again; closing
+/// trims it to its frames.
+#[test]
+fn a_crash_with_a_preallocated_segment_recovers_every_record_and_reports_no_damage() {
+    let options = || options().preallocate(true);
+    let live = tempfile::tempdir().unwrap();
+    let log = Log::open(live.path(), options()).unwrap();
+    append_numbered(&log, 0..40);
+    let last = *bases(live.path()).last().unwrap();
+    let path = segment_file(live.path(), last, "log");
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        SEGMENT_BYTES,
+        "not preallocated"
+    );
+    let crashed = tempfile::tempdir().unwrap();
+    copy_log(live.path(), crashed.path());
+    drop(log);
+    assert!(
+        fs::metadata(&path).unwrap().len() < SEGMENT_BYTES,
+        "closing did not trim the active segment"
+    );
+
+    let path = segment_file(crashed.path(), last, "log");
+    let frame_bytes: u64 = frames(&fs::read(&path).unwrap())
+        .iter()
+        .map(|f| f.len as u64)
+        .sum();
+    let log = Log::open(crashed.path(), options()).unwrap();
+    let report = log.recovery_report();
+    assert!(!report.clean_shutdown);
+    assert!(report.truncations.is_empty(), "{report:?}");
+    assert!(
+        report.scanned_bytes <= frame_bytes,
+        "scanned {} bytes for {frame_bytes} bytes of frames",
+        report.scanned_bytes
+    );
+    assert_eq!(log.end_offset(), 40);
+    assert_numbered(&log, 0..40);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        SEGMENT_BYTES,
+        "not reserved again"
+    );
+    append_numbered(&log, 40..50);
+    log.close().unwrap();
+    let log = Log::open(crashed.path(), options()).unwrap();
+    assert!(log.recovery_report().is_pristine());
+    assert_numbered(&log, 0..50);
 }
 
 /// A last segment from a newer format version is refused, never taken for a
@@ -1217,12 +1293,13 @@ fn garbage_checkpoint_falls_back_to_a_full_scan() {
     }
     log.close().unwrap();
     drop(log);
-    std::fs::remove_file(dir.path().join(".clean")).unwrap();
-    std::fs::write(dir.path().join(".checkpoint"), [0xA5u8; 48]).unwrap();
-    let log = logbus::Log::open(dir.path(), logbus::LogOptions::default()).unwrap();
+    // Closing trimmed the preallocated segment to its frames.
     let segment_len = std::fs::metadata(dir.path().join(format!("{:020}.log", 0)))
         .unwrap()
         .len();
+    std::fs::remove_file(dir.path().join(".clean")).unwrap();
+    std::fs::write(dir.path().join(".checkpoint"), [0xA5u8; 48]).unwrap();
+    let log = logbus::Log::open(dir.path(), logbus::LogOptions::default()).unwrap();
     assert_eq!(log.recovery_report().scanned_bytes, segment_len - 32);
     assert_eq!(log.end_offset(), 100);
     assert_eq!(log.read(99).unwrap().unwrap().value(), &99u32.to_le_bytes()[..]);

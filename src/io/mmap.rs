@@ -1,4 +1,6 @@
-//! Memory-mapped index files: the only module allowed `unsafe`.
+//! Memory mappings: index files read and written as byte slices, and the
+//! write window of a preallocated data file. The only module allowed
+//! `unsafe`.
 //!
 //! Soundness rests on three invariants, each upheld by the callers:
 //! - the owning directory is locked (`Storage::lock`), so no other logbus
@@ -11,7 +13,10 @@
 //! Growing a file writes zeros instead of leaving a hole: the first store
 //! into a page of a hole must allocate a block, and on a full file system
 //! that raises SIGBUS and kills the process. Written zeros make a full disk
-//! fail the resize with `ENOSPC` instead, which callers handle.
+//! fail the resize with `ENOSPC` instead, which callers handle. A data
+//! file's [`WriteWindow`] reserves its blocks with `fallocate` instead (no
+//! zeros to write, same guarantee), and is dropped before its file's length
+//! changes.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -19,7 +24,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use memmap2::MmapMut;
+use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use super::seam::MappedFile;
 use super::std_fs::open_owner_only;
@@ -95,4 +100,116 @@ impl MappedFile for MmapFile {
         }
         self.file.sync_all()
     }
+}
+
+/// A preallocated file mapped for writing: a write inside it is a copy into
+/// the page cache, with no system call. Reads still go through the file
+/// (`pread` sees the same page cache, so they observe these writes), and
+/// `fdatasync` on the file writes the mapped pages back (on Linux, pages
+/// dirtied through a shared mapping are written back by `fsync` and
+/// `fdatasync` of the file like any other dirty page).
+///
+/// The blocks are reserved with `fallocate` before mapping, so a store
+/// into the mapping never has to allocate one: a full disk fails
+/// [`WriteWindow::reserve`] with `ENOSPC`, never a later store with SIGBUS.
+/// Writing takes `&mut self`, so no two writes into the mapping race.
+#[derive(Debug)]
+pub(super) struct WriteWindow {
+    map: MmapRaw,
+}
+
+impl WriteWindow {
+    /// Extends `file` to `len` bytes with reserved blocks and maps it. On
+    /// failure the file keeps its length.
+    pub(super) fn reserve(file: &File, len: u64) -> io::Result<WriteWindow> {
+        let old_len = file.metadata()?.len();
+        if len <= old_len || usize::try_from(len).is_err() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        if let Err(e) = allocate(file, old_len, len) {
+            let _ = file.set_len(old_len);
+            return Err(e);
+        }
+        // SAFETY: the directory lock keeps other logbus processes from
+        // changing the file, and its owner (`StdFile`) drops this window
+        // before changing the file's length; the mapping covers exactly
+        // the `len` bytes just reserved.
+        let map = MmapOptions::new().len(len as usize).map_raw(file)?;
+        Ok(WriteWindow { map })
+    }
+
+    /// Copies `buf` to `pos` if it lies inside the window; false (nothing
+    /// written) otherwise.
+    pub(super) fn write(&mut self, buf: &[u8], pos: u64) -> bool {
+        let Ok(start) = usize::try_from(pos) else {
+            return false;
+        };
+        if start
+            .checked_add(buf.len())
+            .is_none_or(|end| end > self.map.len())
+        {
+            return false;
+        }
+        // SAFETY: `start + buf.len()` is within the mapping (checked
+        // above), which stays mapped while `self` lives; `&mut self` rules
+        // out a concurrent write through this window, and `buf` is ordinary
+        // memory, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.as_mut_ptr().add(start), buf.len());
+        }
+        true
+    }
+}
+
+/// Starts writeback of `[pos, pos + len)` of `file` (`sync_file_range`
+/// with `SYNC_FILE_RANGE_WRITE`): returns once the I/O is queued, without
+/// waiting for it and without any durability promise.
+#[cfg(target_os = "linux")]
+pub(super) fn start_writeback(file: &File, pos: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off64_t::try_from(pos), libc::off64_t::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: `sync_file_range` takes a file descriptor, integers and
+    // flags; the descriptor is open for as long as `file` lives.
+    let result = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Elsewhere writeback is left to the operating system.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn start_writeback(_file: &File, _pos: u64, _len: u64) -> io::Result<()> {
+    Ok(())
+}
+
+/// Reserves blocks for `[from, to)`, extending the file's length to `to`.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    loop {
+        // SAFETY: `fallocate` takes a file descriptor and three integers;
+        // the descriptor is open for writing for as long as `file` lives.
+        let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+        if result == 0 {
+            return Ok(());
+        }
+        let error = io::Error::last_os_error();
+        if error.kind() != io::ErrorKind::Interrupted {
+            return Err(error);
+        }
+    }
+}
+
+/// Elsewhere there is no portable way to reserve blocks without writing
+/// them, so data files are written without a window.
+#[cfg(not(target_os = "linux"))]
+fn allocate(_file: &File, _from: u64, _to: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }

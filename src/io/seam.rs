@@ -41,7 +41,26 @@ pub trait StorageFile: Send + Sync + Debug {
     fn size(&self) -> io::Result<u64>;
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;
-    /// Makes written data durable (fdatasync).
+    /// Reserves space so the file holds at least `len` bytes, the new ones
+    /// reading as zeros, and later writes below `len` cannot fail for lack
+    /// of space. A backend may also make those writes cheaper (the real file
+    /// system maps the reserved file and copies writes into the mapping).
+    /// On failure the length is unchanged. Backends that cannot reserve
+    /// space return [`io::ErrorKind::Unsupported`]; callers then write
+    /// without a reservation.
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Starts writing back `len` bytes from `pos` without waiting for them
+    /// (a hint: a later sync then has less to wait for). The default does
+    /// nothing.
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        let _ = (pos, len);
+        Ok(())
+    }
+    /// Makes written data durable (fdatasync), including data written
+    /// into a preallocated file's mapping.
     fn sync_data(&self) -> io::Result<()>;
     /// Makes data and metadata durable (fsync); used after a length change.
     fn sync_all(&self) -> io::Result<()>;

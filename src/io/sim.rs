@@ -460,6 +460,26 @@ impl StorageFile for SimFile {
         Ok(())
     }
 
+    /// Like `fallocate`: all or nothing, failing with ENOSPC when a
+    /// [`Fault::DiskFull`] capacity has no room for the growth. Not a write:
+    /// it neither counts towards nor triggers write faults. The new length
+    /// is pending until a sync, like any length change.
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        let state = self.alive()?;
+        let grow_by = len.saturating_sub(lock(&self.node).data.len() as u64);
+        if grow_by == 0 {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let stored = state.stored_bytes();
+        let full = (state.faults.iter())
+            .any(|f| matches!(f, Fault::DiskFull { capacity } if stored + grow_by > *capacity));
+        if full {
+            return Err(io::Error::from_raw_os_error(28));
+        }
+        lock(&self.node).set_len(len);
+        Ok(())
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.sync()
     }

@@ -4,9 +4,9 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::mmap::MmapFile;
+use super::mmap::{MmapFile, WriteWindow, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// Storage on the operating system's file system. Files are created with
@@ -29,7 +29,10 @@ impl Storage for StdStorage {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        Ok(Arc::new(StdFile(open_owner_only(path, create)?)))
+        Ok(Arc::new(StdFile {
+            file: open_owner_only(path, create)?,
+            window: Mutex::new(None),
+        }))
     }
 
     fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>> {
@@ -58,31 +61,70 @@ impl Storage for StdStorage {
     }
 }
 
+/// Writes up to this size into a preallocated file are copied into its
+/// mapping: a system call costs more than the copy. Larger ones use
+/// `pwrite`, which fills whole page-cache pages directly, while a store
+/// into the mapping first faults in each page zeroed (measured with 100 B
+/// records in batches of 1000: 4.3M/s through the mapping, 5.8M/s with
+/// `pwrite`).
+const MAPPED_WRITE_MAX: usize = 32 << 10;
+
+/// A file, and once it is preallocated, the mapping small writes are
+/// copied into.
 #[derive(Debug)]
-struct StdFile(File);
+struct StdFile {
+    file: File,
+    /// Dropped (unmapped) before the file's length changes.
+    window: Mutex<Option<WriteWindow>>,
+}
+
+impl StdFile {
+    fn window(&self) -> MutexGuard<'_, Option<WriteWindow>> {
+        self.window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 impl StorageFile for StdFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.0.read_at(buf, pos)
+        self.file.read_at(buf, pos)
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.0.write_all_at(buf, pos)
+        let mut window = self.window();
+        if buf.len() <= MAPPED_WRITE_MAX && window.as_mut().is_some_and(|w| w.write(buf, pos)) {
+            return Ok(());
+        }
+        self.file.write_all_at(buf, pos)
     }
 
     fn size(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        let mut window = self.window();
+        *window = None;
+        self.file.set_len(len)
+    }
+
+    fn preallocate(&self, len: u64) -> io::Result<()> {
+        let mut window = self.window();
+        *window = None;
+        *window = Some(WriteWindow::reserve(&self.file, len)?);
+        Ok(())
+    }
+
+    fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
+        start_writeback(&self.file, pos, len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.file.sync_all()
     }
 }

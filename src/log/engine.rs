@@ -8,13 +8,12 @@
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use event_listener::Event;
-
+use super::activity::Activity;
 use super::checkpoint::CheckpointWriter;
 use super::durability::{GroupCommit, SyncStats};
 use super::options::{Durability, LogOptions};
@@ -26,6 +25,25 @@ use crate::error::{Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
 use crate::io::LockGuard;
 use crate::record::{Record, StoredRecord};
+
+/// Without per-append syncs, writeback of the active segment is started
+/// every this many bytes, so the sync when it is sealed (and `flush`) finds
+/// little left to write instead of the whole segment.
+const WRITEBACK_STEP_BYTES: u64 = 4 << 20;
+
+/// Starts writeback of what the writer wrote since the last step, once a
+/// step's worth has piled up. Only a hint: failures are ignored (the next
+/// sync reports any real one).
+fn start_writeback(writer: &mut Writer) {
+    let pending = writer.position - writer.writeback_from;
+    if pending >= WRITEBACK_STEP_BYTES {
+        let _ = writer
+            .active
+            .file()
+            .start_writeback(writer.writeback_from, pending);
+        writer.writeback_from = writer.position;
+    }
+}
 
 /// Name of the lock file in a log directory.
 const LOCK_FILE: &str = ".lock";
@@ -57,9 +75,12 @@ pub(crate) struct Shared {
     dir: PathBuf,
     options: LogOptions,
     segments: RwLock<Vec<Arc<Segment>>>,
+    /// The first segment's base, kept beside the list so that readers
+    /// check it per record without taking the list's lock.
+    start: AtomicU64,
     writer: Mutex<Writer>,
     commit: GroupCommit,
-    pub(crate) appended: Event,
+    pub(crate) activity: Activity,
     closed: AtomicBool,
     report: RecoveryReport,
     flusher: Mutex<Option<Flusher>>,
@@ -72,6 +93,9 @@ struct Writer {
     active: Arc<Segment>,
     next_offset: u64,
     position: u64,
+    /// Writeback of the active segment was started up to here (see
+    /// `WRITEBACK_STEP_BYTES`).
+    writeback_from: u64,
     frames: Vec<u8>,
     placed: Vec<(u64, i64)>,
     /// The active segment is sealed but its successor could not be
@@ -110,6 +134,7 @@ impl Log {
             .ok_or_else(|| Error::Locked(dir.clone()))?;
         let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
+        active.reserve(&options);
         let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir, &active)?;
         checkpoint.record(&active, active.limit(), false)?;
         storage.sync_dir(&dir)?;
@@ -122,11 +147,13 @@ impl Log {
                 frames: Vec::new(),
                 placed: Vec::new(),
                 roll_pending: false,
+                writeback_from: extent.end_pos,
             }),
             commit: GroupCommit::new(extent.end_offset),
+            start: AtomicU64::new(recovered.segments.first().map_or(0, |s| s.base())),
             segments: RwLock::new(recovered.segments),
             report: recovered.report,
-            appended: Event::new(),
+            activity: Activity::default(),
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
             lock: Mutex::new(Some(guard)),
@@ -196,8 +223,8 @@ impl Log {
     /// Notified whenever records become readable or the log closes. The
     /// pattern layer also notifies it when a redelivery becomes possible,
     /// so every waiter on a topic waits on one event.
-    pub(crate) fn activity(&self) -> &Event {
-        &self.shared.appended
+    pub(crate) fn activity(&self) -> &Activity {
+        &self.shared.activity
     }
 
     /// Counters of the syncs group commit has run (fsync latency).
@@ -272,7 +299,7 @@ impl Shared {
     }
 
     pub(crate) fn start_offset(&self) -> u64 {
-        self.segments().first().map_or(0, |s| s.base())
+        self.start.load(Ordering::Acquire)
     }
 
     pub(crate) fn end_offset(&self) -> u64 {
@@ -353,7 +380,8 @@ impl Shared {
         let extent = writer.extent();
         if self.options.durability != Durability::Always {
             writer.active.advance_limit(extent);
-            self.appended.notify(usize::MAX);
+            self.activity.notify();
+            start_writeback(writer);
         }
         Ok(extent)
     }
@@ -395,7 +423,7 @@ impl Shared {
         segment.file().sync_data()?;
         segment.advance_limit(extent);
         self.checkpoint.record(&segment, extent, false)?;
-        self.appended.notify(usize::MAX);
+        self.activity.notify();
         Ok(extent.end_offset)
     }
 
@@ -408,7 +436,7 @@ impl Shared {
     fn roll(&self, writer: &mut Writer) -> Result<()> {
         let sealed = writer.active.clone();
         let extent = writer.extent();
-        if let Err(e) = sealed.file().sync_data() {
+        if let Err(e) = sealed.trim(extent.end_pos) {
             self.commit
                 .poison(format!("sync failed while sealing a segment: {e}"));
             return Err(e.into());
@@ -433,13 +461,14 @@ impl Shared {
         self.segments_mut().push(next.clone());
         writer.active = next;
         writer.position = SEGMENT_HEADER_LEN as u64;
+        writer.writeback_from = writer.position;
         writer.roll_pending = false;
         if let Err(e) = self.checkpoint.record(&writer.active, writer.extent(), true) {
             self.commit
                 .poison(format!("could not write the recovery checkpoint: {e}"));
             return Err(e.into());
         }
-        self.appended.notify(usize::MAX);
+        self.activity.notify();
         self.enforce_retention(RetentionRules::default())?;
         Ok(())
     }
@@ -456,6 +485,7 @@ impl Shared {
             now_ms(),
         )?;
         storage.sync_dir(&self.dir)?;
+        segment.reserve(&self.options);
         Ok(segment)
     }
 
@@ -477,7 +507,10 @@ impl Shared {
                 })
                 .collect();
             let count = segments_to_remove(&summaries, rules, now_ms());
-            segments.drain(..count).collect()
+            let removed = segments.drain(..count).collect();
+            self.start
+                .store(segments.first().map_or(0, |s| s.base()), Ordering::Release);
+            removed
         };
         if removed.is_empty() {
             return Ok(0);
@@ -502,7 +535,7 @@ impl Shared {
         if let Some(flusher) = lock(&self.flusher).take() {
             flusher.stop();
         }
-        self.appended.notify(usize::MAX);
+        self.activity.notify();
         let result = self.write_clean_marker();
         lock(&self.lock).take();
         result
@@ -511,7 +544,7 @@ impl Shared {
     fn write_clean_marker(&self) -> Result<()> {
         let writer = self.writer();
         self.commit.check()?;
-        writer.active.file().sync_data()?;
+        writer.active.trim(writer.position)?;
         self.checkpoint.record(&writer.active, writer.extent(), true)?;
         writer.active.indexes().seal()?;
         let storage = self.options.storage.as_ref();

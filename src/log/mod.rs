@@ -1,5 +1,6 @@
 //! The log: segments, indexes, durability, recovery, retention, readers.
 
+mod activity;
 mod checkpoint;
 mod durability;
 mod engine;
@@ -10,6 +11,7 @@ mod retention;
 mod scan;
 mod segment;
 
+pub(crate) use activity::Activity;
 pub use durability::SyncStats;
 pub use engine::Log;
 pub(crate) use engine::now_ms;

@@ -42,6 +42,7 @@ pub struct LogOptions {
     pub(crate) index_interval_bytes: u64,
     pub(crate) retention_bytes: Option<u64>,
     pub(crate) retention_age: Option<Duration>,
+    pub(crate) preallocate: bool,
     pub(crate) storage: Arc<dyn Storage>,
 }
 
@@ -54,6 +55,7 @@ impl fmt::Debug for LogOptions {
             .field("index_interval_bytes", &self.index_interval_bytes)
             .field("retention_bytes", &self.retention_bytes)
             .field("retention_age", &self.retention_age)
+            .field("preallocate", &self.preallocate)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +69,7 @@ impl Default for LogOptions {
             index_interval_bytes: 4096,
             retention_bytes: None,
             retention_age: None,
+            preallocate: true,
             storage: Arc::new(StdStorage),
         }
     }
@@ -109,6 +112,17 @@ impl LogOptions {
     /// Deletes sealed segments whose newest record is older than `age`.
     pub fn retention_age(mut self, age: Duration) -> Self {
         self.retention_age = Some(age);
+        self
+    }
+
+    /// Whether to reserve each active segment's full size on disk up front
+    /// (default true), trimming it when the segment is sealed or the log
+    /// closed. A reserved segment cannot run out of space mid-segment, and
+    /// on the real file system appends become copies into a memory mapping
+    /// of it instead of one `pwrite` each. Without it, every append is a
+    /// `pwrite` that grows the file.
+    pub fn preallocate(mut self, preallocate: bool) -> Self {
+        self.preallocate = preallocate;
         self
     }
 

@@ -9,11 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
-
 use super::engine::Shared;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
-use super::segment::Segment;
+use super::segment::{Extent, Segment};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::SEGMENT_HEADER_LEN;
 use crate::record::StoredRecord;
@@ -92,7 +90,7 @@ pub(crate) fn read_record(segment: &Segment, offset: u64) -> Result<StoredRecord
 fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Result<StoredRecord> {
     let position = scanner.position();
     match scanner.next_frame().map_err(|e| scan_error(segment, e))? {
-        Some(frame) if frame.view.offset == offset => Ok(StoredRecord::from_frame(&frame.bytes, &frame.view)),
+        Some(frame) if frame.view.offset == offset => Ok(StoredRecord::from_frame(frame.bytes, frame.view)),
         found => {
             let found = found.map_or(u64::MAX, |s| s.view.offset);
             let kind = CorruptKind::OffsetMismatch {
@@ -114,8 +112,17 @@ fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Re
 pub struct Cursor {
     log: Arc<Shared>,
     next_offset: u64,
-    current: Option<(Arc<Segment>, FrameScanner)>,
+    current: Option<Reading>,
     skipped: u64,
+}
+
+/// The segment a cursor reads, and how much of it it knows to be readable
+/// (refreshed only once the cursor reaches it, not per record).
+#[derive(Debug)]
+struct Reading {
+    segment: Arc<Segment>,
+    scanner: FrameScanner,
+    limit: Extent,
 }
 
 impl Cursor {
@@ -157,11 +164,13 @@ impl Cursor {
                 self.next_offset = start;
                 self.current = None;
             }
-            if let Some((segment, scanner)) = &mut self.current {
-                let limit = segment.limit();
-                if self.next_offset < limit.end_offset {
-                    scanner.extend_limit(limit.end_pos);
-                    let record = next_record(segment, scanner, self.next_offset)?;
+            if let Some(reading) = &mut self.current {
+                if self.next_offset >= reading.limit.end_offset {
+                    reading.limit = reading.segment.limit();
+                    reading.scanner.extend_limit(reading.limit.end_pos);
+                }
+                if self.next_offset < reading.limit.end_offset {
+                    let record = next_record(&reading.segment, &mut reading.scanner, self.next_offset)?;
                     self.next_offset += 1;
                     return Ok(Some(record));
                 }
@@ -169,15 +178,17 @@ impl Cursor {
             let Some(segment) = self.log.segment_for(self.next_offset) else {
                 return Ok(None);
             };
-            let same = self
-                .current
-                .as_ref()
-                .is_some_and(|(s, _)| Arc::ptr_eq(s, &segment));
-            if same || self.next_offset >= segment.limit().end_offset {
+            let same = (self.current.as_ref()).is_some_and(|r| Arc::ptr_eq(&r.segment, &segment));
+            let limit = segment.limit();
+            if same || self.next_offset >= limit.end_offset {
                 return Ok(None);
             }
             let scanner = scanner_at(&segment, self.next_offset, SCAN_CHUNK_BYTES)?;
-            self.current = Some((segment, scanner));
+            self.current = Some(Reading {
+                segment,
+                scanner,
+                limit,
+            });
         }
     }
 
@@ -189,13 +200,15 @@ impl Cursor {
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            let listener = self.log.appended.listen();
+            let log = self.log.clone();
+            let waiter = log.activity.waiter();
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            if listener.wait_deadline(deadline).is_none() {
-                return self.next();
+            if Instant::now() >= deadline {
+                return Ok(None);
             }
+            waiter.wait_until(deadline);
         }
     }
 

@@ -15,7 +15,11 @@
 //!   last index entry, unless that entry proves wrong.
 //! - The scan of the last segment stops at the first frame that fails its
 //!   checks or breaks the dense offset sequence; the file is truncated there
-//!   and the cut is reported in the [`RecoveryReport`].
+//!   and the cut is reported in the [`RecoveryReport`]. The active segment
+//!   is preallocated, so after a crash its frames are followed by zeros: a
+//!   scan that stops at zeros running to the end of the file, past the last
+//!   checkpoint, found the end of what was written, and that cut is not
+//!   reported as damage.
 //! - An I/O error aborts the open and truncates nothing: only corruption is
 //!   repaired.
 //!
@@ -34,6 +38,7 @@
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
 //! | that scan meets a bad frame below a checkpoint of this segment (synced data) with whole frames after it | `Error::Corrupt`, nothing truncated |
+//! | that scan meets zeros from past the checkpoint to the end of the file (unused preallocated space) | truncate there, report nothing |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
 //! | I/O error anywhere | abort the open |
 
@@ -394,6 +399,20 @@ fn frame_follows(segment: &Segment, position: u64, len: u64) -> Result<bool> {
     Ok((1..bytes.len()).any(|at| crate::format::decode_frame(&bytes[at..]).is_ok()))
 }
 
+/// Whether every byte from `position` to `len` is zero.
+fn zeros_to_end(segment: &Segment, mut position: u64, len: u64) -> Result<bool> {
+    let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
+    while position < len {
+        let n = (len - position).min(chunk.len() as u64) as usize;
+        crate::io::read_exact_at(segment.file().as_ref(), &mut chunk[..n], position)?;
+        if chunk[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        position += n as u64;
+    }
+    Ok(true)
+}
+
 /// After a crash: scans only what was written after the last durable
 /// checkpoint of this segment. `None` if the checkpoint names another
 /// segment, lies beyond the file, or the indexes' headers are invalid.
@@ -433,7 +452,11 @@ fn recover_active(
         Some(resumed) => resumed,
         None => (header, rebuild_indexes(segment, len, capacity, report)?),
     };
-    report.scanned_bytes += len.saturating_sub(start);
+    let scanned_end = scan
+        .stop
+        .as_ref()
+        .map_or(scan.end.end_pos, |(position, _)| *position);
+    report.scanned_bytes += scanned_end.saturating_sub(start);
     if let Some((position, reason)) = scan.stop {
         // Below a checkpoint of this segment the bytes were synced: damage
         // there with whole frames after it is corruption of acknowledged
@@ -445,15 +468,20 @@ fn recover_active(
         if position < durable_end && frame_follows(segment, position, len)? {
             return Err(Error::corrupt(segment.path(), position, reason));
         }
+        // Zeros from past the last sync to the end of the file are space
+        // preallocated for appends that never came: cut, but not damage.
+        let unwritten = position >= durable_end && zeros_to_end(segment, position, len)?;
         segment.file().set_len(position)?;
         segment.file().sync_all()?;
-        trace_event!(warn, file = %segment.path().display(), position, bytes = len - position, reason = %reason, "recovery truncated a torn or corrupt tail");
-        report.truncations.push(Truncation {
-            file: segment.path().to_path_buf(),
-            position,
-            bytes_removed: len - position,
-            reason,
-        });
+        if !unwritten {
+            trace_event!(warn, file = %segment.path().display(), position, bytes = len - position, reason = %reason, "recovery truncated a torn or corrupt tail");
+            report.truncations.push(Truncation {
+                file: segment.path().to_path_buf(),
+                position,
+                bytes_removed: len - position,
+                reason,
+            });
+        }
     } else if !clean {
         // After a process crash the tail may exist only in the page cache:
         // make it durable before readers see it, or a power loss could take

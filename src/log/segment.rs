@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::options::LogOptions;
 use crate::error::{Error, Result};
 use crate::format::{
     Checkpoint, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_segment_header,
@@ -243,6 +244,31 @@ impl Segment {
             }),
             max_timestamp: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// Reserves the data file's space up to `segment_bytes` so appends
+    /// cannot run out of disk mid-segment and, on the real file system,
+    /// are copies into a mapping instead of system calls. Best effort: a
+    /// backend or file system without reservations, or a disk too full for
+    /// one, leaves appends to write (and grow the file) one by one.
+    pub(crate) fn reserve(&self, options: &LogOptions) {
+        if !options.preallocate {
+            return;
+        }
+        let segment_bytes = options.segment_bytes;
+        if let Err(_error) = self.file.preallocate(segment_bytes) {
+            trace_event!(debug, file = %self.path.display(), error = %_error, "segment not preallocated");
+        }
+    }
+
+    /// Cuts the data file to its frames (dropping any reservation) and
+    /// makes that durable: done before a segment is sealed or closed.
+    pub(crate) fn trim(&self, end_pos: u64) -> std::io::Result<()> {
+        if self.file.size()? == end_pos {
+            return self.file.sync_data();
+        }
+        self.file.set_len(end_pos)?;
+        self.file.sync_all()
     }
 
     pub(crate) fn base(&self) -> u64 {

@@ -22,8 +22,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
-
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, StateEvent};
 use crate::log::{Cursor, Position, now_ms};
@@ -191,7 +189,7 @@ impl Group {
     pub fn recv(&self, timeout: Duration) -> Result<Option<Delivery>> {
         let deadline = Instant::now() + timeout;
         loop {
-            let listener = self.inner.topic.log().activity().listen();
+            let waiter = self.inner.topic.log().activity().waiter();
             let (delivery, next_due_ms) = self.inner.poll()?;
             if delivery.is_some() {
                 return Ok(delivery);
@@ -204,7 +202,7 @@ impl Group {
                 let wait = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
                 deadline.min(now + wait)
             });
-            listener.wait_deadline(wake);
+            waiter.wait_until(wake);
         }
     }
 

@@ -15,8 +15,6 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
-
 use crate::bus::{BusInner, validate_name};
 use crate::error::{Error, Result};
 use crate::log::{Position, now_ms};
@@ -210,7 +208,7 @@ impl Requester {
     pub fn reply_for(&self, id: CorrelationId, timeout: Duration) -> Result<Reply> {
         let deadline = Instant::now() + timeout;
         loop {
-            let listener = self.inner.inbox.log().activity().listen();
+            let waiter = self.inner.inbox.log().activity().waiter();
             if let Some(reply) = self.replies(id)?.into_iter().next() {
                 return Ok(reply);
             }
@@ -219,7 +217,7 @@ impl Requester {
                     correlation_id: id.as_u128(),
                 });
             }
-            listener.wait_deadline(deadline);
+            waiter.wait_until(deadline);
         }
     }
 
@@ -265,7 +263,7 @@ impl Requester {
         Ok(replies)
     }
 
-    pub(crate) fn inbox_activity(&self) -> &event_listener::Event {
+    pub(crate) fn inbox_activity(&self) -> &crate::log::Activity {
         self.inner.inbox.log().activity()
     }
 

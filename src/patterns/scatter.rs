@@ -11,8 +11,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use event_listener::Listener;
-
 use crate::error::Result;
 use crate::patterns::request::{CorrelationId, Reply, Requester};
 use crate::patterns::topic::ConsumerId;
@@ -162,7 +160,7 @@ impl Scatter {
         let mut last_progress = started;
         let mut seen = 0;
         loop {
-            let listener = self.requester.inbox_activity().listen();
+            let waiter = self.requester.inbox_activity().waiter();
             let replies = self.first_per_recipient()?;
             let now = Instant::now();
             if replies.len() > seen {
@@ -173,7 +171,7 @@ impl Scatter {
             if let Some(stopped) = self.stop_reason(&rule, &replies, now, deadline, stall_at) {
                 return Ok(self.gathered(replies, stopped, &rule));
             }
-            listener.wait_deadline(stall_at.map_or(deadline, |s| s.min(deadline)));
+            waiter.wait_until(stall_at.map_or(deadline, |s| s.min(deadline)));
         }
     }
 

@@ -320,7 +320,7 @@ impl Topic {
 
     /// Wakes every receiver waiting on this topic.
     pub(crate) fn wake_waiters(&self) {
-        self.inner.log.activity().notify(usize::MAX);
+        self.inner.log.activity().notify();
     }
 }
 

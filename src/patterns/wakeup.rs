@@ -89,7 +89,7 @@ fn run(shared: Weak<Shared>) {
         }
         drop(state);
         for topic in fired.iter().filter_map(Weak::upgrade) {
-            topic.log.activity().notify(usize::MAX);
+            topic.log.activity().notify();
         }
     }
 }

@@ -279,6 +279,7 @@ impl Dump {
                 ("min_timestamp", ts(min_ts)),
                 ("max_timestamp", ts(max_ts)),
                 ("bytes", Value::Num(walk.file_len.into())),
+                ("unused_tail_bytes", Value::Num(walk.unused_tail.into())),
                 ("index_entries", count(entries("idx", IndexKind::Offset))),
                 ("time_index_entries", count(entries("tix", IndexKind::Time))),
                 ("status", Value::Str(if ok { "ok" } else { "damaged" })),
