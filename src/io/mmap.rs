@@ -180,6 +180,44 @@ pub(super) fn start_writeback(file: &File, pos: u64, len: u64) -> io::Result<()>
     }
 }
 
+/// The next region at or after `from` holding data (`lseek` with
+/// `SEEK_DATA`, then `SEEK_HOLE`), `None` if only a hole follows. File
+/// systems without hole reporting report the whole rest as data. Reserved
+/// but never written blocks count as a hole, which lets recovery skip the
+/// unused part of a preallocated segment without reading it.
+#[cfg(target_os = "linux")]
+pub(super) fn next_data(file: &File, from: u64) -> io::Result<Option<std::ops::Range<u64>>> {
+    use std::os::fd::AsRawFd;
+    let Ok(from) = libc::off64_t::try_from(from) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    let seek = |offset: libc::off64_t, whence: libc::c_int| {
+        // SAFETY: `lseek64` takes a file descriptor and integers; the
+        // descriptor is open for as long as `file` lives. The file offset
+        // it moves is unused: all reads and writes are positional.
+        let result = unsafe { libc::lseek64(file.as_raw_fd(), offset, whence) };
+        if result < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(result as u64)
+        }
+    };
+    let start = match seek(from, libc::SEEK_DATA) {
+        Ok(start) => start,
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let end = seek(start as libc::off64_t, libc::SEEK_HOLE)?;
+    Ok(Some(start..end))
+}
+
+/// Elsewhere every byte counts as data.
+#[cfg(not(target_os = "linux"))]
+pub(super) fn next_data(file: &File, from: u64) -> io::Result<Option<std::ops::Range<u64>>> {
+    let size = file.metadata()?.len();
+    Ok((from < size).then_some(from..size))
+}
+
 /// Elsewhere writeback is left to the operating system.
 #[cfg(not(target_os = "linux"))]
 pub(super) fn start_writeback(_file: &File, _pos: u64, _len: u64) -> io::Result<()> {

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::fmt::Debug;
 use std::io;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,6 +52,13 @@ pub trait StorageFile: Send + Sync + Debug {
     fn preallocate(&self, len: u64) -> io::Result<()> {
         let _ = len;
         Err(io::ErrorKind::Unsupported.into())
+    }
+    /// The first region at or after `from` that may hold data, or `None`
+    /// if the rest of the file is a hole (reads as zeros without being
+    /// stored). The default treats the whole rest of the file as data.
+    fn next_data(&self, from: u64) -> io::Result<Option<Range<u64>>> {
+        let size = self.size()?;
+        Ok((from < size).then_some(from..size))
     }
     /// Starts writing back `len` bytes from `pos` without waiting for them
     /// (a hint: a later sync then has less to wait for). The default does

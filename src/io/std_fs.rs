@@ -2,11 +2,12 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
+use std::ops::Range;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::mmap::{MmapFile, WriteWindow, start_writeback};
+use super::mmap::{MmapFile, WriteWindow, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// Storage on the operating system's file system. Files are created with
@@ -114,6 +115,10 @@ impl StorageFile for StdFile {
         *window = None;
         *window = Some(WriteWindow::reserve(&self.file, len)?);
         Ok(())
+    }
+
+    fn next_data(&self, from: u64) -> io::Result<Option<Range<u64>>> {
+        next_data(&self.file, from)
     }
 
     fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
