@@ -1145,6 +1145,31 @@ fn zero_filled_tail_is_cut_and_reported_only_when_it_is_not_unused_space() {
     }
 }
 
+/// A stray byte after a hole (a region of the file never written, which
+/// recovery skips without reading) is still found and reported.
+#[test]
+fn a_stray_byte_after_a_hole_in_the_tail_is_reported() {
+    use std::os::unix::fs::FileExt;
+    let pristine = numbered_log(40, false);
+    let last = *bases(pristine.path()).last().unwrap();
+    let path = segment_file(pristine.path(), last, "log");
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let frames_end = file.metadata().unwrap().len();
+    let hole_end = frames_end + (4 << 20);
+    file.set_len(hole_end).unwrap();
+    file.write_all_at(&[0x5a], hole_end).unwrap();
+    drop(file);
+    let log = Log::open(pristine.path(), options()).unwrap();
+    let cuts = &log.recovery_report().truncations;
+    assert_eq!(cuts.len(), 1, "{cuts:?}");
+    assert_eq!(
+        (cuts[0].position, cuts[0].bytes_removed),
+        (frames_end, hole_end + 1 - frames_end)
+    );
+    assert_eq!(log.end_offset(), 40);
+    assert_numbered(&log, 0..40);
+}
+
 /// The active segment of an open log is preallocated to the segment size
 /// and written through a mapping. A copy taken while it is open is what a
 /// killed process leaves behind: recovery finds every record, reports no
