@@ -39,6 +39,8 @@ mod index;
 pub mod inspect;
 pub mod io;
 mod log;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod patterns;
 mod record;
 mod state;

@@ -1,0 +1,379 @@
+//! The blocking facade: one connection and one JetStream context driven by
+//! a private tokio runtime (one worker thread), so that callers on any
+//! thread get logbus's blocking API.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use async_nats::{HeaderMap, ServerAddr};
+use bytes::Bytes;
+
+use super::codec::{encode_headers, millis, stored_record};
+use super::names::{stream_name, topic_of_stream, topic_subject};
+use super::nats_error;
+use crate::error::{Error, Result};
+use crate::patterns::{Retention, TopicOptions};
+use crate::record::{Record, StoredRecord};
+
+/// How a topic's stream is configured when it is first created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSpec {
+    /// Retention mode (see `docs/NATS.md` for how each maps).
+    pub retention: Retention,
+    /// Size limit in bytes (`max_bytes`).
+    pub max_bytes: Option<u64>,
+    /// Age limit (`max_age`).
+    pub max_age: Option<Duration>,
+    /// Largest message accepted (`max_msg_size`).
+    pub max_record_bytes: Option<u64>,
+    /// Copies kept by a cluster (`num_replicas`): 1 on a single server.
+    pub replicas: usize,
+    /// Memory instead of file storage.
+    pub memory: bool,
+}
+
+impl Default for StreamSpec {
+    fn default() -> Self {
+        StreamSpec {
+            retention: Retention::Limits,
+            max_bytes: None,
+            max_age: None,
+            max_record_bytes: None,
+            replicas: 1,
+            memory: false,
+        }
+    }
+}
+
+impl StreamSpec {
+    /// The stream a topic opened with `options` gets. Segment size and the
+    /// index interval have no JetStream counterpart (the server sizes its
+    /// own blocks). Every durability mode maps to file storage: what
+    /// survives a power loss is the server's business (its sync interval,
+    /// and replicas), see `docs/NATS.md`.
+    pub fn from_topic_options(options: &TopicOptions) -> StreamSpec {
+        let log = &options.log;
+        StreamSpec {
+            retention: options.retention,
+            max_bytes: log.retention_bytes,
+            max_age: log.retention_age,
+            max_record_bytes: Some(log.max_record_bytes),
+            replicas: 1,
+            memory: false,
+        }
+    }
+
+    fn config(&self, topic: &str) -> stream::Config {
+        let subject = topic_subject(topic);
+        stream::Config {
+            name: stream_name(topic),
+            // The bare subject for records, the subtree for replies by
+            // correlation id (inbox topics).
+            subjects: vec![subject.clone(), format!("{subject}.>")],
+            retention: match self.retention {
+                Retention::Limits => stream::RetentionPolicy::Limits,
+                Retention::Interest => stream::RetentionPolicy::Interest,
+                Retention::WorkQueue => stream::RetentionPolicy::WorkQueue,
+            },
+            max_bytes: self
+                .max_bytes
+                .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
+            max_age: self.max_age.unwrap_or_default(),
+            max_message_size: self
+                .max_record_bytes
+                .map_or(-1, |b| i32::try_from(b).unwrap_or(i32::MAX)),
+            storage: match self.memory {
+                true => stream::StorageType::Memory,
+                false => stream::StorageType::File,
+            },
+            num_replicas: self.replicas,
+            allow_direct: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A stream's positions, in logbus offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    /// Oldest stored offset (`first_seq - 1`).
+    pub start_offset: u64,
+    /// Offset the next record gets (`last_seq`).
+    pub end_offset: u64,
+    /// Records stored.
+    pub messages: u64,
+}
+
+/// A consumer's positions, in logbus offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerState {
+    /// Every record below it is acked (or termed): the ack floor's stream
+    /// sequence, which as an offset is "the next one".
+    pub ack_floor: u64,
+    /// Offset after the last record delivered.
+    pub delivered: u64,
+    /// Delivered and not yet acked.
+    pub ack_pending: usize,
+    /// Not yet delivered.
+    pub pending: u64,
+    /// Messages delivered more than once and not yet acked.
+    pub redelivered: usize,
+}
+
+impl From<&async_nats::jetstream::consumer::Info> for ConsumerState {
+    fn from(info: &async_nats::jetstream::consumer::Info) -> Self {
+        ConsumerState {
+            ack_floor: info.ack_floor.stream_sequence,
+            delivered: info.delivered.stream_sequence,
+            ack_pending: info.num_ack_pending,
+            pending: info.num_pending,
+            redelivered: info.num_redelivered,
+        }
+    }
+}
+
+/// A connection to a NATS server or cluster with JetStream. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct NatsBus {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) runtime: tokio::runtime::Runtime,
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+}
+
+impl NatsBus {
+    /// Connects to `urls` (comma-separated, e.g. `nats://127.0.0.1:4222`);
+    /// with several, the client fails over between them.
+    pub fn connect(urls: &str, timeout: Duration) -> Result<NatsBus> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("logbus-nats")
+            .enable_all()
+            .build()?;
+        let addrs = urls
+            .split(',')
+            .map(|u| u.trim().parse::<ServerAddr>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::InvalidArgument(format!("bad NATS url in {urls:?}: {e}")))?;
+        let client = runtime
+            .block_on(
+                async_nats::ConnectOptions::new()
+                    .connection_timeout(timeout)
+                    .request_timeout(Some(timeout))
+                    .connect(addrs),
+            )
+            .map_err(|e| nats_error("connect", e))?;
+        // The context spawns its acker task: inside the runtime.
+        let js = {
+            let _entered = runtime.enter();
+            jetstream::ContextBuilder::new()
+                .timeout(timeout)
+                .build(client.clone())
+        };
+        Ok(NatsBus {
+            inner: Arc::new(Inner { runtime, client, js }),
+        })
+    }
+
+    /// Runs `future` on the private runtime. Refused from inside an async
+    /// runtime, where blocking would stall the caller's executor.
+    pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::InvalidArgument(
+                "a blocking logbus call was made from inside an async runtime".into(),
+            ));
+        }
+        Ok(self.inner.runtime.block_on(future))
+    }
+
+    pub(crate) fn js(&self) -> &jetstream::Context {
+        &self.inner.js
+    }
+
+    pub(crate) fn client(&self) -> &async_nats::Client {
+        &self.inner.client
+    }
+
+    /// Creates the stream of `topic` if it does not exist (an existing
+    /// stream keeps its configuration, like a topic's options that apply
+    /// when it is first opened) and returns its state.
+    pub fn ensure_stream(&self, topic: &str, spec: &StreamSpec) -> Result<StreamState> {
+        let config = spec.config(topic);
+        self.block_on(async {
+            let mut stream = self
+                .js()
+                .get_or_create_stream(config)
+                .await
+                .map_err(|e| nats_error("create stream", e))?;
+            let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
+            Ok(state_of(&info.state))
+        })?
+    }
+
+    /// The stream configuration `spec` gives `topic` (for inspection).
+    pub fn stream_config(&self, topic: &str, spec: &StreamSpec) -> stream::Config {
+        spec.config(topic)
+    }
+
+    /// Positions of the stream of `topic`.
+    pub fn stream_state(&self, topic: &str) -> Result<StreamState> {
+        self.block_on(async {
+            let mut stream = self
+                .js()
+                .get_stream(stream_name(topic))
+                .await
+                .map_err(|e| nats_error("get stream", e))?;
+            let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
+            Ok(state_of(&info.state))
+        })?
+    }
+
+    /// The leader of the stream of `topic` (its server name), in a cluster.
+    pub fn stream_leader(&self, topic: &str) -> Result<Option<String>> {
+        self.block_on(async {
+            let mut stream = self
+                .js()
+                .get_stream(stream_name(topic))
+                .await
+                .map_err(|e| nats_error("get stream", e))?;
+            let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
+            Ok(info.cluster.as_ref().and_then(|c| c.leader.clone()))
+        })?
+    }
+
+    /// Names of the topics with a stream on the server.
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        use futures_util::TryStreamExt;
+        self.block_on(async {
+            let names: Vec<String> = self
+                .js()
+                .stream_names()
+                .try_collect()
+                .await
+                .map_err(|e| nats_error("stream names", e))?;
+            let mut topics: Vec<String> = names.iter().filter_map(|n| topic_of_stream(n)).collect();
+            topics.sort();
+            Ok(topics)
+        })?
+    }
+
+    /// Deletes the stream of `topic` and its consumers.
+    pub fn delete_stream(&self, topic: &str) -> Result<()> {
+        self.block_on(async {
+            self.js()
+                .delete_stream(stream_name(topic))
+                .await
+                .map(|_| ())
+                .map_err(|e| nats_error("delete stream", e))
+        })?
+    }
+
+    /// Publishes `record` to `topic` and waits for the PubAck; returns the
+    /// record's offset (its stream sequence minus one).
+    pub fn publish(&self, topic: &str, record: &Record<'_>) -> Result<u64> {
+        let (offset, _) = self.publish_to(topic_subject(topic), record, None)?;
+        Ok(offset)
+    }
+
+    /// Publishes `record` to `subject` with an optional `Nats-Msg-Id` (the
+    /// stream drops a second message with the same id within its
+    /// duplicate window). Returns the offset and whether the server took
+    /// it for a duplicate (the offset is then the first copy's).
+    pub fn publish_to(
+        &self,
+        subject: String,
+        record: &Record<'_>,
+        msg_id: Option<&str>,
+    ) -> Result<(u64, bool)> {
+        let mut headers = encode_headers(record)?;
+        if let Some(id) = msg_id {
+            headers.insert("Nats-Msg-Id", id);
+        }
+        self.publish_raw(subject, headers, Bytes::copy_from_slice(record.value()))
+    }
+
+    pub(crate) fn publish_raw(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(u64, bool)> {
+        self.block_on(async {
+            let ack = self
+                .js()
+                .publish_with_headers(subject, headers, payload)
+                .await
+                .map_err(|e| nats_error("publish", e))?
+                .await
+                .map_err(|e| nats_error("publish ack", e))?;
+            Ok((ack.sequence.saturating_sub(1), ack.duplicate))
+        })?
+    }
+
+    /// The record at `offset` of `topic`, if stored.
+    pub fn read(&self, topic: &str, offset: u64) -> Result<Option<StoredRecord>> {
+        use async_nats::jetstream::stream::RawMessageErrorKind;
+        self.block_on(async {
+            let stream = self
+                .js()
+                .get_stream_no_info(stream_name(topic))
+                .await
+                .map_err(|e| nats_error("get stream", e))?;
+            match stream.get_raw_message(offset + 1).await {
+                Ok(m) => stored_record(Some(&m.headers), &m.payload, m.sequence, millis(&m.time)).map(Some),
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(e) => Err(nats_error("get message", e)),
+            }
+        })?
+    }
+
+    /// The state of `consumer` on the stream of `topic`.
+    pub fn consumer_state(&self, topic: &str, consumer: &str) -> Result<ConsumerState> {
+        self.block_on(async {
+            let stream = self
+                .js()
+                .get_stream_no_info(stream_name(topic))
+                .await
+                .map_err(|e| nats_error("get stream", e))?;
+            let info = stream
+                .consumer_info(consumer)
+                .await
+                .map_err(|e| nats_error("consumer info", e))?;
+            Ok(ConsumerState::from(&info))
+        })?
+    }
+
+    /// Names of the consumers on the stream of `topic` (group consumers
+    /// start with `g_`: the recipients of a `GroupsOf` scatter).
+    pub fn consumer_names(&self, topic: &str) -> Result<Vec<String>> {
+        use futures_util::TryStreamExt;
+        self.block_on(async {
+            let stream = self
+                .js()
+                .get_stream_no_info(stream_name(topic))
+                .await
+                .map_err(|e| nats_error("get stream", e))?;
+            let mut names: Vec<String> = stream
+                .consumer_names()
+                .try_collect()
+                .await
+                .map_err(|e| nats_error("consumer names", e))?;
+            names.sort();
+            Ok(names)
+        })?
+    }
+}
+
+fn state_of(state: &stream::State) -> StreamState {
+    StreamState {
+        start_offset: state.first_sequence.saturating_sub(1),
+        end_offset: state.last_sequence,
+        messages: state.messages,
+    }
+}

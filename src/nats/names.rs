@@ -1,0 +1,112 @@
+//! Names on the server: logbus names allow bytes that NATS subjects and
+//! stream or consumer names do not (`.`, spaces, `*`, `>`), so each logbus
+//! name is encoded as one NATS token: `[A-Za-z0-9-]` kept, every other byte
+//! as `_` and two lowercase hex digits. The encoding is injective (so two
+//! topics never share a stream) and reversible (so `topic_names` can list
+//! streams back).
+//!
+//! | logbus | NATS |
+//! | --- | --- |
+//! | topic `orders.dlq` | stream `LOGBUS_orders_2edlq`, subjects `logbus.orders_2edlq` and `logbus.orders_2edlq.>` |
+//! | group `billing` | durable consumer `g_billing` |
+//! | subscription `audit` | durable consumer `s_audit` |
+//! | reply to id `X` in inbox `c.inbox` | subject `logbus.c_2einbox.X` of the inbox's stream |
+//! | core request to service `pricing` | subject `logbus-rpc.pricing` (no stream captures it) |
+
+use crate::patterns::CorrelationId;
+
+/// Prefix of every subject a topic's stream captures.
+pub const SUBJECT_PREFIX: &str = "logbus";
+/// Prefix of core (non-persisted) request subjects. It must stay outside
+/// every stream: JetStream answers a publish with a reply subject on a
+/// stream subject with its PubAck, which a core requester would take for
+/// the reply.
+pub const CORE_REQUEST_PREFIX: &str = "logbus-rpc";
+
+/// One NATS token for a logbus name (see the module doc).
+pub(crate) fn token(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for byte in name.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' => out.push(byte as char),
+            _ => out.push_str(&format!("_{byte:02x}")),
+        }
+    }
+    out
+}
+
+/// The logbus name a token encodes, if it is one.
+pub(crate) fn untoken(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'_' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The stream holding `topic`.
+pub fn stream_name(topic: &str) -> String {
+    format!("LOGBUS_{}", token(topic))
+}
+
+/// The topic a stream holds, if it is a logbus stream.
+pub(crate) fn topic_of_stream(stream: &str) -> Option<String> {
+    untoken(stream.strip_prefix("LOGBUS_")?)
+}
+
+/// The subject records of `topic` are published to.
+pub fn topic_subject(topic: &str) -> String {
+    format!("{SUBJECT_PREFIX}.{}", token(topic))
+}
+
+/// The subject of replies to `id` in the inbox topic `inbox`: one subject
+/// per correlation id, so the server's per-subject index finds them.
+pub fn reply_subject(inbox: &str, id: CorrelationId) -> String {
+    format!("{SUBJECT_PREFIX}.{}.{id}", token(inbox))
+}
+
+/// The core request subject of `service`.
+pub fn core_request_subject(service: &str) -> String {
+    format!("{CORE_REQUEST_PREFIX}.{}", token(service))
+}
+
+/// The durable consumer of the group `group`.
+pub fn group_consumer_name(group: &str) -> String {
+    format!("g_{}", token(group))
+}
+
+/// The durable consumer of the subscription `name`.
+pub fn subscription_consumer_name(name: &str) -> String {
+    format!("s_{}", token(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_single_nats_tokens_and_decode_back() {
+        for name in ["orders", "orders.dlq", "a b*c>d", "x_y", "ünï", "A-9"] {
+            let t = token(name);
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
+            assert_eq!(untoken(&t).as_deref(), Some(name));
+        }
+        assert_ne!(token("a_2e"), token("a.")); // `_` is escaped too
+        assert_eq!(
+            topic_of_stream(&stream_name("c.inbox")).as_deref(),
+            Some("c.inbox")
+        );
+    }
+}
