@@ -138,12 +138,10 @@ fn segment_cases(dir: &Path, sealed: u64, last: u64) -> Vec<Case> {
         huge_length[last_frame..last_frame + 4].copy_from_slice(&(FRAME_MAX_BYTES as u32).to_le_bytes());
         let mut max_length = original.clone();
         max_length[last_frame..last_frame + 4].copy_from_slice(&u32::MAX.to_le_bytes());
-        let torn = Expect::Recovered {
-            end: base,
-            rebuilt: false,
-            removed: true,
-        };
-        let header_damage = if role == "sealed" { Expect::Corrupt } else { torn };
+        // The last segment's header was synced before the checkpoint that
+        // names it: a damaged header there is corruption too, never a
+        // segment torn while being created (which would be deleted).
+        let header_damage = Expect::Corrupt;
         // A sealed segment is not scanned at open, so its damaged last frame
         // surfaces on read; the active segment's tail is cut at open.
         let frame_damage = Expect::Recovered {

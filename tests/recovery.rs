@@ -280,6 +280,27 @@ fn torn_header_of_last_segment_without_frames_is_deleted_and_log_continues_at_it
     }
 }
 
+/// The checkpoint is written only after its segment's header was synced:
+/// a last segment it names is never a torn creation, so wiping its header
+/// (and every frame after it) is corruption of synced data, refused
+/// without deleting anything.
+#[test]
+fn torn_looking_last_segment_named_by_the_checkpoint_is_corrupt_and_kept() {
+    let pristine = numbered_log(40, true);
+    let last = *bases(pristine.path()).last().unwrap();
+    for (case, bytes) in torn_headers(last) {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
+        copy_log(pristine.path(), dir);
+        let path = segment_file(dir, last, "log");
+        fs::write(&path, &bytes).unwrap();
+        let error = Log::open(dir, options()).expect_err(case);
+        assert!(error.is_corruption(), "{case}: {error}");
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{case}: the segment was changed");
+        assert!(segment_file(dir, last, "idx").exists(), "{case}");
+    }
+}
+
 #[test]
 fn invalid_segment_header_otherwise_is_corrupt_and_changes_nothing() {
     let pristine = numbered_log(40, false);

@@ -29,7 +29,8 @@
 //! | --- | --- |
 //! | no segment files | create segment 0 |
 //! | `.idx` or `.tix` without its `.log` | delete it |
-//! | last segment's header torn and no valid frame after it | delete the segment (crash while creating it) |
+//! | last segment's header torn, no valid frame after it, `.checkpoint` not naming it | delete the segment (crash while creating it) |
+//! | last segment's header invalid and `.checkpoint` naming it (its header was synced) | `Error::Corrupt`, nothing deleted |
 //! | a segment's header names a newer format version | `Error::Corrupt` (`UnsupportedVersion`), nothing deleted |
 //! | a segment's header invalid, otherwise | `Error::Corrupt` |
 //! | sealed segment's index missing or invalid | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
@@ -125,7 +126,8 @@ pub(crate) fn recover(
         storage.remove(orphan)?;
         report.removed_files.push(orphan.clone());
     }
-    let mut segments = open_segments(storage, dir, options, &listing.bases, &mut report)?;
+    let checkpoint = read_checkpoint(storage, dir)?;
+    let mut segments = open_segments(storage, dir, options, &listing.bases, checkpoint, &mut report)?;
     if segments.is_empty() {
         let base = listing.bases.last().copied().unwrap_or(0);
         let segment = Segment::create(
@@ -143,7 +145,6 @@ pub(crate) fn recover(
         recover_sealed(&pair[0], pair[1].base(), &mut report)?;
     }
     if let Some(last) = segments.last() {
-        let checkpoint = read_checkpoint(storage, dir)?;
         recover_active(last, report.clean_shutdown, checkpoint, options, &mut report)?;
     }
     report.segments = segments.len();
@@ -203,13 +204,22 @@ fn open_segments(
     dir: &Path,
     options: &LogOptions,
     bases: &[u64],
+    checkpoint: Option<Checkpoint>,
     report: &mut RecoveryReport,
 ) -> Result<Vec<Arc<Segment>>> {
     let mut segments = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
+        // A checkpoint is written only after its segment's header was
+        // synced, so a segment it names was not torn while being created.
+        let synced = checkpoint.is_some_and(|c| c.base_offset == base);
         match Segment::open(storage, dir, base, options.index_interval_bytes) {
             Ok(segment) => segments.push(Arc::new(segment)),
-            Err(e) if may_be_torn(&e) && i + 1 == bases.len() && torn_creation(storage, dir, base)? => {
+            Err(e)
+                if may_be_torn(&e)
+                    && i + 1 == bases.len()
+                    && !synced
+                    && torn_creation(storage, dir, base)? =>
+            {
                 for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
                     let path = segment_file(dir, base, ext);
                     if storage.remove(&path).is_ok() {
