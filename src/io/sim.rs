@@ -511,7 +511,8 @@ impl MappedFile for SimMap {
     }
 
     fn sync(&self) -> io::Result<()> {
-        let _state = self.file.alive()?;
+        // Counted and faulted like any other sync.
+        self.file.alive()?.on_sync()?;
         let mut node = lock(&self.file.node);
         node.data.clone_from(&self.bytes);
         node.sync();

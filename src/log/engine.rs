@@ -445,7 +445,12 @@ impl Shared {
         // same base, so a half-created successor is rewritten, never left
         // behind with records after it in the sealed segment.
         writer.roll_pending = true;
-        sealed.indexes().seal()?;
+        if let Err(e) = sealed.indexes().seal() {
+            // A failed index sync is a failed sync like any other.
+            self.commit
+                .poison(format!("could not seal the indexes of a segment: {e}"));
+            return Err(e);
+        }
         sealed.advance_limit(extent);
         self.commit.mark_durable(extent.end_offset);
         let next = self.create_segment(extent.end_offset).inspect_err(|e| {
