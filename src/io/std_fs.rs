@@ -133,3 +133,92 @@ impl StorageFile for StdFile {
         self.file.sync_all()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(file: &dyn StorageFile) -> Vec<u8> {
+        let mut bytes = vec![0; file.size().unwrap() as usize];
+        super::super::read_exact_at(file, &mut bytes, 0).unwrap();
+        bytes
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn writes_through_the_window_and_through_pwrite_read_back_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
+        file.write_all_at(b"header", 0).unwrap();
+        file.preallocate(256 << 10).unwrap();
+        assert_eq!(file.size().unwrap(), 256 << 10);
+        let mut expected = vec![0u8; 256 << 10];
+        expected[..6].copy_from_slice(b"header");
+        // Small (copied into the mapping), large (pwrite inside the
+        // reservation) and one past the reservation (pwrite growing the file).
+        let writes = [
+            (6, pattern(100, 1)),
+            (106, pattern(MAPPED_WRITE_MAX + 1, 2)),
+            ((256 << 10) - 10, pattern(30, 3)),
+        ];
+        for (pos, bytes) in &writes {
+            file.write_all_at(bytes, *pos as u64).unwrap();
+            let end = pos + bytes.len();
+            if expected.len() < end {
+                expected.resize(end, 0);
+            }
+            expected[*pos..end].copy_from_slice(bytes);
+        }
+        assert_eq!(read_all(file.as_ref()), expected);
+        file.sync_data().unwrap();
+        let reopened = StdStorage.open(&dir.path().join("f"), false).unwrap();
+        assert_eq!(read_all(reopened.as_ref()), expected);
+    }
+
+    #[test]
+    fn changing_the_length_drops_the_window_and_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
+        file.preallocate(64 << 10).unwrap();
+        file.write_all_at(b"kept", 0).unwrap();
+        file.set_len(4).unwrap();
+        file.write_all_at(b"after", 4).unwrap();
+        assert_eq!(read_all(file.as_ref()), b"keptafter");
+        // Reserving again maps again.
+        file.preallocate(64 << 10).unwrap();
+        file.write_all_at(b"!", 9).unwrap();
+        assert_eq!(&read_all(file.as_ref())[..10], b"keptafter!");
+    }
+
+    #[test]
+    fn preallocating_no_further_than_the_length_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
+        file.write_all_at(&[1; 100], 0).unwrap();
+        assert!(file.preallocate(100).is_err());
+        assert_eq!(file.size().unwrap(), 100);
+    }
+
+    #[test]
+    fn next_data_finds_written_bytes_and_never_reports_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
+        file.write_all_at(&[7; 4096], 0).unwrap();
+        file.set_len(1 << 20).unwrap();
+        file.sync_all().unwrap();
+        let first = file.next_data(0).unwrap().expect("written data");
+        assert_eq!(first.start, 0);
+        assert!(first.end >= 4096 && first.end <= 1 << 20, "{first:?}");
+        // File systems without hole reporting call the rest data; those
+        // with it call it a hole. Either way nothing lies past the end.
+        if let Some(rest) = file.next_data(4096).unwrap() {
+            assert!(rest.start >= 4096 && rest.end <= 1 << 20, "{rest:?}");
+        }
+        assert_eq!(file.next_data(1 << 20).unwrap(), None);
+    }
+}
