@@ -263,6 +263,13 @@ impl Log {
         self.shared.enforce_retention(rules)
     }
 
+    /// Whether a whole sealed segment lies below `offset`, i.e. whether
+    /// [`Log::truncate_before`] would remove anything for that reason.
+    /// Takes only the segment list's read lock.
+    pub(crate) fn has_segment_below(&self, offset: u64) -> bool {
+        (self.shared.segments().get(1)).is_some_and(|next| next.base() <= offset)
+    }
+
     /// Syncs everything, trims the active segment's indexes and writes the
     /// clean-shutdown marker, so the next open scans almost nothing. Other
     /// handles to this log get [`Error::Closed`] afterwards.
