@@ -2,11 +2,12 @@
 //! checked against the operating system instead of the simulated storage.
 //!
 //! A child process (this test binary re-executed, entering through
-//! [`child_writer_entry_point`]) appends under `Durability::Always` and
-//! prints each offset `append` acknowledged on stdout, flushed, before the
-//! next append. The parent kills or faults the child, then reopens the log
-//! and checks that every acknowledged record is present and intact, that
-//! offsets are dense, and that the log still accepts appends.
+//! [`child_writer_entry_point`]; the harness is `tests/common/child.rs`)
+//! appends under `Durability::Always` and prints each offset `append`
+//! acknowledged on stdout, flushed, before the next append. The parent
+//! kills or faults the child, then reopens the log and checks that every
+//! acknowledged record is present and intact, that offsets are dense, and
+//! that the log still accepts appends.
 //!
 //! - `kill -9` at seeded random moments, many times over one directory, so
 //!   recovery runs on logs that already survived earlier kills (and now and
@@ -25,35 +26,24 @@
 //! offset, so the parent can check any record without knowing which child
 //! wrote it.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::child::{self, CHILD_DEADLINE, Finished, Running, SIGKILL, Waited, fork_guard, report};
 use logbus::{Durability, Error, Log, LogOptions, Position, Record, StoredRecord};
 
-/// Selects the child's behaviour; absent in a normal test run.
-const CHILD_MODE_ENV: &str = "LOGBUS_CRASH_CHILD";
-/// The log directory the child appends to.
-const CHILD_DIR_ENV: &str = "LOGBUS_CRASH_DIR";
 /// A file the child deletes to free space once the disk is full.
 const CHILD_FILLER_ENV: &str = "LOGBUS_CRASH_FILLER";
 /// Set when the child must not preallocate its segments, so that every
 /// append is a `pwrite64` that fault injection can hit.
 const CHILD_UNRESERVED_ENV: &str = "LOGBUS_CRASH_UNRESERVED";
-/// Overrides the seed of the kill -9 tests.
-const SEED_ENV: &str = "LOGBUS_CRASH_SEED";
-/// Prefix of every line the child reports; other stdout lines are the harness's.
-const MARK: &str = "@logbus-child";
 const ENTRY_POINT: &str = "child_writer_entry_point";
 const DEFAULT_SEED: u64 = 0x5eed_c4a5_4000;
-/// Longest a child may run before the parent declares it hung.
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
-const SIGKILL: i32 = 9;
 const EIO: i32 = 5;
 const ENOSPC: i32 = 28;
 
@@ -115,10 +105,9 @@ impl Payload {
 /// Entry point of the child process; returns at once in a normal run.
 #[test]
 fn child_writer_entry_point() {
-    let Ok(mode) = std::env::var(CHILD_MODE_ENV) else {
+    let Some((mode, dir)) = child::role() else {
         return;
     };
-    let dir = PathBuf::from(std::env::var(CHILD_DIR_ENV).expect("child needs a log directory"));
     let mode = ChildMode::parse(&mode);
     let segment_bytes = match mode {
         ChildMode::Fill { segment_bytes } => segment_bytes,
@@ -139,8 +128,8 @@ fn child_writer_entry_point() {
     // A failed close is part of the outcome the parent judges: after a
     // failed sync it must fail, since the clean marker would be a lie.
     match writer.log.close() {
-        Ok(()) => report(&mut writer.out, "closed"),
-        Err(e) => report(&mut writer.out, &format!("close-failed {e}")),
+        Ok(()) => report("closed"),
+        Err(e) => report(&format!("close-failed {e}")),
     }
 }
 
@@ -173,22 +162,14 @@ impl ChildMode {
 struct ChildWriter {
     log: Log,
     next: u64,
-    out: std::io::Stdout,
 }
 
 impl ChildWriter {
     fn open(dir: &Path, options: LogOptions) -> ChildWriter {
-        let mut out = std::io::stdout();
-        let log = match Log::open(dir, options) {
-            Ok(log) => log,
-            Err(e) => {
-                report(&mut out, &format!("open-failed {e}"));
-                std::process::exit(2);
-            }
-        };
+        let log = child::open_or_exit(Log::open(dir, options));
         let next = log.end_offset();
-        report(&mut out, &format!("open {next}"));
-        ChildWriter { log, next, out }
+        report(&format!("open {next}"));
+        ChildWriter { log, next }
     }
 
     /// Appends the record for the next offset and reports the outcome. A
@@ -197,15 +178,12 @@ impl ChildWriter {
         let payload = Payload::for_offset(self.next);
         match self.log.append(&payload.record()) {
             Ok(offset) if offset == self.next => {
-                report(&mut self.out, &format!("ack {offset}"));
+                report(&format!("ack {offset}"));
                 self.next += 1;
                 Ok(offset)
             }
             Ok(offset) => {
-                report(
-                    &mut self.out,
-                    &format!("misplaced {offset} expected {}", self.next),
-                );
+                report(&format!("misplaced {offset} expected {}", self.next));
                 std::process::exit(3);
             }
             Err(e) => {
@@ -214,7 +192,7 @@ impl ChildWriter {
                     Error::Io(io) => format!("io:{}", io.raw_os_error().unwrap_or(-1)),
                     _ => "other".to_string(),
                 };
-                report(&mut self.out, &format!("error {} {class} {e}", self.next));
+                report(&format!("error {} {class} {e}", self.next));
                 Err(())
             }
         }
@@ -238,20 +216,12 @@ impl ChildWriter {
                 // Still full: the next append must fail the same way.
                 let _ = self.attempt();
                 std::fs::remove_file(&filler).expect("remove the filler file");
-                report(&mut self.out, "freed");
+                report("freed");
                 self.run_bounded(20, 1);
                 return;
             }
         }
     }
-}
-
-/// Writes one report line and flushes it before the caller goes on: a line
-/// the parent reads was written after `append` returned.
-fn report(out: &mut std::io::Stdout, line: &str) {
-    let mut out = out.lock();
-    writeln!(out, "{MARK} {line}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
 }
 
 // ----------------------------------------------------------------- parent
@@ -275,8 +245,8 @@ enum Event {
 }
 
 impl Event {
-    fn parse(line: &str) -> Option<Event> {
-        let rest = &line[line.find(MARK)? + MARK.len()..];
+    /// Parses a report line (after the report mark).
+    fn parse(rest: &str) -> Option<Event> {
         let mut words = rest.split_whitespace();
         let kind = words.next()?;
         let number = |word: Option<&str>| word.and_then(|w| w.parse::<u64>().ok());
@@ -301,40 +271,29 @@ impl Event {
 struct Launch<'a> {
     mode: &'a str,
     dir: &'a Path,
-    /// `strace` options placed before the child command, if any.
-    strace: Option<Vec<String>>,
+    /// A program the child runs under, with its options (`strace …`), or
+    /// nothing.
+    wrapper: Vec<String>,
     filler: Option<&'a Path>,
     /// Whether the child preallocates its segments (appends then copy into
     /// a mapping instead of calling `pwrite64`).
     preallocate: bool,
 }
 
-/// A running child with its stdout parsed on a reader thread.
-struct Running {
-    child: Child,
-    events: Receiver<Event>,
-    stdout: JoinHandle<()>,
-    stderr: JoinHandle<String>,
-    seen: Vec<Event>,
+impl Launch<'_> {
+    fn spawn(&self) -> Running<Event> {
+        let mut command = child::command(&self.wrapper, ENTRY_POINT, self.mode, self.dir);
+        if !self.preallocate {
+            command.env(CHILD_UNRESERVED_ENV, "1");
+        }
+        if let Some(filler) = self.filler {
+            command.env(CHILD_FILLER_ENV, filler);
+        }
+        Running::spawn(command, Event::parse)
+    }
 }
 
-/// Why [`Running::wait_for`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waited {
-    Enough,
-    TimedOut,
-    /// The child closed stdout: it exited (or is about to).
-    Closed,
-}
-
-/// A finished child.
-struct Finished {
-    events: Vec<Event>,
-    status: ExitStatus,
-    stderr: String,
-}
-
-impl Finished {
+impl Finished<Event> {
     fn acks(&self) -> Vec<u64> {
         self.events
             .iter()
@@ -357,17 +316,6 @@ impl Finished {
                 _ => None,
             })
             .collect()
-    }
-
-    fn describe(&self) -> String {
-        let tail = self.stderr.lines().rev().take(30).collect::<Vec<_>>();
-        let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
-        format!(
-            "child status {:?} (killed by signal {:?}), events {:?}\nchild stderr (tail):\n{tail}",
-            self.status,
-            self.status.signal(),
-            self.events
-        )
     }
 
     /// One past the last acknowledged offset, if the child opened the log.
@@ -396,114 +344,6 @@ impl Finished {
             self.describe()
         );
     }
-}
-
-impl Running {
-    fn spawn(launch: &Launch<'_>) -> Running {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut command = match &launch.strace {
-            Some(options) => {
-                let mut c = Command::new("strace");
-                c.args(options).arg(&exe);
-                c
-            }
-            None => Command::new(&exe),
-        };
-        command
-            .args(["--exact", ENTRY_POINT, "--nocapture", "--test-threads=1"])
-            .env(CHILD_MODE_ENV, launch.mode)
-            .env(CHILD_DIR_ENV, launch.dir)
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if !launch.preallocate {
-            command.env(CHILD_UNRESERVED_ENV, "1");
-        }
-        if let Some(filler) = launch.filler {
-            command.env(CHILD_FILLER_ENV, filler);
-        }
-        let mut child = {
-            let _no_log_open = fork_guard();
-            command.spawn().expect("spawn the child")
-        };
-        let out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        let (send, events) = mpsc::channel();
-        let stdout = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if let Some(event) = Event::parse(&line)
-                    && send.send(event).is_err()
-                {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Running {
-            child,
-            events,
-            stdout,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits until `enough` holds for the events so far, the child closes
-    /// stdout, or `until` passes.
-    fn wait_for(&mut self, until: Instant, enough: impl Fn(&[Event]) -> bool) -> Waited {
-        loop {
-            if enough(&self.seen) {
-                return Waited::Enough;
-            }
-            let left = until.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(event) => self.seen.push(event),
-                Err(RecvTimeoutError::Timeout) => return Waited::TimedOut,
-                Err(RecvTimeoutError::Disconnected) => return Waited::Closed,
-            }
-        }
-    }
-
-    fn kill(mut self) -> Finished {
-        self.child.kill().expect("kill the child");
-        self.finish()
-    }
-
-    /// Waits for the child to exit (killing it past [`CHILD_DEADLINE`]).
-    fn wait(mut self) -> Finished {
-        if self.wait_for(Instant::now() + CHILD_DEADLINE, |_| false) == Waited::TimedOut {
-            let _ = self.child.kill();
-            let finished = self.finish();
-            panic!("child hung for {CHILD_DEADLINE:?}: {}", finished.describe());
-        }
-        self.finish()
-    }
-
-    fn finish(mut self) -> Finished {
-        let status = self.child.wait().expect("reap the child");
-        self.stdout.join().expect("stdout reader");
-        self.seen.extend(self.events.try_iter());
-        Finished {
-            events: self.seen,
-            status,
-            stderr: self.stderr.join().expect("stderr reader"),
-        }
-    }
-}
-
-/// Held while this process has a log open and while it spawns a child.
-/// Tests run on several threads: a child forked while another thread holds
-/// a log open shares that log's locked lock file until it execs, and a
-/// child started meanwhile would find the log `Locked`.
-fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
-    static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    FORK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs a helper command to completion (under the fork guard).
@@ -573,13 +413,6 @@ fn precreate(dir: &Path) {
     Log::open(dir, options()).expect("create").close().expect("close");
 }
 
-fn seed() -> u64 {
-    match std::env::var(SEED_ENV) {
-        Ok(text) => text.parse().expect("LOGBUS_CRASH_SEED must be a number"),
-        Err(_) => DEFAULT_SEED,
-    }
-}
-
 // ------------------------------------------------------------- kill -9
 
 /// When the parent kills the child.
@@ -604,14 +437,15 @@ struct KillTotals {
     truncations: u64,
 }
 
-fn kill_cycle(dir: &Path, at: KillAt) -> Finished {
-    let mut running = Running::spawn(&Launch {
+fn kill_cycle(dir: &Path, at: KillAt) -> Finished<Event> {
+    let mut running = Launch {
         mode: "forever",
         dir,
-        strace: None,
+        wrapper: Vec::new(),
         filler: None,
         preallocate: true,
-    });
+    }
+    .spawn();
     let reached = match at {
         KillAt::Acks(count) => {
             let enough =
@@ -633,7 +467,7 @@ fn kill_cycle(dir: &Path, at: KillAt) -> Finished {
 /// Runs `cycles` kill -9 cycles; every `fresh_every` cycles the directory
 /// starts over so that long runs keep the log small.
 fn kill_nine_cycles(cycles: u64, fresh_every: u64) -> KillTotals {
-    let seed = seed();
+    let seed = child::seed(DEFAULT_SEED);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut totals = KillTotals::default();
     let mut dir = tempfile::tempdir().expect("tempdir");
@@ -699,9 +533,10 @@ fn strace_available(test: &str) -> bool {
     works
 }
 
-/// strace options injecting `inject` into the child (all its threads).
+/// strace, with options injecting `inject` into the child (all its threads).
 fn strace_inject(inject: &str) -> Vec<String> {
     let args = [
+        "strace",
         "-f",
         "-qq",
         "-o",
@@ -715,14 +550,15 @@ fn strace_inject(inject: &str) -> Vec<String> {
     args
 }
 
-fn run_under_strace(dir: &Path, mode: &str, inject: &str, preallocate: bool) -> Finished {
-    Running::spawn(&Launch {
+fn run_under_strace(dir: &Path, mode: &str, inject: &str, preallocate: bool) -> Finished<Event> {
+    Launch {
         mode,
         dir,
-        strace: Some(strace_inject(inject)),
+        wrapper: strace_inject(inject),
         filler: None,
         preallocate,
-    })
+    }
+    .spawn()
     .wait()
 }
 
@@ -756,6 +592,7 @@ fn appends_write_with_pwrite64_unless_preallocated_and_sync_with_fdatasync() {
         let trace = dir.path().join("trace.txt");
         let calls = "trace=write,pwrite64,writev,pwritev,pwritev2,fsync,fdatasync,sync_file_range,msync";
         let strace = [
+            "strace",
             "-f",
             "-qq",
             "-o",
@@ -763,13 +600,14 @@ fn appends_write_with_pwrite64_unless_preallocated_and_sync_with_fdatasync() {
             "-e",
             calls,
         ];
-        let finished = Running::spawn(&Launch {
+        let finished = Launch {
             mode: "bounded:40:1",
             dir: dir.path(),
-            strace: Some(strace.iter().map(|s| s.to_string()).collect()),
+            wrapper: strace.iter().map(|s| s.to_string()).collect(),
             filler: None,
             preallocate,
-        })
+        }
+        .spawn()
         .wait();
         assert!(finished.status.success(), "{}", finished.describe());
         assert_eq!(finished.acks().len(), 40, "{}", finished.describe());
@@ -799,7 +637,7 @@ fn appends_write_with_pwrite64_unless_preallocated_and_sync_with_fdatasync() {
 }
 
 /// Checks the run of a child whose `fdatasync` number `n` failed with EIO.
-fn check_failed_sync_run(n: u32, finished: &Finished) -> &'static str {
+fn check_failed_sync_run(n: u32, finished: &Finished<Event>) -> &'static str {
     if let [Event::OpenFailed(message)] = finished.events.as_slice() {
         // Opening syncs too (the recovery checkpoint); failing it is fine.
         assert!(
@@ -1031,18 +869,19 @@ fn skip_disk_full(why: &str) {
 /// Fills a 1 MiB tmpfs holding `filler_bytes` of filler through a child
 /// writing segments of `segment_bytes`, then checks what the child saw and
 /// what a reopen finds.
-fn fill_real_disk(filler_bytes: usize, segment_bytes: u64) -> Option<Finished> {
+fn fill_real_disk(filler_bytes: usize, segment_bytes: u64) -> Option<Finished<Event>> {
     let tmpfs = Tmpfs::mount("1m")?;
     let filler = tmpfs.path().join("filler");
     std::fs::write(&filler, vec![0xa5u8; filler_bytes]).expect("write the filler");
     let dir = tmpfs.path().join("log");
-    let finished = Running::spawn(&Launch {
+    let finished = Launch {
         mode: &format!("fill:{segment_bytes}"),
         dir: &dir,
-        strace: None,
+        wrapper: Vec::new(),
         filler: Some(&filler),
         preallocate: true,
-    })
+    }
+    .spawn()
     .wait();
     let context = format!(
         "filler of {filler_bytes} bytes, segments of {segment_bytes}: {}",

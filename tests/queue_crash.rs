@@ -20,40 +20,28 @@
 //!   delivered again (at-least-once); the test counts these duplicates.
 //!
 //! Children are this test binary re-executed with `--exact child_entry_point`
-//! and an environment variable naming the mode.
+//! and an environment variable naming the mode (the harness is
+//! `tests/common/child.rs`).
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::child::{
+    self, CHILD_DEADLINE, Finished, SIGABRT, SIGKILL, Waited, fork_guard, report, spawn_words,
+};
 use logbus::{
     Backoff, Bus, BusOptions, Delivery, Durability, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
     HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
     HEADER_SOURCE_TOPIC, Record, RetryPolicy, StoredRecord, TopicOptions,
 };
 
-/// Selects the child's behaviour; absent in a normal test run.
-const CHILD_MODE_ENV: &str = "LOGBUS_QUEUE_CHILD";
-/// The bus directory the child opens.
-const CHILD_DIR_ENV: &str = "LOGBUS_QUEUE_DIR";
-/// Seed of the child's random choices.
-const CHILD_SEED_ENV: &str = "LOGBUS_QUEUE_CHILD_SEED";
-/// Overrides the seed of the kill -9 tests.
-const SEED_ENV: &str = "LOGBUS_CRASH_SEED";
 const DEFAULT_SEED: u64 = 0x0de1_17e5_9a11;
-/// Prefix of every line the child reports; other stdout lines are the harness's.
-const MARK: &str = "@queue-child";
 const ENTRY_POINT: &str = "child_entry_point";
-/// Longest a child may run before the parent declares it hung.
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
-const SIGKILL: i32 = 9;
-const SIGABRT: i32 = 6;
 
 // ------------------------------------------------------ competing consumers
 
@@ -153,7 +141,7 @@ fn eight_competing_consumers_ack_each_of_100k_records_exactly_once() {
 
     // The acks are in the group's state log (and its snapshots): after a
     // reopen nothing is delivered again.
-    close_before_reopen(&bus);
+    child::close(&bus);
     let bus = Bus::open(dir.path(), options).expect("reopen");
     let group = bus
         .topic("work")
@@ -223,7 +211,7 @@ fn acks_from_eight_threads_survive_a_reopen_after_every_round_of_snapshots() {
         );
         assert_eq!(group.stats().expect("stats").low_watermark, published.end);
         drop(group);
-        close_before_reopen(&bus);
+        child::close(&bus);
     }
 }
 
@@ -236,189 +224,17 @@ fn work_value(offset: u64) -> String {
 /// Entry point of the child process; returns at once in a normal run.
 #[test]
 fn child_entry_point() {
-    let Ok(mode) = std::env::var(CHILD_MODE_ENV) else {
+    let Some((mode, dir)) = child::role() else {
         return;
     };
-    let dir = PathBuf::from(std::env::var(CHILD_DIR_ENV).expect("child needs a bus directory"));
-    match mode.as_str() {
-        "poison" => poison_child(&dir),
-        "mixed" => {
-            let seed = std::env::var(CHILD_SEED_ENV).expect("child seed");
-            mixed_child(&dir, seed.parse().expect("numeric seed"));
-        }
+    match mode.split(':').collect::<Vec<_>>().as_slice() {
+        ["poison"] => poison_child(&dir),
+        ["mixed", seed] => mixed_child(&dir, seed.parse().expect("numeric seed")),
         _ => panic!("unknown child mode {mode:?}"),
     }
 }
 
-/// Writes one report line and flushes it before the caller goes on: a line
-/// the parent reads was written after the reported call returned.
-fn report(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{MARK} {line}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
-}
-
-fn open_or_exit(dir: &Path, options: BusOptions) -> Bus {
-    match Bus::open(dir, options) {
-        Ok(bus) => bus,
-        Err(e) => {
-            report(&format!("open-failed {e}"));
-            std::process::exit(2);
-        }
-    }
-}
-
 // ---------------------------------------------------------------- harness
-
-/// A running child with its report lines parsed on a reader thread.
-struct Running {
-    child: Child,
-    lines: Receiver<Vec<String>>,
-    stdout: JoinHandle<()>,
-    stderr: JoinHandle<String>,
-    seen: Vec<Vec<String>>,
-}
-
-/// Why [`Running::read_until`] returned.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waited {
-    Enough,
-    TimedOut,
-    /// The child closed stdout: it exited (or is about to).
-    Closed,
-}
-
-/// A finished child: its report lines, split into words.
-struct Finished {
-    events: Vec<Vec<String>>,
-    status: ExitStatus,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        let tail: Vec<&str> = self.stderr.lines().rev().take(30).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        let events = self.events.len();
-        let last: Vec<String> = self.events.iter().rev().take(10).map(|e| e.join(" ")).collect();
-        format!(
-            "child status {:?}, {events} events, last ones (newest first) {last:?}\nchild stderr (tail):\n{}",
-            self.status,
-            tail.join("\n")
-        )
-    }
-}
-
-impl Running {
-    fn spawn(mode: &str, dir: &Path, seed: u64) -> Running {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut command = Command::new(exe);
-        command
-            .args(["--exact", ENTRY_POINT, "--nocapture", "--test-threads=1"])
-            .env(CHILD_MODE_ENV, mode)
-            .env(CHILD_DIR_ENV, dir)
-            .env(CHILD_SEED_ENV, seed.to_string())
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = {
-            let _no_bus_open = fork_guard();
-            command.spawn().expect("spawn the child")
-        };
-        let out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        let (send, lines) = mpsc::channel();
-        let stdout = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let Some(at) = line.find(MARK) else { continue };
-                let words = line[at + MARK.len()..]
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
-                if send.send(words).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Running {
-            child,
-            lines,
-            stdout,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads report lines until `count` arrived, the child closed stdout
-    /// or `until` passed.
-    fn read_until(&mut self, count: usize, until: Instant) -> Waited {
-        while self.seen.len() < count {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Timeout) => return Waited::TimedOut,
-                Err(RecvTimeoutError::Disconnected) => return Waited::Closed,
-            }
-        }
-        Waited::Enough
-    }
-
-    fn kill(mut self) -> Finished {
-        self.child.kill().expect("kill the child");
-        self.finish()
-    }
-
-    /// Waits for the child to exit (killing it past [`CHILD_DEADLINE`]).
-    fn wait(mut self) -> Finished {
-        if self.read_until(usize::MAX, Instant::now() + CHILD_DEADLINE) == Waited::TimedOut {
-            let _ = self.child.kill();
-            let finished = self.finish();
-            panic!("child hung for {CHILD_DEADLINE:?}: {}", finished.describe());
-        }
-        self.finish()
-    }
-
-    fn finish(mut self) -> Finished {
-        let status = self.child.wait().expect("reap the child");
-        self.stdout.join().expect("stdout reader");
-        self.seen.extend(self.lines.try_iter());
-        Finished {
-            events: self.seen,
-            status,
-            stderr: self.stderr.join().expect("stderr reader"),
-        }
-    }
-}
-
-/// Held while this process spawns a child, and while it closes a bus that
-/// it or a child opens next: a child forked while a bus is open shares its
-/// locked lock file until it execs, and whoever opened that bus next would
-/// find it `Locked`.
-fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
-    static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    FORK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Closes a bus this process opens again: once no child is between fork and
-/// exec, none can hold a copy of its lock past the close.
-fn close_before_reopen(bus: &Bus) {
-    let _no_spawn = fork_guard();
-    bus.close().expect("close");
-}
-
-fn seed() -> u64 {
-    match std::env::var(SEED_ENV) {
-        Ok(text) => text.parse().expect("LOGBUS_CRASH_SEED must be a number"),
-        Err(_) => DEFAULT_SEED,
-    }
-}
 
 fn number(word: Option<&String>) -> u64 {
     word.and_then(|w| w.parse().ok())
@@ -453,7 +269,7 @@ fn poison_record_value(offset: u64) -> Vec<u8> {
 /// Consumes the queue, acking everything but the poison record, on which
 /// it aborts; exits normally once the queue is drained.
 fn poison_child(dir: &Path) {
-    let bus = open_or_exit(dir, BusOptions::default());
+    let bus = child::open_or_exit(Bus::open(dir, BusOptions::default()));
     let group = bus
         .topic("jobs")
         .and_then(|t| t.group("workers", poison_group_options()))
@@ -502,7 +318,7 @@ fn poison_message_that_crashes_the_consumer_is_dead_lettered_after_max_attempts_
             crashes <= POISON_MAX_ATTEMPTS,
             "still crashing after {crashes} restarts"
         );
-        let finished = Running::spawn("poison", dir.path(), 0).wait();
+        let finished = spawn_words(ENTRY_POINT, "poison", dir.path()).wait();
         for event in &finished.events {
             match event.first().map(String::as_str) {
                 Some("ack") => *acks.entry(number(event.get(1))).or_default() += 1,
@@ -643,7 +459,7 @@ fn mixed_group_options() -> GroupOptions {
 /// after a publish returned, `recv <offset> <attempt>` on receipt,
 /// `acking <offset>` before and `ack <offset>` after an ack.
 fn mixed_child(dir: &Path, seed: u64) {
-    let bus = open_or_exit(dir, mixed_bus_options());
+    let bus = child::open_or_exit(Bus::open(dir, mixed_bus_options()));
     let topic = bus.topic("mixed").expect("topic");
     let group = topic.group("g", mixed_group_options()).expect("group");
     let mut next = topic.end_offset();
@@ -714,7 +530,7 @@ impl Ledger {
         self.ack_cut_off.remove(&offset);
     }
 
-    fn absorb(&mut self, finished: &Finished) {
+    fn absorb(&mut self, finished: &Finished<Vec<String>>) {
         let context = finished.describe();
         let mut acking = BTreeSet::new();
         for event in &finished.events {
@@ -812,14 +628,14 @@ struct MixTotals {
     drained_by_parent: u64,
 }
 
-fn mixed_cycle(dir: &Path, rng: &mut fastrand::Rng, seed: u64) -> Finished {
-    let mut running = Running::spawn("mixed", dir, seed);
+fn mixed_cycle(dir: &Path, rng: &mut fastrand::Rng, seed: u64) -> Finished<Vec<String>> {
+    let mut running = spawn_words(ENTRY_POINT, &format!("mixed:{seed}"), dir);
     let waited = if rng.bool() {
         let lines = rng.usize(1..250);
-        running.read_until(lines, Instant::now() + CHILD_DEADLINE)
+        running.wait_for(Instant::now() + CHILD_DEADLINE, |seen| seen.len() >= lines)
     } else {
         let delay = Duration::from_micros(rng.u64(0..40_000));
-        running.read_until(usize::MAX, Instant::now() + delay)
+        running.wait_for(Instant::now() + delay, |_| false)
     };
     let reached = waited != Waited::Closed;
     let finished = running.kill();
@@ -844,7 +660,7 @@ fn finish_dir(ledger: &mut Ledger, dir: &Path, totals: &mut MixTotals) {
 /// Runs `cycles` kill -9 cycles; every `fresh_every` cycles the directory is
 /// drained, checked and replaced so that long runs keep it small.
 fn kill_nine_mixed(cycles: u64, fresh_every: u64) -> MixTotals {
-    let seed = seed();
+    let seed = child::seed(DEFAULT_SEED);
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut totals = MixTotals::default();
     let mut dir = tempfile::tempdir().expect("tempdir");

@@ -22,17 +22,16 @@
 //!   and leaves the index of the next bus alone.
 //!
 //! Children are this test binary re-executed with `--exact child_entry_point`
-//! and an environment variable naming the mode.
+//! and an environment variable naming the mode (the harness is
+//! `tests/common/child.rs`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::child::{self, SIGABRT, SIGKILL, report, spawn_words};
 use logbus::internals::decode_correlation_header;
 use logbus::io::SimStorage;
 use logbus::{
@@ -41,15 +40,7 @@ use logbus::{
     Requester, RetryPolicy, StartAt, TopicOptions,
 };
 
-const CHILD_MODE_ENV: &str = "LOGBUS_REQUEST_CHILD";
-const CHILD_DIR_ENV: &str = "LOGBUS_REQUEST_DIR";
-const CHILD_ARG_ENV: &str = "LOGBUS_REQUEST_ARG";
-/// Prefix of every line the child reports; other stdout lines are the harness's.
-const MARK: &str = "@request-child";
 const ENTRY_POINT: &str = "child_entry_point";
-const CHILD_DEADLINE: Duration = Duration::from_secs(60);
-const SIGKILL: i32 = 9;
-const SIGABRT: i32 = 6;
 const SERVICE: &str = "svc";
 const MAX_ATTEMPTS: u32 = 3;
 
@@ -75,27 +66,18 @@ fn index_is_clean(dir: &Path) -> bool {
 /// Entry point of the child process; returns at once in a normal run.
 #[test]
 fn child_entry_point() {
-    let Ok(mode) = std::env::var(CHILD_MODE_ENV) else {
+    let Some((mode, dir)) = child::role() else {
         return;
     };
-    let dir = PathBuf::from(std::env::var(CHILD_DIR_ENV).expect("child needs a bus directory"));
-    let arg = std::env::var(CHILD_ARG_ENV).unwrap_or_default();
     let bus = Bus::open(&dir, BusOptions::default()).expect("child opens the bus");
-    match mode.as_str() {
-        "send" => send_child(&bus),
-        "collect" => collect_child(&bus, arg.parse().expect("an id")),
-        "fill" => fill_child(&bus, arg.parse().expect("a seed")),
-        "serve" => serve_child(&bus),
+    match mode.split(':').collect::<Vec<_>>().as_slice() {
+        ["send"] => send_child(&bus),
+        ["collect", id] => collect_child(&bus, id.parse().expect("an id")),
+        ["fill", seed] => fill_child(&bus, seed.parse().expect("a seed")),
+        ["serve"] => serve_child(&bus),
         _ => panic!("unknown child mode {mode:?}"),
     }
     bus.close().expect("child closes the bus");
-}
-
-/// Writes one report line and flushes it before the caller goes on.
-fn report(line: &str) {
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "{MARK} {line}").expect("write to the parent");
-    out.flush().expect("flush to the parent");
 }
 
 /// Waits to be killed.
@@ -172,169 +154,8 @@ fn serve_child(bus: &Bus) {
 
 // ---------------------------------------------------------------- harness
 
-/// A running child with its report lines parsed on a reader thread.
-struct Running {
-    child: Child,
-    lines: Receiver<Vec<String>>,
-    stdout: JoinHandle<()>,
-    stderr: Option<JoinHandle<String>>,
-    seen: Vec<Vec<String>>,
-}
-
-/// A finished child: its report lines, split into words.
-struct Finished {
-    events: Vec<Vec<String>>,
-    status: ExitStatus,
-    stderr: String,
-}
-
-impl Finished {
-    fn describe(&self) -> String {
-        let tail: Vec<&str> = self.stderr.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        format!(
-            "child status {:?}, {} events\nchild stderr (tail):\n{}",
-            self.status,
-            self.events.len(),
-            tail.join("\n")
-        )
-    }
-
-    fn expect_success(self) -> Vec<Vec<String>> {
-        assert!(self.status.success(), "child failed: {}", self.describe());
-        self.events
-    }
-
-    fn expect_signal(self, signal: i32) -> Vec<Vec<String>> {
-        assert_eq!(self.status.signal(), Some(signal), "{}", self.describe());
-        self.events
-    }
-}
-
-impl Running {
-    fn spawn(mode: &str, dir: &Path, arg: &str) -> Running {
-        let exe = std::env::current_exe().expect("test binary path");
-        let mut command = Command::new(exe);
-        command
-            .args(["--exact", ENTRY_POINT, "--nocapture", "--test-threads=1"])
-            .env(CHILD_MODE_ENV, mode)
-            .env(CHILD_DIR_ENV, dir)
-            .env(CHILD_ARG_ENV, arg)
-            .env_remove("RUST_BACKTRACE")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = {
-            let _no_bus_open = fork_guard();
-            command.spawn().expect("spawn the child")
-        };
-        let out = child.stdout.take().expect("piped stdout");
-        let mut err = child.stderr.take().expect("piped stderr");
-        let (send, lines) = mpsc::channel();
-        let stdout = std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let Some(at) = line.find(MARK) else { continue };
-                let words = line[at + MARK.len()..]
-                    .split_whitespace()
-                    .map(str::to_owned)
-                    .collect();
-                if send.send(words).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            text
-        });
-        Running {
-            child,
-            lines,
-            stdout,
-            stderr: Some(stderr),
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for `count` report lines in all; panics if the child exits or
-    /// hangs first.
-    fn read(&mut self, count: usize) -> &[Vec<String>] {
-        let until = Instant::now() + CHILD_DEADLINE;
-        while self.seen.len() < count {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                    let _ = self.child.kill();
-                    let status = self.child.wait();
-                    let stderr = self.stderr.take().map(|t| t.join().expect("stderr reader"));
-                    panic!(
-                        "child stopped reporting ({status:?}); stderr:\n{}",
-                        stderr.unwrap_or_default()
-                    );
-                }
-            }
-        }
-        &self.seen
-    }
-
-    fn kill(mut self) -> Finished {
-        self.child.kill().expect("kill the child");
-        self.finish()
-    }
-
-    /// Waits for the child to exit (killing it past [`CHILD_DEADLINE`]).
-    fn wait(mut self) -> Finished {
-        let until = Instant::now() + CHILD_DEADLINE;
-        loop {
-            match self
-                .lines
-                .recv_timeout(until.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => return self.finish(),
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.child.kill();
-                    let finished = self.finish();
-                    panic!("child hung: {}", finished.describe());
-                }
-            }
-        }
-    }
-
-    fn finish(mut self) -> Finished {
-        let status = self.child.wait().expect("reap the child");
-        self.stdout.join().expect("stdout reader");
-        self.seen.extend(self.lines.try_iter());
-        Finished {
-            events: self.seen,
-            status,
-            stderr: self
-                .stderr
-                .take()
-                .map(|t| t.join().expect("stderr reader"))
-                .unwrap_or_default(),
-        }
-    }
-}
-
-/// Held while this process spawns a child, and while it closes a bus that
-/// a child opens next: a child forked while a bus is open shares its locked
-/// lock file until it execs.
-fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
-    static FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    FORK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn open(dir: &Path) -> Bus {
     Bus::open(dir, BusOptions::default()).expect("open the bus")
-}
-
-fn close(bus: Bus) {
-    let _no_spawn = fork_guard();
-    bus.close().expect("close");
 }
 
 // ------------------------------------------------------------------ tests
@@ -342,7 +163,7 @@ fn close(bus: Bus) {
 #[test]
 fn requester_killed_before_its_reply_exists_gets_it_by_id_in_a_new_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sender = Running::spawn("send", dir.path(), "");
+    let mut sender = spawn_words(ENTRY_POINT, "send", dir.path());
     let id: CorrelationId = sender.read(1)[0][1].parse().expect("the child's id");
     sender.kill().expect_signal(SIGKILL);
     assert!(!index_is_clean(dir.path()), "killed while open, yet marked clean");
@@ -360,12 +181,15 @@ fn requester_killed_before_its_reply_exists_gets_it_by_id_in_a_new_process() {
         .reply(&Record::new(b"answer for the next process"))
         .expect("reply");
     drop(responder);
-    close(bus);
+    child::close(&bus);
 
-    let events = Running::spawn("collect", dir.path(), &id.to_string())
+    let events = spawn_words(ENTRY_POINT, &format!("collect:{id}"), dir.path())
         .wait()
         .expect_success();
-    assert_eq!(events, vec![words("reply svc answer for the next process")]);
+    assert_eq!(
+        events,
+        vec![child::words("reply svc answer for the next process")]
+    );
     assert!(index_is_clean(dir.path()), "closed cleanly, yet not marked clean");
 
     // The clean index is trusted at open and still answers.
@@ -375,11 +199,7 @@ fn requester_killed_before_its_reply_exists_gets_it_by_id_in_a_new_process() {
         .expect("requester")
         .reply_for(id, Duration::ZERO);
     assert_eq!(reply.expect("reply").value(), b"answer for the next process");
-    close(bus);
-}
-
-fn words(line: &str) -> Vec<String> {
-    line.split_whitespace().map(str::to_owned).collect()
+    child::close(&bus);
 }
 
 #[test]
@@ -389,7 +209,7 @@ fn index_left_unclean_by_kill_nine_is_rebuilt_and_finds_every_reply_and_a_clean_
     let mut rng = fastrand::Rng::with_seed(0x0c1a_55e5);
     let mut seen: Vec<CorrelationId> = Vec::new();
     for kill in 0..KILLS {
-        let mut child = Running::spawn("fill", dir.path(), &rng.u64(..).to_string());
+        let mut child = spawn_words(ENTRY_POINT, &format!("fill:{}", rng.u64(..)), dir.path());
         // Past 512 replies the index outgrows its first 1024 slots.
         let lines = 300 + rng.usize(..400);
         child.read(lines);
@@ -424,7 +244,7 @@ fn check_replies(dir: &Path, ids: &[CorrelationId], context: &str) {
         assert_eq!(replies[0].value(), format!("answer {id}").as_bytes(), "{context}");
     }
     drop(requester);
-    close(bus);
+    child::close(&bus);
 }
 
 /// Sends `value` to the service from requester `client` (bus closed after).
@@ -435,7 +255,7 @@ fn send(dir: &Path, value: &str) -> CorrelationId {
         .expect("requester")
         .send_request(SERVICE, &Record::new(value.as_bytes()))
         .expect("send");
-    close(bus);
+    child::close(&bus);
     id
 }
 
@@ -443,14 +263,19 @@ fn send(dir: &Path, value: &str) -> CorrelationId {
 fn responder_that_aborts_mid_request_is_replaced_and_the_request_answered_on_attempt_two() {
     let dir = tempfile::tempdir().expect("tempdir");
     let id = send(dir.path(), "crash-once");
-    let first = Running::spawn("serve", dir.path(), "")
+    let first = spawn_words(ENTRY_POINT, "serve", dir.path())
         .wait()
         .expect_signal(SIGABRT);
-    assert_eq!(first, vec![words(&format!("got 1 {id} crash-once"))]);
-    let second = Running::spawn("serve", dir.path(), "").wait().expect_success();
+    assert_eq!(first, vec![child::words(&format!("got 1 {id} crash-once"))]);
+    let second = spawn_words(ENTRY_POINT, "serve", dir.path())
+        .wait()
+        .expect_success();
     assert_eq!(
         second,
-        vec![words(&format!("got 2 {id} crash-once")), words("replied")]
+        vec![
+            child::words(&format!("got 2 {id} crash-once")),
+            child::words("replied")
+        ]
     );
 
     let bus = open(dir.path());
@@ -465,7 +290,7 @@ fn responder_that_aborts_mid_request_is_replaced_and_the_request_answered_on_att
         responder.try_recv().expect("recv").is_none(),
         "answered request delivered again"
     );
-    close(bus);
+    child::close(&bus);
 }
 
 #[test]
@@ -473,14 +298,16 @@ fn request_that_crashes_every_responder_is_dead_lettered_with_its_id_and_the_req
     let dir = tempfile::tempdir().expect("tempdir");
     let id = send(dir.path(), "poison");
     for attempt in 1..=MAX_ATTEMPTS {
-        let events = Running::spawn("serve", dir.path(), "")
+        let events = spawn_words(ENTRY_POINT, "serve", dir.path())
             .wait()
             .expect_signal(SIGABRT);
-        assert_eq!(events, vec![words(&format!("got {attempt} {id} poison"))]);
+        assert_eq!(events, vec![child::words(&format!("got {attempt} {id} poison"))]);
     }
     // Attempts are spent: the next responder dead-letters it instead.
-    let events = Running::spawn("serve", dir.path(), "").wait().expect_success();
-    assert_eq!(events, vec![words("none")]);
+    let events = spawn_words(ENTRY_POINT, "serve", dir.path())
+        .wait()
+        .expect_success();
+    assert_eq!(events, vec![child::words("none")]);
 
     let bus = open(dir.path());
     let requester = bus.requester("client").expect("requester");
@@ -507,7 +334,7 @@ fn request_that_crashes_every_responder_is_dead_lettered_with_its_id_and_the_req
     assert_eq!(header(HEADER_ATTEMPTS), Some(MAX_ATTEMPTS.to_string()));
     let failures = dead.headers().filter(|(name, _)| *name == HEADER_FAILURE).count();
     assert_eq!(failures, MAX_ATTEMPTS as usize, "one failure per crash");
-    close(bus);
+    child::close(&bus);
 }
 
 // -------------------------------------------------------- simulated disk
@@ -581,7 +408,7 @@ fn requester_kept_past_its_bus_fails_with_closed_and_leaves_the_next_index_alone
     let old = bus.requester("client").expect("requester");
     // Enough replies that the old handle's table grew past its first size.
     let ids = round_trips(&bus, &old, 1_200);
-    close(bus);
+    child::close(&bus);
     assert!(matches!(old.replies(ids[0]), Err(Error::Closed)));
     assert!(matches!(
         old.send_request(SERVICE, &Record::new(b"q")),
@@ -606,7 +433,7 @@ fn requester_kept_past_its_bus_fails_with_closed_and_leaves_the_next_index_alone
         assert_eq!(new.replies(*id).expect("replies").len(), 1);
     }
     drop(new);
-    close(bus);
+    child::close(&bus);
     assert!(index_is_clean(dir.path()));
 }
 
@@ -623,7 +450,7 @@ fn reply_for_waiting_in_another_thread_returns_closed_when_the_bus_closes() {
             started.elapsed(),
         )
     });
-    close(bus);
+    child::close(&bus);
     let (result, waited) = waiter.join().expect("waiter");
     assert!(matches!(result, Err(Error::Closed)), "{result:?}");
     assert!(waited < Duration::from_secs(5), "woke after {waited:?}");

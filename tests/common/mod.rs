@@ -1,0 +1,4 @@
+//! Helpers shared by the integration tests. Each test binary compiles this
+//! module on its own (`mod common;`) and uses only part of it.
+
+pub mod child;
