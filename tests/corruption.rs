@@ -7,15 +7,15 @@
 //! record or silently skipped data. Damage inside sealed segments is never
 //! repaired away: it is reported on every read that meets it.
 
+mod common;
+
 use std::fs;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use logbus::format::{
-    FRAME_MAX_BYTES, INDEX_HEADER_LEN, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, decode_frame,
-    encode_index_header,
-};
+use common::logs::{bases, copy_log, frames, key, segment_file, value};
+use logbus::format::{FRAME_MAX_BYTES, INDEX_HEADER_LEN, IndexKind, OffsetEntry, encode_index_header};
 use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record};
 
 const RECORDS: u64 = 40;
@@ -26,14 +26,6 @@ fn options() -> LogOptions {
         .durability(Durability::Os)
         .segment_bytes(1024)
         .index_interval_bytes(64)
-}
-
-fn key(i: u64) -> Vec<u8> {
-    format!("key-{i:04}").into_bytes()
-}
-
-fn value(i: u64) -> Vec<u8> {
-    format!("value-{i:04}").into_bytes()
 }
 
 fn append_numbered(log: &Log, range: Range<u64>) {
@@ -54,42 +46,6 @@ fn numbered_log(clean: bool) -> tempfile::TempDir {
         fs::remove_file(dir.path().join(CLEAN)).unwrap();
     }
     dir
-}
-
-fn segment_file(dir: &Path, base: u64, ext: &str) -> PathBuf {
-    dir.join(format!("{base:020}.{ext}"))
-}
-
-fn bases(dir: &Path) -> Vec<u64> {
-    let mut bases: Vec<u64> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".log").map(|stem| stem.parse().unwrap())
-        })
-        .collect();
-    bases.sort_unstable();
-    bases
-}
-
-/// `(position, len)` of each valid frame of a segment, from its header on.
-fn frames(segment: &[u8]) -> Vec<(usize, usize)> {
-    let mut found = Vec::new();
-    let mut position = SEGMENT_HEADER_LEN;
-    while let Ok(view) = decode_frame(&segment[position.min(segment.len())..]) {
-        found.push((position, view.len));
-        position += view.len;
-    }
-    found
-}
-
-fn copy_log(from: &Path, to: &Path) {
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != ".lock" {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
@@ -131,7 +87,7 @@ fn segment_cases(dir: &Path, sealed: u64, last: u64) -> Vec<Case> {
             .unwrap()
             .to_owned();
         let original = fs::read(dir.join(&file)).unwrap();
-        let (last_frame, _) = *frames(&original).last().unwrap();
+        let last_frame = frames(&original).last().unwrap().position as usize;
         let mut wrong_magic = original.clone();
         wrong_magic[..8].copy_from_slice(b"NOTLOGBS");
         let mut huge_length = original.clone();
@@ -327,10 +283,10 @@ fn garbage_index_files_are_rebuilt_and_the_whole_log_reads_back() {
 fn misleading_offset_index(dir: &Path, base: u64) -> Vec<u8> {
     let segment = fs::read(segment_file(dir, base, "log")).unwrap();
     let mut bytes = encode_index_header(IndexKind::Offset, base).to_vec();
-    for (i, (position, _)) in frames(&segment).into_iter().enumerate() {
+    for (i, frame) in frames(&segment).iter().enumerate() {
         let entry = OffsetEntry {
             relative_offset: i as u32,
-            position: position as u32 + 5,
+            position: frame.position as u32 + 5,
         };
         bytes.extend_from_slice(&entry.encode());
     }
@@ -375,7 +331,8 @@ fn checksum_mismatch_in_a_sealed_segment_is_reported_on_every_read_and_never_ski
     let path = segment_file(dir, base, "log");
     let mut bytes = fs::read(&path).unwrap();
     let victim_offset = 5;
-    let (position, len) = frames(&bytes)[victim_offset as usize];
+    let victim = frames(&bytes)[victim_offset as usize];
+    let (position, len) = (victim.position as usize, victim.len);
     bytes[position + len - 2] ^= 0x20;
     fs::write(&path, &bytes).unwrap();
     let is_the_damage = |e: &Error| {
@@ -434,7 +391,8 @@ fn checksum_mismatch_in_the_sealed_segment_before_an_unclean_restart_is_still_re
     let all = bases(dir);
     let path = segment_file(dir, all[1], "log");
     let mut bytes = fs::read(&path).unwrap();
-    let (position, len) = frames(&bytes)[0];
+    let first = frames(&bytes)[0];
+    let (position, len) = (first.position as usize, first.len);
     bytes[position + len / 2] ^= 0x01;
     fs::write(&path, &bytes).unwrap();
     let log = Log::open(dir, options()).unwrap();

@@ -8,12 +8,15 @@
 //! at every position on the real file system, because that is the damage a
 //! crash actually leaves and the path users run.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::logs::{FrameAt, bases, copy_log, frames, key, segment_file, value};
 use logbus::format::{
     FRAME_HEADER_LEN, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_frame,
     decode_segment_header, encode_frame, encode_index_header,
@@ -43,14 +46,6 @@ fn options() -> LogOptions {
         .preallocate(false)
 }
 
-fn key(i: u64) -> Vec<u8> {
-    format!("key-{i:04}").into_bytes()
-}
-
-fn value(i: u64) -> Vec<u8> {
-    format!("value-{i:04}").into_bytes()
-}
-
 fn timestamp(i: u64) -> i64 {
     1_000 + i as i64 * 10
 }
@@ -61,6 +56,23 @@ fn append_numbered(log: &Log, range: std::ops::Range<u64>) {
         let record = Record::new(&v).key(&k).header("n", &k).timestamp(timestamp(i));
         assert_eq!(log.append(&record).unwrap(), i);
     }
+}
+
+/// A copy of the log in `pristine`, in a fresh directory, with the segment
+/// at `base` changed by `damage`: the directory, the segment's path and
+/// the bytes it now holds.
+fn damaged_copy(
+    pristine: &Path,
+    base: u64,
+    damage: impl FnOnce(&mut Vec<u8>),
+) -> (tempfile::TempDir, PathBuf, Vec<u8>) {
+    let scratch = tempfile::tempdir().unwrap();
+    copy_log(pristine, scratch.path());
+    let path = segment_file(scratch.path(), base, "log");
+    let mut bytes = fs::read(&path).unwrap();
+    damage(&mut bytes);
+    fs::write(&path, &bytes).unwrap();
+    (scratch, path, bytes)
 }
 
 /// Checks that offsets `range` read back as written, by offset and by cursor.
@@ -106,56 +118,6 @@ fn numbered_log(count: u64, clean: bool) -> tempfile::TempDir {
 fn crash_before_checkpoint(dir: &Path) {
     fs::remove_file(dir.join(CLEAN)).unwrap();
     fs::remove_file(dir.join(CHECKPOINT)).unwrap();
-}
-
-fn segment_file(dir: &Path, base: u64, ext: &str) -> PathBuf {
-    dir.join(format!("{base:020}.{ext}"))
-}
-
-/// Base offsets of the `.log` files in `dir`, ascending.
-fn bases(dir: &Path) -> Vec<u64> {
-    let mut bases: Vec<u64> = fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().into_string().unwrap();
-            name.strip_suffix(".log").map(|stem| stem.parse().unwrap())
-        })
-        .collect();
-    bases.sort_unstable();
-    bases
-}
-
-/// One frame found by walking a segment with the public decoder.
-#[derive(Debug, Clone, Copy)]
-struct FrameAt {
-    position: u64,
-    len: usize,
-    offset: u64,
-}
-
-/// The valid frames of a segment file, in order, from its header on.
-fn frames(segment: &[u8]) -> Vec<FrameAt> {
-    let mut found = Vec::new();
-    let mut position = SEGMENT_HEADER_LEN;
-    while let Ok(view) = decode_frame(&segment[position.min(segment.len())..]) {
-        found.push(FrameAt {
-            position: position as u64,
-            len: view.len,
-            offset: view.offset,
-        });
-        position += view.len;
-    }
-    found
-}
-
-/// Copies the log files of `from` into `to` (not the lock file).
-fn copy_log(from: &Path, to: &Path) {
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() != ".lock" {
-            fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
 }
 
 /// Every segment and index file's bytes, by name.
@@ -289,11 +251,8 @@ fn torn_looking_last_segment_named_by_the_checkpoint_is_corrupt_and_kept() {
     let pristine = numbered_log(40, true);
     let last = *bases(pristine.path()).last().unwrap();
     for (case, bytes) in torn_headers(last) {
-        let scratch = tempfile::tempdir().unwrap();
+        let (scratch, path, bytes) = damaged_copy(pristine.path(), last, |b| *b = bytes);
         let dir = scratch.path();
-        copy_log(pristine.path(), dir);
-        let path = segment_file(dir, last, "log");
-        fs::write(&path, &bytes).unwrap();
         let error = Log::open(dir, options()).expect_err(case);
         assert!(error.is_corruption(), "{case}: {error}");
         assert_eq!(fs::read(&path).unwrap(), bytes, "{case}: the segment was changed");
@@ -366,13 +325,8 @@ fn invalid_segment_header_otherwise_is_corrupt_and_changes_nothing() {
     ];
     assert_eq!(first, 0);
     for (case, base, damage, position, kind) in cases {
-        let scratch = tempfile::tempdir().unwrap();
+        let (scratch, path, _) = damaged_copy(pristine.path(), base, damage);
         let dir = scratch.path();
-        copy_log(pristine.path(), dir);
-        let path = segment_file(dir, base, "log");
-        let mut bytes = fs::read(&path).unwrap();
-        damage(&mut bytes);
-        fs::write(&path, &bytes).unwrap();
         let before = snapshot(dir);
         match Log::open(dir, options()) {
             Err(Error::Corrupt {
@@ -526,13 +480,8 @@ fn sealed_segment_rebuild_that_meets_damage_is_corrupt_not_truncated() {
         ),
     ];
     for (case, damage, position) in cases {
-        let scratch = tempfile::tempdir().unwrap();
+        let (scratch, path, bytes) = damaged_copy(pristine.path(), base, damage);
         let dir = scratch.path();
-        copy_log(pristine.path(), dir);
-        let path = segment_file(dir, base, "log");
-        let mut bytes = fs::read(&path).unwrap();
-        damage(&mut bytes);
-        fs::write(&path, &bytes).unwrap();
         fs::remove_file(segment_file(dir, base, "idx")).unwrap();
         match Log::open(dir, options()) {
             Err(Error::Corrupt {
@@ -745,13 +694,8 @@ fn bad_frame_or_offset_gap_in_last_segment_is_truncated_and_reported() {
             ),
         ];
         for (case, damage, reason) in cases {
-            let scratch = tempfile::tempdir().unwrap();
+            let (scratch, path, bytes) = damaged_copy(pristine.path(), last, damage);
             let dir = scratch.path();
-            copy_log(pristine.path(), dir);
-            let path = segment_file(dir, last, "log");
-            let mut bytes = fs::read(&path).unwrap();
-            damage(&mut bytes);
-            fs::write(&path, &bytes).unwrap();
             let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
             let report = log.recovery_report();
             assert_eq!(report.truncations.len(), 1, "{case} (clean {clean}): {report:?}");
@@ -958,7 +902,8 @@ fn read_error_in_any_scan_at_open_fails_the_open_and_truncates_nothing() {
 /// at that record (every record is indexed here).
 struct TornTail {
     pristine: tempfile::TempDir,
-    segment: String,
+    /// Base offset of the last segment.
+    base: u64,
     frame: FrameAt,
 }
 
@@ -981,8 +926,8 @@ impl TornTail {
         assert_eq!(frame.position + frame.len as u64, bytes.len() as u64);
         assert_eq!(frame.offset, 20);
         TornTail {
-            segment: path.file_name().unwrap().to_str().unwrap().to_owned(),
             pristine,
+            base: last,
             frame,
         }
     }
@@ -990,14 +935,8 @@ impl TornTail {
     /// Reopens a copy with the last segment damaged by `damage`; checks the
     /// recovery cut the last record exactly and the log goes on from there.
     fn check(&self, case: &str, damage: impl FnOnce(&mut Vec<u8>)) -> Truncation {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path();
-        copy_log(self.pristine.path(), dir);
-        let path = dir.join(&self.segment);
-        let mut bytes = fs::read(&path).unwrap();
-        damage(&mut bytes);
-        fs::write(&path, &bytes).unwrap();
-        let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
+        let (scratch, path, bytes) = damaged_copy(self.pristine.path(), self.base, damage);
+        let log = Log::open(scratch.path(), options()).unwrap_or_else(|e| panic!("{case}: {e}"));
         let report: RecoveryReport = log.recovery_report().clone();
         assert_eq!(report.truncations.len(), 1, "{case}: {report:?}");
         let cut = report.truncations[0].clone();
@@ -1048,11 +987,8 @@ fn torn_tail_cut_at_every_byte_of_the_last_record_recovers_to_the_previous_recor
 #[test]
 fn last_record_removed_whole_is_not_a_truncation() {
     let tail = TornTail::new(false);
-    let scratch = tempfile::tempdir().unwrap();
-    copy_log(tail.pristine.path(), scratch.path());
-    let path = scratch.path().join(&tail.segment);
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..tail.frame.position as usize]).unwrap();
+    let cut_at = tail.frame.position as usize;
+    let (scratch, _, _) = damaged_copy(tail.pristine.path(), tail.base, |b| b.truncate(cut_at));
     let log = Log::open(scratch.path(), options()).unwrap();
     assert!(log.recovery_report().is_pristine());
     assert_eq!(log.end_offset(), 20);
@@ -1130,13 +1066,8 @@ fn zero_filled_tail_is_cut_and_reported_only_when_it_is_not_unused_space() {
             ),
         ];
         for (case, position, damage, reported) in cases {
-            let scratch = tempfile::tempdir().unwrap();
+            let (scratch, path, bytes) = damaged_copy(pristine.path(), last, damage);
             let dir = scratch.path();
-            copy_log(pristine.path(), dir);
-            let path = segment_file(dir, last, "log");
-            let mut bytes = fs::read(&path).unwrap();
-            damage(&mut bytes);
-            fs::write(&path, &bytes).unwrap();
             let log = Log::open(dir, options()).unwrap_or_else(|e| panic!("{case}: {e}"));
             let expected: Vec<Truncation> = reported
                 .then(|| Truncation {

@@ -2,3 +2,4 @@
 //! module on its own (`mod common;`) and uses only part of it.
 
 pub mod child;
+pub mod logs;
