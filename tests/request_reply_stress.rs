@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use logbus::{
     Backoff, Bus, BusOptions, CorrelationId, Durability, Gather, GroupOptions, HEADER_CORRELATION_ID,
-    HEADER_REPLIER, Recipients, Record, Reply, Requester, RetryPolicy, StartAt, StopReason, TopicOptions,
+    HEADER_REPLIER, Recipients, Record, Reply, Requester, RetryPolicy, Scatter, StartAt, StopReason,
+    TopicOptions,
 };
 
 const SERVICE: &str = "echo";
@@ -251,13 +252,40 @@ fn answer_when(
     })
 }
 
-/// Five nodes: node0-2 answer at once, node3 answers when released, node4
-/// has no responder. Returns the release of node3 and the threads.
-fn five_nodes(bus: &Bus) -> (std::sync::mpsc::Sender<()>, Vec<std::thread::JoinHandle<()>>) {
-    let (release, gate) = std::sync::mpsc::channel();
-    let mut threads: Vec<_> = NODES[..3].iter().map(|s| answer_once(bus, s)).collect();
-    threads.push(answer_when(bus, NODES[3], Some(gate)));
-    (release, threads)
+/// A vote scattered by requester `gatherer` to five nodes on a fresh bus:
+/// node0-2 answer at once, node3 answers when released, node4 has no
+/// responder.
+struct Vote {
+    scatter: Scatter,
+    requester: Requester,
+    /// Lets node3 answer.
+    release: std::sync::mpsc::Sender<()>,
+    /// The nodes' threads.
+    threads: Vec<std::thread::JoinHandle<()>>,
+    _bus: Bus,
+    _dir: tempfile::TempDir,
+}
+
+impl Vote {
+    fn scatter() -> Vote {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
+        let (release, gate) = std::sync::mpsc::channel();
+        let mut threads: Vec<_> = NODES[..3].iter().map(|s| answer_once(&bus, s)).collect();
+        threads.push(answer_when(&bus, NODES[3], Some(gate)));
+        let requester = bus.requester("gatherer").expect("requester");
+        let scatter = requester
+            .scatter(Recipients::Services(nodes()), &Record::new(b"vote"))
+            .expect("scatter");
+        Vote {
+            scatter,
+            requester,
+            release,
+            threads,
+            _bus: bus,
+            _dir: dir,
+        }
+    }
 }
 
 fn senders(gathered: &logbus::Gathered) -> Vec<String> {
@@ -276,15 +304,10 @@ fn strings(names: &[&str]) -> Vec<String> {
 
 #[test]
 fn quorum_of_three_out_of_five_returns_at_once_and_names_the_slow_and_the_dead_recipient() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
-    let (release, threads) = five_nodes(&bus);
-    let requester = bus.requester("gatherer").expect("requester");
-    let scatter = requester
-        .scatter(Recipients::Services(nodes()), &Record::new(b"vote"))
-        .expect("scatter");
+    let vote = Vote::scatter();
     let started = Instant::now();
-    let gathered = scatter
+    let gathered = vote
+        .scatter
         .gather(Gather::all(Duration::from_secs(20)).quorum(3))
         .expect("gather");
     let elapsed = started.elapsed();
@@ -299,8 +322,9 @@ fn quorum_of_three_out_of_five_returns_at_once_and_names_the_slow_and_the_dead_r
         );
     }
     // The slow node answers: a second gather with a quorum of four sees it.
-    release.send(()).expect("release node3");
-    let gathered = scatter
+    vote.release.send(()).expect("release node3");
+    let gathered = vote
+        .scatter
         .gather(Gather::all(Duration::from_secs(20)).quorum(4))
         .expect("gather");
     assert_eq!(
@@ -308,22 +332,16 @@ fn quorum_of_three_out_of_five_returns_at_once_and_names_the_slow_and_the_dead_r
         (StopReason::Quorum, strings(&["node4"]))
     );
     assert_eq!(senders(&gathered), strings(&NODES[..4]));
-    threads.into_iter().for_each(|t| t.join().expect("node"));
+    vote.threads.into_iter().for_each(|t| t.join().expect("node"));
     eprintln!("quorum of 3 of 5 in {elapsed:?}");
 }
 
 #[test]
 fn gather_all_stops_at_its_deadline_not_before_and_not_much_after_with_partial_results() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
-    let (release, threads) = five_nodes(&bus);
-    let requester = bus.requester("gatherer").expect("requester");
-    let scatter = requester
-        .scatter(Recipients::Services(nodes()), &Record::new(b"vote"))
-        .expect("scatter");
+    let vote = Vote::scatter();
     let deadline = Duration::from_millis(600);
     let started = Instant::now();
-    let gathered = scatter.gather(Gather::all(deadline)).expect("gather");
+    let gathered = vote.scatter.gather(Gather::all(deadline)).expect("gather");
     let elapsed = started.elapsed();
     assert_eq!(gathered.stopped, StopReason::Deadline);
     assert!(
@@ -336,28 +354,24 @@ fn gather_all_stops_at_its_deadline_not_before_and_not_much_after_with_partial_r
     );
     assert_eq!(senders(&gathered), strings(&NODES[..3]));
     assert_eq!(gathered.missing, strings(&NODES[3..]));
-    release.send(()).expect("release node3");
-    threads.into_iter().for_each(|t| t.join().expect("node"));
+    vote.release.send(()).expect("release node3");
+    vote.threads.into_iter().for_each(|t| t.join().expect("node"));
     eprintln!("deadline {deadline:?}: returned after {elapsed:?}");
 }
 
 #[test]
 fn stall_stops_after_the_idle_time_since_the_last_reply_or_since_the_start() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
-    let (release, threads) = five_nodes(&bus);
-    let requester = bus.requester("gatherer").expect("requester");
-    let scatter = requester
-        .scatter(Recipients::Services(nodes()), &Record::new(b"vote"))
-        .expect("scatter");
+    let vote = Vote::scatter();
     // Wait for the three fast replies, so the idle time starts now.
-    let fast = scatter
+    let fast = vote
+        .scatter
         .gather(Gather::all(Duration::from_secs(20)).quorum(3))
         .expect("gather");
     assert_eq!(fast.replies.len(), 3);
     let idle = Duration::from_millis(300);
     let started = Instant::now();
-    let gathered = scatter
+    let gathered = vote
+        .scatter
         .gather(Gather::all(Duration::from_secs(20)).stall(idle))
         .expect("gather");
     let elapsed = started.elapsed();
@@ -368,7 +382,8 @@ fn stall_stops_after_the_idle_time_since_the_last_reply_or_since_the_start() {
     );
     assert_eq!(senders(&gathered), strings(&NODES[..3]));
     // Nobody at all answers: stalled from the start, not at the deadline.
-    let silent = requester
+    let silent = vote
+        .requester
         .scatter(
             Recipients::Services(strings(&["node4"])),
             &Record::new(b"anyone?"),
@@ -387,8 +402,8 @@ fn stall_stops_after_the_idle_time_since_the_last_reply_or_since_the_start() {
         from_start >= idle && from_start < idle + SLACK,
         "stalled after {from_start:?}"
     );
-    release.send(()).expect("release node3");
-    threads.into_iter().for_each(|t| t.join().expect("node"));
+    vote.release.send(()).expect("release node3");
+    vote.threads.into_iter().for_each(|t| t.join().expect("node"));
     eprintln!("stall {idle:?}: after the last reply {elapsed:?}, with no reply at all {from_start:?}");
 }
 
