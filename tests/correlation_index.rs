@@ -24,6 +24,8 @@
 //!
 //! `PROPTEST_CASES` sets the number of cases per property (default 256).
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +34,6 @@ use std::time::Duration;
 use logbus::internals::{CorrelationTable, decode_correlation_header};
 use logbus::{Bus, BusOptions, CorrelationId, Durability, Record, TopicOptions};
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
 const HEADER_LEN: usize = 48;
 const SLOT_LEN: usize = 24;
@@ -331,24 +332,7 @@ static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 /// 256 cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
 /// `PROPTEST_RNG_SEED` does. Failures are kept in `proptest-regressions/`.
 fn proptest_config() -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let env_set = |name: &str| std::env::var_os(name).is_some();
-    ProptestConfig {
-        cases: if env_set("PROPTEST_CASES") {
-            defaults.cases
-        } else {
-            256
-        },
-        rng_seed: if env_set("PROPTEST_RNG_SEED") {
-            defaults.rng_seed
-        } else {
-            RngSeed::Fixed(0xc0_44e1)
-        },
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/correlation_index.txt",
-        ))),
-        ..defaults
-    }
+    common::proptests::config(256, 1, 0xc0_44e1, "proptest-regressions/correlation_index.txt")
 }
 
 proptest! {

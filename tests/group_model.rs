@@ -27,10 +27,13 @@
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 256).
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::proptests;
 use logbus::io::{Fault, SimStorage};
 use logbus::{
     Backoff, Bus, BusOptions, Delivery, Durability, Error, Group, GroupOptions, HEADER_ATTEMPTS,
@@ -38,7 +41,6 @@ use logbus::{
     HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StoredRecord, Topic, TopicOptions,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, RngSeed};
 
 const DIR: &str = "/sim/bus";
 const TOPIC: &str = "jobs";
@@ -778,31 +780,10 @@ fn config() -> impl Strategy<Value = Config> {
         })
 }
 
-/// 256 cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
-/// `PROPTEST_RNG_SEED` does. Failures are kept in `proptest-regressions/`.
-fn proptest_config() -> ProptestConfig {
-    let defaults = ProptestConfig::default();
-    let env_set = |name: &str| std::env::var_os(name).is_some();
-    ProptestConfig {
-        cases: if env_set("PROPTEST_CASES") {
-            defaults.cases
-        } else {
-            256
-        },
-        rng_seed: if env_set("PROPTEST_RNG_SEED") {
-            defaults.rng_seed
-        } else {
-            RngSeed::Fixed(0x0106_5b05)
-        },
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/group_model.txt",
-        ))),
-        ..defaults
-    }
-}
-
 proptest! {
-    #![proptest_config(proptest_config())]
+    // 256 cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
+    // `PROPTEST_RNG_SEED` does. Failures are kept in `proptest-regressions/`.
+    #![proptest_config(proptests::config(256, 1, 0x0106_5b05, "proptest-regressions/group_model.txt"))]
 
     #[test]
     fn group_matches_its_model_through_failures_crashes_and_reopens(

@@ -34,17 +34,20 @@
 //! the long variant a quarter), `PROPTEST_RNG_SEED` replaces the fixed seeds.
 //! Failures are saved under `proptest-regressions/` and replayed first.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::proptests::config;
 use logbus::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use logbus::io::SimStorage;
 use logbus::{Cursor, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, StoredRecord};
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{FileFailurePersistence, RngSeed, TestCaseError};
+use proptest::test_runner::TestCaseError;
 
 /// Timestamps around 1970: older than any retention-age cutoff.
 const ANCIENT: i64 = 1_000;
@@ -1001,30 +1004,6 @@ fn run(setup: Setup, actions: Vec<Action>, simulated: bool) -> TestResult {
 }
 
 // ------------------------------------------------------------------ tests
-
-/// Cases: `default_cases`, or `PROPTEST_CASES / divisor` when that is set.
-/// Seed: fixed, unless `PROPTEST_RNG_SEED` is set.
-fn config(default_cases: u32, divisor: u32, seed: u64, regressions: &'static str) -> ProptestConfig {
-    // `default()` has read the PROPTEST_* variables already.
-    let defaults = ProptestConfig::default();
-    let cases = match std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-    {
-        Some(cases) => (cases / divisor).max(1),
-        None => default_cases,
-    };
-    let rng_seed = match std::env::var_os("PROPTEST_RNG_SEED") {
-        Some(_) => defaults.rng_seed,
-        None => RngSeed::Fixed(seed),
-    };
-    ProptestConfig {
-        cases,
-        rng_seed,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
-        ..defaults
-    }
-}
 
 /// Fixed seeds, one per test so that they explore different cases.
 const SEED_SIM: u64 = 0x6c6f_6762_7573;

@@ -3,3 +3,4 @@
 
 pub mod child;
 pub mod logs;
+pub mod proptests;
