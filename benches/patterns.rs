@@ -4,6 +4,8 @@
 //! - `queue/{1,4}_receivers`: publish 1000 records of 100 B one by one, then
 //!   1 or 4 threads sharing one consumer group receive and ack them all
 //!   (the enqueue-then-dequeue workload of docs/PERFORMANCE.md);
+//!   `queue/1_receiver_batches_of_100` receives with `try_recv_batch(100)`
+//!   (one state write leases 100 records) and acks each;
 //! - `fanout/{1,4,16}_subscriptions`: publish 1000 records one by one, then
 //!   each of K durable subscriptions reads all of them and commits;
 //!   throughput counts the 1000 x K deliveries;
@@ -75,15 +77,18 @@ fn publish_numbered(topic: &Topic) -> Range<u64> {
 fn queue(c: &mut Criterion) {
     let mut bench = c.benchmark_group("queue");
     bench.throughput(Throughput::Elements(MESSAGES_PER_ITERATION));
-    for receivers in [1usize, 4] {
+    for (name, receivers, batch) in [
+        ("1_receivers", 1usize, 1usize),
+        ("4_receivers", 4, 1),
+        ("1_receiver_batches_of_100", 1, 100),
+    ] {
         let (_dir, bus) = fresh_bus();
         let topic = bus.topic("jobs").expect("topic");
         let group = topic.group("workers", GroupOptions::default()).expect("group");
-        let id = BenchmarkId::from_parameter(format!("{receivers}_receivers"));
-        bench.bench_function(id, |b| {
+        bench.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| send_and_drain(&topic, &group, receivers))
+                    .map(|_| send_and_drain(&topic, &group, receivers, batch))
                     .sum()
             })
         });
@@ -93,16 +98,17 @@ fn queue(c: &mut Criterion) {
 }
 
 /// One timed round: publish, then `receivers` threads (started untimed)
-/// receive and ack until the group is empty. Checks that every number was
-/// received exactly once and nothing is left in flight.
-fn send_and_drain(topic: &Topic, group: &Group, receivers: usize) -> Duration {
+/// receive up to `batch` at a time and ack until the group is empty.
+/// Checks that every number was received exactly once and nothing is left
+/// in flight.
+fn send_and_drain(topic: &Topic, group: &Group, receivers: usize, batch: usize) -> Duration {
     let go = Barrier::new(receivers + 1);
     let (elapsed, mut numbers) = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..receivers)
             .map(|_| {
                 scope.spawn(|| {
                     go.wait();
-                    receive_until_empty(group)
+                    receive_until_empty(group, batch)
                 })
             })
             .collect();
@@ -126,13 +132,18 @@ fn send_and_drain(topic: &Topic, group: &Group, receivers: usize) -> Duration {
     elapsed
 }
 
-fn receive_until_empty(group: &Group) -> Vec<u64> {
+fn receive_until_empty(group: &Group, batch: usize) -> Vec<u64> {
     let mut numbers = Vec::with_capacity(MESSAGES_PER_ITERATION as usize);
-    while let Some(delivery) = group.try_recv().expect("try_recv") {
-        numbers.push(value_number(delivery.record().value()));
-        delivery.ack().expect("ack");
+    loop {
+        let deliveries = group.try_recv_batch(batch).expect("try_recv_batch");
+        if deliveries.is_empty() {
+            return numbers;
+        }
+        for delivery in deliveries {
+            numbers.push(value_number(delivery.record().value()));
+            delivery.ack().expect("ack");
+        }
     }
-    numbers
 }
 
 fn fanout(c: &mut Criterion) {

@@ -140,6 +140,72 @@ fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
 }
 
 #[test]
+fn receive_batch_hands_out_up_to_max_and_each_delivery_settles_on_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = bus.topic("jobs").unwrap();
+    for i in 0..10 {
+        topic.publish(&Record::new(&format!("job {i}"))).unwrap();
+    }
+    let group = topic.group("workers", quick_retry(3)).unwrap();
+    assert!(group.try_recv_batch(0).unwrap().is_empty());
+    let mut first = group.try_recv_batch(4).unwrap();
+    let offsets: Vec<u64> = first.iter().map(|d| d.record().offset()).collect();
+    assert_eq!(offsets, vec![0, 1, 2, 3]);
+    assert!(first.iter().all(|d| d.attempt() == 1));
+    // Settled one by one: two acks, a nack and a drop.
+    drop(first.pop());
+    first.pop().unwrap().nack("try again").unwrap();
+    for delivery in first {
+        delivery.ack().unwrap();
+    }
+    // The failed two come back first (attempt 2), then the new records.
+    let rest = group.recv_batch(100, Duration::from_secs(5)).unwrap();
+    let got: Vec<(u64, u32)> = rest.iter().map(|d| (d.record().offset(), d.attempt())).collect();
+    let mut redelivered = got[..2].to_vec();
+    redelivered.sort();
+    assert_eq!(redelivered, vec![(2, 2), (3, 2)]);
+    assert_eq!(got[2..], (4..10).map(|o| (o, 1)).collect::<Vec<_>>());
+    for delivery in rest {
+        delivery.ack().unwrap();
+    }
+    assert!(group.recv_batch(5, SHORT).unwrap().is_empty());
+    assert_eq!(group.stats().unwrap().low_watermark, 10);
+}
+
+#[test]
+fn a_batch_counts_every_attempt_before_hand_out_so_a_restart_redelivers_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+        let topic = bus.topic("t").unwrap();
+        for i in 0..5 {
+            topic.publish(&Record::new(&format!("{i}"))).unwrap();
+        }
+        let group = topic.group("g", quick_retry(5)).unwrap();
+        let batch = group.try_recv_batch(3).unwrap();
+        assert_eq!(batch.len(), 3);
+        // Never settled, as if the process died while handling them.
+        std::mem::forget(batch);
+        bus.close().unwrap();
+    }
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let group = bus.topic("t").unwrap().group("g", quick_retry(5)).unwrap();
+    let mut got: Vec<(u64, u32)> = group
+        .try_recv_batch(10)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            let seen = (d.record().offset(), d.attempt());
+            d.ack().unwrap();
+            seen
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, vec![(0, 2), (1, 2), (2, 2), (3, 1), (4, 1)]);
+}
+
+#[test]
 fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();

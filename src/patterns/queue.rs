@@ -187,16 +187,25 @@ impl Group {
 
     /// The next record available to this group, waiting up to `timeout`.
     pub fn recv(&self, timeout: Duration) -> Result<Option<Delivery>> {
+        Ok(self.recv_batch(1, timeout)?.pop())
+    }
+
+    /// Up to `max` records available to this group, waiting up to `timeout`
+    /// for the first: returns as soon as at least one is available, and an
+    /// empty `Vec` on timeout. All of them are leased with one state write
+    /// (one sync under `Durability::Always`); each [`Delivery`] is then
+    /// settled on its own, like one from [`Group::recv`].
+    pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
         let deadline = Instant::now() + timeout;
         loop {
             let waiter = self.inner.topic.log().activity().waiter();
-            let (delivery, next_due_ms) = self.inner.poll()?;
-            if delivery.is_some() {
-                return Ok(delivery);
+            let (deliveries, next_due_ms) = self.inner.poll(max)?;
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
             }
             let now = Instant::now();
-            if now >= deadline {
-                return Ok(None);
+            if now >= deadline || max == 0 {
+                return Ok(deliveries);
             }
             let wake = next_due_ms.map_or(deadline, |due| {
                 let wait = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
@@ -208,15 +217,20 @@ impl Group {
 
     /// The next record available now, without waiting.
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
-        Ok(self.inner.poll()?.0)
+        Ok(self.try_recv_batch(1)?.pop())
+    }
+
+    /// Up to `max` records available now, leased with one state write.
+    pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Delivery>> {
+        Ok(self.inner.poll(max)?.0)
     }
 
     /// The next record, waiting as long as it takes (async, any executor).
     pub async fn recv_async(&self) -> Result<Delivery> {
         loop {
             let listener = self.inner.topic.log().activity().listen();
-            let (delivery, next_due_ms) = self.inner.poll()?;
-            if let Some(delivery) = delivery {
+            let (mut deliveries, next_due_ms) = self.inner.poll(1)?;
+            if let Some(delivery) = deliveries.pop() {
                 return Ok(delivery);
             }
             if let Some(due) = next_due_ms {
@@ -328,34 +342,62 @@ impl GroupInner {
         Ok(self.dlq.get_or_init(|| dlq))
     }
 
-    /// Hands out the next deliverable record, if any; otherwise returns
-    /// when the next delayed one falls due.
-    fn poll(self: &Arc<Self>) -> Result<(Option<Delivery>, Option<i64>)> {
+    /// Hands out up to `max` deliverable records; when there is none,
+    /// returns when the next delayed one falls due.
+    fn poll(self: &Arc<Self>, max: usize) -> Result<(Vec<Delivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let mut state = lock(&self.state);
         let now = now_ms();
         self.expire_leases(&mut state, now);
         let mut settled = false;
-        loop {
-            let (offset, record) = match self.pick(&mut state, now)? {
-                Some(pick) => pick,
-                None => {
-                    let due = [state.ready.first(), state.leases.first()]
-                        .into_iter()
-                        .flatten()
-                        .map(|(t, _)| *t)
-                        .min();
-                    drop(state);
-                    if settled {
-                        self.after_settle()?;
+        let mut picked = Vec::new();
+        while picked.len() < max {
+            match self.pick_deliverable(&mut state, now, &mut settled) {
+                Ok(Some(pick)) => picked.push(pick),
+                Ok(None) => break,
+                Err(e) => {
+                    // Picked but not leased: make them available again.
+                    for (offset, _) in picked {
+                        state.ready.insert((now, offset));
                     }
-                    return Ok((None, due));
+                    return Err(e);
                 }
+            }
+        }
+        let (deliveries, due) = if picked.is_empty() {
+            let due = [state.ready.first(), state.leases.first()]
+                .into_iter()
+                .flatten()
+                .map(|(t, _)| *t)
+                .min();
+            drop(state);
+            (Vec::new(), due)
+        } else {
+            (self.lease(state, picked, now)?, None)
+        };
+        if settled {
+            self.after_settle()?;
+        }
+        Ok((deliveries, due))
+    }
+
+    /// The next record to hand out, with its bytes: dead-letters exhausted
+    /// candidates and settles ones retention removed on the way (noting it
+    /// in `settled`).
+    fn pick_deliverable(
+        &self,
+        state: &mut GroupState,
+        now: i64,
+        settled: &mut bool,
+    ) -> Result<Option<(u64, StoredRecord)>> {
+        loop {
+            let Some((offset, record)) = self.pick(state, now)? else {
+                return Ok(None);
             };
             let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
             if entry.dead_pending || entry.attempts >= self.options.retry.max_attempts {
-                self.dead_letter(&mut state, offset, record)?;
-                settled = true;
+                self.dead_letter(state, offset, record)?;
+                *settled = true;
                 continue;
             }
             let record = match record {
@@ -364,17 +406,13 @@ impl GroupInner {
                     Some(record) => record,
                     None => {
                         // Retention removed it before it could be redelivered.
-                        self.settle_locked(&mut state, offset);
-                        settled = true;
+                        self.settle_locked(state, offset);
+                        *settled = true;
                         continue;
                     }
                 },
             };
-            let delivery = self.lease(state, offset, record, now)?;
-            if settled {
-                self.after_settle()?;
-            }
-            return Ok((Some(delivery), None));
+            return Ok(Some((offset, record)));
         }
     }
 
@@ -427,47 +465,57 @@ impl GroupInner {
         }
     }
 
-    /// Leases `record` to a new delivery, persisting the attempt first.
+    /// Leases `picked` records to new deliveries, persisting every
+    /// attempt first with one state write.
     fn lease(
         self: &Arc<Self>,
         mut state: MutexGuard<'_, GroupState>,
-        offset: u64,
-        record: StoredRecord,
+        picked: Vec<(u64, StoredRecord)>,
         now: i64,
-    ) -> Result<Delivery> {
-        let token = state.next_token;
-        state.next_token += 1;
+    ) -> Result<Vec<Delivery>> {
         let until_ms = now.saturating_add(self.lease_ms());
-        let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
-        entry.attempts += 1;
-        entry.status = Status::Leased { token, until_ms };
-        let attempt = entry.attempts;
-        state.leases.insert((until_ms, offset));
-        drop(state);
-        if attempt > 1 {
-            self.redeliveries.fetch_add(1, Ordering::Relaxed);
+        let mut events = Vec::with_capacity(picked.len());
+        let mut leased = Vec::with_capacity(picked.len());
+        for (offset, record) in picked {
+            let token = state.next_token;
+            state.next_token += 1;
+            let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
+            entry.attempts += 1;
+            entry.status = Status::Leased { token, until_ms };
+            let attempt = entry.attempts;
+            state.leases.insert((until_ms, offset));
+            events.push(StateEvent::Delivered {
+                offset,
+                attempt,
+                lease_until_ms: until_ms,
+            });
+            leased.push((offset, record, attempt, token));
         }
-        if let Err(e) = self.log.append(&[StateEvent::Delivered {
-            offset,
-            attempt,
-            lease_until_ms: until_ms,
-        }]) {
+        drop(state);
+        if let Err(e) = self.log.append(&events) {
             let mut state = lock(&self.state);
-            state.leases.remove(&(until_ms, offset));
-            if let Some(entry) = state.entries.get_mut(&offset) {
-                entry.attempts -= 1;
-                entry.status = Status::Available { not_before_ms: now };
-                state.ready.insert((now, offset));
+            for (offset, ..) in &leased {
+                state.leases.remove(&(until_ms, *offset));
+                if let Some(entry) = state.entries.get_mut(offset) {
+                    entry.attempts -= 1;
+                    entry.status = Status::Available { not_before_ms: now };
+                    state.ready.insert((now, *offset));
+                }
             }
             return Err(e);
         }
-        Ok(Delivery {
-            group: self.clone(),
-            record,
-            attempt,
-            token,
-            settled: false,
-        })
+        let redelivered = leased.iter().filter(|(_, _, attempt, _)| *attempt > 1).count();
+        self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
+        Ok(leased
+            .into_iter()
+            .map(|(_, record, attempt, token)| Delivery {
+                group: self.clone(),
+                record,
+                attempt,
+                token,
+                settled: false,
+            })
+            .collect())
     }
 
     /// Marks `offset` Done in memory.
