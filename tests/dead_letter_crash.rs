@@ -17,11 +17,14 @@
 //! topic, then marks it dead; recovery searches the dead-letter topic from
 //! the intent. A crash at each of those steps is among the k covered here.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::groups;
 use logbus::io::{Fault, SimStorage};
 use logbus::{
     Backoff, Bus, BusOptions, Delivery, Durability, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
@@ -73,14 +76,7 @@ fn bus_options(sim: &SimStorage) -> BusOptions {
 }
 
 fn group_options() -> GroupOptions {
-    GroupOptions {
-        lease: Duration::from_secs(600),
-        retry: RetryPolicy {
-            max_attempts: MAX_ATTEMPTS,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    }
+    groups::group_options(Duration::from_secs(600), MAX_ATTEMPTS, Duration::ZERO)
 }
 
 fn open_bus(sim: &SimStorage) -> logbus::Result<Bus> {
@@ -509,14 +505,7 @@ fn single_record_bus(lease: Duration, backoff: Duration) -> (Bus, logbus::Group)
     let bus = open_bus(&sim).expect("open");
     let topic = bus.topic(TOPIC).expect("topic");
     topic.publish(&Record::new(b"only")).expect("publish");
-    let options = GroupOptions {
-        lease,
-        retry: RetryPolicy {
-            max_attempts: 10,
-            backoff: Backoff::Fixed(backoff),
-        },
-        ..GroupOptions::default()
-    };
+    let options = groups::group_options(lease, 10, backoff);
     let group = topic.group(GROUP, options).expect("group");
     (bus, group)
 }

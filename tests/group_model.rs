@@ -33,12 +33,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::groups::group_options;
 use common::proptests;
 use logbus::io::{Fault, SimStorage};
 use logbus::{
-    Backoff, Bus, BusOptions, Delivery, Durability, Error, Group, GroupOptions, HEADER_ATTEMPTS,
-    HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StoredRecord, Topic, TopicOptions,
+    Bus, BusOptions, Delivery, Durability, Error, Group, HEADER_ATTEMPTS, HEADER_FAILURE,
+    HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_TOPIC, Record, StoredRecord, Topic, TopicOptions,
 };
 use proptest::prelude::*;
 
@@ -264,14 +265,7 @@ impl Harness {
         let bus = Bus::open(Path::new(DIR), options).unwrap();
         let topic = bus.topic(TOPIC).unwrap();
         let dlq = bus.topic(DLQ).unwrap();
-        let group_options = GroupOptions {
-            lease: self.lease(),
-            retry: RetryPolicy {
-                max_attempts: self.cfg.max_attempts,
-                backoff: Backoff::Fixed(Duration::ZERO),
-            },
-            ..GroupOptions::default()
-        };
+        let group_options = group_options(self.lease(), self.cfg.max_attempts, Duration::ZERO);
         let group = topic.group(GROUP, group_options).unwrap();
         let end = topic.end_offset() as usize;
         let known = self.recs.len();

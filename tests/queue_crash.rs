@@ -34,10 +34,11 @@ use std::time::{Duration, Instant};
 use common::child::{
     self, CHILD_DEADLINE, Finished, SIGABRT, SIGKILL, Waited, fork_guard, report, spawn_words,
 };
+use common::groups::group_options;
 use logbus::{
-    Backoff, Bus, BusOptions, Delivery, Durability, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
+    Bus, BusOptions, Delivery, Durability, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
     HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_TOPIC, Record, RetryPolicy, StoredRecord, TopicOptions,
+    HEADER_SOURCE_TOPIC, Record, StoredRecord, TopicOptions,
 };
 
 const DEFAULT_SEED: u64 = 0x0de1_17e5_9a11;
@@ -54,14 +55,7 @@ fn eight_competing_consumers_ack_each_of_100k_records_exactly_once() {
     let options = BusOptions::default().topic_defaults(TopicOptions::default().durability(Durability::Os));
     let bus = Bus::open(dir.path(), options.clone()).expect("open");
     let topic = bus.topic("work").expect("topic");
-    let group_options = GroupOptions {
-        lease: Duration::from_secs(600),
-        retry: RetryPolicy {
-            max_attempts: 3,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    };
+    let group_options = group_options(Duration::from_secs(600), 3, Duration::ZERO);
     let group = topic.group("workers", group_options.clone()).expect("group");
     let held: Vec<AtomicBool> = (0..RECORDS).map(|_| AtomicBool::new(false)).collect();
     let deliveries: Vec<AtomicU32> = (0..RECORDS).map(|_| AtomicU32::new(0)).collect();
@@ -249,14 +243,11 @@ const POISON_MAX_ATTEMPTS: u32 = 4;
 const POISON_VALUE: &[u8] = b"poison";
 
 fn poison_group_options() -> GroupOptions {
-    GroupOptions {
-        lease: Duration::from_secs(600),
-        retry: RetryPolicy {
-            max_attempts: POISON_MAX_ATTEMPTS,
-            backoff: Backoff::Fixed(Duration::from_millis(5)),
-        },
-        ..GroupOptions::default()
-    }
+    group_options(
+        Duration::from_secs(600),
+        POISON_MAX_ATTEMPTS,
+        Duration::from_millis(5),
+    )
 }
 
 fn poison_record_value(offset: u64) -> Vec<u8> {
@@ -445,14 +436,7 @@ fn mixed_bus_options() -> BusOptions {
 }
 
 fn mixed_group_options() -> GroupOptions {
-    GroupOptions {
-        lease: Duration::from_secs(600),
-        retry: RetryPolicy {
-            max_attempts: 1_000_000,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    }
+    group_options(Duration::from_secs(600), 1_000_000, Duration::ZERO)
 }
 
 /// Publishes, receives and acks at random until killed. Reports `pub`

@@ -32,12 +32,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::child::{self, SIGABRT, SIGKILL, report, spawn_words};
+use common::groups::group_options;
 use logbus::internals::decode_correlation_header;
 use logbus::io::SimStorage;
 use logbus::{
-    Backoff, Bus, BusOptions, CorrelationId, Durability, Error, GroupOptions, HEADER_ATTEMPTS,
-    HEADER_CORRELATION_ID, HEADER_FAILURE, HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_TOPIC, Record,
-    Requester, RetryPolicy, StartAt, TopicOptions,
+    Bus, BusOptions, CorrelationId, Durability, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_CORRELATION_ID,
+    HEADER_FAILURE, HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_TOPIC, Record, Requester, StartAt,
+    TopicOptions,
 };
 
 const ENTRY_POINT: &str = "child_entry_point";
@@ -45,14 +46,7 @@ const SERVICE: &str = "svc";
 const MAX_ATTEMPTS: u32 = 3;
 
 fn responder_options() -> GroupOptions {
-    GroupOptions {
-        lease: Duration::from_secs(600),
-        retry: RetryPolicy {
-            max_attempts: MAX_ATTEMPTS,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    }
+    group_options(Duration::from_secs(600), MAX_ATTEMPTS, Duration::ZERO)
 }
 
 /// Whether the requester `client`'s index file is marked clean.

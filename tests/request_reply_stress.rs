@@ -18,13 +18,15 @@
 //!   that answers twice (a redelivered request) counts once, with its first
 //!   answer.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::groups::group_options;
 use logbus::{
-    Backoff, Bus, BusOptions, CorrelationId, Durability, Gather, GroupOptions, HEADER_CORRELATION_ID,
-    HEADER_REPLIER, Recipients, Record, Reply, Requester, RetryPolicy, Scatter, StartAt, StopReason,
-    TopicOptions,
+    Bus, BusOptions, CorrelationId, Durability, Gather, GroupOptions, HEADER_CORRELATION_ID, HEADER_REPLIER,
+    Recipients, Record, Reply, Requester, Scatter, StartAt, StopReason, TopicOptions,
 };
 
 const SERVICE: &str = "echo";
@@ -561,14 +563,7 @@ fn gatherer_that_restarts_resumes_its_scatter_and_sees_the_replies_sent_while_it
 fn recipient_that_answers_a_redelivered_request_twice_counts_once_with_its_first_answer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
-    let short_lease = GroupOptions {
-        lease: Duration::from_millis(100),
-        retry: RetryPolicy {
-            max_attempts: 5,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    };
+    let short_lease = group_options(Duration::from_millis(100), 5, Duration::ZERO);
     let twice = bus.responder_with("twice", short_lease).expect("responder");
     let others = [answer_once(&bus, "once-a"), answer_once(&bus, "once-b")];
     let requester = bus.requester("gatherer").expect("requester");

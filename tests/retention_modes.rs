@@ -16,6 +16,8 @@
 //!   publish from another thread, and on a delayed redelivery or an expired
 //!   lease, which only the bus's timer thread can signal.
 
+mod common;
+
 use std::future::Future;
 use std::path::Path;
 use std::pin::pin;
@@ -25,9 +27,10 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::groups::group_options;
 use logbus::{
-    Backoff, Bus, BusOptions, ConsumerId, Durability, GroupOptions, Record, Retention, RetryPolicy, StartAt,
-    Subscription, Topic, TopicOptions,
+    Bus, BusOptions, ConsumerId, Durability, GroupOptions, Record, Retention, StartAt, Subscription, Topic,
+    TopicOptions,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
@@ -474,14 +477,7 @@ fn group_recv_async_wakes_when_a_lease_expires() {
     let bus = open(dir.path());
     let topic = bus.topic("tasks").unwrap();
     topic.publish(&Record::new(b"slow")).unwrap();
-    let options = GroupOptions {
-        lease: Duration::from_millis(100),
-        retry: RetryPolicy {
-            max_attempts: 5,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    };
+    let options = group_options(Duration::from_millis(100), 5, Duration::ZERO);
     let group = topic.group("workers", options).unwrap();
     let held = group.try_recv().unwrap().unwrap();
     let (delivery, _) = block_on(group.recv_async(), || {});

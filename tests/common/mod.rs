@@ -2,5 +2,6 @@
 //! module on its own (`mod common;`) and uses only part of it.
 
 pub mod child;
+pub mod groups;
 pub mod logs;
 pub mod proptests;
