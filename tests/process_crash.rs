@@ -35,7 +35,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::child::{self, CHILD_DEADLINE, Finished, Running, SIGKILL, Waited, fork_guard, report};
-use logbus::{Durability, Error, Log, LogOptions, Position, Record, StoredRecord};
+use common::records::OffsetRecord;
+use logbus::{Durability, Error, Log, LogOptions, Position};
 
 /// A file the child deletes to free space once the disk is full.
 const CHILD_FILLER_ENV: &str = "LOGBUS_CRASH_FILLER";
@@ -60,44 +61,15 @@ fn options() -> LogOptions {
 
 // ---------------------------------------------------------------- records
 
-/// The record stored at `offset`: every field is a function of the offset.
-struct Payload {
-    key: String,
-    tag: [u8; 8],
-    value: Vec<u8>,
-    timestamp: i64,
-}
-
-impl Payload {
-    fn for_offset(offset: u64) -> Payload {
-        let mut rng = fastrand::Rng::with_seed(offset.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabcd);
-        let len = match rng.u8(..) {
-            0..=179 => rng.usize(0..120),
-            180..=244 => rng.usize(120..700),
-            _ => rng.usize(700..1500),
-        };
-        Payload {
-            key: format!("key-{offset}"),
-            tag: offset.to_le_bytes(),
-            value: std::iter::repeat_with(|| rng.u8(..)).take(len).collect(),
-            timestamp: 1_700_000_000_000 + offset as i64,
-        }
-    }
-
-    fn record(&self) -> Record<'_> {
-        Record::new(&self.value)
-            .key(&self.key)
-            .header("offset", &self.tag)
-            .timestamp(self.timestamp)
-    }
-
-    fn matches(&self, stored: &StoredRecord) -> bool {
-        let headers: Vec<_> = stored.headers().collect();
-        stored.key() == self.key.as_bytes()
-            && headers == [("offset", &self.tag[..])]
-            && stored.value() == &self.value[..]
-            && stored.timestamp() == self.timestamp
-    }
+/// The record stored at `offset`: mostly values under 120 bytes, a quarter
+/// up to 700, a few up to 1500.
+fn payload(offset: u64) -> OffsetRecord {
+    let rng = fastrand::Rng::with_seed(offset.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xabcd);
+    OffsetRecord::new(offset, rng, |rng| match rng.u8(..) {
+        0..=179 => rng.usize(0..120),
+        180..=244 => rng.usize(120..700),
+        _ => rng.usize(700..1500),
+    })
 }
 
 // ------------------------------------------------------------------ child
@@ -175,7 +147,7 @@ impl ChildWriter {
     /// Appends the record for the next offset and reports the outcome. A
     /// failed append is retried with the same offset next time.
     fn attempt(&mut self) -> Result<u64, ()> {
-        let payload = Payload::for_offset(self.next);
+        let payload = payload(self.next);
         match self.log.append(&payload.record()) {
             Ok(offset) if offset == self.next => {
                 report(&format!("ack {offset}"));
@@ -378,7 +350,7 @@ fn reopen_and_verify(dir: &Path, acked: &BTreeSet<u64>) -> Verified {
     while let Some(record) = cursor.next().expect("read a recovered record") {
         assert_eq!(record.offset(), records, "offsets are not dense");
         assert!(
-            Payload::for_offset(records).matches(&record),
+            payload(records).matches(&record),
             "record {records} differs from what was appended"
         );
         records += 1;
@@ -392,10 +364,10 @@ fn reopen_and_verify(dir: &Path, acked: &BTreeSet<u64>) -> Verified {
     }
     for &offset in acked.range(acked.len().saturating_sub(200) as u64..) {
         let record = log.read(offset).expect("read").expect("acknowledged record");
-        assert!(Payload::for_offset(offset).matches(&record));
+        assert!(payload(offset).matches(&record));
     }
     let appended = log
-        .append(&Payload::for_offset(end).record())
+        .append(&payload(end).record())
         .unwrap_or_else(|e| panic!("recovered log refuses appends: {e}"));
     assert_eq!(appended, end);
     log.close().expect("close");

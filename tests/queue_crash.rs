@@ -35,6 +35,7 @@ use common::child::{
     self, CHILD_DEADLINE, Finished, SIGABRT, SIGKILL, Waited, fork_guard, report, spawn_words,
 };
 use common::groups::group_options;
+use common::records::OffsetRecord;
 use logbus::{
     Bus, BusOptions, Delivery, Durability, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
     HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
@@ -390,42 +391,17 @@ fn check_poison_dead_letter(dead: &StoredRecord) {
 
 // ------------------------------------------------------------ kill -9 mix
 
-/// The record published at `offset`: every field derives from the offset,
-/// so the parent can check any record without knowing which child wrote it.
-struct Mixed {
-    key: String,
-    tag: [u8; 8],
-    value: Vec<u8>,
-    timestamp: i64,
-}
-
-impl Mixed {
-    fn for_offset(offset: u64) -> Mixed {
-        let mut rng = fastrand::Rng::with_seed(offset ^ 0x00ff_1234_5678);
-        let len = rng.usize(0..300);
-        Mixed {
-            key: format!("key-{offset}"),
-            tag: offset.to_le_bytes(),
-            value: std::iter::repeat_with(|| rng.u8(..)).take(len).collect(),
-            timestamp: 1_700_000_000_000 + offset as i64,
-        }
-    }
-
-    fn record(&self) -> Record<'_> {
-        Record::new(&self.value)
-            .key(&self.key)
-            .header("offset", &self.tag)
-            .timestamp(self.timestamp)
-    }
+/// The record published at `offset`, with a value of up to 300 bytes.
+fn mixed(offset: u64) -> OffsetRecord {
+    OffsetRecord::new(
+        offset,
+        fastrand::Rng::with_seed(offset ^ 0x00ff_1234_5678),
+        |rng| rng.usize(0..300),
+    )
 }
 
 fn mixed_matches(record: &StoredRecord) -> bool {
-    let expected = Mixed::for_offset(record.offset());
-    let headers: Vec<_> = record.headers().collect();
-    record.key() == expected.key.as_bytes()
-        && record.value() == &expected.value[..]
-        && record.timestamp() == expected.timestamp
-        && headers == [("offset", &expected.tag[..])]
+    mixed(record.offset()).matches(record)
 }
 
 fn mixed_bus_options() -> BusOptions {
@@ -453,7 +429,7 @@ fn mixed_child(dir: &Path, seed: u64) {
     loop {
         match rng.u8(0..10) {
             0..=3 => {
-                let offset = topic.publish(&Mixed::for_offset(next).record()).expect("publish");
+                let offset = topic.publish(&mixed(next).record()).expect("publish");
                 assert_eq!(offset, next, "single publisher, dense offsets");
                 report(&format!("pub {offset}"));
                 next += 1;

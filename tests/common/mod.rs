@@ -5,3 +5,4 @@ pub mod child;
 pub mod groups;
 pub mod logs;
 pub mod proptests;
+pub mod records;
