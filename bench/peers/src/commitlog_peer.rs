@@ -6,7 +6,7 @@
 //! active segment file after each append, outside the log's mutex. The
 //! queue's ack is a reader offset written to an ack file after each message.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use commitlog::message::{MessageBuf, MessageSet};
 use commitlog::{CommitLog, LogOptions, ReadLimit};
 
-use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads};
+use crate::common::{
+    Checked, Outcome, Res, Spec, Values, Verifier, Workload, ack_file, append_or_read, run_threads,
+};
 
 fn open(dir: &Path) -> Res<CommitLog> {
     let mut options = LogOptions::new(dir);
@@ -47,34 +49,30 @@ fn read_all(log: &CommitLog, mut each: impl FnMut(&[u8], u64) -> Res<()>) -> Res
 }
 
 fn verify(log: &CommitLog, spec: &Spec, ordered: bool) -> Res<Checked> {
-    let mut verifier = Verifier::new(spec.size);
-    read_all(log, |value, _| {
-        verifier.see(value);
-        Ok(())
-    })?;
-    verifier.check(spec.n, ordered)
+    crate::common::verify(spec, ordered, |verifier| {
+        read_all(log, |value, _| {
+            verifier.see(value);
+            Ok(())
+        })
+    })
 }
 
 fn append(log: &mut CommitLog, spec: &Spec, values: &Values, batched: bool) -> Res<Duration> {
     let started = Instant::now();
     if batched {
-        let mut slab = vec![0u8; BATCH * spec.size];
-        for first in (0..spec.n).step_by(BATCH) {
-            let count = BATCH.min((spec.n - first) as usize);
-            let slab = &mut slab[..count * spec.size];
-            values.fill_batch(first, slab);
+        values.each_batch(spec.n, |slab| {
             let mut messages = MessageBuf::default();
             for value in slab.chunks_exact(spec.size) {
                 messages.push(value).map_err(|e| format!("{e:?}"))?;
             }
             log.append(&mut messages)?;
-        }
+            Ok(())
+        })?;
     } else {
-        let mut value = vec![0u8; spec.size];
-        for i in 0..spec.n {
-            values.fill(i, &mut value);
-            log.append_msg(&value)?;
-        }
+        values.each(spec.n, |_, value| {
+            log.append_msg(value)?;
+            Ok(())
+        })?;
     }
     Ok(started.elapsed())
 }
@@ -90,20 +88,12 @@ fn durable(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     })?;
     let log = log.into_inner().map_err(|_| "poisoned")?;
     let checked = verify(&log, spec, spec.threads == 1)?;
-    Ok(Outcome {
-        latencies,
-        ..Outcome::new(elapsed, checked)
-    })
+    Ok(Outcome::with_latencies(elapsed, latencies, checked))
 }
 
 fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     let mut log = open(&dir.join("log"))?;
-    let acks = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.join("reader.ack"))?;
+    let acks = ack_file(&dir.join("reader.ack"))?;
     let started = Instant::now();
     append(&mut log, spec, values, false)?;
     let enqueued = started.elapsed();
@@ -113,28 +103,16 @@ fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
         acks.write_at(&(offset + 1).to_le_bytes(), 0)?;
         Ok(())
     })?;
-    let elapsed = started.elapsed();
-    let checked = verifier.check(spec.n, true)?;
-    Ok(Outcome {
-        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
-        ..Outcome::new(elapsed, checked)
-    })
+    Outcome::queued(started, enqueued, &verifier, spec.n)
 }
 
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let outcome = match spec.workload {
-        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 | Workload::Read100 => {
             let mut log = open(dir)?;
-            let elapsed = append(&mut log, spec, &values, spec.workload == Workload::AppendBatch100)?;
-            Outcome::new(elapsed, verify(&log, spec, true)?)
-        }
-        Workload::Read100 => {
-            let mut log = open(dir)?;
-            append(&mut log, spec, &values, true)?;
-            let started = Instant::now();
-            let checked = verify(&log, spec, true)?;
-            Outcome::new(started.elapsed(), checked)
+            append_or_read(spec, |batched| append(&mut log, spec, &values, batched))?
+                .verify(|| verify(&log, spec, true))?
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => durable(dir, spec, &values)?,
         Workload::Queue => queue(dir, spec, &values)?,

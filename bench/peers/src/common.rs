@@ -1,7 +1,10 @@
 //! What every peer shares: the workloads and their sizes, record values,
-//! the read-back verifier, latency percentiles and the measured outcome.
+//! the read-back verifier, the way the append, read and queue cases are
+//! timed, latency percentiles and the measured outcome.
 
 use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The error type of the whole harness: any failure ends the case.
@@ -181,6 +184,30 @@ impl Values {
             self.fill(first + i as u64, out);
         }
     }
+
+    /// Calls `each` with the index and value of each message `0..n` in turn
+    /// (one buffer, refilled each time).
+    pub fn each(&self, n: u64, mut each: impl FnMut(u64, &[u8]) -> Res<()>) -> Res<()> {
+        let mut value = vec![0u8; self.size];
+        for i in 0..n {
+            self.fill(i, &mut value);
+            each(i, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with the values of messages `0..n` in slabs of up to
+    /// [`BATCH`] values, `size` bytes each (one slab, refilled each time).
+    pub fn each_batch(&self, n: u64, mut each: impl FnMut(&[u8]) -> Res<()>) -> Res<()> {
+        let mut slab = vec![0u8; BATCH * self.size];
+        for first in (0..n).step_by(BATCH) {
+            let count = BATCH.min((n - first) as usize);
+            let slab = &mut slab[..count * self.size];
+            self.fill_batch(first, slab);
+            each(slab)?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks what a peer reads back: every value has the right length and
@@ -253,6 +280,14 @@ impl Verifier {
     }
 }
 
+/// Feeds what `read` reads back to a fresh verifier and checks that it was
+/// exactly messages `0..spec.n` (in order if `ordered`).
+pub fn verify(spec: &Spec, ordered: bool, read: impl FnOnce(&mut Verifier) -> Res<()>) -> Res<Checked> {
+    let mut verifier = Verifier::new(spec.size);
+    read(&mut verifier)?;
+    verifier.check(spec.n, ordered)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Checked {
     pub count: u64,
@@ -283,6 +318,69 @@ impl Outcome {
             extra: Vec::new(),
         }
     }
+
+    /// A case that timed each operation.
+    pub fn with_latencies(elapsed: Duration, latencies: Vec<Duration>, checked: Checked) -> Outcome {
+        Outcome {
+            latencies,
+            ..Outcome::new(elapsed, checked)
+        }
+    }
+
+    /// A queue case that started at `started` and had enqueued everything
+    /// after `enqueued`: checks that `dequeued` saw messages `0..n` in order
+    /// and splits the time into enqueueing and dequeueing with acks.
+    pub fn queued(started: Instant, enqueued: Duration, dequeued: &Verifier, n: u64) -> Res<Outcome> {
+        let elapsed = started.elapsed();
+        let checked = dequeued.check(n, true)?;
+        Ok(Outcome {
+            phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
+            ..Outcome::new(elapsed, checked)
+        })
+    }
+}
+
+/// The append cases and read_100, run alike for every peer: an append case
+/// times `append` (batched for append_batch_100) and then verifies;
+/// read_100 appends in batches untimed and then times the verification
+/// ([`Appended::verify`]). `append` returns the time of its timed part.
+pub fn append_or_read(spec: &Spec, append: impl FnOnce(bool) -> Res<Duration>) -> Res<Appended> {
+    if spec.workload == Workload::Read100 {
+        append(true)?;
+        return Ok(Appended { elapsed: None });
+    }
+    let elapsed = append(spec.workload == Workload::AppendBatch100)?;
+    Ok(Appended {
+        elapsed: Some(elapsed),
+    })
+}
+
+/// What [`append_or_read`] appended, to be verified.
+pub struct Appended {
+    /// The append's time; `None` when the verification is what is timed.
+    elapsed: Option<Duration>,
+}
+
+impl Appended {
+    pub fn verify(self, verify: impl FnOnce() -> Res<Checked>) -> Res<Outcome> {
+        let started = Instant::now();
+        let checked = verify()?;
+        Ok(Outcome::new(
+            self.elapsed.unwrap_or_else(|| started.elapsed()),
+            checked,
+        ))
+    }
+}
+
+/// A new, empty file where a queue without acks of its own keeps the
+/// position of its next unacked message, rewritten after each message.
+pub fn ack_file(path: &Path) -> Res<File> {
+    Ok(OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(path)?)
 }
 
 /// Runs `op` once per message of one thread's share and records each call's

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads};
+use crate::common::{
+    BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads,
+};
 
 fn open(dir: &Path) -> Res<(Database, Keyspace)> {
     let db = Database::builder(dir).open()?;
@@ -19,18 +21,19 @@ fn open(dir: &Path) -> Res<(Database, Keyspace)> {
 }
 
 fn verify(keyspace: &Keyspace, spec: &Spec) -> Res<Checked> {
-    let mut verifier = Verifier::new(spec.size);
-    for guard in keyspace.iter() {
-        let (_, value) = guard.into_inner()?;
-        verifier.see(&value);
-    }
-    verifier.check(spec.n, true)
+    crate::common::verify(spec, true, |verifier| {
+        for guard in keyspace.iter() {
+            let (_, value) = guard.into_inner()?;
+            verifier.see(&value);
+        }
+        Ok(())
+    })
 }
 
 fn append(db: &Database, keyspace: &Keyspace, spec: &Spec, values: &Values, batched: bool) -> Res<Duration> {
     let started = Instant::now();
-    let mut value = vec![0u8; spec.size];
     if batched {
+        let mut value = vec![0u8; spec.size];
         for first in (0..spec.n).step_by(BATCH) {
             let mut batch = db.batch();
             for i in first..spec.n.min(first + BATCH as u64) {
@@ -40,10 +43,9 @@ fn append(db: &Database, keyspace: &Keyspace, spec: &Spec, values: &Values, batc
             batch.commit()?;
         }
     } else {
-        for i in 0..spec.n {
-            values.fill(i, &mut value);
-            keyspace.insert(&i.to_be_bytes()[..], &value[..])?;
-        }
+        values.each(spec.n, |i, value| {
+            Ok(keyspace.insert(&i.to_be_bytes()[..], value)?)
+        })?;
     }
     Ok(started.elapsed())
 }
@@ -58,36 +60,20 @@ fn queue(db: &Database, keyspace: &Keyspace, spec: &Spec, values: &Values) -> Re
         verifier.see(&value);
         keyspace.remove(key)?;
     }
-    let elapsed = started.elapsed();
-    let checked = verifier.check(spec.n, true)?;
+    let outcome = Outcome::queued(started, enqueued, &verifier, spec.n)?;
     if keyspace.first_key_value().is_some() {
         return Err("keys left after acking everything".into());
     }
-    Ok(Outcome {
-        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
-        ..Outcome::new(elapsed, checked)
-    })
+    Ok(outcome)
 }
 
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let (db, keyspace) = open(dir)?;
     let outcome = match spec.workload {
-        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
-            let elapsed = append(
-                &db,
-                &keyspace,
-                spec,
-                &values,
-                spec.workload == Workload::AppendBatch100,
-            )?;
-            Outcome::new(elapsed, verify(&keyspace, spec)?)
-        }
-        Workload::Read100 => {
-            append(&db, &keyspace, spec, &values, true)?;
-            let started = Instant::now();
-            let checked = verify(&keyspace, spec)?;
-            Outcome::new(started.elapsed(), checked)
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 | Workload::Read100 => {
+            append_or_read(spec, |batched| append(&db, &keyspace, spec, &values, batched))?
+                .verify(|| verify(&keyspace, spec))?
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => {
             let (elapsed, latencies) = run_threads(spec.threads, spec.per_thread(), |_, i| {
@@ -95,10 +81,7 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
                 db.persist(PersistMode::SyncData)?;
                 Ok(())
             })?;
-            Outcome {
-                latencies,
-                ..Outcome::new(elapsed, verify(&keyspace, spec)?)
-            }
+            Outcome::with_latencies(elapsed, latencies, verify(&keyspace, spec)?)
         }
         Workload::Queue => queue(&db, &keyspace, spec, &values)?,
         Workload::RequestReply => return Ok(None),

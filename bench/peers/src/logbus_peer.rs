@@ -7,38 +7,37 @@ use std::time::{Duration, Instant};
 
 use logbus::{Bus, BusOptions, Durability, GroupOptions, Log, LogOptions, Position, Record, TopicOptions};
 
-use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads, timed_ops};
+use crate::common::{
+    Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads, timed_ops,
+};
 
 fn open(dir: &Path, durability: Durability) -> Res<Log> {
     Ok(Log::open(dir, LogOptions::default().durability(durability))?)
 }
 
 fn verify(log: &Log, spec: &Spec, ordered: bool) -> Res<Checked> {
-    let mut verifier = Verifier::new(spec.size);
-    let mut cursor = log.cursor(Position::Earliest)?;
-    while let Some(record) = cursor.next()? {
-        verifier.see(record.value());
-    }
-    verifier.check(spec.n, ordered)
+    crate::common::verify(spec, ordered, |verifier| {
+        let mut cursor = log.cursor(Position::Earliest)?;
+        while let Some(record) = cursor.next()? {
+            verifier.see(record.value());
+        }
+        Ok(())
+    })
 }
 
 fn append(log: &Log, spec: &Spec, values: &Values, batched: bool) -> Res<Duration> {
     let started = Instant::now();
     if batched {
-        let mut slab = vec![0u8; BATCH * spec.size];
-        for first in (0..spec.n).step_by(BATCH) {
-            let count = BATCH.min((spec.n - first) as usize);
-            let slab = &mut slab[..count * spec.size];
-            values.fill_batch(first, slab);
+        values.each_batch(spec.n, |slab| {
             let records: Vec<Record> = slab.chunks_exact(spec.size).map(Record::new).collect();
             log.append_batch(&records)?;
-        }
+            Ok(())
+        })?;
     } else {
-        let mut value = vec![0u8; spec.size];
-        for i in 0..spec.n {
-            values.fill(i, &mut value);
-            log.append(&Record::new(&value))?;
-        }
+        values.each(spec.n, |_, value| {
+            log.append(&Record::new(value))?;
+            Ok(())
+        })?;
     }
     Ok(started.elapsed())
 }
@@ -49,11 +48,10 @@ fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     let topic = bus.topic("jobs")?;
     let group = topic.group("workers", GroupOptions::default())?;
     let started = Instant::now();
-    let mut value = vec![0u8; spec.size];
-    for i in 0..spec.n {
-        values.fill(i, &mut value);
-        topic.publish(&Record::new(&value))?;
-    }
+    values.each(spec.n, |_, value| {
+        topic.publish(&Record::new(value))?;
+        Ok(())
+    })?;
     let enqueued = started.elapsed();
     let mut verifier = Verifier::new(spec.size);
     while verifier.count() < spec.n {
@@ -63,17 +61,13 @@ fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
         verifier.see(delivery.record().value());
         delivery.ack()?;
     }
-    let elapsed = started.elapsed();
-    let checked = verifier.check(spec.n, true)?;
+    let outcome = Outcome::queued(started, enqueued, &verifier, spec.n)?;
     let stats = group.stats()?;
     if stats.lag != 0 || stats.in_flight != 0 {
         return Err(format!("after acking everything: {stats:?}").into());
     }
     bus.close()?;
-    Ok(Outcome {
-        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
-        ..Outcome::new(elapsed, checked)
-    })
+    Ok(outcome)
 }
 
 /// A responder thread echoes each request; the client times each round
@@ -111,30 +105,18 @@ fn request_reply(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     }
     let checked = verifier.check(n, true)?;
     bus.close()?;
-    Ok(Outcome {
-        latencies,
-        ..Outcome::new(elapsed, checked)
-    })
+    Ok(Outcome::with_latencies(elapsed, latencies, checked))
 }
 
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let outcome = match spec.workload {
-        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 | Workload::Read100 => {
             let log = open(dir, Durability::Os)?;
-            let elapsed = append(&log, spec, &values, spec.workload == Workload::AppendBatch100)?;
-            let checked = verify(&log, spec, true)?;
+            let outcome = append_or_read(spec, |batched| append(&log, spec, &values, batched))?
+                .verify(|| verify(&log, spec, true))?;
             log.close()?;
-            Outcome::new(elapsed, checked)
-        }
-        Workload::Read100 => {
-            let log = open(dir, Durability::Os)?;
-            append(&log, spec, &values, true)?;
-            let started = Instant::now();
-            let checked = verify(&log, spec, true)?;
-            let elapsed = started.elapsed();
-            log.close()?;
-            Outcome::new(elapsed, checked)
+            outcome
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => {
             let log = open(dir, Durability::Always)?;
@@ -147,7 +129,6 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
             let syncs = log.sync_stats();
             log.close()?;
             Outcome {
-                latencies,
                 extra: vec![
                     ("syncs", syncs.syncs as f64),
                     (
@@ -156,7 +137,7 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
                     ),
                     ("sync_max_us", syncs.max.as_secs_f64() * 1e6),
                 ],
-                ..Outcome::new(elapsed, checked)
+                ..Outcome::with_latencies(elapsed, latencies, checked)
             }
         }
         Workload::Queue => queue(dir, spec, &values)?,

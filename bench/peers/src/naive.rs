@@ -2,14 +2,16 @@
 //! through a `BufWriter`, `File::sync_data` for the durable cases, and for
 //! the queue an ack file holding the next unacked position.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::common::{BATCH, Outcome, Res, Spec, Values, Verifier, Workload, run_threads};
+use crate::common::{
+    BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, ack_file, append_or_read, run_threads,
+};
 
 const HEADER: usize = 8;
 
@@ -50,13 +52,13 @@ fn read_frames(path: &Path, mut each: impl FnMut(&[u8], u64) -> Res<()>) -> Res<
     }
 }
 
-fn verify(path: &Path, spec: &Spec, ordered: bool) -> Res<crate::common::Checked> {
-    let mut verifier = Verifier::new(spec.size);
-    read_frames(path, |value, _| {
-        verifier.see(value);
-        Ok(())
-    })?;
-    verifier.check(spec.n, ordered)
+fn verify(path: &Path, spec: &Spec, ordered: bool) -> Res<Checked> {
+    crate::common::verify(spec, ordered, |verifier| {
+        read_frames(path, |value, _| {
+            verifier.see(value);
+            Ok(())
+        })
+    })
 }
 
 /// Appends messages `0..n`, one `write_frame` each (or one write per batch).
@@ -65,25 +67,17 @@ fn append(path: &Path, spec: &Spec, values: &Values, batched: bool) -> Res<Durat
     let started = Instant::now();
     if batched {
         let mut file = file;
-        let mut slab = vec![0u8; BATCH * spec.size];
         let mut frames = Vec::with_capacity(BATCH * (spec.size + HEADER));
-        for first in (0..spec.n).step_by(BATCH) {
-            let count = BATCH.min((spec.n - first) as usize);
-            let slab = &mut slab[..count * spec.size];
-            values.fill_batch(first, slab);
+        values.each_batch(spec.n, |slab| {
             frames.clear();
             for value in slab.chunks_exact(spec.size) {
                 write_frame(&mut frames, value)?;
             }
-            file.write_all(&frames)?;
-        }
+            Ok(file.write_all(&frames)?)
+        })?;
     } else {
         let mut out = BufWriter::new(file);
-        let mut value = vec![0u8; spec.size];
-        for i in 0..spec.n {
-            values.fill(i, &mut value);
-            write_frame(&mut out, &value)?;
-        }
+        values.each(spec.n, |_, value| Ok(write_frame(&mut out, value)?))?;
         out.flush()?;
     }
     Ok(started.elapsed())
@@ -105,61 +99,34 @@ fn durable(path: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
         Ok(())
     })?;
     let checked = verify(path, spec, spec.threads == 1)?;
-    Ok(Outcome {
-        latencies,
-        ..Outcome::new(elapsed, checked)
-    })
+    Ok(Outcome::with_latencies(elapsed, latencies, checked))
 }
 
 fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     let path = dir.join("queue.frames");
     let started = Instant::now();
     let mut out = BufWriter::new(File::create(&path)?);
-    let mut value = vec![0u8; spec.size];
-    for i in 0..spec.n {
-        values.fill(i, &mut value);
-        write_frame(&mut out, &value)?;
-    }
+    values.each(spec.n, |_, value| Ok(write_frame(&mut out, value)?))?;
     out.flush()?;
     drop(out);
     let enqueued = started.elapsed();
-    let acks = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.join("queue.ack"))?;
+    let acks = ack_file(&dir.join("queue.ack"))?;
     let mut verifier = Verifier::new(spec.size);
     read_frames(&path, |value, next| {
         verifier.see(value);
         acks.write_at(&next.to_le_bytes(), 0)?;
         Ok(())
     })?;
-    let elapsed = started.elapsed();
-    let checked = verifier.check(spec.n, true)?;
-    Ok(Outcome {
-        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
-        ..Outcome::new(elapsed, checked)
-    })
+    Outcome::queued(started, enqueued, &verifier, spec.n)
 }
 
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let path = dir.join("log.frames");
     let outcome = match spec.workload {
-        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
-            let elapsed = append(&path, spec, &values, spec.workload == Workload::AppendBatch100)?;
-            Outcome::new(elapsed, verify(&path, spec, true)?)
-        }
-        Workload::Read100 => {
-            append(&path, spec, &values, true)?;
-            let started = Instant::now();
-            let mut verifier = Verifier::new(spec.size);
-            read_frames(&path, |value, _| {
-                verifier.see(value);
-                Ok(())
-            })?;
-            Outcome::new(started.elapsed(), verifier.check(spec.n, true)?)
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 | Workload::Read100 => {
+            append_or_read(spec, |batched| append(&path, spec, &values, batched))?
+                .verify(|| verify(&path, spec, true))?
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => durable(&path, spec, &values)?,
         Workload::Queue => queue(dir, spec, &values)?,

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads};
+use crate::common::{
+    BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads,
+};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 
@@ -26,14 +28,15 @@ fn open(dir: &Path) -> Res<Database> {
 }
 
 fn verify(db: &Database, spec: &Spec) -> Res<Checked> {
-    let mut verifier = Verifier::new(spec.size);
-    let transaction = db.begin_read()?;
-    let table = transaction.open_table(LOG)?;
-    for entry in table.iter()? {
-        let (_, value) = entry?;
-        verifier.see(value.value());
-    }
-    verifier.check(spec.n, true)
+    crate::common::verify(spec, true, |verifier| {
+        let transaction = db.begin_read()?;
+        let table = transaction.open_table(LOG)?;
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            verifier.see(value.value());
+        }
+        Ok(())
+    })
 }
 
 fn write(db: &Database, durability: Durability, first: u64, end: u64, values: &Values) -> Res<()> {
@@ -90,36 +93,22 @@ fn queue(db: &Database, spec: &Spec, values: &Values) -> Res<Outcome> {
             break;
         }
     }
-    let elapsed = started.elapsed();
-    let checked = verifier.check(spec.n, true)?;
-    Ok(Outcome {
-        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
-        ..Outcome::new(elapsed, checked)
-    })
+    Outcome::queued(started, enqueued, &verifier, spec.n)
 }
 
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let db = open(dir)?;
     let outcome = match spec.workload {
-        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
-            let elapsed = append(&db, spec, &values)?;
-            Outcome::new(elapsed, verify(&db, spec)?)
-        }
-        Workload::Read100 => {
-            append(&db, spec, &values)?;
-            let started = Instant::now();
-            let checked = verify(&db, spec)?;
-            Outcome::new(started.elapsed(), checked)
+        // One transaction per BATCH rows, batched or not (see above).
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 | Workload::Read100 => {
+            append_or_read(spec, |_| append(&db, spec, &values))?.verify(|| verify(&db, spec))?
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => {
             let (elapsed, latencies) = run_threads(spec.threads, spec.per_thread(), |_, i| {
                 write(&db, Durability::Immediate, i, i + 1, &values)
             })?;
-            Outcome {
-                latencies,
-                ..Outcome::new(elapsed, verify(&db, spec)?)
-            }
+            Outcome::with_latencies(elapsed, latencies, verify(&db, spec)?)
         }
         Workload::Queue => queue(&db, spec, &values)?,
         Workload::RequestReply => return Ok(None),

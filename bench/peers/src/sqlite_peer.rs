@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
-use crate::common::{BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, run_threads};
+use crate::common::{
+    BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads,
+};
 
 fn open(dir: &Path, synchronous: &str) -> Res<Connection> {
     let connection = Connection::open(dir.join("log.sqlite"))?;
@@ -36,9 +38,9 @@ fn read_all(connection: &Connection, mut each: impl FnMut(&[u8])) -> Res<()> {
 }
 
 fn verify(connection: &Connection, spec: &Spec) -> Res<Checked> {
-    let mut verifier = Verifier::new(spec.size);
-    read_all(connection, |value| verifier.see(value))?;
-    verifier.check(spec.n, true)
+    crate::common::verify(spec, true, |verifier| {
+        read_all(connection, |value| verifier.see(value))
+    })
 }
 
 fn append(connection: &mut Connection, spec: &Spec, values: &Values) -> Res<Duration> {
@@ -71,22 +73,18 @@ fn durable(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
         Ok(())
     })?;
     let checked = verify(&open(dir, "FULL")?, spec)?;
-    Ok(Outcome {
-        latencies,
-        ..Outcome::new(elapsed, checked)
-    })
+    Ok(Outcome::with_latencies(elapsed, latencies, checked))
 }
 
 fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     let connection = open(dir, "OFF")?;
     let started = Instant::now();
-    let mut value = vec![0u8; spec.size];
     {
         let mut insert = connection.prepare_cached("INSERT INTO log (id, v) VALUES (?1, ?2)")?;
-        for i in 0..spec.n {
-            values.fill(i, &mut value);
-            insert.execute(params![i as i64, &value[..]])?;
-        }
+        values.each(spec.n, |i, value| {
+            insert.execute(params![i as i64, value])?;
+            Ok(())
+        })?;
     }
     let enqueued = started.elapsed();
     let mut verifier = Verifier::new(spec.size);
@@ -100,28 +98,17 @@ fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
         drop(rows);
         ack.execute([id])?;
     }
-    let elapsed = started.elapsed();
-    let checked = verifier.check(spec.n, true)?;
-    Ok(Outcome {
-        phases: vec![("enqueue", enqueued), ("dequeue_ack", elapsed - enqueued)],
-        ..Outcome::new(elapsed, checked)
-    })
+    Outcome::queued(started, enqueued, &verifier, spec.n)
 }
 
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let outcome = match spec.workload {
-        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 => {
+        // One transaction per BATCH rows, batched or not (see above).
+        Workload::Append100 | Workload::Append1K | Workload::AppendBatch100 | Workload::Read100 => {
             let mut connection = open(dir, "OFF")?;
-            let elapsed = append(&mut connection, spec, &values)?;
-            Outcome::new(elapsed, verify(&connection, spec)?)
-        }
-        Workload::Read100 => {
-            let mut connection = open(dir, "OFF")?;
-            append(&mut connection, spec, &values)?;
-            let started = Instant::now();
-            let checked = verify(&connection, spec)?;
-            Outcome::new(started.elapsed(), checked)
+            append_or_read(spec, |_| append(&mut connection, spec, &values))?
+                .verify(|| verify(&connection, spec))?
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => durable(dir, spec, &values)?,
         Workload::Queue => queue(dir, spec, &values)?,
