@@ -31,7 +31,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::child::{self, SIGABRT, SIGKILL, report, spawn_words};
+use common::child::{self, Finished, SIGABRT, SIGKILL, report, spawn_words};
 use common::groups::group_options;
 use logbus::internals::decode_correlation_header;
 use logbus::io::SimStorage;
@@ -241,6 +241,11 @@ fn check_replies(dir: &Path, ids: &[CorrelationId], context: &str) {
     child::close(&bus);
 }
 
+/// Runs one responder child to its end.
+fn serve(dir: &Path) -> Finished<Vec<String>> {
+    spawn_words(ENTRY_POINT, "serve", dir).wait()
+}
+
 /// Sends `value` to the service from requester `client` (bus closed after).
 fn send(dir: &Path, value: &str) -> CorrelationId {
     let bus = open(dir);
@@ -257,13 +262,9 @@ fn send(dir: &Path, value: &str) -> CorrelationId {
 fn responder_that_aborts_mid_request_is_replaced_and_the_request_answered_on_attempt_two() {
     let dir = tempfile::tempdir().expect("tempdir");
     let id = send(dir.path(), "crash-once");
-    let first = spawn_words(ENTRY_POINT, "serve", dir.path())
-        .wait()
-        .expect_signal(SIGABRT);
+    let first = serve(dir.path()).expect_signal(SIGABRT);
     assert_eq!(first, vec![child::words(&format!("got 1 {id} crash-once"))]);
-    let second = spawn_words(ENTRY_POINT, "serve", dir.path())
-        .wait()
-        .expect_success();
+    let second = serve(dir.path()).expect_success();
     assert_eq!(
         second,
         vec![
@@ -292,15 +293,11 @@ fn request_that_crashes_every_responder_is_dead_lettered_with_its_id_and_the_req
     let dir = tempfile::tempdir().expect("tempdir");
     let id = send(dir.path(), "poison");
     for attempt in 1..=MAX_ATTEMPTS {
-        let events = spawn_words(ENTRY_POINT, "serve", dir.path())
-            .wait()
-            .expect_signal(SIGABRT);
+        let events = serve(dir.path()).expect_signal(SIGABRT);
         assert_eq!(events, vec![child::words(&format!("got {attempt} {id} poison"))]);
     }
     // Attempts are spent: the next responder dead-letters it instead.
-    let events = spawn_words(ENTRY_POINT, "serve", dir.path())
-        .wait()
-        .expect_success();
+    let events = serve(dir.path()).expect_success();
     assert_eq!(events, vec![child::words("none")]);
 
     let bus = open(dir.path());
