@@ -17,15 +17,17 @@
 //! - under `Durability::Always` a reader never sees a record that a power
 //!   loss could still remove.
 
-use std::io;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::storage::{Hooked, Hooks};
 use fastrand::Rng;
 use logbus::format::decode_segment_header;
-use logbus::io::{Fault, LockGuard, MappedFile, SimStorage, Storage, StorageFile};
+use logbus::io::{Fault, SimStorage};
 use logbus::{Durability, Error, Log, LogOptions, Position, Record, StoredRecord};
 
 const DIR: &str = "/sim/log";
@@ -454,82 +456,19 @@ fn a_full_disk_cannot_fail_an_append_inside_a_preallocated_segment() {
     }
 }
 
-/// [`SimStorage`] with a disk's fsync latency. The simulated sync takes
-/// microseconds, so concurrent appenders rarely overlap and there is little
-/// to share; a real fsync takes about a millisecond, which is what group
-/// commit is for. The latency models the device; it synchronizes nothing.
+/// A disk's fsync latency, for [`Hooked`] [`SimStorage`]. The simulated
+/// sync takes microseconds, so concurrent appenders rarely overlap and there
+/// is little to share; a real fsync takes about a millisecond, which is what
+/// group commit is for. The latency models the device; it synchronizes
+/// nothing.
 #[derive(Debug)]
 struct SlowSync {
-    sim: SimStorage,
     latency: Duration,
 }
 
-#[derive(Debug)]
-struct SlowSyncFile {
-    file: Arc<dyn StorageFile>,
-    latency: Duration,
-}
-
-impl Storage for SlowSync {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.sim.create_dir_all(dir)
-    }
-
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = self.sim.open(path, create)?;
-        Ok(Arc::new(SlowSyncFile {
-            file,
-            latency: self.latency,
-        }))
-    }
-
-    fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>> {
-        self.sim.map(path, min_len)
-    }
-
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.sim.remove(path)
-    }
-
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.sim.list(dir)
-    }
-
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+impl Hooks for SlowSync {
+    fn before_sync(&self) {
         std::thread::sleep(self.latency);
-        self.sim.sync_dir(dir)
-    }
-
-    fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
-        self.sim.lock(path)
-    }
-}
-
-impl StorageFile for SlowSyncFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.file.read_at(buf, pos)
-    }
-
-    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.file.write_all_at(buf, pos)
-    }
-
-    fn size(&self) -> io::Result<u64> {
-        self.file.size()
-    }
-
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
-    }
-
-    fn sync_data(&self) -> io::Result<()> {
-        std::thread::sleep(self.latency);
-        self.file.sync_data()
-    }
-
-    fn sync_all(&self) -> io::Result<()> {
-        std::thread::sleep(self.latency);
-        self.file.sync_all()
     }
 }
 
@@ -538,10 +477,12 @@ fn concurrent_appenders_under_always_share_syncs() {
     const THREADS: u64 = 8;
     const PER_THREAD: u64 = 100;
     let sim = SimStorage::new();
-    let storage = SlowSync {
-        sim: sim.clone(),
-        latency: Duration::from_millis(1),
-    };
+    let storage = Hooked::new(
+        sim.clone(),
+        SlowSync {
+            latency: Duration::from_millis(1),
+        },
+    );
     let options = LogOptions::default()
         .durability(Durability::Always)
         .storage(Arc::new(storage));
@@ -700,10 +641,12 @@ fn readers_under_always_never_see_a_record_that_power_loss_removes() {
         let sim = SimStorage::new();
         // Slow syncs leave readers time to look at records written but not
         // yet synced; they must not be shown any.
-        let slow = SlowSync {
-            sim: sim.clone(),
-            latency: Duration::from_micros(300),
-        };
+        let slow = Hooked::new(
+            sim.clone(),
+            SlowSync {
+                latency: Duration::from_micros(300),
+            },
+        );
         let segment_bytes = rng.u64(512..1024);
         let options = options(&sim, Durability::Always, segment_bytes);
         let log = Log::open(DIR, options.clone().storage(Arc::new(slow))).unwrap();

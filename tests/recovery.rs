@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::logs::{FrameAt, bases, copy_log, frames, key, segment_file, value};
+use common::storage::{Hooked, Hooks};
 use logbus::format::{
     FRAME_HEADER_LEN, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_frame,
     decode_segment_header, encode_frame, encode_index_header,
 };
-use logbus::io::{Fault, LockGuard, MappedFile, SimStorage, Storage, StorageFile};
+use logbus::io::{Fault, SimStorage, Storage};
 use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, Truncation};
 
 const SEGMENT_BYTES: u64 = 1024;
@@ -722,73 +723,20 @@ fn bad_frame_or_offset_gap_in_last_segment_is_truncated_and_reported() {
 // I/O errors abort the open and truncate nothing.
 // ---------------------------------------------------------------------------
 
-/// A storage whose reads of one file fail at or beyond `fail_from`: a disk
-/// that returns EIO for part of a file. Everything else goes to `inner`.
+/// Reads of one file that fail at or beyond `fail_from`, for [`Hooked`]
+/// [`SimStorage`]: a disk that returns EIO for part of a file.
 #[derive(Debug)]
 struct FailingReads {
-    inner: SimStorage,
     path: PathBuf,
     fail_from: u64,
 }
 
-#[derive(Debug)]
-struct FailingFile {
-    inner: Arc<dyn StorageFile>,
-    fail_from: u64,
-}
-
-impl StorageFile for FailingFile {
-    fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        if pos + buf.len() as u64 > self.fail_from {
+impl Hooks for FailingReads {
+    fn before_read(&self, path: &Path, pos: u64, len: usize) -> io::Result<()> {
+        if path == self.path && pos + len as u64 > self.fail_from {
             return Err(io::Error::from_raw_os_error(5));
         }
-        self.inner.read_at(buf, pos)
-    }
-    fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
-        self.inner.write_all_at(buf, pos)
-    }
-    fn size(&self) -> io::Result<u64> {
-        self.inner.size()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn sync_all(&self) -> io::Result<()> {
-        self.inner.sync_all()
-    }
-}
-
-impl Storage for FailingReads {
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
-        let file = self.inner.open(path, create)?;
-        if path != self.path {
-            return Ok(file);
-        }
-        Ok(Arc::new(FailingFile {
-            inner: file,
-            fail_from: self.fail_from,
-        }))
-    }
-    fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>> {
-        self.inner.map(path, min_len)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        self.inner.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
-        self.inner.lock(path)
+        Ok(())
     }
 }
 
@@ -871,11 +819,13 @@ fn read_error_in_any_scan_at_open_fails_the_open_and_truncates_nothing() {
         let mut failing = None;
         let sim = sim_log(|sim, segments| failing = Some(setup(sim, segments)));
         let before = sim_snapshot(&sim);
-        let storage = FailingReads {
-            inner: sim.clone(),
-            path: failing.unwrap(),
-            fail_from: SEGMENT_HEADER_LEN as u64 + 1,
-        };
+        let storage = Hooked::new(
+            sim.clone(),
+            FailingReads {
+                path: failing.unwrap(),
+                fail_from: SEGMENT_HEADER_LEN as u64 + 1,
+            },
+        );
         match Log::open(SIM_DIR, options().storage(Arc::new(storage))) {
             Err(Error::Io(e)) => assert_eq!(e.raw_os_error(), Some(5), "{case}"),
             other => panic!("{case}: expected an I/O error, got {other:?}"),

@@ -6,3 +6,4 @@ pub mod groups;
 pub mod logs;
 pub mod proptests;
 pub mod records;
+pub mod storage;
