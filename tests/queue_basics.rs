@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use logbus::{
-    Backoff, Bus, BusOptions, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
+    Backoff, Bus, BusOptions, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
+    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
@@ -113,8 +113,11 @@ fn dropped_delivery_is_released_and_expired_lease_redelivers() {
     third.ack().unwrap();
 }
 
-#[test]
-fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
+/// Publishes five records, lets `before` work on the group, closes the bus
+/// (unsettled deliveries stay unsettled, as if the process had died), then
+/// reopens it and drains the group: the `(offset, attempt)` of every
+/// delivery, sorted.
+fn deliveries_after_a_restart(before: impl FnOnce(&Group)) -> Vec<(u64, u32)> {
     let dir = tempfile::tempdir().unwrap();
     {
         let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
@@ -122,10 +125,7 @@ fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
         for i in 0..5 {
             topic.publish(&Record::new(&format!("{i}"))).unwrap();
         }
-        let group = topic.group("g", quick_retry(5)).unwrap();
-        group.try_recv().unwrap().unwrap().ack().unwrap();
-        let held = group.try_recv().unwrap().unwrap();
-        std::mem::forget(held);
+        before(&topic.group("g", quick_retry(5)).unwrap());
         bus.close().unwrap();
     }
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
@@ -136,6 +136,15 @@ fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
         d.ack().unwrap();
     }
     got.sort();
+    got
+}
+
+#[test]
+fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
+    let got = deliveries_after_a_restart(|group| {
+        group.try_recv().unwrap().unwrap().ack().unwrap();
+        std::mem::forget(group.try_recv().unwrap().unwrap());
+    });
     assert_eq!(got, vec![(1, 2), (2, 1), (3, 1), (4, 1)]);
 }
 
@@ -175,33 +184,12 @@ fn receive_batch_hands_out_up_to_max_and_each_delivery_settles_on_its_own() {
 
 #[test]
 fn a_batch_counts_every_attempt_before_hand_out_so_a_restart_redelivers_it() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-        let topic = bus.topic("t").unwrap();
-        for i in 0..5 {
-            topic.publish(&Record::new(&format!("{i}"))).unwrap();
-        }
-        let group = topic.group("g", quick_retry(5)).unwrap();
+    let got = deliveries_after_a_restart(|group| {
         let batch = group.try_recv_batch(3).unwrap();
         assert_eq!(batch.len(), 3);
         // Never settled, as if the process died while handling them.
         std::mem::forget(batch);
-        bus.close().unwrap();
-    }
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let group = bus.topic("t").unwrap().group("g", quick_retry(5)).unwrap();
-    let mut got: Vec<(u64, u32)> = group
-        .try_recv_batch(10)
-        .unwrap()
-        .into_iter()
-        .map(|d| {
-            let seen = (d.record().offset(), d.attempt());
-            d.ack().unwrap();
-            seen
-        })
-        .collect();
-    got.sort();
+    });
     assert_eq!(got, vec![(0, 2), (1, 2), (2, 2), (3, 1), (4, 1)]);
 }
 
