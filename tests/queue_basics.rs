@@ -21,8 +21,9 @@ fn quick_retry(max_attempts: u32) -> GroupOptions {
     }
 }
 
-#[test]
-fn queue_delivers_each_record_once_and_ack_completes_it() {
+/// A bus with ten records on topic `jobs` and a group on it (kept alive by
+/// the returned directory and bus).
+fn ten_jobs() -> (tempfile::TempDir, Bus, Group) {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
     let topic = bus.topic("jobs").unwrap();
@@ -30,6 +31,12 @@ fn queue_delivers_each_record_once_and_ack_completes_it() {
         topic.publish(&Record::new(&format!("job {i}"))).unwrap();
     }
     let group = topic.group("workers", quick_retry(3)).unwrap();
+    (dir, bus, group)
+}
+
+#[test]
+fn queue_delivers_each_record_once_and_ack_completes_it() {
+    let (_dir, _bus, group) = ten_jobs();
     let mut seen = Vec::new();
     while let Some(delivery) = group.try_recv().unwrap() {
         assert_eq!(delivery.attempt(), 1);
@@ -150,13 +157,7 @@ fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
 
 #[test]
 fn receive_batch_hands_out_up_to_max_and_each_delivery_settles_on_its_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("jobs").unwrap();
-    for i in 0..10 {
-        topic.publish(&Record::new(&format!("job {i}"))).unwrap();
-    }
-    let group = topic.group("workers", quick_retry(3)).unwrap();
+    let (_dir, _bus, group) = ten_jobs();
     assert!(group.try_recv_batch(0).unwrap().is_empty());
     let mut first = group.try_recv_batch(4).unwrap();
     let offsets: Vec<u64> = first.iter().map(|d| d.record().offset()).collect();
