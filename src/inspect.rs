@@ -42,6 +42,17 @@ pub struct Problem {
     pub skipped: u64,
 }
 
+impl Problem {
+    /// A problem at `position` that skipped nothing.
+    fn at(position: u64, kind: CorruptKind) -> Problem {
+        Problem {
+            position,
+            kind,
+            skipped: 0,
+        }
+    }
+}
+
 /// Everything decodable in one segment file.
 #[derive(Debug, Clone)]
 pub struct SegmentWalk {
@@ -89,11 +100,7 @@ pub fn walk_segment(bytes: Bytes) -> SegmentWalk {
                         expected: want,
                         found: view.offset,
                     };
-                    walk.problems.push(Problem {
-                        position: position as u64,
-                        kind,
-                        skipped: 0,
-                    });
+                    walk.problems.push(Problem::at(position as u64, kind));
                 }
                 expected = Some(view.offset + 1);
                 let frame = bytes.slice(position..position + view.len);
@@ -148,46 +155,56 @@ fn next_decodable(bytes: &[u8], from: usize) -> usize {
 pub fn check_offset_index(entries: &[u8], base: u64, frames: &[FrameInfo]) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut previous: Option<OffsetEntry> = None;
-    for (i, chunk) in entries.chunks(OFFSET_ENTRY_LEN).enumerate() {
-        let at = (crate::format::INDEX_HEADER_LEN + i * OFFSET_ENTRY_LEN) as u64;
-        let Some(entry) = OffsetEntry::decode(chunk) else {
-            problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("partial index entry"),
-                skipped: 0,
-            });
-            break;
-        };
+    for (at, entry) in decode_entries(entries, OFFSET_ENTRY_LEN, OffsetEntry::decode, &mut problems) {
         let offset = base + u64::from(entry.relative_offset);
         let found = frames.binary_search_by_key(&u64::from(entry.position), |f| f.position);
         match found.map(|i| frames[i].record.offset()) {
             Ok(actual) if actual == offset => {}
-            Ok(actual) => problems.push(Problem {
-                position: at,
-                kind: CorruptKind::OffsetMismatch {
+            Ok(actual) => problems.push(Problem::at(
+                at,
+                CorruptKind::OffsetMismatch {
                     expected: offset,
                     found: actual,
                 },
-                skipped: 0,
-            }),
-            Err(_) => problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("index entry does not point at a frame start"),
-                skipped: 0,
-            }),
+            )),
+            Err(_) => problems.push(Problem::at(
+                at,
+                CorruptKind::Malformed("index entry does not point at a frame start"),
+            )),
         }
         if previous
             .is_some_and(|p| entry.relative_offset <= p.relative_offset || entry.position <= p.position)
         {
-            problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("index entries not increasing"),
-                skipped: 0,
-            });
+            problems.push(Problem::at(
+                at,
+                CorruptKind::Malformed("index entries not increasing"),
+            ));
         }
         previous = Some(entry);
     }
     problems
+}
+
+/// The entries of an index with their file positions; a partial last
+/// entry ends the list and is reported in `problems`.
+fn decode_entries<T>(
+    entries: &[u8],
+    entry_len: usize,
+    decode: fn(&[u8]) -> Option<T>,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u64, T)> {
+    let mut decoded = Vec::with_capacity(entries.len() / entry_len);
+    for (i, chunk) in entries.chunks(entry_len).enumerate() {
+        let at = (crate::format::INDEX_HEADER_LEN + i * entry_len) as u64;
+        match decode(chunk) {
+            Some(entry) => decoded.push((at, entry)),
+            None => {
+                problems.push(Problem::at(at, CorruptKind::Malformed("partial index entry")));
+                break;
+            }
+        }
+    }
+    decoded
 }
 
 /// Checks a time index: timestamps strictly increase, each entry names a
@@ -202,38 +219,26 @@ pub fn check_time_index(entries: &[u8], base: u64, frames: &[FrameInfo]) -> Vec<
         max = max.max(frame.record.timestamp());
         running_max.push((frame.record.offset(), max));
     }
-    for (i, chunk) in entries.chunks(TIME_ENTRY_LEN).enumerate() {
-        let at = (crate::format::INDEX_HEADER_LEN + i * TIME_ENTRY_LEN) as u64;
-        let Some(entry) = TimeEntry::decode(chunk) else {
-            problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("partial index entry"),
-                skipped: 0,
-            });
-            break;
-        };
+    for (at, entry) in decode_entries(entries, TIME_ENTRY_LEN, TimeEntry::decode, &mut problems) {
         let offset = base + u64::from(entry.relative_offset);
         match running_max.binary_search_by_key(&offset, |(o, _)| *o) {
             Ok(i) if running_max[i].1 <= entry.timestamp => {}
-            Ok(_) => problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("a record before the entry is newer than its timestamp"),
-                skipped: 0,
-            }),
-            Err(_) => problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("time index entry names no record"),
-                skipped: 0,
-            }),
+            Ok(_) => problems.push(Problem::at(
+                at,
+                CorruptKind::Malformed("a record before the entry is newer than its timestamp"),
+            )),
+            Err(_) => problems.push(Problem::at(
+                at,
+                CorruptKind::Malformed("time index entry names no record"),
+            )),
         }
         if previous
             .is_some_and(|p| entry.timestamp <= p.timestamp || entry.relative_offset < p.relative_offset)
         {
-            problems.push(Problem {
-                position: at,
-                kind: CorruptKind::Malformed("time index entries not increasing"),
-                skipped: 0,
-            });
+            problems.push(Problem::at(
+                at,
+                CorruptKind::Malformed("time index entries not increasing"),
+            ));
         }
         previous = Some(entry);
     }
