@@ -63,6 +63,8 @@ struct Config {
 enum Action {
     Publish(usize),
     Recv,
+    /// `try_recv_batch` of up to this many.
+    RecvBatch(usize),
     Ack(usize),
     Nack(usize),
     NackWithDelay(usize, u64),
@@ -458,6 +460,23 @@ impl Harness {
         span
     }
 
+    /// A batch is checked as that many single receives: each delivery must
+    /// be available and distinct, and a short batch means nothing else
+    /// surely was.
+    fn recv_batch(&mut self, max: usize) -> Span {
+        let group = self.live().group.clone();
+        let (result, span) = Span::time(|| group.try_recv_batch(max));
+        let deliveries = result.unwrap_or_else(|e| panic!("batch receive failed: {e}"));
+        let short = deliveries.len() < max;
+        for delivery in deliveries {
+            self.delivered(delivery, span);
+        }
+        if short {
+            self.check_nothing_surely_available(span);
+        }
+        span
+    }
+
     fn delivered(&mut self, delivery: Delivery, span: Span) {
         let offset = delivery.record().offset();
         let attempt = delivery.attempt();
@@ -657,6 +676,10 @@ impl Harness {
                 let span = self.recv(false);
                 self.observe_dlq(Some(span), &[]);
             }
+            Action::RecvBatch(max) => {
+                let span = self.recv_batch(max);
+                self.observe_dlq(Some(span), &[]);
+            }
             Action::Wait { half: true } => std::thread::sleep(SHORT_LEASE / 2),
             Action::Wait { half: false } => std::thread::sleep(match self.cfg.short_lease {
                 true => SHORT_LEASE + 4 * SLACK,
@@ -747,6 +770,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => (1usize..=4).prop_map(Action::Publish),
         10 => Just(Action::Recv),
+        3 => (0usize..=5).prop_map(Action::RecvBatch),
         5 => any::<usize>().prop_map(Action::Ack),
         3 => any::<usize>().prop_map(Action::Nack),
         2 => (any::<usize>(), prop_oneof![Just(0u64), Just(3), Just(8)])
