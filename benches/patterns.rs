@@ -271,8 +271,12 @@ fn request_reply(c: &mut Criterion) {
     bus.close().expect("close bus");
 }
 
-/// Prints p50/p99/p99.9 of `latencies` (criterion's warm-up included).
+/// Prints p50/p99/p99.9 of `latencies` (criterion's warm-up included);
+/// nothing when the bench was filtered out and measured none.
 fn print_percentiles(latencies: &mut [Duration]) {
+    if latencies.is_empty() {
+        return;
+    }
     latencies.sort_unstable();
     let at = |quantile: f64| {
         let rank = ((quantile * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
