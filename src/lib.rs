@@ -30,6 +30,8 @@
 
 #[macro_use]
 mod trace;
+#[macro_use]
+mod dispatch;
 
 mod bus;
 mod error;
