@@ -36,8 +36,10 @@ pub struct Subscription {
 #[derive(Debug)]
 enum SubscriptionBackend {
     Log(LogSubscription),
+    /// Boxed: a JetStream consumer handle carries its whole info (about
+    /// 1 KiB), which would otherwise size every embedded subscription.
     #[cfg(feature = "nats")]
-    Nats(crate::nats::NatsSubscription),
+    Nats(Box<crate::nats::NatsSubscription>),
 }
 
 impl From<LogSubscription> for Subscription {
@@ -52,7 +54,7 @@ impl From<LogSubscription> for Subscription {
 impl From<crate::nats::NatsSubscription> for Subscription {
     fn from(subscription: crate::nats::NatsSubscription) -> Subscription {
         Subscription {
-            backend: SubscriptionBackend::Nats(subscription),
+            backend: SubscriptionBackend::Nats(Box::new(subscription)),
         }
     }
 }
