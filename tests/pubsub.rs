@@ -397,6 +397,34 @@ backend_tests! {
         bus.close().expect("close");
     }
 
+    fn topic_names_and_bus_stats_list_the_topics_sorted(backend: &TestBackend) {
+        let bus = backend.open();
+        for name in ["news", "a.b c", "alerts"] {
+            publish(&bus.topic(name).expect("topic"), 0..2);
+        }
+        assert_eq!(bus.topic_names().expect("names"), ["a.b c", "alerts", "news"]);
+        let stats = bus.stats().expect("stats");
+        let ends: Vec<(&str, u64, u64)> =
+            stats.iter().map(|t| (t.name.as_str(), t.start_offset, t.end_offset)).collect();
+        assert_eq!(ends, [("a.b c", 0, 2), ("alerts", 0, 2), ("news", 0, 2)]);
+        bus.close().expect("close");
+        let bus = backend.open();
+        assert_eq!(bus.topic_names().expect("names"), ["a.b c", "alerts", "news"]);
+        assert_eq!(bus.stats().expect("stats"), [], "no topic opened by this bus yet");
+        bus.close().expect("close");
+    }
+
+    fn handles_of_a_closed_bus_fail_with_closed(backend: &TestBackend) {
+        let (bus, topic) = open(backend);
+        publish(&topic, 0..1);
+        let mut sub = topic.subscribe("s", StartAt::Earliest).expect("sub");
+        bus.close().expect("close");
+        assert!(matches!(topic.publish(&Record::new(b"late")), Err(logbus::Error::Closed)));
+        assert!(matches!(sub.try_recv(), Err(logbus::Error::Closed)));
+        assert!(matches!(bus.topic("news"), Err(logbus::Error::Closed)));
+        bus.close().expect("a second close is a no-op");
+    }
+
     fn a_batch_gets_consecutive_offsets_and_stops_after_a_stored_prefix_if_another_publisher_interleaves(
         backend: &TestBackend
     ) {

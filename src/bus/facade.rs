@@ -28,6 +28,11 @@ enum BusBackend {
     Nats(crate::nats::NatsBus),
 }
 
+// Zero cost without the `nats` feature: the one-variant enum has no
+// discriminant, so a `Bus` is exactly the embedded handle.
+#[cfg(not(feature = "nats"))]
+const _: () = assert!(size_of::<Bus>() == size_of::<LogBus>());
+
 impl Bus {
     /// Opens (creating if needed) the embedded bus in `dir`. Fails with
     /// [`crate::Error::Locked`] if another handle owns it.

@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{AckKind, Message};
 use tokio::task::JoinHandle;
 
@@ -127,29 +128,34 @@ struct Opened {
     stream: StreamState,
 }
 
-/// The offset `start` means on the stream `stream` in state `state`. A
-/// timestamp is resolved by the server, through a short-lived consumer
-/// starting at that time.
-async fn resolve_start(
-    client: &NatsClient,
-    stream: &str,
-    state: &StreamState,
-    start: StartAt,
-) -> Result<u64> {
+/// The stream of `topic` and its state (one request).
+async fn stream_of(client: &NatsClient, topic: &str) -> Result<(Stream, StreamState)> {
+    let stream = client
+        .js()
+        .get_stream(stream_name(topic))
+        .await
+        .map_err(|e| nats_error("get stream", e))?;
+    let state = StreamState::from(&stream.cached_info().state);
+    Ok((stream, state))
+}
+
+async fn create_consumer<I>(stream: &Stream<I>, config: pull::Config) -> Result<PullConsumer> {
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|e| nats_error("create consumer", e))
+}
+
+/// The offset `start` means on `stream`, in state `state`. A timestamp is
+/// resolved by the server, through a short-lived consumer starting at that
+/// time.
+async fn resolve_start<I>(stream: &Stream<I>, state: &StreamState, start: StartAt) -> Result<u64> {
     Ok(match start {
         StartAt::Earliest => state.start_offset,
         StartAt::Latest => state.end_offset,
         StartAt::Offset(offset) => offset,
         StartAt::Timestamp(_) => {
-            let stream = client
-                .js()
-                .get_stream_no_info(stream)
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
-            let probe: PullConsumer = stream
-                .create_consumer(ephemeral_config(deliver_policy(start)?))
-                .await
-                .map_err(|e| nats_error("create consumer", e))?;
+            let probe = create_consumer(stream, ephemeral_config(deliver_policy(start)?)).await?;
             let first = probe.cached_info().delivered.stream_sequence;
             stream
                 .delete_consumer(&probe.cached_info().name)
@@ -162,19 +168,7 @@ async fn resolve_start(
 
 /// Opens the durable subscription `name` of `topic` (see the module doc).
 async fn open_durable(client: NatsClient, topic: String, name: String, start: StartAt) -> Result<Opened> {
-    let stream_name = stream_name(&topic);
-    let mut stream = client
-        .js()
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| nats_error("get stream", e))?;
-    let state = StreamState::from(
-        &stream
-            .info()
-            .await
-            .map_err(|e| nats_error("stream info", e))?
-            .state,
-    );
+    let (stream, state) = stream_of(&client, &topic).await?;
     let consumer_name = subscription_consumer_name(&name);
     let (consumer, committed) = match stream.consumer_info(&consumer_name).await {
         Ok(info) if info.delivered.consumer_sequence <= info.ack_floor.consumer_sequence => {
@@ -190,19 +184,17 @@ async fn open_durable(client: NatsClient, topic: String, name: String, start: St
                 .delete_consumer(&consumer_name)
                 .await
                 .map_err(|e| nats_error("delete consumer", e))?;
-            let consumer = stream
-                .create_consumer(durable_config(&name, committed))
-                .await
-                .map_err(|e| nats_error("create consumer", e))?;
-            (consumer, committed)
+            (
+                create_consumer(&stream, durable_config(&name, committed)).await?,
+                committed,
+            )
         }
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-            let committed = resolve_start(&client, &stream_name, &state, start).await?;
-            let consumer = stream
-                .create_consumer(durable_config(&name, committed))
-                .await
-                .map_err(|e| nats_error("create consumer", e))?;
-            (consumer, committed)
+            let committed = resolve_start(&stream, &state, start).await?;
+            (
+                create_consumer(&stream, durable_config(&name, committed)).await?,
+                committed,
+            )
         }
         Err(e) => return Err(nats_error("consumer info", e)),
     };
@@ -217,28 +209,13 @@ async fn open_durable(client: NatsClient, topic: String, name: String, start: St
 
 /// Opens an ephemeral subscription of `topic` at `start`.
 async fn open_ephemeral(client: NatsClient, topic: String, start: StartAt) -> Result<Opened> {
-    let stream_name = stream_name(&topic);
-    let mut stream = client
-        .js()
-        .get_stream(&stream_name)
-        .await
-        .map_err(|e| nats_error("get stream", e))?;
-    let state = StreamState::from(
-        &stream
-            .info()
-            .await
-            .map_err(|e| nats_error("stream info", e))?
-            .state,
-    );
-    let offset = resolve_start(&client, &stream_name, &state, start).await?;
-    let consumer = stream
-        .create_consumer(ephemeral_config(DeliverPolicy::ByStartSequence {
-            start_sequence: offset + 1,
-        }))
-        .await
-        .map_err(|e| nats_error("create consumer", e))?;
+    let (stream, state) = stream_of(&client, &topic).await?;
+    let offset = resolve_start(&stream, &state, start).await?;
+    let deliver = DeliverPolicy::ByStartSequence {
+        start_sequence: offset + 1,
+    };
     Ok(Opened {
-        consumer,
+        consumer: create_consumer(&stream, ephemeral_config(deliver)).await?,
         committed: offset,
         delivered: 0,
         stream: state,
@@ -259,10 +236,7 @@ async fn recreate(
         .map_err(|e| nats_error("get stream", e))?;
     // Gone already (an idle ephemeral) is fine: the create decides.
     let _ = stream.delete_consumer(&old).await;
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| nats_error("create consumer", e))
+    create_consumer(&stream, config).await
 }
 
 impl NatsSubscription {

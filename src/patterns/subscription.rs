@@ -42,6 +42,11 @@ enum SubscriptionBackend {
     Nats(Box<crate::nats::NatsSubscription>),
 }
 
+// Zero cost without the `nats` feature: the one-variant enum has no
+// discriminant, so a `Subscription` is exactly the embedded handle.
+#[cfg(not(feature = "nats"))]
+const _: () = assert!(size_of::<Subscription>() == size_of::<LogSubscription>());
+
 impl From<LogSubscription> for Subscription {
     fn from(subscription: LogSubscription) -> Subscription {
         Subscription {

@@ -145,6 +145,11 @@ enum TopicBackend {
     Nats(crate::nats::NatsTopic),
 }
 
+// Zero cost without the `nats` feature: the one-variant enum has no
+// discriminant, so a `Topic` is exactly the embedded handle.
+#[cfg(not(feature = "nats"))]
+const _: () = assert!(size_of::<Topic>() == size_of::<LogTopic>());
+
 impl From<LogTopic> for Topic {
     fn from(topic: LogTopic) -> Topic {
         Topic {
