@@ -425,6 +425,17 @@ backend_tests! {
         bus.close().expect("a second close is a no-op");
     }
 
+    fn subscriptions_and_their_recv_async_futures_can_move_between_threads(backend: &TestBackend) {
+        fn is_send<T: Send>(_: &T) {}
+        let (bus, topic) = open(backend);
+        let mut sub = topic.subscribe("s", StartAt::Earliest).expect("sub");
+        is_send(&sub.recv_async());
+        publish(&topic, 0..1);
+        let received = std::thread::spawn(move || sub.recv(TIMEOUT).expect("recv").map(|r| check(&r)));
+        assert_eq!(received.join().expect("thread"), Some(0));
+        bus.close().expect("close");
+    }
+
     fn a_batch_gets_consecutive_offsets_and_stops_after_a_stored_prefix_if_another_publisher_interleaves(
         backend: &TestBackend
     ) {

@@ -29,7 +29,9 @@
 //!   offset after the last record received.
 //! - Every server call goes through [`NatsClient::run`], so the async
 //!   methods work on any executor and the blocking ones are `block_on` of
-//!   the same code.
+//!   the same code. Tasks on the private runtime hold the JetStream
+//!   context, never the [`NatsClient`] that owns the runtime, so the
+//!   runtime is never dropped from one of its own tasks.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::Stream;
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::{AckKind, Context, Message};
 use tokio::task::JoinHandle;
 
 use super::client::{NatsClient, StreamState};
@@ -129,9 +131,8 @@ struct Opened {
 }
 
 /// The stream of `topic` and its state (one request).
-async fn stream_of(client: &NatsClient, topic: &str) -> Result<(Stream, StreamState)> {
-    let stream = client
-        .js()
+async fn stream_of(js: &Context, topic: &str) -> Result<(Stream, StreamState)> {
+    let stream = js
         .get_stream(stream_name(topic))
         .await
         .map_err(|e| nats_error("get stream", e))?;
@@ -167,9 +168,9 @@ async fn resolve_start<I>(stream: &Stream<I>, state: &StreamState, start: StartA
 }
 
 /// Opens the durable subscription `name` of `topic` (see the module doc).
-async fn open_durable(client: NatsClient, topic: String, name: String, start: StartAt) -> Result<Opened> {
-    let (stream, state) = stream_of(&client, &topic).await?;
-    let consumer_name = subscription_consumer_name(&name);
+async fn open_durable(js: &Context, topic: &str, name: &str, start: StartAt) -> Result<Opened> {
+    let (stream, state) = stream_of(js, topic).await?;
+    let consumer_name = subscription_consumer_name(name);
     let (consumer, committed) = match stream.consumer_info(&consumer_name).await {
         Ok(info) if info.delivered.consumer_sequence <= info.ack_floor.consumer_sequence => {
             let consumer = stream
@@ -185,14 +186,14 @@ async fn open_durable(client: NatsClient, topic: String, name: String, start: St
                 .await
                 .map_err(|e| nats_error("delete consumer", e))?;
             (
-                create_consumer(&stream, durable_config(&name, committed)).await?,
+                create_consumer(&stream, durable_config(name, committed)).await?,
                 committed,
             )
         }
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
             let committed = resolve_start(&stream, &state, start).await?;
             (
-                create_consumer(&stream, durable_config(&name, committed)).await?,
+                create_consumer(&stream, durable_config(name, committed)).await?,
                 committed,
             )
         }
@@ -208,8 +209,8 @@ async fn open_durable(client: NatsClient, topic: String, name: String, start: St
 }
 
 /// Opens an ephemeral subscription of `topic` at `start`.
-async fn open_ephemeral(client: NatsClient, topic: String, start: StartAt) -> Result<Opened> {
-    let (stream, state) = stream_of(&client, &topic).await?;
+async fn open_ephemeral(js: &Context, topic: &str, start: StartAt) -> Result<Opened> {
+    let (stream, state) = stream_of(js, topic).await?;
     let offset = resolve_start(&stream, &state, start).await?;
     let deliver = DeliverPolicy::ByStartSequence {
         start_sequence: offset + 1,
@@ -223,14 +224,8 @@ async fn open_ephemeral(client: NatsClient, topic: String, start: StartAt) -> Re
 }
 
 /// Replaces the consumer `old` of `stream` by one made from `config`.
-async fn recreate(
-    client: NatsClient,
-    stream: String,
-    old: String,
-    config: pull::Config,
-) -> Result<PullConsumer> {
-    let stream = client
-        .js()
+async fn recreate(js: Context, stream: String, old: String, config: pull::Config) -> Result<PullConsumer> {
+    let stream = js
         .get_stream_no_info(stream)
         .await
         .map_err(|e| nats_error("get stream", e))?;
@@ -245,21 +240,14 @@ impl NatsSubscription {
         claim: SubscriptionClaim,
         start: StartAt,
     ) -> Result<NatsSubscription> {
-        let client = topic.shared().bus.client.clone();
-        let opening = open_durable(
-            client.clone(),
-            topic.name().to_owned(),
-            claim.name().to_owned(),
-            start,
-        );
-        let opened = client.block_on(opening)??;
+        let client = &topic.shared().bus.client;
+        let opened = client.block_on(open_durable(client.js(), topic.name(), claim.name(), start))??;
         Ok(NatsSubscription::new(topic, Some(claim), opened))
     }
 
     pub(crate) fn ephemeral(topic: NatsTopic, start: StartAt) -> Result<NatsSubscription> {
-        let client = topic.shared().bus.client.clone();
-        let opening = open_ephemeral(client.clone(), topic.name().to_owned(), start);
-        let opened = client.block_on(opening)??;
+        let client = &topic.shared().bus.client;
+        let opened = client.block_on(open_ephemeral(client.js(), topic.name(), start))??;
         Ok(NatsSubscription::new(topic, None, opened))
     }
 
@@ -413,7 +401,7 @@ impl NatsSubscription {
         let old = self.consumer.cached_info().name.clone();
         let stream = stream_name(self.topic.name());
         self.consumer = client
-            .run(recreate(client.clone(), stream, old, config))
+            .run(recreate(client.js().clone(), stream, old, config))
             .await??;
         self.delivered = 0;
         self.position = offset;
@@ -500,7 +488,7 @@ impl Drop for NatsSubscription {
             None => {
                 let stream = stream_name(self.topic.name());
                 let name = self.consumer.cached_info().name.clone();
-                client.spawn(delete_consumer(client.clone(), stream, name));
+                client.spawn(delete_consumer(client.js().clone(), stream, name));
             }
         }
     }
@@ -512,8 +500,8 @@ async fn nak_when_delivered(pending: Pull) {
     }
 }
 
-async fn delete_consumer(client: NatsClient, stream: String, name: String) {
-    if let Ok(stream) = client.js().get_stream_no_info(stream).await {
+async fn delete_consumer(js: Context, stream: String, name: String) {
+    if let Ok(stream) = js.get_stream_no_info(stream).await {
         let _ = stream.delete_consumer(&name).await;
     }
 }
