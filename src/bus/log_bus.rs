@@ -36,7 +36,7 @@ impl Default for BusOptions {
 }
 
 impl BusOptions {
-    /// Options for topics opened with [`Bus::topic`].
+    /// Options for topics opened with [`crate::Bus::topic`].
     pub fn topic_defaults(mut self, options: TopicOptions) -> Self {
         self.topic_defaults = options;
         self
