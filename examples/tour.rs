@@ -185,7 +185,11 @@ fn dead_letters(bus: &Bus) -> logbus::Result<()> {
         delivery.nack("parse error: expected value")?;
     }
     let dlq = bus.topic("payments.dlq")?;
-    let dead = dlq.log().read(0)?.expect("dead-lettered");
+    let dead = dlq
+        .log()
+        .expect("embedded topic")
+        .read(0)?
+        .expect("dead-lettered");
     let header = |name| String::from_utf8_lossy(dead.header(name).unwrap_or_default()).into_owned();
     println!(
         "dead letter: attempts={} reason={:?}",

@@ -73,6 +73,28 @@ pub enum Error {
     /// The log was closed.
     #[error("log is closed")]
     Closed,
+
+    /// A remote backend (the `nats` feature's JetStream) refused or failed
+    /// an operation: a server error, a timeout waiting for the server, a
+    /// lost connection, or an operation this backend does not offer (yet).
+    #[error("{backend} backend: {message}")]
+    Backend {
+        /// Which backend (`"nats"`).
+        backend: &'static str,
+        /// What failed, as the backend reported it.
+        message: String,
+    },
+
+    /// A remote backend has nobody to serve the operation right now (NATS
+    /// "no responders": no stream leader during a cluster failover, or no
+    /// server at all). Retrying later may succeed.
+    #[error("{backend} backend unavailable: {message}")]
+    Unavailable {
+        /// Which backend (`"nats"`).
+        backend: &'static str,
+        /// What was unavailable.
+        message: String,
+    },
 }
 
 impl Error {

@@ -30,6 +30,8 @@
 
 #[macro_use]
 mod trace;
+#[macro_use]
+mod dispatch;
 
 mod bus;
 mod error;
@@ -51,6 +53,8 @@ pub use log::{
     Cursor, Durability, Log, LogOptions, Position, RecoveryReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     SyncStats, Truncation,
 };
+#[cfg(feature = "nats")]
+pub use nats::{NatsOptions, NatsStorage};
 pub use patterns::{
     Backoff, ConsumerId, ConsumerStats, CorrelationId, Delivery, Gather, Gathered, Group, GroupOptions,
     GroupStats, HEADER_ATTEMPTS, HEADER_CORRELATION_ID, HEADER_FAILURE, HEADER_FIRST_FAILURE,

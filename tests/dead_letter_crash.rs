@@ -248,7 +248,11 @@ fn check_dead_letter(dead: &StoredRecord, figures: &mut Figures, context: &str) 
 fn check_drained(bus: &Bus, figures: &mut Figures, context: &str) {
     let dlq = bus.topic(DLQ).expect("dead-letter topic");
     let mut copies: BTreeMap<u64, u32> = BTreeMap::new();
-    let mut cursor = dlq.log().cursor(Position::Earliest).expect("cursor");
+    let mut cursor = dlq
+        .log()
+        .expect("embedded topic")
+        .cursor(Position::Earliest)
+        .expect("cursor");
     while let Some(dead) = cursor.next().expect("read a dead letter") {
         *copies
             .entry(check_dead_letter(&dead, figures, context))
@@ -362,7 +366,11 @@ fn dead_lettered_plan() -> (SimStorage, Bus) {
 
 fn dlq_offsets(bus: &Bus, from: u64) -> Vec<u64> {
     let dlq = bus.topic(DLQ).expect("dlq");
-    let mut cursor = dlq.log().cursor(Position::Offset(from)).expect("cursor");
+    let mut cursor = dlq
+        .log()
+        .expect("embedded topic")
+        .cursor(Position::Offset(from))
+        .expect("cursor");
     let mut offsets = Vec::new();
     while let Some(dead) = cursor.next().expect("read") {
         offsets.push(
@@ -416,7 +424,12 @@ fn redrive_returns_records_with_fresh_attempts_and_a_redrive_count_that_follows_
     assert_eq!(dlq_offsets(&bus, poisoned.len() as u64), second_round);
     let dlq = bus.topic(DLQ).expect("dlq");
     for offset in poisoned.len() as u64..2 * poisoned.len() as u64 {
-        let dead = dlq.log().read(offset).expect("read").expect("dead letter");
+        let dead = dlq
+            .log()
+            .expect("embedded topic")
+            .read(offset)
+            .expect("read")
+            .expect("dead letter");
         assert_eq!(header(&dead, HEADER_REDRIVE_COUNT).as_deref(), Some("1"));
         assert_eq!(header(&dead, HEADER_ATTEMPTS).as_deref(), Some("1"));
         assert_eq!(
@@ -441,6 +454,7 @@ fn redrive_returns_records_with_fresh_attempts_and_a_redrive_count_that_follows_
     }
     let last = dlq
         .log()
+        .expect("embedded topic")
         .read(dlq.end_offset() - 1)
         .expect("read")
         .expect("dead letter");
@@ -473,6 +487,7 @@ fn redrive_filter_leaves_unselected_records_in_the_dlq_for_a_later_redrive() {
     assert_eq!(bus.redrive(DLQ, |_| true).expect("redrive"), 0);
     let mut cursor = topic
         .log()
+        .expect("embedded topic")
         .cursor(Position::Offset(end - malformed as u64))
         .expect("cursor");
     let mut back = Vec::new();

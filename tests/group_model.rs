@@ -338,7 +338,12 @@ impl Harness {
         let end = dlq.end_offset();
         assert!(end >= self.dlq_seen, "dead letters vanished");
         for dlq_offset in self.dlq_seen..end {
-            let letter = dlq.log().read(dlq_offset).unwrap().expect("dead letter readable");
+            let letter = dlq
+                .log()
+                .expect("embedded topic")
+                .read(dlq_offset)
+                .unwrap()
+                .expect("dead letter readable");
             self.check_dead_letter(&letter, poll, expected);
         }
         self.dlq_seen = end;

@@ -7,127 +7,31 @@
 #![cfg(feature = "nats")]
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use logbus::nats::{GroupConsumer, GroupSpec, NatsBus, StreamSpec, SubscriptionConsumer, topic_subject};
+use logbus::nats::{GroupConsumer, GroupSpec, NatsClient, StreamSpec, topic_subject};
 use logbus::{
     Backoff, CorrelationId, GroupOptions, HEADER_ATTEMPTS, HEADER_CORRELATION_ID, HEADER_LAST_REASON,
     HEADER_REPLIER, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, Retention,
-    RetryPolicy, StartAt,
+    RetryPolicy,
 };
+
+#[path = "common/nats_server.rs"]
+mod nats_server;
+
+use nats_server::{Server, free_port, have_nats_server};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A nats-server process, killed on drop.
-struct Server {
-    name: String,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Server {
-    fn start(name: &str, store: &Path, cluster: Option<(u16, &[u16])>) -> Server {
-        let port = free_port();
-        let mut command = Command::new("nats-server");
-        command
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", name])
-            .arg("-sd")
-            .arg(store);
-        if let Some((cluster_port, peers)) = cluster {
-            let routes: Vec<String> = peers
-                .iter()
-                .map(|p| format!("nats-route://127.0.0.1:{p}"))
-                .collect();
-            command.args([
-                "--cluster_name",
-                "logbus",
-                "--cluster",
-                &format!("nats-route://127.0.0.1:{cluster_port}"),
-                "--routes",
-                &routes.join(","),
-            ]);
-        }
-        let child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let server = Server {
-            name: name.to_owned(),
-            port,
-            child: Some(child),
-        };
-        server.wait_listening();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_listening(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nats-server {} did not listen",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// False (with a loud note) when nats-server is missing outside CI.
-fn have_nats_server() -> bool {
-    let found = Command::new("nats-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "nats-server is not on PATH under CI: .ci/run must install it"
-        );
-        // Straight to stderr: the test harness captures `eprintln!`.
-        let _ = writeln!(
-            std::io::stderr(),
-            "=== nats_spike SKIPPED: nats-server not on PATH (apt-get install -y nats-server) ==="
-        );
-    }
-    found
-}
-
 /// One JetStream server and a connection to it.
-fn single() -> Option<(Server, NatsBus, tempfile::TempDir)> {
+fn single() -> Option<(Server, NatsClient, tempfile::TempDir)> {
     if !have_nats_server() {
         return None;
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Server::start("spike", dir.path(), None);
-    let bus = NatsBus::connect(&server.url(), TIMEOUT).expect("connect");
+    let bus = NatsClient::connect(&server.url(), TIMEOUT).expect("connect");
     Some((server, bus, dir))
 }
 
@@ -387,84 +291,6 @@ fn the_last_failed_attempt_is_dead_lettered_with_logbus_headers_exactly_once() {
 }
 
 #[test]
-fn subscriptions_keep_their_own_ack_floor_and_resume_from_it_in_order() {
-    let Some((_server, bus, _dir)) = single() else {
-        return;
-    };
-    bus.ensure_stream("prices", &StreamSpec::default()).unwrap();
-    for i in 0..1100 {
-        bus.publish("prices", &Record::new(format!("p{i}").as_bytes()))
-            .unwrap();
-    }
-    let mut audit = SubscriptionConsumer::open(&bus, "prices", "audit", StartAt::Earliest).unwrap();
-    let mut board = SubscriptionConsumer::open(&bus, "prices", "board", StartAt::Earliest).unwrap();
-    assert_eq!((audit.committed(), audit.lag().unwrap()), (0, 1100));
-    // More than the default MaxAckPending (1000) without a commit.
-    for i in 0..1100 {
-        let record = board.recv(TIMEOUT).unwrap().expect("no stall at 1000 unacked");
-        assert_eq!(record.offset(), i);
-    }
-    board.commit().unwrap();
-    for _ in 0..5 {
-        audit.recv(TIMEOUT).unwrap().unwrap();
-    }
-    audit.commit_offset(3).unwrap();
-    assert_eq!(audit.committed(), 3);
-    assert_eq!(audit.position(), 5);
-    let audit_state = bus.consumer_state("prices", "s_audit").unwrap();
-    let board_state = bus.consumer_state("prices", "s_board").unwrap();
-    assert_eq!((audit_state.ack_floor, board_state.ack_floor), (3, 1100));
-    drop(audit);
-
-    // A restart: offsets 3 and 4 were received, not committed: they come
-    // again, first, in order (the consumer is recreated at its floor).
-    let mut audit = SubscriptionConsumer::open(&bus, "prices", "audit", StartAt::Earliest).unwrap();
-    assert_eq!(audit.committed(), 3);
-    let again: Vec<u64> = (0..3)
-        .map(|_| audit.recv(TIMEOUT).unwrap().unwrap().offset())
-        .collect();
-    assert_eq!(again, [3, 4, 5]);
-    let mut board = SubscriptionConsumer::open(&bus, "prices", "board", StartAt::Earliest).unwrap();
-    assert!(
-        board.recv(Duration::from_millis(200)).unwrap().is_none(),
-        "nothing past its floor"
-    );
-}
-
-#[test]
-fn start_at_maps_to_deliver_policies() {
-    let Some((_server, bus, _dir)) = single() else {
-        return;
-    };
-    bus.ensure_stream("t", &StreamSpec::default()).unwrap();
-    for i in 0..3 {
-        bus.publish("t", &Record::new(format!("old{i}").as_bytes()))
-            .unwrap();
-    }
-    std::thread::sleep(Duration::from_millis(50));
-    let cut = logbus_now_ms();
-    std::thread::sleep(Duration::from_millis(50));
-    bus.publish("t", &Record::new(b"after cut")).unwrap();
-    let starts = [
-        ("earliest", StartAt::Earliest, Some("old0"), 0),
-        ("latest", StartAt::Latest, None, 4),
-        ("offset", StartAt::Offset(2), Some("old2"), 2),
-        ("time", StartAt::Timestamp(cut), Some("after cut"), 3),
-    ];
-    let mut subs = Vec::new();
-    for (name, start, first, committed) in starts {
-        let mut sub = SubscriptionConsumer::open(&bus, "t", name, start).unwrap();
-        assert_eq!(sub.committed(), committed, "{name}: initial ack floor");
-        let got = sub.recv(Duration::from_millis(300)).unwrap();
-        assert_eq!(got.as_ref().map(value).as_deref(), first, "{name}");
-        subs.push(sub);
-    }
-    bus.publish("t", &Record::new(b"new")).unwrap();
-    let latest = &mut subs[1];
-    assert_eq!(value(&latest.recv(TIMEOUT).unwrap().unwrap()), "new");
-}
-
-#[test]
 fn core_request_reply_carries_the_correlation_id_in_a_header() {
     let Some((_server, bus, _dir)) = single() else {
         return;
@@ -547,7 +373,7 @@ fn a_durable_inbox_finds_replies_by_correlation_subject_after_a_reconnect() {
 
     // A new connection (a restarted requester) finds both by id.
     drop(bus);
-    let bus = NatsBus::connect(&server.url(), TIMEOUT).unwrap();
+    let bus = NatsClient::connect(&server.url(), TIMEOUT).unwrap();
     let replies = bus.replies("checkout.inbox", id).unwrap();
     let values: Vec<String> = replies.iter().map(value).collect();
     assert_eq!(values, ["12.50", "12.60"]);
@@ -635,7 +461,7 @@ fn an_r3_stream_loses_no_acked_message_when_one_of_three_nodes_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let mut servers = cluster(dir.path());
     let urls: Vec<String> = servers.iter().map(Server::url).collect();
-    let bus = NatsBus::connect(&urls.join(","), TIMEOUT).unwrap();
+    let bus = NatsClient::connect(&urls.join(","), TIMEOUT).unwrap();
     let started = Instant::now();
     let spec = StreamSpec {
         replicas: 3,

@@ -63,7 +63,7 @@ fn nacked_record_is_redelivered_with_a_higher_attempt_then_dead_lettered() {
     }
     assert!(group.recv(SHORT).unwrap().is_none());
     let dlq = bus.topic("orders.dlq").unwrap();
-    let dead = dlq.log().read(0).unwrap().unwrap();
+    let dead = dlq.log().expect("embedded topic").read(0).unwrap().unwrap();
     assert_eq!(dead.value(), b"poison");
     assert_eq!(dead.key(), b"k");
     assert_eq!(dead.header("trace"), Some(&b"7"[..]));
@@ -306,7 +306,14 @@ fn a_record_at_the_size_limit_still_reaches_the_dead_letter_topic_with_its_failu
     }
     assert!(group.try_recv().unwrap().is_none());
     assert_eq!(group.stats().unwrap().low_watermark, 1);
-    let dead = bus.topic("big.dlq").unwrap().log().read(0).unwrap().unwrap();
+    let dead = bus
+        .topic("big.dlq")
+        .unwrap()
+        .log()
+        .expect("embedded topic")
+        .read(0)
+        .unwrap()
+        .unwrap();
     assert_eq!(dead.value(), &value[..]);
     assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
 }

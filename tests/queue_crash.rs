@@ -338,7 +338,12 @@ fn poison_message_that_crashes_the_consumer_is_dead_lettered_after_max_attempts_
     let bus = Bus::open(dir.path(), BusOptions::default()).expect("reopen");
     let dlq = bus.topic("jobs.dlq").expect("dlq");
     assert_eq!(dlq.end_offset(), 1, "the poison record is dead-lettered once");
-    let dead = dlq.log().read(0).expect("read").expect("dead letter");
+    let dead = dlq
+        .log()
+        .expect("embedded topic")
+        .read(0)
+        .expect("read")
+        .expect("dead letter");
     check_poison_dead_letter(&dead);
     let group = bus
         .topic("jobs")
@@ -523,7 +528,11 @@ fn verify_topic(dir: &Path, ledger: &Ledger) -> u64 {
     let bus = Bus::open(dir, mixed_bus_options()).unwrap_or_else(|e| panic!("reopen failed: {e}"));
     let topic = bus.topic("mixed").expect("topic");
     let end = topic.end_offset();
-    let mut cursor = topic.log().cursor(logbus::Position::Earliest).expect("cursor");
+    let mut cursor = topic
+        .log()
+        .expect("embedded topic")
+        .cursor(logbus::Position::Earliest)
+        .expect("cursor");
     let mut expected = 0;
     while let Some(record) = cursor.next().expect("read") {
         assert_eq!(record.offset(), expected, "offsets are not dense");

@@ -125,7 +125,10 @@ fn limits_by_size_drop_old_segments_and_overtaken_subscribers_learn_how_many_the
     let start = topic.start_offset();
     assert!(start > 10, "retention removed nothing");
     assert!(segment_count(dir.path(), "metrics") <= 6);
-    assert_eq!(topic.log().read(start - 1).unwrap(), None);
+    assert_eq!(
+        topic.log().expect("embedded topic").read(start - 1).unwrap(),
+        None
+    );
 
     // Reading when retention passed it: the gap is counted, nothing else lost.
     let offsets = read_to_end(&mut reading, 3, 410);
@@ -209,8 +212,15 @@ fn interest_keeps_records_until_every_consumer_passed_them_including_ones_not_op
     ack(&topic, "billing", 150);
     let start = topic.start_offset();
     assert!(start > 0 && start <= 150, "start {start}");
-    assert!(topic.log().read(start - 1).unwrap().is_none());
-    assert!(topic.log().read(150).unwrap().is_some());
+    assert!(
+        topic
+            .log()
+            .expect("embedded topic")
+            .read(start - 1)
+            .unwrap()
+            .is_none()
+    );
+    assert!(topic.log().expect("embedded topic").read(150).unwrap().is_some());
     assert!(segment_count(dir.path(), "orders") < segments);
 
     // Everyone passed everything: only the active segment is left.
@@ -230,7 +240,7 @@ fn interest_keeps_records_until_every_consumer_passed_them_including_ones_not_op
     audit.commit().unwrap();
     // The group is at 300: what lies below may go, nothing after it.
     assert!(topic.start_offset() <= 300);
-    assert!(topic.log().read(300).unwrap().is_some());
+    assert!(topic.log().expect("embedded topic").read(300).unwrap().is_some());
     ack(&topic, "billing", 100);
     assert!(topic.start_offset() > 300);
 }

@@ -11,8 +11,8 @@ use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
 
 use super::codec::{encode_headers, millis, stored_record};
+use super::error::{connect_error, nats_error, publish_error};
 use super::names::{stream_name, topic_of_stream, topic_subject};
-use super::nats_error;
 use crate::error::{Error, Result};
 use crate::patterns::{Retention, TopicOptions};
 use crate::record::{Record, StoredRecord};
@@ -136,21 +136,33 @@ impl From<&async_nats::jetstream::consumer::Info> for ConsumerState {
 
 /// A connection to a NATS server or cluster with JetStream. Cheap to clone.
 #[derive(Debug, Clone)]
-pub struct NatsBus {
+pub struct NatsClient {
     pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    pub(crate) runtime: tokio::runtime::Runtime,
+    /// Taken only by `drop`, which shuts it down without blocking (the
+    /// last handle may be dropped inside an async runtime, where a
+    /// blocking shutdown would panic).
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
 }
 
-impl NatsBus {
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl NatsClient {
     /// Connects to `urls` (comma-separated, e.g. `nats://127.0.0.1:4222`);
     /// with several, the client fails over between them.
-    pub fn connect(urls: &str, timeout: Duration) -> Result<NatsBus> {
+    pub fn connect(urls: &str, timeout: Duration) -> Result<NatsClient> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("logbus-nats")
@@ -168,7 +180,7 @@ impl NatsBus {
                     .request_timeout(Some(timeout))
                     .connect(addrs),
             )
-            .map_err(|e| nats_error("connect", e))?;
+            .map_err(connect_error)?;
         // The context spawns its acker task: inside the runtime.
         let js = {
             let _entered = runtime.enter();
@@ -176,8 +188,13 @@ impl NatsBus {
                 .timeout(timeout)
                 .build(client.clone())
         };
-        Ok(NatsBus {
-            inner: Arc::new(Inner { runtime, client, js }),
+        Ok(NatsClient {
+            inner: Arc::new(Inner {
+                handle: runtime.handle().clone(),
+                runtime: Some(runtime),
+                client,
+                js,
+            }),
         })
     }
 
@@ -189,7 +206,33 @@ impl NatsBus {
                 "a blocking logbus call was made from inside an async runtime".into(),
             ));
         }
-        Ok(self.inner.runtime.block_on(future))
+        Ok(self.inner.handle.block_on(future))
+    }
+
+    /// Runs `future` on the private runtime and waits for it from any
+    /// executor (the join handle is a plain future). Dropping the returned
+    /// future does not cancel `future`.
+    pub(crate) async fn run<F>(&self, future: F) -> Result<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.spawn(future).await.map_err(|e| nats_error("task", e))
+    }
+
+    /// Starts `future` on the private runtime.
+    pub(crate) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.handle.spawn(future)
+    }
+
+    /// Flushes what was sent and closes the connection.
+    pub(crate) fn close(&self) -> Result<()> {
+        self.block_on(self.client().drain())?
+            .map_err(|e| nats_error("close", e))
     }
 
     pub(crate) fn js(&self) -> &jetstream::Context {
@@ -212,7 +255,7 @@ impl NatsBus {
                 .await
                 .map_err(|e| nats_error("create stream", e))?;
             let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
-            Ok(state_of(&info.state))
+            Ok(StreamState::from(&info.state))
         })?
     }
 
@@ -230,7 +273,7 @@ impl NatsBus {
                 .await
                 .map_err(|e| nats_error("get stream", e))?;
             let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
-            Ok(state_of(&info.state))
+            Ok(StreamState::from(&info.state))
         })?
     }
 
@@ -309,9 +352,9 @@ impl NatsBus {
                 .js()
                 .publish_with_headers(subject, headers, payload)
                 .await
-                .map_err(|e| nats_error("publish", e))?
+                .map_err(publish_error)?
                 .await
-                .map_err(|e| nats_error("publish ack", e))?;
+                .map_err(publish_error)?;
             Ok((ack.sequence.saturating_sub(1), ack.duplicate))
         })?
     }
@@ -370,10 +413,12 @@ impl NatsBus {
     }
 }
 
-fn state_of(state: &stream::State) -> StreamState {
-    StreamState {
-        start_offset: state.first_sequence.saturating_sub(1),
-        end_offset: state.last_sequence,
-        messages: state.messages,
+impl From<&stream::State> for StreamState {
+    fn from(state: &stream::State) -> Self {
+        StreamState {
+            start_offset: state.first_sequence.saturating_sub(1),
+            end_offset: state.last_sequence,
+            messages: state.messages,
+        }
     }
 }

@@ -1,10 +1,7 @@
-//! Durable pull consumers: one per consumer group (explicit acks, AckWait
-//! as the lease, the client's backoff in a delayed nak, dead letters
-//! published by the client) and one per durable subscription (ack-all: an
-//! ack commits everything up to it, the ack floor is the committed
-//! offset).
+//! Durable pull consumers for consumer groups (explicit acks, AckWait as
+//! the lease, the client's backoff in a delayed nak, dead letters published
+//! by the client), and the one-message pull that subscriptions share.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,10 +9,10 @@ use async_nats::jetstream::AckKind;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use futures_util::StreamExt;
 
-use super::client::{ConsumerState, NatsBus, StreamSpec};
+use super::client::{ConsumerState, NatsClient, StreamSpec};
 use super::codec::{millis, stored_record};
-use super::names::{group_consumer_name, stream_name, subscription_consumer_name, topic_subject};
-use super::nats_error;
+use super::error::nats_error;
+use super::names::{group_consumer_name, stream_name, topic_subject};
 use crate::error::{Error, Result};
 use crate::log::now_ms;
 use crate::patterns::{
@@ -26,12 +23,7 @@ use crate::patterns::{
 use crate::record::{Record, StoredRecord};
 
 /// Pull requests shorter than this are sent as no-wait fetches.
-const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
-
-/// How long a subscription's deliveries stay unacked before the server
-/// would redeliver them: a subscription reads ahead of its commits for as
-/// long as it likes, so in practice never.
-const SUBSCRIPTION_ACK_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+pub(crate) const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
 
 /// The consumer configuration of a group.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +89,7 @@ pub(crate) fn deliver_policy(start: StartAt) -> Result<DeliverPolicy> {
 /// What a group's deliveries share.
 #[derive(Debug)]
 struct GroupShared {
-    bus: NatsBus,
+    bus: NatsClient,
     topic: String,
     group: String,
     spec: GroupSpec,
@@ -113,7 +105,7 @@ pub struct GroupConsumer {
 }
 
 /// Pulls one message, waiting up to `wait` (no wait when `None` or short).
-async fn pull_one(
+pub(crate) async fn pull_one(
     consumer: &PullConsumer,
     wait: Option<Duration>,
 ) -> Result<Option<async_nats::jetstream::Message>> {
@@ -134,7 +126,7 @@ async fn pull_one(
 impl GroupConsumer {
     /// Opens (creating if needed) the group `group` on `topic`, whose
     /// stream must exist. An existing consumer keeps its configuration.
-    pub fn open(bus: &NatsBus, topic: &str, group: &str, spec: GroupSpec) -> Result<GroupConsumer> {
+    pub fn open(bus: &NatsClient, topic: &str, group: &str, spec: GroupSpec) -> Result<GroupConsumer> {
         let config = spec.config(group)?;
         let consumer = bus.block_on(async {
             let stream = bus
@@ -341,7 +333,7 @@ impl Drop for NatsDelivery {
             self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
         };
         // Best effort, without blocking: if it is lost, the lease expires.
-        self.group.bus.inner.runtime.spawn(async move {
+        self.group.bus.spawn(async move {
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         });
     }
@@ -382,168 +374,5 @@ impl<'a> DeadLetterRecord<'a> {
             record = record.header(name, value.as_bytes());
         }
         record
-    }
-}
-
-/// The committed offset of a subscription's consumer: its ack floor, or,
-/// before its first ack, its start (the server reports a zero floor then,
-/// and the sequence before the start as "delivered").
-fn committed_of(info: &async_nats::jetstream::consumer::Info) -> u64 {
-    match info.ack_floor.consumer_sequence {
-        0 => info.delivered.stream_sequence,
-        _ => info.ack_floor.stream_sequence,
-    }
-}
-
-/// A durable subscription on JetStream: a durable pull consumer with
-/// ack-all, whose ack floor is the committed offset. Not shared between
-/// threads, like [`crate::Subscription`].
-#[derive(Debug)]
-pub struct SubscriptionConsumer {
-    bus: NatsBus,
-    topic: String,
-    consumer: PullConsumer,
-    /// Received and not yet committed, oldest first, with their ack handles.
-    received: VecDeque<(u64, async_nats::jetstream::Message)>,
-    position: u64,
-    committed: u64,
-}
-
-impl SubscriptionConsumer {
-    /// Opens the subscription `name` on `topic`: created at `start` the
-    /// first time; afterwards it resumes from its ack floor. A consumer
-    /// that delivered past its floor (records received but not committed
-    /// before a restart) is recreated at the floor, because JetStream
-    /// would otherwise only redeliver them after AckWait, out of order.
-    pub fn open(bus: &NatsBus, topic: &str, name: &str, start: StartAt) -> Result<SubscriptionConsumer> {
-        let consumer_name = subscription_consumer_name(name);
-        let (consumer, floor) = bus.block_on(async {
-            let stream = bus
-                .js()
-                .get_stream_no_info(stream_name(topic))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
-            let deliver = match stream.consumer_info(&consumer_name).await {
-                Ok(info) if info.delivered.consumer_sequence <= info.ack_floor.consumer_sequence => None,
-                Ok(info) => {
-                    stream
-                        .delete_consumer(&consumer_name)
-                        .await
-                        .map_err(|e| nats_error("delete consumer", e))?;
-                    Some(match info.ack_floor.consumer_sequence {
-                        0 => info.config.deliver_policy,
-                        _ => DeliverPolicy::ByStartSequence {
-                            start_sequence: info.ack_floor.stream_sequence + 1,
-                        },
-                    })
-                }
-                // `Latest` is pinned to a sequence now, so that recreating
-                // the consumer later starts at the same place.
-                Err(_) if start == StartAt::Latest => {
-                    let mut with_info = bus
-                        .js()
-                        .get_stream(stream_name(topic))
-                        .await
-                        .map_err(|e| nats_error("get stream", e))?;
-                    let info = with_info.info().await.map_err(|e| nats_error("stream info", e))?;
-                    Some(DeliverPolicy::ByStartSequence {
-                        start_sequence: info.state.last_sequence + 1,
-                    })
-                }
-                Err(_) => Some(deliver_policy(start)?),
-            };
-            let config = pull::Config {
-                durable_name: Some(consumer_name.clone()),
-                name: Some(consumer_name.clone()),
-                ack_policy: AckPolicy::All,
-                ack_wait: SUBSCRIPTION_ACK_WAIT,
-                max_ack_pending: -1,
-                deliver_policy: deliver.unwrap_or(DeliverPolicy::All),
-                ..Default::default()
-            };
-            let mut consumer: PullConsumer = match deliver {
-                Some(_) => stream.create_consumer(config).await,
-                None => stream.get_or_create_consumer(&consumer_name, config).await,
-            }
-            .map_err(|e| nats_error("create consumer", e))?;
-            let committed = committed_of(
-                consumer
-                    .info()
-                    .await
-                    .map_err(|e| nats_error("consumer info", e))?,
-            );
-            Ok::<_, Error>((consumer, committed))
-        })??;
-        Ok(SubscriptionConsumer {
-            bus: bus.clone(),
-            topic: topic.to_owned(),
-            consumer,
-            received: VecDeque::new(),
-            position: floor,
-            committed: floor,
-        })
-    }
-
-    /// The next record, waiting up to `timeout`.
-    pub fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
-        let Some(message) = self.bus.block_on(pull_one(&self.consumer, Some(timeout)))?? else {
-            return Ok(None);
-        };
-        let info = message.info().map_err(|e| nats_error("message metadata", e))?;
-        let record = stored_record(
-            message.headers.as_ref(),
-            &message.payload,
-            info.stream_sequence,
-            millis(&info.published),
-        )?;
-        self.position = record.offset() + 1;
-        self.received.push_back((record.offset(), message));
-        Ok(Some(record))
-    }
-
-    /// Commits everything received.
-    pub fn commit(&mut self) -> Result<()> {
-        self.commit_offset(self.position)
-    }
-
-    /// Commits below `next_offset`: acks (ack-all) the newest received
-    /// record below it, which moves the ack floor to it. Offsets never
-    /// received cannot be acked, so the floor stops at the last one that was.
-    pub fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
-        let mut newest = None;
-        while self
-            .received
-            .front()
-            .is_some_and(|(offset, _)| *offset < next_offset)
-        {
-            newest = self.received.pop_front();
-        }
-        let Some((offset, message)) = newest else {
-            return Ok(());
-        };
-        self.bus
-            .block_on(message.double_ack())?
-            .map_err(|e| nats_error("ack", e))?;
-        self.committed = offset + 1;
-        Ok(())
-    }
-
-    /// The committed offset (the ack floor's sequence).
-    pub fn committed(&self) -> u64 {
-        self.committed
-    }
-
-    /// The offset of the next record this subscription receives.
-    pub fn position(&self) -> u64 {
-        self.position
-    }
-
-    /// Records published but not yet committed.
-    pub fn lag(&self) -> Result<u64> {
-        Ok(self
-            .bus
-            .stream_state(&self.topic)?
-            .end_offset
-            .saturating_sub(self.committed))
     }
 }

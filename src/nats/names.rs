@@ -13,7 +13,7 @@
 //! | reply to id `X` in inbox `c.inbox` | subject `logbus.c_2einbox.X` of the inbox's stream |
 //! | core request to service `pricing` | subject `logbus-rpc.pricing` (no stream captures it) |
 
-use crate::patterns::CorrelationId;
+use crate::patterns::{ConsumerId, CorrelationId};
 
 /// Prefix of every subject a topic's stream captures.
 pub const SUBJECT_PREFIX: &str = "logbus";
@@ -89,6 +89,15 @@ pub fn subscription_consumer_name(name: &str) -> String {
     format!("s_{}", token(name))
 }
 
+/// The logbus consumer a durable consumer's name belongs to, if it is one
+/// of logbus's (ephemeral consumers have names chosen by the server).
+pub(crate) fn consumer_of_name(consumer: &str) -> Option<ConsumerId> {
+    if let Some(group) = consumer.strip_prefix("g_") {
+        return untoken(group).map(ConsumerId::Group);
+    }
+    untoken(consumer.strip_prefix("s_")?).map(ConsumerId::Subscription)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +117,14 @@ mod tests {
             topic_of_stream(&stream_name("c.inbox")).as_deref(),
             Some("c.inbox")
         );
+        assert_eq!(
+            consumer_of_name(&subscription_consumer_name("a.b")),
+            Some(ConsumerId::Subscription("a.b".into()))
+        );
+        assert_eq!(
+            consumer_of_name(&group_consumer_name("g_1")),
+            Some(ConsumerId::Group("g_1".into()))
+        );
+        assert_eq!(consumer_of_name("xK3jP9"), None);
     }
 }

@@ -19,10 +19,10 @@ use async_nats::jetstream::stream::RawMessageErrorKind;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::client::NatsBus;
+use super::client::NatsClient;
 use super::codec::{encode_headers, millis, stored_record};
+use super::error::nats_error;
 use super::names::{core_request_subject, reply_subject, stream_name};
-use super::nats_error;
 use crate::error::{Error, Result};
 use crate::patterns::{CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER};
 use crate::record::{Record, StoredRecord};
@@ -30,7 +30,7 @@ use crate::record::{Record, StoredRecord};
 /// Queue group shared by every core responder of a service.
 const CORE_QUEUE_GROUP: &str = "logbus";
 
-impl NatsBus {
+impl NatsClient {
     /// Sends `record` to `service` over core request-reply and waits up to
     /// `timeout` for the reply, which carries the same correlation id.
     pub fn request_core(
@@ -157,7 +157,7 @@ impl NatsBus {
 /// Serves core requests to one service.
 #[derive(Debug)]
 pub struct CoreResponder {
-    bus: NatsBus,
+    bus: NatsClient,
     subscriber: async_nats::Subscriber,
 }
 
@@ -187,7 +187,7 @@ impl CoreResponder {
 /// A core request being served.
 #[derive(Debug)]
 pub struct CoreRequest {
-    bus: NatsBus,
+    bus: NatsClient,
     reply_to: Option<String>,
     record: StoredRecord,
 }
@@ -236,11 +236,11 @@ impl CoreRequest {
 /// message whose dead-lettering was interrupted).
 #[derive(Debug)]
 pub struct MaxDeliveriesWatch {
-    bus: NatsBus,
+    bus: NatsClient,
     subscriber: async_nats::Subscriber,
 }
 
-impl NatsBus {
+impl NatsClient {
     /// Watches the max-deliveries advisories of `group` on `topic`.
     pub fn watch_max_deliveries(&self, topic: &str, group: &str) -> Result<MaxDeliveriesWatch> {
         let subject = format!(

@@ -17,9 +17,9 @@ use crate::bus::BusInner;
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::Position;
+use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::GroupOptions;
 use crate::patterns::retry::{Backoff, RetryPolicy};
-use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
 
 /// Header: the topic a dead letter came from.
@@ -99,7 +99,7 @@ impl DeadLetter<'_> {
     /// the failure headers make it too large for the dead-letter topic, it
     /// is written with the last failure only, so that a record close to the
     /// size limit still reaches the dead-letter topic.
-    pub(crate) fn append_to(&self, dlq: &Topic) -> Result<u64> {
+    pub(crate) fn append_to(&self, dlq: &LogTopic) -> Result<u64> {
         match self.publish(dlq) {
             Err(Error::RecordTooLarge { .. }) if self.failures.len() > 1 => {
                 let last = &self.failures[self.failures.len() - 1..];
@@ -113,7 +113,7 @@ impl DeadLetter<'_> {
         }
     }
 
-    fn publish(&self, dlq: &Topic) -> Result<u64> {
+    fn publish(&self, dlq: &LogTopic) -> Result<u64> {
         let added = self.headers();
         let kept = self
             .record
@@ -138,7 +138,7 @@ fn header_str<'a>(record: &'a StoredRecord, name: &str) -> Option<&'a str> {
 /// Whether `dlq` holds, at or after `from`, the dead letter of `offset`
 /// from `topic` and `group`.
 pub(crate) fn contains_dead_letter(
-    dlq: &Topic,
+    dlq: &LogTopic,
     from: u64,
     topic: &str,
     group: &str,
@@ -162,7 +162,7 @@ pub(crate) fn contains_dead_letter(
 /// bookkeeping may move a record twice (at-least-once).
 pub(crate) fn redrive(
     bus: &Arc<BusInner>,
-    dlq: &Topic,
+    dlq: &LogTopic,
     mut filter: impl FnMut(&StoredRecord) -> bool,
 ) -> Result<usize> {
     let options = GroupOptions {

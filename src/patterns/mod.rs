@@ -4,6 +4,8 @@
 
 mod dead_letter;
 mod group_state;
+mod log_subscription;
+mod log_topic;
 mod queue;
 mod request;
 mod retry;
@@ -19,6 +21,9 @@ pub use dead_letter::{
 };
 pub use group_state::GroupSummary;
 pub(crate) use group_state::summarize_group;
+pub(crate) use log_subscription::recovered_commit;
+pub(crate) use log_topic::LogTopic;
+pub(crate) use log_topic::{GROUPS, SUBSCRIPTIONS};
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
 pub(crate) use request::RequesterInner;
 pub use request::{
@@ -27,8 +32,6 @@ pub use request::{
 };
 pub use retry::{Backoff, RetryPolicy};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
-pub(crate) use subscription::recovered_commit;
 pub use subscription::{StartAt, Subscription};
 pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
-pub(crate) use topic::{GROUPS, SUBSCRIPTIONS};
 pub(crate) use wakeup::Wakeups;

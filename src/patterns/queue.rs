@@ -27,9 +27,10 @@ use crate::format::{EntryState, Failure, StateEvent};
 use crate::log::{Cursor, Position, now_ms};
 use crate::patterns::dead_letter::{DeadLetter, contains_dead_letter, dead_letter_topic};
 use crate::patterns::group_state::{Replay, push_failure};
+use crate::patterns::log_topic::{GROUPS, LogTopic};
 use crate::patterns::retry::RetryPolicy;
 use crate::patterns::subscription::StartAt;
-use crate::patterns::topic::{ConsumerId, GROUPS, Topic};
+use crate::patterns::topic::ConsumerId;
 use crate::record::StoredRecord;
 use crate::state::StateLog;
 
@@ -92,12 +93,12 @@ pub struct Group {
 
 #[derive(Debug)]
 pub(crate) struct GroupInner {
-    topic: Topic,
+    topic: LogTopic,
     name: String,
     options: GroupOptions,
     log: Arc<StateLog>,
     state: Mutex<GroupState>,
-    dlq: OnceLock<Topic>,
+    dlq: OnceLock<LogTopic>,
     redeliveries: AtomicU64,
     acked: AtomicU64,
     dead_lettered: AtomicU64,
@@ -141,7 +142,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Group {
-    pub(crate) fn open(topic: Topic, name: &str, options: GroupOptions) -> Result<Group> {
+    pub(crate) fn open(topic: LogTopic, name: &str, options: GroupOptions) -> Result<Group> {
         if options.retry.max_attempts == 0 || options.lease.is_zero() {
             return Err(Error::InvalidArgument(
                 "max_attempts and lease must be positive".into(),
@@ -323,7 +324,7 @@ impl GroupInner {
         i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn dlq(&self) -> Result<&Topic> {
+    fn dlq(&self) -> Result<&LogTopic> {
         if let Some(dlq) = self.dlq.get() {
             return Ok(dlq);
         }

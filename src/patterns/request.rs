@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use crate::bus::{BusInner, validate_name};
 use crate::error::{Error, Result};
 use crate::log::{Position, now_ms};
+use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::{Delivery, Group, GroupOptions};
-use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
 use crate::state::CorrelationIndex;
 
@@ -133,7 +133,7 @@ pub struct Requester {
 #[derive(Debug)]
 pub(crate) struct RequesterInner {
     bus: Arc<BusInner>,
-    inbox: Topic,
+    inbox: LogTopic,
     /// `None` once the bus closed it: the mapping is gone, so a handle kept
     /// past its bus neither reads a file the next bus resizes nor marks the
     /// next bus's index clean.
@@ -191,7 +191,7 @@ impl Requester {
 
     pub(crate) fn publish_request(
         &self,
-        topic: &Topic,
+        topic: &LogTopic,
         id: CorrelationId,
         record: &Record<'_>,
     ) -> Result<u64> {

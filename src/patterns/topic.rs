@@ -1,23 +1,24 @@
-//! Topics: named logs that publishers append to and that subscriptions and
-//! consumer groups read.
+//! Topics: named streams of records that publishers append to and that
+//! subscriptions and consumer groups read, on either backend.
 //!
-//! A topic also tracks the durable positions of its consumers (committed
-//! offsets of durable subscriptions, low watermarks of groups) so that the
-//! `Interest` and `WorkQueue` retention modes can drop what every consumer
-//! has passed.
+//! [`Topic`] holds one backend (see `docs/NATS-SEAM.md`): the embedded
+//! [`LogTopic`] (a [`Log`] in the bus directory) or, with the `nats`
+//! feature, a JetStream stream. Each method is one call into the backend;
+//! the options and stats types here are shared by both.
+//!
+//! Offsets are the same on both: a topic's first record has offset 0, and
+//! each record gets the next one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::ops::Range;
 use std::time::Duration;
 
-use crate::bus::{BusInner, validate_name};
+use crate::bus::validate_name;
 use crate::error::Result;
 use crate::log::{Durability, Log, LogOptions, SyncStats};
-use crate::patterns::group_state::recovered_low_watermark;
-use crate::patterns::queue::{Group, GroupInner, GroupOptions, GroupStats};
-use crate::patterns::subscription::{StartAt, Subscription, recovered_commit};
+use crate::patterns::log_topic::LogTopic;
+use crate::patterns::queue::{Group, GroupOptions, GroupStats};
+use crate::patterns::subscription::{StartAt, Subscription};
 use crate::record::Record;
-use crate::state::StateLog;
 
 /// When a topic's records may be deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -131,239 +132,118 @@ pub struct ConsumerStats {
     pub group: Option<GroupStats>,
 }
 
-pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
-pub(crate) const GROUPS: &str = "groups";
-
 /// A named stream of records. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Topic {
-    pub(crate) inner: Arc<TopicInner>,
+    backend: TopicBackend,
 }
 
-#[derive(Debug)]
-pub(crate) struct TopicInner {
-    pub(crate) bus: Arc<BusInner>,
-    pub(crate) name: String,
-    pub(crate) log: Log,
-    pub(crate) options: TopicOptions,
-    positions: Mutex<HashMap<ConsumerId, u64>>,
-    groups: Mutex<HashMap<String, Weak<GroupInner>>>,
-    state_logs: Mutex<Vec<Weak<StateLog>>>,
+#[derive(Debug, Clone)]
+enum TopicBackend {
+    Log(LogTopic),
+    #[cfg(feature = "nats")]
+    Nats(crate::nats::NatsTopic),
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+// Zero cost without the `nats` feature: the one-variant enum has no
+// discriminant, so a `Topic` is exactly the embedded handle.
+#[cfg(not(feature = "nats"))]
+const _: () = assert!(size_of::<Topic>() == size_of::<LogTopic>());
+
+impl From<LogTopic> for Topic {
+    fn from(topic: LogTopic) -> Topic {
+        Topic {
+            backend: TopicBackend::Log(topic),
+        }
+    }
+}
+
+#[cfg(feature = "nats")]
+impl From<crate::nats::NatsTopic> for Topic {
+    fn from(topic: crate::nats::NatsTopic) -> Topic {
+        Topic {
+            backend: TopicBackend::Nats(topic),
+        }
+    }
 }
 
 impl Topic {
-    pub(crate) fn open(bus: Arc<BusInner>, name: &str, options: TopicOptions) -> Result<Topic> {
-        let log = bus.open_log(&bus.topic_dir(name), options.log.clone())?;
-        let positions = Mutex::new(stored_positions(&bus, name, options.durability_mode())?);
-        let inner = TopicInner {
-            bus,
-            name: name.to_owned(),
-            log,
-            options,
-            positions,
-            groups: Mutex::new(HashMap::new()),
-            state_logs: Mutex::new(Vec::new()),
-        };
-        Ok(Topic {
-            inner: Arc::new(inner),
-        })
-    }
-
     /// The topic's name.
     pub fn name(&self) -> &str {
-        &self.inner.name
+        dispatch!(TopicBackend, &self.backend, t => t.name())
     }
 
     /// Appends a record; returns its offset. Durable per the topic's
-    /// durability when this returns.
+    /// durability when this returns (on NATS: once the server acknowledged
+    /// it, see `docs/NATS.md`).
     pub fn publish(&self, record: &Record<'_>) -> Result<u64> {
-        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
+        dispatch!(TopicBackend, &self.backend, t => t.publish(record))
     }
 
-    /// Appends records in one write (and one sync); returns their offsets.
-    pub fn publish_batch(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
-        self.inner.log.append_batch(records)
+    /// Appends records in order; returns their offsets, which are
+    /// consecutive. Embedded, the batch is one write (and one sync). On
+    /// NATS it is one publish per record, each expecting the previous
+    /// one's sequence: if another publisher interleaves, the call fails
+    /// with [`crate::Error::Backend`] after storing a prefix of the batch,
+    /// as a crash during an embedded write may leave a prefix.
+    pub fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        dispatch!(TopicBackend, &self.backend, t => t.publish_batch(records))
     }
 
     /// A durable subscription named `name`: it resumes from its committed
     /// offset; `start` applies only when it is created.
     pub fn subscribe(&self, name: &str, start: StartAt) -> Result<Subscription> {
         validate_name("subscription", name)?;
-        Subscription::durable(self.clone(), name, start)
+        dispatch!(TopicBackend, &self.backend, t => t.subscribe(name, start).map(Subscription::from))
     }
 
     /// An ephemeral subscription: not persisted, starts at `start` every time.
     pub fn subscribe_ephemeral(&self, start: StartAt) -> Result<Subscription> {
-        Subscription::ephemeral(self.clone(), start)
+        dispatch!(TopicBackend, &self.backend, t => t.subscribe_ephemeral(start).map(Subscription::from))
     }
 
     /// A responder serving requests published to this topic as the
     /// consumer group `group`: with several such groups on one topic, each
     /// is a recipient of a [`crate::Recipients::GroupsOf`] scatter.
     pub fn responder(&self, group: &str, options: GroupOptions) -> Result<crate::Responder> {
-        crate::Responder::open(self.inner.bus.clone(), self.name(), group, options)
+        dispatch!(TopicBackend, &self.backend, t => t.responder(group, options))
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.
     /// `options` apply when the group is first opened in this process.
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
-        validate_name("group", name)?;
-        let mut groups = lock(&self.inner.groups);
-        if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
-            return Ok(Group { inner });
-        }
-        let group = Group::open(self.clone(), name, options)?;
-        groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
-        Ok(group)
+        dispatch!(TopicBackend, &self.backend, t => t.group(name, options))
     }
 
-    /// The offset the next published record gets (once readable).
+    /// The offset the next published record gets (once readable). On NATS
+    /// this is the value as of the last operation that told it (a publish
+    /// through this process, opening the topic, [`Topic::stats`]): another
+    /// process may have published since.
     pub fn end_offset(&self) -> u64 {
-        self.inner.log.end_offset()
+        dispatch!(TopicBackend, &self.backend, t => t.end_offset())
     }
 
-    /// The oldest stored offset.
+    /// The oldest stored offset. On NATS, as of the last operation that
+    /// told it (opening the topic, [`Topic::stats`]).
     pub fn start_offset(&self) -> u64 {
-        self.inner.log.start_offset()
+        dispatch!(TopicBackend, &self.backend, t => t.start_offset())
     }
 
-    /// Positions and counters of the topic and its durable consumers.
+    /// Positions and counters of the topic and its durable consumers (on
+    /// NATS: asked of the server, which also refreshes
+    /// [`Topic::end_offset`] and [`Topic::start_offset`]).
     pub fn stats(&self) -> Result<TopicStats> {
-        let end_offset = self.end_offset();
-        let positions: Vec<(ConsumerId, u64)> = lock(&self.inner.positions)
-            .iter()
-            .map(|(id, p)| (id.clone(), *p))
-            .collect();
-        let open_groups: Vec<Group> = lock(&self.inner.groups)
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|inner| Group { inner })
-            .collect();
-        let mut consumers = Vec::with_capacity(positions.len());
-        for (id, committed) in positions {
-            let group = match &id {
-                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(Group::stats),
-                ConsumerId::Subscription(_) => None,
-            };
-            let lag = end_offset.saturating_sub(committed);
-            consumers.push(ConsumerStats {
-                id,
-                committed,
-                lag,
-                group: group.transpose()?,
-            });
-        }
-        consumers.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(TopicStats {
-            name: self.inner.name.clone(),
-            start_offset: self.start_offset(),
-            end_offset,
-            sync: self.inner.log.sync_stats(),
-            consumers,
-        })
+        dispatch!(TopicBackend, &self.backend, t => t.stats())
     }
 
-    /// The topic's underlying log (read-only use: reads and cursors).
-    pub fn log(&self) -> &Log {
-        &self.inner.log
-    }
-
-    /// Closes the topic's log and the state logs of its open consumers.
-    pub(crate) fn close(&self) -> Result<()> {
-        let state_logs: Vec<Arc<StateLog>> = lock(&self.inner.state_logs)
-            .drain(..)
-            .filter_map(|w| w.upgrade())
-            .collect();
-        let mut result = Ok(());
-        for state in state_logs {
-            result = result.and(state.close());
-        }
-        result.and(self.inner.log.close())
-    }
-
-    /// Opens a consumer's state log, to be closed with the topic.
-    pub(crate) fn open_state(
-        &self,
-        kind: &str,
-        name: &str,
-    ) -> Result<(Arc<StateLog>, Vec<crate::format::StateEvent>)> {
-        let bus = &self.inner.bus;
-        let dir = bus.state_dir(kind, self.name()).join(name);
-        let durability = self.inner.options.durability_mode();
-        let (state, events) = StateLog::open(&dir, durability, bus.storage().clone())?;
-        let state = Arc::new(state);
-        let mut logs = lock(&self.inner.state_logs);
-        logs.retain(|w| w.strong_count() > 0);
-        logs.push(Arc::downgrade(&state));
-        Ok((state, events))
-    }
-
-    /// Records a consumer's durable position and applies interest-based
-    /// retention.
-    pub(crate) fn set_position(&self, consumer: ConsumerId, position: u64) -> Result<()> {
-        let floor = {
-            let mut positions = lock(&self.inner.positions);
-            positions.insert(consumer, position);
-            retention_floor(self.inner.options.retention, &positions)
-        };
-        // Checked first without the writer lock: this runs for every ack.
-        if let Some(floor) = floor
-            && self.inner.log.has_segment_below(floor)
-        {
-            self.inner.log.truncate_before(floor)?;
-        }
-        Ok(())
-    }
-
-    /// Wakes every receiver waiting on this topic.
-    pub(crate) fn wake_waiters(&self) {
-        self.inner.log.activity().notify();
-    }
-}
-
-/// The offset below which retention may delete, if the mode has one.
-fn retention_floor(retention: Retention, positions: &HashMap<ConsumerId, u64>) -> Option<u64> {
-    let relevant = positions.iter().filter(|(id, _)| match retention {
-        Retention::Limits => false,
-        Retention::Interest => true,
-        Retention::WorkQueue => matches!(id, ConsumerId::Group(_)),
-    });
-    relevant.map(|(_, &p)| p).min()
-}
-
-/// Reads the durable positions of every consumer of `topic` stored on disk.
-fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Result<HashMap<ConsumerId, u64>> {
-    let mut positions = HashMap::new();
-    for (kind, make_id) in [
-        (
-            SUBSCRIPTIONS,
-            ConsumerId::Subscription as fn(String) -> ConsumerId,
-        ),
-        (GROUPS, ConsumerId::Group as fn(String) -> ConsumerId),
-    ] {
-        let dir = bus.state_dir(kind, topic);
-        let Ok(entries) = bus.storage().list(&dir) else {
-            continue;
-        };
-        for path in entries {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if validate_name(kind, name).is_err() {
-                continue;
-            }
-            let (state, events) = StateLog::open(&path, durability, bus.storage().clone())?;
-            let position = match kind {
-                SUBSCRIPTIONS => recovered_commit(&events),
-                _ => recovered_low_watermark(&events),
-            };
-            state.close()?;
-            positions.insert(make_id(name.to_owned()), position);
+    /// The topic's underlying log (read-only use: reads and cursors), on
+    /// the embedded backend; `None` on NATS, whose records live on the
+    /// server.
+    pub fn log(&self) -> Option<&Log> {
+        match &self.backend {
+            TopicBackend::Log(t) => Some(t.log()),
+            #[cfg(feature = "nats")]
+            TopicBackend::Nats(_) => None,
         }
     }
-    Ok(positions)
 }

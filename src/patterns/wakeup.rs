@@ -9,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::log::now_ms;
-use crate::patterns::topic::TopicInner;
+use crate::patterns::log_topic::TopicInner;
 
 #[derive(Debug, Default)]
 pub(crate) struct Wakeups {

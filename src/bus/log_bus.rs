@@ -1,5 +1,6 @@
-//! [`Bus`]: a directory of named topics plus the internal state of their
-//! subscriptions and consumer groups.
+//! The embedded bus (the `Log` variant of [`crate::Bus`]): a directory of
+//! named topics plus the internal state of their subscriptions and
+//! consumer groups.
 //!
 //! Layout: `<dir>/.lock`, `<dir>/topics/<topic>/` (one [`Log`] each) and
 //! `<dir>/state/{subscriptions,groups}/<topic>/<name>/` (state logs).
@@ -9,18 +10,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
 use crate::patterns::{
-    Group, GroupOptions, Recipients, Requester, RequesterInner, Responder, Scatter, Topic, TopicOptions,
-    TopicStats, Wakeups, redrive,
+    Group, GroupOptions, LogTopic, Requester, RequesterInner, Responder, TopicOptions, TopicStats, Wakeups,
+    redrive,
 };
 
-/// Longest topic, group or subscription name, in bytes.
-pub const MAX_NAME_BYTES: usize = 200;
-
-/// Options for [`Bus::open`].
+/// Options for [`crate::Bus::open`].
 #[derive(Clone, Debug)]
 pub struct BusOptions {
     pub(crate) storage: Arc<dyn Storage>,
@@ -37,7 +36,7 @@ impl Default for BusOptions {
 }
 
 impl BusOptions {
-    /// Options for topics opened with [`Bus::topic`].
+    /// Options for topics opened with [`crate::Bus::topic`].
     pub fn topic_defaults(mut self, options: TopicOptions) -> Self {
         self.topic_defaults = options;
         self
@@ -50,16 +49,17 @@ impl BusOptions {
     }
 }
 
-/// A directory of topics. Cheap to clone; `Send + Sync`. When the last
-/// clone is dropped the bus closes (as with [`Bus::close`]); topics, groups
-/// and other handles taken from it then fail with [`Error::Closed`].
+/// A bus directory, open and locked by this process. Cheap to clone. When
+/// the last clone is dropped the bus closes; handles taken from it then
+/// fail with [`Error::Closed`].
 #[derive(Clone, Debug)]
-pub struct Bus {
+pub(crate) struct LogBus {
     handle: Arc<BusHandle>,
 }
 
 /// The user-facing owner: internal references hold [`BusInner`] directly,
-/// so they never keep the bus open, and dropping the last `Bus` closes it.
+/// so they never keep the bus open, and dropping the last `LogBus` closes
+/// it.
 #[derive(Debug)]
 struct BusHandle {
     inner: Arc<BusInner>,
@@ -77,7 +77,7 @@ impl Drop for BusHandle {
 pub(crate) struct BusInner {
     dir: PathBuf,
     options: BusOptions,
-    topics: Mutex<HashMap<String, Topic>>,
+    topics: Mutex<HashMap<String, LogTopic>>,
     /// Open requesters by name, closed with the bus.
     requesters: Mutex<HashMap<String, Weak<RequesterInner>>>,
     lock: Mutex<Option<LockGuard>>,
@@ -88,34 +88,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Checks a topic, group or subscription name: non-empty, at most
-/// [`MAX_NAME_BYTES`], no path separators, NUL or control characters, not
-/// starting with `.` and no `..`.
-pub fn validate_name(kind: &str, name: &str) -> Result<()> {
-    let problem = if name.is_empty() {
-        Some("is empty")
-    } else if name.len() > MAX_NAME_BYTES {
-        Some("is longer than 200 bytes")
-    } else if name.contains(['/', '\\']) {
-        Some("contains a path separator")
-    } else if name.chars().any(char::is_control) {
-        Some("contains a control character")
-    } else if name.starts_with('.') || name.contains("..") {
-        Some("starts with '.' or contains '..'")
-    } else {
-        None
-    };
-    match problem {
-        Some(problem) => Err(Error::InvalidArgument(format!("{kind} name {name:?} {problem}"))),
-        None => Ok(()),
-    }
-}
-
-impl Bus {
-    /// Opens (creating if needed) the bus in `dir`. Fails with
-    /// [`Error::Locked`] if another handle owns it.
-    pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
-        let dir = dir.as_ref().to_path_buf();
+impl LogBus {
+    pub(crate) fn open(dir: &Path, options: BusOptions) -> Result<LogBus> {
+        let dir = dir.to_path_buf();
         let storage = options.storage.clone();
         storage.create_dir_all(&dir.join("topics"))?;
         storage.create_dir_all(&dir.join("state"))?;
@@ -130,7 +105,7 @@ impl Bus {
             lock: Mutex::new(Some(guard)),
             wakeups: Wakeups::default(),
         };
-        Ok(Bus {
+        Ok(LogBus {
             handle: Arc::new(BusHandle {
                 inner: Arc::new(inner),
             }),
@@ -141,56 +116,27 @@ impl Bus {
         &self.handle.inner
     }
 
-    /// The topic `name`, created on first use with the bus's default options.
-    pub fn topic(&self, name: &str) -> Result<Topic> {
+    pub(crate) fn topic(&self, name: &str) -> Result<LogTopic> {
         self.inner().topic(name)
     }
 
-    /// The topic `name`, created on first use with `options`. Options apply
-    /// when the topic is first opened by this bus.
-    pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
+    pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<LogTopic> {
         self.inner().topic_with(name, options)
     }
 
-    /// A work queue: the consumer group `name` on the topic `name`, with
-    /// default [`GroupOptions`].
-    pub fn queue(&self, name: &str) -> Result<Group> {
+    pub(crate) fn queue(&self, name: &str) -> Result<Group> {
         self.topic(name)?.group(name, GroupOptions::default())
     }
 
-    /// A requester named `name`, with its inbox topic `<name>.inbox`. Every
-    /// handle on one name shares one requester (and one correlation index).
-    pub fn requester(&self, name: &str) -> Result<Requester> {
+    pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
         Requester::open(self.inner().clone(), name)
     }
 
-    /// A responder serving `service`: the consumer group `service` on the
-    /// topic `service`, with default [`GroupOptions`].
-    pub fn responder(&self, service: &str) -> Result<Responder> {
-        self.responder_with(service, GroupOptions::default())
-    }
-
-    /// A responder serving `service` with the given group options.
-    pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
+    pub(crate) fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
         Responder::open(self.inner().clone(), service, service, options)
     }
 
-    /// Sends `record` to every recipient through `requester` (see
-    /// [`Requester::scatter`]).
-    pub fn scatter(
-        &self,
-        requester: &Requester,
-        recipients: Recipients,
-        record: &crate::Record<'_>,
-    ) -> Result<Scatter> {
-        requester.scatter(recipients, record)
-    }
-
-    /// Moves records from a dead-letter topic back to their source topics
-    /// with fresh attempt counts and an incremented `logbus-redrive-count`
-    /// header. Only records for which `filter` returns true move; the others
-    /// stay. Returns how many moved.
-    pub fn redrive(
+    pub(crate) fn redrive(
         &self,
         dlq_topic: &str,
         filter: impl FnMut(&crate::StoredRecord) -> bool,
@@ -199,16 +145,14 @@ impl Bus {
         redrive(self.inner(), &dlq, filter)
     }
 
-    /// Stats of every topic opened through this bus.
-    pub fn stats(&self) -> Result<Vec<TopicStats>> {
-        let topics: Vec<Topic> = lock(&self.inner().topics).values().cloned().collect();
-        let mut stats = topics.iter().map(Topic::stats).collect::<Result<Vec<_>>>()?;
+    pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {
+        let topics: Vec<LogTopic> = lock(&self.inner().topics).values().cloned().collect();
+        let mut stats = topics.iter().map(LogTopic::stats).collect::<Result<Vec<_>>>()?;
         stats.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(stats)
     }
 
-    /// Names of the topics stored in the bus directory.
-    pub fn topic_names(&self) -> Result<Vec<String>> {
+    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
         let inner = self.inner();
         let mut names: Vec<String> = inner
             .storage()
@@ -220,27 +164,24 @@ impl Bus {
         Ok(names)
     }
 
-    /// Closes every topic and consumer state and releases the directory
-    /// lock. Later calls on any handle from this bus fail with
-    /// [`Error::Closed`].
-    pub fn close(&self) -> Result<()> {
+    pub(crate) fn close(&self) -> Result<()> {
         self.inner().close()
     }
 }
 
 impl BusInner {
-    pub(crate) fn topic(self: &Arc<Self>, name: &str) -> Result<Topic> {
+    pub(crate) fn topic(self: &Arc<Self>, name: &str) -> Result<LogTopic> {
         self.topic_with(name, self.options.topic_defaults.clone())
     }
 
-    pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<Topic> {
+    pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<LogTopic> {
         validate_name("topic", name)?;
         self.check_open()?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {
             return Ok(topic.clone());
         }
-        let topic = Topic::open(self.clone(), name, options)?;
+        let topic = LogTopic::open(self.clone(), name, options)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
@@ -255,7 +196,7 @@ impl BusInner {
         for requester in requesters {
             result = result.and(requester.close());
         }
-        let topics: Vec<Topic> = lock(&self.topics).drain().map(|(_, t)| t).collect();
+        let topics: Vec<LogTopic> = lock(&self.topics).drain().map(|(_, t)| t).collect();
         for topic in topics {
             result = result.and(topic.close());
         }

@@ -1,0 +1,128 @@
+//! [`Bus`], the entry point: it holds one backend (see
+//! `docs/NATS-SEAM.md`), the embedded [`LogBus`] opened on a directory or,
+//! with the `nats` feature, a connection to NATS JetStream. Each method is
+//! one call into the backend.
+
+use std::path::Path;
+
+use crate::bus::log_bus::{BusOptions, LogBus};
+use crate::error::Result;
+use crate::patterns::{
+    Group, GroupOptions, Recipients, Requester, Responder, Scatter, Topic, TopicOptions, TopicStats,
+};
+use crate::record::{Record, StoredRecord};
+
+/// Named topics and the patterns built on them. Cheap to clone; `Send +
+/// Sync`. When the last clone is dropped the bus closes (as with
+/// [`Bus::close`]); topics, groups and other handles taken from it then
+/// fail with [`crate::Error::Closed`].
+#[derive(Clone, Debug)]
+pub struct Bus {
+    backend: BusBackend,
+}
+
+#[derive(Clone, Debug)]
+enum BusBackend {
+    Log(LogBus),
+    #[cfg(feature = "nats")]
+    Nats(crate::nats::NatsBus),
+}
+
+// Zero cost without the `nats` feature: the one-variant enum has no
+// discriminant, so a `Bus` is exactly the embedded handle.
+#[cfg(not(feature = "nats"))]
+const _: () = assert!(size_of::<Bus>() == size_of::<LogBus>());
+
+impl Bus {
+    /// Opens (creating if needed) the embedded bus in `dir`. Fails with
+    /// [`crate::Error::Locked`] if another handle owns it.
+    pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
+        Ok(Bus {
+            backend: BusBackend::Log(LogBus::open(dir.as_ref(), options)?),
+        })
+    }
+
+    /// Connects to NATS JetStream at `urls` (comma-separated, e.g.
+    /// `nats://127.0.0.1:4222`; with several, the client fails over between
+    /// them). Topics are streams on the server: see `docs/NATS.md` for the
+    /// mapping and where the semantics differ from the embedded bus.
+    #[cfg(feature = "nats")]
+    pub fn connect_nats(urls: &str, options: crate::nats::NatsOptions) -> Result<Bus> {
+        Ok(Bus {
+            backend: BusBackend::Nats(crate::nats::NatsBus::connect(urls, options)?),
+        })
+    }
+
+    /// The topic `name`, created on first use with the bus's default options.
+    pub fn topic(&self, name: &str) -> Result<Topic> {
+        dispatch!(BusBackend, &self.backend, b => b.topic(name).map(Topic::from))
+    }
+
+    /// The topic `name`, created on first use with `options`. Options apply
+    /// when the topic is first opened by this bus (on NATS: when its stream
+    /// is created).
+    pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
+        dispatch!(BusBackend, &self.backend, b => b.topic_with(name, options).map(Topic::from))
+    }
+
+    /// A work queue: the consumer group `name` on the topic `name`, with
+    /// default [`GroupOptions`].
+    pub fn queue(&self, name: &str) -> Result<Group> {
+        dispatch!(BusBackend, &self.backend, b => b.queue(name))
+    }
+
+    /// A requester named `name`, with its inbox topic `<name>.inbox`. Every
+    /// handle on one name shares one requester (and one correlation index).
+    pub fn requester(&self, name: &str) -> Result<Requester> {
+        dispatch!(BusBackend, &self.backend, b => b.requester(name))
+    }
+
+    /// A responder serving `service`: the consumer group `service` on the
+    /// topic `service`, with default [`GroupOptions`].
+    pub fn responder(&self, service: &str) -> Result<Responder> {
+        self.responder_with(service, GroupOptions::default())
+    }
+
+    /// A responder serving `service` with the given group options.
+    pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
+        dispatch!(BusBackend, &self.backend, b => b.responder_with(service, options))
+    }
+
+    /// Sends `record` to every recipient through `requester` (see
+    /// [`Requester::scatter`]).
+    pub fn scatter(
+        &self,
+        requester: &Requester,
+        recipients: Recipients,
+        record: &Record<'_>,
+    ) -> Result<Scatter> {
+        requester.scatter(recipients, record)
+    }
+
+    /// Moves records from a dead-letter topic back to their source topics
+    /// with fresh attempt counts and an incremented `logbus-redrive-count`
+    /// header. Only records for which `filter` returns true move; the others
+    /// stay. Returns how many moved.
+    pub fn redrive(&self, dlq_topic: &str, filter: impl FnMut(&StoredRecord) -> bool) -> Result<usize> {
+        dispatch!(BusBackend, &self.backend, b => b.redrive(dlq_topic, filter))
+    }
+
+    /// Stats of every topic opened through this bus (on NATS: asked of the
+    /// server, one round trip per topic and per consumer).
+    pub fn stats(&self) -> Result<Vec<TopicStats>> {
+        dispatch!(BusBackend, &self.backend, b => b.stats())
+    }
+
+    /// Names of the topics stored in the bus (the bus directory's topics,
+    /// or the logbus streams on the NATS server), sorted.
+    pub fn topic_names(&self) -> Result<Vec<String>> {
+        dispatch!(BusBackend, &self.backend, b => b.topic_names())
+    }
+
+    /// Closes every topic and consumer state and releases the directory
+    /// lock (on NATS: drains and closes the connection). Later calls on any
+    /// handle from this bus fail with [`crate::Error::Closed`].
+    pub fn close(&self) -> Result<()> {
+        dispatch!(BusBackend, &self.backend, b => b.close())
+    }
+}

@@ -1,0 +1,11 @@
+//! The bus: named topics and the patterns built on them, on the embedded
+//! log or (feature `nats`) on NATS JetStream.
+
+mod facade;
+mod log_bus;
+mod names;
+
+pub use facade::Bus;
+pub(crate) use log_bus::BusInner;
+pub use log_bus::BusOptions;
+pub use names::{MAX_NAME_BYTES, validate_name};

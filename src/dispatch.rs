@@ -1,0 +1,21 @@
+//! `dispatch!`: the one `match` behind every method of a public type that
+//! runs on either backend (`docs/NATS-SEAM.md`).
+//!
+//! Such a type holds a private enum with a `Log(..)` variant (the embedded
+//! log) and, with the `nats` feature, a `Nats(..)` variant.
+//! `dispatch!(Enum, value, b => call)` matches `value` on both variants,
+//! binds the backend to `b` and evaluates the same `call` in each arm, so
+//! both backends must offer a method of that name. Without the feature the
+//! enum has a single variant: it has no discriminant, the same size and
+//! layout as what the variant holds, and the match compiles to the direct
+//! call.
+
+macro_rules! dispatch {
+    ($backends:ident, $value:expr, $backend:ident => $call:expr) => {
+        match $value {
+            $backends::Log($backend) => $call,
+            #[cfg(feature = "nats")]
+            $backends::Nats($backend) => $call,
+        }
+    };
+}

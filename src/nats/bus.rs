@@ -1,0 +1,153 @@
+//! The NATS bus (the `Nats` variant of [`crate::Bus`]): one connection to
+//! a server or cluster, the topics opened through it, and whether this
+//! process closed it.
+//!
+//! As on the embedded bus, handles taken from the bus (topics,
+//! subscriptions) hold the shared state, not the user-facing handle: they
+//! never keep the bus open, and dropping the last [`crate::Bus`] closes it.
+//! After a close every operation fails with [`Error::Closed`]; the private
+//! runtime lives until the last handle is dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::client::NatsClient;
+use super::error::not_yet;
+use super::options::NatsOptions;
+use super::topic::NatsTopic;
+use crate::bus::validate_name;
+use crate::error::{Error, Result};
+use crate::patterns::{Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats};
+use crate::record::StoredRecord;
+
+/// A connection to NATS JetStream used as a bus. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct NatsBus {
+    handle: Arc<BusHandle>,
+}
+
+/// The user-facing owner: closes the bus when the last clone is dropped.
+#[derive(Debug)]
+struct BusHandle {
+    shared: Arc<NatsShared>,
+}
+
+impl Drop for BusHandle {
+    fn drop(&mut self) {
+        // Best effort: a connection that cannot be drained is cut when the
+        // runtime stops.
+        let _ = self.shared.close();
+    }
+}
+
+/// What the bus's topics and subscriptions share.
+#[derive(Debug)]
+pub(crate) struct NatsShared {
+    pub(crate) client: NatsClient,
+    options: NatsOptions,
+    topics: Mutex<HashMap<String, NatsTopic>>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl NatsShared {
+    /// [`Error::Closed`] once this process closed the bus.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        match self.closed.load(Ordering::Acquire) {
+            true => Err(Error::Closed),
+            false => Ok(()),
+        }
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        // The topics hold this shared state: forgetting them breaks the cycle.
+        lock(&self.topics).clear();
+        self.client.close()
+    }
+}
+
+impl NatsBus {
+    pub(crate) fn connect(urls: &str, options: NatsOptions) -> Result<NatsBus> {
+        let client = NatsClient::connect(urls, options.timeout)?;
+        let shared = NatsShared {
+            client,
+            options,
+            topics: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        };
+        Ok(NatsBus {
+            handle: Arc::new(BusHandle {
+                shared: Arc::new(shared),
+            }),
+        })
+    }
+
+    fn shared(&self) -> &Arc<NatsShared> {
+        &self.handle.shared
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Result<NatsTopic> {
+        self.topic_with(name, self.shared().options.topic_defaults.clone())
+    }
+
+    /// The topic's stream is created with `options` if it does not exist;
+    /// an existing stream keeps its configuration.
+    pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<NatsTopic> {
+        validate_name("topic", name)?;
+        let shared = self.shared();
+        shared.check_open()?;
+        let mut topics = lock(&shared.topics);
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let spec = shared.options.stream_spec(&options);
+        let topic = NatsTopic::open(shared.clone(), name, &spec)?;
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    pub(crate) fn queue(&self, _name: &str) -> Result<Group> {
+        Err(not_yet("Bus::queue (consumer groups)"))
+    }
+
+    pub(crate) fn requester(&self, _name: &str) -> Result<Requester> {
+        Err(not_yet("Bus::requester (request-reply)"))
+    }
+
+    pub(crate) fn responder_with(&self, _service: &str, _options: GroupOptions) -> Result<Responder> {
+        Err(not_yet("Bus::responder (request-reply)"))
+    }
+
+    pub(crate) fn redrive(
+        &self,
+        _dlq_topic: &str,
+        _filter: impl FnMut(&StoredRecord) -> bool,
+    ) -> Result<usize> {
+        Err(not_yet("Bus::redrive (dead letters)"))
+    }
+
+    pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {
+        let shared = self.shared();
+        shared.check_open()?;
+        let topics: Vec<NatsTopic> = lock(&shared.topics).values().cloned().collect();
+        let mut stats = topics.iter().map(NatsTopic::stats).collect::<Result<Vec<_>>>()?;
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(stats)
+    }
+
+    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
+        self.shared().check_open()?;
+        self.shared().client.topic_names()
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        self.shared().close()
+    }
+}

@@ -1,0 +1,274 @@
+//! The NATS topic (the `Nats` variant of [`crate::Topic`]): the stream
+//! `LOGBUS_<name>`, whose subject `logbus.<name>` records are published to.
+//!
+//! Invariants:
+//! - The start and end offsets held here are the last ones known: set from
+//!   the stream's info when the topic is opened and by [`NatsTopic::stats`],
+//!   raised by every PubAck this process receives and by the metadata of
+//!   every message its subscriptions receive. They never go down, so they
+//!   may lag behind the server (another process publishing), never run
+//!   ahead of it.
+//! - Within this process nothing interleaves with a batch: single
+//!   publishes share a lock that a batch holds exclusively. Each record of
+//!   a batch after the first expects the previous one's sequence
+//!   (`Nats-Expected-Last-Sequence`), so a batch's offsets are consecutive
+//!   or the batch stops, with a prefix stored, at the first record another
+//!   process got in ahead of.
+//! - A durable subscription is open at most once per topic in this
+//!   process (a second open is [`Error::Locked`]); processes do not
+//!   exclude each other (`docs/NATS.md`, "Locks").
+
+use std::collections::HashSet;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use async_nats::header::NATS_EXPECTED_LAST_SEQUENCE;
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+
+use super::bus::NatsShared;
+use super::client::{StreamSpec, StreamState};
+use super::codec::encode_headers;
+use super::error::{nats_error, not_yet};
+use super::names::{consumer_of_name, stream_name, subscription_consumer_name, topic_subject};
+use super::subscription::{NatsSubscription, committed_of};
+use crate::error::{Error, Result};
+use crate::log::SyncStats;
+use crate::patterns::{ConsumerId, ConsumerStats, Group, GroupOptions, Responder, StartAt, TopicStats};
+use crate::record::Record;
+
+/// A topic on JetStream. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct NatsTopic {
+    shared: Arc<TopicShared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TopicShared {
+    pub(crate) bus: Arc<NatsShared>,
+    name: String,
+    subject: String,
+    start_offset: AtomicU64,
+    end_offset: AtomicU64,
+    /// Read-locked by a publish, write-locked by a batch.
+    publishing: RwLock<()>,
+    /// Durable subscriptions open in this process.
+    open_subscriptions: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A durable subscription's name, taken for as long as this is alive.
+#[derive(Debug)]
+pub(crate) struct SubscriptionClaim {
+    topic: Arc<TopicShared>,
+    name: String,
+}
+
+impl SubscriptionClaim {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for SubscriptionClaim {
+    fn drop(&mut self) {
+        lock(&self.topic.open_subscriptions).remove(&self.name);
+    }
+}
+
+impl TopicShared {
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.start_offset.load(Ordering::Acquire)
+    }
+
+    /// Raises the known end to `end` (an offset some record reached).
+    pub(crate) fn note_end(&self, end: u64) {
+        self.end_offset.fetch_max(end, Ordering::AcqRel);
+    }
+
+    fn note_state(&self, state: &StreamState) {
+        self.start_offset.fetch_max(state.start_offset, Ordering::AcqRel);
+        self.note_end(state.end_offset);
+    }
+}
+
+impl NatsTopic {
+    /// Opens the topic `name`, creating its stream with `spec` if needed.
+    pub(crate) fn open(bus: Arc<NatsShared>, name: &str, spec: &StreamSpec) -> Result<NatsTopic> {
+        let state = bus.client.ensure_stream(name, spec)?;
+        let shared = TopicShared {
+            bus,
+            name: name.to_owned(),
+            subject: topic_subject(name),
+            start_offset: AtomicU64::new(state.start_offset),
+            end_offset: AtomicU64::new(state.end_offset),
+            publishing: RwLock::new(()),
+            open_subscriptions: Mutex::new(HashSet::new()),
+        };
+        Ok(NatsTopic {
+            shared: Arc::new(shared),
+        })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<TopicShared> {
+        &self.shared
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    pub(crate) fn publish(&self, record: &Record<'_>) -> Result<u64> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
+        self.publish_one(record, None)
+    }
+
+    /// Publishes `record`, expecting the stream's last sequence to be
+    /// `expected_last` if given; returns its offset.
+    fn publish_one(&self, record: &Record<'_>, expected_last: Option<u64>) -> Result<u64> {
+        let shared = &self.shared;
+        let mut headers = encode_headers(record)?;
+        if let Some(sequence) = expected_last {
+            headers.insert(NATS_EXPECTED_LAST_SEQUENCE, sequence.to_string());
+        }
+        let payload = Bytes::copy_from_slice(record.value());
+        let (offset, _duplicate) = shared
+            .bus
+            .client
+            .publish_raw(shared.subject.clone(), headers, payload)?;
+        shared.note_end(offset + 1);
+        Ok(offset)
+    }
+
+    /// One publish per record, in order, each expecting the previous one's
+    /// sequence (the offset after it). Stops at the first failure, with the
+    /// records before it stored.
+    pub(crate) fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let _exclusive = shared.publishing.write().unwrap_or_else(|p| p.into_inner());
+        let mut stored: Option<Range<u64>> = None;
+        for record in records {
+            let expected_last = stored.as_ref().map(|range| range.end);
+            let offset = self
+                .publish_one(record, expected_last)
+                .map_err(|e| with_stored_prefix(e, stored.as_ref()))?;
+            stored = Some(stored.map_or(offset, |range| range.start)..offset + 1);
+        }
+        let end = shared.end_offset();
+        Ok(stored.unwrap_or(end..end))
+    }
+
+    pub(crate) fn subscribe(&self, name: &str, start: StartAt) -> Result<NatsSubscription> {
+        self.shared.bus.check_open()?;
+        let claim = self.claim(name)?;
+        NatsSubscription::durable(self.clone(), claim, start)
+    }
+
+    pub(crate) fn subscribe_ephemeral(&self, start: StartAt) -> Result<NatsSubscription> {
+        self.shared.bus.check_open()?;
+        NatsSubscription::ephemeral(self.clone(), start)
+    }
+
+    /// Takes the name of a durable subscription for this process.
+    fn claim(&self, name: &str) -> Result<SubscriptionClaim> {
+        let shared = &self.shared;
+        if !lock(&shared.open_subscriptions).insert(name.to_owned()) {
+            let consumer = subscription_consumer_name(name);
+            let path = format!("nats:{}/{consumer}", stream_name(&shared.name));
+            return Err(Error::Locked(PathBuf::from(path)));
+        }
+        Ok(SubscriptionClaim {
+            topic: shared.clone(),
+            name: name.to_owned(),
+        })
+    }
+
+    pub(crate) fn responder(&self, _group: &str, _options: GroupOptions) -> Result<Responder> {
+        Err(not_yet("Topic::responder (request-reply)"))
+    }
+
+    pub(crate) fn group(&self, _name: &str, _options: GroupOptions) -> Result<Group> {
+        Err(not_yet("Topic::group (consumer groups)"))
+    }
+
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.shared.end_offset()
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.shared.start_offset()
+    }
+
+    /// The stream's info and its consumers' (two requests, the consumer
+    /// list paged by the server); refreshes the known offsets.
+    pub(crate) fn stats(&self) -> Result<TopicStats> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let client = &shared.bus.client;
+        let (state, infos) = client.block_on(async {
+            let mut stream = client
+                .js()
+                .get_stream(stream_name(&shared.name))
+                .await
+                .map_err(|e| nats_error("get stream", e))?;
+            let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
+            let state = StreamState::from(&info.state);
+            let infos: Vec<_> = stream
+                .consumers()
+                .try_collect()
+                .await
+                .map_err(|e| nats_error("consumer list", e))?;
+            Ok::<_, Error>((state, infos))
+        })??;
+        shared.note_state(&state);
+        let mut consumers: Vec<ConsumerStats> = infos
+            .iter()
+            .filter_map(|info| {
+                let id = consumer_of_name(&info.name)?;
+                let committed = match id {
+                    ConsumerId::Subscription(_) => committed_of(info),
+                    ConsumerId::Group(_) => info.ack_floor.stream_sequence,
+                };
+                let lag = state.end_offset.saturating_sub(committed);
+                Some(ConsumerStats {
+                    id,
+                    committed,
+                    lag,
+                    group: None,
+                })
+            })
+            .collect();
+        consumers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(TopicStats {
+            name: shared.name.clone(),
+            start_offset: state.start_offset,
+            end_offset: state.end_offset,
+            sync: SyncStats::default(),
+            consumers,
+        })
+    }
+}
+
+/// `error` of a batch publish, saying which offsets of the batch were
+/// stored before it.
+fn with_stored_prefix(error: Error, stored: Option<&Range<u64>>) -> Error {
+    match (error, stored) {
+        (Error::Backend { backend, message }, Some(stored)) => Error::Backend {
+            backend,
+            message: format!("{message}; offsets {stored:?} of this batch were stored"),
+        },
+        (error, _) => error,
+    }
+}

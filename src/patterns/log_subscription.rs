@@ -1,0 +1,168 @@
+//! The embedded subscription (the `Log` variant of [`crate::Subscription`]):
+//! a cursor on the topic's log.
+//!
+//! A durable subscription persists its committed offset in a state log
+//! (`state/subscriptions/<topic>/<name>/`); after a restart it resumes there,
+//! so delivery is at-least-once: records received but not committed before
+//! a crash are received again. An ephemeral subscription persists nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::format::StateEvent;
+use crate::log::{Cursor, Position};
+use crate::patterns::log_topic::{LogTopic, SUBSCRIPTIONS};
+use crate::patterns::subscription::StartAt;
+use crate::patterns::topic::ConsumerId;
+use crate::record::StoredRecord;
+use crate::state::StateLog;
+
+impl From<StartAt> for Position {
+    fn from(start: StartAt) -> Position {
+        match start {
+            StartAt::Earliest => Position::Earliest,
+            StartAt::Latest => Position::Latest,
+            StartAt::Offset(offset) => Position::Offset(offset),
+            StartAt::Timestamp(ms) => Position::Timestamp(ms),
+        }
+    }
+}
+
+/// The committed offset a state log's events lead to (0 if none).
+pub(crate) fn recovered_commit(events: &[StateEvent]) -> u64 {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            StateEvent::Committed(offset) => Some(*offset),
+            _ => None,
+        })
+        .unwrap_or(0)
+}
+
+/// A cursor on a topic's log, with its committed offset in a state log
+/// when durable.
+#[derive(Debug)]
+pub(crate) struct LogSubscription {
+    topic: LogTopic,
+    name: Option<String>,
+    cursor: Cursor,
+    state: Option<Arc<StateLog>>,
+    committed: u64,
+    skipped_before_open: u64,
+    auto_commit: bool,
+}
+
+impl LogSubscription {
+    pub(crate) fn durable(topic: LogTopic, name: &str, start: StartAt) -> Result<LogSubscription> {
+        let (state, events) = topic.open_state(SUBSCRIPTIONS, name)?;
+        let log = &topic.inner.log;
+        let (committed, skipped) = if events.is_empty() {
+            let cursor = log.cursor(start.into())?;
+            (cursor.offset(), 0)
+        } else {
+            let committed = recovered_commit(&events);
+            (
+                committed.max(log.start_offset()),
+                log.start_offset().saturating_sub(committed),
+            )
+        };
+        if events.is_empty() {
+            state.write_snapshot(&StateEvent::Committed(committed))?;
+        }
+        topic.set_position(ConsumerId::Subscription(name.to_owned()), committed)?;
+        let cursor = log.cursor(Position::Offset(committed))?;
+        Ok(LogSubscription {
+            topic,
+            name: Some(name.to_owned()),
+            cursor,
+            state: Some(state),
+            committed,
+            skipped_before_open: skipped,
+            auto_commit: false,
+        })
+    }
+
+    pub(crate) fn ephemeral(topic: LogTopic, start: StartAt) -> Result<LogSubscription> {
+        let cursor = topic.inner.log.cursor(start.into())?;
+        let committed = cursor.offset();
+        Ok(LogSubscription {
+            topic,
+            name: None,
+            cursor,
+            state: None,
+            committed,
+            skipped_before_open: 0,
+            auto_commit: false,
+        })
+    }
+
+    pub(crate) fn set_auto_commit(&mut self, on: bool) {
+        self.auto_commit = on;
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.name.as_deref()
+    }
+
+    pub(crate) fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
+        self.auto_commit_now()?;
+        self.cursor.next_timeout(timeout)
+    }
+
+    pub(crate) fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
+        self.auto_commit_now()?;
+        self.cursor.next()
+    }
+
+    pub(crate) async fn recv_async(&mut self) -> Result<StoredRecord> {
+        loop {
+            if let Some(record) = self.try_recv()? {
+                return Ok(record);
+            }
+            let listener = self.topic.inner.log.activity().listen();
+            if let Some(record) = self.try_recv()? {
+                return Ok(record);
+            }
+            listener.await;
+        }
+    }
+
+    fn auto_commit_now(&mut self) -> Result<()> {
+        if self.auto_commit && self.cursor.offset() > self.committed {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        self.commit_offset(self.cursor.offset())
+    }
+
+    pub(crate) fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
+        if let (Some(state), Some(name)) = (&self.state, &self.name) {
+            state.write_snapshot(&StateEvent::Committed(next_offset))?;
+            self.topic
+                .set_position(ConsumerId::Subscription(name.clone()), next_offset)?;
+        }
+        self.committed = next_offset;
+        Ok(())
+    }
+
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    pub(crate) fn position(&self) -> u64 {
+        self.cursor.offset()
+    }
+
+    pub(crate) fn lag(&self) -> u64 {
+        self.topic.end_offset().saturating_sub(self.committed)
+    }
+
+    pub(crate) fn skipped(&self) -> u64 {
+        self.skipped_before_open + self.cursor.skipped()
+    }
+}

@@ -1,0 +1,247 @@
+//! The embedded topic: a named [`Log`] that publishers append to and that
+//! subscriptions and consumer groups read (the `Log` variant of
+//! [`crate::Topic`]).
+//!
+//! A topic also tracks the durable positions of its consumers (committed
+//! offsets of durable subscriptions, low watermarks of groups) so that the
+//! `Interest` and `WorkQueue` retention modes can drop what every consumer
+//! has passed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crate::bus::{BusInner, validate_name};
+use crate::error::Result;
+use crate::log::{Durability, Log};
+use crate::patterns::group_state::recovered_low_watermark;
+use crate::patterns::log_subscription::{LogSubscription, recovered_commit};
+use crate::patterns::queue::{Group, GroupInner, GroupOptions};
+use crate::patterns::subscription::StartAt;
+use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
+use crate::record::Record;
+use crate::state::StateLog;
+
+pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
+pub(crate) const GROUPS: &str = "groups";
+
+/// A topic stored in the bus directory. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct LogTopic {
+    pub(crate) inner: Arc<TopicInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct TopicInner {
+    pub(crate) bus: Arc<BusInner>,
+    pub(crate) name: String,
+    pub(crate) log: Log,
+    pub(crate) options: TopicOptions,
+    positions: Mutex<HashMap<ConsumerId, u64>>,
+    groups: Mutex<HashMap<String, Weak<GroupInner>>>,
+    state_logs: Mutex<Vec<Weak<StateLog>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl LogTopic {
+    pub(crate) fn open(bus: Arc<BusInner>, name: &str, options: TopicOptions) -> Result<LogTopic> {
+        let log = bus.open_log(&bus.topic_dir(name), options.log.clone())?;
+        let positions = Mutex::new(stored_positions(&bus, name, options.durability_mode())?);
+        let inner = TopicInner {
+            bus,
+            name: name.to_owned(),
+            log,
+            options,
+            positions,
+            groups: Mutex::new(HashMap::new()),
+            state_logs: Mutex::new(Vec::new()),
+        };
+        Ok(LogTopic {
+            inner: Arc::new(inner),
+        })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub(crate) fn publish(&self, record: &Record<'_>) -> Result<u64> {
+        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
+    }
+
+    /// One write (and one sync) for the whole batch.
+    pub(crate) fn publish_batch(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
+        self.inner.log.append_batch(records)
+    }
+
+    pub(crate) fn subscribe(&self, name: &str, start: StartAt) -> Result<LogSubscription> {
+        LogSubscription::durable(self.clone(), name, start)
+    }
+
+    pub(crate) fn subscribe_ephemeral(&self, start: StartAt) -> Result<LogSubscription> {
+        LogSubscription::ephemeral(self.clone(), start)
+    }
+
+    pub(crate) fn responder(&self, group: &str, options: GroupOptions) -> Result<crate::Responder> {
+        crate::Responder::open(self.inner.bus.clone(), self.name(), group, options)
+    }
+
+    /// The consumer group `name`, shared by every receiver that asks for it.
+    /// `options` apply when the group is first opened in this process.
+    pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
+        validate_name("group", name)?;
+        let mut groups = lock(&self.inner.groups);
+        if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
+            return Ok(Group { inner });
+        }
+        let group = Group::open(self.clone(), name, options)?;
+        groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
+        Ok(group)
+    }
+
+    pub(crate) fn end_offset(&self) -> u64 {
+        self.inner.log.end_offset()
+    }
+
+    pub(crate) fn start_offset(&self) -> u64 {
+        self.inner.log.start_offset()
+    }
+
+    /// Positions and counters from memory: the durable positions are
+    /// tracked as consumers commit, so this costs no I/O.
+    pub(crate) fn stats(&self) -> Result<TopicStats> {
+        let end_offset = self.end_offset();
+        let positions: Vec<(ConsumerId, u64)> = lock(&self.inner.positions)
+            .iter()
+            .map(|(id, p)| (id.clone(), *p))
+            .collect();
+        let open_groups: Vec<Group> = lock(&self.inner.groups)
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|inner| Group { inner })
+            .collect();
+        let mut consumers = Vec::with_capacity(positions.len());
+        for (id, committed) in positions {
+            let group = match &id {
+                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(Group::stats),
+                ConsumerId::Subscription(_) => None,
+            };
+            let lag = end_offset.saturating_sub(committed);
+            consumers.push(ConsumerStats {
+                id,
+                committed,
+                lag,
+                group: group.transpose()?,
+            });
+        }
+        consumers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(TopicStats {
+            name: self.inner.name.clone(),
+            start_offset: self.start_offset(),
+            end_offset,
+            sync: self.inner.log.sync_stats(),
+            consumers,
+        })
+    }
+
+    pub(crate) fn log(&self) -> &Log {
+        &self.inner.log
+    }
+
+    /// Closes the topic's log and the state logs of its open consumers.
+    pub(crate) fn close(&self) -> Result<()> {
+        let state_logs: Vec<Arc<StateLog>> = lock(&self.inner.state_logs)
+            .drain(..)
+            .filter_map(|w| w.upgrade())
+            .collect();
+        let mut result = Ok(());
+        for state in state_logs {
+            result = result.and(state.close());
+        }
+        result.and(self.inner.log.close())
+    }
+
+    /// Opens a consumer's state log, to be closed with the topic.
+    pub(crate) fn open_state(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<(Arc<StateLog>, Vec<crate::format::StateEvent>)> {
+        let bus = &self.inner.bus;
+        let dir = bus.state_dir(kind, self.name()).join(name);
+        let durability = self.inner.options.durability_mode();
+        let (state, events) = StateLog::open(&dir, durability, bus.storage().clone())?;
+        let state = Arc::new(state);
+        let mut logs = lock(&self.inner.state_logs);
+        logs.retain(|w| w.strong_count() > 0);
+        logs.push(Arc::downgrade(&state));
+        Ok((state, events))
+    }
+
+    /// Records a consumer's durable position and applies interest-based
+    /// retention.
+    pub(crate) fn set_position(&self, consumer: ConsumerId, position: u64) -> Result<()> {
+        let floor = {
+            let mut positions = lock(&self.inner.positions);
+            positions.insert(consumer, position);
+            retention_floor(self.inner.options.retention, &positions)
+        };
+        // Checked first without the writer lock: this runs for every ack.
+        if let Some(floor) = floor
+            && self.inner.log.has_segment_below(floor)
+        {
+            self.inner.log.truncate_before(floor)?;
+        }
+        Ok(())
+    }
+
+    /// Wakes every receiver waiting on this topic.
+    pub(crate) fn wake_waiters(&self) {
+        self.inner.log.activity().notify();
+    }
+}
+
+/// The offset below which retention may delete, if the mode has one.
+fn retention_floor(retention: Retention, positions: &HashMap<ConsumerId, u64>) -> Option<u64> {
+    let relevant = positions.iter().filter(|(id, _)| match retention {
+        Retention::Limits => false,
+        Retention::Interest => true,
+        Retention::WorkQueue => matches!(id, ConsumerId::Group(_)),
+    });
+    relevant.map(|(_, &p)| p).min()
+}
+
+/// Reads the durable positions of every consumer of `topic` stored on disk.
+fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Result<HashMap<ConsumerId, u64>> {
+    let mut positions = HashMap::new();
+    for (kind, make_id) in [
+        (
+            SUBSCRIPTIONS,
+            ConsumerId::Subscription as fn(String) -> ConsumerId,
+        ),
+        (GROUPS, ConsumerId::Group as fn(String) -> ConsumerId),
+    ] {
+        let dir = bus.state_dir(kind, topic);
+        let Ok(entries) = bus.storage().list(&dir) else {
+            continue;
+        };
+        for path in entries {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if validate_name(kind, name).is_err() {
+                continue;
+            }
+            let (state, events) = StateLog::open(&path, durability, bus.storage().clone())?;
+            let position = match kind {
+                SUBSCRIPTIONS => recovered_commit(&events),
+                _ => recovered_low_watermark(&events),
+            };
+            state.close()?;
+            positions.insert(make_id(name.to_owned()), position);
+        }
+    }
+    Ok(positions)
+}

@@ -1,0 +1,109 @@
+//! A `nats-server` per test: JetStream on a free loopback port with its
+//! store in a directory the caller owns, killed when dropped. Tests call
+//! [`have_nats_server`] first: without the binary they skip with a loud
+//! line on stderr, except under CI (`CI` set), where that is a failure.
+//! Shared by `tests/nats_spike.rs` and the backend-parameterized suites.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A nats-server process, killed on drop.
+pub struct Server {
+    pub name: String,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Server {
+    pub fn start(name: &str, store: &Path, cluster: Option<(u16, &[u16])>) -> Server {
+        let port = free_port();
+        let mut command = Command::new("nats-server");
+        command
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", name])
+            .arg("-sd")
+            .arg(store);
+        if let Some((cluster_port, peers)) = cluster {
+            let routes: Vec<String> = peers
+                .iter()
+                .map(|p| format!("nats-route://127.0.0.1:{p}"))
+                .collect();
+            command.args([
+                "--cluster_name",
+                "logbus",
+                "--cluster",
+                &format!("nats-route://127.0.0.1:{cluster_port}"),
+                "--routes",
+                &routes.join(","),
+            ]);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let server = Server {
+            name: name.to_owned(),
+            port,
+            child: Some(child),
+        };
+        server.wait_listening();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server {} did not listen",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// False (with a loud note) when nats-server is missing outside CI.
+pub fn have_nats_server() -> bool {
+    let found = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nats-server is not on PATH under CI: .ci/run must install it"
+        );
+        // Straight to stderr: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "=== NATS test SKIPPED: nats-server not on PATH (apt-get install -y nats-server) ==="
+        );
+    }
+    found
+}
