@@ -166,7 +166,7 @@ fn an_expired_lease_is_redelivered_and_progress_resets_the_lease() {
     let mut first = group.recv(TIMEOUT).unwrap().unwrap();
     let leased = Instant::now();
     std::thread::sleep(Duration::from_millis(700));
-    first.extend_lease().unwrap();
+    first.extend_lease(lease).unwrap();
     std::thread::sleep(Duration::from_millis(700));
     assert!(
         group.try_recv().unwrap().is_none(),

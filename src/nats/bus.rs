@@ -113,8 +113,8 @@ impl NatsBus {
         Ok(topic)
     }
 
-    pub(crate) fn queue(&self, _name: &str) -> Result<Group> {
-        Err(not_yet("Bus::queue (consumer groups)"))
+    pub(crate) fn queue(&self, name: &str) -> Result<Group> {
+        self.topic(name)?.group(name, GroupOptions::default())
     }
 
     pub(crate) fn requester(&self, _name: &str) -> Result<Requester> {

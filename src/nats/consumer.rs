@@ -2,6 +2,7 @@
 //! the lease, the client's backoff in a delayed nak, dead letters published
 //! by the client), and the one-message pull that subscriptions share.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,13 +15,10 @@ use super::codec::{millis, stored_record};
 use super::error::nats_error;
 use super::names::{group_consumer_name, stream_name, topic_subject};
 use crate::error::{Error, Result};
+use crate::format::Failure;
 use crate::log::now_ms;
-use crate::patterns::{
-    GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE,
-    HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, RetryPolicy, StartAt,
-    dead_letter_topic,
-};
-use crate::record::{Record, StoredRecord};
+use crate::patterns::{DeadLetter, GroupOptions, RetryPolicy, StartAt, dead_letter_topic};
+use crate::record::StoredRecord;
 
 /// Pull requests shorter than this are sent as no-wait fetches.
 pub(crate) const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
@@ -95,6 +93,22 @@ struct GroupShared {
     spec: GroupSpec,
     consumer: PullConsumer,
     rng: Mutex<fastrand::Rng>,
+    counters: GroupCounters,
+}
+
+/// What a group did in this process since it was opened (the counters of
+/// [`crate::GroupStats`]; the server keeps no such totals).
+#[derive(Debug, Default)]
+pub(crate) struct GroupCounters {
+    pub(crate) redeliveries: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+}
+
+impl GroupCounters {
+    fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A consumer group on JetStream: competing receivers of one durable pull
@@ -102,6 +116,21 @@ struct GroupShared {
 #[derive(Debug, Clone)]
 pub struct GroupConsumer {
     shared: Arc<GroupShared>,
+}
+
+/// Pulls up to `max` messages available now (a no-wait fetch).
+async fn pull_now(consumer: &PullConsumer, max: usize) -> Result<Vec<async_nats::jetstream::Message>> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .messages()
+        .await
+        .map_err(|e| nats_error("pull", e))?;
+    let mut messages = Vec::with_capacity(max);
+    while let Some(message) = batch.next().await {
+        messages.push(message.map_err(|e| nats_error("pull", e))?);
+    }
+    Ok(messages)
 }
 
 /// Pulls one message, waiting up to `wait` (no wait when `None` or short).
@@ -147,6 +176,7 @@ impl GroupConsumer {
                 spec,
                 consumer,
                 rng: Mutex::new(fastrand::Rng::new()),
+                counters: GroupCounters::default(),
             }),
         })
     }
@@ -181,6 +211,44 @@ impl GroupConsumer {
         }
     }
 
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.shared.group
+    }
+
+    /// Up to `max` deliveries, waiting up to `timeout` for the first: one
+    /// pull waiting for the first message, one no-wait fetch for the rest.
+    pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<NatsDelivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let Some(first) = self.recv(timeout)? else {
+            return Ok(Vec::new());
+        };
+        let mut batch = vec![first];
+        batch.extend(self.try_recv_batch(max - 1)?);
+        Ok(batch)
+    }
+
+    /// Up to `max` deliveries available now (one no-wait fetch; fewer if
+    /// some of them had to be dead-lettered instead).
+    pub fn try_recv_batch(&self, max: usize) -> Result<Vec<NatsDelivery>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let messages = self.shared.bus.block_on(pull_now(&self.shared.consumer, max))??;
+        let mut batch = Vec::with_capacity(messages.len());
+        for message in messages {
+            batch.extend(self.admit(message)?);
+        }
+        Ok(batch)
+    }
+
+    /// The group's counters in this process.
+    pub(crate) fn counters(&self) -> &GroupCounters {
+        &self.shared.counters
+    }
+
     fn admit(&self, message: async_nats::jetstream::Message) -> Result<Option<NatsDelivery>> {
         let info = message.info().map_err(|e| nats_error("message metadata", e))?;
         let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
@@ -199,6 +267,9 @@ impl GroupConsumer {
         if attempt > self.shared.spec.retry.max_attempts {
             delivery.dead_letter("attempts exhausted: the last lease expired")?;
             return Ok(None);
+        }
+        if attempt > 1 {
+            GroupCounters::count(&self.shared.counters.redeliveries);
         }
         Ok(Some(delivery))
     }
@@ -250,7 +321,10 @@ impl NatsDelivery {
 
     /// Completes the record.
     pub fn ack(self) -> Result<()> {
-        self.settle(AckKind::Ack)
+        let group = self.group.clone();
+        self.settle(AckKind::Ack)?;
+        GroupCounters::count(&group.counters.acked);
+        Ok(())
     }
 
     /// Fails this attempt: redelivered after the retry policy's backoff, or
@@ -276,9 +350,9 @@ impl NatsDelivery {
         self.dead_letter(reason)
     }
 
-    /// Resets the lease to a full AckWait from now (`+WPI`); the server
-    /// takes no duration, so `extend_lease(by)` can only be approximated.
-    pub fn extend_lease(&mut self) -> Result<()> {
+    /// Resets the lease to a full AckWait from now (`+WPI`), whatever `by`
+    /// is: the server takes no duration.
+    pub fn extend_lease(&mut self, _by: Duration) -> Result<()> {
         let message = self.message.as_ref().ok_or(Error::Closed)?;
         let bus = &self.group.bus;
         bus.block_on(async {
@@ -299,8 +373,9 @@ impl NatsDelivery {
     /// Publishes the dead letter to `<topic>.dlq` (with `Nats-Msg-Id`
     /// `<stream>:<group>:<sequence>`, so a repeat after a crash within the
     /// stream's duplicate window is dropped by the server), then terms the
-    /// original. Only the failure of this attempt is known: JetStream keeps
-    /// no reasons of earlier ones.
+    /// original. The headers are the embedded dead letter's, but only the
+    /// failure of this attempt is known: JetStream keeps no reasons of
+    /// earlier ones.
     fn dead_letter(self, reason: &str) -> Result<()> {
         let shared = self.group.clone();
         if shared.spec.dead_letter {
@@ -312,14 +387,24 @@ impl NatsDelivery {
                 shared.group,
                 self.record.offset() + 1
             );
-            let letter =
-                DeadLetterRecord::new(&shared.topic, &shared.group, &self.record, self.attempt, reason);
+            let failure = Failure {
+                at_ms: now_ms(),
+                reason: reason.to_owned(),
+            };
+            let letter = DeadLetter {
+                topic: &shared.topic,
+                group: &shared.group,
+                record: &self.record,
+                attempts: self.attempt,
+                failures: std::slice::from_ref(&failure),
+            };
+            let subject = topic_subject(&dlq);
             let (_offset, _duplicate) =
-                shared
-                    .bus
-                    .publish_to(topic_subject(&dlq), &letter.record(), Some(&id))?;
+                letter.publish_with(|record| shared.bus.publish_to(subject.clone(), record, Some(&id)))?;
         }
-        self.settle(AckKind::Term)
+        self.settle(AckKind::Term)?;
+        GroupCounters::count(&shared.counters.dead_lettered);
+        Ok(())
     }
 }
 
@@ -336,43 +421,5 @@ impl Drop for NatsDelivery {
         self.group.bus.spawn(async move {
             let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
         });
-    }
-}
-
-/// The owned parts of a dead letter: the record's key, value, timestamp and
-/// headers, plus the embedded DLQ's `logbus-*` headers.
-struct DeadLetterRecord<'a> {
-    source: &'a StoredRecord,
-    headers: Vec<(&'static str, String)>,
-}
-
-impl<'a> DeadLetterRecord<'a> {
-    fn new(topic: &str, group: &str, source: &'a StoredRecord, attempts: u32, reason: &str) -> Self {
-        let now = now_ms();
-        let headers = vec![
-            (HEADER_SOURCE_TOPIC, topic.to_owned()),
-            (HEADER_SOURCE_GROUP, group.to_owned()),
-            (HEADER_SOURCE_OFFSET, source.offset().to_string()),
-            (HEADER_ATTEMPTS, attempts.to_string()),
-            (HEADER_FAILURE, format!("{now} {reason}")),
-            (HEADER_FIRST_FAILURE, now.to_string()),
-            (HEADER_LAST_FAILURE, now.to_string()),
-            (HEADER_LAST_REASON, reason.to_owned()),
-        ];
-        DeadLetterRecord { source, headers }
-    }
-
-    fn record(&self) -> Record<'_> {
-        let added: Vec<&str> = self.headers.iter().map(|(n, _)| *n).collect();
-        let mut record = Record::new(self.source.value())
-            .key(self.source.key())
-            .timestamp(self.source.timestamp());
-        for (name, value) in self.source.headers().filter(|(n, _)| !added.contains(n)) {
-            record = record.header(name, value);
-        }
-        for (name, value) in &self.headers {
-            record = record.header(name, value.as_bytes());
-        }
-        record
     }
 }

@@ -5,9 +5,10 @@
 //! `docs/NATS.md` is the mapping and lists where the semantics differ from
 //! the embedded bus, `docs/NATS-SEAM.md` how the backend sits under the
 //! public types. Done so far: topics and publish-subscribe (`bus`,
-//! `topic`, `subscription`). Groups, request-reply, scatter-gather and
-//! dead letters return [`crate::Error::Backend`] ("not yet available") on
-//! a NATS bus.
+//! `topic`, `subscription`), consumer groups with dead letters (`group`
+//! over `consumer`). Request-reply, scatter-gather, redrive and
+//! `Group::recv_async` return [`crate::Error::Backend`] ("not yet
+//! available") on a NATS bus.
 //!
 //! The other modules are the spike's mechanisms, proven against a real
 //! `nats-server` (2.9.10, Debian's) by `tests/nats_spike.rs`: a blocking
@@ -24,6 +25,7 @@ mod client;
 mod codec;
 mod consumer;
 mod error;
+mod group;
 mod names;
 mod options;
 mod request;
@@ -34,6 +36,7 @@ pub(crate) use bus::NatsBus;
 pub use client::{ConsumerState, NatsClient, StreamSpec, StreamState};
 pub use codec::{HEADER_HEADER_ORDER, HEADER_KEY, HEADER_TIMESTAMP};
 pub use consumer::{GroupConsumer, GroupSpec, NatsDelivery};
+pub(crate) use group::NatsGroup;
 pub use names::{
     CORE_REQUEST_PREFIX, SUBJECT_PREFIX, core_request_subject, group_consumer_name, reply_subject,
     stream_name, subscription_consumer_name, topic_subject,

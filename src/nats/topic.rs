@@ -32,8 +32,10 @@ use super::bus::NatsShared;
 use super::client::{StreamSpec, StreamState};
 use super::codec::encode_headers;
 use super::error::{nats_error, not_yet};
+use super::group::NatsGroup;
 use super::names::{consumer_of_name, stream_name, subscription_consumer_name, topic_subject};
 use super::subscription::{NatsSubscription, committed_of};
+use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::{ConsumerId, ConsumerStats, Group, GroupOptions, Responder, StartAt, TopicStats};
@@ -199,8 +201,9 @@ impl NatsTopic {
         Err(not_yet("Topic::responder (request-reply)"))
     }
 
-    pub(crate) fn group(&self, _name: &str, _options: GroupOptions) -> Result<Group> {
-        Err(not_yet("Topic::group (consumer groups)"))
+    pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
+        validate_name("group", name)?;
+        Ok(NatsGroup::open(self.clone(), name, &options)?.into())
     }
 
     pub(crate) fn end_offset(&self) -> u64 {

@@ -95,25 +95,32 @@ impl DeadLetter<'_> {
         headers
     }
 
-    /// Appends the dead letter to `dlq` (durable per its durability). If
-    /// the failure headers make it too large for the dead-letter topic, it
-    /// is written with the last failure only, so that a record close to the
-    /// size limit still reaches the dead-letter topic.
+    /// Appends the dead letter to `dlq` (durable per its durability).
     pub(crate) fn append_to(&self, dlq: &LogTopic) -> Result<u64> {
-        match self.publish(dlq) {
+        self.publish_with(|record| dlq.publish(record))
+    }
+
+    /// Hands the dead letter, as a record, to `publish` (either backend's
+    /// append). If the failure headers make it too large for the
+    /// dead-letter topic, it is published again with the last failure only,
+    /// so that a record close to the size limit still gets there.
+    pub(crate) fn publish_with<T>(&self, publish: impl Fn(&Record<'_>) -> Result<T>) -> Result<T> {
+        match self.with_record(&publish) {
             Err(Error::RecordTooLarge { .. }) if self.failures.len() > 1 => {
                 let last = &self.failures[self.failures.len() - 1..];
                 DeadLetter {
                     failures: last,
                     ..*self
                 }
-                .publish(dlq)
+                .with_record(&publish)
             }
             result => result,
         }
     }
 
-    fn publish(&self, dlq: &LogTopic) -> Result<u64> {
+    /// The record's key, value, timestamp and own headers, plus the
+    /// dead-letter headers (replacing any it already had).
+    fn with_record<T>(&self, publish: impl Fn(&Record<'_>) -> Result<T>) -> Result<T> {
         let added = self.headers();
         let kept = self
             .record
@@ -127,7 +134,7 @@ impl DeadLetter<'_> {
         for (name, value) in &added {
             record = record.header(name, value);
         }
-        dlq.publish(&record)
+        publish(&record)
     }
 }
 

@@ -14,8 +14,9 @@ use crate::bus::{BusInner, validate_name};
 use crate::error::Result;
 use crate::log::{Durability, Log};
 use crate::patterns::group_state::recovered_low_watermark;
+use crate::patterns::log_group::{GroupInner, LogGroup};
 use crate::patterns::log_subscription::{LogSubscription, recovered_commit};
-use crate::patterns::queue::{Group, GroupInner, GroupOptions};
+use crate::patterns::queue::{Group, GroupOptions};
 use crate::patterns::subscription::StartAt;
 use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
@@ -94,11 +95,11 @@ impl LogTopic {
         validate_name("group", name)?;
         let mut groups = lock(&self.inner.groups);
         if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
-            return Ok(Group { inner });
+            return Ok(LogGroup { inner }.into());
         }
-        let group = Group::open(self.clone(), name, options)?;
+        let group = LogGroup::open(self.clone(), name, options)?;
         groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
-        Ok(group)
+        Ok(group.into())
     }
 
     pub(crate) fn end_offset(&self) -> u64 {
@@ -117,15 +118,15 @@ impl LogTopic {
             .iter()
             .map(|(id, p)| (id.clone(), *p))
             .collect();
-        let open_groups: Vec<Group> = lock(&self.inner.groups)
+        let open_groups: Vec<LogGroup> = lock(&self.inner.groups)
             .values()
             .filter_map(Weak::upgrade)
-            .map(|inner| Group { inner })
+            .map(|inner| LogGroup { inner })
             .collect();
         let mut consumers = Vec::with_capacity(positions.len());
         for (id, committed) in positions {
             let group = match &id {
-                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(Group::stats),
+                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(LogGroup::stats),
                 ConsumerId::Subscription(_) => None,
             };
             let lag = end_offset.saturating_sub(committed);

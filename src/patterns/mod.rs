@@ -4,6 +4,7 @@
 
 mod dead_letter;
 mod group_state;
+mod log_group;
 mod log_subscription;
 mod log_topic;
 mod queue;
@@ -14,6 +15,8 @@ mod subscription;
 mod topic;
 mod wakeup;
 
+#[cfg(feature = "nats")]
+pub(crate) use dead_letter::DeadLetter;
 pub(crate) use dead_letter::redrive;
 pub use dead_letter::{
     HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,

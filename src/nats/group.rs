@@ -1,0 +1,100 @@
+//! The NATS consumer group (the `Nats` variant of [`crate::Group`]): the
+//! spike's [`GroupConsumer`] (a durable pull consumer shared by every
+//! receiver: AckWait is the lease, MaxDeliver `max_attempts + 1`, the
+//! retry backoff sent as the delay of a nak) on a topic of a NATS bus.
+//!
+//! Invariants:
+//! - every receive fails with [`crate::Error::Closed`] once this process
+//!   closed the bus, before any request to the server;
+//! - the server holds the group's state (ack floor, pending and leased
+//!   messages); [`NatsGroup::stats`] asks it, and only the counters
+//!   (acked, redelivered, dead-lettered) are this process's own.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::consumer::{GroupConsumer, GroupSpec, NatsDelivery};
+use super::error::not_yet;
+use super::topic::NatsTopic;
+use crate::error::Result;
+use crate::log::now_ms;
+use crate::patterns::{GroupOptions, GroupStats};
+
+/// A consumer group on JetStream. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsGroup {
+    topic: NatsTopic,
+    consumer: GroupConsumer,
+}
+
+impl NatsGroup {
+    /// Opens (creating if needed) the group `name` on `topic`; an existing
+    /// consumer keeps the configuration it was created with.
+    pub(crate) fn open(topic: NatsTopic, name: &str, options: &GroupOptions) -> Result<NatsGroup> {
+        options.validate()?;
+        let bus = &topic.shared().bus;
+        bus.check_open()?;
+        let spec = GroupSpec::from_group_options(options);
+        let consumer = GroupConsumer::open(&bus.client, topic.name(), name, spec)?;
+        Ok(NatsGroup { topic, consumer })
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.consumer.name()
+    }
+
+    pub(crate) fn recv(&self, timeout: Duration) -> Result<Option<NatsDelivery>> {
+        self.topic.shared().bus.check_open()?;
+        self.consumer.recv(timeout)
+    }
+
+    pub(crate) fn try_recv(&self) -> Result<Option<NatsDelivery>> {
+        self.topic.shared().bus.check_open()?;
+        self.consumer.try_recv()
+    }
+
+    pub(crate) fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<NatsDelivery>> {
+        self.topic.shared().bus.check_open()?;
+        self.consumer.recv_batch(max, timeout)
+    }
+
+    pub(crate) fn try_recv_batch(&self, max: usize) -> Result<Vec<NatsDelivery>> {
+        self.topic.shared().bus.check_open()?;
+        self.consumer.try_recv_batch(max)
+    }
+
+    pub(crate) async fn recv_async(&self) -> Result<NatsDelivery> {
+        Err(not_yet("Group::recv_async"))
+    }
+
+    /// The consumer's positions (one request), the age of the oldest
+    /// unsettled record (one more, when there is one) and this process's
+    /// counters. Records nacked with a delay are still leased on the
+    /// server: they count in `in_flight`, and `waiting` is 0.
+    pub(crate) fn stats(&self) -> Result<GroupStats> {
+        let shared = self.topic.shared();
+        shared.bus.check_open()?;
+        let state = self.consumer.state()?;
+        shared.note_end(state.delivered + state.pending);
+        let end_offset = shared.end_offset();
+        let low_watermark = state.ack_floor;
+        let oldest = match low_watermark < end_offset {
+            true => shared.bus.client.read(self.topic.name(), low_watermark)?,
+            false => None,
+        };
+        let oldest_unacked_age =
+            oldest.map(|r| Duration::from_millis(now_ms().saturating_sub(r.timestamp()).max(0) as u64));
+        let counters = self.consumer.counters();
+        Ok(GroupStats {
+            end_offset,
+            low_watermark,
+            lag: end_offset.saturating_sub(low_watermark),
+            in_flight: state.ack_pending,
+            waiting: 0,
+            oldest_unacked_age,
+            redeliveries: counters.redeliveries.load(Ordering::Relaxed),
+            acked: counters.acked.load(Ordering::Relaxed),
+            dead_lettered: counters.dead_lettered.load(Ordering::Relaxed),
+        })
+    }
+}
