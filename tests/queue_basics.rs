@@ -1,14 +1,25 @@
-//! Consumer groups, pub/sub and dead letters on the real file system: the
-//! everyday contract of the pattern layer.
+//! Consumer groups, pub/sub and dead letters on every backend (the
+//! embedded log on the real file system, and NATS JetStream with
+//! `--features nats`): the everyday contract of the pattern layer. Where
+//! JetStream differs (docs/NATS.md, "Where JetStream differs"), the test
+//! asserts what both guarantee and says how they differ in a `match` on
+//! the backend; the one test that needs `Bus::redrive` (not yet on NATS)
+//! runs on the embedded bus only.
+
+#[macro_use]
+mod common;
 
 use std::time::Duration;
 
+use common::TestBackend;
 use logbus::{
     Backoff, Bus, BusOptions, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
+    HEADER_LAST_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
+    StoredRecord,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
+const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn quick_retry(max_attempts: u32) -> GroupOptions {
     GroupOptions {
@@ -21,124 +32,330 @@ fn quick_retry(max_attempts: u32) -> GroupOptions {
     }
 }
 
-/// A bus with ten records on topic `jobs` and a group on it (kept alive by
-/// the returned directory and bus).
-fn ten_jobs() -> (tempfile::TempDir, Bus, Group) {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+/// A bus with ten records on topic `jobs` and a group on it.
+fn ten_jobs(backend: &TestBackend) -> (Bus, Group) {
+    let bus = backend.open();
     let topic = bus.topic("jobs").unwrap();
     for i in 0..10 {
         topic.publish(&Record::new(&format!("job {i}"))).unwrap();
     }
     let group = topic.group("workers", quick_retry(3)).unwrap();
-    (dir, bus, group)
+    (bus, group)
 }
 
-#[test]
-fn queue_delivers_each_record_once_and_ack_completes_it() {
-    let (_dir, _bus, group) = ten_jobs();
-    let mut seen = Vec::new();
-    while let Some(delivery) = group.try_recv().unwrap() {
-        assert_eq!(delivery.attempt(), 1);
-        seen.push(delivery.record().offset());
-        delivery.ack().unwrap();
+/// The first record of the dead-letter topic `dlq`.
+fn first_dead_letter(bus: &Bus, dlq: &str) -> StoredRecord {
+    let topic = bus.topic(dlq).unwrap();
+    let mut reader = topic.subscribe_ephemeral(StartAt::Earliest).unwrap();
+    let dead = reader.recv(TIMEOUT).unwrap().expect("a dead letter");
+    assert_eq!(dead.offset(), 0);
+    dead
+}
+
+/// How many failures a dead letter lists: every attempt's embedded, only
+/// the last one's on NATS (JetStream keeps no reasons of earlier attempts).
+fn failures_listed(backend: &TestBackend, attempts: usize) -> usize {
+    match backend {
+        TestBackend::Embedded { .. } => attempts,
+        #[cfg(feature = "nats")]
+        TestBackend::Nats { .. } => 1,
     }
-    assert_eq!(seen, (0..10).collect::<Vec<_>>());
-    assert_eq!(group.stats().unwrap().low_watermark, 10);
 }
 
-#[test]
-fn nacked_record_is_redelivered_with_a_higher_attempt_then_dead_lettered() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("orders").unwrap();
-    topic
-        .publish(&Record::new(b"poison").key(b"k").header("trace", b"7"))
-        .unwrap();
-    let group = topic.group("g", quick_retry(3)).unwrap();
-    for attempt in 1..=3 {
-        let delivery = group.recv(Duration::from_secs(5)).unwrap().unwrap();
-        assert_eq!(delivery.attempt(), attempt);
-        delivery.nack(&format!("failure {attempt}")).unwrap();
+backend_tests! {
+    fn queue_delivers_each_record_once_and_ack_completes_it(backend: &TestBackend) {
+        let (_bus, group) = ten_jobs(backend);
+        let mut seen = Vec::new();
+        while let Some(delivery) = group.try_recv().unwrap() {
+            assert_eq!(delivery.attempt(), 1);
+            seen.push(delivery.record().offset());
+            delivery.ack().unwrap();
+        }
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        assert_eq!(group.stats().unwrap().low_watermark, 10);
     }
-    assert!(group.recv(SHORT).unwrap().is_none());
-    let dlq = bus.topic("orders.dlq").unwrap();
-    let dead = dlq.log().expect("embedded topic").read(0).unwrap().unwrap();
-    assert_eq!(dead.value(), b"poison");
-    assert_eq!(dead.key(), b"k");
-    assert_eq!(dead.header("trace"), Some(&b"7"[..]));
-    assert_eq!(dead.header(HEADER_SOURCE_TOPIC), Some(&b"orders"[..]));
-    assert_eq!(dead.header(HEADER_SOURCE_OFFSET), Some(&b"0"[..]));
-    assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
-    assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
-    assert_eq!(group.stats().unwrap().dead_lettered, 1);
-}
 
-#[test]
-fn backoff_hides_a_nacked_record_until_it_passes() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("t").unwrap();
-    topic.publish(&Record::new(b"x")).unwrap();
-    let group = topic
-        .group(
-            "g",
-            GroupOptions {
-                retry: RetryPolicy {
-                    max_attempts: 5,
-                    backoff: Backoff::Fixed(Duration::from_millis(300)),
+    fn nacked_record_is_redelivered_with_a_higher_attempt_then_dead_lettered(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("orders").unwrap();
+        topic
+            .publish(&Record::new(b"poison").key(b"k").header("trace", b"7"))
+            .unwrap();
+        let group = topic.group("g", quick_retry(3)).unwrap();
+        for attempt in 1..=3 {
+            let delivery = group.recv(TIMEOUT).unwrap().unwrap();
+            assert_eq!(delivery.attempt(), attempt);
+            delivery.nack(&format!("failure {attempt}")).unwrap();
+        }
+        assert!(group.recv(SHORT).unwrap().is_none());
+        let dead = first_dead_letter(&bus, "orders.dlq");
+        assert_eq!(dead.value(), b"poison");
+        assert_eq!(dead.key(), b"k");
+        assert_eq!(dead.header("trace"), Some(&b"7"[..]));
+        assert_eq!(dead.header(HEADER_SOURCE_TOPIC), Some(&b"orders"[..]));
+        assert_eq!(dead.header(HEADER_SOURCE_OFFSET), Some(&b"0"[..]));
+        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
+        assert_eq!(dead.header(HEADER_LAST_REASON), Some(&b"failure 3"[..]));
+        assert_eq!(
+            dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(),
+            failures_listed(backend, 3)
+        );
+        assert_eq!(group.stats().unwrap().dead_lettered, 1);
+    }
+
+    fn backoff_hides_a_nacked_record_until_it_passes(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        topic.publish(&Record::new(b"x")).unwrap();
+        let group = topic
+            .group(
+                "g",
+                GroupOptions {
+                    retry: RetryPolicy {
+                        max_attempts: 5,
+                        backoff: Backoff::Fixed(Duration::from_millis(300)),
+                    },
+                    ..GroupOptions::default()
                 },
-                ..GroupOptions::default()
-            },
-        )
-        .unwrap();
-    group.try_recv().unwrap().unwrap().nack("later").unwrap();
-    assert!(group.try_recv().unwrap().is_none());
-    let started = std::time::Instant::now();
-    let again = group.recv(Duration::from_secs(5)).unwrap().unwrap();
-    assert!(started.elapsed() >= Duration::from_millis(250));
-    assert_eq!(again.attempt(), 2);
-}
+            )
+            .unwrap();
+        group.try_recv().unwrap().unwrap().nack("later").unwrap();
+        assert!(group.try_recv().unwrap().is_none());
+        let started = std::time::Instant::now();
+        let again = group.recv(TIMEOUT).unwrap().unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(250));
+        assert_eq!(again.attempt(), 2);
+    }
 
-#[test]
-fn dropped_delivery_is_released_and_expired_lease_redelivers() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("t").unwrap();
-    topic.publish(&Record::new(b"x")).unwrap();
-    let options = GroupOptions {
-        lease: Duration::from_millis(100),
-        ..quick_retry(10)
-    };
-    let group = topic.group("g", options).unwrap();
-    drop(group.try_recv().unwrap().unwrap());
-    let second = group.recv(Duration::from_secs(5)).unwrap().unwrap();
-    assert_eq!(second.attempt(), 2);
-    let third = group.recv(Duration::from_secs(5)).unwrap().unwrap();
-    assert_eq!(third.attempt(), 3);
-    assert!(matches!(second.ack(), Err(Error::LeaseExpired { offset: 0 })));
-    third.ack().unwrap();
+    fn dropped_delivery_is_released_and_expired_lease_redelivers(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        topic.publish(&Record::new(b"x")).unwrap();
+        let options = GroupOptions {
+            lease: Duration::from_millis(100),
+            ..quick_retry(10)
+        };
+        let group = topic.group("g", options).unwrap();
+        drop(group.try_recv().unwrap().unwrap());
+        let second = group.recv(TIMEOUT).unwrap().unwrap();
+        assert_eq!(second.attempt(), 2);
+        let third = group.recv(TIMEOUT).unwrap().unwrap();
+        assert_eq!(third.attempt(), 3);
+        match backend {
+            TestBackend::Embedded { .. } => {
+                assert!(matches!(second.ack(), Err(Error::LeaseExpired { offset: 0 })));
+            }
+            // The server takes a late ack without saying it came too late
+            // (docs/NATS.md): the record is settled all the same.
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => second.ack().unwrap(),
+        }
+        third.ack().unwrap();
+        assert!(group.recv(Duration::from_millis(300)).unwrap().is_none());
+    }
+
+    fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries(backend: &TestBackend) {
+        let got = deliveries_after_a_restart(backend, |group| {
+            group.try_recv().unwrap().unwrap().ack().unwrap();
+            std::mem::forget(group.try_recv().unwrap().unwrap());
+        });
+        assert_eq!(got, vec![(1, 2), (2, 1), (3, 1), (4, 1)]);
+    }
+
+    fn receive_batch_hands_out_up_to_max_and_each_delivery_settles_on_its_own(backend: &TestBackend) {
+        let (_bus, group) = ten_jobs(backend);
+        assert!(group.try_recv_batch(0).unwrap().is_empty());
+        let mut first = group.try_recv_batch(4).unwrap();
+        let offsets: Vec<u64> = first.iter().map(|d| d.record().offset()).collect();
+        assert_eq!(offsets, vec![0, 1, 2, 3]);
+        assert!(first.iter().all(|d| d.attempt() == 1));
+        // Settled one by one: two acks, a nack and a drop.
+        drop(first.pop());
+        first.pop().unwrap().nack("try again").unwrap();
+        for delivery in first {
+            delivery.ack().unwrap();
+        }
+        let rest = match backend {
+            // The failed two come back first (attempt 2), then the new
+            // records, all in one batch.
+            TestBackend::Embedded { .. } => {
+                let rest = group.recv_batch(100, TIMEOUT).unwrap();
+                let got: Vec<(u64, u32)> = rest.iter().map(|d| (d.record().offset(), d.attempt())).collect();
+                let mut redelivered = got[..2].to_vec();
+                redelivered.sort();
+                assert_eq!(redelivered, vec![(2, 2), (3, 2)]);
+                assert_eq!(got[2..], (4..10).map(|o| (o, 1)).collect::<Vec<_>>());
+                rest
+            }
+            // The drop's nak is sent in the background, so it may reach the
+            // server after the next pull: the records come back, but not
+            // necessarily first nor in one batch (docs/NATS.md).
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => {
+                let mut rest = Vec::new();
+                while rest.len() < 8 {
+                    rest.extend(group.recv_batch(100, TIMEOUT).unwrap());
+                }
+                let mut got: Vec<(u64, u32)> = rest.iter().map(|d| (d.record().offset(), d.attempt())).collect();
+                got.sort();
+                let expected: Vec<(u64, u32)> = [(2, 2), (3, 2)].into_iter().chain((4..10).map(|o| (o, 1))).collect();
+                assert_eq!(got, expected);
+                rest
+            }
+        };
+        for delivery in rest {
+            delivery.ack().unwrap();
+        }
+        assert!(group.recv_batch(5, SHORT).unwrap().is_empty());
+        assert_eq!(group.stats().unwrap().low_watermark, 10);
+    }
+
+    fn a_batch_counts_every_attempt_before_hand_out_so_a_restart_redelivers_it(backend: &TestBackend) {
+        let got = deliveries_after_a_restart(backend, |group| {
+            let batch = group.try_recv_batch(3).unwrap();
+            assert_eq!(batch.len(), 3);
+            // Never settled, as if the process died while handling them.
+            std::mem::forget(batch);
+        });
+        assert_eq!(got, vec![(0, 2), (1, 2), (2, 2), (3, 1), (4, 1)]);
+    }
+
+    fn reject_sends_straight_to_the_dead_letter_topic_with_its_reason(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        topic.publish(&Record::new(b"bad")).unwrap();
+        let group = topic.group("g", quick_retry(5)).unwrap();
+        group.try_recv().unwrap().unwrap().reject("malformed").unwrap();
+        assert!(group.try_recv().unwrap().is_none());
+        assert_eq!(bus.topic("t.dlq").unwrap().end_offset(), 1);
+        let dead = first_dead_letter(&bus, "t.dlq");
+        assert_eq!(dead.value(), b"bad");
+        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"1"[..]));
+        assert_eq!(dead.header(HEADER_LAST_REASON), Some(&b"malformed"[..]));
+        assert_eq!(group.stats().unwrap().dead_lettered, 1);
+    }
+
+    fn durable_subscriptions_resume_from_their_commit_and_ephemeral_ones_start_fresh(backend: &TestBackend) {
+        {
+            let bus = backend.open();
+            let topic = bus.topic("news").unwrap();
+            for i in 0..10 {
+                topic.publish(&Record::new(&format!("{i}"))).unwrap();
+            }
+            let mut sub = topic.subscribe("reader", StartAt::Earliest).unwrap();
+            for i in 0..4 {
+                assert_eq!(sub.recv(TIMEOUT).unwrap().unwrap().offset(), i);
+            }
+            sub.commit().unwrap();
+            assert_eq!(sub.lag(), 6);
+            let mut latest = topic.subscribe("tail", StartAt::Latest).unwrap();
+            assert!(latest.try_recv().unwrap().is_none());
+            bus.close().unwrap();
+        }
+        let bus = backend.open();
+        let topic = bus.topic("news").unwrap();
+        let mut sub = topic.subscribe("reader", StartAt::Latest).unwrap();
+        assert_eq!(sub.try_recv().unwrap().unwrap().offset(), 4);
+        let mut tail = topic.subscribe("tail", StartAt::Earliest).unwrap();
+        assert!(tail.try_recv().unwrap().is_none());
+        let mut eph = topic.subscribe_ephemeral(StartAt::Offset(8)).unwrap();
+        assert_eq!(eph.try_recv().unwrap().unwrap().offset(), 8);
+    }
+
+    fn bad_names_are_refused_with_a_clear_error(backend: &TestBackend) {
+        let bus = backend.open();
+        for bad in [
+            "",
+            "a/b",
+            "a\\b",
+            "..",
+            "../x",
+            ".hidden",
+            "nul\0",
+            &"x".repeat(201),
+        ] {
+            assert!(
+                matches!(bus.topic(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
+        let topic = bus.topic("ok.name-1_2").unwrap();
+        assert!(topic.group("a/b", GroupOptions::default()).is_err());
+        assert!(topic.subscribe("..", StartAt::Earliest).is_err());
+    }
+
+    fn receive_on_a_closed_bus_fails_with_closed(backend: &TestBackend) {
+        let bus = backend.open();
+        let group = bus.queue("q").unwrap();
+        bus.close().unwrap();
+        assert!(matches!(group.try_recv(), Err(Error::Closed)));
+        assert!(matches!(bus.topic("q"), Err(Error::Closed)));
+    }
+
+    /// Embedded, reopening also shows the directory lock was released.
+    fn dropping_the_last_bus_handle_closes_it_and_releases_the_lock(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        let group = topic.group("g", GroupOptions::default()).unwrap();
+        topic.publish(&Record::new(b"x")).unwrap();
+        drop(bus);
+        assert!(matches!(group.try_recv(), Err(Error::Closed)));
+        let bus = backend.open();
+        assert_eq!(bus.topic("t").unwrap().end_offset(), 1);
+    }
+
+    fn a_record_at_the_size_limit_still_reaches_the_dead_letter_topic_with_its_failures(backend: &TestBackend) {
+        let bus = backend.open();
+        let options = logbus::TopicOptions::default().max_record_bytes(4096);
+        let topic = bus.topic_with("big", options).unwrap();
+        let value = vec![b'x'; 4000];
+        topic.publish(&Record::new(&value)).unwrap();
+        let group = topic.group("g", quick_retry(3)).unwrap();
+        let reason = "r".repeat(900);
+        for _ in 0..3 {
+            group.try_recv().unwrap().unwrap().nack(&reason).unwrap();
+        }
+        assert!(group.try_recv().unwrap().is_none());
+        assert_eq!(group.stats().unwrap().low_watermark, 1);
+        let dead = first_dead_letter(&bus, "big.dlq");
+        assert_eq!(dead.value(), &value[..]);
+        assert_eq!(
+            dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(),
+            failures_listed(backend, 3)
+        );
+    }
 }
 
 /// Publishes five records, lets `before` work on the group, closes the bus
 /// (unsettled deliveries stay unsettled, as if the process had died), then
 /// reopens it and drains the group: the `(offset, attempt)` of every
 /// delivery, sorted.
-fn deliveries_after_a_restart(before: impl FnOnce(&Group)) -> Vec<(u64, u32)> {
-    let dir = tempfile::tempdir().unwrap();
+fn deliveries_after_a_restart(backend: &TestBackend, before: impl FnOnce(&Group)) -> Vec<(u64, u32)> {
+    let options = GroupOptions {
+        lease: Duration::from_secs(1),
+        ..quick_retry(5)
+    };
     {
-        let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+        let bus = backend.open();
         let topic = bus.topic("t").unwrap();
         for i in 0..5 {
             topic.publish(&Record::new(&format!("{i}"))).unwrap();
         }
-        before(&topic.group("g", quick_retry(5)).unwrap());
+        before(&topic.group("g", options.clone()).unwrap());
         bus.close().unwrap();
     }
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let group = bus.topic("t").unwrap().group("g", quick_retry(5)).unwrap();
+    // Embedded, reopening the group releases what was unsettled at once
+    // (the receiver's process is known to be gone); the server redelivers
+    // it only when its lease runs out.
+    let wait = match backend {
+        TestBackend::Embedded { .. } => Duration::ZERO,
+        #[cfg(feature = "nats")]
+        TestBackend::Nats { .. } => options.lease * 3,
+    };
+    let bus = backend.open();
+    let group = bus.topic("t").unwrap().group("g", options).unwrap();
     let mut got = Vec::new();
-    while let Some(d) = group.try_recv().unwrap() {
+    while let Some(d) = group.recv(wait).unwrap() {
         got.push((d.record().offset(), d.attempt()));
         d.ack().unwrap();
     }
@@ -146,54 +363,8 @@ fn deliveries_after_a_restart(before: impl FnOnce(&Group)) -> Vec<(u64, u32)> {
     got
 }
 
-#[test]
-fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries() {
-    let got = deliveries_after_a_restart(|group| {
-        group.try_recv().unwrap().unwrap().ack().unwrap();
-        std::mem::forget(group.try_recv().unwrap().unwrap());
-    });
-    assert_eq!(got, vec![(1, 2), (2, 1), (3, 1), (4, 1)]);
-}
-
-#[test]
-fn receive_batch_hands_out_up_to_max_and_each_delivery_settles_on_its_own() {
-    let (_dir, _bus, group) = ten_jobs();
-    assert!(group.try_recv_batch(0).unwrap().is_empty());
-    let mut first = group.try_recv_batch(4).unwrap();
-    let offsets: Vec<u64> = first.iter().map(|d| d.record().offset()).collect();
-    assert_eq!(offsets, vec![0, 1, 2, 3]);
-    assert!(first.iter().all(|d| d.attempt() == 1));
-    // Settled one by one: two acks, a nack and a drop.
-    drop(first.pop());
-    first.pop().unwrap().nack("try again").unwrap();
-    for delivery in first {
-        delivery.ack().unwrap();
-    }
-    // The failed two come back first (attempt 2), then the new records.
-    let rest = group.recv_batch(100, Duration::from_secs(5)).unwrap();
-    let got: Vec<(u64, u32)> = rest.iter().map(|d| (d.record().offset(), d.attempt())).collect();
-    let mut redelivered = got[..2].to_vec();
-    redelivered.sort();
-    assert_eq!(redelivered, vec![(2, 2), (3, 2)]);
-    assert_eq!(got[2..], (4..10).map(|o| (o, 1)).collect::<Vec<_>>());
-    for delivery in rest {
-        delivery.ack().unwrap();
-    }
-    assert!(group.recv_batch(5, SHORT).unwrap().is_empty());
-    assert_eq!(group.stats().unwrap().low_watermark, 10);
-}
-
-#[test]
-fn a_batch_counts_every_attempt_before_hand_out_so_a_restart_redelivers_it() {
-    let got = deliveries_after_a_restart(|group| {
-        let batch = group.try_recv_batch(3).unwrap();
-        assert_eq!(batch.len(), 3);
-        // Never settled, as if the process died while handling them.
-        std::mem::forget(batch);
-    });
-    assert_eq!(got, vec![(0, 2), (1, 2), (2, 2), (3, 1), (4, 1)]);
-}
-
+/// Embedded only: `Bus::redrive` is not yet available on NATS (issue 7,
+/// a later slice); the reject half runs on both backends above.
 #[test]
 fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
     let dir = tempfile::tempdir().unwrap();
@@ -213,107 +384,4 @@ fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
         Some(&b"1"[..])
     );
     assert_eq!(again.attempt(), 1);
-}
-
-#[test]
-fn durable_subscriptions_resume_from_their_commit_and_ephemeral_ones_start_fresh() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-        let topic = bus.topic("news").unwrap();
-        for i in 0..10 {
-            topic.publish(&Record::new(&format!("{i}"))).unwrap();
-        }
-        let mut sub = topic.subscribe("reader", StartAt::Earliest).unwrap();
-        for i in 0..4 {
-            assert_eq!(sub.recv(SHORT).unwrap().unwrap().offset(), i);
-        }
-        sub.commit().unwrap();
-        assert_eq!(sub.lag(), 6);
-        let mut latest = topic.subscribe("tail", StartAt::Latest).unwrap();
-        assert!(latest.try_recv().unwrap().is_none());
-        bus.close().unwrap();
-    }
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("news").unwrap();
-    let mut sub = topic.subscribe("reader", StartAt::Latest).unwrap();
-    assert_eq!(sub.try_recv().unwrap().unwrap().offset(), 4);
-    let mut tail = topic.subscribe("tail", StartAt::Earliest).unwrap();
-    assert!(tail.try_recv().unwrap().is_none());
-    let mut eph = topic.subscribe_ephemeral(StartAt::Offset(8)).unwrap();
-    assert_eq!(eph.try_recv().unwrap().unwrap().offset(), 8);
-}
-
-#[test]
-fn bad_names_are_refused_with_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    for bad in [
-        "",
-        "a/b",
-        "a\\b",
-        "..",
-        "../x",
-        ".hidden",
-        "nul\0",
-        &"x".repeat(201),
-    ] {
-        assert!(
-            matches!(bus.topic(bad), Err(Error::InvalidArgument(_))),
-            "{bad:?}"
-        );
-    }
-    let topic = bus.topic("ok.name-1_2").unwrap();
-    assert!(topic.group("a/b", GroupOptions::default()).is_err());
-    assert!(topic.subscribe("..", StartAt::Earliest).is_err());
-}
-
-#[test]
-fn receive_on_a_closed_bus_fails_with_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let group = bus.queue("q").unwrap();
-    bus.close().unwrap();
-    assert!(matches!(group.try_recv(), Err(Error::Closed)));
-    assert!(matches!(bus.topic("q"), Err(Error::Closed)));
-}
-
-#[test]
-fn dropping_the_last_bus_handle_closes_it_and_releases_the_lock() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("t").unwrap();
-    let group = topic.group("g", GroupOptions::default()).unwrap();
-    topic.publish(&Record::new(b"x")).unwrap();
-    drop(bus);
-    assert!(matches!(group.try_recv(), Err(Error::Closed)));
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    assert_eq!(bus.topic("t").unwrap().end_offset(), 1);
-}
-
-#[test]
-fn a_record_at_the_size_limit_still_reaches_the_dead_letter_topic_with_its_failures() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let options = logbus::TopicOptions::default().max_record_bytes(4096);
-    let topic = bus.topic_with("big", options).unwrap();
-    let value = vec![b'x'; 4000];
-    topic.publish(&Record::new(&value)).unwrap();
-    let group = topic.group("g", quick_retry(3)).unwrap();
-    let reason = "r".repeat(900);
-    for _ in 0..3 {
-        group.try_recv().unwrap().unwrap().nack(&reason).unwrap();
-    }
-    assert!(group.try_recv().unwrap().is_none());
-    assert_eq!(group.stats().unwrap().low_watermark, 1);
-    let dead = bus
-        .topic("big.dlq")
-        .unwrap()
-        .log()
-        .expect("embedded topic")
-        .read(0)
-        .unwrap()
-        .unwrap();
-    assert_eq!(dead.value(), &value[..]);
-    assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
 }
