@@ -9,6 +9,9 @@
 #[macro_use]
 mod common;
 
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::TestBackend;
@@ -41,6 +44,25 @@ fn ten_jobs(backend: &TestBackend) -> (Bus, Group) {
     }
     let group = topic.group("workers", quick_retry(3)).unwrap();
     (bus, group)
+}
+
+/// Polls `future` once.
+fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+    let mut context = Context::from_waker(Waker::noop());
+    pin!(future).poll(&mut context)
+}
+
+/// Runs `future` to completion on this thread, polling every millisecond
+/// (no executor: `recv_async` must not need one).
+fn poll_until_ready<F: Future>(future: F) -> F::Output {
+    let mut context = Context::from_waker(Waker::noop());
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// The first record of the dead-letter topic `dlq`.
@@ -152,6 +174,35 @@ backend_tests! {
         }
         third.ack().unwrap();
         assert!(group.recv(Duration::from_millis(300)).unwrap().is_none());
+    }
+
+    fn receive_async_waits_for_a_record_and_a_cancelled_one_loses_none(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        let group = topic.group("g", quick_retry(5)).unwrap();
+        assert!(poll_once(group.recv_async()).is_pending(), "nothing published yet");
+        topic.publish(&Record::new(b"x")).unwrap();
+        let delivery = group.recv(TIMEOUT).unwrap().expect("not lost by the cancelled receive");
+        assert_eq!(delivery.record().value(), b"x");
+        let attempt = match backend {
+            TestBackend::Embedded { .. } => 1,
+            // The cancelled receive's pull was still on the server and
+            // took the record: released at once, as one more attempt.
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => 2,
+        };
+        assert_eq!(delivery.attempt(), attempt);
+        delivery.ack().unwrap();
+        let waiting = std::thread::scope(|scope| {
+            let waiting = scope.spawn(|| poll_until_ready(group.recv_async()));
+            std::thread::sleep(Duration::from_millis(50));
+            topic.publish(&Record::new(b"y")).unwrap();
+            waiting.join().unwrap()
+        });
+        let delivery = waiting.unwrap();
+        assert_eq!((delivery.record().offset(), delivery.attempt()), (1, 1));
+        delivery.ack().unwrap();
+        assert!(group.try_recv().unwrap().is_none());
     }
 
     fn group_resumes_after_reopen_and_counts_attempts_of_unsettled_deliveries(backend: &TestBackend) {

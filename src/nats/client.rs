@@ -247,16 +247,26 @@ impl NatsClient {
     /// stream keeps its configuration, like a topic's options that apply
     /// when it is first opened) and returns its state.
     pub fn ensure_stream(&self, topic: &str, spec: &StreamSpec) -> Result<StreamState> {
+        self.block_on(self.ensure_stream_task(topic, spec))?
+    }
+
+    /// [`NatsClient::ensure_stream`] as a task for the private runtime
+    /// (it holds the JetStream context, not this client).
+    pub(crate) fn ensure_stream_task(
+        &self,
+        topic: &str,
+        spec: &StreamSpec,
+    ) -> impl Future<Output = Result<StreamState>> + Send + 'static {
         let config = spec.config(topic);
-        self.block_on(async {
-            let mut stream = self
-                .js()
+        let js = self.js().clone();
+        async move {
+            let mut stream = js
                 .get_or_create_stream(config)
                 .await
                 .map_err(|e| nats_error("create stream", e))?;
             let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
             Ok(StreamState::from(&info.state))
-        })?
+        }
     }
 
     /// The stream configuration `spec` gives `topic` (for inspection).
@@ -347,16 +357,28 @@ impl NatsClient {
         headers: HeaderMap,
         payload: Bytes,
     ) -> Result<(u64, bool)> {
-        self.block_on(async {
-            let ack = self
-                .js()
+        self.block_on(self.publish_task(subject, headers, payload))?
+    }
+
+    /// A publish waiting for its PubAck, as a task for the private runtime
+    /// (it holds the JetStream context, not this client): the offset and
+    /// whether the server took it for a duplicate.
+    pub(crate) fn publish_task(
+        &self,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> impl Future<Output = Result<(u64, bool)>> + Send + 'static {
+        let js = self.js().clone();
+        async move {
+            let ack = js
                 .publish_with_headers(subject, headers, payload)
                 .await
                 .map_err(publish_error)?
                 .await
                 .map_err(publish_error)?;
             Ok((ack.sequence.saturating_sub(1), ack.duplicate))
-        })?
+        }
     }
 
     /// The record at `offset` of `topic`, if stored.

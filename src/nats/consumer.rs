@@ -6,12 +6,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::AckKind;
+use async_nats::HeaderMap;
+use async_nats::header::NATS_MESSAGE_ID;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{AckKind, Message};
+use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::task::JoinHandle;
 
 use super::client::{ConsumerState, NatsClient, StreamSpec};
-use super::codec::{millis, stored_record};
+use super::codec::{encode_headers, millis, stored_record};
 use super::error::nats_error;
 use super::names::{group_consumer_name, stream_name, topic_subject};
 use crate::error::{Error, Result};
@@ -19,6 +23,17 @@ use crate::format::Failure;
 use crate::log::now_ms;
 use crate::patterns::{DeadLetter, GroupOptions, RetryPolicy, StartAt, dead_letter_topic};
 use crate::record::StoredRecord;
+
+/// Longest single pull: longer waits are several pulls.
+pub(crate) const MAX_PULL_WAIT: Duration = Duration::from_secs(30);
+
+/// Longest pull of a group's `recv_async`: a cancelled receive's pull
+/// stays on the server this long, and a record it takes costs an attempt
+/// (see [`GroupConsumer::recv_async`]), so it is kept short.
+const ASYNC_PULL_WAIT: Duration = Duration::from_secs(5);
+
+/// Why a message delivered more than `max_attempts` times is dead-lettered.
+const EXHAUSTED: &str = "attempts exhausted: the last lease expired";
 
 /// Pull requests shorter than this are sent as no-wait fetches.
 pub(crate) const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
@@ -249,7 +264,38 @@ impl GroupConsumer {
         &self.shared.counters
     }
 
-    fn admit(&self, message: async_nats::jetstream::Message) -> Result<Option<NatsDelivery>> {
+    /// The next delivery, waiting as long as it takes. The pulls run on
+    /// the private runtime, so any executor can await this. If the future
+    /// is dropped while a pull is out (which the server cannot cancel),
+    /// whatever the pull brings within its few seconds is nak'd without
+    /// delay: redelivered at once, but as one more attempt.
+    pub(crate) async fn recv_async(&self) -> Result<NatsDelivery> {
+        loop {
+            let Some(message) = PendingPull::start(&self.shared).message().await? else {
+                continue;
+            };
+            let (delivery, exhausted) = self.delivery(message)?;
+            match exhausted {
+                true => delivery.dead_letter_async(EXHAUSTED).await?,
+                false => return Ok(delivery),
+            }
+        }
+    }
+
+    /// Takes a pulled message in: its delivery, or `None` when its attempts
+    /// were exhausted and it was dead-lettered instead.
+    fn admit(&self, message: Message) -> Result<Option<NatsDelivery>> {
+        let (delivery, exhausted) = self.delivery(message)?;
+        match exhausted {
+            true => delivery.dead_letter(EXHAUSTED).map(|()| None),
+            false => Ok(Some(delivery)),
+        }
+    }
+
+    /// The delivery of `message`, and whether it was delivered more than
+    /// `max_attempts` times (its last receiver let the lease expire, or
+    /// died): then it must be dead-lettered, not handed out.
+    fn delivery(&self, message: Message) -> Result<(NatsDelivery, bool)> {
         let info = message.info().map_err(|e| nats_error("message metadata", e))?;
         let attempt = u32::try_from(info.delivered).unwrap_or(u32::MAX);
         let record = stored_record(
@@ -264,14 +310,11 @@ impl GroupConsumer {
             record,
             attempt,
         };
-        if attempt > self.shared.spec.retry.max_attempts {
-            delivery.dead_letter("attempts exhausted: the last lease expired")?;
-            return Ok(None);
-        }
-        if attempt > 1 {
+        let exhausted = attempt > self.shared.spec.retry.max_attempts;
+        if attempt > 1 && !exhausted {
             GroupCounters::count(&self.shared.counters.redeliveries);
         }
-        Ok(Some(delivery))
+        Ok((delivery, exhausted))
     }
 
     /// The consumer's positions on the server.
@@ -289,7 +332,7 @@ impl GroupConsumer {
 pub struct NatsDelivery {
     group: Arc<GroupShared>,
     /// `None` once settled.
-    message: Option<async_nats::jetstream::Message>,
+    message: Option<Message>,
     record: StoredRecord,
     attempt: u32,
 }
@@ -305,18 +348,26 @@ impl NatsDelivery {
         self.attempt
     }
 
-    fn take(&mut self) -> Result<async_nats::jetstream::Message> {
+    fn take(&mut self) -> Result<Message> {
         self.message.take().ok_or(Error::Closed)
     }
 
     /// Sends `kind` and waits for the server to confirm it (an ack sent
     /// with a reply subject): once this returns the server has the ack.
     fn settle(mut self, kind: AckKind) -> Result<()> {
+        let settle = self.settle_task(kind)?;
+        self.group.bus.block_on(settle)?
+    }
+
+    /// [`NatsDelivery::settle`] as a task for the private runtime.
+    fn settle_task(&mut self, kind: AckKind) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let message = self.take()?;
-        self.group
-            .bus
-            .block_on(message.double_ack_with(kind))?
-            .map_err(|e| nats_error("ack", e))
+        Ok(async move {
+            message
+                .double_ack_with(kind)
+                .await
+                .map_err(|e| nats_error("ack", e))
+        })
     }
 
     /// Completes the record.
@@ -370,41 +421,104 @@ impl NatsDelivery {
         self.message = None;
     }
 
-    /// Publishes the dead letter to `<topic>.dlq` (with `Nats-Msg-Id`
-    /// `<stream>:<group>:<sequence>`, so a repeat after a crash within the
-    /// stream's duplicate window is dropped by the server), then terms the
-    /// original. The headers are the embedded dead letter's, but only the
-    /// failure of this attempt is known: JetStream keeps no reasons of
-    /// earlier ones.
+    /// Blocks on [`NatsDelivery::dead_letter_async`].
     fn dead_letter(self, reason: &str) -> Result<()> {
+        let bus = self.group.bus.clone();
+        bus.block_on(self.dead_letter_async(reason))?
+    }
+
+    /// Publishes the dead letter to `<topic>.dlq` and waits for its
+    /// PubAck, then terms the original (confirmed); each step runs on the
+    /// private runtime, so any executor can await this. A crash in between
+    /// redelivers the original, and the dead letter published again carries
+    /// the same `Nats-Msg-Id`, which the stream drops within its duplicate
+    /// window.
+    async fn dead_letter_async(mut self, reason: &str) -> Result<()> {
         let shared = self.group.clone();
+        let bus = &shared.bus;
         if shared.spec.dead_letter {
             let dlq = dead_letter_topic(&shared.topic);
-            shared.bus.ensure_stream(&dlq, &StreamSpec::default())?;
-            let id = format!(
-                "{}:{}:{}",
-                stream_name(&shared.topic),
-                shared.group,
-                self.record.offset() + 1
-            );
-            let failure = Failure {
-                at_ms: now_ms(),
-                reason: reason.to_owned(),
-            };
-            let letter = DeadLetter {
-                topic: &shared.topic,
-                group: &shared.group,
-                record: &self.record,
-                attempts: self.attempt,
-                failures: std::slice::from_ref(&failure),
-            };
-            let subject = topic_subject(&dlq);
-            let (_offset, _duplicate) =
-                letter.publish_with(|record| shared.bus.publish_to(subject.clone(), record, Some(&id)))?;
+            bus.run(bus.ensure_stream_task(&dlq, &StreamSpec::default()))
+                .await??;
+            let (headers, payload) = self.dead_letter_message(reason)?;
+            let (_offset, _duplicate) = bus
+                .run(bus.publish_task(topic_subject(&dlq), headers, payload))
+                .await??;
         }
-        self.settle(AckKind::Term)?;
+        bus.run(self.settle_task(AckKind::Term)?).await??;
         GroupCounters::count(&shared.counters.dead_lettered);
         Ok(())
+    }
+
+    /// The dead letter as a message: the embedded dead letter's record and
+    /// headers, but only the failure of this attempt (JetStream keeps no
+    /// reasons of earlier ones), with the id `<stream>:<group>:<sequence>`.
+    fn dead_letter_message(&self, reason: &str) -> Result<(HeaderMap, Bytes)> {
+        let shared = &self.group;
+        let id = format!(
+            "{}:{}:{}",
+            stream_name(&shared.topic),
+            shared.group,
+            self.record.offset() + 1
+        );
+        let failure = Failure {
+            at_ms: now_ms(),
+            reason: reason.to_owned(),
+        };
+        let letter = DeadLetter {
+            topic: &shared.topic,
+            group: &shared.group,
+            record: &self.record,
+            attempts: self.attempt,
+            failures: std::slice::from_ref(&failure),
+        };
+        letter.publish_with(|record| {
+            let mut headers = encode_headers(record)?;
+            headers.insert(NATS_MESSAGE_ID, id.as_str());
+            Ok((headers, Bytes::copy_from_slice(record.value())))
+        })
+    }
+}
+
+/// A pull on the private runtime for [`GroupConsumer::recv_async`]. Dropped
+/// before its result was taken (the future awaiting it was cancelled), it
+/// naks whatever the pull brings, without delay, so that no message waits
+/// out a lease nobody holds.
+struct PendingPull {
+    bus: NatsClient,
+    pull: Option<JoinHandle<Result<Option<Message>>>>,
+}
+
+impl PendingPull {
+    fn start(shared: &GroupShared) -> PendingPull {
+        let consumer = shared.consumer.clone();
+        let pull = shared
+            .bus
+            .spawn(async move { pull_one(&consumer, Some(ASYNC_PULL_WAIT)).await });
+        PendingPull {
+            bus: shared.bus.clone(),
+            pull: Some(pull),
+        }
+    }
+
+    /// The message the pull brought, if any before it expired.
+    async fn message(mut self) -> Result<Option<Message>> {
+        let pull = self.pull.as_mut().ok_or(Error::Closed)?;
+        let joined = pull.await;
+        self.pull = None;
+        joined.map_err(|e| nats_error("pull", e))?
+    }
+}
+
+impl Drop for PendingPull {
+    fn drop(&mut self) {
+        if let Some(pull) = self.pull.take() {
+            self.bus.spawn(async move {
+                if let Ok(Ok(Some(message))) = pull.await {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+            });
+        }
     }
 }
 

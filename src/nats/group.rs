@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::consumer::{GroupConsumer, GroupSpec, NatsDelivery};
-use super::error::not_yet;
 use super::topic::NatsTopic;
 use crate::error::Result;
 use crate::log::now_ms;
@@ -64,7 +63,8 @@ impl NatsGroup {
     }
 
     pub(crate) async fn recv_async(&self) -> Result<NatsDelivery> {
-        Err(not_yet("Group::recv_async"))
+        self.topic.shared().bus.check_open()?;
+        self.consumer.recv_async().await
     }
 
     /// The consumer's positions (one request), the age of the oldest

@@ -6,9 +6,8 @@
 //! the embedded bus, `docs/NATS-SEAM.md` how the backend sits under the
 //! public types. Done so far: topics and publish-subscribe (`bus`,
 //! `topic`, `subscription`), consumer groups with dead letters (`group`
-//! over `consumer`). Request-reply, scatter-gather, redrive and
-//! `Group::recv_async` return [`crate::Error::Backend`] ("not yet
-//! available") on a NATS bus.
+//! over `consumer`). Request-reply, scatter-gather and redrive return
+//! [`crate::Error::Backend`] ("not yet available") on a NATS bus.
 //!
 //! The other modules are the spike's mechanisms, proven against a real
 //! `nats-server` (2.9.10, Debian's) by `tests/nats_spike.rs`: a blocking

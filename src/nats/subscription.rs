@@ -44,7 +44,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{NatsClient, StreamState};
 use super::codec::{millis, stored_record};
-use super::consumer::{MIN_PULL_WAIT, deliver_policy, pull_one};
+use super::consumer::{MAX_PULL_WAIT, MIN_PULL_WAIT, deliver_policy, pull_one};
 use super::error::nats_error;
 use super::names::{stream_name, subscription_consumer_name};
 use super::topic::{NatsTopic, SubscriptionClaim};
@@ -61,9 +61,6 @@ const SUBSCRIPTION_ACK_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
 /// this long without a pull (if the process died before deleting it); a
 /// subscription that finds it gone recreates it at its position.
 const EPHEMERAL_IDLE: Duration = Duration::from_secs(300);
-
-/// Longest single pull: longer waits are several pulls.
-const MAX_PULL_WAIT: Duration = Duration::from_secs(30);
 
 type Pull = JoinHandle<Result<Option<Message>>>;
 

@@ -192,7 +192,9 @@ impl Group {
     }
 
     /// The next record, waiting as long as it takes (async, any executor).
-    /// Not yet available on NATS ([`Error::Backend`]).
+    /// Cancelling the future loses no record. On NATS a record that the
+    /// cancelled receive's pull still brings (within a few seconds) is
+    /// released at once but counts one more attempt (`docs/NATS.md`).
     pub async fn recv_async(&self) -> Result<Delivery> {
         dispatch!(GroupBackend, &self.backend, g => Ok(g.recv_async().await?.into()))
     }
