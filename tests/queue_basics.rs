@@ -273,12 +273,7 @@ backend_tests! {
 
     fn reject_sends_straight_to_the_dead_letter_topic_with_its_reason(backend: &TestBackend) {
         let bus = backend.open();
-        let topic = bus.topic("t").unwrap();
-        topic.publish(&Record::new(b"bad")).unwrap();
-        let group = topic.group("g", quick_retry(5)).unwrap();
-        group.try_recv().unwrap().unwrap().reject("malformed").unwrap();
-        assert!(group.try_recv().unwrap().is_none());
-        assert_eq!(bus.topic("t.dlq").unwrap().end_offset(), 1);
+        let group = reject_one_record(&bus);
         let dead = first_dead_letter(&bus, "t.dlq");
         assert_eq!(dead.value(), b"bad");
         assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"1"[..]));
@@ -414,18 +409,25 @@ fn deliveries_after_a_restart(backend: &TestBackend, before: impl FnOnce(&Group)
     got
 }
 
-/// Embedded only: `Bus::redrive` is not yet available on NATS (issue 7,
-/// a later slice); the reject half runs on both backends above.
-#[test]
-fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+/// Publishes `bad` to topic `t` and rejects it ("malformed") through the
+/// group `g`: it is in `t.dlq` and the group has nothing left.
+fn reject_one_record(bus: &Bus) -> Group {
     let topic = bus.topic("t").unwrap();
     topic.publish(&Record::new(b"bad")).unwrap();
     let group = topic.group("g", quick_retry(5)).unwrap();
     group.try_recv().unwrap().unwrap().reject("malformed").unwrap();
     assert!(group.try_recv().unwrap().is_none());
     assert_eq!(bus.topic("t.dlq").unwrap().end_offset(), 1);
+    group
+}
+
+/// Embedded only: `Bus::redrive` is not yet available on NATS (issue 7,
+/// a later slice); the reject half runs on both backends above.
+#[test]
+fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let group = reject_one_record(&bus);
     assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 1);
     assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 0);
     let again = group.try_recv().unwrap().unwrap();

@@ -175,7 +175,7 @@ impl Group {
     /// empty `Vec` on timeout. Each [`Delivery`] is then settled on its
     /// own, like one from [`Group::recv`]. Embedded, all of them are leased
     /// with one state write (one sync under `Durability::Always`); on NATS
-    /// with one pull request.
+    /// the first comes from a waiting pull, the rest from one no-wait fetch.
     pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
         dispatch!(GroupBackend, &self.backend, g => Ok(deliveries(g.recv_batch(max, timeout)?)))
     }
@@ -186,7 +186,7 @@ impl Group {
     }
 
     /// Up to `max` records available now (embedded: leased with one state
-    /// write).
+    /// write; on NATS: one no-wait fetch).
     pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Delivery>> {
         dispatch!(GroupBackend, &self.backend, g => Ok(deliveries(g.try_recv_batch(max)?)))
     }
