@@ -140,7 +140,7 @@ impl LogGroup {
     /// Up to `max` records available to this group, waiting up to `timeout`
     /// for the first: returns as soon as at least one is available, and an
     /// empty `Vec` on timeout. All of them are leased with one state write
-    /// (one sync under `Durability::Always`); each [`Delivery`] is then
+    /// (one sync under `Durability::Always`); each [`LogDelivery`] is then
     /// settled on its own, like one from [`LogGroup::recv`].
     pub(crate) fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<LogDelivery>> {
         let deadline = Instant::now() + timeout;
