@@ -180,6 +180,8 @@ backend_tests! {
         let bus = backend.open();
         let topic = bus.topic("t").unwrap();
         let group = topic.group("g", quick_retry(5)).unwrap();
+        fn is_send<T: Send>(_: &T) {}
+        is_send(&group.recv_async());
         assert!(poll_once(group.recv_async()).is_pending(), "nothing published yet");
         topic.publish(&Record::new(b"x")).unwrap();
         let delivery = group.recv(TIMEOUT).unwrap().expect("not lost by the cancelled receive");
