@@ -106,6 +106,8 @@ struct GroupShared {
     topic: String,
     group: String,
     spec: GroupSpec,
+    /// How the dead-letter topic's stream is created.
+    dead_letters: StreamSpec,
     consumer: PullConsumer,
     rng: Mutex<fastrand::Rng>,
     counters: GroupCounters,
@@ -170,7 +172,21 @@ pub(crate) async fn pull_one(
 impl GroupConsumer {
     /// Opens (creating if needed) the group `group` on `topic`, whose
     /// stream must exist. An existing consumer keeps its configuration.
+    /// The dead-letter topic's stream, if this group creates it, gets a
+    /// default [`StreamSpec`].
     pub fn open(bus: &NatsClient, topic: &str, group: &str, spec: GroupSpec) -> Result<GroupConsumer> {
+        Self::open_with(bus, topic, group, spec, StreamSpec::default())
+    }
+
+    /// Like [`GroupConsumer::open`]; the dead-letter topic's stream, if this
+    /// group creates it, gets `dead_letters`.
+    pub(crate) fn open_with(
+        bus: &NatsClient,
+        topic: &str,
+        group: &str,
+        spec: GroupSpec,
+        dead_letters: StreamSpec,
+    ) -> Result<GroupConsumer> {
         let config = spec.config(group)?;
         let consumer = bus.block_on(async {
             let stream = bus
@@ -189,6 +205,7 @@ impl GroupConsumer {
                 topic: topic.to_owned(),
                 group: group.to_owned(),
                 spec,
+                dead_letters,
                 consumer,
                 rng: Mutex::new(fastrand::Rng::new()),
                 counters: GroupCounters::default(),
@@ -438,7 +455,7 @@ impl NatsDelivery {
         let bus = &shared.bus;
         if shared.spec.dead_letter {
             let dlq = dead_letter_topic(&shared.topic);
-            bus.run(bus.ensure_stream_task(&dlq, &StreamSpec::default()))
+            bus.run(bus.ensure_stream_task(&dlq, &shared.dead_letters))
                 .await??;
             let (headers, payload) = self.dead_letter_message(reason)?;
             let (_offset, _duplicate) = bus

@@ -34,7 +34,8 @@ impl NatsGroup {
         let bus = &topic.shared().bus;
         bus.check_open()?;
         let spec = GroupSpec::from_group_options(options);
-        let consumer = GroupConsumer::open(&bus.client, topic.name(), name, spec)?;
+        let dead_letters = topic.shared().dead_letter_spec();
+        let consumer = GroupConsumer::open_with(&bus.client, topic.name(), name, spec, dead_letters)?;
         Ok(NatsGroup { topic, consumer })
     }
 

@@ -38,7 +38,10 @@ use super::subscription::{NatsSubscription, committed_of};
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
-use crate::patterns::{ConsumerId, ConsumerStats, Group, GroupOptions, Responder, StartAt, TopicStats};
+use crate::patterns::{
+    ConsumerId, ConsumerStats, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Responder, StartAt,
+    TopicStats,
+};
 use crate::record::Record;
 
 /// A topic on JetStream. Cheap to clone.
@@ -52,6 +55,8 @@ pub(crate) struct TopicShared {
     pub(crate) bus: Arc<NatsShared>,
     name: String,
     subject: String,
+    /// The stream's configuration as this process would create it.
+    spec: StreamSpec,
     start_offset: AtomicU64,
     end_offset: AtomicU64,
     /// Read-locked by a publish, write-locked by a batch.
@@ -97,6 +102,18 @@ impl TopicShared {
         self.end_offset.fetch_max(end, Ordering::AcqRel);
     }
 
+    /// The stream of this topic's dead-letter topic, if a group creates
+    /// it: this topic's, with room for the failure headers (as embedded).
+    pub(crate) fn dead_letter_spec(&self) -> StreamSpec {
+        StreamSpec {
+            max_record_bytes: self
+                .spec
+                .max_record_bytes
+                .map(|bytes| bytes + DEAD_LETTER_HEADROOM_BYTES),
+            ..self.spec.clone()
+        }
+    }
+
     fn note_state(&self, state: &StreamState) {
         self.start_offset.fetch_max(state.start_offset, Ordering::AcqRel);
         self.note_end(state.end_offset);
@@ -111,6 +128,7 @@ impl NatsTopic {
             bus,
             name: name.to_owned(),
             subject: topic_subject(name),
+            spec: spec.clone(),
             start_offset: AtomicU64::new(state.start_offset),
             end_offset: AtomicU64::new(state.end_offset),
             publishing: RwLock::new(()),

@@ -57,6 +57,11 @@ pub fn dead_letter_topic(topic: &str) -> String {
     format!("{topic}.dlq")
 }
 
+/// Extra record size allowed in a dead-letter topic for the failure
+/// headers (16 reasons of up to 1 KiB, plus the fixed headers), on both
+/// backends.
+pub(crate) const DEAD_LETTER_HEADROOM_BYTES: u64 = 32 << 10;
+
 /// Group on a dead-letter topic that tracks what `redrive` moved.
 const REDRIVE_GROUP: &str = "logbus-redrive";
 

@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, StateEvent};
 use crate::log::{Cursor, Position, now_ms};
-use crate::patterns::dead_letter::{DeadLetter, contains_dead_letter, dead_letter_topic};
+use crate::patterns::dead_letter::{
+    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, contains_dead_letter, dead_letter_topic,
+};
 use crate::patterns::group_state::{Replay, push_failure};
 use crate::patterns::log_topic::{GROUPS, LogTopic};
 use crate::patterns::queue::{GroupOptions, GroupStats};
@@ -82,10 +84,6 @@ enum Status {
     Leased { token: u64, until_ms: i64 },
     Done,
 }
-
-/// Extra record size allowed in a dead-letter topic for the failure
-/// headers (16 reasons of up to 1 KiB, plus the fixed headers).
-const DEAD_LETTER_HEADROOM_BYTES: u64 = 32 << 10;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

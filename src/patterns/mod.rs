@@ -15,9 +15,9 @@ mod subscription;
 mod topic;
 mod wakeup;
 
-#[cfg(feature = "nats")]
-pub(crate) use dead_letter::DeadLetter;
 pub(crate) use dead_letter::redrive;
+#[cfg(feature = "nats")]
+pub(crate) use dead_letter::{DEAD_LETTER_HEADROOM_BYTES, DeadLetter};
 pub use dead_letter::{
     HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
