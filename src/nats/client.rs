@@ -276,27 +276,27 @@ impl NatsClient {
 
     /// Positions of the stream of `topic`.
     pub fn stream_state(&self, topic: &str) -> Result<StreamState> {
-        self.block_on(async {
-            let mut stream = self
-                .js()
-                .get_stream(stream_name(topic))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
-            let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
-            Ok(StreamState::from(&info.state))
-        })?
+        Ok(StreamState::from(&self.stream_info(topic)?.state))
     }
 
     /// The leader of the stream of `topic` (its server name), in a cluster.
     pub fn stream_leader(&self, topic: &str) -> Result<Option<String>> {
+        Ok(self.stream_info(topic)?.cluster.and_then(|c| c.leader))
+    }
+
+    /// The server's information on the stream of `topic`.
+    fn stream_info(&self, topic: &str) -> Result<stream::Info> {
         self.block_on(async {
             let mut stream = self
                 .js()
                 .get_stream(stream_name(topic))
                 .await
                 .map_err(|e| nats_error("get stream", e))?;
-            let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;
-            Ok(info.cluster.as_ref().and_then(|c| c.leader.clone()))
+            stream
+                .info()
+                .await
+                .cloned()
+                .map_err(|e| nats_error("stream info", e))
         })?
     }
 
