@@ -284,6 +284,14 @@ impl NatsClient {
         Ok(self.stream_info(topic)?.cluster.and_then(|c| c.leader))
     }
 
+    /// A handle on the stream of `topic` (no info round trip).
+    pub(crate) async fn stream_of(&self, topic: &str) -> Result<stream::Stream<()>> {
+        self.js()
+            .get_stream_no_info(stream_name(topic))
+            .await
+            .map_err(|e| nats_error("get stream", e))
+    }
+
     /// The server's information on the stream of `topic`.
     fn stream_info(&self, topic: &str) -> Result<stream::Info> {
         self.block_on(async {
@@ -385,11 +393,7 @@ impl NatsClient {
     pub fn read(&self, topic: &str, offset: u64) -> Result<Option<StoredRecord>> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
         self.block_on(async {
-            let stream = self
-                .js()
-                .get_stream_no_info(stream_name(topic))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
+            let stream = self.stream_of(topic).await?;
             match stream.get_raw_message(offset + 1).await {
                 Ok(m) => stored_record(Some(&m.headers), &m.payload, m.sequence, millis(&m.time)).map(Some),
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
@@ -401,11 +405,7 @@ impl NatsClient {
     /// The state of `consumer` on the stream of `topic`.
     pub fn consumer_state(&self, topic: &str, consumer: &str) -> Result<ConsumerState> {
         self.block_on(async {
-            let stream = self
-                .js()
-                .get_stream_no_info(stream_name(topic))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
+            let stream = self.stream_of(topic).await?;
             let info = stream
                 .consumer_info(consumer)
                 .await
@@ -419,11 +419,7 @@ impl NatsClient {
     pub fn consumer_names(&self, topic: &str) -> Result<Vec<String>> {
         use futures_util::TryStreamExt;
         self.block_on(async {
-            let stream = self
-                .js()
-                .get_stream_no_info(stream_name(topic))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
+            let stream = self.stream_of(topic).await?;
             let mut names: Vec<String> = stream
                 .consumer_names()
                 .try_collect()

@@ -189,11 +189,7 @@ impl GroupConsumer {
     ) -> Result<GroupConsumer> {
         let config = spec.config(group)?;
         let consumer = bus.block_on(async {
-            let stream = bus
-                .js()
-                .get_stream_no_info(stream_name(topic))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
+            let stream = bus.stream_of(topic).await?;
             stream
                 .get_or_create_consumer(&group_consumer_name(group), config)
                 .await

@@ -107,11 +107,7 @@ impl NatsClient {
     pub fn replies(&self, inbox: &str, id: CorrelationId) -> Result<Vec<StoredRecord>> {
         let subject = reply_subject(inbox, id);
         self.block_on(async {
-            let stream = self
-                .js()
-                .get_stream_no_info(stream_name(inbox))
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
+            let stream = self.stream_of(inbox).await?;
             let mut replies = Vec::new();
             let mut next = 1;
             loop {
