@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 
 use logbus::nats::{GroupConsumer, GroupSpec, NatsClient, StreamSpec, topic_subject};
 use logbus::{
-    Backoff, CorrelationId, GroupOptions, HEADER_ATTEMPTS, HEADER_CORRELATION_ID, HEADER_LAST_REASON,
-    HEADER_REPLIER, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, Retention,
-    RetryPolicy,
+    Backoff, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_TOPIC, Record, Retention, RetryPolicy,
 };
 
 #[path = "common/nats_server.rs"]
@@ -288,102 +287,6 @@ fn the_last_failed_attempt_is_dead_lettered_with_logbus_headers_exactly_once() {
         .unwrap();
     assert!(duplicate && offset == 0, "duplicate {duplicate} at {offset}");
     assert_eq!(bus.stream_state("orders.dlq").unwrap().messages, 2);
-}
-
-#[test]
-fn core_request_reply_carries_the_correlation_id_in_a_header() {
-    let Some((_server, bus, _dir)) = single() else {
-        return;
-    };
-    // A stream on the service's topic must not swallow core requests.
-    bus.ensure_stream("pricing", &StreamSpec::default()).unwrap();
-    let mut responder = bus.serve_core("pricing").unwrap();
-    let server = std::thread::spawn(move || {
-        let request = responder.recv(TIMEOUT).unwrap().expect("a request");
-        let id = request.correlation_id().expect("correlation id header");
-        assert_eq!(request.record().value(), b"basket-42");
-        assert_eq!(request.record().header("trace"), Some(&b"r1"[..]));
-        request.reply("pricing", &Record::new(b"12.50")).unwrap();
-        id
-    });
-    let (id, reply) = bus
-        .request_core(
-            "pricing",
-            &Record::new(b"basket-42").header("trace", b"r1"),
-            TIMEOUT,
-        )
-        .unwrap();
-    assert_eq!(server.join().unwrap(), id);
-    assert_eq!(reply.value(), b"12.50");
-    assert_eq!(reply.header(HEADER_REPLIER), Some(&b"pricing"[..]));
-    assert_eq!(bus.stream_state("pricing").unwrap().messages, 0);
-    // Nobody serving: core request-reply fails at once, nothing is kept.
-    let started = Instant::now();
-    assert!(bus.request_core("nobody", &Record::new(b"x"), TIMEOUT).is_err());
-    assert!(started.elapsed() < TIMEOUT, "no-responders error, not a timeout");
-}
-
-#[test]
-fn a_durable_inbox_finds_replies_by_correlation_subject_after_a_reconnect() {
-    let Some((server, bus, _dir)) = single() else {
-        return;
-    };
-    for topic in ["pricing", "checkout.inbox"] {
-        bus.ensure_stream(topic, &StreamSpec::default()).unwrap();
-    }
-    // Requester: request as a record with correlation-id and reply-to.
-    let id = CorrelationId::new();
-    let id_text = id.to_string();
-    let request = Record::new(b"basket-42")
-        .header(HEADER_CORRELATION_ID, id_text.as_bytes())
-        .header("reply-to", b"checkout.inbox");
-    bus.publish("pricing", &request).unwrap();
-    // Some unrelated replies first, so the lookup must not scan.
-    for _ in 0..20 {
-        bus.publish_reply(
-            "checkout.inbox",
-            CorrelationId::new(),
-            "pricing",
-            &Record::new(b"noise"),
-        )
-        .unwrap();
-    }
-    // Responder: a group on the service topic; two replies (a redelivery).
-    let responders =
-        GroupConsumer::open(&bus, "pricing", "pricing", group_spec(TIMEOUT, 5, Duration::ZERO)).unwrap();
-    let served = responders.recv(TIMEOUT).unwrap().unwrap();
-    let got = CorrelationId::from_header(served.record().header(HEADER_CORRELATION_ID).unwrap()).unwrap();
-    assert_eq!(got, id);
-    let waiter = {
-        let bus = bus.clone();
-        std::thread::spawn(move || bus.reply_for("checkout.inbox", id, TIMEOUT))
-    };
-    std::thread::sleep(Duration::from_millis(200));
-    bus.publish_reply("checkout.inbox", id, "pricing", &Record::new(b"12.50"))
-        .unwrap();
-    served.ack().unwrap();
-    bus.publish_reply("checkout.inbox", id, "pricing-eu", &Record::new(b"12.60"))
-        .unwrap();
-    let first = waiter.join().unwrap().unwrap();
-    assert_eq!(
-        first.value(),
-        b"12.50",
-        "woken by the reply, then read by subject"
-    );
-
-    // A new connection (a restarted requester) finds both by id.
-    drop(bus);
-    let bus = NatsClient::connect(&server.url(), TIMEOUT).unwrap();
-    let replies = bus.replies("checkout.inbox", id).unwrap();
-    let values: Vec<String> = replies.iter().map(value).collect();
-    assert_eq!(values, ["12.50", "12.60"]);
-    assert_eq!(replies[1].header(HEADER_REPLIER), Some(&b"pricing-eu"[..]));
-    assert_eq!(
-        bus.replies("checkout.inbox", CorrelationId::new()).unwrap().len(),
-        0
-    );
-    // Scatter-gather's recipients of a `GroupsOf` topic: its group consumers.
-    assert_eq!(bus.consumer_names("pricing").unwrap(), ["g_pricing"]);
 }
 
 #[test]

@@ -14,12 +14,10 @@
 #[macro_use]
 mod common;
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::TestBackend;
+use common::futures::poll_once;
 use logbus::{Bus, ConsumerId, Record, StartAt, StoredRecord, Subscription, Topic};
 
 /// Timestamp of record 0; record `i` is stamped `T0 + i` seconds.
@@ -80,12 +78,6 @@ fn consumers(topic: &Topic) -> Vec<(String, u64, u64)> {
             ConsumerId::Group(name) => panic!("unexpected group {name}"),
         })
         .collect()
-}
-
-/// Polls `future` once, then drops it: a cancelled call.
-fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
-    let mut context = Context::from_waker(Waker::noop());
-    pin!(future).poll(&mut context)
 }
 
 /// The wall clock in ms, with a few ms of margin on each side: a time

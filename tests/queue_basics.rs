@@ -9,12 +9,10 @@
 #[macro_use]
 mod common;
 
-use std::future::Future;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use common::TestBackend;
+use common::futures::{poll_once, poll_until_ready};
 use logbus::{
     Backoff, Bus, BusOptions, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
     HEADER_LAST_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
@@ -44,25 +42,6 @@ fn ten_jobs(backend: &TestBackend) -> (Bus, Group) {
     }
     let group = topic.group("workers", quick_retry(3)).unwrap();
     (bus, group)
-}
-
-/// Polls `future` once.
-fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
-    let mut context = Context::from_waker(Waker::noop());
-    pin!(future).poll(&mut context)
-}
-
-/// Runs `future` to completion on this thread, polling every millisecond
-/// (no executor: `recv_async` must not need one).
-fn poll_until_ready<F: Future>(future: F) -> F::Output {
-    let mut context = Context::from_waker(Waker::noop());
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
-            return output;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
 }
 
 /// The first record of the dead-letter topic `dlq`.

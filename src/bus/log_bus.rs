@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
 use crate::patterns::{
-    Group, GroupOptions, LogTopic, Requester, RequesterInner, Responder, TopicOptions, TopicStats, Wakeups,
-    redrive,
+    Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner, Responder, TopicOptions,
+    TopicStats, Wakeups, redrive,
 };
 
 /// Options for [`crate::Bus::open`].
@@ -129,11 +129,11 @@ impl LogBus {
     }
 
     pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
-        Requester::open(self.inner().clone(), name)
+        Ok(LogRequester::open(self.inner().clone(), name)?.into())
     }
 
     pub(crate) fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
-        Responder::open(self.inner().clone(), service, service, options)
+        self.topic(service)?.responder(service, options)
     }
 
     pub(crate) fn redrive(

@@ -11,7 +11,6 @@ mod retention;
 mod scan;
 mod segment;
 
-pub(crate) use activity::Activity;
 pub use durability::SyncStats;
 pub use engine::Log;
 pub(crate) use engine::now_ms;

@@ -14,12 +14,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::client::NatsClient;
 use super::error::not_yet;
+use super::names::reply_subject;
 use super::options::NatsOptions;
+use super::requester::NatsRequester;
 use super::topic::NatsTopic;
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
-use crate::patterns::{Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats};
-use crate::record::StoredRecord;
+use crate::patterns::{
+    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, inbox_topic,
+};
+use crate::record::{Record, StoredRecord};
 
 /// A connection to NATS JetStream used as a bus. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -63,6 +67,34 @@ impl NatsShared {
         }
     }
 
+    pub(crate) fn topic(self: &Arc<Self>, name: &str) -> Result<NatsTopic> {
+        self.topic_with(name, self.options.topic_defaults.clone())
+    }
+
+    /// The topic's stream is created with `options` if it does not exist;
+    /// an existing stream keeps its configuration.
+    pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<NatsTopic> {
+        validate_name("topic", name)?;
+        self.check_open()?;
+        let mut topics = lock(&self.topics);
+        if let Some(topic) = topics.get(name) {
+            return Ok(topic.clone());
+        }
+        let spec = self.options.stream_spec(&options);
+        let topic = NatsTopic::open(self.clone(), name, &spec)?;
+        topics.insert(name.to_owned(), topic.clone());
+        Ok(topic)
+    }
+
+    /// Publishes `reply` (carrying its headers) to the subject of `id` in
+    /// the inbox topic `inbox`; its offset there. The inbox's stream must
+    /// exist (its requester created it): otherwise this is
+    /// [`Error::Unavailable`] and the request stays unanswered.
+    pub(crate) fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64> {
+        self.check_open()?;
+        Ok(self.client.publish_to(reply_subject(inbox, id), reply, None)?.0)
+    }
+
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -94,35 +126,27 @@ impl NatsBus {
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<NatsTopic> {
-        self.topic_with(name, self.shared().options.topic_defaults.clone())
+        self.shared().topic(name)
     }
 
-    /// The topic's stream is created with `options` if it does not exist;
-    /// an existing stream keeps its configuration.
     pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<NatsTopic> {
-        validate_name("topic", name)?;
-        let shared = self.shared();
-        shared.check_open()?;
-        let mut topics = lock(&shared.topics);
-        if let Some(topic) = topics.get(name) {
-            return Ok(topic.clone());
-        }
-        let spec = shared.options.stream_spec(&options);
-        let topic = NatsTopic::open(shared.clone(), name, &spec)?;
-        topics.insert(name.to_owned(), topic.clone());
-        Ok(topic)
+        self.shared().topic_with(name, options)
     }
 
     pub(crate) fn queue(&self, name: &str) -> Result<Group> {
         self.topic(name)?.group(name, GroupOptions::default())
     }
 
-    pub(crate) fn requester(&self, _name: &str) -> Result<Requester> {
-        Err(not_yet("Bus::requester (request-reply)"))
+    /// The requester `name`: its inbox topic's stream is created if needed.
+    /// Handles on one name share nothing but the stream (there is no local
+    /// index to share).
+    pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
+        validate_name("requester", name)?;
+        Ok(NatsRequester::new(self.topic(&inbox_topic(name))?).into())
     }
 
-    pub(crate) fn responder_with(&self, _service: &str, _options: GroupOptions) -> Result<Responder> {
-        Err(not_yet("Bus::responder (request-reply)"))
+    pub(crate) fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
+        self.topic(service)?.responder(service, options)
     }
 
     pub(crate) fn redrive(

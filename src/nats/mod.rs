@@ -19,6 +19,7 @@
 //! Offsets are stream sequences minus one: a topic's first record has
 //! offset 0 on both backends.
 
+mod advisory;
 mod bus;
 mod client;
 mod codec;
@@ -27,20 +28,22 @@ mod error;
 mod group;
 mod names;
 mod options;
-mod request;
+mod requester;
 mod subscription;
 mod topic;
 
+pub use advisory::MaxDeliveriesWatch;
 pub(crate) use bus::NatsBus;
+pub(crate) use bus::NatsShared;
 pub use client::{ConsumerState, NatsClient, StreamSpec, StreamState};
 pub use codec::{HEADER_HEADER_ORDER, HEADER_KEY, HEADER_TIMESTAMP};
 pub use consumer::{GroupConsumer, GroupSpec, NatsDelivery};
 pub(crate) use group::NatsGroup;
 pub use names::{
-    CORE_REQUEST_PREFIX, SUBJECT_PREFIX, core_request_subject, group_consumer_name, reply_subject,
-    stream_name, subscription_consumer_name, topic_subject,
+    SUBJECT_PREFIX, group_consumer_name, reply_subject, stream_name, subscription_consumer_name,
+    topic_subject,
 };
 pub use options::{NatsOptions, NatsStorage};
-pub use request::{CoreRequest, CoreResponder, MaxDeliveriesWatch};
+pub(crate) use requester::NatsRequester;
 pub(crate) use subscription::NatsSubscription;
 pub(crate) use topic::NatsTopic;

@@ -11,18 +11,11 @@
 //! | group `billing` | durable consumer `g_billing` |
 //! | subscription `audit` | durable consumer `s_audit` |
 //! | reply to id `X` in inbox `c.inbox` | subject `logbus.c_2einbox.X` of the inbox's stream |
-//! | core request to service `pricing` | subject `logbus-rpc.pricing` (no stream captures it) |
 
 use crate::patterns::{ConsumerId, CorrelationId};
 
 /// Prefix of every subject a topic's stream captures.
 pub const SUBJECT_PREFIX: &str = "logbus";
-/// Prefix of core (non-persisted) request subjects. It must stay outside
-/// every stream: JetStream answers a publish with a reply subject on a
-/// stream subject with its PubAck, which a core requester would take for
-/// the reply.
-pub const CORE_REQUEST_PREFIX: &str = "logbus-rpc";
-
 /// One NATS token for a logbus name (see the module doc).
 pub(crate) fn token(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
@@ -72,11 +65,6 @@ pub fn topic_subject(topic: &str) -> String {
 /// per correlation id, so the server's per-subject index finds them.
 pub fn reply_subject(inbox: &str, id: CorrelationId) -> String {
     format!("{SUBJECT_PREFIX}.{}.{id}", token(inbox))
-}
-
-/// The core request subject of `service`.
-pub fn core_request_subject(service: &str) -> String {
-    format!("{CORE_REQUEST_PREFIX}.{}", token(service))
 }
 
 /// The durable consumer of the group `group`.

@@ -31,7 +31,7 @@ use futures_util::TryStreamExt;
 use super::bus::NatsShared;
 use super::client::{StreamSpec, StreamState};
 use super::codec::encode_headers;
-use super::error::{nats_error, not_yet};
+use super::error::nats_error;
 use super::group::NatsGroup;
 use super::names::{consumer_of_name, stream_name, subscription_consumer_name, topic_subject};
 use super::subscription::{NatsSubscription, committed_of};
@@ -39,7 +39,7 @@ use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::{
-    ConsumerId, ConsumerStats, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Responder, StartAt,
+    ConsumerId, ConsumerStats, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Inboxes, Responder, StartAt,
     TopicStats,
 };
 use crate::record::Record;
@@ -215,8 +215,9 @@ impl NatsTopic {
         })
     }
 
-    pub(crate) fn responder(&self, _group: &str, _options: GroupOptions) -> Result<Responder> {
-        Err(not_yet("Topic::responder (request-reply)"))
+    pub(crate) fn responder(&self, group: &str, options: GroupOptions) -> Result<Responder> {
+        let inboxes = Inboxes::Nats(self.shared.bus.clone());
+        Ok(Responder::new(self.group(group, options)?, inboxes))
     }
 
     pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {

@@ -17,6 +17,7 @@ use crate::patterns::group_state::recovered_low_watermark;
 use crate::patterns::log_group::{GroupInner, LogGroup};
 use crate::patterns::log_subscription::{LogSubscription, recovered_commit};
 use crate::patterns::queue::{Group, GroupOptions};
+use crate::patterns::responder::{Inboxes, Responder};
 use crate::patterns::subscription::StartAt;
 use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
@@ -85,8 +86,9 @@ impl LogTopic {
         LogSubscription::ephemeral(self.clone(), start)
     }
 
-    pub(crate) fn responder(&self, group: &str, options: GroupOptions) -> Result<crate::Responder> {
-        crate::Responder::open(self.inner.bus.clone(), self.name(), group, options)
+    pub(crate) fn responder(&self, group: &str, options: GroupOptions) -> Result<Responder> {
+        let inboxes = Inboxes::Log(self.inner.bus.clone());
+        Ok(Responder::new(self.group(group, options)?, inboxes))
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.

@@ -5,10 +5,12 @@
 mod dead_letter;
 mod group_state;
 mod log_group;
+mod log_request;
 mod log_subscription;
 mod log_topic;
 mod queue;
 mod request;
+mod responder;
 mod retry;
 mod scatter;
 mod subscription;
@@ -24,15 +26,20 @@ pub use dead_letter::{
 };
 pub use group_state::GroupSummary;
 pub(crate) use group_state::summarize_group;
+pub(crate) use log_request::{LogRequester, RequesterInner};
 pub(crate) use log_subscription::recovered_commit;
 pub(crate) use log_topic::LogTopic;
 pub(crate) use log_topic::{GROUPS, SUBSCRIPTIONS};
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
-pub(crate) use request::RequesterInner;
+#[cfg(feature = "nats")]
+pub(crate) use request::ReplyCheck;
 pub use request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
-    Request, Requester, Responder, inbox_topic,
+    Requester, inbox_topic,
 };
+#[cfg(feature = "nats")]
+pub(crate) use responder::Inboxes;
+pub use responder::{Request, Responder};
 pub use retry::{Backoff, RetryPolicy};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
 pub use subscription::{StartAt, Subscription};

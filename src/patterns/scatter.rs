@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::patterns::request::{CorrelationId, Reply, Requester};
+use crate::patterns::request::{CorrelationId, Reply, ReplyCheck, Requester};
 use crate::patterns::topic::ConsumerId;
 use crate::record::Record;
 
@@ -109,12 +109,12 @@ impl Requester {
         let names = match recipients {
             Recipients::Services(services) => {
                 for service in &services {
-                    self.publish_request(&self.bus().topic(service)?, id, record)?;
+                    self.publish_request(&self.topic(service)?, id, record)?;
                 }
                 services
             }
             Recipients::GroupsOf(topic) => {
-                let topic = self.bus().topic(&topic)?;
+                let topic = self.topic(&topic)?;
                 let groups = topic
                     .stats()?
                     .consumers
@@ -159,8 +159,7 @@ impl Scatter {
         let deadline = started + rule.deadline;
         let mut last_progress = started;
         let mut seen = 0;
-        loop {
-            let waiter = self.requester.inbox_activity().waiter();
+        self.requester.watch(self.id, || {
             let replies = self.first_per_recipient()?;
             let now = Instant::now();
             if replies.len() > seen {
@@ -168,11 +167,11 @@ impl Scatter {
                 last_progress = now;
             }
             let stall_at = rule.stall.map(|idle| last_progress + idle);
-            if let Some(stopped) = self.stop_reason(&rule, &replies, now, deadline, stall_at) {
-                return Ok(self.gathered(replies, stopped, &rule));
-            }
-            waiter.wait_until(stall_at.map_or(deadline, |s| s.min(deadline)));
-        }
+            Ok(match self.stop_reason(&rule, &replies, now, deadline, stall_at) {
+                Some(stopped) => ReplyCheck::Done(self.gathered(replies, stopped, &rule)),
+                None => ReplyCheck::WaitUntil(stall_at.map_or(deadline, |s| s.min(deadline))),
+            })
+        })
     }
 
     /// Gathers, then folds the replies into one value.

@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod backends;
 pub mod child;
+pub mod futures;
 pub mod groups;
 pub mod logs;
 #[cfg(feature = "nats")]

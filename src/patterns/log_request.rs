@@ -1,0 +1,187 @@
+//! The embedded requester (the `Log` variant of [`crate::Requester`]): an
+//! inbox topic `<name>.inbox` and its correlation index
+//! (`state/inboxes/<name>/correlation.cix`), which maps a correlation id to
+//! the inbox offsets of its replies.
+//!
+//! Invariants: one [`RequesterInner`] per name and bus (two tables over
+//! one mapped file would each index the inbox and reformat or resize it
+//! under the other); the index is a hint: every offset it yields is
+//! checked against the record's `correlation-id` header; it is marked
+//! clean only after the inbox is synced, so a clean index never claims a
+//! record a power loss could drop.
+
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use crate::bus::{BusInner, validate_name};
+use crate::error::{Error, Result};
+use crate::log::Position;
+use crate::patterns::log_topic::LogTopic;
+use crate::patterns::request::{CorrelationId, HEADER_CORRELATION_ID, Reply, ReplyCheck, inbox_topic};
+use crate::patterns::topic::Topic;
+use crate::state::CorrelationIndex;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A requester on the embedded bus. Cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct LogRequester {
+    inner: Arc<RequesterInner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RequesterInner {
+    bus: Arc<BusInner>,
+    inbox: LogTopic,
+    /// `None` once the bus closed it: the mapping is gone, so a handle kept
+    /// past its bus neither reads a file the next bus resizes nor marks the
+    /// next bus's index clean.
+    index: Mutex<Option<CorrelationIndex>>,
+}
+
+impl LogRequester {
+    /// The requester `name` of this bus, shared with every handle already
+    /// open.
+    pub(crate) fn open(bus: Arc<BusInner>, name: &str) -> Result<LogRequester> {
+        validate_name("requester", name)?;
+        let mut requesters = lock(bus.requesters());
+        if let Some(inner) = requesters.get(name).and_then(Weak::upgrade) {
+            return Ok(LogRequester { inner });
+        }
+        let inbox = bus.topic(&inbox_topic(name))?;
+        let dir = bus.state_dir("inboxes", name);
+        bus.storage().create_dir_all(&dir)?;
+        let path = dir.join("correlation.cix");
+        let (index, _trusted) = CorrelationIndex::open(bus.storage().as_ref(), &path, inbox.start_offset())?;
+        let requester = LogRequester {
+            inner: Arc::new(RequesterInner {
+                bus: bus.clone(),
+                inbox,
+                index: Mutex::new(Some(index)),
+            }),
+        };
+        requesters.retain(|_, r| r.strong_count() > 0);
+        requesters.insert(name.to_owned(), Arc::downgrade(&requester.inner));
+        drop(requesters);
+        requester.inner.catch_up()?;
+        Ok(requester)
+    }
+
+    pub(crate) fn inbox(&self) -> &str {
+        self.inner.inbox.name()
+    }
+
+    /// The topic `name` of this requester's bus (a service to ask).
+    pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
+        Ok(self.inner.bus.topic(name)?.into())
+    }
+
+    pub(crate) fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
+        self.inner.catch_up()?;
+        let offsets = lock(&self.inner.index)
+            .as_ref()
+            .ok_or(Error::Closed)?
+            .find(id.as_u128());
+        let mut replies = Vec::with_capacity(offsets.len());
+        for offset in offsets {
+            let Some(record) = self.inner.inbox.log().read(offset)? else {
+                continue;
+            };
+            if record
+                .header(HEADER_CORRELATION_ID)
+                .and_then(CorrelationId::from_header)
+                == Some(id)
+            {
+                replies.push(Reply::new(record));
+            }
+        }
+        replies.sort_by_key(|r| r.record().offset());
+        Ok(replies)
+    }
+
+    /// Runs `check` until it is done, waiting in between for the inbox to
+    /// grow (or for the instant `check` names). The waiter is taken before
+    /// each check, so a reply appended during a check wakes the next wait.
+    pub(crate) fn watch<T>(
+        &self,
+        _id: CorrelationId,
+        mut check: impl FnMut() -> Result<ReplyCheck<T>>,
+    ) -> Result<T> {
+        loop {
+            let waiter = self.inner.inbox.log().activity().waiter();
+            match check()? {
+                ReplyCheck::Done(value) => return Ok(value),
+                ReplyCheck::WaitUntil(deadline) => waiter.wait_until(deadline),
+            }
+        }
+    }
+
+    pub(crate) async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
+        loop {
+            let listener = self.inner.inbox.log().activity().listen();
+            if let Some(reply) = self.replies(id)?.into_iter().next() {
+                return Ok(reply);
+            }
+            listener.await;
+        }
+    }
+
+    pub(crate) fn close(&self) -> Result<()> {
+        match lock(&self.inner.index).as_mut() {
+            Some(index) => self.inner.close_index(index),
+            None => Ok(()),
+        }
+    }
+}
+
+impl RequesterInner {
+    /// Closes the index for good (the bus is closing).
+    pub(crate) fn close(&self) -> Result<()> {
+        match lock(&self.index).take() {
+            Some(mut index) => self.close_index(&mut index),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the index clean, after syncing the inbox: a clean index is
+    /// trusted at open, so it may only claim inbox records that are
+    /// durable. Otherwise a power loss could drop inbox records the index
+    /// claims, and the replies later written at those offsets would never
+    /// be indexed.
+    fn close_index(&self, index: &mut CorrelationIndex) -> Result<()> {
+        self.inbox.log().flush()?;
+        index.close()?;
+        Ok(())
+    }
+
+    /// Indexes inbox records appended since the last call.
+    fn catch_up(&self) -> Result<()> {
+        let mut index = lock(&self.index);
+        let index = index.as_mut().ok_or(Error::Closed)?;
+        let end = self.inbox.end_offset();
+        let start = self.inbox.start_offset();
+        let from = index.indexed_through().max(start);
+        if from >= end {
+            return Ok(());
+        }
+        let mut cursor = self.inbox.log().cursor(Position::Offset(from))?;
+        while let Some(record) = cursor.next()? {
+            if let Some(id) = record
+                .header(HEADER_CORRELATION_ID)
+                .and_then(CorrelationId::from_header)
+            {
+                index.insert(id.as_u128(), record.offset(), start)?;
+            }
+        }
+        index.set_indexed_through(cursor.offset());
+        Ok(())
+    }
+}
+
+impl Drop for RequesterInner {
+    fn drop(&mut self) {
+        // Best effort: an index not closed cleanly is rebuilt at next open.
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,165 @@
+//! The serving side of request-reply: a [`Responder`] is a consumer group
+//! on a service topic (so several share the load, and failed requests
+//! follow the group's retry and dead-letter policy); each [`Request`] it
+//! hands out is answered into the inbox its `reply-to` header names.
+//!
+//! Invariant: a request is acked only after its reply is stored, so a
+//! crash in between redelivers the request (and may reply twice; the
+//! requester takes the first reply).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::bus::BusInner;
+use crate::error::{Error, Result};
+use crate::patterns::queue::{Delivery, Group};
+use crate::patterns::request::{
+    CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO,
+};
+use crate::record::{Record, StoredRecord};
+
+/// Where replies go: the inbox topics of the responder's bus.
+#[derive(Debug, Clone)]
+pub(crate) enum Inboxes {
+    /// Appended to the inbox topic.
+    Log(Arc<BusInner>),
+    /// Published to the inbox stream's subject for the correlation id.
+    #[cfg(feature = "nats")]
+    Nats(Arc<crate::nats::NatsShared>),
+}
+
+impl Inboxes {
+    /// Stores `reply` (already carrying its headers) in `inbox`; its offset.
+    /// Only NATS files a reply under its id.
+    #[cfg_attr(not(feature = "nats"), allow(unused_variables))]
+    fn publish(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64> {
+        match self {
+            Inboxes::Log(bus) => bus.topic(inbox)?.publish(reply),
+            #[cfg(feature = "nats")]
+            Inboxes::Nats(bus) => bus.publish_reply(inbox, id, reply),
+        }
+    }
+}
+
+/// Serves requests sent to a service topic: a consumer group named after
+/// the service (or any group of the topic, see [`crate::Topic::responder`]).
+#[derive(Debug, Clone)]
+pub struct Responder {
+    group: Group,
+    inboxes: Inboxes,
+}
+
+impl Responder {
+    /// A responder that serves the requests `group` receives.
+    pub(crate) fn new(group: Group, inboxes: Inboxes) -> Responder {
+        Responder { group, inboxes }
+    }
+
+    /// The next request, waiting up to `timeout`.
+    pub fn recv(&self, timeout: Duration) -> Result<Option<Request>> {
+        Ok(self.group.recv(timeout)?.map(|d| self.request(d)))
+    }
+
+    /// The next request if one is available now.
+    pub fn try_recv(&self) -> Result<Option<Request>> {
+        Ok(self.group.try_recv()?.map(|d| self.request(d)))
+    }
+
+    /// The next request, waiting as long as it takes (async).
+    pub async fn recv_async(&self) -> Result<Request> {
+        Ok(self.request(self.group.recv_async().await?))
+    }
+
+    fn request(&self, delivery: Delivery) -> Request {
+        Request {
+            delivery,
+            inboxes: self.inboxes.clone(),
+            replier: self.group.name().to_owned(),
+        }
+    }
+
+    /// The underlying consumer group (stats, options).
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+}
+
+/// A request being served. Reply, reply with an error, or fail it like any
+/// delivery; dropping it releases it for redelivery.
+#[derive(Debug)]
+pub struct Request {
+    delivery: Delivery,
+    inboxes: Inboxes,
+    replier: String,
+}
+
+impl Request {
+    /// The request record.
+    pub fn record(&self) -> &StoredRecord {
+        self.delivery.record()
+    }
+
+    /// Which delivery of this request this is, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.delivery.attempt()
+    }
+
+    /// The request's correlation id, if it carries a valid one.
+    pub fn correlation_id(&self) -> Option<CorrelationId> {
+        self.record()
+            .header(HEADER_CORRELATION_ID)
+            .and_then(CorrelationId::from_header)
+    }
+
+    /// The inbox topic the reply goes to, if named.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.record()
+            .header(HEADER_REPLY_TO)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Stores `reply` in the requester's inbox, then acks the request; the
+    /// reply's offset in the inbox. A request without valid
+    /// `correlation-id` and `reply-to` headers is rejected to the
+    /// dead-letter topic and this returns `Error::InvalidArgument`.
+    pub fn reply(self, reply: &Record<'_>) -> Result<u64> {
+        self.send(reply, None)
+    }
+
+    /// Stores an error reply (empty value, `logbus-reply-error: reason`),
+    /// then acks the request.
+    pub fn reply_err(self, reason: &str) -> Result<u64> {
+        self.send(&Record::new(b""), Some(reason))
+    }
+
+    fn send(self, reply: &Record<'_>, error: Option<&str>) -> Result<u64> {
+        let (Some(id), Some(inbox)) = (self.correlation_id(), self.reply_to().map(str::to_owned)) else {
+            self.delivery
+                .reject("request without a valid correlation-id or reply-to header")?;
+            return Err(Error::InvalidArgument(
+                "request has no valid correlation-id or reply-to header".into(),
+            ));
+        };
+        let id_text = id.to_string();
+        let mut record = reply
+            .clone()
+            .header(HEADER_CORRELATION_ID, id_text.as_bytes())
+            .header(HEADER_REPLIER, self.replier.as_bytes());
+        if let Some(reason) = error {
+            record = record.header(HEADER_REPLY_ERROR, reason.as_bytes());
+        }
+        let offset = self.inboxes.publish(&inbox, id, &record)?;
+        self.delivery.ack()?;
+        Ok(offset)
+    }
+
+    /// Fails this attempt (retry policy applies, then the dead-letter topic).
+    pub fn nack(self, reason: &str) -> Result<()> {
+        self.delivery.nack(reason)
+    }
+
+    /// Sends the request straight to the dead-letter topic.
+    pub fn reject(self, reason: &str) -> Result<()> {
+        self.delivery.reject(reason)
+    }
+}
