@@ -3,8 +3,7 @@
 //! `--features nats`): the everyday contract of the pattern layer. Where
 //! JetStream differs (docs/NATS.md, "Where JetStream differs"), the test
 //! asserts what both guarantee and says how they differ in a `match` on
-//! the backend; the one test that needs `Bus::redrive` (not yet on NATS)
-//! runs on the embedded bus only.
+//! the backend.
 
 #[macro_use]
 mod common;
@@ -14,9 +13,8 @@ use std::time::Duration;
 use common::TestBackend;
 use common::futures::{poll_once, poll_until_ready};
 use logbus::{
-    Backoff, Bus, BusOptions, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
-    HEADER_LAST_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt,
-    StoredRecord,
+    Backoff, Bus, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_LAST_REASON,
+    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt, StoredRecord,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
@@ -351,6 +349,35 @@ backend_tests! {
             failures_listed(backend, 3)
         );
     }
+
+    fn redrive_moves_back_only_what_the_filter_selects_with_a_fresh_attempt_count(backend: &TestBackend) {
+        let bus = backend.open();
+        let group = reject_one_record(&bus);
+        bus.topic("t").unwrap().publish(&Record::new(b"keep")).unwrap();
+        group.recv(TIMEOUT).unwrap().unwrap().reject("keep it dead").unwrap();
+        assert_eq!(bus.redrive("t.dlq", |r| r.value() == b"bad").unwrap(), 1);
+        assert_eq!(bus.redrive("t.dlq", |r| r.value() == b"bad").unwrap(), 0);
+        let again = group.recv(TIMEOUT).unwrap().unwrap();
+        assert_eq!(again.record().value(), b"bad");
+        assert_eq!(again.record().header(logbus::HEADER_REDRIVE_COUNT), Some(&b"1"[..]));
+        assert_eq!(again.record().header(HEADER_SOURCE_TOPIC), None, "dead-letter headers dropped");
+        assert_eq!(again.attempt(), 1);
+        again.reject("still bad").unwrap();
+        // The one left in place moves when selected, with the second dead
+        // letter of `bad`.
+        assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 2);
+        let mut back = Vec::new();
+        while let Some(d) = group.recv(SHORT * 50).unwrap() {
+            let count = d.record().header(logbus::HEADER_REDRIVE_COUNT).map(<[u8]>::to_vec);
+            back.push((d.record().value().to_vec(), count));
+            d.ack().unwrap();
+        }
+        back.sort();
+        assert_eq!(
+            back,
+            [(b"bad".to_vec(), Some(b"2".to_vec())), (b"keep".to_vec(), Some(b"1".to_vec()))]
+        );
+    }
 }
 
 /// Publishes five records, lets `before` work on the group, closes the bus
@@ -400,22 +427,4 @@ fn reject_one_record(bus: &Bus) -> Group {
     assert!(group.try_recv().unwrap().is_none());
     assert_eq!(bus.topic("t.dlq").unwrap().end_offset(), 1);
     group
-}
-
-/// Embedded only: `Bus::redrive` is not yet available on NATS (issue 7,
-/// a later slice); the reject half runs on both backends above.
-#[test]
-fn reject_sends_straight_to_the_dead_letter_topic_and_redrive_brings_it_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let group = reject_one_record(&bus);
-    assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 1);
-    assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 0);
-    let again = group.try_recv().unwrap().unwrap();
-    assert_eq!(again.record().value(), b"bad");
-    assert_eq!(
-        again.record().header(logbus::HEADER_REDRIVE_COUNT),
-        Some(&b"1"[..])
-    );
-    assert_eq!(again.attempt(), 1);
 }

@@ -141,8 +141,10 @@ impl LogBus {
         dlq_topic: &str,
         filter: impl FnMut(&crate::StoredRecord) -> bool,
     ) -> Result<usize> {
-        let dlq = self.topic(dlq_topic)?;
-        redrive(self.inner(), &dlq, filter)
+        let dlq = self.topic(dlq_topic)?.into();
+        let republish =
+            |source: &str, record: &crate::Record<'_>, _dlq_offset| self.topic(source)?.publish(record);
+        redrive(&dlq, republish, filter)
     }
 
     pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {

@@ -13,15 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::client::NatsClient;
-use super::error::not_yet;
-use super::names::reply_subject;
+use super::names::{reply_subject, stream_name};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::patterns::{
-    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, inbox_topic,
+    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, inbox_topic, redrive,
 };
 use crate::record::{Record, StoredRecord};
 
@@ -149,12 +148,21 @@ impl NatsBus {
         self.topic(service)?.responder(service, options)
     }
 
+    /// As embedded, plus a `Nats-Msg-Id` naming the dead letter on each
+    /// record moved back: a redrive repeated after a crash (the move
+    /// stored, the dead letter not yet acked) within the source stream's
+    /// duplicate window (2 minutes by default) stores it once.
     pub(crate) fn redrive(
         &self,
-        _dlq_topic: &str,
-        _filter: impl FnMut(&StoredRecord) -> bool,
+        dlq_topic: &str,
+        filter: impl FnMut(&StoredRecord) -> bool,
     ) -> Result<usize> {
-        Err(not_yet("Bus::redrive (dead letters)"))
+        let dlq = self.topic(dlq_topic)?;
+        let msg_id = |offset: u64| format!("logbus-redrive.{}.{offset}", stream_name(dlq_topic));
+        let republish = |source: &str, record: &Record<'_>, dlq_offset| {
+            self.topic(source)?.publish_once(record, &msg_id(dlq_offset))
+        };
+        redrive(&dlq.into(), republish, filter)
     }
 
     pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {

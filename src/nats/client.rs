@@ -269,11 +269,6 @@ impl NatsClient {
         }
     }
 
-    /// The stream configuration `spec` gives `topic` (for inspection).
-    pub fn stream_config(&self, topic: &str, spec: &StreamSpec) -> stream::Config {
-        spec.config(topic)
-    }
-
     /// Positions of the stream of `topic`.
     pub fn stream_state(&self, topic: &str) -> Result<StreamState> {
         Ok(StreamState::from(&self.stream_info(topic)?.state))
@@ -321,17 +316,6 @@ impl NatsClient {
             let mut topics: Vec<String> = names.iter().filter_map(|n| topic_of_stream(n)).collect();
             topics.sort();
             Ok(topics)
-        })?
-    }
-
-    /// Deletes the stream of `topic` and its consumers.
-    pub fn delete_stream(&self, topic: &str) -> Result<()> {
-        self.block_on(async {
-            self.js()
-                .delete_stream(stream_name(topic))
-                .await
-                .map(|_| ())
-                .map_err(|e| nats_error("delete stream", e))
         })?
     }
 
@@ -411,22 +395,6 @@ impl NatsClient {
                 .await
                 .map_err(|e| nats_error("consumer info", e))?;
             Ok(ConsumerState::from(&info))
-        })?
-    }
-
-    /// Names of the consumers on the stream of `topic` (group consumers
-    /// start with `g_`: the recipients of a `GroupsOf` scatter).
-    pub fn consumer_names(&self, topic: &str) -> Result<Vec<String>> {
-        use futures_util::TryStreamExt;
-        self.block_on(async {
-            let stream = self.stream_of(topic).await?;
-            let mut names: Vec<String> = stream
-                .consumer_names()
-                .try_collect()
-                .await
-                .map_err(|e| nats_error("consumer names", e))?;
-            names.sort();
-            Ok(names)
         })?
     }
 }

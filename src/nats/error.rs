@@ -56,12 +56,3 @@ pub(crate) fn connect_error(error: async_nats::ConnectError) -> Error {
         _ => nats_error("connect", error),
     }
 }
-
-/// An operation of the embedded bus that the NATS backend does not offer
-/// yet (issue 7 is being built in slices; see `docs/NATS.md`).
-pub(crate) fn not_yet(what: &str) -> Error {
-    Error::Backend {
-        backend: BACKEND,
-        message: format!("{what} is not yet available on the NATS backend"),
-    }
-}

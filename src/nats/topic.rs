@@ -24,7 +24,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use async_nats::header::NATS_EXPECTED_LAST_SEQUENCE;
+use async_nats::HeaderName;
+use async_nats::header::{NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
@@ -154,13 +155,23 @@ impl NatsTopic {
         self.publish_one(record, None)
     }
 
-    /// Publishes `record`, expecting the stream's last sequence to be
-    /// `expected_last` if given; returns its offset.
-    fn publish_one(&self, record: &Record<'_>, expected_last: Option<u64>) -> Result<u64> {
+    /// Publishes `record` with the `Nats-Msg-Id` `msg_id`: within the
+    /// stream's duplicate window a second publish with that id stores
+    /// nothing and returns the first one's offset.
+    pub(crate) fn publish_once(&self, record: &Record<'_>, msg_id: &str) -> Result<u64> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
+        self.publish_one(record, Some((NATS_MESSAGE_ID, msg_id.to_owned())))
+    }
+
+    /// Publishes `record` with one JetStream header if given (a message
+    /// id, an expected last sequence); returns its offset.
+    fn publish_one(&self, record: &Record<'_>, jetstream: Option<(HeaderName, String)>) -> Result<u64> {
         let shared = &self.shared;
         let mut headers = encode_headers(record)?;
-        if let Some(sequence) = expected_last {
-            headers.insert(NATS_EXPECTED_LAST_SEQUENCE, sequence.to_string());
+        if let Some((name, value)) = jetstream {
+            headers.insert(name, value);
         }
         let payload = Bytes::copy_from_slice(record.value());
         let (offset, _duplicate) = shared
@@ -180,7 +191,9 @@ impl NatsTopic {
         let _exclusive = shared.publishing.write().unwrap_or_else(|p| p.into_inner());
         let mut stored: Option<Range<u64>> = None;
         for record in records {
-            let expected_last = stored.as_ref().map(|range| range.end);
+            let expected_last = stored
+                .as_ref()
+                .map(|range| (NATS_EXPECTED_LAST_SEQUENCE, range.end.to_string()));
             let offset = self
                 .publish_one(record, expected_last)
                 .map_err(|e| with_stored_prefix(e, stored.as_ref()))?;

@@ -10,16 +10,15 @@
 //! from the recorded end offset, so the record is written again only if the
 //! first write did not survive.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bus::BusInner;
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::Position;
 use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::GroupOptions;
 use crate::patterns::retry::{Backoff, RetryPolicy};
+use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
 
 /// Header: the topic a dead letter came from.
@@ -170,11 +169,14 @@ pub(crate) fn contains_dead_letter(
 }
 
 /// Moves the records of `dlq` selected by `filter` back to their source
-/// topics (see [`crate::Bus::redrive`]). A crash between the move and its
-/// bookkeeping may move a record twice (at-least-once).
+/// topics (see [`crate::Bus::redrive`]), on either backend: `republish`
+/// stores a record in the named source topic, given the dead letter's
+/// offset in `dlq` (NATS uses it to publish each dead letter once). A
+/// crash between the move and its bookkeeping may move a record twice
+/// (at-least-once) where the backend cannot deduplicate.
 pub(crate) fn redrive(
-    bus: &Arc<BusInner>,
-    dlq: &LogTopic,
+    dlq: &Topic,
+    mut republish: impl FnMut(&str, &Record<'_>, u64) -> Result<u64>,
     mut filter: impl FnMut(&StoredRecord) -> bool,
 ) -> Result<usize> {
     let options = GroupOptions {
@@ -198,7 +200,8 @@ pub(crate) fn redrive(
         let source = header_str(delivery.record(), HEADER_SOURCE_TOPIC).map(str::to_owned);
         match source {
             Some(source) if filter(delivery.record()) => {
-                let _offset = republish(bus, &source, delivery.record())?;
+                let fresh = redriven(delivery.record());
+                let _offset = republish(&source, &fresh.record(), delivery.record().offset())?;
                 trace_event!(info, dlq = dlq.name(), source = %source, offset = _offset, "record redriven");
                 delivery.ack()?;
                 moved += 1;
@@ -209,20 +212,36 @@ pub(crate) fn redrive(
     Ok(moved)
 }
 
-fn republish(bus: &Arc<BusInner>, source: &str, record: &StoredRecord) -> Result<u64> {
+/// A dead letter as it goes back to its source: its key, value,
+/// timestamp and own headers, without the dead-letter headers, with
+/// `logbus-redrive-count` one higher.
+struct Redriven<'a> {
+    record: &'a StoredRecord,
+    count: String,
+}
+
+fn redriven(record: &StoredRecord) -> Redriven<'_> {
     let count = header_str(record, HEADER_REDRIVE_COUNT)
         .and_then(|c| c.parse::<u64>().ok())
         .unwrap_or(0);
-    let count = (count + 1).to_string();
-    let mut fresh = Record::new(record.value())
-        .key(record.key())
-        .timestamp(record.timestamp());
-    let original = record
-        .headers()
-        .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(name) && *name != HEADER_REDRIVE_COUNT);
-    for (name, value) in original {
-        fresh = fresh.header(name, value);
+    Redriven {
+        record,
+        count: (count + 1).to_string(),
     }
-    fresh = fresh.header(HEADER_REDRIVE_COUNT, count.as_bytes());
-    bus.topic(source)?.publish(&fresh)
+}
+
+impl Redriven<'_> {
+    fn record(&self) -> Record<'_> {
+        let record = self.record;
+        let mut fresh = Record::new(record.value())
+            .key(record.key())
+            .timestamp(record.timestamp());
+        let original = record
+            .headers()
+            .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(name) && *name != HEADER_REDRIVE_COUNT);
+        for (name, value) in original {
+            fresh = fresh.header(name, value);
+        }
+        fresh.header(HEADER_REDRIVE_COUNT, self.count.as_bytes())
+    }
 }

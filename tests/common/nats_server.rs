@@ -18,7 +18,22 @@ pub struct Server {
 }
 
 impl Server {
+    /// Starts a server on a free port and waits until it listens. A port
+    /// found free can be taken by another process before the server binds
+    /// it (tests run in parallel): then the server exits, and this tries
+    /// again on another port.
     pub fn start(name: &str, store: &Path, cluster: Option<(u16, &[u16])>) -> Server {
+        for _ in 0..5 {
+            let mut server = Server::spawn(name, store, cluster);
+            if server.wait_listening() {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("nats-server {name} did not start on any of 5 ports");
+    }
+
+    fn spawn(name: &str, store: &Path, cluster: Option<(u16, &[u16])>) -> Server {
         let port = free_port();
         let mut command = Command::new("nats-server");
         command
@@ -44,22 +59,38 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
-        let server = Server {
+        Server {
             name: name.to_owned(),
             port,
             child: Some(child),
-        };
-        server.wait_listening();
-        server
+        }
     }
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    fn wait_listening(&self) {
+    /// Whether the server listens on its port (within 10 s) and is still
+    /// running then: one that exited (its port was taken) does not.
+    fn wait_listening(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait().map_or(true, |status| status.is_some()),
+                None => true,
+            };
+            if exited {
+                return false;
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Someone listens: this server, unless it is about to exit
+                // because another process holds the port.
+                std::thread::sleep(Duration::from_millis(50));
+                return self
+                    .child
+                    .as_mut()
+                    .is_some_and(|child| matches!(child.try_wait(), Ok(None)));
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server {} did not listen",
