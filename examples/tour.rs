@@ -4,28 +4,32 @@
 //! underneath everything, then the messaging patterns built on it:
 //! publish-subscribe, queues (consumer groups), dead-letter queues,
 //! request-reply and scatter-gather.
+//!
+//! With `--features nats -- --nats nats://127.0.0.1:4222` (several URLs
+//! comma-separated, `--replicas 3` on a cluster) the same five patterns run
+//! on NATS JetStream; the raw log has no NATS form and is skipped. Each run
+//! there uses topics of its own (`tour-<time>.<name>`), so runs against one
+//! server do not see each other's records.
 
 use std::time::{Duration, Instant};
 
 use logbus::{
-    Backoff, Bus, BusOptions, Durability, Gather, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON, Log,
-    LogOptions, Position, Recipients, Record, RetryPolicy, StartAt,
+    Backoff, Bus, BusOptions, Durability, Error, Gather, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON,
+    Log, LogOptions, Position, Recipients, Record, RetryPolicy, StartAt,
 };
 
 fn main() -> logbus::Result<()> {
-    // A temporary directory, or LOGBUS_TOUR_DIR to keep the files for
-    // `logbus-dump` (e.g. `cargo run --bin logbus-dump -- $LOGBUS_TOUR_DIR/bus`).
-    let temporary = tempfile::tempdir()?;
-    let dir = std::env::var_os("LOGBUS_TOUR_DIR").map_or_else(|| temporary.path().to_path_buf(), Into::into);
-    println!("logbus tour in {}\n", dir.display());
-    the_log(&dir.join("log"))?;
-    let bus = Bus::open(dir.join("bus"), BusOptions::default())?;
-    publish_subscribe(&bus)?;
-    queues(&bus)?;
-    dead_letters(&bus)?;
-    request_reply(&bus)?;
-    scatter_gather(&bus)?;
-    for topic in bus.stats()? {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let tour = match option(&args, "--nats")? {
+        Some(urls) => Tour::nats(&urls, option(&args, "--replicas")?)?,
+        None => Tour::embedded()?,
+    };
+    tour.publish_subscribe()?;
+    tour.queues()?;
+    tour.dead_letters()?;
+    tour.request_reply()?;
+    tour.scatter_gather()?;
+    for topic in tour.bus.stats()? {
         let consumers: Vec<String> = topic
             .consumers
             .iter()
@@ -38,7 +42,71 @@ fn main() -> logbus::Result<()> {
             consumers.join(", ")
         );
     }
-    bus.close()
+    tour.bus.close()
+}
+
+/// The value after `flag` in `args`, if the flag is there.
+fn option(args: &[String], flag: &str) -> logbus::Result<Option<String>> {
+    match args.iter().position(|a| a == flag) {
+        None => Ok(None),
+        Some(i) => match args.get(i + 1) {
+            Some(value) => Ok(Some(value.clone())),
+            None => Err(Error::InvalidArgument(format!("{flag} needs a value"))),
+        },
+    }
+}
+
+/// The bus the patterns run on, and the prefix of this run's names.
+struct Tour {
+    bus: Bus,
+    run: String,
+    /// Keeps the temporary directory of an embedded tour.
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Tour {
+    /// The log, then a bus, in a temporary directory (or LOGBUS_TOUR_DIR, to
+    /// keep the files for `logbus-dump`, e.g. `cargo run --bin logbus-dump
+    /// -- $LOGBUS_TOUR_DIR/bus`).
+    fn embedded() -> logbus::Result<Tour> {
+        let temporary = tempfile::tempdir()?;
+        let dir =
+            std::env::var_os("LOGBUS_TOUR_DIR").map_or_else(|| temporary.path().to_path_buf(), Into::into);
+        println!("logbus tour in {}\n", dir.display());
+        the_log(&dir.join("log"))?;
+        Ok(Tour {
+            bus: Bus::open(dir.join("bus"), BusOptions::default())?,
+            run: String::new(),
+            _dir: Some(temporary),
+        })
+    }
+
+    #[cfg(feature = "nats")]
+    fn nats(urls: &str, replicas: Option<String>) -> logbus::Result<Tour> {
+        let replicas = match replicas {
+            Some(n) => n
+                .parse()
+                .map_err(|_| Error::InvalidArgument(format!("--replicas {n:?} is not a number")))?,
+            None => 1,
+        };
+        let options = logbus::NatsOptions::default().replicas(replicas);
+        let bus = Bus::connect_nats(urls, options)?;
+        let run = format!("tour-{}.", logbus::CorrelationId::new().as_u128() >> 80);
+        println!("logbus tour on NATS JetStream at {urls} ({replicas} replicas), topics {run}*\n");
+        Ok(Tour { bus, run, _dir: None })
+    }
+
+    #[cfg(not(feature = "nats"))]
+    fn nats(_urls: &str, _replicas: Option<String>) -> logbus::Result<Tour> {
+        Err(Error::InvalidArgument(
+            "--nats needs the nats feature: cargo run --example tour --features nats -- --nats <url>".into(),
+        ))
+    }
+
+    /// This run's name for `name`.
+    fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.run)
+    }
 }
 
 fn the_log(dir: &std::path::Path) -> logbus::Result<()> {
@@ -105,172 +173,177 @@ fn the_log(dir: &std::path::Path) -> logbus::Result<()> {
     log.close()
 }
 
-fn publish_subscribe(bus: &Bus) -> logbus::Result<()> {
-    println!("== publish-subscribe");
-    let prices = bus.topic("prices")?;
-    let mut audit = prices.subscribe("audit", StartAt::Earliest)?;
-    let mut dashboard = prices.subscribe_ephemeral(StartAt::Latest)?;
-    for (symbol, price) in [("ACME", "10.5"), ("INIT", "3.2"), ("ACME", "10.7")] {
-        prices.publish(&Record::new(price).key(symbol))?;
-    }
-    for (name, sub) in [("audit", &mut audit), ("dashboard", &mut dashboard)] {
-        let mut got = Vec::new();
-        while let Some(record) = sub.try_recv()? {
-            got.push(format!(
-                "{}={}",
-                String::from_utf8_lossy(record.key()),
-                String::from_utf8_lossy(record.value())
-            ));
+impl Tour {
+    fn publish_subscribe(&self) -> logbus::Result<()> {
+        println!("== publish-subscribe");
+        let prices = self.bus.topic(&self.name("prices"))?;
+        let mut audit = prices.subscribe("audit", StartAt::Earliest)?;
+        let mut dashboard = prices.subscribe_ephemeral(StartAt::Latest)?;
+        for (symbol, price) in [("ACME", "10.5"), ("INIT", "3.2"), ("ACME", "10.7")] {
+            prices.publish(&Record::new(price).key(symbol))?;
         }
-        println!("{name} saw every record: {}", got.join(" "));
-    }
-    audit.commit()?;
-    println!("audit committed {} (lag {})\n", audit.committed(), audit.lag());
-    Ok(())
-}
-
-fn queues(bus: &Bus) -> logbus::Result<()> {
-    println!("== queues (consumer groups)");
-    let jobs = bus.topic("jobs")?;
-    let bodies: Vec<String> = (0..20).map(|i| format!("job {i}")).collect();
-    jobs.publish_batch(
-        &bodies
-            .iter()
-            .map(|b| Record::new(b.as_bytes()))
-            .collect::<Vec<_>>(),
-    )?;
-    let workers = jobs.group("workers", GroupOptions::default())?;
-    let done: Vec<usize> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..3)
-            .map(|_| {
-                let workers = workers.clone();
-                scope.spawn(move || {
-                    let mut handled = 0;
-                    while let Some(delivery) = workers.recv(Duration::from_millis(50)).expect("recv") {
-                        delivery.ack().expect("ack");
-                        handled += 1;
-                    }
-                    handled
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().expect("worker")).collect()
-    });
-    println!("3 competing workers handled {done:?} jobs: each exactly once");
-    println!("group low watermark {}\n", workers.stats()?.low_watermark);
-    Ok(())
-}
-
-fn dead_letters(bus: &Bus) -> logbus::Result<()> {
-    println!("== dead-letter queue");
-    let payments = bus.topic("payments")?;
-    payments.publish(&Record::new(b"{not json").key(b"payment-17"))?;
-    let retry = RetryPolicy {
-        max_attempts: 3,
-        backoff: Backoff::Fixed(Duration::from_millis(10)),
-    };
-    let group = payments.group(
-        "processor",
-        GroupOptions {
-            retry,
-            ..GroupOptions::default()
-        },
-    )?;
-    while let Some(delivery) = group.recv(Duration::from_millis(100))? {
-        println!(
-            "attempt {} of {:?} fails",
-            delivery.attempt(),
-            String::from_utf8_lossy(delivery.record().key())
-        );
-        delivery.nack("parse error: expected value")?;
-    }
-    let dlq = bus.topic("payments.dlq")?;
-    let dead = dlq
-        .log()
-        .expect("embedded topic")
-        .read(0)?
-        .expect("dead-lettered");
-    let header = |name| String::from_utf8_lossy(dead.header(name).unwrap_or_default()).into_owned();
-    println!(
-        "dead letter: attempts={} reason={:?}",
-        header(HEADER_ATTEMPTS),
-        header(HEADER_LAST_REASON)
-    );
-    let moved = bus.redrive("payments.dlq", |_| true)?;
-    let again = group.recv(Duration::from_secs(1))?.expect("redriven");
-    println!(
-        "redrove {moved}; it is back with attempt {} and redrive count 1",
-        again.attempt()
-    );
-    again.ack()?;
-    println!();
-    Ok(())
-}
-
-fn request_reply(bus: &Bus) -> logbus::Result<()> {
-    println!("== request-reply");
-    let responder = bus.responder("pricing")?;
-    let server = std::thread::spawn(move || -> logbus::Result<()> {
-        while let Some(request) = responder.recv(Duration::from_millis(300))? {
-            let quote = format!("quote for {}", String::from_utf8_lossy(request.record().value()));
-            request.reply(&Record::new(quote.as_bytes()))?;
+        for (name, sub) in [("audit", &mut audit), ("dashboard", &mut dashboard)] {
+            let mut got = Vec::new();
+            while let Some(record) = sub.try_recv()? {
+                got.push(format!(
+                    "{}={}",
+                    String::from_utf8_lossy(record.key()),
+                    String::from_utf8_lossy(record.value())
+                ));
+            }
+            println!("{name} saw every record: {}", got.join(" "));
         }
+        audit.commit()?;
+        println!("audit committed {} (lag {})\n", audit.committed(), audit.lag());
         Ok(())
-    });
-    let client = bus.requester("checkout")?;
-    let started = Instant::now();
-    let reply = client.request("pricing", &Record::new(b"basket-42"), Duration::from_secs(5))?;
-    println!(
-        "reply {:?} from {:?} in {:?}",
-        String::from_utf8_lossy(reply.value()),
-        reply.from(),
-        started.elapsed()
-    );
-    // Fire now, collect later: the reply waits in the inbox, even across a restart.
-    let id = client.send_request("pricing", &Record::new(b"basket-43"))?;
-    let later = client.reply_for(id, Duration::from_secs(5))?;
-    println!(
-        "collected {id} later: {:?}",
-        String::from_utf8_lossy(later.value())
-    );
-    server.join().expect("server thread")?;
-    println!();
-    Ok(())
-}
-
-fn scatter_gather(bus: &Bus) -> logbus::Result<()> {
-    println!("== scatter-gather");
-    let regions = ["eu", "us", "asia"];
-    let servers: Vec<_> = regions
-        .iter()
-        .map(|region| {
-            let responder = bus.responder(&format!("stock-{region}"))?;
-            let stock = region.len() * 10;
-            Ok(std::thread::spawn(move || -> logbus::Result<()> {
-                if let Some(request) = responder.recv(Duration::from_secs(5))? {
-                    request.reply(&Record::new(stock.to_string().as_bytes()))?;
-                }
-                Ok(())
-            }))
-        })
-        .collect::<logbus::Result<_>>()?;
-    let client = bus.requester("planner")?;
-    let mut services: Vec<String> = regions.iter().map(|r| format!("stock-{r}")).collect();
-    services.push("stock-mars".into()); // nobody serves this one
-    let scatter = client.scatter(Recipients::Services(services), &Record::new(b"sku-7"))?;
-    let rule = Gather::all(Duration::from_secs(2)).quorum(3);
-    let (total, gathered) = scatter.gather_fold(rule, 0u64, |sum, reply| {
-        sum + String::from_utf8_lossy(reply.value()).parse::<u64>().unwrap_or(0)
-    })?;
-    println!(
-        "{} replies, stopped by {:?}, missing {:?}, total stock {total}",
-        gathered.replies.len(),
-        gathered.stopped,
-        gathered.missing
-    );
-    for server in servers {
-        server.join().expect("server thread")?;
     }
-    println!();
-    Ok(())
+
+    fn queues(&self) -> logbus::Result<()> {
+        println!("== queues (consumer groups)");
+        let jobs = self.bus.topic(&self.name("jobs"))?;
+        let bodies: Vec<String> = (0..20).map(|i| format!("job {i}")).collect();
+        jobs.publish_batch(
+            &bodies
+                .iter()
+                .map(|b| Record::new(b.as_bytes()))
+                .collect::<Vec<_>>(),
+        )?;
+        let workers = jobs.group("workers", GroupOptions::default())?;
+        let done: Vec<usize> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .map(|_| {
+                    let workers = workers.clone();
+                    scope.spawn(move || {
+                        let mut handled = 0;
+                        while let Some(delivery) = workers.recv(Duration::from_millis(50)).expect("recv") {
+                            delivery.ack().expect("ack");
+                            handled += 1;
+                        }
+                        handled
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("worker")).collect()
+        });
+        println!("3 competing workers handled {done:?} jobs: each exactly once");
+        println!("group low watermark {}\n", workers.stats()?.low_watermark);
+        Ok(())
+    }
+
+    fn dead_letters(&self) -> logbus::Result<()> {
+        println!("== dead-letter queue");
+        let payments = self.bus.topic(&self.name("payments"))?;
+        payments.publish(&Record::new(b"{not json").key(b"payment-17"))?;
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            backoff: Backoff::Fixed(Duration::from_millis(10)),
+        };
+        let group = payments.group(
+            "processor",
+            GroupOptions {
+                retry,
+                ..GroupOptions::default()
+            },
+        )?;
+        while let Some(delivery) = group.recv(Duration::from_millis(100))? {
+            println!(
+                "attempt {} of {:?} fails",
+                delivery.attempt(),
+                String::from_utf8_lossy(delivery.record().key())
+            );
+            delivery.nack("parse error: expected value")?;
+        }
+        let dlq = self.name("payments.dlq");
+        let dead = self
+            .bus
+            .topic(&dlq)?
+            .subscribe_ephemeral(StartAt::Earliest)?
+            .recv(Duration::from_secs(5))?
+            .expect("dead-lettered");
+        let header = |name| String::from_utf8_lossy(dead.header(name).unwrap_or_default()).into_owned();
+        println!(
+            "dead letter: attempts={} reason={:?}",
+            header(HEADER_ATTEMPTS),
+            header(HEADER_LAST_REASON)
+        );
+        let moved = self.bus.redrive(&dlq, |_| true)?;
+        let again = group.recv(Duration::from_secs(1))?.expect("redriven");
+        println!(
+            "redrove {moved}; it is back with attempt {} and redrive count 1",
+            again.attempt()
+        );
+        again.ack()?;
+        println!();
+        Ok(())
+    }
+
+    fn request_reply(&self) -> logbus::Result<()> {
+        println!("== request-reply");
+        let pricing = self.name("pricing");
+        let responder = self.bus.responder(&pricing)?;
+        let server = std::thread::spawn(move || -> logbus::Result<()> {
+            while let Some(request) = responder.recv(Duration::from_millis(300))? {
+                let quote = format!("quote for {}", String::from_utf8_lossy(request.record().value()));
+                request.reply(&Record::new(quote.as_bytes()))?;
+            }
+            Ok(())
+        });
+        let client = self.bus.requester(&self.name("checkout"))?;
+        let started = Instant::now();
+        let reply = client.request(&pricing, &Record::new(b"basket-42"), Duration::from_secs(5))?;
+        println!(
+            "reply {:?} from {:?} in {:?}",
+            String::from_utf8_lossy(reply.value()),
+            reply.from(),
+            started.elapsed()
+        );
+        // Fire now, collect later: the reply waits in the inbox, even across a restart.
+        let id = client.send_request(&pricing, &Record::new(b"basket-43"))?;
+        let later = client.reply_for(id, Duration::from_secs(5))?;
+        println!(
+            "collected {id} later: {:?}",
+            String::from_utf8_lossy(later.value())
+        );
+        server.join().expect("server thread")?;
+        println!();
+        Ok(())
+    }
+
+    fn scatter_gather(&self) -> logbus::Result<()> {
+        println!("== scatter-gather");
+        let regions = ["eu", "us", "asia"];
+        let service = |region: &str| self.name(&format!("stock-{region}"));
+        let servers: Vec<_> = regions
+            .iter()
+            .map(|region| {
+                let responder = self.bus.responder(&service(region))?;
+                let stock = region.len() * 10;
+                Ok(std::thread::spawn(move || -> logbus::Result<()> {
+                    if let Some(request) = responder.recv(Duration::from_secs(5))? {
+                        request.reply(&Record::new(stock.to_string().as_bytes()))?;
+                    }
+                    Ok(())
+                }))
+            })
+            .collect::<logbus::Result<_>>()?;
+        let client = self.bus.requester(&self.name("planner"))?;
+        let mut services: Vec<String> = regions.iter().map(|r| service(r)).collect();
+        services.push(service("mars")); // nobody serves this one
+        let scatter = client.scatter(Recipients::Services(services), &Record::new(b"sku-7"))?;
+        let rule = Gather::all(Duration::from_secs(2)).quorum(3);
+        let (total, gathered) = scatter.gather_fold(rule, 0u64, |sum, reply| {
+            sum + String::from_utf8_lossy(reply.value()).parse::<u64>().unwrap_or(0)
+        })?;
+        println!(
+            "{} replies, stopped by {:?}, missing {:?}, total stock {total}",
+            gathered.replies.len(),
+            gathered.stopped,
+            gathered.missing
+        );
+        for server in servers {
+            server.join().expect("server thread")?;
+        }
+        println!();
+        Ok(())
+    }
 }

@@ -92,6 +92,29 @@ fn clock_between_publishes() -> i64 {
 }
 
 backend_tests! {
+    fn a_name_the_backend_cannot_store_is_refused_with_a_clear_error(backend: &TestBackend) {
+        let bus = backend.open();
+        let long = "é".repeat(100); // 200 bytes: the longest name
+        let topic = bus.topic(&long);
+        match backend {
+            TestBackend::Embedded { .. } => {
+                let topic = topic.unwrap();
+                topic.publish(&Record::new(b"x")).unwrap();
+                topic.subscribe(&long, StartAt::Earliest).unwrap();
+            }
+            // Each byte outside [A-Za-z0-9-] takes three in a NATS name,
+            // and the server's store names a directory after the stream.
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => {
+                assert!(matches!(topic, Err(logbus::Error::InvalidArgument(m)) if m.contains("too long for NATS")));
+                let short = bus.topic("t").unwrap();
+                assert!(matches!(short.subscribe(&long, StartAt::Earliest), Err(logbus::Error::InvalidArgument(_))));
+                assert!(matches!(short.group(&long, logbus::GroupOptions::default()), Err(logbus::Error::InvalidArgument(_))));
+            }
+        }
+        assert!(matches!(bus.topic(&"x".repeat(201)), Err(logbus::Error::InvalidArgument(_))));
+    }
+
     fn five_durable_subscriptions_each_see_exactly_their_records_in_order_across_reopens(
         backend: &TestBackend
     ) {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::client::NatsClient;
-use super::names::{reply_subject, stream_name};
+use super::names::{check_length, reply_subject, stream_name};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
@@ -74,6 +74,7 @@ impl NatsShared {
     /// an existing stream keeps its configuration.
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<NatsTopic> {
         validate_name("topic", name)?;
+        check_length("topic", name, &stream_name(name))?;
         self.check_open()?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {

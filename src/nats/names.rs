@@ -12,6 +12,7 @@
 //! | subscription `audit` | durable consumer `s_audit` |
 //! | reply to id `X` in inbox `c.inbox` | subject `logbus.c_2einbox.X` of the inbox's stream |
 
+use crate::error::{Error, Result};
 use crate::patterns::{ConsumerId, CorrelationId};
 
 /// Prefix of every subject a topic's stream captures.
@@ -44,6 +45,24 @@ pub(crate) fn untoken(token: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// Longest stream or consumer name the backend creates: the server names
+/// a directory of its store after each, and file systems allow 255 bytes.
+pub(crate) const MAX_SERVER_NAME_BYTES: usize = 255;
+
+/// [`Error::InvalidArgument`] if `encoded`, the server's name for the
+/// logbus `kind` named `name`, is too long for the server's store (a name
+/// of up to [`crate::MAX_NAME_BYTES`] bytes can grow threefold when
+/// encoded).
+pub(crate) fn check_length(kind: &str, name: &str, encoded: &str) -> Result<()> {
+    match encoded.len() > MAX_SERVER_NAME_BYTES {
+        true => Err(Error::InvalidArgument(format!(
+            "{kind} name {name:?} is too long for NATS: encoded as {} bytes, more than {MAX_SERVER_NAME_BYTES}",
+            encoded.len()
+        ))),
+        false => Ok(()),
+    }
 }
 
 /// The stream holding `topic`.

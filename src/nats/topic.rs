@@ -34,7 +34,10 @@ use super::client::{StreamSpec, StreamState};
 use super::codec::encode_headers;
 use super::error::nats_error;
 use super::group::NatsGroup;
-use super::names::{consumer_of_name, stream_name, subscription_consumer_name, topic_subject};
+use super::names::{
+    check_length, consumer_of_name, group_consumer_name, stream_name, subscription_consumer_name,
+    topic_subject,
+};
 use super::subscription::{NatsSubscription, committed_of};
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
@@ -205,6 +208,7 @@ impl NatsTopic {
 
     pub(crate) fn subscribe(&self, name: &str, start: StartAt) -> Result<NatsSubscription> {
         self.shared.bus.check_open()?;
+        check_length("subscription", name, &subscription_consumer_name(name))?;
         let claim = self.claim(name)?;
         NatsSubscription::durable(self.clone(), claim, start)
     }
@@ -235,6 +239,7 @@ impl NatsTopic {
 
     pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         validate_name("group", name)?;
+        check_length("group", name, &group_consumer_name(name))?;
         Ok(NatsGroup::open(self.clone(), name, &options)?.into())
     }
 
