@@ -1,20 +1,19 @@
-//! The NATS JetStream backend (feature `nats`, issue 7 in progress).
+//! The NATS JetStream backend (feature `nats`).
 //!
 //! [`crate::Bus::connect_nats`] gives a bus whose topics are streams and
-//! whose subscriptions are pull consumers on a NATS server or cluster;
-//! `docs/NATS.md` is the mapping and lists where the semantics differ from
-//! the embedded bus, `docs/NATS-SEAM.md` how the backend sits under the
-//! public types. Done so far: topics and publish-subscribe (`bus`,
-//! `topic`, `subscription`), consumer groups with dead letters (`group`
-//! over `consumer`). Request-reply, scatter-gather and redrive return
-//! [`crate::Error::Backend`] ("not yet available") on a NATS bus.
+//! whose subscriptions, groups and responders are pull consumers on a NATS
+//! server or cluster; `docs/NATS.md` is the mapping and lists where the
+//! semantics differ from the embedded bus, `docs/NATS-SEAM.md` how the
+//! backend sits under the public types. The `Nats` variants of the public
+//! types: [`NatsBus`] (`bus`), `topic`, `subscription`, `group` (over
+//! `consumer`), `requester`; the responder, scatter-gather and redrive are
+//! shared with the embedded bus (`src/patterns/`).
 //!
-//! The other modules are the spike's mechanisms, proven against a real
-//! `nats-server` (2.9.10, Debian's) by `tests/nats_spike.rs`: a blocking
-//! facade over a private tokio runtime ([`NatsClient`]), the record codec,
-//! names, group consumers with dead letters, and request-reply. They stay
-//! public for that test until the remaining patterns are on the seam.
-//! Nothing in the embedded path uses this module.
+//! Below them, and public for `tests/nats_spike.rs` (the mechanisms) and
+//! `tests/nats_cluster.rs` (finding a stream's leader): a blocking facade
+//! over a private tokio runtime ([`NatsClient`]), the record codec, names,
+//! [`GroupConsumer`] and the max-deliveries advisory watch. Nothing in the
+//! embedded path uses this module.
 //!
 //! Offsets are stream sequences minus one: a topic's first record has
 //! offset 0 on both backends.
