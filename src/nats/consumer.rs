@@ -38,6 +38,15 @@ const EXHAUSTED: &str = "attempts exhausted: the last lease expired";
 /// Pull requests shorter than this are sent as no-wait fetches.
 pub(crate) const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
 
+/// How long after its own expiry (a no-wait fetch: at once) a pull may
+/// stay unanswered before it is taken as empty. A server losing a stream's
+/// leader may never answer a pull (seen in `tests/nats_cluster.rs`), and
+/// the client sets no timer of its own on a fetch. A message the server
+/// still delivers to a pull given up is not lost: a group's comes back
+/// when its lease expires, a subscription's shows as a gap in the consumer
+/// sequence and the consumer is recreated at the committed offset.
+const PULL_GRACE: Duration = Duration::from_secs(5);
+
 /// The consumer configuration of a group.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupSpec {
@@ -135,38 +144,50 @@ pub struct GroupConsumer {
     shared: Arc<GroupShared>,
 }
 
-/// Pulls up to `max` messages available now (a no-wait fetch).
+/// Pulls up to `max` messages available now (a no-wait fetch): those
+/// that came within [`PULL_GRACE`].
 async fn pull_now(consumer: &PullConsumer, max: usize) -> Result<Vec<async_nats::jetstream::Message>> {
-    let mut batch = consumer
-        .fetch()
-        .max_messages(max)
-        .messages()
-        .await
-        .map_err(|e| nats_error("pull", e))?;
     let mut messages = Vec::with_capacity(max);
-    while let Some(message) = batch.next().await {
-        messages.push(message.map_err(|e| nats_error("pull", e))?);
+    let pull = async {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max)
+            .messages()
+            .await
+            .map_err(|e| nats_error("pull", e))?;
+        while let Some(message) = batch.next().await {
+            messages.push(message.map_err(|e| nats_error("pull", e))?);
+        }
+        Ok::<_, Error>(())
+    };
+    if let Ok(pulled) = tokio::time::timeout(PULL_GRACE, pull).await {
+        pulled?;
     }
     Ok(messages)
 }
 
-/// Pulls one message, waiting up to `wait` (no wait when `None` or short).
+/// Pulls one message, waiting up to `wait` (no wait when `None` or short),
+/// and at most [`PULL_GRACE`] longer for the server's answer.
 pub(crate) async fn pull_one(
     consumer: &PullConsumer,
     wait: Option<Duration>,
 ) -> Result<Option<async_nats::jetstream::Message>> {
-    let batch = match wait {
-        Some(wait) if wait >= MIN_PULL_WAIT => {
-            consumer.batch().max_messages(1).expires(wait).messages().await
+    let wait = wait.filter(|wait| *wait >= MIN_PULL_WAIT);
+    let pull = async {
+        let batch = match wait {
+            Some(wait) => consumer.batch().max_messages(1).expires(wait).messages().await,
+            None => consumer.fetch().max_messages(1).messages().await,
+        };
+        let mut batch = batch.map_err(|e| nats_error("pull", e))?;
+        match batch.next().await {
+            Some(Ok(message)) => Ok(Some(message)),
+            Some(Err(e)) => Err(nats_error("pull", e)),
+            None => Ok(None),
         }
-        _ => consumer.fetch().max_messages(1).messages().await,
     };
-    let mut batch = batch.map_err(|e| nats_error("pull", e))?;
-    match batch.next().await {
-        Some(Ok(message)) => Ok(Some(message)),
-        Some(Err(e)) => Err(nats_error("pull", e)),
-        None => Ok(None),
-    }
+    tokio::time::timeout(wait.unwrap_or_default() + PULL_GRACE, pull)
+        .await
+        .unwrap_or(Ok(None))
 }
 
 impl GroupConsumer {
