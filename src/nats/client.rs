@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
@@ -149,6 +150,9 @@ pub(crate) struct Inner {
     handle: tokio::runtime::Handle,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
+    /// How long to wait for an answer of the server (also the time a
+    /// publish is retried while its stream has no leader).
+    timeout: Duration,
 }
 
 impl Drop for Inner {
@@ -194,6 +198,7 @@ impl NatsClient {
                 runtime: Some(runtime),
                 client,
                 js,
+                timeout,
             }),
         })
     }
@@ -355,6 +360,12 @@ impl NatsClient {
     /// A publish waiting for its PubAck, as a task for the private runtime
     /// (it holds the JetStream context, not this client): the offset and
     /// whether the server took it for a duplicate.
+    ///
+    /// While the stream has no leader (a cluster electing one after a node
+    /// died) the server answers "no responders": nobody received the
+    /// message, so it is sent again, for up to the client's timeout. Any
+    /// other failure is returned at once; one without an answer (a PubAck
+    /// that did not come) leaves unknown whether the record was stored.
     pub(crate) fn publish_task(
         &self,
         subject: String,
@@ -362,14 +373,27 @@ impl NatsClient {
         payload: Bytes,
     ) -> impl Future<Output = Result<(u64, bool)>> + Send + 'static {
         let js = self.js().clone();
+        let deadline = tokio::time::Instant::now() + self.inner.timeout;
         async move {
-            let ack = js
-                .publish_with_headers(subject, headers, payload)
-                .await
-                .map_err(publish_error)?
-                .await
-                .map_err(publish_error)?;
-            Ok((ack.sequence.saturating_sub(1), ack.duplicate))
+            let mut pause = Duration::from_millis(25);
+            loop {
+                let attempt = async {
+                    js.publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                        .await?
+                        .await
+                };
+                match attempt.await {
+                    Ok(ack) => return Ok((ack.sequence.saturating_sub(1), ack.duplicate)),
+                    Err(e)
+                        if e.kind() == PublishErrorKind::StreamNotFound
+                            && tokio::time::Instant::now() + pause < deadline =>
+                    {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(250));
+                    }
+                    Err(e) => return Err(publish_error(e)),
+                }
+            }
         }
     }
 
