@@ -30,7 +30,6 @@
 #![cfg(feature = "nats")]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -42,7 +41,7 @@ use logbus::{Backoff, Bus, Error, GroupOptions, Record, RetryPolicy, StartAt, St
 #[path = "common/nats_server.rs"]
 mod nats_server;
 
-use nats_server::{Server, free_port, have_nats_server};
+use nats_server::{Server, cluster, have_nats_server};
 
 const TOPIC: &str = "ledger";
 /// How long the client waits for each answer of the server.
@@ -62,26 +61,6 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(25);
 /// every call is bounded by `RECV_WAIT` or `TIMEOUT` (and async-nats ends
 /// a pull whose answer is lost 5 s after it expires).
 const HUNG: Duration = Duration::from_secs(15);
-
-/// A loopback cluster of three servers, each with its own store, each
-/// routing to the other two (as in tests/nats_spike.rs).
-fn cluster(dir: &Path) -> Vec<Server> {
-    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    (0..3)
-        .map(|i| {
-            let peers: Vec<u16> = route_ports
-                .iter()
-                .copied()
-                .filter(|&p| p != route_ports[i])
-                .collect();
-            Server::start(
-                &format!("n{i}"),
-                &dir.join(format!("n{i}")),
-                Some((route_ports[i], &peers)),
-            )
-        })
-        .collect()
-}
 
 /// Retries `f` on any error until `deadline` (cluster formation, leader
 /// election), then fails with the last error.
@@ -105,6 +84,36 @@ fn retry<T>(what: &str, deadline: Instant, mut f: impl FnMut() -> logbus::Result
 /// True for the errors a failover may cause; anything else fails the test.
 fn transient(error: &Error) -> bool {
     matches!(error, Error::Unavailable { .. } | Error::Backend { .. })
+}
+
+/// Since when a worker's calls fail (transient errors only).
+#[derive(Default)]
+struct Failing {
+    since: Option<Instant>,
+}
+
+impl Failing {
+    /// A call succeeded: how long the calls had been failing, if they were.
+    fn ok(&mut self) -> Option<Duration> {
+        self.since.take().map(|since| since.elapsed())
+    }
+
+    /// A call failed: a transient error is counted in `errors` (every tenth
+    /// printed) and followed by a pause, unless the calls have failed for
+    /// longer than `RECOVERY_DEADLINE`; any other error fails the test.
+    fn failed(&mut self, who: &str, error: Error, errors: &AtomicU64) {
+        assert!(transient(&error), "{who}: unexpected error {error}");
+        let since = *self.since.get_or_insert_with(Instant::now);
+        if errors.fetch_add(1, Ordering::AcqRel).is_multiple_of(10) {
+            eprintln!("{who}: {error} (retrying)");
+        }
+        assert!(
+            since.elapsed() < RECOVERY_DEADLINE,
+            "{who} has failed for {:?}: {error}",
+            since.elapsed()
+        );
+        std::thread::sleep(RETRY_PAUSE);
+    }
 }
 
 fn number_of(record: &StoredRecord) -> u64 {
@@ -219,7 +228,7 @@ impl Tally {
 fn producer(topic: Topic, tally: Arc<Tally>) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let mut number = 0;
-        let mut failing_since: Option<Instant> = None;
+        let mut failing = Failing::default();
         while !tally.stop_producing.load(Ordering::Acquire) {
             tally.next_number.store(number, Ordering::Release);
             let value = format!("entry {number}");
@@ -227,30 +236,14 @@ fn producer(topic: Topic, tally: Arc<Tally>) -> JoinHandle<()> {
                 topic.publish(&Record::new(&value))
             }) {
                 Ok(offset) => {
-                    if let Some(since) = failing_since.take() {
-                        eprintln!("producer: publishing again after {:?}", since.elapsed());
+                    if let Some(failed_for) = failing.ok() {
+                        eprintln!("producer: publishing again after {failed_for:?}");
                     }
                     tally.published.lock().unwrap().insert(number, offset);
                     number += 1;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err(e) if transient(&e) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if tally
-                        .publish_errors
-                        .fetch_add(1, Ordering::AcqRel)
-                        .is_multiple_of(10)
-                    {
-                        eprintln!("producer: publish {number}: {e} (retrying)");
-                    }
-                    assert!(
-                        since.elapsed() < RECOVERY_DEADLINE,
-                        "publish has failed for {:?}: {e}",
-                        since.elapsed()
-                    );
-                    std::thread::sleep(RETRY_PAUSE);
-                }
-                Err(e) => panic!("publish {number}: unexpected error {e}"),
+                Err(e) => failing.failed(&format!("publish {number}"), e, &tally.publish_errors),
             }
         }
     })
@@ -259,11 +252,11 @@ fn producer(topic: Topic, tally: Arc<Tally>) -> JoinHandle<()> {
 /// A receiver of the group: receives, records and acks until `done`.
 fn group_receiver(id: &'static str, group: logbus::Group, tally: Arc<Tally>) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        let mut failing_since: Option<Instant> = None;
+        let mut failing = Failing::default();
         while !tally.done.load(Ordering::Acquire) {
             match tally.call(id, "Group::recv(300ms)", || group.recv(RECV_WAIT)) {
                 Ok(Some(delivery)) => {
-                    failing_since = None;
+                    failing.ok();
                     let number = number_of(delivery.record());
                     *tally.group_received.lock().unwrap().entry(number).or_default() += 1;
                     match tally.call(id, "Delivery::ack", || delivery.ack()) {
@@ -280,24 +273,10 @@ fn group_receiver(id: &'static str, group: logbus::Group, tally: Arc<Tally>) -> 
                         Err(e) => panic!("{id}: ack {number}: unexpected error {e}"),
                     }
                 }
-                Ok(None) => failing_since = None,
-                Err(e) if transient(&e) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if tally
-                        .group_errors
-                        .fetch_add(1, Ordering::AcqRel)
-                        .is_multiple_of(10)
-                    {
-                        eprintln!("{id}: recv: {e} (retrying)");
-                    }
-                    assert!(
-                        since.elapsed() < RECOVERY_DEADLINE,
-                        "{id}: recv has failed for {:?}: {e}",
-                        since.elapsed()
-                    );
-                    std::thread::sleep(RETRY_PAUSE);
+                Ok(None) => {
+                    failing.ok();
                 }
-                Err(e) => panic!("{id}: recv: unexpected error {e}"),
+                Err(e) => failing.failed(&format!("{id}: recv"), e, &tally.group_errors),
             }
         }
     })
@@ -312,7 +291,7 @@ fn subscriber(topic: Topic, tally: Arc<Tally>) -> JoinHandle<()> {
             topic.subscribe("audit", StartAt::Earliest)
         });
         subscription.set_auto_commit(false);
-        let mut failing_since: Option<Instant> = None;
+        let mut failing = Failing::default();
         let mut uncommitted = 0;
         while !tally.done.load(Ordering::Acquire) {
             let recv = || subscription.recv(RECV_WAIT);
@@ -341,24 +320,10 @@ fn subscriber(topic: Topic, tally: Arc<Tally>) -> JoinHandle<()> {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(()) => failing_since = None,
-                Err(e) if transient(&e) => {
-                    let since = *failing_since.get_or_insert_with(Instant::now);
-                    if tally
-                        .subscription_errors
-                        .fetch_add(1, Ordering::AcqRel)
-                        .is_multiple_of(10)
-                    {
-                        eprintln!("subscriber: {e} (retrying)");
-                    }
-                    assert!(
-                        since.elapsed() < RECOVERY_DEADLINE,
-                        "subscriber has failed for {:?}: {e}",
-                        since.elapsed()
-                    );
-                    std::thread::sleep(RETRY_PAUSE);
+                Ok(()) => {
+                    failing.ok();
                 }
-                Err(e) => panic!("subscriber: unexpected error {e}"),
+                Err(e) => failing.failed("subscriber", e, &tally.subscription_errors),
             }
         }
         if uncommitted > 0 {

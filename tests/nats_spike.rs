@@ -6,8 +6,6 @@
 //! CI (`CI` set), where that is a failure.
 #![cfg(feature = "nats")]
 
-use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use logbus::nats::{GroupConsumer, GroupSpec, NatsClient, StreamSpec, topic_subject};
@@ -19,7 +17,7 @@ use logbus::{
 #[path = "common/nats_server.rs"]
 mod nats_server;
 
-use nats_server::{Server, free_port, have_nats_server};
+use nats_server::{Server, have_nats_server};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -324,127 +322,4 @@ fn retention_modes_differ_from_the_embedded_ones_where_docs_nats_says() {
         "no consumer: JetStream drops it (embedded keeps it)"
     );
     assert_eq!(state.end_offset, 1);
-}
-
-/// A loopback cluster of three servers, each with its own store.
-fn cluster(dir: &Path) -> Vec<Server> {
-    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    (0..3)
-        .map(|i| {
-            let peers: Vec<u16> = route_ports
-                .iter()
-                .copied()
-                .filter(|&p| p != route_ports[i])
-                .collect();
-            let store = dir.join(format!("n{i}"));
-            Server::start(&format!("n{i}"), &store, Some((route_ports[i], &peers)))
-        })
-        .collect()
-}
-
-/// Retries `f` until it succeeds or `deadline` passes (a leader election).
-fn retry<T>(what: &str, deadline: Instant, mut f: impl FnMut() -> logbus::Result<T>) -> T {
-    loop {
-        match f() {
-            Ok(value) => return value,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("{what}: {e} (retrying)");
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            Err(e) => panic!("{what}: {e}"),
-        }
-    }
-}
-
-#[test]
-fn an_r3_stream_loses_no_acked_message_when_one_of_three_nodes_is_killed() {
-    if !have_nats_server() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let mut servers = cluster(dir.path());
-    let urls: Vec<String> = servers.iter().map(Server::url).collect();
-    let bus = NatsClient::connect(&urls.join(","), TIMEOUT).unwrap();
-    let started = Instant::now();
-    let spec = StreamSpec {
-        replicas: 3,
-        ..StreamSpec::default()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    retry("create R3 stream", deadline, || {
-        bus.ensure_stream("ledger", &spec)
-    });
-    let group = retry("create consumer", deadline, || {
-        GroupConsumer::open(
-            &bus,
-            "ledger",
-            "posting",
-            group_spec(TIMEOUT, 100, Duration::ZERO),
-        )
-    });
-    eprintln!(
-        "cluster formed, R3 stream and consumer in {:?}",
-        started.elapsed()
-    );
-
-    let mut published = BTreeSet::new();
-    let mut acked = BTreeSet::new();
-    let publish = |i: u32, published: &mut BTreeSet<u64>, deadline: Instant| {
-        let id = format!("ledger-{i}");
-        let record = Record::new(id.as_bytes());
-        let (offset, _) = retry("publish", deadline, || {
-            bus.publish_to(topic_subject("ledger"), &record, Some(&id))
-        });
-        assert!(published.insert(offset), "one offset per message id");
-    };
-    let consume = |n: usize, acked: &mut BTreeSet<u64>, deadline: Instant| {
-        while acked.len() < n {
-            assert!(Instant::now() < deadline, "only {} of {n} acked", acked.len());
-            match group.recv(Duration::from_secs(1)) {
-                Ok(Some(d)) => {
-                    let offset = d.record().offset();
-                    match d.ack() {
-                        Ok(()) => {
-                            acked.insert(offset);
-                        }
-                        Err(e) => eprintln!("ack {offset}: {e} (redelivered later)"),
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    eprintln!("recv: {e} (retrying)");
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for i in 0..100 {
-        publish(i, &mut published, deadline);
-    }
-    consume(50, &mut acked, deadline);
-
-    let leader = bus.stream_leader("ledger").unwrap().expect("a leader");
-    let victim = servers.iter_mut().find(|s| s.name == leader).unwrap();
-    victim.kill();
-    let killed = Instant::now();
-    eprintln!("killed stream leader {leader}");
-    for i in 100..200 {
-        publish(i, &mut published, deadline);
-    }
-    eprintln!("100 publishes after the kill took {:?}", killed.elapsed());
-    consume(200, &mut acked, deadline);
-    eprintln!("all acked {:?} after the kill", killed.elapsed());
-
-    assert_eq!(published.len(), 200);
-    assert_eq!(acked, published, "every acknowledged publish delivered and acked");
-    let new_leader = bus.stream_leader("ledger").unwrap().expect("a new leader");
-    assert_ne!(new_leader, leader);
-    let state = retry("stream state", deadline, || bus.stream_state("ledger"));
-    assert_eq!((state.messages, state.end_offset), (200, 200));
-    let consumer = retry("consumer state", deadline, || group.state());
-    assert_eq!(
-        (consumer.ack_floor, consumer.ack_pending, consumer.pending),
-        (200, 0, 0)
-    );
 }

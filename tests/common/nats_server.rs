@@ -2,7 +2,11 @@
 //! store in a directory the caller owns, killed when dropped. Tests call
 //! [`have_nats_server`] first: without the binary they skip with a loud
 //! line on stderr, except under CI (`CI` set), where that is a failure.
-//! Shared by `tests/nats_spike.rs` and the backend-parameterized suites.
+//! Shared by `tests/nats_spike.rs`, `tests/nats_cluster.rs` and the
+//! backend-parameterized suites.
+
+// Compiled into each of them; only the cluster test starts a cluster.
+#![allow(dead_code)]
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -112,6 +116,23 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A loopback cluster of three servers `n0`, `n1`, `n2`, each with its own
+/// store under `dir`, each routing to the other two.
+pub fn cluster(dir: &Path) -> Vec<Server> {
+    let route_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    (0..3)
+        .map(|i| {
+            let peers: Vec<u16> = route_ports
+                .iter()
+                .copied()
+                .filter(|&p| p != route_ports[i])
+                .collect();
+            let store = dir.join(format!("n{i}"));
+            Server::start(&format!("n{i}"), &store, Some((route_ports[i], &peers)))
+        })
+        .collect()
 }
 
 pub fn free_port() -> u16 {
