@@ -378,6 +378,31 @@ backend_tests! {
             [(b"bad".to_vec(), Some(b"2".to_vec())), (b"keep".to_vec(), Some(b"1".to_vec()))]
         );
     }
+
+    fn a_group_reopened_with_more_attempts_takes_them(backend: &TestBackend) {
+        {
+            let bus = backend.open();
+            let topic = bus.topic("t").unwrap();
+            topic.publish(&Record::new(b"flaky")).unwrap();
+            let group = topic.group("g", quick_retry(2)).unwrap();
+            let first = group.recv(TIMEOUT).unwrap().unwrap();
+            assert_eq!(first.attempt(), 1);
+            first.nack("fails").unwrap();
+            bus.close().unwrap();
+        }
+        // Redeployed with more attempts: they apply to the record already
+        // failing (on NATS the consumer's MaxDeliver is raised with them).
+        let bus = backend.open();
+        let group = bus.topic("t").unwrap().group("g", quick_retry(4)).unwrap();
+        for attempt in 2..=4 {
+            let delivery = group.recv(TIMEOUT).unwrap().expect("redelivered");
+            assert_eq!(delivery.attempt(), attempt);
+            delivery.nack("fails").unwrap();
+        }
+        assert!(group.recv(SHORT * 20).unwrap().is_none());
+        let dead = first_dead_letter(&bus, "t.dlq");
+        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"4"[..]));
+    }
 }
 
 /// Publishes five records, lets `before` work on the group, closes the bus

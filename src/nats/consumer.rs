@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use async_nats::header::NATS_MESSAGE_ID;
-use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, FromConsumer, PullConsumer, pull};
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -192,9 +192,13 @@ pub(crate) async fn pull_one(
 
 impl GroupConsumer {
     /// Opens (creating if needed) the group `group` on `topic`, whose
-    /// stream must exist. An existing consumer keeps its configuration.
-    /// The dead-letter topic's stream, if this group creates it, gets a
-    /// default [`StreamSpec`].
+    /// stream must exist. An existing consumer keeps where it started and
+    /// its position; its lease (AckWait) and MaxDeliver are updated to
+    /// `spec`'s, as an embedded group takes the options it is opened with
+    /// (a MaxDeliver left below the client's `max_attempts + 1` would let
+    /// the server drop a failing record without a dead letter). The
+    /// dead-letter topic's stream, if this group creates it, gets a default
+    /// [`StreamSpec`].
     pub fn open(bus: &NatsClient, topic: &str, group: &str, spec: GroupSpec) -> Result<GroupConsumer> {
         Self::open_with(bus, topic, group, spec, StreamSpec::default())
     }
@@ -211,10 +215,24 @@ impl GroupConsumer {
         let config = spec.config(group)?;
         let consumer = bus.block_on(async {
             let stream = bus.stream_of(topic).await?;
-            stream
+            let consumer: PullConsumer = stream
                 .get_or_create_consumer(&group_consumer_name(group), config)
                 .await
-                .map_err(|e| nats_error("create consumer", e))
+                .map_err(|e| nats_error("create consumer", e))?;
+            let existing = &consumer.cached_info().config;
+            if existing.ack_wait == spec.lease && existing.max_deliver == spec.max_deliver {
+                return Ok(consumer);
+            }
+            let updated = pull::Config {
+                ack_wait: spec.lease,
+                max_deliver: spec.max_deliver,
+                ..pull::Config::try_from_consumer_config(existing.clone())
+                    .map_err(|e| nats_error("consumer config", e))?
+            };
+            stream
+                .create_consumer(updated)
+                .await
+                .map_err(|e| nats_error("update consumer", e))
         })??;
         Ok(GroupConsumer {
             shared: Arc::new(GroupShared {

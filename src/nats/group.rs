@@ -28,7 +28,8 @@ pub(crate) struct NatsGroup {
 
 impl NatsGroup {
     /// Opens (creating if needed) the group `name` on `topic`; an existing
-    /// consumer keeps the configuration it was created with.
+    /// consumer keeps its start and position and takes `options`' lease
+    /// and attempts (AckWait, MaxDeliver).
     pub(crate) fn open(topic: NatsTopic, name: &str, options: &GroupOptions) -> Result<NatsGroup> {
         options.validate()?;
         let bus = &topic.shared().bus;
