@@ -117,6 +117,52 @@ fn logbus_now_ms() -> i64 {
 }
 
 #[test]
+fn failures_are_stored_per_record_until_it_is_settled() {
+    let Some((_server, bus, _dir)) = single() else {
+        return;
+    };
+    bus.ensure_stream("jobs", &StreamSpec::default()).unwrap();
+    for value in ["acked later", "dead later", "fine"] {
+        bus.publish("jobs", &Record::new(value.as_bytes())).unwrap();
+    }
+    let group = GroupConsumer::open(&bus, "jobs", "workers", group_spec(TIMEOUT, 3, Duration::ZERO)).unwrap();
+    let fine = |d: &logbus::nats::NatsDelivery| value(d.record()) == "fine";
+    let first = group.recv(TIMEOUT).unwrap().unwrap();
+    assert!(
+        bus.failure_stream_state("jobs").is_err(),
+        "no failure yet, no failure stream"
+    );
+    assert_eq!(value(first.record()), "acked later");
+    first.nack("one").unwrap();
+    assert!(bus.failure_stream_state("jobs").is_ok());
+    let stored = || bus.failure_stream_state("jobs").unwrap().messages;
+    let mut settled = 0;
+    while let Some(d) = group.recv(Duration::from_millis(500)).unwrap() {
+        match (value(d.record()).as_str(), d.attempt()) {
+            _ if fine(&d) => d.ack().unwrap(),
+            ("acked later", 2) => {
+                assert_eq!(stored(), 1, "the first failure waits for the second attempt");
+                d.ack().unwrap();
+                settled += 1;
+            }
+            ("dead later", 1 | 2) => d.nack("again").unwrap(),
+            ("dead later", 3) => {
+                assert_eq!(
+                    stored(),
+                    2,
+                    "two failures of the other record, none of the acked one"
+                );
+                d.nack("last").unwrap();
+                settled += 1;
+            }
+            (other, attempt) => panic!("{other} delivered as attempt {attempt}"),
+        }
+    }
+    assert_eq!(settled, 2);
+    assert_eq!(stored(), 0, "settled records leave no failures behind");
+}
+
+#[test]
 fn a_group_acks_and_a_nak_with_delay_comes_back_after_the_delay_with_its_delivery_count() {
     let Some((_server, bus, _dir)) = single() else {
         return;

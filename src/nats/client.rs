@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use super::codec::{encode_headers, millis, stored_record};
 use super::error::{connect_error, nats_error, publish_error};
+use super::failures::failure_stream_name;
 use super::names::{stream_name, topic_of_stream, topic_subject};
 use crate::error::{Error, Result};
 use crate::patterns::{Retention, TopicOptions};
@@ -276,12 +277,23 @@ impl NatsClient {
 
     /// Positions of the stream of `topic`.
     pub fn stream_state(&self, topic: &str) -> Result<StreamState> {
-        Ok(StreamState::from(&self.stream_info(topic)?.state))
+        Ok(StreamState::from(&self.stream_info(&stream_name(topic))?.state))
+    }
+
+    /// Positions of the failure history of `topic`'s groups (its failure
+    /// stream, which exists once a group stored a failure).
+    pub fn failure_stream_state(&self, topic: &str) -> Result<StreamState> {
+        Ok(StreamState::from(
+            &self.stream_info(&failure_stream_name(topic))?.state,
+        ))
     }
 
     /// The leader of the stream of `topic` (its server name), in a cluster.
     pub fn stream_leader(&self, topic: &str) -> Result<Option<String>> {
-        Ok(self.stream_info(topic)?.cluster.and_then(|c| c.leader))
+        Ok(self
+            .stream_info(&stream_name(topic))?
+            .cluster
+            .and_then(|c| c.leader))
     }
 
     /// A handle on the stream of `topic` (no info round trip).
@@ -292,12 +304,12 @@ impl NatsClient {
             .map_err(|e| nats_error("get stream", e))
     }
 
-    /// The server's information on the stream of `topic`.
-    fn stream_info(&self, topic: &str) -> Result<stream::Info> {
+    /// The server's information on the stream named `stream`.
+    fn stream_info(&self, stream: &str) -> Result<stream::Info> {
         self.block_on(async {
             let mut stream = self
                 .js()
-                .get_stream(stream_name(topic))
+                .get_stream(stream)
                 .await
                 .map_err(|e| nats_error("get stream", e))?;
             stream
@@ -420,6 +432,38 @@ impl NatsClient {
                 .map_err(|e| nats_error("consumer info", e))?;
             Ok(ConsumerState::from(&info))
         })?
+    }
+}
+
+/// The messages stored on `subject` in the stream named `stream`, oldest
+/// first, as records: one direct get per message, plus one that finds
+/// none. The server's per-subject index finds them; nothing is scanned.
+pub(crate) async fn records_on_subject(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+) -> Result<Vec<StoredRecord>> {
+    use async_nats::jetstream::stream::RawMessageErrorKind;
+    let stream = js
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|e| nats_error("get stream", e))?;
+    let mut records = Vec::new();
+    let mut next = 1;
+    loop {
+        match stream.get_first_raw_message_by_subject(subject, next).await {
+            Ok(m) => {
+                next = m.sequence + 1;
+                records.push(stored_record(
+                    Some(&m.headers),
+                    &m.payload,
+                    m.sequence,
+                    millis(&m.time),
+                )?);
+            }
+            Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(records),
+            Err(e) => return Err(nats_error("get message by subject", e)),
+        }
     }
 }
 

@@ -17,11 +17,12 @@ use tokio::task::JoinHandle;
 use super::client::{ConsumerState, NatsClient, StreamSpec};
 use super::codec::{encode_headers, millis, stored_record};
 use super::error::nats_error;
+use super::failures::FailureStore;
 use super::names::{group_consumer_name, stream_name, topic_subject};
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::now_ms;
-use crate::patterns::{DeadLetter, GroupOptions, RetryPolicy, StartAt, dead_letter_topic};
+use crate::patterns::{DeadLetter, GroupOptions, RetryPolicy, StartAt, dead_letter_topic, push_failure};
 use crate::record::StoredRecord;
 
 /// Longest single pull: longer waits are several pulls.
@@ -34,6 +35,9 @@ const ASYNC_PULL_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a message delivered more than `max_attempts` times is dead-lettered.
 const EXHAUSTED: &str = "attempts exhausted: the last lease expired";
+
+/// The failure of a delivery dropped unsettled (as embedded).
+const DROPPED: &str = "delivery dropped without ack";
 
 /// Pull requests shorter than this are sent as no-wait fetches.
 pub(crate) const MIN_PULL_WAIT: Duration = Duration::from_millis(10);
@@ -118,6 +122,8 @@ struct GroupShared {
     /// How the dead-letter topic's stream is created.
     dead_letters: StreamSpec,
     consumer: PullConsumer,
+    /// The failures of records still in the group.
+    failures: FailureStore,
     rng: Mutex<fastrand::Rng>,
     counters: GroupCounters,
 }
@@ -129,6 +135,17 @@ pub(crate) struct GroupCounters {
     pub(crate) redeliveries: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+}
+
+impl GroupShared {
+    /// Forgets the failures of a settled record. Best effort: what a lost
+    /// purge leaves is never read again (`failures.rs`).
+    async fn forget_failures(&self, sequence: u64) -> Result<()> {
+        if let Err(_error) = self.bus.run(self.failures.forget(sequence)).await? {
+            trace_event!(warn, topic = %self.topic, group = %self.group, sequence, error = %_error, "failure history not purged");
+        }
+        Ok(())
+    }
 }
 
 impl GroupCounters {
@@ -240,6 +257,7 @@ impl GroupConsumer {
                 topic: topic.to_owned(),
                 group: group.to_owned(),
                 spec,
+                failures: FailureStore::new(bus.js().clone(), topic, group, &dead_letters),
                 dead_letters,
                 consumer,
                 rng: Mutex::new(fastrand::Rng::new()),
@@ -422,12 +440,21 @@ impl NatsDelivery {
         })
     }
 
-    /// Completes the record.
+    /// Completes the record (and forgets its failures, if it had any).
     pub fn ack(self) -> Result<()> {
         let group = self.group.clone();
+        let (sequence, redelivered) = (self.sequence(), self.attempt > 1);
         self.settle(AckKind::Ack)?;
         GroupCounters::count(&group.counters.acked);
+        if redelivered {
+            group.bus.block_on(group.forget_failures(sequence))??;
+        }
         Ok(())
+    }
+
+    /// The record's stream sequence.
+    fn sequence(&self) -> u64 {
+        self.record.offset() + 1
     }
 
     /// Fails this attempt: redelivered after the retry policy's backoff, or
@@ -440,11 +467,20 @@ impl NatsDelivery {
         self.nack_with_delay(reason, delay)
     }
 
-    /// Like [`NatsDelivery::nack`] with an explicit delay.
+    /// Like [`NatsDelivery::nack`] with an explicit delay. The failure is
+    /// stored first (see `failures.rs`), then the nak sent.
     pub fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
         if self.attempt >= self.group.spec.retry.max_attempts {
             return self.dead_letter(reason);
         }
+        let failure = Failure {
+            at_ms: now_ms(),
+            reason: reason.to_owned(),
+        };
+        let group = &self.group;
+        group
+            .bus
+            .block_on(group.failures.record(self.sequence(), &failure))??;
         self.settle(AckKind::Nak((!delay.is_zero()).then_some(delay)))
     }
 
@@ -488,24 +524,37 @@ impl NatsDelivery {
     async fn dead_letter_async(mut self, reason: &str) -> Result<()> {
         let shared = self.group.clone();
         let bus = &shared.bus;
+        let (sequence, redelivered) = (self.sequence(), self.attempt > 1);
         if shared.spec.dead_letter {
             let dlq = dead_letter_topic(&shared.topic);
             bus.run(bus.ensure_stream_task(&dlq, &shared.dead_letters))
                 .await??;
-            let (headers, payload) = self.dead_letter_message(reason)?;
+            let mut failures = match redelivered {
+                true => bus.run(shared.failures.read(sequence)).await??,
+                false => Vec::new(),
+            };
+            let last = Failure {
+                at_ms: now_ms(),
+                reason: reason.to_owned(),
+            };
+            push_failure(&mut failures, last);
+            let (headers, payload) = self.dead_letter_message(&failures)?;
             let (_offset, _duplicate) = bus
                 .run(bus.publish_task(topic_subject(&dlq), headers, payload))
                 .await??;
         }
         bus.run(self.settle_task(AckKind::Term)?).await??;
         GroupCounters::count(&shared.counters.dead_lettered);
+        if redelivered {
+            shared.forget_failures(sequence).await?;
+        }
         Ok(())
     }
 
     /// The dead letter as a message: the embedded dead letter's record and
-    /// headers, but only the failure of this attempt (JetStream keeps no
-    /// reasons of earlier ones), with the id `<stream>:<group>:<sequence>`.
-    fn dead_letter_message(&self, reason: &str) -> Result<(HeaderMap, Bytes)> {
+    /// headers with `failures` (the stored ones and this attempt's), with
+    /// the id `<stream>:<group>:<sequence>`.
+    fn dead_letter_message(&self, failures: &[Failure]) -> Result<(HeaderMap, Bytes)> {
         let shared = &self.group;
         let id = format!(
             "{}:{}:{}",
@@ -513,16 +562,12 @@ impl NatsDelivery {
             shared.group,
             self.record.offset() + 1
         );
-        let failure = Failure {
-            at_ms: now_ms(),
-            reason: reason.to_owned(),
-        };
         let letter = DeadLetter {
             topic: &shared.topic,
             group: &shared.group,
             record: &self.record,
             attempts: self.attempt,
-            failures: std::slice::from_ref(&failure),
+            failures,
         };
         letter.publish_with(|record| {
             let mut headers = encode_headers(record)?;
@@ -583,9 +628,17 @@ impl Drop for NatsDelivery {
             let mut rng = self.group.rng.lock().unwrap_or_else(|p| p.into_inner());
             self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
         };
-        // Best effort, without blocking: if it is lost, the lease expires.
+        let failure = Failure {
+            at_ms: now_ms(),
+            reason: DROPPED.to_owned(),
+        };
+        let record = self.group.failures.record(self.sequence(), &failure);
+        // Best effort, without blocking: if either is lost, the lease
+        // expires (without the failure in the history).
         self.group.bus.spawn(async move {
-            let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            if record.await.is_ok() {
+                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
+            }
         });
     }
 }

@@ -24,6 +24,7 @@ mod client;
 mod codec;
 mod consumer;
 mod error;
+mod failures;
 mod group;
 mod names;
 mod options;

@@ -14,11 +14,10 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use futures_util::StreamExt;
 
 use super::bus::NatsShared;
-use super::codec::{millis, stored_record};
+use super::client::records_on_subject;
 use super::error::nats_error;
 use super::names::{reply_subject, stream_name};
 use super::topic::NatsTopic;
@@ -68,30 +67,13 @@ impl NatsRequester {
         let stream = stream_name(self.inbox());
         let subject = reply_subject(self.inbox(), id);
         async move {
-            let stream = js
-                .get_stream_no_info(stream)
-                .await
-                .map_err(|e| nats_error("get stream", e))?;
-            let mut replies = Vec::new();
-            let mut next = 1;
-            loop {
-                match stream.get_first_raw_message_by_subject(&subject, next).await {
-                    Ok(m) => {
-                        next = m.sequence + 1;
-                        let record =
-                            stored_record(Some(&m.headers), &m.payload, m.sequence, millis(&m.time))?;
-                        if record
-                            .header(HEADER_CORRELATION_ID)
-                            .and_then(CorrelationId::from_header)
-                            == Some(id)
-                        {
-                            replies.push(record);
-                        }
-                    }
-                    Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => return Ok(replies),
-                    Err(e) => return Err(nats_error("get message by subject", e)),
-                }
-            }
+            let mut replies = records_on_subject(&js, &stream, &subject).await?;
+            replies.retain(|r| {
+                r.header(HEADER_CORRELATION_ID)
+                    .and_then(CorrelationId::from_header)
+                    == Some(id)
+            });
+            Ok(replies)
         }
     }
 

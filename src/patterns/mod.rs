@@ -25,6 +25,8 @@ pub use dead_letter::{
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
 pub use group_state::GroupSummary;
+#[cfg(feature = "nats")]
+pub(crate) use group_state::push_failure;
 pub(crate) use group_state::summarize_group;
 pub(crate) use log_request::{LogRequester, RequesterInner};
 pub(crate) use log_subscription::recovered_commit;
