@@ -70,8 +70,8 @@ pub enum Error {
         correlation_id: u128,
     },
 
-    /// The log was closed.
-    #[error("log is closed")]
+    /// The log, or the bus the handle came from, was closed.
+    #[error("closed: the log or bus this handle came from was closed")]
     Closed,
 
     /// A remote backend (the `nats` feature's JetStream) refused or failed
