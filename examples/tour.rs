@@ -281,10 +281,13 @@ impl Tour {
         println!("== request-reply");
         let pricing = self.name("pricing");
         let responder = self.bus.responder(&pricing)?;
+        // Serves the two requests below.
         let server = std::thread::spawn(move || -> logbus::Result<()> {
-            while let Some(request) = responder.recv(Duration::from_millis(300))? {
-                let quote = format!("quote for {}", String::from_utf8_lossy(request.record().value()));
-                request.reply(&Record::new(quote.as_bytes()))?;
+            for _ in 0..2 {
+                if let Some(request) = responder.recv(Duration::from_secs(5))? {
+                    let quote = format!("quote for {}", String::from_utf8_lossy(request.record().value()));
+                    request.reply(&Record::new(quote.as_bytes()))?;
+                }
             }
             Ok(())
         });
