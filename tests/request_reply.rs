@@ -2,7 +2,8 @@
 //! the real file system, and NATS JetStream with `--features nats`): round
 //! trips matched by correlation id, timeouts naming the id, late replies,
 //! replies found after a restart, error replies, requests without reply
-//! headers, the async form, and the gather stop rules.
+//! headers, a waiting requester woken by a close, the async form, and the
+//! gather stop rules.
 
 #[macro_use]
 mod common;
@@ -107,6 +108,21 @@ backend_tests! {
         let bus = backend.open();
         let reply = bus.requester("client").unwrap().reply_for(id, TIMEOUT).unwrap();
         assert_eq!(reply.value(), b"answer");
+    }
+
+    fn reply_for_waiting_in_another_thread_returns_closed_when_the_bus_closes(backend: &TestBackend) {
+        let bus = backend.open();
+        let requester = bus.requester("client").unwrap();
+        let id = requester.send_request("svc", &Record::new(b"q")).unwrap();
+        let waiter = std::thread::spawn(move || {
+            let started = Instant::now();
+            (requester.reply_for(id, Duration::from_secs(30)), started.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        bus.close().unwrap();
+        let (result, waited) = waiter.join().unwrap();
+        assert!(matches!(result, Err(Error::Closed)), "{result:?}");
+        assert!(waited < Duration::from_secs(5), "woke after {waited:?}");
     }
 
     fn a_request_without_reply_headers_is_rejected_to_the_dead_letter_topic(backend: &TestBackend) {

@@ -110,8 +110,8 @@ impl NatsRequester {
                     let woken =
                         client.block_on(async { tokio::time::timeout_at(deadline, wake.next()).await })?;
                     if let Ok(None) = woken {
-                        // The connection is closing: this process closed the bus.
-                        self.bus().check_open()?;
+                        // The subscription ends only when the connection is
+                        // drained: this process closed the bus.
                         return Err(Error::Closed);
                     }
                 }
