@@ -102,7 +102,10 @@ impl Bus {
     /// Moves records from a dead-letter topic back to their source topics
     /// with fresh attempt counts and an incremented `logbus-redrive-count`
     /// header. Only records for which `filter` returns true move; the others
-    /// stay. Returns how many moved.
+    /// stay. Returns how many moved. A crash between moving a record and
+    /// marking it moved may move it twice; on NATS the move carries a
+    /// message id, so a repeat within the source stream's duplicate window
+    /// (2 minutes) stores it once.
     pub fn redrive(&self, dlq_topic: &str, filter: impl FnMut(&StoredRecord) -> bool) -> Result<usize> {
         dispatch!(BusBackend, &self.backend, b => b.redrive(dlq_topic, filter))
     }

@@ -5,7 +5,7 @@
 //! server or cluster; `docs/NATS.md` is the mapping and lists where the
 //! semantics differ from the embedded bus, `docs/NATS-SEAM.md` how the
 //! backend sits under the public types. The `Nats` variants of the public
-//! types: [`NatsBus`] (`bus`), `topic`, `subscription`, `group` (over
+//! types: `NatsBus` (`bus`), `topic`, `subscription`, `group` (over
 //! `consumer`), `requester`; the responder, scatter-gather and redrive are
 //! shared with the embedded bus (`src/patterns/`).
 //!

@@ -175,7 +175,11 @@ impl Topic {
 
     /// Appends a record; returns its offset. Durable per the topic's
     /// durability when this returns (on NATS: once the server acknowledged
-    /// it, see `docs/NATS.md`).
+    /// it, see `docs/NATS.md`). On NATS a publish that finds no stream
+    /// leader (a cluster electing one) is sent again for up to
+    /// `NatsOptions::timeout`; an error after a publish whose
+    /// acknowledgement never came leaves unknown whether it was stored, so
+    /// retrying it may store the record twice.
     pub fn publish(&self, record: &Record<'_>) -> Result<u64> {
         dispatch!(TopicBackend, &self.backend, t => t.publish(record))
     }
@@ -210,7 +214,9 @@ impl Topic {
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.
-    /// `options` apply when the group is first opened in this process.
+    /// `options` apply when the group is first opened in this process (on
+    /// NATS, where the group is a consumer on the server: its lease and
+    /// attempts are updated to them, its start and position kept).
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         dispatch!(TopicBackend, &self.backend, t => t.group(name, options))
     }
