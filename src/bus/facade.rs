@@ -36,6 +36,7 @@ const _: () = assert!(size_of::<Bus>() == size_of::<LogBus>());
 impl Bus {
     /// Opens (creating if needed) the embedded bus in `dir`. Fails with
     /// [`crate::Error::Locked`] if another handle owns it.
+    #[inline]
     pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
         Ok(Bus {
             backend: BusBackend::Log(LogBus::open(dir.as_ref(), options)?),
@@ -47,6 +48,7 @@ impl Bus {
     /// them). Topics are streams on the server: see `docs/NATS.md` for the
     /// mapping and where the semantics differ from the embedded bus.
     #[cfg(feature = "nats")]
+    #[inline]
     pub fn connect_nats(urls: &str, options: crate::nats::NatsOptions) -> Result<Bus> {
         Ok(Bus {
             backend: BusBackend::Nats(crate::nats::NatsBus::connect(urls, options)?),
@@ -54,6 +56,7 @@ impl Bus {
     }
 
     /// The topic `name`, created on first use with the bus's default options.
+    #[inline]
     pub fn topic(&self, name: &str) -> Result<Topic> {
         dispatch!(BusBackend, &self.backend, b => b.topic(name).map(Topic::from))
     }
@@ -61,18 +64,21 @@ impl Bus {
     /// The topic `name`, created on first use with `options`. Options apply
     /// when the topic is first opened by this bus (on NATS: when its stream
     /// is created).
+    #[inline]
     pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
         dispatch!(BusBackend, &self.backend, b => b.topic_with(name, options).map(Topic::from))
     }
 
     /// A work queue: the consumer group `name` on the topic `name`, with
     /// default [`GroupOptions`].
+    #[inline]
     pub fn queue(&self, name: &str) -> Result<Group> {
         dispatch!(BusBackend, &self.backend, b => b.queue(name))
     }
 
     /// A requester named `name`, with its inbox topic `<name>.inbox`. Every
     /// handle on one name shares one requester (and one correlation index).
+    #[inline]
     pub fn requester(&self, name: &str) -> Result<Requester> {
         dispatch!(BusBackend, &self.backend, b => b.requester(name))
     }
@@ -84,6 +90,7 @@ impl Bus {
     }
 
     /// A responder serving `service` with the given group options.
+    #[inline]
     pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
         dispatch!(BusBackend, &self.backend, b => b.responder_with(service, options))
     }
@@ -106,18 +113,21 @@ impl Bus {
     /// marking it moved may move it twice; on NATS the move carries a
     /// message id, so a repeat within the source stream's duplicate window
     /// (2 minutes) stores it once.
+    #[inline]
     pub fn redrive(&self, dlq_topic: &str, filter: impl FnMut(&StoredRecord) -> bool) -> Result<usize> {
         dispatch!(BusBackend, &self.backend, b => b.redrive(dlq_topic, filter))
     }
 
     /// Stats of every topic opened through this bus (on NATS: asked of the
     /// server, one round trip per topic and per consumer).
+    #[inline]
     pub fn stats(&self) -> Result<Vec<TopicStats>> {
         dispatch!(BusBackend, &self.backend, b => b.stats())
     }
 
     /// Names of the topics stored in the bus (the bus directory's topics,
     /// or the logbus streams on the NATS server), sorted.
+    #[inline]
     pub fn topic_names(&self) -> Result<Vec<String>> {
         dispatch!(BusBackend, &self.backend, b => b.topic_names())
     }
@@ -125,6 +135,7 @@ impl Bus {
     /// Closes every topic and consumer state and releases the directory
     /// lock (on NATS: drains and closes the connection). Later calls on any
     /// handle from this bus fail with [`crate::Error::Closed`].
+    #[inline]
     pub fn close(&self) -> Result<()> {
         dispatch!(BusBackend, &self.backend, b => b.close())
     }

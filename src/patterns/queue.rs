@@ -122,6 +122,7 @@ const _: () = assert!(size_of::<Group>() == size_of::<LogGroup>());
 const _: () = assert!(size_of::<Delivery>() == size_of::<LogDelivery>());
 
 impl From<LogGroup> for Group {
+    #[inline]
     fn from(group: LogGroup) -> Group {
         Group {
             backend: GroupBackend::Log(group),
@@ -131,6 +132,7 @@ impl From<LogGroup> for Group {
 
 #[cfg(feature = "nats")]
 impl From<crate::nats::NatsGroup> for Group {
+    #[inline]
     fn from(group: crate::nats::NatsGroup) -> Group {
         Group {
             backend: GroupBackend::Nats(group),
@@ -139,6 +141,7 @@ impl From<crate::nats::NatsGroup> for Group {
 }
 
 impl From<LogDelivery> for Delivery {
+    #[inline]
     fn from(delivery: LogDelivery) -> Delivery {
         Delivery {
             backend: DeliveryBackend::Log(delivery),
@@ -148,6 +151,7 @@ impl From<LogDelivery> for Delivery {
 
 #[cfg(feature = "nats")]
 impl From<crate::nats::NatsDelivery> for Delivery {
+    #[inline]
     fn from(delivery: crate::nats::NatsDelivery) -> Delivery {
         Delivery {
             backend: DeliveryBackend::Nats(Box::new(delivery)),
@@ -161,11 +165,13 @@ fn deliveries<D: Into<Delivery>>(batch: Vec<D>) -> Vec<Delivery> {
 
 impl Group {
     /// The group's name.
+    #[inline]
     pub fn name(&self) -> &str {
         dispatch!(GroupBackend, &self.backend, g => g.name())
     }
 
     /// The next record available to this group, waiting up to `timeout`.
+    #[inline]
     pub fn recv(&self, timeout: Duration) -> Result<Option<Delivery>> {
         dispatch!(GroupBackend, &self.backend, g => Ok(g.recv(timeout)?.map(Delivery::from)))
     }
@@ -176,17 +182,20 @@ impl Group {
     /// own, like one from [`Group::recv`]. Embedded, all of them are leased
     /// with one state write (one sync under `Durability::Always`); on NATS
     /// the first comes from a waiting pull, the rest from one no-wait fetch.
+    #[inline]
     pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
         dispatch!(GroupBackend, &self.backend, g => Ok(deliveries(g.recv_batch(max, timeout)?)))
     }
 
     /// The next record available now, without waiting.
+    #[inline]
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
         dispatch!(GroupBackend, &self.backend, g => Ok(g.try_recv()?.map(Delivery::from)))
     }
 
     /// Up to `max` records available now (embedded: leased with one state
     /// write; on NATS: one no-wait fetch).
+    #[inline]
     pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Delivery>> {
         dispatch!(GroupBackend, &self.backend, g => Ok(deliveries(g.try_recv_batch(max)?)))
     }
@@ -195,6 +204,7 @@ impl Group {
     /// Cancelling the future loses no record. On NATS a record that the
     /// cancelled receive's pull still brings (within a few seconds) is
     /// released at once but counts one more attempt (`docs/NATS.md`).
+    #[inline]
     pub async fn recv_async(&self) -> Result<Delivery> {
         dispatch!(GroupBackend, &self.backend, g => Ok(g.recv_async().await?.into()))
     }
@@ -202,6 +212,7 @@ impl Group {
     /// Counters and positions of the group. On NATS the positions come
     /// from the consumer's info on the server (one round trip) and the
     /// counters count what this process did since it opened the group.
+    #[inline]
     pub fn stats(&self) -> Result<GroupStats> {
         dispatch!(GroupBackend, &self.backend, g => g.stats())
     }
@@ -209,11 +220,13 @@ impl Group {
 
 impl Delivery {
     /// The record.
+    #[inline]
     pub fn record(&self) -> &StoredRecord {
         dispatch!(DeliveryBackend, &self.backend, d => d.record())
     }
 
     /// Which delivery of this record this is, from 1.
+    #[inline]
     pub fn attempt(&self) -> u32 {
         dispatch!(DeliveryBackend, &self.backend, d => d.attempt())
     }
@@ -223,22 +236,26 @@ impl Delivery {
     /// ran out and the record went to another receiver; on NATS the server
     /// confirms the ack but does not say whether it came too late
     /// (`docs/NATS.md`).
+    #[inline]
     pub fn ack(self) -> Result<()> {
         dispatch!(DeliveryBackend, self.backend, d => d.ack())
     }
 
     /// Fails this attempt: the record is redelivered after the retry
     /// policy's backoff, or dead-lettered if attempts are exhausted.
+    #[inline]
     pub fn nack(self, reason: &str) -> Result<()> {
         dispatch!(DeliveryBackend, self.backend, d => d.nack(reason))
     }
 
     /// Like [`Delivery::nack`], with an explicit delay instead of the backoff.
+    #[inline]
     pub fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
         dispatch!(DeliveryBackend, self.backend, d => d.nack_with_delay(reason, delay))
     }
 
     /// Sends the record straight to the dead-letter topic, without retries.
+    #[inline]
     pub fn reject(self, reason: &str) -> Result<()> {
         dispatch!(DeliveryBackend, self.backend, d => d.reject(reason))
     }
@@ -247,6 +264,7 @@ impl Delivery {
     /// duration: the lease is reset to one full lease
     /// ([`GroupOptions::lease`], the consumer's AckWait) from now, whatever
     /// `by` is (`docs/NATS.md`).
+    #[inline]
     pub fn extend_lease(&mut self, by: Duration) -> Result<()> {
         dispatch!(DeliveryBackend, &mut self.backend, d => d.extend_lease(by))
     }

@@ -164,6 +164,7 @@ enum RequesterBackend {
 const _: () = assert!(size_of::<Requester>() == size_of::<LogRequester>());
 
 impl From<LogRequester> for Requester {
+    #[inline]
     fn from(requester: LogRequester) -> Requester {
         Requester {
             backend: RequesterBackend::Log(requester),
@@ -173,6 +174,7 @@ impl From<LogRequester> for Requester {
 
 #[cfg(feature = "nats")]
 impl From<crate::nats::NatsRequester> for Requester {
+    #[inline]
     fn from(requester: crate::nats::NatsRequester) -> Requester {
         Requester {
             backend: RequesterBackend::Nats(requester),
@@ -182,6 +184,7 @@ impl From<crate::nats::NatsRequester> for Requester {
 
 impl Requester {
     /// The inbox topic's name (the `reply-to` of every request).
+    #[inline]
     pub fn inbox(&self) -> &str {
         dispatch!(RequesterBackend, &self.backend, r => r.inbox())
     }
@@ -202,6 +205,7 @@ impl Requester {
     }
 
     /// The topic `name` on this requester's bus.
+    #[inline]
     pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
         dispatch!(RequesterBackend, &self.backend, r => r.topic(name))
     }
@@ -236,6 +240,7 @@ impl Requester {
 
     /// Runs `check` until it is done, waiting in between until a reply to
     /// `id` may have arrived or the instant it names.
+    #[inline]
     pub(crate) fn watch<T>(
         &self,
         id: CorrelationId,
@@ -245,6 +250,7 @@ impl Requester {
     }
 
     /// The first reply to `id`, waiting as long as it takes (async).
+    #[inline]
     pub async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         dispatch!(RequesterBackend, &self.backend, r => r.reply_async(id).await)
     }
@@ -257,6 +263,7 @@ impl Requester {
     }
 
     /// Every reply to `id` in the inbox now, in inbox order.
+    #[inline]
     pub fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
         dispatch!(RequesterBackend, &self.backend, r => r.replies(id))
     }
@@ -265,6 +272,7 @@ impl Requester {
     /// index clean; the requester stays usable (the next reply marks it
     /// unclean). On NATS there is nothing to sync: the server holds the
     /// inbox.
+    #[inline]
     pub fn close(&self) -> Result<()> {
         dispatch!(RequesterBackend, &self.backend, r => r.close())
     }

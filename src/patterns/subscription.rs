@@ -48,6 +48,7 @@ enum SubscriptionBackend {
 const _: () = assert!(size_of::<Subscription>() == size_of::<LogSubscription>());
 
 impl From<LogSubscription> for Subscription {
+    #[inline]
     fn from(subscription: LogSubscription) -> Subscription {
         Subscription {
             backend: SubscriptionBackend::Log(subscription),
@@ -57,6 +58,7 @@ impl From<LogSubscription> for Subscription {
 
 #[cfg(feature = "nats")]
 impl From<crate::nats::NatsSubscription> for Subscription {
+    #[inline]
     fn from(subscription: crate::nats::NatsSubscription) -> Subscription {
         Subscription {
             backend: SubscriptionBackend::Nats(Box::new(subscription)),
@@ -68,32 +70,38 @@ impl Subscription {
     /// With auto-commit on, each receive first commits everything received
     /// before it (at-least-once: the last record received before a crash is
     /// received again).
+    #[inline]
     pub fn set_auto_commit(&mut self, on: bool) {
         dispatch!(SubscriptionBackend, &mut self.backend, s => s.set_auto_commit(on))
     }
 
     /// The subscription's name (`None` when ephemeral).
+    #[inline]
     pub fn name(&self) -> Option<&str> {
         dispatch!(SubscriptionBackend, &self.backend, s => s.name())
     }
 
     /// The next record, waiting up to `timeout` for one.
+    #[inline]
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
         dispatch!(SubscriptionBackend, &mut self.backend, s => s.recv(timeout))
     }
 
     /// The next record if one is readable now.
+    #[inline]
     pub fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
         dispatch!(SubscriptionBackend, &mut self.backend, s => s.try_recv())
     }
 
     /// The next record, waiting as long as it takes (async, any executor).
     /// Cancelling the future loses no record.
+    #[inline]
     pub async fn recv_async(&mut self) -> Result<StoredRecord> {
         dispatch!(SubscriptionBackend, &mut self.backend, s => s.recv_async().await)
     }
 
     /// Commits the position after the last record received.
+    #[inline]
     pub fn commit(&mut self) -> Result<()> {
         dispatch!(SubscriptionBackend, &mut self.backend, s => s.commit())
     }
@@ -102,16 +110,19 @@ impl Subscription {
     /// On NATS, committing an offset other than one just after a record
     /// received since the last commit also moves [`Subscription::position`]
     /// there (the consumer is recreated at it, see `docs/NATS.md`).
+    #[inline]
     pub fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         dispatch!(SubscriptionBackend, &mut self.backend, s => s.commit_offset(next_offset))
     }
 
     /// The committed offset.
+    #[inline]
     pub fn committed(&self) -> u64 {
         dispatch!(SubscriptionBackend, &self.backend, s => s.committed())
     }
 
     /// The offset of the next record this subscription receives.
+    #[inline]
     pub fn position(&self) -> u64 {
         dispatch!(SubscriptionBackend, &self.backend, s => s.position())
     }
@@ -119,6 +130,7 @@ impl Subscription {
     /// Records published but not yet committed. On NATS the topic's end is
     /// the last one known (see [`crate::Topic::end_offset`]): as of the last
     /// operation, not a server round trip.
+    #[inline]
     pub fn lag(&self) -> u64 {
         dispatch!(SubscriptionBackend, &self.backend, s => s.lag())
     }
@@ -127,6 +139,7 @@ impl Subscription {
     /// first (since it was opened, including a gap found at open). On NATS
     /// the gaps are counted as records arrive, so a gap is reported once the
     /// record after it was received.
+    #[inline]
     pub fn skipped(&self) -> u64 {
         dispatch!(SubscriptionBackend, &self.backend, s => s.skipped())
     }

@@ -151,6 +151,7 @@ enum TopicBackend {
 const _: () = assert!(size_of::<Topic>() == size_of::<LogTopic>());
 
 impl From<LogTopic> for Topic {
+    #[inline]
     fn from(topic: LogTopic) -> Topic {
         Topic {
             backend: TopicBackend::Log(topic),
@@ -160,6 +161,7 @@ impl From<LogTopic> for Topic {
 
 #[cfg(feature = "nats")]
 impl From<crate::nats::NatsTopic> for Topic {
+    #[inline]
     fn from(topic: crate::nats::NatsTopic) -> Topic {
         Topic {
             backend: TopicBackend::Nats(topic),
@@ -169,6 +171,7 @@ impl From<crate::nats::NatsTopic> for Topic {
 
 impl Topic {
     /// The topic's name.
+    #[inline]
     pub fn name(&self) -> &str {
         dispatch!(TopicBackend, &self.backend, t => t.name())
     }
@@ -180,6 +183,7 @@ impl Topic {
     /// `NatsOptions::timeout`; an error after a publish whose
     /// acknowledgement never came leaves unknown whether it was stored, so
     /// retrying it may store the record twice.
+    #[inline]
     pub fn publish(&self, record: &Record<'_>) -> Result<u64> {
         dispatch!(TopicBackend, &self.backend, t => t.publish(record))
     }
@@ -190,18 +194,21 @@ impl Topic {
     /// one's sequence: if another publisher interleaves, the call fails
     /// with [`crate::Error::Backend`] after storing a prefix of the batch,
     /// as a crash during an embedded write may leave a prefix.
+    #[inline]
     pub fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         dispatch!(TopicBackend, &self.backend, t => t.publish_batch(records))
     }
 
     /// A durable subscription named `name`: it resumes from its committed
     /// offset; `start` applies only when it is created.
+    #[inline]
     pub fn subscribe(&self, name: &str, start: StartAt) -> Result<Subscription> {
         validate_name("subscription", name)?;
         dispatch!(TopicBackend, &self.backend, t => t.subscribe(name, start).map(Subscription::from))
     }
 
     /// An ephemeral subscription: not persisted, starts at `start` every time.
+    #[inline]
     pub fn subscribe_ephemeral(&self, start: StartAt) -> Result<Subscription> {
         dispatch!(TopicBackend, &self.backend, t => t.subscribe_ephemeral(start).map(Subscription::from))
     }
@@ -209,6 +216,7 @@ impl Topic {
     /// A responder serving requests published to this topic as the
     /// consumer group `group`: with several such groups on one topic, each
     /// is a recipient of a [`crate::Recipients::GroupsOf`] scatter.
+    #[inline]
     pub fn responder(&self, group: &str, options: GroupOptions) -> Result<crate::Responder> {
         dispatch!(TopicBackend, &self.backend, t => t.responder(group, options))
     }
@@ -217,6 +225,7 @@ impl Topic {
     /// `options` apply when the group is first opened in this process (on
     /// NATS, where the group is a consumer on the server: its lease and
     /// attempts are updated to them, its start and position kept).
+    #[inline]
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         dispatch!(TopicBackend, &self.backend, t => t.group(name, options))
     }
@@ -225,12 +234,14 @@ impl Topic {
     /// this is the value as of the last operation that told it (a publish
     /// through this process, opening the topic, [`Topic::stats`]): another
     /// process may have published since.
+    #[inline]
     pub fn end_offset(&self) -> u64 {
         dispatch!(TopicBackend, &self.backend, t => t.end_offset())
     }
 
     /// The oldest stored offset. On NATS, as of the last operation that
     /// told it (opening the topic, [`Topic::stats`]).
+    #[inline]
     pub fn start_offset(&self) -> u64 {
         dispatch!(TopicBackend, &self.backend, t => t.start_offset())
     }
@@ -238,6 +249,7 @@ impl Topic {
     /// Positions and counters of the topic and its durable consumers (on
     /// NATS: asked of the server, which also refreshes
     /// [`Topic::end_offset`] and [`Topic::start_offset`]).
+    #[inline]
     pub fn stats(&self) -> Result<TopicStats> {
         dispatch!(TopicBackend, &self.backend, t => t.stats())
     }
