@@ -3,16 +3,16 @@
 //! run the same code.
 //!
 //! Two kinds of target (docs/TESTING.md, "Fuzzing"):
-//! - decoders fed raw bytes ([`frame_decode`], [`segment_header`],
-//!   [`index_entries`], [`checkpoint`], [`state_event`],
-//!   [`correlation_index`]): each must return a value or an error, never
+//! - decoders fed raw bytes (`frame_decode`, `segment_header`,
+//!   `index_entries`, `checkpoint`, `state_event`,
+//!   `correlation_index`): each must return a value or an error, never
 //!   panic, and whatever decodes must re-encode to the same bytes;
-//! - whole logs: [`segment_recovery`] opens a log over arbitrary file
-//!   contents, and [`log_ops`] runs a sequence of operations with crashes
+//! - whole logs: `segment_recovery` opens a log over arbitrary file
+//!   contents, and `log_ops` runs a sequence of operations with crashes
 //!   against a model of the durability contract.
 //!
 //! Every function panics when the code under test breaks a contract: that
-//! is how a fuzzer learns of a bug. Inputs are parsed with [`Input`], a byte
+//! is how a fuzzer learns of a bug. Inputs are parsed with `Input`, a byte
 //! cursor that reads zeros past the end, so every byte string is a valid
 //! input and the core crate needs no fuzzing dependency.
 

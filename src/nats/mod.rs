@@ -9,11 +9,14 @@
 //! `consumer`), `requester`; the responder, scatter-gather and redrive are
 //! shared with the embedded bus (`src/patterns/`).
 //!
-//! Below them, and public for `tests/nats_spike.rs` (the mechanisms) and
-//! `tests/nats_cluster.rs` (finding a stream's leader): a blocking facade
-//! over a private tokio runtime ([`NatsClient`]), the record codec, names,
-//! [`GroupConsumer`] and the max-deliveries advisory watch. Nothing in the
-//! embedded path uses this module.
+//! Documented here: [`NatsOptions`], the names logbus gives streams,
+//! consumers and subjects (for operators and foreign clients), and the
+//! headers of the record codec. Below the public types, public for
+//! `tests/nats_spike.rs` (the mechanisms) and `tests/nats_cluster.rs`
+//! (finding a stream's leader) but hidden from the documentation and not
+//! part of the API: a blocking facade over a private tokio runtime
+//! (`NatsClient`), `GroupConsumer` and the max-deliveries advisory watch.
+//! Nothing in the embedded path uses this module.
 //!
 //! Offsets are stream sequences minus one: a topic's first record has
 //! offset 0 on both backends.
@@ -32,11 +35,16 @@ mod requester;
 mod subscription;
 mod topic;
 
+// The mechanisms below the public types: public for the tests that prove
+// them against a server, hidden from the documented API.
+#[doc(hidden)]
 pub use advisory::MaxDeliveriesWatch;
 pub(crate) use bus::NatsBus;
 pub(crate) use bus::NatsShared;
+#[doc(hidden)]
 pub use client::{ConsumerState, NatsClient, StreamSpec, StreamState};
 pub use codec::{HEADER_HEADER_ORDER, HEADER_KEY, HEADER_TIMESTAMP};
+#[doc(hidden)]
 pub use consumer::{GroupConsumer, GroupSpec, NatsDelivery};
 pub(crate) use group::NatsGroup;
 pub use names::{
