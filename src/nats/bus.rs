@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::client::NatsClient;
+use super::failures::failure_stream_name;
 use super::names::{check_length, reply_subject, stream_name};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
@@ -74,7 +75,8 @@ impl NatsShared {
     /// an existing stream keeps its configuration.
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<NatsTopic> {
         validate_name("topic", name)?;
-        check_length("topic", name, &stream_name(name))?;
+        // The longest server name a topic gets: its groups' failure stream.
+        check_length("topic", name, &failure_stream_name(name))?;
         self.check_open()?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {
