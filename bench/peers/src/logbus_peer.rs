@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use logbus::{Bus, BusOptions, Durability, GroupOptions, Log, LogOptions, Position, Record, TopicOptions};
+use logbus::{
+    Bus, BusOptions, Delivery, Durability, GroupOptions, Log, LogOptions, Position, Record, TopicOptions,
+};
 
 use crate::common::{
     Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads, timed_ops,
@@ -42,9 +44,40 @@ fn append(log: &Log, spec: &Spec, values: &Values, batched: bool) -> Res<Duratio
     Ok(started.elapsed())
 }
 
-fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+/// An embedded bus whose topics (consumer state and inboxes included) are
+/// under `Durability::Os`.
+pub fn open_bus(dir: &Path) -> Res<Bus> {
     let topic_options = TopicOptions::default().durability(Durability::Os);
-    let bus = Bus::open(dir, BusOptions::default().topic_defaults(topic_options))?;
+    Ok(Bus::open(
+        dir,
+        BusOptions::default().topic_defaults(topic_options),
+    )?)
+}
+
+/// How the queue case takes deliveries from its group.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))] // the waiting ones: `--nats`
+pub enum Receive {
+    /// `try_recv`, one at a time (the peer comparison).
+    Try,
+    /// `recv(timeout)`, one at a time.
+    Wait,
+    /// `recv_batch(max, timeout)`.
+    Batch(usize),
+}
+
+/// How long a waiting receive waits for a record that should be there.
+const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn settle(verifier: &mut Verifier, delivery: Delivery) -> Res<()> {
+    verifier.see(delivery.record().value());
+    delivery.ack()?;
+    Ok(())
+}
+
+/// Publishes `spec.n` values to a topic, then receives and acks them all
+/// through one consumer group; closes the bus.
+pub fn queue(bus: Bus, spec: &Spec, values: &Values, receive: Receive) -> Res<Outcome> {
     let topic = bus.topic("jobs")?;
     let group = topic.group("workers", GroupOptions::default())?;
     let started = Instant::now();
@@ -55,11 +88,25 @@ fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     let enqueued = started.elapsed();
     let mut verifier = Verifier::new(spec.size);
     while verifier.count() < spec.n {
-        let Some(delivery) = group.try_recv()? else {
+        let one = match receive {
+            Receive::Try => group.try_recv()?,
+            Receive::Wait => group.recv(RECV_TIMEOUT)?,
+            Receive::Batch(max) => {
+                let deliveries = group.recv_batch(max, RECV_TIMEOUT)?;
+                if deliveries.is_empty() {
+                    None
+                } else {
+                    for delivery in deliveries {
+                        settle(&mut verifier, delivery)?;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(delivery) = one else {
             return Err(format!("the group ran dry after {} deliveries", verifier.count()).into());
         };
-        verifier.see(delivery.record().value());
-        delivery.ack()?;
+        settle(&mut verifier, delivery)?;
     }
     let outcome = Outcome::queued(started, enqueued, &verifier, spec.n)?;
     let stats = group.stats()?;
@@ -71,10 +118,8 @@ fn queue(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
 }
 
 /// A responder thread echoes each request; the client times each round
-/// trip and checks the echoed value.
-fn request_reply(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
-    let topic_options = TopicOptions::default().durability(Durability::Os);
-    let bus = Bus::open(dir, BusOptions::default().topic_defaults(topic_options))?;
+/// trip and checks the echoed value; closes the bus.
+pub fn request_reply(bus: Bus, spec: &Spec, values: &Values) -> Res<Outcome> {
     let responder = bus.responder("echo")?;
     let client = bus.requester("client")?;
     let n = spec.n;
@@ -140,8 +185,8 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
                 ..Outcome::with_latencies(elapsed, latencies, checked)
             }
         }
-        Workload::Queue => queue(dir, spec, &values)?,
-        Workload::RequestReply => request_reply(dir, spec, &values)?,
+        Workload::Queue => queue(open_bus(dir)?, spec, &values, Receive::Try)?,
+        Workload::RequestReply => request_reply(open_bus(dir)?, spec, &values)?,
     };
     Ok(Some(outcome))
 }

@@ -16,11 +16,18 @@ mod common;
 mod fjall_peer;
 mod logbus_peer;
 mod naive;
+#[cfg(feature = "nats")]
+mod nats_bench;
+/// The tests' nats-server helper, shared as it is.
+#[cfg(feature = "nats")]
+#[path = "../../../tests/common/nats_server.rs"]
+mod nats_server;
 mod redb_peer;
 mod report;
 mod sqlite_peer;
 mod yaque_peer;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -62,15 +69,23 @@ fn child(workload: &str, peer: &str, dir: &Path, scale: f64) -> Res<()> {
         spec.size,
         spec.threads
     );
-    let Some(mut outcome) = run_peer(peer, &spec, dir)? else {
+    let Some(outcome) = run_peer(peer, &spec, dir)? else {
         println!("{head},\"unsupported\":true}}");
         return Ok(());
     };
+    println!("{}", outcome_json(&head, spec.n, spec.size, outcome));
+    Ok(())
+}
+
+/// A case's JSON line: `head` (the opening brace and the case's own keys),
+/// then rate, count, checksum, phases, extras, latency percentiles and
+/// memory.
+fn outcome_json(head: &str, n: u64, size: usize, mut outcome: Outcome) -> String {
     let secs = outcome.elapsed.as_secs_f64();
     let mut line = format!(
         "{head},\"secs\":{secs:.6},\"rate\":{:.1},\"mb_s\":{:.2},\"count\":{},\"checksum\":\"{:016x}\"",
-        spec.n as f64 / secs,
-        (spec.n * spec.size as u64) as f64 / secs / 1e6,
+        n as f64 / secs,
+        (n * size as u64) as f64 / secs / 1e6,
         outcome.checked.count,
         outcome.checked.checksum
     );
@@ -97,8 +112,7 @@ fn child(workload: &str, peer: &str, dir: &Path, scale: f64) -> Res<()> {
     }
     let (hwm, anon) = memory_kib();
     line.push_str(&format!(",\"hwm_kib\":{hwm},\"rss_anon_kib\":{anon}}}"));
-    println!("{line}");
-    Ok(())
+    line
 }
 
 /// The VM hands idle memory back to the host; faulting pages back in
@@ -128,14 +142,28 @@ fn run_case(workload: Workload, peer: &str, base: &Path, scale: f64) -> String {
         Err(e) => return failed(format!("tempdir: {e}")),
     };
     touch_memory();
+    let scale = scale.to_string();
+    let args: [&OsStr; 6] = [
+        "--case".as_ref(),
+        workload.name().as_ref(),
+        peer.as_ref(),
+        dir.path().as_os_str(),
+        "--scale".as_ref(),
+        scale.as_ref(),
+    ];
+    run_child(&args, failed)
+}
+
+/// Runs this binary with `args` as a child process (killed after
+/// [`CASE_TIMEOUT`]); returns the last JSON line it printed, or
+/// `failed(why)` if it failed.
+fn run_child(args: &[&OsStr], failed: impl Fn(String) -> String) -> String {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => return failed(format!("current_exe: {e}")),
     };
     let spawned = Command::new(exe)
-        .args(["--case", workload.name(), peer])
-        .arg(dir.path())
-        .args(["--scale", &scale.to_string()])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
@@ -291,9 +319,27 @@ fn driver(args: Args) -> Res<()> {
     Ok(())
 }
 
+/// `--nats` and `--nats-case` (docs/PERFORMANCE.md, "The NATS backend").
+#[cfg(feature = "nats")]
+fn nats(case: bool, args: Vec<String>) -> Res<()> {
+    match case {
+        true => nats_bench::child(&args),
+        false => nats_bench::driver(args.into_iter()),
+    }
+}
+
+#[cfg(not(feature = "nats"))]
+fn nats(_: bool, _: Vec<String>) -> Res<()> {
+    Err("--nats needs the NATS client: build with --features nats".into())
+}
+
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
-    let result = if args.peek().map(String::as_str) == Some("--case") {
+    let mode = args.peek().cloned();
+    let result = if matches!(mode.as_deref(), Some("--nats" | "--nats-case")) {
+        let args: Vec<String> = args.skip(1).collect();
+        nats(mode.as_deref() == Some("--nats-case"), args)
+    } else if mode.as_deref() == Some("--case") {
         let rest: Vec<String> = args.skip(1).collect();
         match rest.as_slice() {
             [workload, peer, dir, rest @ ..] => {

@@ -21,7 +21,7 @@ pub struct Case {
 }
 
 /// The number after `"key":` in one of our own JSON lines.
-fn number(line: &str, key: &str) -> Option<f64> {
+pub fn number(line: &str, key: &str) -> Option<f64> {
     let start = line.find(&format!("\"{key}\":"))? + key.len() + 3;
     let rest = &line[start..];
     let end = rest.find([',', '}']).unwrap_or(rest.len());
@@ -64,7 +64,7 @@ impl Case {
     }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
@@ -93,7 +93,7 @@ pub fn human(value: f64) -> String {
     format!("{scaled:.digits$}{suffix}")
 }
 
-fn micros(us: f64) -> String {
+pub fn micros(us: f64) -> String {
     if us >= 1000.0 {
         format!("{:.1} ms", us / 1000.0)
     } else {
