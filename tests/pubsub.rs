@@ -459,6 +459,11 @@ backend_tests! {
         let batch: Vec<Record> = values.iter().map(Record::new).collect();
         assert_eq!(topic.publish_batch(&batch).expect("batch"), 0..3);
         assert_eq!(topic.publish_batch(&[]).expect("empty batch"), 3..3);
+        // Larger than the window NATS sends before awaiting acknowledgements.
+        let values: Vec<String> = (3..603).map(value).collect();
+        let batch: Vec<Record> = values.iter().map(Record::new).collect();
+        assert_eq!(topic.publish_batch(&batch).expect("large batch"), 3..603);
+        assert_eq!(topic.end_offset(), 603);
         match backend {
             // One process owns the directory: no other publisher exists.
             TestBackend::Embedded { dir } => {
@@ -473,8 +478,9 @@ backend_tests! {
 }
 
 /// Another connection publishes single records while batches of 50 are
-/// published: some batch fails, and every stored batch record sits at the
-/// offsets the batch reported (a failed one's prefix included).
+/// published: some batch fails, every stored batch record sits at the
+/// offsets the batch reported (a failed one's prefix included), and no
+/// other batch record was stored.
 #[cfg(feature = "nats")]
 fn batches_interleaved_on_nats(backend: &TestBackend, topic: &Topic) {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -504,15 +510,26 @@ fn batches_interleaved_on_nats(backend: &TestBackend, topic: &Topic) {
     let message = failure.to_string();
     assert!(
         matches!(failure, logbus::Error::Backend { backend: "nats", .. })
-            && message.contains("wrong last sequence")
+            && message.contains("wrong last message id")
             && message.contains("of this batch were stored"),
         "{message}"
     );
+    // "... offsets 120..131 of this batch were stored"
+    let prefix = message
+        .split("offsets ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|range| range.split_once(".."))
+        .map(|(a, b)| a.parse::<u64>().unwrap()..b.parse::<u64>().unwrap())
+        .unwrap_or_else(|| panic!("no stored prefix in {message}"));
+    let mut stored = stored;
+    stored.push(prefix);
     let mut reader = topic.subscribe_ephemeral(StartAt::Earliest).expect("reader");
     let mut all = Vec::new();
     while let Some(record) = reader.try_recv().expect("recv") {
         all.push(record);
     }
+    let reported: usize = stored.iter().map(|range| range.clone().count()).sum();
     for range in stored {
         for (i, offset) in range.enumerate() {
             assert_eq!(
@@ -522,5 +539,13 @@ fn batches_interleaved_on_nats(backend: &TestBackend, topic: &Topic) {
             );
         }
     }
+    let batch_records = all
+        .iter()
+        .filter(|r| r.value().starts_with(b"batch record"))
+        .count();
+    assert_eq!(
+        batch_records, reported,
+        "only the reported batch records were stored"
+    );
     other.close().expect("close");
 }

@@ -10,10 +10,11 @@
 //!   ahead of it.
 //! - Within this process nothing interleaves with a batch: single
 //!   publishes share a lock that a batch holds exclusively. Each record of
-//!   a batch after the first expects the previous one's sequence
-//!   (`Nats-Expected-Last-Sequence`), so a batch's offsets are consecutive
-//!   or the batch stops, with a prefix stored, at the first record another
-//!   process got in ahead of.
+//!   a batch after the first expects the previous one's message id as the
+//!   stream's last (`Nats-Expected-Last-Msg-Id`), so a batch's offsets are
+//!   consecutive or the batch stops, with exactly a prefix stored, at the
+//!   first record another process got in ahead of (every later record
+//!   expects one that was not stored).
 //! - A durable subscription is open at most once per topic in this
 //!   process (a second open is [`Error::Locked`]); processes do not
 //!   exclude each other (`docs/NATS.md`, "Locks").
@@ -24,15 +25,16 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use async_nats::HeaderName;
-use async_nats::header::{NATS_EXPECTED_LAST_SEQUENCE, NATS_MESSAGE_ID};
+use async_nats::header::{NATS_EXPECTED_LAST_MESSAGE_ID, NATS_MESSAGE_ID};
+use async_nats::jetstream;
+use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
 use super::bus::NatsShared;
 use super::client::{StreamSpec, StreamState};
 use super::codec::encode_headers;
-use super::error::nats_error;
+use super::error::{nats_error, publish_error};
 use super::group::NatsGroup;
 use super::names::{
     check_length, consumer_of_name, group_consumer_name, stream_name, subscription_consumer_name,
@@ -43,8 +45,8 @@ use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::{
-    ConsumerId, ConsumerStats, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Inboxes, Responder, StartAt,
-    TopicStats,
+    ConsumerId, ConsumerStats, CorrelationId, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Inboxes,
+    Responder, StartAt, TopicStats,
 };
 use crate::record::Record;
 
@@ -185,25 +187,63 @@ impl NatsTopic {
         Ok(offset)
     }
 
-    /// One publish per record, in order, each expecting the previous one's
-    /// sequence (the offset after it). Stops at the first failure, with the
-    /// records before it stored.
+    /// The records in order, each with a message id and, after the first,
+    /// expecting the previous one's id as the stream's last
+    /// (`Nats-Expected-Last-Msg-Id`): a record stored after another
+    /// process's breaks the chain, and every later one fails too, so what
+    /// is stored is a prefix at consecutive offsets. The first record is
+    /// published alone (and resent while the stream has no leader); the
+    /// rest are sent [`BATCH_WINDOW`] at a time before their
+    /// acknowledgements are awaited. Headers are checked for every record
+    /// before anything is sent.
     pub(crate) fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         let shared = &self.shared;
         shared.bus.check_open()?;
         let _exclusive = shared.publishing.write().unwrap_or_else(|p| p.into_inner());
-        let mut stored: Option<Range<u64>> = None;
-        for record in records {
-            let expected_last = stored
-                .as_ref()
-                .map(|range| (NATS_EXPECTED_LAST_SEQUENCE, range.end.to_string()));
-            let offset = self
-                .publish_one(record, expected_last)
-                .map_err(|e| with_stored_prefix(e, stored.as_ref()))?;
-            stored = Some(stored.map_or(offset, |range| range.start)..offset + 1);
+        let batch = CorrelationId::new();
+        let id = |i: usize| format!("logbus-batch.{batch}.{i}");
+        let mut messages = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let mut headers = encode_headers(record)?;
+            headers.insert(NATS_MESSAGE_ID, id(i));
+            if i > 0 {
+                headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, id(i - 1));
+            }
+            messages.push((headers, Bytes::copy_from_slice(record.value())));
         }
-        let end = shared.end_offset();
-        Ok(stored.unwrap_or(end..end))
+        let mut messages = messages.into_iter();
+        let Some((headers, payload)) = messages.next() else {
+            let end = shared.end_offset();
+            return Ok(end..end);
+        };
+        let client = &shared.bus.client;
+        let (start, _duplicate) = client.publish_raw(shared.subject.clone(), headers, payload)?;
+        let mut stored = start..start + 1;
+        shared.note_end(stored.end);
+        let mut messages = messages.peekable();
+        while messages.peek().is_some() {
+            let window: Vec<_> = messages.by_ref().take(BATCH_WINDOW).collect();
+            let acked = client.block_on(publish_pipelined(client.js(), &shared.subject, window))?;
+            for result in acked {
+                match result {
+                    Ok(offset) if offset == stored.end => {
+                        stored.end += 1;
+                        shared.note_end(stored.end);
+                    }
+                    Ok(offset) => {
+                        return Err(with_stored_prefix(
+                            nats_error(
+                                "publish",
+                                format!("batch record stored at {offset}, not {}", stored.end),
+                            ),
+                            Some(&stored),
+                        ));
+                    }
+                    Err(e) => return Err(with_stored_prefix(e, Some(&stored))),
+                }
+            }
+        }
+        Ok(stored)
     }
 
     pub(crate) fn subscribe(&self, name: &str, start: StartAt) -> Result<NatsSubscription> {
@@ -299,6 +339,48 @@ impl NatsTopic {
             consumers,
         })
     }
+}
+
+/// Records of a batch sent before their acknowledgements are awaited: well
+/// below the client's limit of unacknowledged publishes (5,000).
+const BATCH_WINDOW: usize = 256;
+
+/// Sends `messages` to `subject` without waiting, then awaits their
+/// acknowledgements in order: each one's offset, up to and including the
+/// first failure (the messages after it were chained on it).
+async fn publish_pipelined(
+    js: &jetstream::Context,
+    subject: &str,
+    messages: Vec<(HeaderMap, Bytes)>,
+) -> Vec<Result<u64>> {
+    let mut pending = Vec::with_capacity(messages.len());
+    let mut unsent = None;
+    for (headers, payload) in messages {
+        match js
+            .publish_with_headers(subject.to_owned(), headers, payload)
+            .await
+        {
+            Ok(ack) => pending.push(ack),
+            Err(e) => {
+                unsent = Some(publish_error(e));
+                break;
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(pending.len() + 1);
+    for ack in pending {
+        let result = ack
+            .await
+            .map(|ack| ack.sequence.saturating_sub(1))
+            .map_err(publish_error);
+        let failed = result.is_err();
+        results.push(result);
+        if failed {
+            return results;
+        }
+    }
+    results.extend(unsent.map(Err));
+    results
 }
 
 /// `error` of a batch publish, saying which offsets of the batch were

@@ -190,10 +190,11 @@ impl Topic {
 
     /// Appends records in order; returns their offsets, which are
     /// consecutive. Embedded, the batch is one write (and one sync). On
-    /// NATS it is one publish per record, each expecting the previous
-    /// one's sequence: if another publisher interleaves, the call fails
-    /// with [`crate::Error::Backend`] after storing a prefix of the batch,
-    /// as a crash during an embedded write may leave a prefix.
+    /// NATS it is one publish per record (pipelined), each expecting the
+    /// previous one as the stream's last: if another publisher
+    /// interleaves, the call fails with [`crate::Error::Backend`] after
+    /// storing a prefix of the batch, as a crash during an embedded write
+    /// may leave a prefix.
     #[inline]
     pub fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         dispatch!(TopicBackend, &self.backend, t => t.publish_batch(records))
