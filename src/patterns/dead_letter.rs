@@ -200,7 +200,7 @@ pub(crate) fn redrive(
         let source = header_str(delivery.record(), HEADER_SOURCE_TOPIC).map(str::to_owned);
         match source {
             Some(source) if filter(delivery.record()) => {
-                let fresh = redriven(delivery.record());
+                let fresh = Redriven::new(delivery.record());
                 let _offset = republish(&source, &fresh.record(), delivery.record().offset())?;
                 trace_event!(info, dlq = dlq.name(), source = %source, offset = _offset, "record redriven");
                 delivery.ack()?;
@@ -220,17 +220,17 @@ struct Redriven<'a> {
     count: String,
 }
 
-fn redriven(record: &StoredRecord) -> Redriven<'_> {
-    let count = header_str(record, HEADER_REDRIVE_COUNT)
-        .and_then(|c| c.parse::<u64>().ok())
-        .unwrap_or(0);
-    Redriven {
-        record,
-        count: (count + 1).to_string(),
+impl<'a> Redriven<'a> {
+    fn new(record: &'a StoredRecord) -> Redriven<'a> {
+        let count = header_str(record, HEADER_REDRIVE_COUNT)
+            .and_then(|c| c.parse::<u64>().ok())
+            .unwrap_or(0);
+        Redriven {
+            record,
+            count: (count + 1).to_string(),
+        }
     }
-}
 
-impl Redriven<'_> {
     fn record(&self) -> Record<'_> {
         let record = self.record;
         let mut fresh = Record::new(record.value())
