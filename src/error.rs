@@ -103,6 +103,21 @@ impl Error {
         matches!(self, Error::Corrupt { .. })
     }
 
+    /// The operating system's error number behind an [`Error::Io`] (e.g.
+    /// `ENOSPC`), also where logbus added the operation and path to it.
+    pub fn os_error(&self) -> Option<i32> {
+        let Error::Io(io) = self else {
+            return None;
+        };
+        let wrapped = || {
+            io.get_ref()?
+                .source()?
+                .downcast_ref::<io::Error>()?
+                .raw_os_error()
+        };
+        io.raw_os_error().or_else(wrapped)
+    }
+
     pub(crate) fn corrupt(file: impl Into<PathBuf>, position: u64, kind: CorruptKind) -> Self {
         Error::Corrupt {
             file: file.into(),

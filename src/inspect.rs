@@ -14,7 +14,7 @@ use crate::format::{
     FrameError, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, StateEvent, TIME_ENTRY_LEN,
     TimeEntry, decode_frame, decode_segment_header, frame_len,
 };
-use crate::io::{OverlayStorage, Storage};
+use crate::io::{OverlayStorage, StdStorage, Storage};
 use crate::log::{Durability, Log, LogOptions, RecoveryReport};
 use crate::patterns::{GROUPS, GroupSummary, SUBSCRIPTIONS, recovered_commit, summarize_group};
 use crate::record::StoredRecord;
@@ -255,9 +255,14 @@ pub fn dry_run_recovery(dir: &Path) -> Result<RecoveryReport> {
 
 /// Opens a log through a fresh overlay, so nothing is ever written.
 pub fn open_read_only(dir: &Path) -> Result<Log> {
+    open_read_only_over(Arc::new(StdStorage), dir)
+}
+
+/// Opens a log in `base` through a fresh overlay, so nothing is written.
+pub(crate) fn open_read_only_over(base: Arc<dyn Storage>, dir: &Path) -> Result<Log> {
     let options = LogOptions::default()
         .durability(Durability::Os)
-        .storage(Arc::new(OverlayStorage::new()));
+        .storage(Arc::new(OverlayStorage::over(base)));
     Log::open(dir, options)
 }
 
@@ -291,9 +296,16 @@ pub struct ConsumersView {
 /// Reads the stored consumers of `topic` in the bus at `bus_dir`, without
 /// writing or locking.
 pub fn consumers(bus_dir: &Path, topic: &str) -> Result<ConsumersView> {
+    consumers_over(Arc::new(StdStorage), bus_dir, topic)
+}
+
+/// Reads the stored consumers of `topic` in the bus at `bus_dir` in `base`,
+/// without writing or locking.
+pub(crate) fn consumers_over(base: Arc<dyn Storage>, bus_dir: &Path, topic: &str) -> Result<ConsumersView> {
+    let storage = Arc::new(OverlayStorage::over(base));
     let mut view = ConsumersView::default();
     for kind in [SUBSCRIPTIONS, GROUPS] {
-        for (name, events) in state_logs(&bus_dir.join("state").join(kind).join(topic))? {
+        for (name, events) in state_logs(&storage, &bus_dir.join("state").join(kind).join(topic))? {
             match kind {
                 SUBSCRIPTIONS => view.subscriptions.push(SubscriptionView {
                     name,
@@ -310,8 +322,7 @@ pub fn consumers(bus_dir: &Path, topic: &str) -> Result<ConsumersView> {
 }
 
 /// The events of every state log under `dir`, by name, sorted.
-fn state_logs(dir: &Path) -> Result<Vec<(String, Vec<StateEvent>)>> {
-    let storage = Arc::new(OverlayStorage::new());
+fn state_logs(storage: &Arc<OverlayStorage>, dir: &Path) -> Result<Vec<(String, Vec<StateEvent>)>> {
     let mut names: Vec<PathBuf> = match storage.list(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

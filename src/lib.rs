@@ -50,8 +50,8 @@ mod state;
 pub use bus::{Bus, BusOptions, MAX_NAME_BYTES, validate_name};
 pub use error::{CorruptKind, Error, Result};
 pub use log::{
-    Cursor, Durability, Log, LogOptions, Position, RecoveryReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
-    SyncStats, Truncation,
+    Cursor, Durability, Log, LogOptions, LogView, Position, RecoveryReport, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN, SyncStats, Truncation,
 };
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsStorage};

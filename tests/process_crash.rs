@@ -161,7 +161,7 @@ impl ChildWriter {
             Err(e) => {
                 let class = match &e {
                     Error::Poisoned { .. } => "poisoned".to_string(),
-                    Error::Io(io) => format!("io:{}", io.raw_os_error().unwrap_or(-1)),
+                    error @ Error::Io(_) => format!("io:{}", error.os_error().unwrap_or(-1)),
                     _ => "other".to_string(),
                 };
                 report(&format!("error {} {class} {e}", self.next));

@@ -313,16 +313,22 @@ backend_tests! {
         assert!(matches!(bus.topic("q"), Err(Error::Closed)));
     }
 
-    /// Embedded, reopening also shows the directory lock was released.
-    fn dropping_the_last_bus_handle_closes_it_and_releases_the_lock(backend: &TestBackend) {
+    /// Handles keep the bus open: dropping every `Bus` while a topic and a
+    /// group live leaves them working; the bus closes (embedded: releases
+    /// the directory lock) once the last handle is gone too.
+    fn handles_keep_the_bus_open_until_the_last_one_is_dropped(backend: &TestBackend) {
         let bus = backend.open();
         let topic = bus.topic("t").unwrap();
         let group = topic.group("g", GroupOptions::default()).unwrap();
-        topic.publish(&Record::new(b"x")).unwrap();
         drop(bus);
-        assert!(matches!(group.try_recv(), Err(Error::Closed)));
+        topic.publish(&Record::new(b"x")).unwrap();
+        group.try_recv().unwrap().expect("the record").ack().unwrap();
+        drop(topic);
+        assert!(group.try_recv().unwrap().is_none());
+        drop(group);
         let bus = backend.open();
         assert_eq!(bus.topic("t").unwrap().end_offset(), 1);
+        assert_eq!(bus.topic("t").unwrap().group("g", GroupOptions::default()).unwrap().stats().unwrap().low_watermark, 1);
     }
 
     fn a_record_at_the_size_limit_still_reaches_the_dead_letter_topic_with_its_failures(backend: &TestBackend) {

@@ -13,9 +13,11 @@ use crate::patterns::{
 use crate::record::{Record, StoredRecord};
 
 /// Named topics and the patterns built on them. Cheap to clone; `Send +
-/// Sync`. When the last clone is dropped the bus closes (as with
-/// [`Bus::close`]); topics, groups and other handles taken from it then
-/// fail with [`crate::Error::Closed`].
+/// Sync`. Every handle taken from it (topics, subscriptions, groups,
+/// deliveries, requesters, responders) keeps it open; the bus closes when
+/// the last clone and the last handle are dropped, or at once with
+/// [`Bus::close`], after which every handle fails with
+/// [`crate::Error::Closed`].
 #[derive(Clone, Debug)]
 pub struct Bus {
     backend: BusBackend,
@@ -35,7 +37,8 @@ const _: () = assert!(size_of::<Bus>() == size_of::<LogBus>());
 
 impl Bus {
     /// Opens (creating if needed) the embedded bus in `dir`. Fails with
-    /// [`crate::Error::Locked`] if another handle owns it.
+    /// [`crate::Error::Locked`] if another handle owns it, and with
+    /// [`crate::Error::InvalidArgument`] if `dir` holds a [`crate::Log`].
     #[inline]
     pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
         Ok(Bus {

@@ -12,11 +12,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
+use crate::inspect::{consumers_over, open_read_only_over};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
+use crate::log::SyncStats;
 use crate::patterns::{
-    Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner, Responder, TopicOptions,
-    TopicStats, Wakeups, redrive,
+    ConsumerId, ConsumerStats, Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner,
+    Responder, TopicOptions, TopicStats, Wakeups, redrive,
 };
 
 /// Options for [`crate::Bus::open`].
@@ -49,23 +51,23 @@ impl BusOptions {
     }
 }
 
-/// A bus directory, open and locked by this process. Cheap to clone. When
-/// the last clone is dropped the bus closes; handles taken from it then
-/// fail with [`Error::Closed`].
+/// A bus directory, open and locked by this process. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct LogBus {
-    handle: Arc<BusHandle>,
+    open: Arc<OpenBus>,
 }
 
-/// The user-facing owner: internal references hold [`BusInner`] directly,
-/// so they never keep the bus open, and dropping the last `LogBus` closes
-/// it.
+/// Keeps the bus open: held by every [`LogBus`] and by every handle taken
+/// from it (topics, and through them subscriptions, groups, deliveries and
+/// requesters), so the bus closes when the last of them is dropped, or
+/// earlier through [`LogBus::close`]. The bus's own tables never hold one
+/// (they would keep the bus open forever): they reference [`BusInner`].
 #[derive(Debug)]
-struct BusHandle {
+pub(crate) struct OpenBus {
     inner: Arc<BusInner>,
 }
 
-impl Drop for BusHandle {
+impl Drop for OpenBus {
     fn drop(&mut self) {
         // Best effort, like `Log`: what cannot be closed cleanly is
         // recovered at the next open.
@@ -77,11 +79,14 @@ impl Drop for BusHandle {
 pub(crate) struct BusInner {
     dir: PathBuf,
     options: BusOptions,
+    /// The bus's own table: these handles do not keep it open.
     topics: Mutex<HashMap<String, LogTopic>>,
     /// Open requesters by name, closed with the bus.
     requesters: Mutex<HashMap<String, Weak<RequesterInner>>>,
     lock: Mutex<Option<LockGuard>>,
     wakeups: Wakeups,
+    /// Upgraded for each handle handed out; gone once the last handle is.
+    open: Weak<OpenBus>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,28 +97,28 @@ impl LogBus {
     pub(crate) fn open(dir: &Path, options: BusOptions) -> Result<LogBus> {
         let dir = dir.to_path_buf();
         let storage = options.storage.clone();
+        refuse_log_directory(storage.as_ref(), &dir)?;
         storage.create_dir_all(&dir.join("topics"))?;
         storage.create_dir_all(&dir.join("state"))?;
         let guard = storage
             .lock(&dir.join(".lock"))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
-        let inner = BusInner {
-            dir,
-            options,
-            topics: Mutex::new(HashMap::new()),
-            requesters: Mutex::new(HashMap::new()),
-            lock: Mutex::new(Some(guard)),
-            wakeups: Wakeups::default(),
-        };
-        Ok(LogBus {
-            handle: Arc::new(BusHandle {
-                inner: Arc::new(inner),
+        let open = Arc::new_cyclic(|open| OpenBus {
+            inner: Arc::new(BusInner {
+                dir,
+                options,
+                topics: Mutex::new(HashMap::new()),
+                requesters: Mutex::new(HashMap::new()),
+                lock: Mutex::new(Some(guard)),
+                wakeups: Wakeups::default(),
+                open: open.clone(),
             }),
-        })
+        });
+        Ok(LogBus { open })
     }
 
     fn inner(&self) -> &Arc<BusInner> {
-        &self.handle.inner
+        &self.open.inner
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<LogTopic> {
@@ -147,20 +152,26 @@ impl LogBus {
         redrive(&dlq, republish, filter)
     }
 
+    /// Every stored topic: those open in this process with live counters,
+    /// the others read from their files without opening them (so their
+    /// options, and their retention, stay the application's to choose).
     pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {
-        let topics: Vec<LogTopic> = lock(&self.inner().topics).values().cloned().collect();
-        let mut stats = topics.iter().map(LogTopic::stats).collect::<Result<Vec<_>>>()?;
-        stats.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(stats)
+        self.inner().check_open()?;
+        let names = self.topic_names()?;
+        names.iter().map(|name| self.inner().topic_stats(name)).collect()
     }
 
+    /// The bus directory's topics: its subdirectories of `topics/` with
+    /// valid topic names, sorted.
     pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
         let inner = self.inner();
-        let mut names: Vec<String> = inner
-            .storage()
+        let storage = inner.storage();
+        let mut names: Vec<String> = storage
             .list(&inner.dir.join("topics"))?
             .iter()
-            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .filter(|path| storage.list(path).is_ok())
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
+            .filter(|name| validate_name("topic", name).is_ok())
             .collect();
         names.sort();
         Ok(names)
@@ -168,6 +179,27 @@ impl LogBus {
 
     pub(crate) fn close(&self) -> Result<()> {
         self.inner().close()
+    }
+}
+
+/// A directory holding a log's own files (segments, its checkpoint) is a
+/// [`Log`], not a bus: opening it as a bus would mix the two layouts.
+fn refuse_log_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
+    let entries = match storage.list(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let holds_log = entries
+        .iter()
+        .filter_map(|path| path.file_name()?.to_str())
+        .any(crate::log::is_log_file_name);
+    match holds_log {
+        true => Err(Error::InvalidArgument(format!(
+            "{} holds a log's segments, not a bus: open it with Log::open",
+            dir.display()
+        ))),
+        false => Ok(()),
     }
 }
 
@@ -179,13 +211,14 @@ impl BusInner {
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<LogTopic> {
         validate_name("topic", name)?;
         self.check_open()?;
+        let open = self.open.upgrade().ok_or(Error::Closed)?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {
-            return Ok(topic.clone());
+            return Ok(topic.keeping_open(open));
         }
         let topic = LogTopic::open(self.clone(), name, options)?;
         topics.insert(name.to_owned(), topic.clone());
-        Ok(topic)
+        Ok(topic.keeping_open(open))
     }
 
     fn close(&self) -> Result<()> {
@@ -204,6 +237,48 @@ impl BusInner {
         }
         lock(&self.lock).take();
         result
+    }
+
+    /// Stats of the stored topic `name`: live if it is open, otherwise read
+    /// through an overlay (nothing is written). Holds the table of open
+    /// topics while reading, so the topic cannot open meanwhile; a live
+    /// topic's stats are taken after releasing it (they take group locks,
+    /// which a group holds while opening its dead-letter topic).
+    fn topic_stats(&self, name: &str) -> Result<TopicStats> {
+        let topics = lock(&self.topics);
+        if let Some(topic) = topics.get(name).cloned() {
+            drop(topics);
+            return topic.stats();
+        }
+        let log = open_read_only_over(self.storage().clone(), &self.topic_dir(name))?;
+        let stored = consumers_over(self.storage().clone(), &self.dir, name)?;
+        drop(topics);
+        let end_offset = log.end_offset();
+        let subscriptions = stored
+            .subscriptions
+            .into_iter()
+            .map(|s| (ConsumerId::Subscription(s.name), s.committed));
+        let groups = stored
+            .groups
+            .into_iter()
+            .map(|g| (ConsumerId::Group(g.name), g.summary.low_watermark));
+        let mut consumers: Vec<ConsumerStats> = subscriptions
+            .chain(groups)
+            .map(|(id, committed)| ConsumerStats {
+                id,
+                committed,
+                lag: end_offset.saturating_sub(committed),
+                group: None,
+            })
+            .collect();
+        consumers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(TopicStats {
+            name: name.to_owned(),
+            start_offset: log.start_offset(),
+            end_offset,
+            sync: SyncStats::default(),
+            consumers,
+        })
     }
 
     fn check_open(&self) -> Result<()> {

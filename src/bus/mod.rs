@@ -6,6 +6,6 @@ mod log_bus;
 mod names;
 
 pub use facade::Bus;
-pub(crate) use log_bus::BusInner;
 pub use log_bus::BusOptions;
+pub(crate) use log_bus::{BusInner, OpenBus};
 pub use names::{MAX_NAME_BYTES, validate_name};

@@ -22,28 +22,37 @@
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use super::seam::MappedFile;
-use super::std_fs::open_owner_only;
+use super::std_fs::{context, open_owner_only};
 
 /// A read-write mapping of a whole file. A zero-length file has no mapping.
 #[derive(Debug)]
 pub(super) struct MmapFile {
     file: File,
     map: Option<MmapMut>,
+    /// Named in errors.
+    path: PathBuf,
 }
 
 impl MmapFile {
     pub(super) fn open(path: &Path, min_len: u64) -> io::Result<Self> {
-        let file = open_owner_only(path, true)?;
-        if file.metadata()?.len() < min_len {
-            resize(&file, min_len)?;
-        }
-        let map = map_whole(&file)?;
-        Ok(MmapFile { file, map })
+        let mapped = || {
+            let file = open_owner_only(path, true)?;
+            if file.metadata()?.len() < min_len {
+                resize(&file, min_len)?;
+            }
+            let map = map_whole(&file)?;
+            Ok(MmapFile {
+                file,
+                map,
+                path: path.to_path_buf(),
+            })
+        };
+        mapped().map_err(context("map", path))
     }
 }
 
@@ -85,20 +94,26 @@ impl MappedFile for MmapFile {
     }
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
-        if let Some(map) = self.map.take() {
-            map.flush()?;
-        }
-        let resized = resize(&self.file, len);
-        // Map again even if growing failed, so the entries stay readable.
-        self.map = map_whole(&self.file)?;
-        resized
+        let mut resize_and_map = || {
+            if let Some(map) = self.map.take() {
+                map.flush()?;
+            }
+            let resized = resize(&self.file, len);
+            // Map again even if growing failed, so the entries stay readable.
+            self.map = map_whole(&self.file)?;
+            resized
+        };
+        resize_and_map().map_err(context("resize mapped", &self.path))
     }
 
     fn sync(&self) -> io::Result<()> {
-        if let Some(map) = &self.map {
-            map.flush()?;
-        }
-        self.file.sync_all()
+        let sync = || {
+            if let Some(map) = &self.map {
+                map.flush()?;
+            }
+            self.file.sync_all()
+        };
+        sync().map_err(context("sync mapped", &self.path))
     }
 }
 

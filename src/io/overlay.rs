@@ -1,22 +1,30 @@
-//! A storage that reads the real file system and keeps every change in
-//! memory. The dump tool runs the real recovery code on it as a dry run:
-//! whatever recovery would truncate, rebuild or delete happens only in the
-//! overlay, and the files on disk are never opened for writing. It takes no
-//! lock, so it can inspect a directory while its owner is running.
+//! A storage that reads another storage (the real file system by default)
+//! and keeps every change in memory. The dump tool runs the real recovery
+//! code on it as a dry run, and the bus reads the stats of topics it has
+//! not opened through it: whatever recovery would truncate, rebuild or
+//! delete happens only in the overlay, and the underlying files are only
+//! ever opened read-only. It takes no lock, so it can inspect a directory
+//! while its owner is running.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile, read_exact_at};
+use super::std_fs::StdStorage;
 
 /// The read-only, copy-on-write [`Storage`]. Clones share one overlay.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OverlayStorage {
     state: Arc<Mutex<OverlayState>>,
+    base: Arc<dyn Storage>,
+}
+
+impl Default for OverlayStorage {
+    fn default() -> Self {
+        Self::over(Arc::new(StdStorage))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -30,7 +38,7 @@ struct OverlayState {
 /// writes made through the overlay, in order.
 #[derive(Debug, Default)]
 struct OverlayNode {
-    base: Option<File>,
+    base: Option<Arc<dyn StorageFile>>,
     /// Real bytes below this are visible (shrinks with truncation).
     base_visible: u64,
     len: u64,
@@ -92,6 +100,14 @@ impl OverlayStorage {
         Self::default()
     }
 
+    /// An overlay over `base` with no changes yet.
+    pub fn over(base: Arc<dyn Storage>) -> Self {
+        OverlayStorage {
+            state: Arc::default(),
+            base,
+        }
+    }
+
     fn node(&self, path: &Path, create: bool) -> io::Result<Arc<Mutex<OverlayNode>>> {
         let mut state = lock(&self.state);
         if let Some(node) = state.files.get(path) {
@@ -99,7 +115,7 @@ impl OverlayStorage {
         }
         let base = match state.removed.contains(path) {
             true => None,
-            false => match File::open(path) {
+            false => match self.base.open_read_only(path) {
                 Ok(file) => Some(file),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                 Err(e) => return Err(e),
@@ -109,7 +125,7 @@ impl OverlayStorage {
             return Err(io::ErrorKind::NotFound.into());
         }
         let len = match &base {
-            Some(file) => file.metadata()?.len(),
+            Some(file) => file.size()?,
             None => 0,
         };
         let node = OverlayNode {
@@ -153,8 +169,8 @@ impl Storage for OverlayStorage {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let state = lock(&self.state);
-        let mut entries: HashSet<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(listing) => listing.map(|e| e.map(|e| e.path())).collect::<io::Result<_>>()?,
+        let mut entries: HashSet<PathBuf> = match self.base.list(dir) {
+            Ok(listing) => listing.into_iter().collect(),
             Err(e) if e.kind() == io::ErrorKind::NotFound && state.dirs.contains(dir) => HashSet::new(),
             Err(e) => return Err(e),
         };

@@ -18,6 +18,12 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// Opens `path` for reading and writing, creating it (owner-only) when
     /// `create` is set.
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>>;
+    /// Opens an existing `path` for reading only: its writes fail. The
+    /// default opens it as [`Storage::open`] does, for backends without
+    /// permissions.
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        self.open(path, false)
+    }
     /// Maps `path` (creating it, owner-only) and grows it to at least `min_len`.
     fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>>;
     /// Removes a file.

@@ -1,9 +1,15 @@
 //! The real file system.
+//!
+//! Every error names the operation and the path it failed on ("create
+//! directory /srv/bus/topics: Not a directory"), keeping the
+//! [`io::ErrorKind`] that callers match on. Directories are created
+//! owner-only (0700) and files owner-only (0600), whatever the umask; a
+//! directory that already exists keeps its mode.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -11,9 +17,33 @@ use super::mmap::{MmapFile, WriteWindow, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// Storage on the operating system's file system. Files are created with
-/// mode 0600 (owner-only).
+/// mode 0600 and directories with mode 0700 (owner-only).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdStorage;
+
+/// Adds the failed operation and its path to `error`, keeping its kind;
+/// the operating system's error stays reachable as the source (see
+/// [`crate::Error::os_error`]).
+pub(super) fn context(operation: &'static str, path: &Path) -> impl FnOnce(io::Error) -> io::Error {
+    move |source| {
+        let kind = source.kind();
+        let failed = Failed {
+            operation,
+            path: path.to_path_buf(),
+            source,
+        };
+        io::Error::new(kind, failed)
+    }
+}
+
+/// An I/O error with the operation and the path it failed on.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} {}: {source}", path.display())]
+struct Failed {
+    operation: &'static str,
+    path: PathBuf,
+    source: io::Error,
+}
 
 pub(super) fn open_owner_only(path: &Path, create: bool) -> io::Result<File> {
     OpenOptions::new()
@@ -26,12 +56,25 @@ pub(super) fn open_owner_only(path: &Path, create: bool) -> io::Result<File> {
 
 impl Storage for StdStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        fs::create_dir_all(dir)
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(context("create directory", dir))
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn StorageFile>> {
         Ok(Arc::new(StdFile {
-            file: open_owner_only(path, create)?,
+            file: open_owner_only(path, create).map_err(context("open", path))?,
+            path: path.to_path_buf(),
+            window: Mutex::new(None),
+        }))
+    }
+
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
+        Ok(Arc::new(StdFile {
+            file: File::open(path).map_err(context("open", path))?,
+            path: path.to_path_buf(),
             window: Mutex::new(None),
         }))
     }
@@ -41,23 +84,26 @@ impl Storage for StdStorage {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        fs::remove_file(path)
+        fs::remove_file(path).map_err(context("remove", path))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
-        fs::read_dir(dir)?.map(|entry| entry.map(|e| e.path())).collect()
+        let entries = fs::read_dir(dir).and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect());
+        entries.map_err(context("list directory", dir))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(context("sync directory", dir))
     }
 
     fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
-        let file = open_owner_only(path, true)?;
+        let file = open_owner_only(path, true).map_err(context("open lock file", path))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
+            Err(TryLockError::Error(e)) => Err(context("lock", path)(e)),
         }
     }
 }
@@ -75,6 +121,8 @@ const MAPPED_WRITE_MAX: usize = 32 << 10;
 #[derive(Debug)]
 struct StdFile {
     file: File,
+    /// Named in errors.
+    path: PathBuf,
     /// Dropped (unmapped) before the file's length changes.
     window: Mutex<Option<WriteWindow>>,
 }
@@ -89,7 +137,7 @@ impl StdFile {
 
 impl StorageFile for StdFile {
     fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.file.read_at(buf, pos)
+        self.file.read_at(buf, pos).map_err(context("read", &self.path))
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
@@ -97,40 +145,45 @@ impl StorageFile for StdFile {
         if buf.len() <= MAPPED_WRITE_MAX && window.as_mut().is_some_and(|w| w.write(buf, pos)) {
             return Ok(());
         }
-        self.file.write_all_at(buf, pos)
+        self.file
+            .write_all_at(buf, pos)
+            .map_err(context("write", &self.path))
     }
 
     fn size(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        let metadata = self.file.metadata().map_err(context("stat", &self.path))?;
+        Ok(metadata.len())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut window = self.window();
         *window = None;
-        self.file.set_len(len)
+        self.file
+            .set_len(len)
+            .map_err(context("set length of", &self.path))
     }
 
     fn preallocate(&self, len: u64) -> io::Result<()> {
         let mut window = self.window();
         *window = None;
-        *window = Some(WriteWindow::reserve(&self.file, len)?);
+        *window = Some(WriteWindow::reserve(&self.file, len).map_err(context("preallocate", &self.path))?);
         Ok(())
     }
 
     fn next_data(&self, from: u64) -> io::Result<Option<Range<u64>>> {
-        next_data(&self.file, from)
+        next_data(&self.file, from).map_err(context("seek data in", &self.path))
     }
 
     fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
-        start_writeback(&self.file, pos, len)
+        start_writeback(&self.file, pos, len).map_err(context("start writeback of", &self.path))
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data().map_err(context("fdatasync", &self.path))
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.file.sync_all()
+        self.file.sync_all().map_err(context("fsync", &self.path))
     }
 }
 

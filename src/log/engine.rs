@@ -18,7 +18,7 @@ use super::checkpoint::CheckpointWriter;
 use super::durability::{GroupCommit, SyncStats};
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
-use super::recovery::{CLEAN_MARKER, RecoveryReport, recover};
+use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segment_name, recover};
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
 use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
 use crate::error::{Error, Result};
@@ -114,6 +114,12 @@ impl Writer {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// True for the name of a file only a log directory holds: a data segment
+/// (`{base:020}.log`) or the recovery checkpoint.
+pub(crate) fn is_log_file_name(name: &str) -> bool {
+    name == CHECKPOINT_FILE || parse_segment_name(name).is_some_and(|(_, ext)| ext == DATA_EXT)
 }
 
 pub(crate) fn now_ms() -> i64 {

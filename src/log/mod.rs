@@ -10,10 +10,12 @@ mod recovery;
 mod retention;
 mod scan;
 mod segment;
+mod view;
 
 pub use durability::SyncStats;
 pub use engine::Log;
-pub(crate) use engine::now_ms;
+pub(crate) use engine::{is_log_file_name, now_ms};
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
 pub use recovery::{RecoveryReport, Truncation};
+pub use view::LogView;

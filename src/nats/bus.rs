@@ -2,15 +2,16 @@
 //! a server or cluster, the topics opened through it, and whether this
 //! process closed it.
 //!
-//! As on the embedded bus, handles taken from the bus (topics,
-//! subscriptions) hold the shared state, not the user-facing handle: they
-//! never keep the bus open, and dropping the last [`crate::Bus`] closes it.
-//! After a close every operation fails with [`Error::Closed`]; the private
-//! runtime lives until the last handle is dropped.
+//! As on the embedded bus, every handle taken from the bus (topics, and
+//! through them subscriptions, groups and requesters) keeps it open: the
+//! bus closes when the last [`crate::Bus`] and the last handle are dropped,
+//! or earlier through [`crate::Bus::close`]. After a close every operation
+//! fails with [`Error::Closed`]; the private runtime lives until the last
+//! handle is dropped.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::client::NatsClient;
 use super::failures::failure_stream_name;
@@ -28,16 +29,18 @@ use crate::record::{Record, StoredRecord};
 /// A connection to NATS JetStream used as a bus. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct NatsBus {
-    handle: Arc<BusHandle>,
+    open: Arc<OpenBus>,
 }
 
-/// The user-facing owner: closes the bus when the last clone is dropped.
+/// Keeps the bus open: held by every [`NatsBus`] and every topic handle
+/// handed out; the bus's own table of topics never holds one (it would keep
+/// the bus open forever). Closes the bus when the last one is dropped.
 #[derive(Debug)]
-struct BusHandle {
+pub(crate) struct OpenBus {
     shared: Arc<NatsShared>,
 }
 
-impl Drop for BusHandle {
+impl Drop for OpenBus {
     fn drop(&mut self) {
         // Best effort: a connection that cannot be drained is cut when the
         // runtime stops.
@@ -50,8 +53,11 @@ impl Drop for BusHandle {
 pub(crate) struct NatsShared {
     pub(crate) client: NatsClient,
     options: NatsOptions,
+    /// The bus's own table: these handles do not keep it open.
     topics: Mutex<HashMap<String, NatsTopic>>,
     closed: AtomicBool,
+    /// Upgraded for each topic handed out.
+    open: Weak<OpenBus>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -78,14 +84,15 @@ impl NatsShared {
         // The longest server name a topic gets: its groups' failure stream.
         check_length("topic", name, &failure_stream_name(name))?;
         self.check_open()?;
+        let open = self.open.upgrade().ok_or(Error::Closed)?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {
-            return Ok(topic.clone());
+            return Ok(topic.keeping_open(open));
         }
         let spec = self.options.stream_spec(&options);
         let topic = NatsTopic::open(self.clone(), name, &spec)?;
         topics.insert(name.to_owned(), topic.clone());
-        Ok(topic)
+        Ok(topic.keeping_open(open))
     }
 
     /// Publishes `reply` (carrying its headers) to the subject of `id` in
@@ -110,21 +117,20 @@ impl NatsShared {
 impl NatsBus {
     pub(crate) fn connect(urls: &str, options: NatsOptions) -> Result<NatsBus> {
         let client = NatsClient::connect(urls, options.timeout)?;
-        let shared = NatsShared {
-            client,
-            options,
-            topics: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
-        };
-        Ok(NatsBus {
-            handle: Arc::new(BusHandle {
-                shared: Arc::new(shared),
+        let open = Arc::new_cyclic(|open| OpenBus {
+            shared: Arc::new(NatsShared {
+                client,
+                options,
+                topics: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+                open: open.clone(),
             }),
-        })
+        });
+        Ok(NatsBus { open })
     }
 
     fn shared(&self) -> &Arc<NatsShared> {
-        &self.handle.shared
+        &self.open.shared
     }
 
     pub(crate) fn topic(&self, name: &str) -> Result<NatsTopic> {
@@ -168,12 +174,24 @@ impl NatsBus {
         redrive(&dlq.into(), republish, filter)
     }
 
+    /// Every logbus stream on the server; a topic not open in this process
+    /// is looked up for the occasion, not opened (its stream keeps its
+    /// configuration either way).
     pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {
         let shared = self.shared();
-        shared.check_open()?;
-        let topics: Vec<NatsTopic> = lock(&shared.topics).values().cloned().collect();
-        let mut stats = topics.iter().map(NatsTopic::stats).collect::<Result<Vec<_>>>()?;
-        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        let open: HashMap<String, NatsTopic> = lock(&shared.topics).clone();
+        let mut stats = Vec::new();
+        for name in self.topic_names()? {
+            let topic = match open.get(&name) {
+                Some(topic) => topic.clone(),
+                None => NatsTopic::open(
+                    shared.clone(),
+                    &name,
+                    &shared.options.stream_spec(&shared.options.topic_defaults),
+                )?,
+            };
+            stats.push(topic.stats()?);
+        }
         Ok(stats)
     }
 

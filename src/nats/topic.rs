@@ -31,7 +31,7 @@ use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
-use super::bus::NatsShared;
+use super::bus::{NatsShared, OpenBus};
 use super::client::{StreamSpec, StreamState};
 use super::codec::encode_headers;
 use super::error::{nats_error, publish_error};
@@ -54,6 +54,9 @@ use crate::record::Record;
 #[derive(Clone, Debug)]
 pub(crate) struct NatsTopic {
     shared: Arc<TopicShared>,
+    /// Set on every handle the bus hands out, so that it and everything
+    /// taken from it keep the bus open; `None` only in the bus's own table.
+    _keep_open: Option<Arc<OpenBus>>,
 }
 
 #[derive(Debug)]
@@ -142,7 +145,16 @@ impl NatsTopic {
         };
         Ok(NatsTopic {
             shared: Arc::new(shared),
+            _keep_open: None,
         })
+    }
+
+    /// This topic as a handle that keeps the bus open.
+    pub(crate) fn keeping_open(&self, open: Arc<OpenBus>) -> NatsTopic {
+        NatsTopic {
+            shared: self.shared.clone(),
+            _keep_open: Some(open),
+        }
     }
 
     pub(crate) fn shared(&self) -> &Arc<TopicShared> {

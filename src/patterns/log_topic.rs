@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::bus::{BusInner, validate_name};
+use crate::bus::{BusInner, OpenBus, validate_name};
 use crate::error::Result;
 use crate::log::{Durability, Log};
 use crate::patterns::group_state::recovered_low_watermark;
@@ -30,6 +30,10 @@ pub(crate) const GROUPS: &str = "groups";
 #[derive(Debug, Clone)]
 pub(crate) struct LogTopic {
     pub(crate) inner: Arc<TopicInner>,
+    /// Set on every handle the bus hands out, so that it and everything
+    /// taken from it (groups, subscriptions, deliveries) keep the bus open;
+    /// `None` only in the bus's own table of open topics.
+    _keep_open: Option<Arc<OpenBus>>,
 }
 
 #[derive(Debug)]
@@ -62,7 +66,16 @@ impl LogTopic {
         };
         Ok(LogTopic {
             inner: Arc::new(inner),
+            _keep_open: None,
         })
+    }
+
+    /// This topic as a handle that keeps the bus open.
+    pub(crate) fn keeping_open(&self, open: Arc<OpenBus>) -> LogTopic {
+        LogTopic {
+            inner: self.inner.clone(),
+            _keep_open: Some(open),
+        }
     }
 
     pub(crate) fn name(&self) -> &str {

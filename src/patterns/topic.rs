@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use crate::bus::validate_name;
 use crate::error::Result;
-use crate::log::{Durability, Log, LogOptions, SyncStats};
+use crate::log::{Durability, LogOptions, LogView, SyncStats};
 use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::{Group, GroupOptions, GroupStats};
 use crate::patterns::subscription::{StartAt, Subscription};
@@ -255,12 +255,13 @@ impl Topic {
         dispatch!(TopicBackend, &self.backend, t => t.stats())
     }
 
-    /// The topic's underlying log (read-only use: reads and cursors), on
-    /// the embedded backend; `None` on NATS, whose records live on the
-    /// server.
-    pub fn log(&self) -> Option<&Log> {
+    /// The topic's underlying log, read-only (reads and cursors: appends
+    /// go through [`Topic::publish`], and deletion through the topic's
+    /// retention), on the embedded backend; `None` on NATS, whose records
+    /// live on the server.
+    pub fn log(&self) -> Option<LogView<'_>> {
         match &self.backend {
-            TopicBackend::Log(t) => Some(t.log()),
+            TopicBackend::Log(t) => Some(LogView::new(t.log())),
             #[cfg(feature = "nats")]
             TopicBackend::Nats(_) => None,
         }
