@@ -1,6 +1,10 @@
 //! `logbus-dump` on real directories: a bus with every kind of state, and
 //! damaged copies. The binary is driven as a user would, and its output and
-//! exit codes are checked (0 clean, 1 damage found, 2 could not read).
+//! exit codes are checked (0 clean, 1 damage found, 2 could not read, 3
+//! only leftovers of an unclean shutdown that recovery repairs without
+//! loss), as are the failures seen when it was first tried from outside:
+//! damaged consumer state, a closed pipe, a directory that is not logbus,
+//! preallocated index room, redriven dead letters and power-loss leftovers.
 
 use std::path::Path;
 use std::process::Command;
