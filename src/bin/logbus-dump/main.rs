@@ -177,8 +177,8 @@ fn read(path: &Path) -> Result<Bytes, Failure> {
     Ok(Bytes::from(std::fs::read(path)?))
 }
 
-/// The segment files of a log directory, by base offset: the files named
-/// `{base_offset:020}.log`. At least one must start with the segment magic;
+/// The segment files of a log directory, by base offset: the regular files
+/// named `{base_offset:020}.log` (a directory or pipe so named is not read). At least one must start with the segment magic;
 /// otherwise `dir` is not a log directory, and the error says what it holds.
 fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     let mut entries = std::fs::read_dir(dir)?
@@ -187,7 +187,7 @@ fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
     entries.sort();
     let segments: Vec<PathBuf> = entries
         .iter()
-        .filter(|p| inspect::segment_base(p).is_some())
+        .filter(|p| inspect::segment_base(p).is_some() && p.is_file())
         .cloned()
         .collect();
     for segment in &segments {
@@ -234,6 +234,10 @@ impl Dump {
                 true => self.bus(&path),
                 false => self.log_dir(&path),
             };
+        }
+        if path.exists() && !path.is_file() {
+            // A pipe or device would block the read or never end.
+            return Err(format!("not a regular file: {}", path.display()).into());
         }
         match extension(&path) {
             Some("log") => self.segment(&path, &mut self.args.limit.clone()),
