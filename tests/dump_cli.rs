@@ -349,6 +349,8 @@ fn a_directory_that_is_not_logbus_is_refused_saying_what_was_found() {
     std::fs::write(other.path().join("app.log"), b"started\n").unwrap();
     std::fs::write(other.path().join(format!("{:020}.log", 0)), b"not a segment").unwrap();
     std::fs::write(other.path().join("notes.txt"), b"hi").unwrap();
+    // Named like a segment but a directory: listed, never read.
+    std::fs::create_dir(other.path().join(format!("{:020}.log", 1))).unwrap();
     let (code, out, err) = dump(&[other.path().to_str().unwrap(), "--verify"]);
     assert_eq!(code, 2, "{out}{err}");
     assert!(out.is_empty(), "{out}");
@@ -358,6 +360,7 @@ fn a_directory_that_is_not_logbus_is_refused_saying_what_was_found() {
         err.contains("00000000000000000000.log (no segment magic)"),
         "{err}"
     );
+    assert!(err.contains("00000000000000000001.log/"), "{err}");
 }
 
 #[test]
