@@ -19,8 +19,8 @@ use std::sync::Arc;
 use common::logs::{FrameAt, bases, copy_log, frames, key, segment_file, value};
 use common::storage::{Hooked, Hooks};
 use logbus::format::{
-    FRAME_HEADER_LEN, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_frame,
-    decode_segment_header, encode_frame, encode_index_header,
+    FRAME_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry,
+    decode_frame, decode_segment_header, encode_frame, encode_index_header,
 };
 use logbus::io::{Fault, SimStorage, Storage};
 use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, Truncation};
@@ -513,8 +513,11 @@ fn offset_gaps(pristine: &Path) -> Vec<(&'static str, DirDamage, u64, u64, u64)>
     // The cut removes only frames after the last index entry, so the index
     // stays valid and only the boundary check can notice it.
     let idx = fs::read(segment_file(pristine, all[1], "idx")).unwrap();
-    let indexed = OffsetEntry::decode(&idx[idx.len() - 8..]).unwrap();
-    assert!(u64::from(indexed.position) < last.position);
+    let indexed = OffsetEntry::decode(&idx[idx.len() - OFFSET_ENTRY_LEN..]).unwrap();
+    assert!(
+        u64::from(indexed.position) < last.position,
+        "the last frame is indexed"
+    );
     let middle = all[1];
     let delete_middle: DirDamage = Box::new(move |dir| {
         for ext in ["log", "idx", "tix"] {
