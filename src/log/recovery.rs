@@ -78,7 +78,9 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     /// Segments found.
     pub segments: usize,
-    /// Bytes of segment data scanned to find the end of the log.
+    /// Bytes of the active segment scanned to find the end of the log. Not
+    /// counted: the check of where each sealed segment ends (the frames
+    /// after its last index entry) and rebuilds of sealed indexes.
     pub scanned_bytes: u64,
     /// Tails cut off the last segment.
     pub truncations: Vec<Truncation>,
