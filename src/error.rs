@@ -167,6 +167,20 @@ pub enum CorruptKind {
         /// The offset stored in the record.
         found: u64,
     },
+    /// A sealed segment does not end where the next segment begins: a
+    /// segment was deleted, or one was cut (even at a frame boundary).
+    #[error(
+        "offset gap: the segment ends at offset {found}, but the next segment, {}, begins at offset {expected}",
+        next_segment.display()
+    )]
+    OffsetGap {
+        /// The next segment's base offset, where this one should end.
+        expected: u64,
+        /// One past the last offset this segment holds.
+        found: u64,
+        /// The next segment's data file.
+        next_segment: PathBuf,
+    },
     /// Fields inside a checksummed structure are inconsistent.
     #[error("malformed: {0}")]
     Malformed(&'static str),

@@ -3,7 +3,17 @@
 //! framing allows), checks indexes against the frames they point at, runs
 //! the real recovery as a dry run on an [`OverlayStorage`], and summarizes
 //! a bus directory. Nothing here writes to disk or takes a lock.
+//!
+//! A dry run sorts recovery's repairs: after an unclean shutdown (no
+//! `.clean` marker), deleting files that hold no record (orphan indexes, a
+//! segment torn while being created) and rebuilding the active segment's
+//! indexes are leftovers that recovery repairs without losing anything.
+//! Every other repair (a truncated tail, a rebuilt sealed index) and every
+//! repair after a clean close is damage.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -11,12 +21,14 @@ use bytes::Bytes;
 
 use crate::error::{CorruptKind, Result};
 use crate::format::{
-    FrameError, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, StateEvent, TIME_ENTRY_LEN,
-    TimeEntry, decode_frame, decode_segment_header, frame_len,
+    FrameError, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, StateEvent,
+    TIME_ENTRY_LEN, TimeEntry, decode_frame, decode_segment_header, frame_len,
 };
 use crate::io::{OverlayStorage, StdStorage, Storage};
-use crate::log::{Durability, Log, LogOptions, RecoveryReport};
-use crate::patterns::{GROUPS, GroupSummary, SUBSCRIPTIONS, recovered_commit, summarize_group};
+use crate::log::{Durability, Log, LogOptions, RecoveryReport, parse_segment_name};
+use crate::patterns::{
+    GROUPS, GroupSummary, REDRIVE_GROUP, SUBSCRIPTIONS, recovered_commit, summarize_group, unsettled_offsets,
+};
 use crate::record::StoredRecord;
 use crate::state::StateLog;
 
@@ -245,12 +257,86 @@ pub fn check_time_index(entries: &[u8], base: u64, frames: &[FrameInfo]) -> Vec<
     problems
 }
 
+/// The base offset of a segment data file, from its name
+/// (`{base_offset:020}.log`); `None` for any other name.
+pub fn segment_base(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    match parse_segment_name(name)? {
+        (base, "log") => Some(base),
+        _ => None,
+    }
+}
+
+/// Whether the file at `path` starts with the segment magic.
+pub fn has_segment_magic(path: &Path) -> std::io::Result<bool> {
+    let mut magic = [0u8; SEGMENT_MAGIC.len()];
+    let mut file = std::fs::File::open(path)?;
+    match file.read_exact(&mut magic) {
+        Ok(()) => Ok(magic == SEGMENT_MAGIC),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// How recovery repairs a leftover file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repair {
+    /// Deleted: it holds no record.
+    Removed,
+    /// Rebuilt from its segment: an index is a hint.
+    Rebuilt,
+}
+
+impl fmt::Display for Repair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Repair::Removed => "removed",
+            Repair::Rebuilt => "rebuilt",
+        })
+    }
+}
+
+/// What recovery would do to a log directory, with its repairs sorted.
+#[derive(Debug, Clone)]
+pub struct DryRun {
+    /// What recovery would report.
+    pub report: RecoveryReport,
+    /// Files an unclean shutdown left that recovery repairs without losing
+    /// a record (see the module doc); empty after a clean close.
+    pub leftovers: BTreeMap<PathBuf, Repair>,
+}
+
 /// Runs the real recovery on `dir` as a dry run: every change stays in
 /// memory. Returns what recovery would report (truncations, rebuilt
-/// indexes, removed files), or the error that would stop the open.
-pub fn dry_run_recovery(dir: &Path) -> Result<RecoveryReport> {
+/// indexes, removed files) and which of it is a leftover, or the error
+/// that would stop the open.
+pub fn dry_run_recovery(dir: &Path) -> Result<DryRun> {
     let log = open_read_only(dir)?;
-    Ok(log.recovery_report().clone())
+    let report = log.recovery_report().clone();
+    let leftovers = leftovers(&report, log.active_base());
+    Ok(DryRun { report, leftovers })
+}
+
+/// The repairs of `report` that an unclean shutdown explains and that lose
+/// nothing: removed files (recovery removes only orphan indexes and
+/// segments without a record) and rebuilt indexes of the active segment at
+/// `active_base` (written by mapped stores that need not have reached the
+/// disk). Sealed indexes were synced before the next segment existed, so a
+/// rebuilt one is damage.
+fn leftovers(report: &RecoveryReport, active_base: u64) -> BTreeMap<PathBuf, Repair> {
+    if report.clean_shutdown {
+        return BTreeMap::new();
+    }
+    let active = |path: &Path| {
+        let name = path.file_name().and_then(|n| n.to_str());
+        name.and_then(parse_segment_name)
+            .is_some_and(|(base, _)| base == active_base)
+    };
+    let removed = report.removed_files.iter().map(|p| (p.clone(), Repair::Removed));
+    let rebuilt = report.rebuilt_indexes.iter().filter(|p| active(p));
+    removed
+        .chain(rebuilt.map(|p| (p.clone(), Repair::Rebuilt)))
+        .collect()
 }
 
 /// Opens a log through a fresh overlay, so nothing is ever written.
@@ -282,6 +368,26 @@ pub struct GroupView {
     pub name: String,
     /// Its persisted state.
     pub summary: GroupSummary,
+    /// Offsets below `summary.next_offset` not yet settled.
+    unsettled: BTreeSet<u64>,
+}
+
+impl GroupView {
+    /// Whether the group acked or dead-lettered `offset`.
+    pub fn settled(&self, offset: u64) -> bool {
+        offset < self.summary.next_offset && !self.unsettled.contains(&offset)
+    }
+}
+
+/// A consumer whose state log could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerError {
+    /// `"subscription"` or `"group"`.
+    pub kind: &'static str,
+    /// The consumer's name.
+    pub name: String,
+    /// Why its state could not be read.
+    pub error: String,
 }
 
 /// The durable consumers of one topic in a bus directory.
@@ -291,10 +397,23 @@ pub struct ConsumersView {
     pub subscriptions: Vec<SubscriptionView>,
     /// Consumer groups.
     pub groups: Vec<GroupView>,
+    /// Consumers whose state is damaged or unreadable.
+    pub errors: Vec<ConsumerError>,
+}
+
+impl ConsumersView {
+    /// For a dead-letter topic's consumers: whether `redrive` moved the
+    /// dead letter at `offset` back to its source (its group acked it).
+    pub fn redriven(&self, offset: u64) -> bool {
+        self.groups
+            .iter()
+            .any(|g| g.name == REDRIVE_GROUP && g.settled(offset))
+    }
 }
 
 /// Reads the stored consumers of `topic` in the bus at `bus_dir`, without
-/// writing or locking.
+/// writing or locking. A consumer whose state log fails to open is listed
+/// in `errors`; only a failure to list the state directories is an error.
 pub fn consumers(bus_dir: &Path, topic: &str) -> Result<ConsumersView> {
     consumers_over(Arc::new(StdStorage), bus_dir, topic)
 }
@@ -306,6 +425,19 @@ pub(crate) fn consumers_over(base: Arc<dyn Storage>, bus_dir: &Path, topic: &str
     let mut view = ConsumersView::default();
     for kind in [SUBSCRIPTIONS, GROUPS] {
         for (name, events) in state_logs(&storage, &bus_dir.join("state").join(kind).join(topic))? {
+            let events = match events {
+                Ok(events) => events,
+                Err(e) => {
+                    let kind = if kind == SUBSCRIPTIONS {
+                        "subscription"
+                    } else {
+                        "group"
+                    };
+                    let error = e.to_string();
+                    view.errors.push(ConsumerError { kind, name, error });
+                    continue;
+                }
+            };
             match kind {
                 SUBSCRIPTIONS => view.subscriptions.push(SubscriptionView {
                     name,
@@ -314,6 +446,7 @@ pub(crate) fn consumers_over(base: Arc<dyn Storage>, bus_dir: &Path, topic: &str
                 _ => view.groups.push(GroupView {
                     name,
                     summary: summarize_group(&events),
+                    unsettled: unsettled_offsets(&events),
                 }),
             }
         }
@@ -321,8 +454,9 @@ pub(crate) fn consumers_over(base: Arc<dyn Storage>, bus_dir: &Path, topic: &str
     Ok(view)
 }
 
-/// The events of every state log under `dir`, by name, sorted.
-fn state_logs(storage: &Arc<OverlayStorage>, dir: &Path) -> Result<Vec<(String, Vec<StateEvent>)>> {
+/// The events of every state log under `dir`, or why it failed to open,
+/// by name, sorted.
+fn state_logs(storage: &Arc<OverlayStorage>, dir: &Path) -> Result<Vec<(String, Result<Vec<StateEvent>>)>> {
     let mut names: Vec<PathBuf> = match storage.list(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -334,7 +468,7 @@ fn state_logs(storage: &Arc<OverlayStorage>, dir: &Path) -> Result<Vec<(String, 
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
-        let (_state, events) = StateLog::open(&path, Durability::Os, storage.clone())?;
+        let events = StateLog::open(&path, Durability::Os, storage.clone()).map(|(_state, events)| events);
         logs.push((name, events));
     }
     Ok(logs)

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use common::logs::{FrameAt, bases, copy_log, frames, key, segment_file, value};
 use common::storage::{Hooked, Hooks};
 use logbus::format::{
-    FRAME_HEADER_LEN, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_frame,
-    decode_segment_header, encode_frame, encode_index_header,
+    FRAME_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry,
+    decode_frame, decode_segment_header, encode_frame, encode_index_header,
 };
 use logbus::io::{Fault, SimStorage, Storage};
 use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, Truncation};
@@ -497,6 +497,95 @@ fn sealed_segment_rebuild_that_meets_damage_is_corrupt_not_truncated() {
             bytes,
             "{case}: sealed data was modified"
         );
+    }
+}
+
+/// A change to a log directory behind the log's back.
+type DirDamage = Box<dyn Fn(&Path)>;
+
+/// The ways a sealed segment can end before the next segment's base with
+/// every remaining file intact: the case, the damage, the segment that now
+/// ends early, the offset it ends at, and the base of the segment after it.
+fn offset_gaps(pristine: &Path) -> Vec<(&'static str, DirDamage, u64, u64, u64)> {
+    let all = bases(pristine);
+    let segment = fs::read(segment_file(pristine, all[1], "log")).unwrap();
+    let last = *frames(&segment).last().unwrap();
+    // The cut removes only frames after the last index entry, so the index
+    // stays valid and only the boundary check can notice it.
+    let idx = fs::read(segment_file(pristine, all[1], "idx")).unwrap();
+    let indexed = OffsetEntry::decode(&idx[idx.len() - OFFSET_ENTRY_LEN..]).unwrap();
+    assert!(
+        u64::from(indexed.position) < last.position,
+        "the last frame is indexed"
+    );
+    let middle = all[1];
+    let delete_middle: DirDamage = Box::new(move |dir| {
+        for ext in ["log", "idx", "tix"] {
+            fs::remove_file(segment_file(dir, middle, ext)).unwrap();
+        }
+    });
+    let cut_at_frame: DirDamage = Box::new(move |dir| {
+        let path = segment_file(dir, middle, "log");
+        let bytes = fs::read(&path).unwrap();
+        fs::write(&path, &bytes[..last.position as usize]).unwrap();
+    });
+    vec![
+        (
+            "a middle segment deleted with its indexes",
+            delete_middle,
+            all[0],
+            all[1],
+            all[2],
+        ),
+        (
+            "a sealed segment cut at a frame boundary",
+            cut_at_frame,
+            all[1],
+            last.offset,
+            all[2],
+        ),
+    ]
+}
+
+#[test]
+fn sealed_segment_ending_before_the_next_base_is_corrupt_naming_both_files() {
+    for clean in [true, false] {
+        // A sparse index, so the last frames of a segment are not indexed.
+        let pristine = tempfile::tempdir().unwrap();
+        let log = Log::open(pristine.path(), options().index_interval_bytes(512)).unwrap();
+        append_numbered(&log, 0..40);
+        log.close().unwrap();
+        if !clean {
+            crash_before_checkpoint(pristine.path());
+        }
+        for (case, damage, short, found, next) in offset_gaps(pristine.path()) {
+            let scratch = tempfile::tempdir().unwrap();
+            let dir = scratch.path();
+            copy_log(pristine.path(), dir);
+            damage(dir);
+            // Open removes the clean marker before anything else, so that a
+            // crash during the open is never taken for a clean close.
+            let mut before = snapshot(dir);
+            before.remove(CLEAN);
+            let path = segment_file(dir, short, "log");
+            let len = fs::metadata(&path).unwrap().len();
+            match Log::open(dir, options()) {
+                Err(Error::Corrupt { file, position, kind }) => {
+                    assert_eq!((file, position), (path, len), "{case}");
+                    let gap = CorruptKind::OffsetGap {
+                        expected: next,
+                        found,
+                        next_segment: segment_file(dir, next, "log"),
+                    };
+                    assert_eq!(kind, gap, "{case}");
+                }
+                other => {
+                    let opened = other.map(|log| log.end_offset());
+                    panic!("{case} (clean: {clean}): expected Corrupt, got {opened:?}")
+                }
+            }
+            assert!(snapshot(dir) == before, "{case}: a failed open changed files");
+        }
     }
 }
 

@@ -226,6 +226,11 @@ impl Log {
         &self.shared.report
     }
 
+    /// Base offset of the active (last) segment.
+    pub(crate) fn active_base(&self) -> u64 {
+        self.shared.segments().last().map_or(0, |s| s.base())
+    }
+
     /// Notified whenever records become readable or the log closes. The
     /// pattern layer also notifies it when a redelivery becomes possible,
     /// so every waiter on a topic waits on one event.

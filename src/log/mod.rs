@@ -17,5 +17,6 @@ pub use engine::Log;
 pub(crate) use engine::{is_log_file_name, now_ms};
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
+pub(crate) use recovery::parse_segment_name;
 pub use recovery::{RecoveryReport, Truncation};
 pub use view::LogView;

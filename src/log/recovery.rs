@@ -6,8 +6,15 @@
 //! - Sealed segments (all but the last) were synced and their indexes
 //!   trimmed and synced before the next segment was created, so they are
 //!   whole: damage inside them is [`Error::Corrupt`], never truncated away.
+//! - Each sealed segment must end exactly where the next one begins; a
+//!   deleted segment or a cut sealed segment is [`Error::Corrupt`]
+//!   ([`CorruptKind::OffsetGap`]). Sealing trimmed the file to its frames,
+//!   so scanning the frames after its last index entry (at most
+//!   `index_interval_bytes` plus one record) finds its end without reading
+//!   the rest.
 //! - Only the last (active) segment can hold unsynced bytes, so only it is
-//!   scanned, and recovery cost is bounded by one segment, not by the log.
+//!   scanned in full, and recovery cost is bounded by one segment, not by
+//!   the log.
 //!   After a crash, the scan starts at the recovery checkpoint: a position
 //!   the log wrote to `.checkpoint` after syncing up to it, so the cost is
 //!   the unsynced tail plus at most 1 MiB.
@@ -33,7 +40,10 @@
 //! | last segment's header invalid and `.checkpoint` naming it (its header was synced) | `Error::Corrupt`, nothing deleted |
 //! | a segment's header names a newer format version | `Error::Corrupt` (`UnsupportedVersion`), nothing deleted |
 //! | a segment's header invalid, otherwise | `Error::Corrupt` |
-//! | sealed segment's index missing or invalid | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
+//! | sealed segment's index valid | scan from its last entry to the end of the file |
+//! | sealed segment's index missing or invalid, or its last entry not at a frame with its offset | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
+//! | either scan of a sealed segment meets a bad frame | `Error::Corrupt`, nothing changed |
+//! | a sealed segment ends before or after the next segment's base (a segment deleted, or cut at a frame boundary) | `Error::Corrupt` (`OffsetGap`, naming both files), nothing changed |
 //! | last segment after a clean close, index valid | scan from its last index entry |
 //! | that entry does not point at a valid frame with its offset, or the last time entry names a record past the end | treat the index as invalid (next row) |
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
@@ -68,7 +78,9 @@ pub struct RecoveryReport {
     pub clean_shutdown: bool,
     /// Segments found.
     pub segments: usize,
-    /// Bytes of segment data scanned to find the end of the log.
+    /// Bytes of the active segment scanned to find the end of the log. Not
+    /// counted: the check of where each sealed segment ends (the frames
+    /// after its last index entry) and rebuilds of sealed indexes.
     pub scanned_bytes: u64,
     /// Tails cut off the last segment.
     pub truncations: Vec<Truncation>,
@@ -142,7 +154,7 @@ pub(crate) fn recover(
     }
     storage.sync_dir(dir)?;
     for pair in segments.windows(2) {
-        recover_sealed(&pair[0], pair[1].base(), &mut report)?;
+        recover_sealed(&pair[0], &pair[1], &mut report)?;
     }
     if let Some(last) = segments.last() {
         recover_active(last, report.clean_shutdown, checkpoint, options, &mut report)?;
@@ -342,25 +354,42 @@ fn rebuild_indexes(
     })
 }
 
-fn recover_sealed(segment: &Segment, next_base: u64, report: &mut RecoveryReport) -> Result<()> {
+/// Checks that a sealed segment is whole and ends exactly where `next`
+/// begins. With valid indexes only the frames after the last offset-index
+/// entry are scanned (at most `index_interval_bytes` plus one record):
+/// sealing trimmed the file to its frames, so that scan reaching the end of
+/// the file at the next segment's base rules out a deleted segment or a cut
+/// at a frame boundary without reading the whole segment.
+fn recover_sealed(segment: &Segment, next: &Segment, report: &mut RecoveryReport) -> Result<()> {
     let len = segment.file().size()?;
+    let next_base = next.base();
     let last_indexed = segment.indexes().offsets.last().and_then(OffsetEntry::decode);
     let index_ok = validate_indexes(segment, len).is_ok()
         && last_indexed.is_none_or(|e| segment.base() + u64::from(e.relative_offset) < next_base);
-    if index_ok {
-        segment.indexes().resume(0)?;
-    } else {
-        let scan = rebuild_indexes(segment, len, 0, report)?;
-        if let Some((position, kind)) = scan.stop {
-            return Err(Error::corrupt(segment.path(), position, kind));
+    let hinted = match index_ok {
+        true => {
+            segment.indexes().resume(0)?;
+            scan_from_hint(segment, len, |_| Ok(()))?
         }
-        if scan.end.end_offset != next_base {
-            let kind = CorruptKind::OffsetMismatch {
-                expected: next_base,
-                found: scan.end.end_offset,
-            };
-            return Err(Error::corrupt(segment.path(), scan.end.end_pos, kind));
-        }
+        false => None,
+    };
+    let rebuilt = hinted.is_none();
+    let scan = match hinted {
+        Some((_, scan)) => scan,
+        None => rebuild_indexes(segment, len, 0, report)?,
+    };
+    if let Some((position, kind)) = scan.stop {
+        return Err(Error::corrupt(segment.path(), position, kind));
+    }
+    if scan.end.end_offset != next_base {
+        let kind = CorruptKind::OffsetGap {
+            expected: next_base,
+            found: scan.end.end_offset,
+            next_segment: next.path().to_path_buf(),
+        };
+        return Err(Error::corrupt(segment.path(), scan.end.end_pos, kind));
+    }
+    if rebuilt {
         segment.indexes().seal()?;
     }
     segment.set_limit(Extent {
@@ -371,35 +400,49 @@ fn recover_sealed(segment: &Segment, next_base: u64, report: &mut RecoveryReport
     Ok(())
 }
 
-/// After a clean close: scans from the last offset-index entry. `None` if
-/// the index is invalid, its last entry does not point at a valid frame
-/// with the offset it names, or the last time entry names a record past the
-/// end; a plausible but wrong entry is a bad hint, not damage, and must not
-/// truncate the records after it.
-fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<Option<(u64, ScanEnd)>> {
-    if validate_indexes(segment, len).is_err() {
-        return Ok(None);
-    }
-    segment.indexes().resume(capacity)?;
-    let header = SEGMENT_HEADER_LEN as u64;
+/// Scans from the last offset-index entry (or the first frame when the
+/// index is empty) to `len`, calling `each` per frame. `None` if that entry
+/// does not point at a valid frame with the offset it names: a plausible
+/// but wrong entry is a bad hint, not damage, and must not truncate or
+/// condemn the records after it.
+fn scan_from_hint(
+    segment: &Segment,
+    len: u64,
+    each: impl FnMut(&Scanned) -> Result<()>,
+) -> Result<Option<(u64, ScanEnd)>> {
     let last = segment.indexes().offsets.last().and_then(OffsetEntry::decode);
-    let (position, offset) = last.map_or((header, segment.base()), |e| {
+    let (position, offset) = last.map_or((SEGMENT_HEADER_LEN as u64, segment.base()), |e| {
         (
             u64::from(e.position),
             segment.base() + u64::from(e.relative_offset),
         )
     });
-    let last_time = segment.indexes().times.last().and_then(TimeEntry::decode);
-    let scan = scan_frames(segment, position, offset, len, |frame| {
-        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
-    })?;
+    let scan = scan_frames(segment, position, offset, len, each)?;
     let hint_wrong = scan.stop.as_ref().is_some_and(|(at, _)| *at == position);
+    Ok((!hint_wrong).then_some((position, scan)))
+}
+
+/// After a clean close: scans from the last offset-index entry. `None` if
+/// the index is invalid, the hint is wrong (see [`scan_from_hint`]), or the
+/// last time entry names a record past the end.
+fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<Option<(u64, ScanEnd)>> {
+    if validate_indexes(segment, len).is_err() {
+        return Ok(None);
+    }
+    segment.indexes().resume(capacity)?;
+    let last_time = segment.indexes().times.last().and_then(TimeEntry::decode);
+    let Some((position, scan)) = scan_from_hint(segment, len, |frame| {
+        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+    })?
+    else {
+        return Ok(None);
+    };
     // A time entry naming a record past the end is wrong too: appending
     // after it would write entries for earlier records, and the next open
     // would reject the index and rescan the segment from its start.
     let time_wrong =
         last_time.is_some_and(|e| segment.base() + u64::from(e.relative_offset) >= scan.end.end_offset);
-    Ok((!hint_wrong && !time_wrong).then_some((position, scan)))
+    Ok((!time_wrong).then_some((position, scan)))
 }
 
 /// Whether a frame that decodes starts anywhere after `position`.

@@ -62,7 +62,7 @@ pub fn dead_letter_topic(topic: &str) -> String {
 pub(crate) const DEAD_LETTER_HEADROOM_BYTES: u64 = 32 << 10;
 
 /// Group on a dead-letter topic that tracks what `redrive` moved.
-const REDRIVE_GROUP: &str = "logbus-redrive";
+pub(crate) const REDRIVE_GROUP: &str = "logbus-redrive";
 
 /// A record on its way to the dead-letter topic.
 #[derive(Clone, Copy)]

@@ -131,6 +131,20 @@ pub struct GroupSummary {
     pub dead_letter_intents: usize,
 }
 
+/// The offsets below the group's next offset that it has not settled
+/// (acked or dead-lettered); every other offset below it is settled.
+/// Snapshots keep no settled entry below the low watermark, so an offset
+/// without an entry is settled.
+pub(crate) fn unsettled_offsets(events: &[StateEvent]) -> BTreeSet<u64> {
+    let replay = Replay::new(events, 0);
+    replay
+        .entries
+        .values()
+        .filter(|e| !e.done)
+        .map(|e| e.offset)
+        .collect()
+}
+
 /// Summarizes a group's state log events.
 pub(crate) fn summarize_group(events: &[StateEvent]) -> GroupSummary {
     let replay = Replay::new(events, 0);

@@ -7,11 +7,24 @@
 //! decodes with the library's own decoders and, on damage, reports every
 //! problem and keeps decoding where the framing allows.
 //!
-//! Exit codes: 0 nothing wrong, 1 damage found, 2 could not read.
+//! A directory is a log directory if it holds a segment file (named
+//! `{base_offset:020}.log`, starting with the segment magic), and a bus
+//! directory if it holds `topics/`; anything else is refused (exit 2).
+//! In a log directory, the problems of files that recovery would delete or
+//! rebuild without losing a record after an unclean shutdown (see
+//! [`logbus::inspect::DryRun`]) are reported as leftovers, not as damage.
+//!
+//! Exit codes: 0 nothing wrong; 1 damage found; 2 could not read (no such
+//! path, not a logbus file or directory, an I/O error); 3 only leftovers of
+//! an unclean shutdown that recovery repairs without losing a record. A
+//! reader that closes stdout early (`| head`) ends the dump quietly with
+//! the code of what was found so far.
 
+mod bus;
 mod out;
+mod time;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,12 +32,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::Parser;
 use logbus::format::{INDEX_HEADER_LEN, IndexKind, decode_index_header};
-use logbus::inspect::{self, FrameInfo, Problem, SegmentWalk};
-use logbus::{
-    CorrelationId, HEADER_CORRELATION_ID, HEADER_FAILURE, HEADER_LAST_REASON, HEADER_REPLIER,
-    HEADER_REPLY_ERROR, HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC,
-    Position, StoredRecord,
-};
+use logbus::inspect::{self, DryRun, FrameInfo, Problem, Repair, SegmentWalk};
 use out::{Out, Preview, Value};
 
 const EXAMPLES: &str = "Examples:
@@ -33,7 +41,12 @@ const EXAMPLES: &str = "Examples:
   logbus-dump 00000000000000000000.log --records --from 100 --limit 10 --value hex
   logbus-dump data/bus/topics/orders --records --json | jq .value
 
-Exit codes: 0 nothing wrong, 1 damage found, 2 could not read.";
+Exit codes:
+  0  nothing wrong
+  1  damage found
+  2  could not read: no such path, not a logbus file or directory, or an I/O error
+  3  only leftovers of an unclean shutdown that recovery repairs without losing a record
+     (such as 0-byte indexes or a 0-byte new segment after a power loss)";
 
 /// Inspect logbus files without changing them.
 #[derive(Parser, Debug)]
@@ -65,10 +78,61 @@ struct Args {
     json: bool,
 }
 
+/// What the dump found, from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Severity {
+    Clean,
+    Leftover,
+    Damage,
+}
+
+impl Severity {
+    fn exit_code(self) -> ExitCode {
+        match self {
+            Severity::Clean => ExitCode::SUCCESS,
+            Severity::Damage => ExitCode::from(1),
+            Severity::Leftover => ExitCode::from(3),
+        }
+    }
+}
+
+/// Exit code when the path could not be read.
+const EXIT_UNREADABLE: u8 = 2;
+
 struct Dump {
     args: Args,
     out: Out,
-    damaged: bool,
+    found: Severity,
+    /// The leftovers of the log directory being walked; `None` outside one.
+    leftovers: Option<BTreeMap<PathBuf, Repair>>,
+}
+
+/// A problem of a file, as reported.
+struct FileProblem {
+    file: PathBuf,
+    position: u64,
+    kind: String,
+    skipped: u64,
+}
+
+impl FileProblem {
+    fn new(file: &Path, problem: &Problem) -> FileProblem {
+        FileProblem {
+            file: file.to_path_buf(),
+            position: problem.position,
+            kind: problem.kind.to_string(),
+            skipped: problem.skipped,
+        }
+    }
+
+    fn missing(file: &Path) -> FileProblem {
+        FileProblem {
+            file: file.to_path_buf(),
+            position: 0,
+            kind: "file missing".to_owned(),
+            skipped: 0,
+        }
+    }
 }
 
 type Failure = Box<dyn std::error::Error>;
@@ -83,16 +147,26 @@ fn main() -> ExitCode {
     let mut dump = Dump {
         args,
         out,
-        damaged: false,
+        found: Severity::Clean,
+        leftovers: None,
     };
     match dump.run() {
-        Ok(()) if dump.damaged => ExitCode::from(1),
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => dump.found.exit_code(),
+        Err(e) if is_broken_pipe(e.as_ref()) => dump.found.exit_code(),
         Err(e) => {
-            eprintln!("logbus-dump: {}: {e}", dump.args.path.display());
-            ExitCode::from(2)
+            dump.out
+                .error(&dump.args.path.display().to_string(), &e.to_string());
+            ExitCode::from(EXIT_UNREADABLE)
         }
     }
+}
+
+/// Whether `error` is stdout closing under the dump (`| head`): not a
+/// failure, but a reason to stop.
+fn is_broken_pipe(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn extension(path: &Path) -> Option<&str> {
@@ -103,6 +177,55 @@ fn read(path: &Path) -> Result<Bytes, Failure> {
     Ok(Bytes::from(std::fs::read(path)?))
 }
 
+/// The segment files of a log directory, by base offset: the regular files
+/// named `{base_offset:020}.log` (a directory or pipe so named is not read). At least one must start with the segment magic;
+/// otherwise `dir` is not a log directory, and the error says what it holds.
+fn segment_files(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
+    let mut entries = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()?;
+    entries.sort();
+    let segments: Vec<PathBuf> = entries
+        .iter()
+        .filter(|p| inspect::segment_base(p).is_some() && p.is_file())
+        .cloned()
+        .collect();
+    for segment in &segments {
+        if inspect::has_segment_magic(segment)? {
+            return Ok(segments);
+        }
+    }
+    Err(format!("not a logbus directory: {}", describe(&entries, &segments)).into())
+}
+
+/// What a directory that is not a logbus directory holds.
+fn describe(entries: &[PathBuf], segments: &[PathBuf]) -> String {
+    const SHOWN: usize = 10;
+    if entries.is_empty() {
+        return "it is empty".to_owned();
+    }
+    let names: Vec<String> = entries
+        .iter()
+        .take(SHOWN)
+        .map(|path| {
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            match (segments.contains(path), path.is_dir()) {
+                (true, _) => format!("{name} (no segment magic)"),
+                (false, true) => format!("{name}/"),
+                (false, false) => name.into_owned(),
+            }
+        })
+        .collect();
+    let more = match entries.len().saturating_sub(SHOWN) {
+        0 => String::new(),
+        more => format!(" and {more} more"),
+    };
+    format!(
+        "no segment file ({{base_offset:020}}.log starting with the segment magic) and no topics/ directory; found {}{more}",
+        names.join(", ")
+    )
+}
+
 impl Dump {
     fn run(&mut self) -> Result<(), Failure> {
         let path = self.args.path.clone();
@@ -111,6 +234,10 @@ impl Dump {
                 true => self.bus(&path),
                 false => self.log_dir(&path),
             };
+        }
+        if path.exists() && !path.is_file() {
+            // A pipe or device would block the read or never end.
+            return Err(format!("not a regular file: {}", path.display()).into());
         }
         match extension(&path) {
             Some("log") => self.segment(&path, &mut self.args.limit.clone()),
@@ -124,33 +251,51 @@ impl Dump {
         }
     }
 
-    fn problem(&mut self, file: &Path, problem: &Problem) {
-        self.damaged = true;
-        self.out.item(
-            "problem",
-            &[
-                ("file", Value::Str(&file.display().to_string())),
-                ("position", Value::Num(problem.position.into())),
-                ("kind", Value::Str(&problem.kind.to_string())),
-                ("skipped", Value::Num(problem.skipped.into())),
-            ],
-        );
+    fn note(&mut self, severity: Severity) {
+        self.found = self.found.max(severity);
     }
 
-    /// Segment files of a log directory, by base offset.
-    fn segments(dir: &Path) -> Result<Vec<PathBuf>, Failure> {
-        let mut segments: Vec<PathBuf> = std::fs::read_dir(dir)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|p| extension(p) == Some("log"))
-            .collect();
-        segments.sort();
-        Ok(segments)
+    /// How much a problem of `file` weighs: a leftover if recovery repairs
+    /// the file without loss after an unclean shutdown, else damage.
+    fn weigh(&self, file: &Path) -> (Severity, Option<Repair>) {
+        match self.leftovers.as_ref().and_then(|l| l.get(file)) {
+            Some(repair) => (Severity::Leftover, Some(*repair)),
+            None => (Severity::Damage, None),
+        }
+    }
+
+    /// Reports a problem as a `leftover` (with the repair recovery makes)
+    /// or as a `problem`.
+    fn problem(&mut self, problem: &FileProblem) -> Result<(), Failure> {
+        let (severity, repair) = self.weigh(&problem.file);
+        self.note(severity);
+        let repair = repair.map(|r| r.to_string());
+        let file = problem.file.display().to_string();
+        let mut fields = vec![
+            ("file", Value::Str(&file)),
+            ("position", Value::Num(problem.position.into())),
+            ("kind", Value::Str(&problem.kind)),
+            ("skipped", Value::Num(problem.skipped.into())),
+        ];
+        let kind = match &repair {
+            Some(repair) => {
+                fields.push(("repair", Value::Str(repair)));
+                "leftover"
+            }
+            None => "problem",
+        };
+        Ok(self.out.item(kind, &fields)?)
     }
 
     fn log_dir(&mut self, dir: &Path) -> Result<(), Failure> {
-        let segments = Self::segments(dir)?;
+        let segments = segment_files(dir)?;
+        let dry_run = inspect::dry_run_recovery(dir);
+        self.leftovers = Some(
+            dry_run
+                .as_ref()
+                .map(|run| run.leftovers.clone())
+                .unwrap_or_default(),
+        );
         let progress = self.args.verify && segments.len() > 1 && std::io::stderr().is_terminal();
         let mut limit = self.args.limit;
         for (i, segment) in segments.iter().enumerate() {
@@ -163,65 +308,76 @@ impl Dump {
             eprintln!();
         }
         if self.args.verify {
-            self.dry_run(dir);
+            self.dry_run(dir, dry_run)?;
         }
+        self.leftovers = None;
         Ok(())
     }
 
-    fn dry_run(&mut self, dir: &Path) {
+    fn dry_run(&mut self, dir: &Path, dry_run: logbus::Result<DryRun>) -> Result<(), Failure> {
         let file = dir.display().to_string();
-        match inspect::dry_run_recovery(dir) {
-            Ok(report) => {
-                for cut in &report.truncations {
-                    self.damaged = true;
-                    self.out.item(
-                        "recovery_truncation",
-                        &[
-                            ("file", Value::Str(&cut.file.display().to_string())),
-                            ("position", Value::Num(cut.position.into())),
-                            ("bytes_removed", Value::Num(cut.bytes_removed.into())),
-                            ("reason", Value::Str(&cut.reason.to_string())),
-                        ],
-                    );
-                }
-                for removed in &report.removed_files {
-                    self.damaged = true;
-                    let removed = removed.display().to_string();
-                    self.out
-                        .item("recovery_removal", &[("file", Value::Str(&removed))]);
-                }
-                let rebuilt = report.rebuilt_indexes.len() as i128;
-                self.out.item(
-                    "recovery",
-                    &[
-                        ("dir", Value::Str(&file)),
-                        ("clean_shutdown", Value::Bool(report.clean_shutdown)),
-                        ("segments", Value::Num(report.segments as i128)),
-                        ("scanned_bytes", Value::Num(report.scanned_bytes.into())),
-                        ("truncations", Value::Num(report.truncations.len() as i128)),
-                        ("rebuilt_indexes", Value::Num(rebuilt)),
-                    ],
-                );
-            }
+        let report = match dry_run {
+            Ok(run) => run.report,
             Err(e) => {
-                self.damaged = true;
+                self.note(Severity::Damage);
                 let error = e.to_string();
-                self.out.item(
+                return Ok(self.out.item(
                     "recovery_error",
                     &[("dir", Value::Str(&file)), ("error", Value::Str(&error))],
-                );
+                )?);
             }
+        };
+        for cut in &report.truncations {
+            self.note(Severity::Damage);
+            self.out.item(
+                "recovery_truncation",
+                &[
+                    ("file", Value::Str(&cut.file.display().to_string())),
+                    ("position", Value::Num(cut.position.into())),
+                    ("bytes_removed", Value::Num(cut.bytes_removed.into())),
+                    ("reason", Value::Str(&cut.reason.to_string())),
+                ],
+            )?;
         }
+        for removed in &report.removed_files {
+            let (severity, _) = self.weigh(removed);
+            self.note(severity);
+            let leftover = Value::Bool(severity == Severity::Leftover);
+            let removed = removed.display().to_string();
+            self.out.item(
+                "recovery_removal",
+                &[("file", Value::Str(&removed)), ("leftover", leftover)],
+            )?;
+        }
+        let rebuilt = report.rebuilt_indexes.len() as i128;
+        Ok(self.out.item(
+            "recovery",
+            &[
+                ("dir", Value::Str(&file)),
+                ("clean_shutdown", Value::Bool(report.clean_shutdown)),
+                ("segments", Value::Num(report.segments as i128)),
+                ("scanned_bytes", Value::Num(report.scanned_bytes.into())),
+                ("truncations", Value::Num(report.truncations.len() as i128)),
+                ("rebuilt_indexes", Value::Num(rebuilt)),
+            ],
+        )?)
     }
 
     fn segment(&mut self, path: &Path, limit: &mut Option<u64>) -> Result<(), Failure> {
         let walk = inspect::walk_segment(read(path)?);
-        let index_problems = if self.args.verify {
-            self.index_problems(path, &walk)?
-        } else {
-            Vec::new()
-        };
-        self.segment_summary(path, &walk, index_problems.is_empty());
+        let header = walk.header.as_ref().err().map(|kind| Problem {
+            position: 0,
+            kind: kind.clone(),
+            skipped: 0,
+        });
+        let mut problems: Vec<FileProblem> = (header.iter().chain(&walk.problems))
+            .map(|p| FileProblem::new(path, p))
+            .collect();
+        if self.args.verify {
+            problems.extend(self.index_problems(path, &walk)?);
+        }
+        let status = problems.iter().map(|p| self.weigh(&p.file).0).max();
+        self.segment_summary(path, &walk, status.unwrap_or(Severity::Clean))?;
         if self.args.records {
             for frame in &walk.frames {
                 if self.args.from.is_some_and(|from| frame.record.offset() < from) {
@@ -231,44 +387,35 @@ impl Dump {
                     break;
                 }
                 *limit = limit.map(|l| l - 1);
-                self.record_line(path, frame);
+                self.record_line(path, frame)?;
             }
         }
-        if let Err(kind) = &walk.header {
-            self.problem(
-                path,
-                &Problem {
-                    position: 0,
-                    kind: kind.clone(),
-                    skipped: 0,
-                },
-            );
-        }
-        for problem in &walk.problems {
-            self.problem(path, problem);
-        }
-        for (file, problem) in &index_problems {
-            self.problem(file, problem);
+        for problem in &problems {
+            self.problem(problem)?;
         }
         Ok(())
     }
 
-    fn segment_summary(&mut self, path: &Path, walk: &SegmentWalk, index_ok: bool) {
+    fn segment_summary(&self, path: &Path, walk: &SegmentWalk, status: Severity) -> Result<(), Failure> {
         let base = walk.header.as_ref().ok().map(|h| h.base_offset);
         let first = walk.frames.first().map(|f| f.record.offset());
         let last = walk.frames.last().map(|f| f.record.offset());
         let timestamps = walk.frames.iter().map(|f| f.record.timestamp());
         let (min_ts, max_ts) = (timestamps.clone().min(), timestamps.max());
         let entries = |ext: &str, kind: IndexKind| {
-            std::fs::metadata(path.with_extension(ext))
-                .map(|m| (m.len() as usize).saturating_sub(INDEX_HEADER_LEN) / kind.entry_len())
-                .ok()
+            let bytes = std::fs::read(path.with_extension(ext)).ok()?;
+            let entries = bytes.get(INDEX_HEADER_LEN..).unwrap_or_default();
+            Some(used_entries(entries, kind.entry_len()).len() / kind.entry_len())
         };
-        let ok = walk.header.is_ok() && walk.problems.is_empty() && index_ok;
         let num = |n: Option<u64>| n.map_or(Value::Null, |n| Value::Num(n.into()));
-        let ts = |n: Option<i64>| n.map_or(Value::Null, |n| Value::Num(n.into()));
+        let ts = |n: Option<i64>| n.map_or(Value::Null, Value::Millis);
         let count = |n: Option<usize>| n.map_or(Value::Null, |n| Value::Num(n as i128));
-        self.out.item(
+        let status = match status {
+            Severity::Clean => "ok",
+            Severity::Leftover => "leftover",
+            Severity::Damage => "damaged",
+        };
+        Ok(self.out.item(
             "segment",
             &[
                 ("file", Value::Str(&path.display().to_string())),
@@ -282,37 +429,32 @@ impl Dump {
                 ("unused_tail_bytes", Value::Num(walk.unused_tail.into())),
                 ("index_entries", count(entries("idx", IndexKind::Offset))),
                 ("time_index_entries", count(entries("tix", IndexKind::Time))),
-                ("status", Value::Str(if ok { "ok" } else { "damaged" })),
+                ("status", Value::Str(status)),
             ],
-        );
+        )?)
     }
 
-    fn record_line(&self, path: &Path, frame: &FrameInfo) {
-        self.record_item(
+    fn record_line(&self, path: &Path, frame: &FrameInfo) -> Result<(), Failure> {
+        let source = path.display().to_string();
+        let record = &frame.record;
+        Ok(self.out.item(
             "record",
-            &path.display().to_string(),
-            frame.position,
-            &frame.record,
-        );
-    }
-
-    fn record_item(&self, kind: &str, source: &str, position: u64, record: &StoredRecord) {
-        self.out.item(
-            kind,
             &[
-                ("source", Value::Str(source)),
+                ("source", Value::Str(&source)),
                 ("offset", Value::Num(record.offset().into())),
-                ("position", Value::Num(position.into())),
-                ("timestamp", Value::Num(record.timestamp().into())),
+                ("position", Value::Num(frame.position.into())),
+                ("timestamp", Value::Millis(record.timestamp())),
                 ("key", Value::Bytes(record.key())),
                 ("headers", Value::Pairs(record.headers().collect())),
                 ("value", Value::Bytes(record.value())),
             ],
-        );
+        )?)
     }
 
-    /// Checks the `.idx` and `.tix` beside a segment against its frames.
-    fn index_problems(&self, segment: &Path, walk: &SegmentWalk) -> Result<Vec<(PathBuf, Problem)>, Failure> {
+    /// Checks the `.idx` and `.tix` beside a segment against its frames. In
+    /// a log directory a missing index is a problem too (recovery rebuilds
+    /// it); beside a lone segment file it is not.
+    fn index_problems(&self, segment: &Path, walk: &SegmentWalk) -> Result<Vec<FileProblem>, Failure> {
         let Ok(header) = &walk.header else {
             return Ok(Vec::new());
         };
@@ -321,11 +463,16 @@ impl Dump {
             let path = segment.with_extension(ext);
             let bytes = match std::fs::read(&path) {
                 Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if self.leftovers.is_some() {
+                        problems.push(FileProblem::missing(&path));
+                    }
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
             let found = check_index(&bytes, kind, header.base_offset, &walk.frames);
-            problems.extend(found.into_iter().map(|p| (path.clone(), p)));
+            problems.extend(found.iter().map(|p| FileProblem::new(&path, p)));
         }
         Ok(problems)
     }
@@ -352,9 +499,9 @@ impl Dump {
                 ),
                 ("entries", Value::Num((entries.len() / kind.entry_len()) as i128)),
             ],
-        );
+        )?;
         if self.args.records {
-            self.index_entries(kind, entries);
+            self.index_entries(kind, entries)?;
         }
         let segment = path.with_extension("log");
         let problems = match (&base, segment.exists()) {
@@ -370,12 +517,12 @@ impl Dump {
             (Ok(_), false) => Vec::new(),
         };
         for problem in &problems {
-            self.problem(path, problem);
+            self.problem(&FileProblem::new(path, problem))?;
         }
         Ok(())
     }
 
-    fn index_entries(&self, kind: IndexKind, entries: &[u8]) {
+    fn index_entries(&self, kind: IndexKind, entries: &[u8]) -> Result<(), Failure> {
         for chunk in entries.chunks_exact(kind.entry_len()) {
             let fields: Vec<(&str, Value<'_>)> = match kind {
                 IndexKind::Offset => logbus::format::OffsetEntry::decode(chunk).map_or(Vec::new(), |e| {
@@ -386,284 +533,15 @@ impl Dump {
                 }),
                 IndexKind::Time => logbus::format::TimeEntry::decode(chunk).map_or(Vec::new(), |e| {
                     vec![
-                        ("timestamp", Value::Num(e.timestamp.into())),
+                        ("timestamp", Value::Millis(e.timestamp)),
                         ("relative_offset", Value::Num(e.relative_offset.into())),
                     ]
                 }),
             };
-            self.out.item("index_entry", &fields);
-        }
-    }
-
-    fn bus(&mut self, dir: &Path) -> Result<(), Failure> {
-        let topics_dir = dir.join("topics");
-        let mut topics: Vec<String> = std::fs::read_dir(&topics_dir)?
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .collect();
-        topics.sort();
-        let mut logs = BTreeMap::new();
-        for name in &topics {
-            match inspect::open_read_only(&topics_dir.join(name)) {
-                Ok(log) => {
-                    logs.insert(name.clone(), log);
-                }
-                Err(e) => {
-                    self.damaged = true;
-                    let error = e.to_string();
-                    self.out.item(
-                        "topic_error",
-                        &[("topic", Value::Str(name)), ("error", Value::Str(&error))],
-                    );
-                }
-            }
-        }
-        let records: BTreeMap<&String, Vec<StoredRecord>> = logs
-            .iter()
-            .map(|(name, log)| Ok((name, all_records(log)?)))
-            .collect::<Result<_, Failure>>()?;
-        let dead_counts = dead_letter_counts(&records);
-        for (name, log) in &logs {
-            self.topic_view(dir, name, log, &dead_counts)?;
-        }
-        for (name, records) in &records {
-            if name.ends_with(".dlq") {
-                self.dead_letters(name, records);
-            }
-            if name.ends_with(".inbox") {
-                self.inbox(name, records);
-            }
-        }
-        self.pending_requests(dir, &records)?;
-        if self.args.verify {
-            for name in &topics {
-                self.log_dir(&topics_dir.join(name))?;
-            }
+            self.out.item("index_entry", &fields)?;
         }
         Ok(())
     }
-
-    fn topic_view(
-        &mut self,
-        bus: &Path,
-        name: &str,
-        log: &logbus::Log,
-        dead_counts: &BTreeMap<(String, String), u64>,
-    ) -> Result<(), Failure> {
-        let end = log.end_offset();
-        let report = log.recovery_report();
-        self.out.item(
-            "topic",
-            &[
-                ("topic", Value::Str(name)),
-                ("start_offset", Value::Num(log.start_offset().into())),
-                ("end_offset", Value::Num(end.into())),
-                ("segments", Value::Num(report.segments as i128)),
-                ("clean_shutdown", Value::Bool(report.clean_shutdown)),
-                (
-                    "recovery_truncations",
-                    Value::Num(report.truncations.len() as i128),
-                ),
-            ],
-        );
-        let consumers = inspect::consumers(bus, name)?;
-        for sub in &consumers.subscriptions {
-            self.out.item(
-                "subscription",
-                &[
-                    ("topic", Value::Str(name)),
-                    ("name", Value::Str(&sub.name)),
-                    ("committed", Value::Num(sub.committed.into())),
-                    ("lag", Value::Num(end.saturating_sub(sub.committed).into())),
-                ],
-            );
-        }
-        for group in &consumers.groups {
-            let s = &group.summary;
-            let dead = dead_counts
-                .get(&(name.to_owned(), group.name.clone()))
-                .copied()
-                .unwrap_or(0);
-            self.out.item(
-                "group",
-                &[
-                    ("topic", Value::Str(name)),
-                    ("name", Value::Str(&group.name)),
-                    ("low_watermark", Value::Num(s.low_watermark.into())),
-                    ("lag", Value::Num(end.saturating_sub(s.low_watermark).into())),
-                    ("next_offset", Value::Num(s.next_offset.into())),
-                    ("in_flight", Value::Num(s.unsettled as i128)),
-                    ("retried", Value::Num(s.retried as i128)),
-                    ("dead_lettered", Value::Num(dead.into())),
-                    ("dead_letter_intents", Value::Num(s.dead_letter_intents as i128)),
-                ],
-            );
-        }
-        Ok(())
-    }
-
-    fn limited<'a>(&self, records: &'a [StoredRecord]) -> impl Iterator<Item = &'a StoredRecord> {
-        let from = self.args.from.unwrap_or(0);
-        let limit = self.args.limit.unwrap_or(u64::MAX) as usize;
-        records.iter().filter(move |r| r.offset() >= from).take(limit)
-    }
-
-    fn dead_letters(&self, dlq: &str, records: &[StoredRecord]) {
-        for record in self.limited(records) {
-            let header = |name| {
-                record
-                    .header(name)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            let failures: Vec<(&str, &[u8])> =
-                record.headers().filter(|(n, _)| *n == HEADER_FAILURE).collect();
-            self.out.item(
-                "dead_letter",
-                &[
-                    ("topic", Value::Str(dlq)),
-                    ("offset", Value::Num(record.offset().into())),
-                    (
-                        "source_topic",
-                        Value::Str(&header(HEADER_SOURCE_TOPIC).unwrap_or_default()),
-                    ),
-                    (
-                        "source_group",
-                        Value::Str(&header(HEADER_SOURCE_GROUP).unwrap_or_default()),
-                    ),
-                    (
-                        "source_offset",
-                        Value::Str(&header(HEADER_SOURCE_OFFSET).unwrap_or_default()),
-                    ),
-                    (
-                        "attempts",
-                        Value::Str(&header(logbus::HEADER_ATTEMPTS).unwrap_or_default()),
-                    ),
-                    (
-                        "last_reason",
-                        Value::Str(&header(HEADER_LAST_REASON).unwrap_or_default()),
-                    ),
-                    ("failures", Value::Pairs(failures)),
-                    ("value", Value::Bytes(record.value())),
-                ],
-            );
-        }
-    }
-
-    fn inbox(&self, inbox: &str, records: &[StoredRecord]) {
-        self.out.item(
-            "inbox",
-            &[
-                ("topic", Value::Str(inbox)),
-                ("replies", Value::Num(records.len() as i128)),
-            ],
-        );
-        for record in self.limited(records) {
-            let id = correlation_id(record)
-                .map(|id| id.to_string())
-                .unwrap_or_default();
-            let from = record
-                .header(HEADER_REPLIER)
-                .map(|v| String::from_utf8_lossy(v).into_owned());
-            let error = record
-                .header(HEADER_REPLY_ERROR)
-                .map(|v| String::from_utf8_lossy(v).into_owned());
-            self.out.item(
-                "reply",
-                &[
-                    ("topic", Value::Str(inbox)),
-                    ("offset", Value::Num(record.offset().into())),
-                    ("correlation_id", Value::Str(&id)),
-                    ("from", Value::Str(&from.unwrap_or_default())),
-                    ("error", error.as_deref().map_or(Value::Null, Value::Str)),
-                ],
-            );
-        }
-    }
-
-    /// Requests (records with `reply-to` and `correlation-id`) still
-    /// awaiting the reply of one of the groups serving their topic (the
-    /// topic itself when it has none): a scatter is pending per recipient.
-    fn pending_requests(
-        &self,
-        bus: &Path,
-        records: &BTreeMap<&String, Vec<StoredRecord>>,
-    ) -> Result<(), Failure> {
-        let replied: HashSet<(&str, CorrelationId, String)> = records
-            .iter()
-            .filter(|(name, _)| name.ends_with(".inbox"))
-            .flat_map(|(name, rs)| {
-                rs.iter().filter_map(|r| {
-                    let from = String::from_utf8_lossy(r.header(HEADER_REPLIER)?).into_owned();
-                    Some((name.as_str(), correlation_id(r)?, from))
-                })
-            })
-            .collect();
-        for (topic, rs) in records.iter().filter(|(name, _)| !name.ends_with(".inbox")) {
-            let mut repliers: Vec<String> = inspect::consumers(bus, topic)?
-                .groups
-                .into_iter()
-                .map(|g| g.name)
-                .collect();
-            if repliers.is_empty() {
-                repliers.push((*topic).clone());
-            }
-            for record in rs {
-                let (Some(id), Some(reply_to)) = (correlation_id(record), record.header(HEADER_REPLY_TO))
-                else {
-                    continue;
-                };
-                let reply_to = String::from_utf8_lossy(reply_to).into_owned();
-                for replier in repliers
-                    .iter()
-                    .filter(|g| !replied.contains(&(reply_to.as_str(), id, (*g).clone())))
-                {
-                    self.out.item(
-                        "pending_request",
-                        &[
-                            ("topic", Value::Str(topic)),
-                            ("offset", Value::Num(record.offset().into())),
-                            ("correlation_id", Value::Str(&id.to_string())),
-                            ("reply_to", Value::Str(&reply_to)),
-                            ("awaiting", Value::Str(replier)),
-                        ],
-                    );
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-fn correlation_id(record: &StoredRecord) -> Option<CorrelationId> {
-    record
-        .header(HEADER_CORRELATION_ID)
-        .and_then(CorrelationId::from_header)
-}
-
-fn all_records(log: &logbus::Log) -> Result<Vec<StoredRecord>, Failure> {
-    let mut cursor = log.cursor(Position::Earliest)?;
-    let mut records = Vec::new();
-    while let Some(record) = cursor.next()? {
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// Dead letters per (source topic, source group).
-fn dead_letter_counts(records: &BTreeMap<&String, Vec<StoredRecord>>) -> BTreeMap<(String, String), u64> {
-    let mut counts = BTreeMap::new();
-    for (_, rs) in records.iter().filter(|(name, _)| name.ends_with(".dlq")) {
-        for record in rs {
-            let header = |name| {
-                record
-                    .header(name)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-            };
-            if let (Some(topic), Some(group)) = (header(HEADER_SOURCE_TOPIC), header(HEADER_SOURCE_GROUP)) {
-                *counts.entry((topic, group)).or_insert(0) += 1;
-            }
-        }
-    }
-    counts
 }
 
 /// The entries of an index file that are in use: a preallocated active

@@ -1,7 +1,11 @@
-//! Output: one line per item, as text or as one JSON object per line.
-//! JSON field names are stable (documented in docs/DUMP.md).
+//! Output: one line per item, as text or as one JSON object per line, on
+//! stdout; a fatal error as one line on stderr, in the same form. JSON
+//! field names are stable (documented in docs/DUMP.md).
 
 use std::fmt::Write as _;
+use std::io::{self, Write as _};
+
+use crate::time::rfc3339;
 
 /// A value of an output field.
 pub enum Value<'a> {
@@ -10,6 +14,9 @@ pub enum Value<'a> {
     Bool(bool),
     Bytes(&'a [u8]),
     Pairs(Vec<(&'a str, &'a [u8])>),
+    /// Milliseconds since the Unix epoch: printed as the number, followed
+    /// by a `<name>_rfc3339` field with the same instant in RFC 3339.
+    Millis(i64),
     Null,
 }
 
@@ -31,14 +38,31 @@ pub struct Out {
 }
 
 impl Out {
-    /// Prints one item: `kind` then its fields.
-    pub fn item(&self, kind: &str, fields: &[(&str, Value<'_>)]) {
-        let line = if self.json {
-            self.json_line(kind, fields)
-        } else {
-            self.text_line(kind, fields)
+    /// Prints one item: `kind` then its fields. Fails when stdout does
+    /// (a closed pipe included), so that the dump stops.
+    pub fn item(&self, kind: &str, fields: &[(&str, Value<'_>)]) -> io::Result<()> {
+        writeln!(io::stdout().lock(), "{}", self.line(kind, fields))
+    }
+
+    /// Prints a fatal error on stderr: `logbus-dump: <path>: <error>`, or
+    /// an `error` item in JSON mode. A closed stderr is ignored: there is
+    /// nowhere left to report it.
+    pub fn error(&self, path: &str, error: &str) {
+        let line = match self.json {
+            true => self.json_line(
+                "error",
+                &[("path", Value::Str(path)), ("error", Value::Str(error))],
+            ),
+            false => format!("logbus-dump: {path}: {error}"),
         };
-        println!("{line}");
+        let _ = writeln!(io::stderr().lock(), "{line}");
+    }
+
+    fn line(&self, kind: &str, fields: &[(&str, Value<'_>)]) -> String {
+        match self.json {
+            true => self.json_line(kind, fields),
+            false => self.text_line(kind, fields),
+        }
     }
 
     fn preview(&self, bytes: &[u8]) -> String {
@@ -70,6 +94,10 @@ impl Out {
                         .collect();
                     format!("[{}]", shown.join(", "))
                 }
+                Value::Millis(ms) => match rfc3339(*ms) {
+                    Some(time) => format!("{ms} {name}_rfc3339={time}"),
+                    None => ms.to_string(),
+                },
                 Value::Null => continue,
             };
             let _ = write!(line, " {name}={text}");
@@ -92,6 +120,10 @@ impl Out {
                         .map(|(k, v)| format!("[{},{}]", json_string(k), json_string(&self.preview(v))))
                         .collect();
                     format!("[{}]", items.join(","))
+                }
+                Value::Millis(ms) => {
+                    let time = rfc3339(*ms).map_or_else(|| "null".to_owned(), |t| json_string(&t));
+                    format!("{ms},{}:{time}", json_string(&format!("{name}_rfc3339")))
                 }
                 Value::Null => "null".to_owned(),
             };
