@@ -14,7 +14,8 @@ use common::TestBackend;
 use common::futures::{poll_once, poll_until_ready};
 use logbus::{
     Backoff, Bus, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_LAST_REASON,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt, StoredRecord,
+    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, MAX_NAME_BYTES, Record, RetryPolicy, StartAt, StoredRecord,
+    dead_letter_topic,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
@@ -303,6 +304,33 @@ backend_tests! {
         let topic = bus.topic("ok.name-1_2").unwrap();
         assert!(topic.group("a/b", GroupOptions::default()).is_err());
         assert!(topic.subscribe("..", StartAt::Earliest).is_err());
+    }
+
+    fn a_name_whose_derived_names_would_be_too_long_is_refused_when_opened(backend: &TestBackend) {
+        let bus = backend.open();
+        let longest_topic = "t".repeat(MAX_NAME_BYTES - ".dlq".len());
+        let too_long = format!("{longest_topic}u");
+        let refused = |result: logbus::Result<_>, derived: &str| match result {
+            Err(Error::InvalidArgument(why)) => assert!(why.contains(derived), "{why}"),
+            other => panic!("expected InvalidArgument naming the {derived}, got {other:?}"),
+        };
+        refused(bus.topic(&too_long).map(|_| ()), "dead-letter topic");
+        // The longest topic dead-letters, and its dead-letter topic opens;
+        // a group on that one may not dead-letter in turn.
+        let topic = bus.topic(&longest_topic).unwrap();
+        topic.publish(&Record::new(b"poison")).unwrap();
+        let group = topic.group("g", quick_retry(1)).unwrap();
+        group.recv(TIMEOUT).unwrap().unwrap().nack("bad").unwrap();
+        let dlq = dead_letter_topic(&longest_topic);
+        assert_eq!(first_dead_letter(&bus, &dlq).value(), b"poison");
+        let dlq = bus.topic(&dlq).unwrap();
+        refused(dlq.group("g", quick_retry(1)).map(|_| ()), "dead-letter topic");
+        let keep = GroupOptions { dead_letter: false, ..quick_retry(1) };
+        dlq.group("g", keep).unwrap();
+        // A requester's inbox topic is a topic like any other.
+        let longest_requester = "r".repeat(MAX_NAME_BYTES - ".inbox.dlq".len());
+        bus.requester(&longest_requester).unwrap();
+        refused(bus.requester(&format!("{longest_requester}s")).map(|_| ()), "inbox topic");
     }
 
     fn receive_on_a_closed_bus_fails_with_closed(backend: &TestBackend) {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::bus::validate_name;
+use crate::bus::validate_topic_name;
 use crate::error::{Error, Result};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
@@ -177,7 +177,7 @@ impl BusInner {
     }
 
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        validate_name("topic", name)?;
+        validate_topic_name(name)?;
         self.check_open()?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {

@@ -18,7 +18,7 @@ use super::names::{check_length, reply_subject, stream_name};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
-use crate::bus::validate_name;
+use crate::bus::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
 use crate::error::{Error, Result};
 use crate::patterns::{
     CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, inbox_topic, redrive,
@@ -74,9 +74,14 @@ impl NatsShared {
     /// The topic's stream is created with `options` if it does not exist;
     /// an existing stream keeps its configuration.
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<NatsTopic> {
-        validate_name("topic", name)?;
-        // The longest server name a topic gets: its groups' failure stream.
+        validate_topic_name(name)?;
+        // The longest server name a topic gets: its groups' failure stream;
+        // its dead-letter topic's must fit too.
         check_length("topic", name, &failure_stream_name(name))?;
+        if let Some(dlq) = needed_dead_letter_topic(name) {
+            let check = check_length("dead-letter topic", &dlq, &failure_stream_name(&dlq));
+            derived("topic", name, check)?;
+        }
         self.check_open()?;
         let mut topics = lock(&self.topics);
         if let Some(topic) = topics.get(name) {
@@ -143,7 +148,7 @@ impl NatsBus {
     /// Handles on one name share nothing but the stream (there is no local
     /// index to share).
     pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
-        validate_name("requester", name)?;
+        validate_requester_name(name)?;
         Ok(NatsRequester::new(self.topic(&inbox_topic(name))?).into())
     }
 
