@@ -16,7 +16,7 @@ use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
 use crate::patterns::{
     Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner, Responder, TopicOptions,
-    TopicStats, Wakeups, redrive,
+    TopicStats, Wakeups, check_redrive_source, check_same_options, redrive,
 };
 
 /// Options for [`crate::Bus::open`].
@@ -120,8 +120,11 @@ impl LogBus {
         self.inner().topic(name)
     }
 
+    /// Fails if the topic is open with other options (see [`crate::Bus::topic_with`]).
     pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        self.inner().topic_with(name, options)
+        let topic = self.inner().topic_with(name, options.clone())?;
+        check_same_options(name, &topic.inner.options, &options)?;
+        Ok(topic)
     }
 
     pub(crate) fn queue(&self, name: &str) -> Result<Group> {
@@ -141,6 +144,7 @@ impl LogBus {
         dlq_topic: &str,
         filter: impl FnMut(&crate::StoredRecord) -> bool,
     ) -> Result<usize> {
+        check_redrive_source(dlq_topic, &self.topic_names()?)?;
         let dlq = self.topic(dlq_topic)?.into();
         let republish =
             |source: &str, record: &crate::Record<'_>, _dlq_offset| self.topic(source)?.publish(record);

@@ -21,7 +21,8 @@ use super::topic::NatsTopic;
 use crate::bus::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
 use crate::error::{Error, Result};
 use crate::patterns::{
-    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, inbox_topic, redrive,
+    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, check_redrive_source,
+    check_same_options, inbox_topic, redrive,
 };
 use crate::record::{Record, StoredRecord};
 
@@ -88,7 +89,7 @@ impl NatsShared {
             return Ok(topic.clone());
         }
         let spec = self.options.stream_spec(&options);
-        let topic = NatsTopic::open(self.clone(), name, &spec)?;
+        let topic = NatsTopic::open(self.clone(), name, &spec, options)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic)
     }
@@ -136,8 +137,11 @@ impl NatsBus {
         self.shared().topic(name)
     }
 
+    /// Fails if the topic is open with other options (see [`crate::Bus::topic_with`]).
     pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<NatsTopic> {
-        self.shared().topic_with(name, options)
+        let topic = self.shared().topic_with(name, options.clone())?;
+        check_same_options(name, topic.options(), &options)?;
+        Ok(topic)
     }
 
     pub(crate) fn queue(&self, name: &str) -> Result<Group> {
@@ -165,6 +169,7 @@ impl NatsBus {
         dlq_topic: &str,
         filter: impl FnMut(&StoredRecord) -> bool,
     ) -> Result<usize> {
+        check_redrive_source(dlq_topic, &self.topic_names()?)?;
         let dlq = self.topic(dlq_topic)?;
         let msg_id = |offset: u64| format!("logbus-redrive.{}.{offset}", stream_name(dlq_topic));
         let republish = |source: &str, record: &Record<'_>, dlq_offset| {

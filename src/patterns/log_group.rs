@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -51,7 +51,8 @@ pub(crate) struct LogGroup {
 pub(crate) struct GroupInner {
     topic: LogTopic,
     name: String,
-    options: GroupOptions,
+    /// Replaced when the group is asked for again with other options.
+    options: RwLock<Arc<GroupOptions>>,
     log: Arc<StateLog>,
     state: Mutex<GroupState>,
     dlq: OnceLock<LogTopic>,
@@ -127,7 +128,7 @@ impl LogGroup {
         let inner = GroupInner {
             topic,
             name: name.to_owned(),
-            options,
+            options: RwLock::new(Arc::new(options)),
             log,
             state: Mutex::new(state),
             dlq: OnceLock::new(),
@@ -144,6 +145,15 @@ impl LogGroup {
     /// The group's name.
     pub(crate) fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Applies `options`' lease, retry policy and dead-letter setting to
+    /// the group (every handle, from the next decision on); `start` only
+    /// applies when a group is created.
+    pub(crate) fn reconfigure(&self, options: GroupOptions) -> Result<()> {
+        options.validate_for(self.inner.topic.name())?;
+        *self.inner.options.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(options);
+        Ok(())
     }
 
     /// The next record available to this group, waiting up to `timeout`.
@@ -268,13 +278,17 @@ impl GroupInner {
         self.after_settle()
     }
 
+    fn options(&self) -> Arc<GroupOptions> {
+        self.options.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn backoff_ms(&self, rng: &mut fastrand::Rng, failures: u32) -> i64 {
-        let delay = self.options.retry.backoff.delay(failures.max(1), rng);
+        let delay = self.options().retry.backoff.delay(failures.max(1), rng);
         i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
+        i64::try_from(self.options().lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn dlq(&self) -> Result<&LogTopic> {
@@ -349,7 +363,7 @@ impl GroupInner {
                 return Ok(None);
             };
             let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
-            if entry.dead != DeadStep::No || entry.attempts >= self.options.retry.max_attempts {
+            if entry.dead != DeadStep::No || entry.attempts >= self.options().retry.max_attempts {
                 self.dead_letter(state, offset, record)?;
                 *settled = true;
                 continue;
@@ -523,7 +537,7 @@ impl GroupInner {
             Some(record) => Some(record),
             None => self.topic.log().read(offset)?,
         };
-        let (Some(record), true) = (record, self.options.dead_letter) else {
+        let (Some(record), true) = (record, self.options().dead_letter) else {
             return Ok(());
         };
         let dlq = self.dlq()?;
@@ -621,7 +635,7 @@ impl GroupInner {
         };
         let mut state = lock(&self.state);
         Self::owns(&state, offset, token, attempt)?;
-        let exhausted = attempt >= self.options.retry.max_attempts;
+        let exhausted = attempt >= self.options().retry.max_attempts;
         let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
         push_failure(&mut entry.failures, failure.clone());
         if exhausted {

@@ -92,12 +92,15 @@ impl LogTopic {
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.
-    /// `options` apply when the group is first opened in this process.
+    /// If it is open, `options` replace its lease, retry policy and
+    /// dead-letter setting (see [`LogGroup::reconfigure`]).
     pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         validate_name("group", name)?;
         let mut groups = lock(&self.inner.groups);
         if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
-            return Ok(LogGroup { inner }.into());
+            let group = LogGroup { inner };
+            group.reconfigure(options)?;
+            return Ok(group.into());
         }
         let group = LogGroup::open(self.clone(), name, options)?;
         groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
