@@ -18,12 +18,14 @@ use crate::patterns::{
     Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner, Responder, TopicOptions,
     TopicStats, Wakeups, check_redrive_source, check_same_options, redrive,
 };
+use crate::state::RecoveryMode;
 
 /// Options for [`crate::Bus::open`].
 #[derive(Clone, Debug)]
 pub struct BusOptions {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) topic_defaults: TopicOptions,
+    pub(crate) recovery: RecoveryMode,
 }
 
 impl Default for BusOptions {
@@ -31,6 +33,7 @@ impl Default for BusOptions {
         BusOptions {
             storage: Arc::new(StdStorage),
             topic_defaults: TopicOptions::default(),
+            recovery: RecoveryMode::default(),
         }
     }
 }
@@ -39,6 +42,13 @@ impl BusOptions {
     /// Options for topics opened with [`crate::Bus::topic`].
     pub fn topic_defaults(mut self, options: TopicOptions) -> Self {
         self.topic_defaults = options;
+        self
+    }
+
+    /// What opening a consumer whose state log is damaged does (default
+    /// [`RecoveryMode::AbsoluteConsistency`]: fail with the corruption).
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
         self
     }
 
@@ -219,6 +229,10 @@ impl BusInner {
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.options.storage
+    }
+
+    pub(crate) fn recovery_mode(&self) -> RecoveryMode {
+        self.options.recovery
     }
 
     pub(crate) fn requesters(&self) -> &Mutex<HashMap<String, Weak<RequesterInner>>> {

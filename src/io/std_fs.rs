@@ -44,6 +44,13 @@ impl Storage for StdStorage {
         fs::remove_file(path)
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match fs::exists(to)? {
+            true => Err(io::ErrorKind::AlreadyExists.into()),
+            false => fs::rename(from, to),
+        }
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         fs::read_dir(dir)?.map(|entry| entry.map(|e| e.path())).collect()
     }

@@ -16,4 +16,5 @@ pub use engine::Log;
 pub(crate) use engine::now_ms;
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
+pub(crate) use recovery::parse_segment_name;
 pub use recovery::{RecoveryReport, Truncation};

@@ -6,12 +6,22 @@
 //! offsets of durable subscriptions, low watermarks of groups) so that the
 //! `Interest` and `WorkQueue` retention modes can drop what every consumer
 //! has passed.
+//!
+//! Invariants:
+//! - opening the topic, and publishing, never depend on a consumer's state:
+//!   a consumer state log that cannot be read when the topic opens counts
+//!   as position 0 (retention deletes nothing it may need) until the
+//!   consumer itself is opened, which fails with the error or, under
+//!   [`RecoveryMode::MoveAsideDamagedState`], repairs it (`state/repair.rs`);
+//! - a consumer's state log is opened, and repaired, only by that consumer.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::bus::{BusInner, validate_name};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::format::StateEvent;
 use crate::log::{Durability, Log};
 use crate::patterns::group_state::recovered_low_watermark;
 use crate::patterns::log_group::{GroupInner, LogGroup};
@@ -21,7 +31,7 @@ use crate::patterns::responder::{Inboxes, Responder};
 use crate::patterns::subscription::StartAt;
 use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
-use crate::state::StateLog;
+use crate::state::{Damaged, RecoveryMode, StateLog, StateRepair, finish_interrupted_repairs, repair};
 
 pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
 pub(crate) const GROUPS: &str = "groups";
@@ -41,6 +51,7 @@ pub(crate) struct TopicInner {
     positions: Mutex<HashMap<ConsumerId, u64>>,
     groups: Mutex<HashMap<String, Weak<GroupInner>>>,
     state_logs: Mutex<Vec<Weak<StateLog>>>,
+    repairs: Mutex<Vec<StateRepair>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -59,6 +70,7 @@ impl LogTopic {
             positions,
             groups: Mutex::new(HashMap::new()),
             state_logs: Mutex::new(Vec::new()),
+            repairs: Mutex::new(Vec::new()),
         };
         Ok(LogTopic {
             inner: Arc::new(inner),
@@ -169,21 +181,64 @@ impl LogTopic {
         result.and(self.inner.log.close())
     }
 
-    /// Opens a consumer's state log, to be closed with the topic.
-    pub(crate) fn open_state(
-        &self,
-        kind: &str,
-        name: &str,
-    ) -> Result<(Arc<StateLog>, Vec<crate::format::StateEvent>)> {
+    /// Opens a consumer's state log, to be closed with the topic; a
+    /// damaged one fails with [`Error::Corrupt`] or is repaired, per the
+    /// bus's [`RecoveryMode`].
+    pub(crate) fn open_state(&self, kind: &str, name: &str) -> Result<(Arc<StateLog>, Vec<StateEvent>)> {
         let bus = &self.inner.bus;
         let dir = bus.state_dir(kind, self.name()).join(name);
         let durability = self.inner.options.durability_mode();
-        let (state, events) = StateLog::open(&dir, durability, bus.storage().clone())?;
+        let (state, events) = match StateLog::open(&dir, durability, bus.storage().clone()) {
+            Err(error @ Error::Corrupt { .. })
+                if bus.recovery_mode() == RecoveryMode::MoveAsideDamagedState =>
+            {
+                self.repair_state(kind, name, &dir, error)?
+            }
+            opened => opened?,
+        };
         let state = Arc::new(state);
         let mut logs = lock(&self.inner.state_logs);
         logs.retain(|w| w.strong_count() > 0);
         logs.push(Arc::downgrade(&state));
         Ok((state, events))
+    }
+
+    /// Moves the damaged state log in `dir` aside and opens the consumer's
+    /// state from its longest valid prefix, or from the topic's start.
+    fn repair_state(
+        &self,
+        kind: &str,
+        name: &str,
+        dir: &Path,
+        error: Error,
+    ) -> Result<(StateLog, Vec<StateEvent>)> {
+        let start = self.start_offset();
+        let (consumer, fallback, position): (_, _, fn(&[StateEvent]) -> u64) = match kind {
+            SUBSCRIPTIONS => (
+                ConsumerId::Subscription(name.to_owned()),
+                StateEvent::Committed(start),
+                recovered_commit,
+            ),
+            _ => (
+                ConsumerId::Group(name.to_owned()),
+                StateEvent::Snapshot {
+                    next_offset: start,
+                    entries: vec![],
+                },
+                recovered_low_watermark,
+            ),
+        };
+        let damaged = Damaged { consumer, dir, error };
+        let storage = self.inner.bus.storage();
+        let durability = self.inner.options.durability_mode();
+        let (state, events, report) = repair(storage, durability, damaged, || fallback, position)?;
+        lock(&self.inner.repairs).push(report);
+        Ok((state, events))
+    }
+
+    /// The consumer state logs repaired since this bus opened the topic.
+    pub(crate) fn state_repairs(&self) -> Vec<StateRepair> {
+        lock(&self.inner.repairs).clone()
     }
 
     /// Records a consumer's durable position and applies interest-based
@@ -219,7 +274,8 @@ fn retention_floor(retention: Retention, positions: &HashMap<ConsumerId, u64>) -
     relevant.map(|(_, &p)| p).min()
 }
 
-/// Reads the durable positions of every consumer of `topic` stored on disk.
+/// Reads the durable positions of every consumer of `topic` stored on disk;
+/// one whose state cannot be read is at 0 (see the module doc).
 fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Result<HashMap<ConsumerId, u64>> {
     let mut positions = HashMap::new();
     for (kind, make_id) in [
@@ -230,6 +286,7 @@ fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Resu
         (GROUPS, ConsumerId::Group as fn(String) -> ConsumerId),
     ] {
         let dir = bus.state_dir(kind, topic);
+        finish_interrupted_repairs(bus.storage().as_ref(), &dir)?;
         let Ok(entries) = bus.storage().list(&dir) else {
             continue;
         };
@@ -240,14 +297,24 @@ fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Resu
             if validate_name(kind, name).is_err() {
                 continue;
             }
-            let (state, events) = StateLog::open(&path, durability, bus.storage().clone())?;
-            let position = match kind {
-                SUBSCRIPTIONS => recovered_commit(&events),
-                _ => recovered_low_watermark(&events),
-            };
-            state.close()?;
+            // Unknown counts as 0: retention deletes nothing it may need.
+            let position = stored_position(bus, kind, &path, durability)
+                .inspect_err(|_error| {
+                    trace_event!(error, topic, consumer = name, error = %_error, "consumer state unreadable; its position counts as 0 until it is opened");
+                })
+                .unwrap_or(0);
             positions.insert(make_id(name.to_owned()), position);
         }
     }
     Ok(positions)
+}
+
+/// The position a consumer's state log in `dir` leads to.
+fn stored_position(bus: &BusInner, kind: &str, dir: &Path, durability: Durability) -> Result<u64> {
+    let (state, events) = StateLog::open(dir, durability, bus.storage().clone())?;
+    state.close()?;
+    Ok(match kind {
+        SUBSCRIPTIONS => recovered_commit(&events),
+        _ => recovered_low_watermark(&events),
+    })
 }

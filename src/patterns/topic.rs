@@ -288,6 +288,19 @@ impl Topic {
         dispatch!(TopicBackend, &self.backend, t => t.stats())
     }
 
+    /// The consumer state logs of this topic repaired since the bus opened
+    /// it, under [`crate::RecoveryMode::MoveAsideDamagedState`]: which
+    /// consumer, where its damaged state went, what was lost and where it
+    /// restarted. Always empty on NATS, which keeps consumer state on the
+    /// server.
+    pub fn state_repairs(&self) -> Vec<crate::StateRepair> {
+        match &self.backend {
+            TopicBackend::Log(t) => t.state_repairs(),
+            #[cfg(feature = "nats")]
+            TopicBackend::Nats(_) => Vec::new(),
+        }
+    }
+
     /// The topic's underlying log (read-only use: reads and cursors), on
     /// the embedded backend; `None` on NATS, whose records live on the
     /// server.

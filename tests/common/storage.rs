@@ -79,6 +79,10 @@ impl<H: Hooks> Storage for Hooked<H> {
         self.sim.remove(path)
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         self.sim.list(dir)
     }
