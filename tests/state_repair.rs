@@ -9,8 +9,10 @@
 //! past a consumer whose state cannot be read.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
+use logbus::io::SimStorage;
 use logbus::{
     Backoff, Bus, BusOptions, ConsumerId, Error, Group, GroupOptions, Record, RecoveryMode, Retention,
     RetryPolicy, StartAt, TopicOptions,
@@ -21,11 +23,15 @@ const DAMAGED: &str = "billing";
 const SHORT: Duration = Duration::from_millis(10);
 
 fn open(dir: &Path, mode: RecoveryMode) -> Bus {
+    open_on(dir, mode, BusOptions::default())
+}
+
+/// Opens the bus in `dir` with `base`'s storage.
+fn open_on(dir: &Path, mode: RecoveryMode, base: BusOptions) -> Bus {
     let topics = TopicOptions::default()
         .segment_bytes(4096)
         .retention(Retention::Interest);
-    let options = BusOptions::default().recovery(mode).topic_defaults(topics);
-    Bus::open(dir, options).expect("open the bus")
+    Bus::open(dir, base.recovery(mode).topic_defaults(topics)).expect("open the bus")
 }
 
 /// Redeliveries without backoff, so a restarted group hands out at once
@@ -54,7 +60,11 @@ fn ack(group: &Group, count: usize) -> Vec<u64> {
 /// A bus with 200 records (several segments), the group `billing` having
 /// acked 120 of them, `shipping` 50 and the subscription `audit` at 80.
 fn bus_with_consumers(dir: &Path) {
-    let bus = open(dir, RecoveryMode::default());
+    bus_with_consumers_on(dir, BusOptions::default());
+}
+
+fn bus_with_consumers_on(dir: &Path, base: BusOptions) {
+    let bus = open_on(dir, RecoveryMode::default(), base);
     let topic = bus.topic(TOPIC).unwrap();
     // Every consumer exists before anything is acked, so that `Interest`
     // retention keeps what the slowest still needs.
@@ -189,4 +199,56 @@ fn a_repair_interrupted_before_the_repaired_state_was_in_place_is_finished_at_th
     let bus = open(dir.path(), RecoveryMode::default());
     let group = bus.topic(TOPIC).unwrap().group(DAMAGED, options()).unwrap();
     assert_eq!(group.stats().unwrap().low_watermark, restarted_from);
+}
+
+#[test]
+fn a_damaged_subscription_state_is_repaired_and_resumes_no_later_than_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    bus_with_consumers(dir.path());
+    let state = dir.path().join("state/subscriptions").join(TOPIC).join("audit");
+    let segment = state.join(format!("{:020}.log", 0));
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let written = bytes.iter().rposition(|b| *b != 0).unwrap();
+    bytes[written / 2] ^= 0x40;
+    std::fs::write(&segment, bytes).unwrap();
+
+    let bus = open(dir.path(), RecoveryMode::MoveAsideDamagedState);
+    let topic = bus.topic(TOPIC).unwrap();
+    let mut audit = topic.subscribe("audit", StartAt::Latest).expect("repaired");
+    let repairs = topic.state_repairs();
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
+    assert_eq!(repairs[0].consumer, ConsumerId::Subscription("audit".into()));
+    assert!(repairs[0].restarted_from <= 80);
+    let first = audit.recv(SHORT).unwrap().expect("a record");
+    assert_eq!(
+        first.offset(),
+        repairs[0].restarted_from.max(topic.start_offset())
+    );
+}
+
+#[test]
+fn a_repair_on_the_simulated_disk_survives_a_power_loss() {
+    let sim = SimStorage::new();
+    let base = || BusOptions::default().storage(Arc::new(sim.clone()));
+    let dir = Path::new("/sim/bus");
+    bus_with_consumers_on(dir, base());
+    let segment = state_dir(dir).join(format!("{:020}.log", 0));
+    let mut bytes = sim.read_file(&segment).unwrap();
+    let written = bytes.iter().rposition(|b| *b != 0).unwrap();
+    bytes[written / 2] ^= 0x40;
+    sim.write_file(&segment, &bytes);
+
+    let bus = open_on(dir, RecoveryMode::MoveAsideDamagedState, base());
+    let topic = bus.topic(TOPIC).unwrap();
+    topic.group(DAMAGED, options()).expect("repaired");
+    let repair = topic.state_repairs().remove(0);
+    drop(topic);
+    drop(bus);
+    sim.power_loss(7);
+
+    let bus = open_on(dir, RecoveryMode::default(), base());
+    let group = bus.topic(TOPIC).unwrap().group(DAMAGED, options()).unwrap();
+    assert_eq!(group.stats().unwrap().low_watermark, repair.restarted_from);
+    let moved = repair.moved_to.join(segment.file_name().unwrap());
+    assert_eq!(sim.read_file(&moved).unwrap(), bytes);
 }

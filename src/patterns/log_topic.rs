@@ -188,6 +188,7 @@ impl LogTopic {
         let bus = &self.inner.bus;
         let dir = bus.state_dir(kind, self.name()).join(name);
         let durability = self.inner.options.durability_mode();
+        finish_interrupted_repairs(bus.storage().as_ref(), &bus.state_dir(kind, self.name()))?;
         let (state, events) = match StateLog::open(&dir, durability, bus.storage().clone()) {
             Err(error @ Error::Corrupt { .. })
                 if bus.recovery_mode() == RecoveryMode::MoveAsideDamagedState =>

@@ -15,7 +15,7 @@
 //!   damaged one is moved: a crash leaves either the damaged log in place
 //!   (the repair runs again) or the repaired one under its temporary name,
 //!   which [`finish_interrupted_repairs`] puts in place before the topic's
-//!   consumers are read.
+//!   consumers are read (when it opens) or one of them is opened.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
