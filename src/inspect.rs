@@ -323,6 +323,10 @@ fn state_logs(dir: &Path) -> Result<Vec<(String, Vec<StateEvent>)>> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
+        // Hidden entries are not consumers: state logs moved aside by a repair.
+        if name.starts_with('.') {
+            continue;
+        }
         let (_state, events) = StateLog::open(&path, Durability::Os, storage.clone())?;
         logs.push((name, events));
     }

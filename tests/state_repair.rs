@@ -166,10 +166,14 @@ fn move_aside_mode_keeps_the_damaged_file_restarts_the_group_from_its_valid_pref
     assert!(group.recv(SHORT).unwrap().is_none());
     bus.close().unwrap();
 
-    // Repaired for good: a plain reopen finds a whole state log.
+    // Repaired for good: a plain reopen finds a whole state log, and the
+    // dump tool lists the consumers, not the directory moved aside.
     let bus = open(dir.path(), RecoveryMode::default());
     let group = bus.topic(TOPIC).unwrap().group(DAMAGED, options()).unwrap();
     assert_eq!(group.stats().unwrap().low_watermark, 200);
+    let view = logbus::inspect::consumers(dir.path(), TOPIC).unwrap();
+    let groups: Vec<&str> = view.groups.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(groups, [DAMAGED, "shipping"]);
 }
 
 #[test]
