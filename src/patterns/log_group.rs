@@ -683,20 +683,11 @@ impl GroupInner {
         let mut state = lock(&self.state);
         Self::owns(&state, offset, token, attempt)?;
         let until_ms = now_ms().saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        Self::unschedule(&mut state, offset);
         let Some(entry) = state.entries.get_mut(&offset) else {
             return Err(Error::LeaseExpired { offset });
         };
-        let previous = entry.status;
         entry.status = Status::Leased { token, until_ms };
-        match previous {
-            Status::Leased { until_ms: old, .. } => {
-                state.leases.remove(&(old, offset));
-            }
-            Status::Available { not_before_ms } => {
-                state.ready.remove(&(not_before_ms, offset));
-            }
-            Status::Done => {}
-        }
         state.leases.insert((until_ms, offset));
         Ok(())
     }

@@ -72,7 +72,9 @@ pub struct StateRepair {
     /// Bytes of state log events after the kept prefix: what was lost
     /// (zero-filled, never-written space not counted).
     pub bytes_lost: u64,
-    /// Events kept: the last snapshot of the prefix and those after it.
+    /// Events kept from the valid prefix: its last snapshot and the events
+    /// after it (without a snapshot there, the events are replayed on top
+    /// of one starting at the topic's start offset).
     pub events_kept: usize,
     /// The consumer's position after the repair: the committed offset of a
     /// subscription, the low watermark of a group.
@@ -116,6 +118,7 @@ pub(crate) fn repair(
     };
     let dir = damaged.dir;
     let mut salvage = salvage(storage.as_ref(), dir)?;
+    let events_kept = salvage.events.len();
     if !salvage.events.first().is_some_and(is_snapshot) {
         salvage.events.insert(0, fallback());
     }
@@ -140,7 +143,7 @@ pub(crate) fn repair(
         kept_until: salvage.kept_until.map(|(file, end)| (now_in_moved(file), end)),
         moved_to: moved_to.clone(),
         bytes_lost: salvage.bytes_lost,
-        events_kept: events.len(),
+        events_kept,
         restarted_from: position(&events),
     };
     trace_event!(error, consumer = ?report.consumer, moved_to = %report.moved_to.display(), bytes_lost = report.bytes_lost, restarted_from = report.restarted_from, "damaged consumer state moved aside and repaired");
