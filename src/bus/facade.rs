@@ -67,9 +67,9 @@ impl Bus {
     /// when the topic is first opened by this bus (on NATS: when its stream
     /// is created); asking again while it is open with options set
     /// otherwise fails with [`crate::Error::InvalidArgument`] naming the
-    /// option, rather than ignoring them. A dead-letter topic opened by a
-    /// group has its source topic's options with `max_record_bytes` 32 KiB
-    /// larger (room for the failure headers).
+    /// option, rather than ignoring them. Embedded, a dead-letter topic
+    /// that a group opened has its source topic's options with
+    /// `max_record_bytes` 32 KiB larger (room for the failure headers).
     #[inline]
     pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
         dispatch!(BusBackend, &self.backend, b => b.topic_with(name, options).map(Topic::from))
