@@ -190,10 +190,8 @@ impl LogTopic {
         let durability = self.inner.options.durability_mode();
         finish_interrupted_repairs(bus.storage().as_ref(), &bus.state_dir(kind, self.name()))?;
         let (state, events) = match StateLog::open(&dir, durability, bus.storage().clone()) {
-            Err(error @ Error::Corrupt { .. })
-                if bus.recovery_mode() == RecoveryMode::MoveAsideDamagedState =>
-            {
-                self.repair_state(kind, name, &dir, error)?
+            Err(Error::Corrupt { .. }) if bus.recovery_mode() == RecoveryMode::MoveAsideDamagedState => {
+                self.repair_state(kind, name, &dir)?
             }
             opened => opened?,
         };
@@ -206,34 +204,19 @@ impl LogTopic {
 
     /// Moves the damaged state log in `dir` aside and opens the consumer's
     /// state from its longest valid prefix, or from the topic's start.
-    fn repair_state(
-        &self,
-        kind: &str,
-        name: &str,
-        dir: &Path,
-        error: Error,
-    ) -> Result<(StateLog, Vec<StateEvent>)> {
-        let start = self.start_offset();
-        let (consumer, fallback, position): (_, _, fn(&[StateEvent]) -> u64) = match kind {
-            SUBSCRIPTIONS => (
-                ConsumerId::Subscription(name.to_owned()),
-                StateEvent::Committed(start),
-                recovered_commit,
-            ),
-            _ => (
-                ConsumerId::Group(name.to_owned()),
-                StateEvent::Snapshot {
-                    next_offset: start,
-                    entries: vec![],
-                },
-                recovered_low_watermark,
-            ),
-        };
-        let damaged = Damaged { consumer, dir, error };
+    fn repair_state(&self, kind: &str, name: &str, dir: &Path) -> Result<(StateLog, Vec<StateEvent>)> {
         let storage = self.inner.bus.storage();
         let durability = self.inner.options.durability_mode();
-        let (state, events, report) = repair(storage, durability, damaged, || fallback, position)?;
-        lock(&self.inner.repairs).push(report);
+        // One repair at a time: a consumer opened twice at once is repaired
+        // once, and the second open finds the repaired log (or its lock).
+        let mut repairs = lock(&self.inner.repairs);
+        let error = match StateLog::open(dir, durability, storage.clone()) {
+            Err(error @ Error::Corrupt { .. }) => error,
+            opened => return opened,
+        };
+        let damaged = damaged_consumer(kind, name, dir, error, self.start_offset());
+        let (state, events, report) = repair(storage, durability, damaged)?;
+        repairs.push(report);
         Ok((state, events))
     }
 
@@ -318,4 +301,32 @@ fn stored_position(bus: &BusInner, kind: &str, dir: &Path, durability: Durabilit
         SUBSCRIPTIONS => recovered_commit(&events),
         _ => recovered_low_watermark(&events),
     })
+}
+
+/// The `kind` consumer `name` whose state in `dir` failed to open with
+/// `error`, to repair: it restarts from the topic's `start` when no
+/// snapshot of its state survives.
+fn damaged_consumer<'a>(kind: &str, name: &str, dir: &'a Path, error: Error, start: u64) -> Damaged<'a> {
+    let (consumer, fallback, position): (_, _, fn(&[StateEvent]) -> u64) = match kind {
+        SUBSCRIPTIONS => (
+            ConsumerId::Subscription(name.to_owned()),
+            StateEvent::Committed(start),
+            recovered_commit,
+        ),
+        _ => (
+            ConsumerId::Group(name.to_owned()),
+            StateEvent::Snapshot {
+                next_offset: start,
+                entries: vec![],
+            },
+            recovered_low_watermark,
+        ),
+    };
+    Damaged {
+        consumer,
+        dir,
+        error,
+        fallback,
+        position,
+    }
 }

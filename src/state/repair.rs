@@ -94,19 +94,22 @@ struct Salvage {
 /// A consumer whose state to repair, and what failed its open.
 pub(crate) struct Damaged<'a> {
     pub consumer: ConsumerId,
+    /// Its state log directory.
     pub dir: &'a Path,
+    /// The [`Error::Corrupt`] that failed the open.
     pub error: Error,
+    /// The snapshot it restarts from when no valid one survives.
+    pub fallback: StateEvent,
+    /// Its position given its events.
+    pub position: fn(&[StateEvent]) -> u64,
 }
 
 /// Repairs the damaged state log in `damaged.dir` (see the module doc) and
-/// opens it; `fallback` gives the events to start from when no valid
-/// snapshot survives, and `position` the consumer's position from events.
+/// opens it.
 pub(crate) fn repair(
     storage: &Arc<dyn Storage>,
     durability: Durability,
     damaged: Damaged<'_>,
-    fallback: impl FnOnce() -> StateEvent,
-    position: impl FnOnce(&[StateEvent]) -> u64,
 ) -> Result<(StateLog, Vec<StateEvent>, StateRepair)> {
     let Error::Corrupt {
         file,
@@ -120,7 +123,7 @@ pub(crate) fn repair(
     let mut salvage = salvage(storage.as_ref(), dir)?;
     let events_kept = salvage.events.len();
     if !salvage.events.first().is_some_and(is_snapshot) {
-        salvage.events.insert(0, fallback());
+        salvage.events.insert(0, damaged.fallback);
     }
     let repairing = sibling(dir, "repairing")?;
     build(storage, &repairing, &salvage.events)?;
@@ -144,7 +147,7 @@ pub(crate) fn repair(
         moved_to: moved_to.clone(),
         bytes_lost: salvage.bytes_lost,
         events_kept,
-        restarted_from: position(&events),
+        restarted_from: (damaged.position)(&events),
     };
     trace_event!(error, consumer = ?report.consumer, moved_to = %report.moved_to.display(), bytes_lost = report.bytes_lost, restarted_from = report.restarted_from, "damaged consumer state moved aside and repaired");
     Ok((state, events, report))
