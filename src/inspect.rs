@@ -468,6 +468,10 @@ fn state_logs(storage: &Arc<OverlayStorage>, dir: &Path) -> Result<Vec<(String, 
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
+        // Hidden entries are not consumers: state logs moved aside by a repair.
+        if name.starts_with('.') {
+            continue;
+        }
         let events = StateLog::open(&path, Durability::Os, storage.clone()).map(|(_state, events)| events);
         logs.push((name, events));
     }

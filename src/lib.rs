@@ -64,6 +64,7 @@ pub use patterns::{
     TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
 };
 pub use record::{Record, StoredRecord};
+pub use state::{RecoveryMode, StateRepair};
 
 /// Index search and validation, exposed for the dump tool and fuzzers.
 #[doc(hidden)]

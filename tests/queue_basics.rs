@@ -14,7 +14,8 @@ use common::TestBackend;
 use common::futures::{poll_once, poll_until_ready};
 use logbus::{
     Backoff, Bus, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_LAST_REASON,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Record, RetryPolicy, StartAt, StoredRecord,
+    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, MAX_NAME_BYTES, Record, Retention, RetryPolicy, StartAt,
+    StoredRecord, TopicOptions, dead_letter_topic,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
@@ -303,6 +304,95 @@ backend_tests! {
         let topic = bus.topic("ok.name-1_2").unwrap();
         assert!(topic.group("a/b", GroupOptions::default()).is_err());
         assert!(topic.subscribe("..", StartAt::Earliest).is_err());
+    }
+
+    fn a_name_whose_derived_names_would_be_too_long_is_refused_when_opened(backend: &TestBackend) {
+        let bus = backend.open();
+        let longest_topic = "t".repeat(MAX_NAME_BYTES - ".dlq".len());
+        let too_long = format!("{longest_topic}u");
+        let refused = |result: logbus::Result<_>, derived: &str| match result {
+            Err(Error::InvalidArgument(why)) => assert!(why.contains(derived), "{why}"),
+            other => panic!("expected InvalidArgument naming the {derived}, got {other:?}"),
+        };
+        refused(bus.topic(&too_long).map(|_| ()), "dead-letter topic");
+        // The longest topic dead-letters, and its dead-letter topic opens;
+        // a group on that one may not dead-letter in turn.
+        let topic = bus.topic(&longest_topic).unwrap();
+        topic.publish(&Record::new(b"poison")).unwrap();
+        let group = topic.group("g", quick_retry(1)).unwrap();
+        group.recv(TIMEOUT).unwrap().unwrap().nack("bad").unwrap();
+        let dlq = dead_letter_topic(&longest_topic);
+        assert_eq!(first_dead_letter(&bus, &dlq).value(), b"poison");
+        let dlq = bus.topic(&dlq).unwrap();
+        refused(dlq.group("g", quick_retry(1)).map(|_| ()), "dead-letter topic");
+        let keep = GroupOptions { dead_letter: false, ..quick_retry(1) };
+        dlq.group("g", keep).unwrap();
+        // A requester's inbox topic is a topic like any other.
+        let longest_requester = "r".repeat(MAX_NAME_BYTES - ".inbox.dlq".len());
+        bus.requester(&longest_requester).unwrap();
+        refused(bus.requester(&format!("{longest_requester}s")).map(|_| ()), "inbox topic");
+    }
+
+    fn redrive_from_a_missing_topic_or_one_that_is_not_a_dead_letter_topic_is_refused(backend: &TestBackend) {
+        let bus = backend.open();
+        let refused = |dlq: &str, why: &str| match bus.redrive(dlq, |_| true) {
+            Err(Error::InvalidArgument(message)) => assert!(message.contains(why), "{message}"),
+            other => panic!("redrive of {dlq:?}: expected InvalidArgument, got {other:?}"),
+        };
+        refused("nope.dlq", "does not exist");
+        assert!(!bus.topic_names().unwrap().contains(&"nope.dlq".to_owned()));
+        bus.topic("orders").unwrap().publish(&Record::new(b"order")).unwrap();
+        refused("orders", "not a dead-letter topic");
+        let fake = bus.topic("fake.dlq").unwrap();
+        fake.publish(&Record::new(b"not a dead letter")).unwrap();
+        refused("fake.dlq", "offset 0 is not a dead letter");
+        assert_eq!(bus.topic("orders").unwrap().stats().unwrap().end_offset, 1);
+    }
+
+    fn commit_offset_past_the_end_is_refused_and_commits_nothing(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("events").unwrap();
+        for i in 0..3 {
+            topic.publish(&Record::new(&format!("event {i}"))).unwrap();
+        }
+        let mut sub = topic.subscribe("audit", StartAt::Earliest).unwrap();
+        assert!(matches!(sub.commit_offset(4), Err(Error::InvalidArgument(_))));
+        assert_eq!(sub.committed(), 0);
+        sub.commit_offset(3).unwrap();
+        assert_eq!(sub.committed(), 3);
+    }
+
+    fn a_topic_asked_for_with_other_options_is_refused_naming_the_option(backend: &TestBackend) {
+        let bus = backend.open();
+        let options = TopicOptions::default().max_record_bytes(4096);
+        bus.topic_with("t", options.clone()).unwrap();
+        bus.topic_with("t", options.clone()).unwrap();
+        match bus.topic_with("t", options.retention(Retention::Interest)) {
+            Err(Error::InvalidArgument(why)) => assert!(why.contains("retention"), "{why}"),
+            other => panic!("expected InvalidArgument naming retention, got {other:?}"),
+        }
+        // `topic` takes the topic as it is open.
+        let topic = bus.topic("t").unwrap();
+        assert!(matches!(
+            topic.publish(&Record::new(&[0u8; 8192][..])),
+            Err(Error::RecordTooLarge { .. }) | Err(Error::Backend { .. })
+        ));
+    }
+
+    fn a_group_asked_for_again_with_other_options_takes_its_lease_and_attempts_at_once(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        topic.publish(&Record::new(b"flaky")).unwrap();
+        let _first = topic.group("g", quick_retry(1)).unwrap();
+        let group = topic.group("g", quick_retry(3)).unwrap();
+        for attempt in 1..=3 {
+            let delivery = group.recv(TIMEOUT).unwrap().expect("delivered again");
+            assert_eq!(delivery.attempt(), attempt);
+            delivery.nack("fails").unwrap();
+        }
+        assert!(group.recv(SHORT * 20).unwrap().is_none());
+        let dead = first_dead_letter(&bus, "t.dlq");
+        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
     }
 
     fn receive_on_a_closed_bus_fails_with_closed(backend: &TestBackend) {

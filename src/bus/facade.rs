@@ -58,7 +58,9 @@ impl Bus {
         })
     }
 
-    /// The topic `name`, created on first use with the bus's default options.
+    /// The topic `name`, created on first use with the bus's default
+    /// options; a topic already open in this bus is returned as it is,
+    /// whatever its options.
     #[inline]
     pub fn topic(&self, name: &str) -> Result<Topic> {
         dispatch!(BusBackend, &self.backend, b => b.topic(name).map(Topic::from))
@@ -66,7 +68,11 @@ impl Bus {
 
     /// The topic `name`, created on first use with `options`. Options apply
     /// when the topic is first opened by this bus (on NATS: when its stream
-    /// is created).
+    /// is created); asking again while it is open with options set
+    /// otherwise fails with [`crate::Error::InvalidArgument`] naming the
+    /// option, rather than ignoring them. Embedded, a dead-letter topic
+    /// that a group opened has its source topic's options with
+    /// `max_record_bytes` 32 KiB larger (room for the failure headers).
     #[inline]
     pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
         dispatch!(BusBackend, &self.backend, b => b.topic_with(name, options).map(Topic::from))
@@ -92,7 +98,8 @@ impl Bus {
         self.responder_with(service, GroupOptions::default())
     }
 
-    /// A responder serving `service` with the given group options.
+    /// A responder serving `service` with the given group options (applied
+    /// to the group `service` if it is open, as by [`Topic::group`]).
     #[inline]
     pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
         dispatch!(BusBackend, &self.backend, b => b.responder_with(service, options))
@@ -115,7 +122,10 @@ impl Bus {
     /// stay. Returns how many moved. A crash between moving a record and
     /// marking it moved may move it twice; on NATS the move carries a
     /// message id, so a repeat within the source stream's duplicate window
-    /// (2 minutes) stores it once.
+    /// (2 minutes) stores it once. Fails with
+    /// [`crate::Error::InvalidArgument`], moving nothing and creating
+    /// nothing, if `dlq_topic` does not exist, is not named `<topic>.dlq`,
+    /// or holds a record without the `logbus-source-topic` header.
     #[inline]
     pub fn redrive(&self, dlq_topic: &str, filter: impl FnMut(&StoredRecord) -> bool) -> Result<usize> {
         dispatch!(BusBackend, &self.backend, b => b.redrive(dlq_topic, filter))

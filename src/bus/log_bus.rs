@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::bus::validate_name;
+use crate::bus::validate_topic_name;
 use crate::error::{Error, Result};
 use crate::inspect::{consumers_over, open_read_only_over};
 use crate::io::{LockGuard, StdStorage, Storage};
@@ -18,14 +18,16 @@ use crate::log::Log;
 use crate::log::SyncStats;
 use crate::patterns::{
     ConsumerId, ConsumerStats, Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner,
-    Responder, TopicOptions, TopicStats, Wakeups, redrive,
+    Responder, TopicOptions, TopicStats, Wakeups, check_redrive_source, check_same_options, redrive,
 };
+use crate::state::RecoveryMode;
 
 /// Options for [`crate::Bus::open`].
 #[derive(Clone, Debug)]
 pub struct BusOptions {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) topic_defaults: TopicOptions,
+    pub(crate) recovery: RecoveryMode,
 }
 
 impl Default for BusOptions {
@@ -33,6 +35,7 @@ impl Default for BusOptions {
         BusOptions {
             storage: Arc::new(StdStorage),
             topic_defaults: TopicOptions::default(),
+            recovery: RecoveryMode::default(),
         }
     }
 }
@@ -41,6 +44,13 @@ impl BusOptions {
     /// Options for topics opened with [`crate::Bus::topic`].
     pub fn topic_defaults(mut self, options: TopicOptions) -> Self {
         self.topic_defaults = options;
+        self
+    }
+
+    /// What opening a consumer whose state log is damaged does (default
+    /// [`RecoveryMode::AbsoluteConsistency`]: fail with the corruption).
+    pub fn recovery(mut self, mode: RecoveryMode) -> Self {
+        self.recovery = mode;
         self
     }
 
@@ -125,8 +135,11 @@ impl LogBus {
         self.inner().topic(name)
     }
 
+    /// Fails if the topic is open with other options (see [`crate::Bus::topic_with`]).
     pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        self.inner().topic_with(name, options)
+        let topic = self.inner().topic_with(name, options.clone())?;
+        check_same_options(name, &topic.inner.options, &options)?;
+        Ok(topic)
     }
 
     pub(crate) fn queue(&self, name: &str) -> Result<Group> {
@@ -146,6 +159,7 @@ impl LogBus {
         dlq_topic: &str,
         filter: impl FnMut(&crate::StoredRecord) -> bool,
     ) -> Result<usize> {
+        check_redrive_source(dlq_topic, &self.topic_names()?)?;
         let dlq = self.topic(dlq_topic)?.into();
         let republish =
             |source: &str, record: &crate::Record<'_>, _dlq_offset| self.topic(source)?.publish(record);
@@ -171,7 +185,7 @@ impl LogBus {
             .iter()
             .filter(|path| storage.list(path).is_ok())
             .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
-            .filter(|name| validate_name("topic", name).is_ok())
+            .filter(|name| validate_topic_name(name).is_ok())
             .collect();
         names.sort();
         Ok(names)
@@ -209,7 +223,7 @@ impl BusInner {
     }
 
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        validate_name("topic", name)?;
+        validate_topic_name(name)?;
         self.check_open()?;
         let open = self.open.upgrade().ok_or(Error::Closed)?;
         let mut topics = lock(&self.topics);
@@ -290,6 +304,10 @@ impl BusInner {
 
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.options.storage
+    }
+
+    pub(crate) fn recovery_mode(&self) -> RecoveryMode {
+        self.options.recovery
     }
 
     pub(crate) fn requesters(&self) -> &Mutex<HashMap<String, Weak<RequesterInner>>> {

@@ -167,6 +167,12 @@ impl Storage for OverlayStorage {
         Ok(())
     }
 
+    /// Refused: the overlay shows what recovery would do, and recovery
+    /// never renames (only repairing consumer state does).
+    fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let state = lock(&self.state);
         let mut entries: HashSet<PathBuf> = match self.base.list(dir) {

@@ -28,6 +28,9 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file or directory; `to` must not exist. Durable once
+    /// both parents are synced with [`Storage::sync_dir`].
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Lists the entries of `dir`.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
     /// Makes the entries of `dir` (creations and removals) durable.

@@ -348,6 +348,38 @@ impl Storage for SimStorage {
             .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
 
+    /// Moves every file and directory at or under `from`; the move is
+    /// durable at once (as if both parents were synced with it).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_alive(state.epoch)?;
+        let exists = |s: &SimState, p: &Path| s.files.contains_key(p) || s.dirs.contains(p);
+        if !exists(&state, from) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        if exists(&state, to) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let moved = |p: &Path| p.strip_prefix(from).ok().map(|rest| to.join(rest));
+        let SimState {
+            files, durable, dirs, ..
+        } = &mut *state;
+        for map in [files, durable] {
+            let keys: Vec<PathBuf> = map.keys().filter(|p| p.starts_with(from)).cloned().collect();
+            for key in keys {
+                if let (Some(node), Some(new)) = (map.remove(&key), moved(&key)) {
+                    map.insert(new, node);
+                }
+            }
+        }
+        let old_dirs: Vec<PathBuf> = dirs.iter().filter(|p| p.starts_with(from)).cloned().collect();
+        for dir in old_dirs {
+            dirs.remove(&dir);
+            dirs.extend(moved(&dir));
+        }
+        Ok(())
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let state = lock(&self.state);
         state.check_alive(state.epoch)?;

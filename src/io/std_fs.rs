@@ -87,6 +87,13 @@ impl Storage for StdStorage {
         fs::remove_file(path).map_err(context("remove", path))
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        match fs::exists(to)? {
+            true => Err(io::ErrorKind::AlreadyExists.into()),
+            false => fs::rename(from, to),
+        }
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         let entries = fs::read_dir(dir).and_then(|entries| entries.map(|e| e.map(|e| e.path())).collect());
         entries.map_err(context("list directory", dir))

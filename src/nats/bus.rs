@@ -19,10 +19,11 @@ use super::names::{check_length, reply_subject, stream_name};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
-use crate::bus::validate_name;
+use crate::bus::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
 use crate::error::{Error, Result};
 use crate::patterns::{
-    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, inbox_topic, redrive,
+    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, check_redrive_source,
+    check_same_options, inbox_topic, redrive,
 };
 use crate::record::{Record, StoredRecord};
 
@@ -80,9 +81,14 @@ impl NatsShared {
     /// The topic's stream is created with `options` if it does not exist;
     /// an existing stream keeps its configuration.
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<NatsTopic> {
-        validate_name("topic", name)?;
-        // The longest server name a topic gets: its groups' failure stream.
+        validate_topic_name(name)?;
+        // The longest server name a topic gets: its groups' failure stream;
+        // its dead-letter topic's must fit too.
         check_length("topic", name, &failure_stream_name(name))?;
+        if let Some(dlq) = needed_dead_letter_topic(name) {
+            let check = check_length("dead-letter topic", &dlq, &failure_stream_name(&dlq));
+            derived("topic", name, check)?;
+        }
         self.check_open()?;
         let open = self.open.upgrade().ok_or(Error::Closed)?;
         let mut topics = lock(&self.topics);
@@ -90,7 +96,7 @@ impl NatsShared {
             return Ok(topic.keeping_open(open));
         }
         let spec = self.options.stream_spec(&options);
-        let topic = NatsTopic::open(self.clone(), name, &spec)?;
+        let topic = NatsTopic::open(self.clone(), name, &spec, options)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic.keeping_open(open))
     }
@@ -137,8 +143,11 @@ impl NatsBus {
         self.shared().topic(name)
     }
 
+    /// Fails if the topic is open with other options (see [`crate::Bus::topic_with`]).
     pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<NatsTopic> {
-        self.shared().topic_with(name, options)
+        let topic = self.shared().topic_with(name, options.clone())?;
+        check_same_options(name, topic.options(), &options)?;
+        Ok(topic)
     }
 
     pub(crate) fn queue(&self, name: &str) -> Result<Group> {
@@ -149,7 +158,7 @@ impl NatsBus {
     /// Handles on one name share nothing but the stream (there is no local
     /// index to share).
     pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
-        validate_name("requester", name)?;
+        validate_requester_name(name)?;
         Ok(NatsRequester::new(self.topic(&inbox_topic(name))?).into())
     }
 
@@ -166,6 +175,7 @@ impl NatsBus {
         dlq_topic: &str,
         filter: impl FnMut(&StoredRecord) -> bool,
     ) -> Result<usize> {
+        check_redrive_source(dlq_topic, &self.topic_names()?)?;
         let dlq = self.topic(dlq_topic)?;
         let msg_id = |offset: u64| format!("logbus-redrive.{}.{offset}", stream_name(dlq_topic));
         let republish = |source: &str, record: &Record<'_>, dlq_offset| {
@@ -184,11 +194,11 @@ impl NatsBus {
         for name in self.topic_names()? {
             let topic = match open.get(&name) {
                 Some(topic) => topic.clone(),
-                None => NatsTopic::open(
-                    shared.clone(),
-                    &name,
-                    &shared.options.stream_spec(&shared.options.topic_defaults),
-                )?,
+                None => {
+                    let defaults = shared.options.topic_defaults.clone();
+                    let spec = shared.options.stream_spec(&defaults);
+                    NatsTopic::open(shared.clone(), &name, &spec, defaults)?
+                }
             };
             stats.push(topic.stats()?);
         }

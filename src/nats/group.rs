@@ -31,7 +31,7 @@ impl NatsGroup {
     /// consumer keeps its start and position and takes `options`' lease
     /// and attempts (AckWait, MaxDeliver).
     pub(crate) fn open(topic: NatsTopic, name: &str, options: &GroupOptions) -> Result<NatsGroup> {
-        options.validate()?;
+        options.validate_for(topic.name())?;
         let bus = &topic.shared().bus;
         bus.check_open()?;
         let spec = GroupSpec::from_group_options(options);

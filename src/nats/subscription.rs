@@ -50,6 +50,7 @@ use super::names::{stream_name, subscription_consumer_name};
 use super::topic::{NatsTopic, SubscriptionClaim};
 use crate::error::Result;
 use crate::patterns::StartAt;
+use crate::patterns::check_commit;
 use crate::record::StoredRecord;
 
 /// How long a durable subscription's deliveries stay unacked before the
@@ -415,6 +416,11 @@ impl NatsSubscription {
 
     pub(crate) fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         self.check_open()?;
+        if next_offset > self.topic.end_offset() {
+            // The end known here may be stale: ask the server.
+            self.topic.stats()?;
+        }
+        check_commit(next_offset, self.topic.end_offset())?;
         let client = self.client().clone();
         client.block_on(self.commit_async(next_offset))?
     }

@@ -46,7 +46,7 @@ use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::{
     ConsumerId, ConsumerStats, CorrelationId, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Inboxes,
-    Responder, StartAt, TopicStats,
+    Responder, StartAt, TopicOptions, TopicStats,
 };
 use crate::record::Record;
 
@@ -66,6 +66,8 @@ pub(crate) struct TopicShared {
     subject: String,
     /// The stream's configuration as this process would create it.
     spec: StreamSpec,
+    /// The options the topic was opened with in this process.
+    options: TopicOptions,
     start_offset: AtomicU64,
     end_offset: AtomicU64,
     /// Read-locked by a publish, write-locked by a batch.
@@ -130,14 +132,21 @@ impl TopicShared {
 }
 
 impl NatsTopic {
-    /// Opens the topic `name`, creating its stream with `spec` if needed.
-    pub(crate) fn open(bus: Arc<NatsShared>, name: &str, spec: &StreamSpec) -> Result<NatsTopic> {
+    /// Opens the topic `name`, creating its stream with `spec` (made from
+    /// `options`) if needed.
+    pub(crate) fn open(
+        bus: Arc<NatsShared>,
+        name: &str,
+        spec: &StreamSpec,
+        options: TopicOptions,
+    ) -> Result<NatsTopic> {
         let state = bus.client.ensure_stream(name, spec)?;
         let shared = TopicShared {
             bus,
             name: name.to_owned(),
             subject: topic_subject(name),
             spec: spec.clone(),
+            options,
             start_offset: AtomicU64::new(state.start_offset),
             end_offset: AtomicU64::new(state.end_offset),
             publishing: RwLock::new(()),
@@ -163,6 +172,11 @@ impl NatsTopic {
 
     pub(crate) fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// The options the topic was opened with in this process.
+    pub(crate) fn options(&self) -> &TopicOptions {
+        &self.shared.options
     }
 
     pub(crate) fn publish(&self, record: &Record<'_>) -> Result<u64> {

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::Position;
 use crate::patterns::log_topic::LogTopic;
-use crate::patterns::queue::GroupOptions;
+use crate::patterns::queue::{Delivery, GroupOptions};
 use crate::patterns::retry::{Backoff, RetryPolicy};
 use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
@@ -168,12 +168,28 @@ pub(crate) fn contains_dead_letter(
     Ok(false)
 }
 
+/// [`Error::InvalidArgument`] unless `dlq_topic` names a dead-letter topic
+/// (`<topic>.dlq`) among the bus's `topics`: a redrive never creates one.
+pub(crate) fn check_redrive_source(dlq_topic: &str, topics: &[String]) -> Result<()> {
+    let problem = if !dlq_topic.ends_with(&dead_letter_topic("")) {
+        "is not a dead-letter topic (its name does not end in .dlq)"
+    } else if !topics.iter().any(|t| t == dlq_topic) {
+        "does not exist"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidArgument(format!(
+        "cannot redrive from topic {dlq_topic:?}: it {problem}"
+    )))
+}
+
 /// Moves the records of `dlq` selected by `filter` back to their source
 /// topics (see [`crate::Bus::redrive`]), on either backend: `republish`
 /// stores a record in the named source topic, given the dead letter's
 /// offset in `dlq` (NATS uses it to publish each dead letter once). A
 /// crash between the move and its bookkeeping may move a record twice
-/// (at-least-once) where the backend cannot deduplicate.
+/// (at-least-once) where the backend cannot deduplicate. A record without
+/// the source headers is [`Error::InvalidArgument`] before anything moves.
 pub(crate) fn redrive(
     dlq: &Topic,
     mut republish: impl FnMut(&str, &Record<'_>, u64) -> Result<u64>,
@@ -195,6 +211,7 @@ pub(crate) fn redrive(
     while let Some(delivery) = group.try_recv()? {
         leased.push(delivery);
     }
+    let leased = all_dead_letters(dlq.name(), leased)?;
     let mut moved = 0;
     for delivery in leased {
         let source = header_str(delivery.record(), HEADER_SOURCE_TOPIC).map(str::to_owned);
@@ -210,6 +227,25 @@ pub(crate) fn redrive(
         }
     }
     Ok(moved)
+}
+
+/// `leased` if every record is a dead letter (names its source topic);
+/// otherwise puts them all back and fails with [`Error::InvalidArgument`].
+fn all_dead_letters(dlq: &str, leased: Vec<Delivery>) -> Result<Vec<Delivery>> {
+    let Some(stray) = leased
+        .iter()
+        .find(|d| header_str(d.record(), HEADER_SOURCE_TOPIC).is_none())
+    else {
+        return Ok(leased);
+    };
+    let offset = stray.record().offset();
+    for delivery in leased {
+        delivery.nack_with_delay("redrive refused", Duration::ZERO)?;
+    }
+    Err(Error::InvalidArgument(format!(
+        "cannot redrive from topic {dlq:?}: its record at offset {offset} is not a dead letter \
+         (no {HEADER_SOURCE_TOPIC} header)"
+    )))
 }
 
 /// A dead letter as it goes back to its source: its key, value,

@@ -13,6 +13,10 @@
 //!   available again only after the retry policy's backoff;
 //! - once attempts reach `max_attempts`, the record goes to the dead-letter
 //!   topic exactly once (see `dead_letter.rs`) and is Done;
+//! - a dead letter that cannot be written (disk full, I/O error, the
+//!   dead-letter topic cannot be opened) leaves its record Available and
+//!   due for another try after backoff: the call that tried returns the
+//!   failure, and the record is never delivered again, only dead-lettered;
 //! - the low watermark, the lowest offset not Done, only grows.
 //!
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
@@ -20,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -47,7 +51,8 @@ pub(crate) struct LogGroup {
 pub(crate) struct GroupInner {
     topic: LogTopic,
     name: String,
-    options: GroupOptions,
+    /// Replaced when the group is asked for again with other options.
+    options: RwLock<Arc<GroupOptions>>,
     log: Arc<StateLog>,
     state: Mutex<GroupState>,
     dlq: OnceLock<LogTopic>,
@@ -75,7 +80,19 @@ struct Entry {
     attempts: u32,
     status: Status,
     failures: Vec<Failure>,
-    dead_pending: bool,
+    dead: DeadStep,
+}
+
+/// How far a record got on its way to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadStep {
+    /// Not on its way.
+    No,
+    /// To be dead-lettered when next picked, never delivered again.
+    Due,
+    /// Its intent is persisted with the dead-letter topic's end offset
+    /// then; the dead letter may have been written since.
+    Intended { dlq_end: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +108,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LogGroup {
     pub(crate) fn open(topic: LogTopic, name: &str, options: GroupOptions) -> Result<LogGroup> {
-        options.validate()?;
+        options.validate_for(topic.name())?;
         let (log, events) = topic.open_state(GROUPS, name)?;
         let start = match events.is_empty() {
             true => topic.log().cursor(options.start.into())?.offset(),
@@ -111,7 +128,7 @@ impl LogGroup {
         let inner = GroupInner {
             topic,
             name: name.to_owned(),
-            options,
+            options: RwLock::new(Arc::new(options)),
             log,
             state: Mutex::new(state),
             dlq: OnceLock::new(),
@@ -128,6 +145,15 @@ impl LogGroup {
     /// The group's name.
     pub(crate) fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Applies `options`' lease, retry policy and dead-letter setting to
+    /// the group (every handle, from the next decision on); `start` only
+    /// applies when a group is created.
+    pub(crate) fn reconfigure(&self, options: GroupOptions) -> Result<()> {
+        options.validate_for(self.inner.topic.name())?;
+        *self.inner.options.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(options);
+        Ok(())
     }
 
     /// The next record available to this group, waiting up to `timeout`.
@@ -198,7 +224,9 @@ impl LogGroup {
 
 impl GroupInner {
     /// Rebuilds the live state from a replay: deliveries open at the crash
-    /// count as failed, dead-letter intents are resolved.
+    /// count as failed; records with a dead-letter intent are resolved when
+    /// next picked (so a dead-letter topic that cannot be opened now fails
+    /// that pick, not the group).
     fn restore(&self, replay: Replay, fresh: bool) -> Result<()> {
         let now = now_ms();
         let mut released = Vec::new();
@@ -211,7 +239,10 @@ impl GroupInner {
                     not_before_ms: saved.not_before_ms,
                 },
                 failures: saved.failures.clone(),
-                dead_pending: false,
+                dead: match replay.intents.get(offset) {
+                    Some(&dlq_end) => DeadStep::Intended { dlq_end },
+                    None => DeadStep::No,
+                },
             };
             if saved.done {
                 entry.status = Status::Done;
@@ -234,18 +265,6 @@ impl GroupInner {
             }
             state.entries.insert(*offset, entry);
         }
-        for (offset, dlq_end) in &replay.intents {
-            if !state.entries.contains_key(offset) {
-                continue;
-            }
-            if contains_dead_letter(self.dlq()?, *dlq_end, self.topic.name(), &self.name, *offset)? {
-                // Also takes it out of `ready`: it must never be handed out again.
-                self.settle_locked(&mut state, *offset);
-                released.push(StateEvent::DeadLettered(*offset));
-            } else if let Some(entry) = state.entries.get_mut(offset) {
-                entry.dead_pending = true;
-            }
-        }
         drop(state);
         if fresh {
             self.log.write_snapshot(&StateEvent::Snapshot {
@@ -259,13 +278,17 @@ impl GroupInner {
         self.after_settle()
     }
 
+    fn options(&self) -> Arc<GroupOptions> {
+        self.options.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     fn backoff_ms(&self, rng: &mut fastrand::Rng, failures: u32) -> i64 {
-        let delay = self.options.retry.backoff.delay(failures.max(1), rng);
+        let delay = self.options().retry.backoff.delay(failures.max(1), rng);
         i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn lease_ms(&self) -> i64 {
-        i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX)
+        i64::try_from(self.options().lease.as_millis()).unwrap_or(i64::MAX)
     }
 
     fn dlq(&self) -> Result<&LogTopic> {
@@ -340,7 +363,7 @@ impl GroupInner {
                 return Ok(None);
             };
             let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
-            if entry.dead_pending || entry.attempts >= self.options.retry.max_attempts {
+            if entry.dead != DeadStep::No || entry.attempts >= self.options().retry.max_attempts {
                 self.dead_letter(state, offset, record)?;
                 *settled = true;
                 continue;
@@ -377,7 +400,7 @@ impl GroupInner {
             attempts: 0,
             status: Status::Available { not_before_ms: now },
             failures: vec![],
-            dead_pending: false,
+            dead: DeadStep::No,
         };
         state.entries.insert(offset, entry);
         Ok(Some((offset, Some(record))))
@@ -463,54 +486,106 @@ impl GroupInner {
             .collect())
     }
 
-    /// Marks `offset` Done in memory.
-    fn settle_locked(&self, state: &mut GroupState, offset: u64) {
-        if let Some(entry) = state.entries.get_mut(&offset) {
-            if let Status::Leased { until_ms, .. } = entry.status {
+    /// Takes `offset` out of the lease and ready sets, whatever its status.
+    fn unschedule(state: &mut GroupState, offset: u64) {
+        match state.entries.get(&offset).map(|e| e.status) {
+            Some(Status::Leased { until_ms, .. }) => {
                 state.leases.remove(&(until_ms, offset));
             }
-            if let Status::Available { not_before_ms } = entry.status {
+            Some(Status::Available { not_before_ms }) => {
                 state.ready.remove(&(not_before_ms, offset));
             }
+            Some(Status::Done) | None => {}
+        }
+    }
+
+    /// Marks `offset` Done in memory.
+    fn settle_locked(&self, state: &mut GroupState, offset: u64) {
+        Self::unschedule(state, offset);
+        if let Some(entry) = state.entries.get_mut(&offset) {
             entry.status = Status::Done;
-            entry.dead_pending = false;
         }
     }
 
     /// Writes the record to the dead-letter topic (exactly once, see
     /// `dead_letter.rs`) and marks it Done; without a dead-letter topic the
-    /// record is dropped.
+    /// record is dropped. On failure the record stays, due to be
+    /// dead-lettered again after backoff.
     fn dead_letter(&self, state: &mut GroupState, offset: u64, record: Option<StoredRecord>) -> Result<()> {
+        let written = self
+            .write_dead_letter(state, offset, record)
+            .and_then(|()| self.log.append(&[StateEvent::DeadLettered(offset)]));
+        if let Err(e) = written {
+            trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, error = %e, "dead letter failed; will retry");
+            self.retry_dead_letter_later(state, offset);
+            return Err(e);
+        }
+        self.settle_locked(state, offset);
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Appends the dead letter of `offset` unless an earlier try did: an
+    /// intent persisted by that try says where to look.
+    fn write_dead_letter(
+        &self,
+        state: &mut GroupState,
+        offset: u64,
+        record: Option<StoredRecord>,
+    ) -> Result<()> {
         let record = match record {
             Some(record) => Some(record),
             None => self.topic.log().read(offset)?,
         };
-        if let (Some(record), true) = (record, self.options.dead_letter) {
-            let dlq = self.dlq()?;
-            let entry = state.entries.get(&offset).ok_or(Error::Closed)?;
-            let failure = entry.failures.last().cloned().unwrap_or_else(|| Failure {
-                at_ms: now_ms(),
-                reason: "attempts exhausted".into(),
-            });
-            self.log.append(&[StateEvent::DeadIntent {
-                offset,
-                dlq_end: dlq.end_offset(),
-                failure,
-            }])?;
-            let letter = DeadLetter {
-                topic: self.topic.name(),
-                group: &self.name,
-                record: &record,
-                attempts: entry.attempts,
-                failures: &entry.failures,
-            };
-            let _dlq_offset = letter.append_to(dlq)?;
-            trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, dlq_offset = _dlq_offset, attempts = entry.attempts, "record dead-lettered");
+        let (Some(record), true) = (record, self.options().dead_letter) else {
+            return Ok(());
+        };
+        let dlq = self.dlq()?;
+        let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
+        match entry.dead {
+            DeadStep::Intended { dlq_end } => {
+                if contains_dead_letter(dlq, dlq_end, self.topic.name(), &self.name, offset)? {
+                    return Ok(());
+                }
+            }
+            DeadStep::No | DeadStep::Due => {
+                let failure = entry.failures.last().cloned().unwrap_or_else(|| Failure {
+                    at_ms: now_ms(),
+                    reason: "attempts exhausted".into(),
+                });
+                let dlq_end = dlq.end_offset();
+                self.log.append(&[StateEvent::DeadIntent {
+                    offset,
+                    dlq_end,
+                    failure,
+                }])?;
+                entry.dead = DeadStep::Intended { dlq_end };
+            }
         }
-        self.log.append(&[StateEvent::DeadLettered(offset)])?;
-        self.settle_locked(state, offset);
-        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        let letter = DeadLetter {
+            topic: self.topic.name(),
+            group: &self.name,
+            record: &record,
+            attempts: entry.attempts,
+            failures: &entry.failures,
+        };
+        let _dlq_offset = letter.append_to(dlq)?;
+        trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, dlq_offset = _dlq_offset, attempts = entry.attempts, "record dead-lettered");
         Ok(())
+    }
+
+    /// Leaves `offset` Available, due to be dead-lettered after backoff.
+    fn retry_dead_letter_later(&self, state: &mut GroupState, offset: u64) {
+        Self::unschedule(state, offset);
+        let attempts = state.entries.get(&offset).map_or(0, |e| e.attempts);
+        let not_before_ms = now_ms().saturating_add(self.backoff_ms(&mut state.rng, attempts));
+        if let Some(entry) = state.entries.get_mut(&offset) {
+            if entry.dead == DeadStep::No {
+                entry.dead = DeadStep::Due;
+            }
+            entry.status = Status::Available { not_before_ms };
+            state.ready.insert((not_before_ms, offset));
+        }
     }
 
     /// Checks that `token` still owns `offset`: leased to it, or released
@@ -560,7 +635,7 @@ impl GroupInner {
         };
         let mut state = lock(&self.state);
         Self::owns(&state, offset, token, attempt)?;
-        let exhausted = attempt >= self.options.retry.max_attempts;
+        let exhausted = attempt >= self.options().retry.max_attempts;
         let entry = state.entries.get_mut(&offset).ok_or(Error::Closed)?;
         push_failure(&mut entry.failures, failure.clone());
         if exhausted {
@@ -608,20 +683,11 @@ impl GroupInner {
         let mut state = lock(&self.state);
         Self::owns(&state, offset, token, attempt)?;
         let until_ms = now_ms().saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+        Self::unschedule(&mut state, offset);
         let Some(entry) = state.entries.get_mut(&offset) else {
             return Err(Error::LeaseExpired { offset });
         };
-        let previous = entry.status;
         entry.status = Status::Leased { token, until_ms };
-        match previous {
-            Status::Leased { until_ms: old, .. } => {
-                state.leases.remove(&(old, offset));
-            }
-            Status::Available { not_before_ms } => {
-                state.ready.remove(&(not_before_ms, offset));
-            }
-            Status::Done => {}
-        }
         state.leases.insert((until_ms, offset));
         Ok(())
     }

@@ -12,7 +12,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::bus::{BusInner, validate_name};
+use crate::bus::{BusInner, validate_requester_name};
 use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::patterns::log_topic::LogTopic;
@@ -44,7 +44,7 @@ impl LogRequester {
     /// The requester `name` of this bus, shared with every handle already
     /// open.
     pub(crate) fn open(bus: Arc<BusInner>, name: &str) -> Result<LogRequester> {
-        validate_name("requester", name)?;
+        validate_requester_name(name)?;
         let mut requesters = lock(bus.requesters());
         if let Some(inner) = requesters.get(name).and_then(Weak::upgrade) {
             return Ok(LogRequester { inner });

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::format::StateEvent;
 use crate::log::{Cursor, Position};
 use crate::patterns::log_topic::{LogTopic, SUBSCRIPTIONS};
-use crate::patterns::subscription::StartAt;
+use crate::patterns::subscription::{StartAt, check_commit};
 use crate::patterns::topic::ConsumerId;
 use crate::record::StoredRecord;
 use crate::state::StateLog;
@@ -141,6 +141,7 @@ impl LogSubscription {
     }
 
     pub(crate) fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
+        check_commit(next_offset, self.topic.end_offset())?;
         if let (Some(state), Some(name)) = (&self.state, &self.name) {
             state.write_snapshot(&StateEvent::Committed(next_offset))?;
             self.topic

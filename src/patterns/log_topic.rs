@@ -6,12 +6,22 @@
 //! offsets of durable subscriptions, low watermarks of groups) so that the
 //! `Interest` and `WorkQueue` retention modes can drop what every consumer
 //! has passed.
+//!
+//! Invariants:
+//! - opening the topic, and publishing, never depend on a consumer's state:
+//!   a consumer state log that cannot be read when the topic opens counts
+//!   as position 0 (retention deletes nothing it may need) until the
+//!   consumer itself is opened, which fails with the error or, under
+//!   [`RecoveryMode::MoveAsideDamagedState`], repairs it (`state/repair.rs`);
+//! - a consumer's state log is opened, and repaired, only by that consumer.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::bus::{BusInner, OpenBus, validate_name};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::format::StateEvent;
 use crate::log::{Durability, Log};
 use crate::patterns::group_state::recovered_low_watermark;
 use crate::patterns::log_group::{GroupInner, LogGroup};
@@ -21,7 +31,7 @@ use crate::patterns::responder::{Inboxes, Responder};
 use crate::patterns::subscription::StartAt;
 use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
-use crate::state::StateLog;
+use crate::state::{Damaged, RecoveryMode, StateLog, StateRepair, finish_interrupted_repairs, repair};
 
 pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
 pub(crate) const GROUPS: &str = "groups";
@@ -45,6 +55,7 @@ pub(crate) struct TopicInner {
     positions: Mutex<HashMap<ConsumerId, u64>>,
     groups: Mutex<HashMap<String, Weak<GroupInner>>>,
     state_logs: Mutex<Vec<Weak<StateLog>>>,
+    repairs: Mutex<Vec<StateRepair>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +74,7 @@ impl LogTopic {
             positions,
             groups: Mutex::new(HashMap::new()),
             state_logs: Mutex::new(Vec::new()),
+            repairs: Mutex::new(Vec::new()),
         };
         Ok(LogTopic {
             inner: Arc::new(inner),
@@ -105,12 +117,15 @@ impl LogTopic {
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.
-    /// `options` apply when the group is first opened in this process.
+    /// If it is open, `options` replace its lease, retry policy and
+    /// dead-letter setting (see [`LogGroup::reconfigure`]).
     pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         validate_name("group", name)?;
         let mut groups = lock(&self.inner.groups);
         if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
-            return Ok(LogGroup { inner }.into());
+            let group = LogGroup { inner };
+            group.reconfigure(options)?;
+            return Ok(group.into());
         }
         let group = LogGroup::open(self.clone(), name, options)?;
         groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
@@ -179,21 +194,48 @@ impl LogTopic {
         result.and(self.inner.log.close())
     }
 
-    /// Opens a consumer's state log, to be closed with the topic.
-    pub(crate) fn open_state(
-        &self,
-        kind: &str,
-        name: &str,
-    ) -> Result<(Arc<StateLog>, Vec<crate::format::StateEvent>)> {
+    /// Opens a consumer's state log, to be closed with the topic; a
+    /// damaged one fails with [`Error::Corrupt`] or is repaired, per the
+    /// bus's [`RecoveryMode`].
+    pub(crate) fn open_state(&self, kind: &str, name: &str) -> Result<(Arc<StateLog>, Vec<StateEvent>)> {
         let bus = &self.inner.bus;
         let dir = bus.state_dir(kind, self.name()).join(name);
         let durability = self.inner.options.durability_mode();
-        let (state, events) = StateLog::open(&dir, durability, bus.storage().clone())?;
+        finish_interrupted_repairs(bus.storage().as_ref(), &bus.state_dir(kind, self.name()))?;
+        let (state, events) = match StateLog::open(&dir, durability, bus.storage().clone()) {
+            Err(Error::Corrupt { .. }) if bus.recovery_mode() == RecoveryMode::MoveAsideDamagedState => {
+                self.repair_state(kind, name, &dir)?
+            }
+            opened => opened?,
+        };
         let state = Arc::new(state);
         let mut logs = lock(&self.inner.state_logs);
         logs.retain(|w| w.strong_count() > 0);
         logs.push(Arc::downgrade(&state));
         Ok((state, events))
+    }
+
+    /// Moves the damaged state log in `dir` aside and opens the consumer's
+    /// state from its longest valid prefix, or from the topic's start.
+    fn repair_state(&self, kind: &str, name: &str, dir: &Path) -> Result<(StateLog, Vec<StateEvent>)> {
+        let storage = self.inner.bus.storage();
+        let durability = self.inner.options.durability_mode();
+        // One repair at a time: a consumer opened twice at once is repaired
+        // once, and the second open finds the repaired log (or its lock).
+        let mut repairs = lock(&self.inner.repairs);
+        let error = match StateLog::open(dir, durability, storage.clone()) {
+            Err(error @ Error::Corrupt { .. }) => error,
+            opened => return opened,
+        };
+        let damaged = damaged_consumer(kind, name, dir, error, self.start_offset());
+        let (state, events, report) = repair(storage, durability, damaged)?;
+        repairs.push(report);
+        Ok((state, events))
+    }
+
+    /// The consumer state logs repaired since this bus opened the topic.
+    pub(crate) fn state_repairs(&self) -> Vec<StateRepair> {
+        lock(&self.inner.repairs).clone()
     }
 
     /// Records a consumer's durable position and applies interest-based
@@ -229,7 +271,8 @@ fn retention_floor(retention: Retention, positions: &HashMap<ConsumerId, u64>) -
     relevant.map(|(_, &p)| p).min()
 }
 
-/// Reads the durable positions of every consumer of `topic` stored on disk.
+/// Reads the durable positions of every consumer of `topic` stored on disk;
+/// one whose state cannot be read is at 0 (see the module doc).
 fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Result<HashMap<ConsumerId, u64>> {
     let mut positions = HashMap::new();
     for (kind, make_id) in [
@@ -240,6 +283,7 @@ fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Resu
         (GROUPS, ConsumerId::Group as fn(String) -> ConsumerId),
     ] {
         let dir = bus.state_dir(kind, topic);
+        finish_interrupted_repairs(bus.storage().as_ref(), &dir)?;
         let Ok(entries) = bus.storage().list(&dir) else {
             continue;
         };
@@ -250,14 +294,52 @@ fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Resu
             if validate_name(kind, name).is_err() {
                 continue;
             }
-            let (state, events) = StateLog::open(&path, durability, bus.storage().clone())?;
-            let position = match kind {
-                SUBSCRIPTIONS => recovered_commit(&events),
-                _ => recovered_low_watermark(&events),
-            };
-            state.close()?;
+            // Unknown counts as 0: retention deletes nothing it may need.
+            let position = stored_position(bus, kind, &path, durability)
+                .inspect_err(|_error| {
+                    trace_event!(error, topic, consumer = name, error = %_error, "consumer state unreadable; its position counts as 0 until it is opened");
+                })
+                .unwrap_or(0);
             positions.insert(make_id(name.to_owned()), position);
         }
     }
     Ok(positions)
+}
+
+/// The position a consumer's state log in `dir` leads to.
+fn stored_position(bus: &BusInner, kind: &str, dir: &Path, durability: Durability) -> Result<u64> {
+    let (state, events) = StateLog::open(dir, durability, bus.storage().clone())?;
+    state.close()?;
+    Ok(match kind {
+        SUBSCRIPTIONS => recovered_commit(&events),
+        _ => recovered_low_watermark(&events),
+    })
+}
+
+/// The `kind` consumer `name` whose state in `dir` failed to open with
+/// `error`, to repair: it restarts from the topic's `start` when no
+/// snapshot of its state survives.
+fn damaged_consumer<'a>(kind: &str, name: &str, dir: &'a Path, error: Error, start: u64) -> Damaged<'a> {
+    let (consumer, fallback, position): (_, _, fn(&[StateEvent]) -> u64) = match kind {
+        SUBSCRIPTIONS => (
+            ConsumerId::Subscription(name.to_owned()),
+            StateEvent::Committed(start),
+            recovered_commit,
+        ),
+        _ => (
+            ConsumerId::Group(name.to_owned()),
+            StateEvent::Snapshot {
+                next_offset: start,
+                entries: vec![],
+            },
+            recovered_low_watermark,
+        ),
+    };
+    Damaged {
+        consumer,
+        dir,
+        error,
+        fallback,
+        position,
+    }
 }

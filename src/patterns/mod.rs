@@ -23,7 +23,7 @@ pub use dead_letter::{
     HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
-pub(crate) use dead_letter::{REDRIVE_GROUP, redrive};
+pub(crate) use dead_letter::{REDRIVE_GROUP, check_redrive_source, redrive};
 pub use group_state::GroupSummary;
 #[cfg(feature = "nats")]
 pub(crate) use group_state::push_failure;
@@ -44,6 +44,9 @@ pub(crate) use responder::Inboxes;
 pub use responder::{Request, Responder};
 pub use retry::{Backoff, RetryPolicy};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
+#[cfg(feature = "nats")]
+pub(crate) use subscription::check_commit;
 pub use subscription::{StartAt, Subscription};
+pub(crate) use topic::check_same_options;
 pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
 pub(crate) use wakeup::Wakeups;

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::bus::validate_dead_letter_source;
 use crate::error::{Error, Result};
 use crate::patterns::log_group::{LogDelivery, LogGroup};
 use crate::patterns::retry::RetryPolicy;
@@ -72,12 +73,17 @@ pub struct GroupStats {
 }
 
 impl GroupOptions {
-    /// [`Error::InvalidArgument`] unless attempts and lease are positive.
-    pub(crate) fn validate(&self) -> Result<()> {
-        match self.retry.max_attempts == 0 || self.lease.is_zero() {
-            true => Err(Error::InvalidArgument(
+    /// [`Error::InvalidArgument`] unless attempts and lease are positive
+    /// and, when dead-lettering, the dead-letter topic of `topic` has a
+    /// valid name.
+    pub(crate) fn validate_for(&self, topic: &str) -> Result<()> {
+        if self.retry.max_attempts == 0 || self.lease.is_zero() {
+            return Err(Error::InvalidArgument(
                 "max_attempts and lease must be positive".into(),
-            )),
+            ));
+        }
+        match self.dead_letter {
+            true => validate_dead_letter_source(topic),
             false => Ok(()),
         }
     }

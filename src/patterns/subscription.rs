@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::patterns::log_subscription::LogSubscription;
 use crate::record::StoredRecord;
 
@@ -107,7 +107,8 @@ impl Subscription {
     }
 
     /// Commits `next_offset`: every record below it counts as consumed.
-    /// On NATS, committing an offset other than one just after a record
+    /// An offset past the topic's end offset is [`crate::Error::InvalidArgument`]
+    /// and commits nothing. On NATS, committing an offset other than one just after a record
     /// received since the last commit also moves [`Subscription::position`]
     /// there (the consumer is recreated at it, see `docs/NATS.md`).
     #[inline]
@@ -142,5 +143,16 @@ impl Subscription {
     #[inline]
     pub fn skipped(&self) -> u64 {
         dispatch!(SubscriptionBackend, &self.backend, s => s.skipped())
+    }
+}
+
+/// [`Error::InvalidArgument`] if `next_offset` is past `end_offset`: a
+/// commit there would count records nobody published as consumed.
+pub(crate) fn check_commit(next_offset: u64, end_offset: u64) -> Result<()> {
+    match next_offset > end_offset {
+        true => Err(Error::InvalidArgument(format!(
+            "cannot commit offset {next_offset}: the topic ends at {end_offset}"
+        ))),
+        false => Ok(()),
     }
 }

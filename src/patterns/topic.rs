@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use crate::bus::validate_name;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::{Durability, LogOptions, LogView, SyncStats};
 use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::{Group, GroupOptions, GroupStats};
@@ -90,6 +90,35 @@ impl TopicOptions {
 
     pub(crate) fn durability_mode(&self) -> Durability {
         self.log.durability
+    }
+
+    /// The name of the first option set differently in `self` and `other`.
+    fn first_difference(&self, other: &TopicOptions) -> Option<&'static str> {
+        let (a, b) = (&self.log, &other.log);
+        [
+            ("durability", a.durability == b.durability),
+            ("segment_bytes", a.segment_bytes == b.segment_bytes),
+            ("max_record_bytes", a.max_record_bytes == b.max_record_bytes),
+            ("max_bytes", a.retention_bytes == b.retention_bytes),
+            ("max_age", a.retention_age == b.retention_age),
+            ("retention", self.retention == other.retention),
+        ]
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(option, _)| option)
+    }
+}
+
+/// [`Error::InvalidArgument`] naming the option if the topic `name`, open
+/// with `open`, is asked for again with `asked` set otherwise: options are
+/// never changed, nor silently ignored, on an open topic.
+pub(crate) fn check_same_options(name: &str, open: &TopicOptions, asked: &TopicOptions) -> Result<()> {
+    match open.first_difference(asked) {
+        Some(option) => Err(Error::InvalidArgument(format!(
+            "topic {name:?} is open with another {option}: ask with the options it was opened with, \
+             or use Bus::topic, which returns it as it is"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -223,9 +252,13 @@ impl Topic {
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.
-    /// `options` apply when the group is first opened in this process (on
-    /// NATS, where the group is a consumer on the server: its lease and
-    /// attempts are updated to them, its start and position kept).
+    /// A group that exists takes `options`' lease, retry policy and
+    /// dead-letter setting (embedded: every handle of it in this process,
+    /// from its next decision on; on NATS, where the group is a consumer on
+    /// the server, its AckWait and MaxDeliver are updated for every handle,
+    /// and the retry policy and dead-letter setting apply to the deliveries
+    /// of this handle); its start and position are kept. Receivers should
+    /// agree on the options: the last to ask sets them.
     #[inline]
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         dispatch!(TopicBackend, &self.backend, t => t.group(name, options))
@@ -253,6 +286,19 @@ impl Topic {
     #[inline]
     pub fn stats(&self) -> Result<TopicStats> {
         dispatch!(TopicBackend, &self.backend, t => t.stats())
+    }
+
+    /// The consumer state logs of this topic repaired since the bus opened
+    /// it, under [`crate::RecoveryMode::MoveAsideDamagedState`]: which
+    /// consumer, where its damaged state went, what was lost and where it
+    /// restarted. Always empty on NATS, which keeps consumer state on the
+    /// server.
+    pub fn state_repairs(&self) -> Vec<crate::StateRepair> {
+        match &self.backend {
+            TopicBackend::Log(t) => t.state_repairs(),
+            #[cfg(feature = "nats")]
+            TopicBackend::Nats(_) => Vec::new(),
+        }
     }
 
     /// The topic's underlying log, read-only (reads and cursors: appends

@@ -3,8 +3,11 @@
 //! periodic snapshots so its size follows the live state, not the history.
 
 mod correlation;
+mod repair;
 mod store;
 
 pub(crate) use correlation::CorrelationIndex;
 pub use correlation::{CorrelationHeader, CorrelationTable, decode_correlation_header};
+pub(crate) use repair::{Damaged, finish_interrupted_repairs, repair};
+pub use repair::{RecoveryMode, StateRepair};
 pub(crate) use store::StateLog;

@@ -93,6 +93,7 @@ impl StateLog {
     }
 }
 
-fn is_snapshot(event: &StateEvent) -> bool {
+/// True for the events that make every earlier one irrelevant.
+pub(crate) fn is_snapshot(event: &StateEvent) -> bool {
     matches!(event, StateEvent::Snapshot { .. } | StateEvent::Committed(_))
 }

@@ -1,6 +1,7 @@
-//! [`SimStorage`] with a test's own behaviour before its reads and syncs:
-//! the slow disk of the fault tests, the disk that fails reads of part of a
-//! file in the recovery tests. Everything else goes to the simulation.
+//! [`SimStorage`] with a test's own behaviour before its reads, writes and
+//! syncs: the slow disk of the fault tests, the disk that fails reads of
+//! part of a file in the recovery tests, the disk that fails writes to one
+//! topic in the dead-letter tests. Everything else goes to the simulation.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -23,6 +24,12 @@ pub trait Hooks: Debug + Send + Sync + 'static {
         let _ = (path, pos, len);
         Ok(())
     }
+
+    /// Before each write of `len` bytes at `pos` of the file at `path`.
+    fn before_write(&self, path: &Path, pos: u64, len: usize) -> io::Result<()> {
+        let _ = (path, pos, len);
+        Ok(())
+    }
 }
 
 /// `sim` with `hooks` before its reads and syncs.
@@ -34,10 +41,13 @@ pub struct Hooked<H> {
 
 impl<H> Hooked<H> {
     pub fn new(sim: SimStorage, hooks: H) -> Hooked<H> {
-        Hooked {
-            sim,
-            hooks: Arc::new(hooks),
-        }
+        Hooked::shared(sim, Arc::new(hooks))
+    }
+
+    /// Like [`Hooked::new`], with hooks the test keeps a handle on (to
+    /// turn a fault on and off, or to use them across reopens).
+    pub fn shared(sim: SimStorage, hooks: Arc<H>) -> Hooked<H> {
+        Hooked { sim, hooks }
     }
 }
 
@@ -69,6 +79,10 @@ impl<H: Hooks> Storage for Hooked<H> {
         self.sim.remove(path)
     }
 
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.sim.rename(from, to)
+    }
+
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         self.sim.list(dir)
     }
@@ -90,6 +104,7 @@ impl<H: Hooks> StorageFile for HookedFile<H> {
     }
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
+        self.hooks.before_write(&self.path, pos, buf.len())?;
         self.file.write_all_at(buf, pos)
     }
 

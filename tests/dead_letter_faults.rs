@@ -1,0 +1,148 @@
+//! A dead letter that cannot be written leaves its record deliverable: on
+//! the simulated file system (`SimStorage`, under `Durability::Always`),
+//! the dead-letter topic's writes fail (disk full, an I/O error), and the
+//! call that tried returns the failure; the record stays in the group, is
+//! tried again on the next receive (also after a reopen) and lands in the
+//! dead-letter topic exactly once when the fault clears. Before, it was in
+//! neither the ready set nor in flight: receives returned nothing forever
+//! and the low watermark never passed it.
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::groups;
+use common::storage::{Hooked, Hooks};
+use logbus::io::{Fault, SimStorage, Storage};
+use logbus::{
+    Bus, BusOptions, Durability, Error, Group, GroupOptions, HEADER_SOURCE_OFFSET, Position, Record,
+    TopicOptions,
+};
+
+const BUS_DIR: &str = "/sim/bus";
+const TOPIC: &str = "orders";
+const DLQ: &str = "orders.dlq";
+const SHORT: Duration = Duration::from_millis(20);
+
+fn open_bus(storage: Arc<dyn Storage>) -> Bus {
+    let topics = TopicOptions::default().durability(Durability::Always);
+    let options = BusOptions::default().storage(storage).topic_defaults(topics);
+    Bus::open(BUS_DIR, options).expect("open the bus")
+}
+
+/// One delivery, no backoff: the first nack dead-letters.
+fn one_attempt() -> GroupOptions {
+    groups::group_options(Duration::from_secs(600), 1, Duration::ZERO)
+}
+
+fn publish(bus: &Bus, count: u64) {
+    let topic = bus.topic(TOPIC).expect("topic");
+    for i in 0..count {
+        topic
+            .publish(&Record::new(&format!("order {i}")))
+            .expect("publish");
+    }
+}
+
+/// Source offsets of the dead letters in the dead-letter topic, in order.
+fn dead_letters(bus: &Bus) -> Vec<u64> {
+    let dlq = bus.topic(DLQ).expect("dlq");
+    let log = dlq.log().expect("embedded topic");
+    let mut cursor = log.cursor(Position::Earliest).expect("cursor");
+    let mut offsets = Vec::new();
+    while let Some(dead) = cursor.next().expect("read") {
+        let offset = dead.header(HEADER_SOURCE_OFFSET).expect("source offset");
+        offsets.push(std::str::from_utf8(offset).unwrap().parse().unwrap());
+    }
+    offsets
+}
+
+/// Receives the next record and nacks it: its only attempt.
+fn nack_next(group: &Group) -> logbus::Result<()> {
+    let delivery = group.recv(SHORT)?.expect("a delivery");
+    delivery.nack("cannot process")
+}
+
+/// Total bytes stored on the simulated disk.
+fn stored_bytes(sim: &SimStorage) -> u64 {
+    sim.files()
+        .iter()
+        .map(|p| sim.read_file(p).map_or(0, |b| b.len() as u64))
+        .sum()
+}
+
+/// Fails every write to the dead-letter topic's files with EIO while on.
+#[derive(Debug, Default)]
+struct FailingDeadLetterTopic {
+    on: AtomicBool,
+}
+
+impl Hooks for FailingDeadLetterTopic {
+    fn before_write(&self, path: &Path, _pos: u64, _len: usize) -> io::Result<()> {
+        let dlq_file = path.components().any(|c| c.as_os_str() == DLQ);
+        match dlq_file && self.on.load(Ordering::SeqCst) {
+            true => Err(io::Error::other("injected I/O error")),
+            false => Ok(()),
+        }
+    }
+}
+
+#[test]
+fn a_dead_letter_that_fails_on_a_full_disk_is_returned_retried_and_lands_once_when_space_returns() {
+    let sim = SimStorage::new();
+    let bus = open_bus(Arc::new(sim.clone()));
+    publish(&bus, 2);
+    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
+    // No room for the dead-letter topic's first segment.
+    sim.inject(Fault::DiskFull {
+        capacity: stored_bytes(&sim),
+    });
+    assert!(matches!(nack_next(&group), Err(Error::Io(_))));
+    for _ in 0..3 {
+        assert!(
+            matches!(group.recv(SHORT), Err(Error::Io(_))),
+            "each receive tries the dead letter again and returns its failure"
+        );
+    }
+    assert_eq!(group.stats().unwrap().low_watermark, 0);
+    sim.clear_faults();
+    nack_next(&group).expect("the second record is delivered and dead-lettered");
+    assert!(group.recv(SHORT).unwrap().is_none());
+    assert_eq!(dead_letters(&bus), [0, 1]);
+    assert_eq!(group.stats().unwrap().low_watermark, 2);
+}
+
+#[test]
+fn a_dead_letter_that_fails_with_an_io_error_stays_deliverable_across_a_reopen_and_lands_once() {
+    let sim = SimStorage::new();
+    let hooks = Arc::new(FailingDeadLetterTopic::default());
+    let storage = || -> Arc<dyn Storage> { Arc::new(Hooked::shared(sim.clone(), hooks.clone())) };
+    let bus = open_bus(storage());
+    publish(&bus, 3);
+    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
+    nack_next(&group).expect("the first dead letter is written");
+    hooks.on.store(true, Ordering::SeqCst);
+    assert!(nack_next(&group).is_err());
+    assert!(group.recv(SHORT).is_err(), "the dead letter is tried again");
+    drop(group);
+    let _ = bus.close();
+
+    // Reopened while the fault lasts: the record is still there, not lost.
+    let bus = open_bus(storage());
+    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
+    assert!(group.recv(SHORT).is_err());
+    drop(group);
+    let _ = bus.close();
+
+    hooks.on.store(false, Ordering::SeqCst);
+    let bus = open_bus(storage());
+    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
+    nack_next(&group).expect("the third record is delivered and dead-lettered");
+    assert!(group.recv(SHORT).unwrap().is_none());
+    assert_eq!(dead_letters(&bus), [0, 1, 2]);
+    assert_eq!(group.stats().unwrap().low_watermark, 3);
+}
