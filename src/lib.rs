@@ -1,9 +1,11 @@
 //! # logbus
 //!
 //! Crash-safe messaging embedded in your application. One primitive, an
-//! append-only segmented [`Log`] with memory-mapped indexes, is built to
-//! carry five messaging patterns (queues, publish-subscribe, request-reply,
-//! scatter-gather and dead-letter queues).
+//! append-only segmented [`Log`] with memory-mapped indexes, carries five
+//! messaging patterns on a [`Bus`] (a directory of topics), or on NATS
+//! JetStream with the `nats` feature and the same types.
+//!
+//! ## The log
 //!
 //! ```
 //! use logbus::{Durability, Log, LogOptions, Position, Record};
@@ -22,8 +24,92 @@
 //! # Ok(()) }
 //! ```
 //!
-//! See `docs/SEMANTICS.md` for the durability contract and `docs/FORMAT.md`
-//! for the on-disk format.
+//! ## Publish-subscribe: every [`Subscription`] sees every record
+//!
+//! ```
+//! # use logbus::{Bus, BusOptions, Record, StartAt};
+//! # fn main() -> logbus::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! let bus = Bus::open(dir.path(), BusOptions::default())?;
+//! let news = bus.topic("news")?;
+//! let (mut mobile, mut email) = (news.subscribe("mobile", StartAt::Latest)?, news.subscribe("email", StartAt::Latest)?);
+//! news.publish(&Record::new(b"headline"))?;
+//! assert!(mobile.try_recv()?.is_some() && email.try_recv()?.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Queues: a [`Group`] hands each record to one of its receivers
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use logbus::{Bus, BusOptions, Record};
+//! # fn main() -> logbus::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let bus = Bus::open(dir.path(), BusOptions::default())?;
+//! let jobs = bus.queue("jobs")?; // the group "jobs" on the topic "jobs"
+//! bus.topic("jobs")?.publish(&Record::new(b"resize a.png"))?;
+//! if let Some(job) = jobs.recv(Duration::from_secs(1))? {
+//!     job.ack()?; // or nack(reason): retried with backoff, then dead-lettered
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! ## Dead letters: exhausted records land in `<topic>.dlq`, and can be redriven
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use logbus::{Bus, BusOptions, Record};
+//! # fn main() -> logbus::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let bus = Bus::open(dir.path(), BusOptions::default())?;
+//! let jobs = bus.queue("jobs")?;
+//! bus.topic("jobs")?.publish(&Record::new(b"poison"))?;
+//! jobs.try_recv()?.expect("a job").reject("malformed")?; // straight to "jobs.dlq"
+//! assert_eq!(bus.topic("jobs.dlq")?.end_offset(), 1);
+//! let moved = bus.redrive("jobs.dlq", |_| true)?; // back to "jobs", fresh attempts
+//! assert_eq!(moved, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Request-reply: a [`Requester`] asks, a [`Responder`] answers
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use logbus::{Bus, BusOptions, Record};
+//! # fn main() -> logbus::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let bus = Bus::open(dir.path(), BusOptions::default())?;
+//! let pricing = bus.responder("pricing")?;
+//! std::thread::spawn(move || {
+//!     if let Ok(Some(request)) = pricing.recv(Duration::from_secs(5)) {
+//!         let _ = request.reply(&Record::new(b"12.50"));
+//!     }
+//! });
+//! let reply = bus.requester("checkout")?.request("pricing", &Record::new(b"basket-42"), Duration::from_secs(5))?;
+//! assert_eq!(reply.value(), b"12.50");
+//! # Ok(()) }
+//! ```
+//!
+//! ## Scatter-gather: one request to many, replies gathered by a [`Gather`] rule
+//!
+//! ```
+//! # use std::time::Duration;
+//! # use logbus::{Bus, BusOptions, Gather, Recipients, Record};
+//! # fn main() -> logbus::Result<()> {
+//! # let dir = tempfile::tempdir()?;
+//! # let bus = Bus::open(dir.path(), BusOptions::default())?;
+//! let regions = ["eu", "us"].map(|name| bus.responder(name)).into_iter().collect::<logbus::Result<Vec<_>>>()?;
+//! let scatter = bus.requester("quotes")?.scatter(Recipients::Services(vec!["eu".into(), "us".into()]), &Record::new(b"sku-7"))?;
+//! for region in &regions {
+//!     region.try_recv()?.expect("a request").reply(&Record::new(b"3.20"))?;
+//! }
+//! let gathered = scatter.gather(Gather::all(Duration::from_secs(1)))?;
+//! assert_eq!((gathered.replies.len(), gathered.missing.len()), (2, 0));
+//! # Ok(()) }
+//! ```
+//!
+//! What survives a crash or a power loss under each [`Durability`] mode is
+//! in `docs/SEMANTICS.md`; the on-disk format in `docs/FORMAT.md`.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -18,6 +18,18 @@ use crate::record::{Record, StoredRecord};
 /// the last clone and the last handle are dropped, or at once with
 /// [`Bus::close`], after which every handle fails with
 /// [`crate::Error::Closed`].
+///
+/// ```
+/// use logbus::{Bus, BusOptions, Record};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let orders = bus.topic("orders")?;
+/// orders.publish(&Record::new(b"order 1"))?;
+/// assert_eq!(bus.topic_names()?, ["orders"]);
+/// bus.close()?; // or drop the bus and every handle taken from it
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Bus {
     backend: BusBackend,

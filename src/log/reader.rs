@@ -108,6 +108,19 @@ fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Re
 /// append. If retention removes records before the cursor reads them, the
 /// cursor moves to the oldest stored record and counts the gap in
 /// [`Cursor::skipped`].
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Log, LogOptions, Position, Record};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let log = Log::open(dir.path(), LogOptions::default())?;
+/// log.append_batch(&[Record::new(b"a").timestamp(1_000), Record::new(b"b").timestamp(2_000)])?;
+/// let mut cursor = log.cursor(Position::Timestamp(1_500))?; // first record at or after
+/// assert_eq!(cursor.next()?.expect("b").value(), b"b");
+/// assert!(cursor.next_timeout(Duration::from_millis(10))?.is_none()); // waits for appends
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Cursor {
     log: Arc<Shared>,

@@ -91,6 +91,23 @@ impl GroupOptions {
 
 /// A consumer group: competing receivers sharing one topic. Cheap to
 /// clone; share it between threads.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Bus, BusOptions, GroupOptions, Record};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let jobs = bus.topic("jobs")?;
+/// jobs.publish_batch(&[Record::new(b"resize a.png"), Record::new(b"resize b.png")])?;
+/// let workers = jobs.group("workers", GroupOptions::default())?;
+/// // Any number of threads or handles compete; each record goes to one of them.
+/// for delivery in workers.recv_batch(10, Duration::from_millis(100))? {
+///     delivery.ack()?;
+/// }
+/// assert_eq!(workers.stats()?.low_watermark, 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Group {
     backend: GroupBackend,
@@ -106,6 +123,25 @@ enum GroupBackend {
 /// A record leased to one receiver. Settle it with [`Delivery::ack`],
 /// [`Delivery::nack`] or [`Delivery::reject`]; dropping it unsettled
 /// releases it for redelivery (after backoff), like a nack.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Backoff, Bus, BusOptions, GroupOptions, Record, RetryPolicy};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let jobs = bus.topic("jobs")?;
+/// jobs.publish(&Record::new(b"poison"))?;
+/// let retry = RetryPolicy { max_attempts: 2, backoff: Backoff::Fixed(Duration::ZERO) };
+/// let workers = jobs.group("workers", GroupOptions { retry, ..GroupOptions::default() })?;
+/// let first = workers.try_recv()?.expect("a delivery");
+/// assert_eq!(first.attempt(), 1);
+/// first.nack("could not parse")?; // retried after the backoff
+/// let second = workers.recv(Duration::from_secs(1))?.expect("redelivered");
+/// second.nack("could not parse")?; // the last attempt: moved to "jobs.dlq"
+/// assert_eq!(bus.topic("jobs.dlq")?.end_offset(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Delivery {
     backend: DeliveryBackend,

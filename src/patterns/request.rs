@@ -146,6 +146,23 @@ pub(crate) enum ReplyCheck<T> {
 /// per-subject index finds the replies (`docs/NATS.md`). Either way a
 /// reply to an id sent before a restart is found as long as retention
 /// kept it.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Bus, BusOptions, Record};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let pricing = bus.responder("pricing")?;
+/// let checkout = bus.requester("checkout")?;
+/// let id = checkout.send_request("pricing", &Record::new(b"basket-42"))?;
+/// // Usually another thread or process: the responder serves the request.
+/// let request = pricing.recv(Duration::from_secs(1))?.expect("a request");
+/// request.reply(&Record::new(b"12.50"))?;
+/// let reply = checkout.reply_for(id, Duration::from_secs(1))?; // also after a restart
+/// assert_eq!(reply.value(), b"12.50");
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Requester {
     backend: RequesterBackend,

@@ -43,6 +43,24 @@ impl Inboxes {
 
 /// Serves requests sent to a service topic: a consumer group named after
 /// the service (or any group of the topic, see [`crate::Topic::responder`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Bus, BusOptions, Record};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let pricing = bus.responder("pricing")?;
+/// let id = bus.requester("checkout")?.send_request("pricing", &Record::new(b"sku-7"))?;
+/// while let Some(request) = pricing.recv(Duration::from_millis(10))? {
+///     match request.record().value() {
+///         b"sku-7" => request.reply(&Record::new(b"3.20"))?,
+///         _ => request.reply_err("unknown sku")?, // an error reply, not a retry
+///     };
+/// }
+/// assert_eq!(bus.requester("checkout")?.replies(id)?.len(), 1);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Responder {
     group: Group,

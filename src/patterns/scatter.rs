@@ -29,6 +29,17 @@ pub enum Recipients {
 }
 
 /// When gathering stops. The deadline always applies.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::Gather;
+/// // Stop at the first two replies, after 500 ms without a new one, or
+/// // at the 2 s deadline, whichever comes first.
+/// let rule = Gather::all(Duration::from_secs(2))
+///     .max_replies(2)
+///     .stall(Duration::from_millis(500));
+/// # let _ = rule;
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gather {
     deadline: Duration,
@@ -95,6 +106,25 @@ pub struct Gathered {
 }
 
 /// A sent scatter, ready to gather.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Bus, BusOptions, Gather, Recipients, Record};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let (eu, us) = (bus.responder("eu")?, bus.responder("us")?);
+/// let client = bus.requester("quotes")?;
+/// let recipients = Recipients::Services(vec!["eu".into(), "us".into()]);
+/// let scatter = client.scatter(recipients, &Record::new(b"sku-7"))?;
+/// // Only "eu" answers in time.
+/// eu.recv(Duration::from_secs(1))?.expect("a request").reply(&Record::new(b"3.20"))?;
+/// let gathered = scatter.gather(Gather::all(Duration::from_millis(200)).quorum(1))?;
+/// assert_eq!(gathered.replies.len(), 1);
+/// assert_eq!(gathered.missing, ["us"]);
+/// # drop(us);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Scatter {
     requester: Requester,

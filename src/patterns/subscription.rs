@@ -28,6 +28,23 @@ pub enum StartAt {
 
 /// A reader of every record of a topic. Not shared between threads: each
 /// subscriber holds its own.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Bus, BusOptions, Record, StartAt};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let news = bus.topic("news")?;
+/// news.publish(&Record::new(b"headline"))?;
+/// let mut audit = news.subscribe("audit", StartAt::Earliest)?; // durable: resumes after a restart
+/// while let Some(record) = audit.recv(Duration::from_millis(10))? {
+///     println!("{} {:?}", record.offset(), record.value());
+/// }
+/// audit.commit()?;
+/// assert_eq!((audit.committed(), audit.lag()), (1, 0));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Subscription {
     backend: SubscriptionBackend,

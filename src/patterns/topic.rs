@@ -162,6 +162,19 @@ pub struct ConsumerStats {
 }
 
 /// A named stream of records. Cheap to clone.
+///
+/// ```
+/// use logbus::{Bus, BusOptions, Record, TopicOptions, Retention};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let orders = bus.topic_with("orders", TopicOptions::default().retention(Retention::Interest))?;
+/// let first = orders.publish(&Record::new(b"order 1").key(b"customer-7"))?;
+/// let batch = orders.publish_batch(&[Record::new(b"order 2"), Record::new(b"order 3")])?;
+/// assert_eq!((first, batch), (0, 1..3));
+/// assert_eq!(orders.end_offset(), 3);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Topic {
     backend: TopicBackend,
