@@ -1,11 +1,13 @@
 //! `dispatch!`: the one `match` behind every method of a public type that
-//! runs on either backend (`docs/NATS-SEAM.md`).
+//! runs on either backend.
 //!
 //! Such a type holds a private enum with a `Log(..)` variant (the embedded
-//! log) and, with the `nats` feature, a `Nats(..)` variant.
+//! log) and, with the `nats` feature, a `Nats(..)` variant, each holding an
+//! implementation of the role's trait in `crate::backend`.
 //! `dispatch!(Enum, value, b => call)` matches `value` on both variants,
-//! binds the backend to `b` and evaluates the same `call` in each arm, so
-//! both backends must offer a method of that name. Without the feature the
+//! binds the backend to `b` and evaluates the same `call` in each arm; the
+//! calls resolve to the trait's methods, so the compiler checks that both
+//! backends implement them with the same signatures. Without the feature the
 //! enum has a single variant: it has no discriminant, the same size and
 //! layout as what the variant holds, and the match compiles to the direct
 //! call.

@@ -119,6 +119,7 @@ mod trace;
 #[macro_use]
 mod dispatch;
 
+mod backend;
 mod bus;
 mod error;
 pub mod format;

@@ -5,10 +5,12 @@
 
 use std::path::Path;
 
+use crate::backend::{BusBackend, TopicBackend};
 use crate::bus::log_bus::{BusOptions, LogBus};
 use crate::error::Result;
 use crate::patterns::{
     Group, GroupOptions, Recipients, Requester, Responder, Scatter, Topic, TopicOptions, TopicStats,
+    check_redrive_source, check_same_options, redrive,
 };
 use crate::record::{Record, StoredRecord};
 
@@ -32,11 +34,11 @@ use crate::record::{Record, StoredRecord};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Bus {
-    backend: BusBackend,
+    backend: AnyBus,
 }
 
 #[derive(Clone, Debug)]
-enum BusBackend {
+enum AnyBus {
     Log(LogBus),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsBus),
@@ -54,7 +56,7 @@ impl Bus {
     #[inline]
     pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
         Ok(Bus {
-            backend: BusBackend::Log(LogBus::open(dir.as_ref(), options)?),
+            backend: AnyBus::Log(LogBus::open(dir.as_ref(), options)?),
         })
     }
 
@@ -66,7 +68,7 @@ impl Bus {
     #[inline]
     pub fn connect_nats(urls: &str, options: crate::nats::NatsOptions) -> Result<Bus> {
         Ok(Bus {
-            backend: BusBackend::Nats(crate::nats::NatsBus::connect(urls, options)?),
+            backend: AnyBus::Nats(crate::nats::NatsBus::connect(urls, options)?),
         })
     }
 
@@ -75,7 +77,7 @@ impl Bus {
     /// whatever its options.
     #[inline]
     pub fn topic(&self, name: &str) -> Result<Topic> {
-        dispatch!(BusBackend, &self.backend, b => b.topic(name).map(Topic::from))
+        dispatch!(AnyBus, &self.backend, b => b.topic(name).map(Topic::from))
     }
 
     /// The topic `name`, created on first use with `options`. Options apply
@@ -87,21 +89,23 @@ impl Bus {
     /// `max_record_bytes` 32 KiB larger (room for the failure headers).
     #[inline]
     pub fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Topic> {
-        dispatch!(BusBackend, &self.backend, b => b.topic_with(name, options).map(Topic::from))
+        let topic: Topic = dispatch!(AnyBus, &self.backend, b => b.topic_with(name, options.clone())?.into());
+        check_same_options(name, topic.options(), &options)?;
+        Ok(topic)
     }
 
     /// A work queue: the consumer group `name` on the topic `name`, with
     /// default [`GroupOptions`].
     #[inline]
     pub fn queue(&self, name: &str) -> Result<Group> {
-        dispatch!(BusBackend, &self.backend, b => b.queue(name))
+        self.topic(name)?.group(name, GroupOptions::default())
     }
 
     /// A requester named `name`, with its inbox topic `<name>.inbox`. Every
     /// handle on one name shares one requester (and one correlation index).
     #[inline]
     pub fn requester(&self, name: &str) -> Result<Requester> {
-        dispatch!(BusBackend, &self.backend, b => b.requester(name))
+        dispatch!(AnyBus, &self.backend, b => b.requester(name).map(Requester::from))
     }
 
     /// A responder serving `service`: the consumer group `service` on the
@@ -114,7 +118,7 @@ impl Bus {
     /// to the group `service` if it is open, as by [`Topic::group`]).
     #[inline]
     pub fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
-        dispatch!(BusBackend, &self.backend, b => b.responder_with(service, options))
+        self.topic(service)?.responder(service, options)
     }
 
     /// Sends `record` to every recipient through `requester` (see
@@ -140,21 +144,24 @@ impl Bus {
     /// or holds a record without the `logbus-source-topic` header.
     #[inline]
     pub fn redrive(&self, dlq_topic: &str, filter: impl FnMut(&StoredRecord) -> bool) -> Result<usize> {
-        dispatch!(BusBackend, &self.backend, b => b.redrive(dlq_topic, filter))
+        check_redrive_source(dlq_topic, &self.topic_names()?)?;
+        let dlq = self.topic(dlq_topic)?;
+        let republish = |source: &str, record: &Record<'_>, dlq_offset| dispatch!(AnyBus, &self.backend, b => b.topic(source)?.publish_redriven(record, dlq_topic, dlq_offset));
+        redrive(&dlq, republish, filter)
     }
 
     /// Stats of every topic opened through this bus (on NATS: asked of the
     /// server, one round trip per topic and per consumer).
     #[inline]
     pub fn stats(&self) -> Result<Vec<TopicStats>> {
-        dispatch!(BusBackend, &self.backend, b => b.stats())
+        dispatch!(AnyBus, &self.backend, b => b.stats())
     }
 
     /// Names of the topics stored in the bus (the bus directory's topics,
     /// or the logbus streams on the NATS server), sorted.
     #[inline]
     pub fn topic_names(&self) -> Result<Vec<String>> {
-        dispatch!(BusBackend, &self.backend, b => b.topic_names())
+        dispatch!(AnyBus, &self.backend, b => b.topic_names())
     }
 
     /// Closes every topic and consumer state and releases the directory
@@ -162,6 +169,6 @@ impl Bus {
     /// handle from this bus fail with [`crate::Error::Closed`].
     #[inline]
     pub fn close(&self) -> Result<()> {
-        dispatch!(BusBackend, &self.backend, b => b.close())
+        dispatch!(AnyBus, &self.backend, b => b.close())
     }
 }

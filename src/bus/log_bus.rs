@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::backend::{BusBackend, ReplySink, TopicBackend};
 use crate::bus::validate_topic_name;
 use crate::error::{Error, Result};
 use crate::inspect::{consumers_over, open_read_only_over};
@@ -17,8 +18,8 @@ use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
 use crate::log::SyncStats;
 use crate::patterns::{
-    ConsumerId, ConsumerStats, Group, GroupOptions, LogRequester, LogTopic, Requester, RequesterInner,
-    Responder, TopicOptions, TopicStats, Wakeups, check_redrive_source, check_same_options, redrive,
+    ConsumerId, ConsumerStats, CorrelationId, LogRequester, LogTopic, RequesterInner, TopicOptions,
+    TopicStats, Wakeups,
 };
 use crate::state::RecoveryMode;
 
@@ -130,46 +131,28 @@ impl LogBus {
     fn inner(&self) -> &Arc<BusInner> {
         &self.open.inner
     }
+}
 
-    pub(crate) fn topic(&self, name: &str) -> Result<LogTopic> {
+impl BusBackend for LogBus {
+    type Topic = LogTopic;
+    type Requester = LogRequester;
+
+    fn topic(&self, name: &str) -> Result<LogTopic> {
         self.inner().topic(name)
     }
 
-    /// Fails if the topic is open with other options (see [`crate::Bus::topic_with`]).
-    pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        let topic = self.inner().topic_with(name, options.clone())?;
-        check_same_options(name, &topic.inner.options, &options)?;
-        Ok(topic)
+    fn topic_with(&self, name: &str, options: TopicOptions) -> Result<LogTopic> {
+        self.inner().topic_with(name, options)
     }
 
-    pub(crate) fn queue(&self, name: &str) -> Result<Group> {
-        self.topic(name)?.group(name, GroupOptions::default())
-    }
-
-    pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
-        Ok(LogRequester::open(self.inner().clone(), name)?.into())
-    }
-
-    pub(crate) fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
-        self.topic(service)?.responder(service, options)
-    }
-
-    pub(crate) fn redrive(
-        &self,
-        dlq_topic: &str,
-        filter: impl FnMut(&crate::StoredRecord) -> bool,
-    ) -> Result<usize> {
-        check_redrive_source(dlq_topic, &self.topic_names()?)?;
-        let dlq = self.topic(dlq_topic)?.into();
-        let republish =
-            |source: &str, record: &crate::Record<'_>, _dlq_offset| self.topic(source)?.publish(record);
-        redrive(&dlq, republish, filter)
+    fn requester(&self, name: &str) -> Result<LogRequester> {
+        LogRequester::open(self.inner().clone(), name)
     }
 
     /// Every stored topic: those open in this process with live counters,
     /// the others read from their files without opening them (so their
     /// options, and their retention, stay the application's to choose).
-    pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {
+    fn stats(&self) -> Result<Vec<TopicStats>> {
         self.inner().check_open()?;
         let names = self.topic_names()?;
         names.iter().map(|name| self.inner().topic_stats(name)).collect()
@@ -177,7 +160,7 @@ impl LogBus {
 
     /// The bus directory's topics: its subdirectories of `topics/` with
     /// valid topic names, sorted.
-    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
+    fn topic_names(&self) -> Result<Vec<String>> {
         let inner = self.inner();
         let storage = inner.storage();
         let mut names: Vec<String> = storage
@@ -191,8 +174,27 @@ impl LogBus {
         Ok(names)
     }
 
-    pub(crate) fn close(&self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         self.inner().close()
+    }
+}
+
+/// Where the embedded bus's responders store replies: appended to the
+/// requester's inbox topic, opened on first use.
+#[derive(Debug)]
+pub(crate) struct LogReplies {
+    bus: Arc<BusInner>,
+}
+
+impl LogReplies {
+    pub(crate) fn new(bus: Arc<BusInner>) -> Self {
+        LogReplies { bus }
+    }
+}
+
+impl ReplySink for LogReplies {
+    fn publish_reply(&self, inbox: &str, _id: CorrelationId, reply: &crate::Record<'_>) -> Result<u64> {
+        self.bus.topic(inbox)?.publish(reply)
     }
 }
 

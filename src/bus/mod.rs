@@ -7,7 +7,7 @@ mod names;
 
 pub use facade::Bus;
 pub use log_bus::BusOptions;
-pub(crate) use log_bus::{BusInner, OpenBus};
+pub(crate) use log_bus::{BusInner, LogReplies, OpenBus};
 pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]
 pub(crate) use names::{derived, needed_dead_letter_topic};

@@ -15,17 +15,15 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::client::NatsClient;
 use super::failures::failure_stream_name;
-use super::names::{check_length, reply_subject, stream_name};
+use super::names::{check_length, reply_subject};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
+use crate::backend::{BusBackend, ReplySink, TopicBackend};
 use crate::bus::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
 use crate::error::{Error, Result};
-use crate::patterns::{
-    CorrelationId, Group, GroupOptions, Requester, Responder, TopicOptions, TopicStats, check_redrive_source,
-    check_same_options, inbox_topic, redrive,
-};
-use crate::record::{Record, StoredRecord};
+use crate::patterns::{CorrelationId, TopicOptions, TopicStats, inbox_topic};
+use crate::record::Record;
 
 /// A connection to NATS JetStream used as a bus. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -101,15 +99,6 @@ impl NatsShared {
         Ok(topic.keeping_open(open))
     }
 
-    /// Publishes `reply` (carrying its headers) to the subject of `id` in
-    /// the inbox topic `inbox`; its offset there. The inbox's stream must
-    /// exist (its requester created it): otherwise this is
-    /// [`Error::Unavailable`] and the request stays unanswered.
-    pub(crate) fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64> {
-        self.check_open()?;
-        Ok(self.client.publish_to(reply_subject(inbox, id), reply, None)?.0)
-    }
-
     fn close(&self) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
@@ -117,6 +106,16 @@ impl NatsShared {
         // The topics hold this shared state: forgetting them breaks the cycle.
         lock(&self.topics).clear();
         self.client.close()
+    }
+}
+
+/// A reply goes to the subject of its id in the inbox's stream, which must
+/// exist (its requester created it): otherwise this is
+/// [`Error::Unavailable`] and the request stays unanswered.
+impl ReplySink for NatsShared {
+    fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64> {
+        self.check_open()?;
+        Ok(self.client.publish_to(reply_subject(inbox, id), reply, None)?.0)
     }
 }
 
@@ -138,56 +137,31 @@ impl NatsBus {
     fn shared(&self) -> &Arc<NatsShared> {
         &self.open.shared
     }
+}
 
-    pub(crate) fn topic(&self, name: &str) -> Result<NatsTopic> {
+impl BusBackend for NatsBus {
+    type Topic = NatsTopic;
+    type Requester = NatsRequester;
+
+    fn topic(&self, name: &str) -> Result<NatsTopic> {
         self.shared().topic(name)
     }
 
-    /// Fails if the topic is open with other options (see [`crate::Bus::topic_with`]).
-    pub(crate) fn topic_with(&self, name: &str, options: TopicOptions) -> Result<NatsTopic> {
-        let topic = self.shared().topic_with(name, options.clone())?;
-        check_same_options(name, topic.options(), &options)?;
-        Ok(topic)
+    fn topic_with(&self, name: &str, options: TopicOptions) -> Result<NatsTopic> {
+        self.shared().topic_with(name, options)
     }
 
-    pub(crate) fn queue(&self, name: &str) -> Result<Group> {
-        self.topic(name)?.group(name, GroupOptions::default())
-    }
-
-    /// The requester `name`: its inbox topic's stream is created if needed.
-    /// Handles on one name share nothing but the stream (there is no local
-    /// index to share).
-    pub(crate) fn requester(&self, name: &str) -> Result<Requester> {
+    /// Its inbox topic's stream is created if needed. Handles on one name
+    /// share nothing but the stream (there is no local index to share).
+    fn requester(&self, name: &str) -> Result<NatsRequester> {
         validate_requester_name(name)?;
-        Ok(NatsRequester::new(self.topic(&inbox_topic(name))?).into())
-    }
-
-    pub(crate) fn responder_with(&self, service: &str, options: GroupOptions) -> Result<Responder> {
-        self.topic(service)?.responder(service, options)
-    }
-
-    /// As embedded, plus a `Nats-Msg-Id` naming the dead letter on each
-    /// record moved back: a redrive repeated after a crash (the move
-    /// stored, the dead letter not yet acked) within the source stream's
-    /// duplicate window (2 minutes by default) stores it once.
-    pub(crate) fn redrive(
-        &self,
-        dlq_topic: &str,
-        filter: impl FnMut(&StoredRecord) -> bool,
-    ) -> Result<usize> {
-        check_redrive_source(dlq_topic, &self.topic_names()?)?;
-        let dlq = self.topic(dlq_topic)?;
-        let msg_id = |offset: u64| format!("logbus-redrive.{}.{offset}", stream_name(dlq_topic));
-        let republish = |source: &str, record: &Record<'_>, dlq_offset| {
-            self.topic(source)?.publish_once(record, &msg_id(dlq_offset))
-        };
-        redrive(&dlq.into(), republish, filter)
+        Ok(NatsRequester::new(self.topic(&inbox_topic(name))?))
     }
 
     /// Every logbus stream on the server; a topic not open in this process
     /// is looked up for the occasion, not opened (its stream keeps its
     /// configuration either way).
-    pub(crate) fn stats(&self) -> Result<Vec<TopicStats>> {
+    fn stats(&self) -> Result<Vec<TopicStats>> {
         let shared = self.shared();
         let open: HashMap<String, NatsTopic> = lock(&shared.topics).clone();
         let mut stats = Vec::new();
@@ -205,12 +179,12 @@ impl NatsBus {
         Ok(stats)
     }
 
-    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
+    fn topic_names(&self) -> Result<Vec<String>> {
         self.shared().check_open()?;
         self.shared().client.topic_names()
     }
 
-    pub(crate) fn close(&self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         self.shared().close()
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::consumer::{GroupConsumer, GroupSpec, NatsDelivery};
 use super::topic::NatsTopic;
+use crate::backend::TopicBackend;
 use crate::error::Result;
 use crate::log::now_ms;
 use crate::patterns::{GroupOptions, GroupStats};

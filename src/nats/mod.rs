@@ -40,7 +40,6 @@ mod topic;
 #[doc(hidden)]
 pub use advisory::MaxDeliveriesWatch;
 pub(crate) use bus::NatsBus;
-pub(crate) use bus::NatsShared;
 #[doc(hidden)]
 pub use client::{ConsumerState, NatsClient, StreamSpec, StreamState};
 pub use codec::{HEADER_HEADER_ORDER, HEADER_KEY, HEADER_TIMESTAMP};

@@ -21,8 +21,9 @@ use super::client::records_on_subject;
 use super::error::nats_error;
 use super::names::{reply_subject, stream_name};
 use super::topic::NatsTopic;
+use crate::backend::{RequesterBackend, TopicBackend};
 use crate::error::{Error, Result};
-use crate::patterns::{CorrelationId, HEADER_CORRELATION_ID, Reply, ReplyCheck, Topic};
+use crate::patterns::{CorrelationId, HEADER_CORRELATION_ID, Reply, ReplyCheck};
 use crate::record::StoredRecord;
 
 /// A requester on JetStream. Cheap to clone.
@@ -38,21 +39,6 @@ impl NatsRequester {
 
     fn bus(&self) -> &Arc<NatsShared> {
         &self.inbox.shared().bus
-    }
-
-    pub(crate) fn inbox(&self) -> &str {
-        self.inbox.name()
-    }
-
-    pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
-        Ok(self.bus().topic(name)?.into())
-    }
-
-    pub(crate) fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
-        let bus = self.bus();
-        bus.check_open()?;
-        let records = bus.client.block_on(self.replies_task(id))??;
-        Ok(records.into_iter().map(|r| self.found(r)).collect())
     }
 
     /// The replies to `id` stored now, oldest first, as a task for the
@@ -93,12 +79,27 @@ impl NatsRequester {
         client.flush().await.map_err(|e| nats_error("flush", e))?;
         Ok(subscriber)
     }
+}
 
-    pub(crate) fn watch<T>(
-        &self,
-        id: CorrelationId,
-        mut check: impl FnMut() -> Result<ReplyCheck<T>>,
-    ) -> Result<T> {
+impl RequesterBackend for NatsRequester {
+    type Topic = NatsTopic;
+
+    fn inbox(&self) -> &str {
+        self.inbox.name()
+    }
+
+    fn topic(&self, name: &str) -> Result<NatsTopic> {
+        self.bus().topic(name)
+    }
+
+    fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
+        let bus = self.bus();
+        bus.check_open()?;
+        let records = bus.client.block_on(self.replies_task(id))??;
+        Ok(records.into_iter().map(|r| self.found(r)).collect())
+    }
+
+    fn watch<T>(&self, id: CorrelationId, mut check: impl FnMut() -> Result<ReplyCheck<T>>) -> Result<T> {
         let client = &self.bus().client;
         let subject = reply_subject(self.inbox(), id);
         let mut wake = client.block_on(Self::wake_on(client.client().clone(), subject))??;
@@ -119,7 +120,7 @@ impl NatsRequester {
         }
     }
 
-    pub(crate) async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
+    async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         let bus = self.bus();
         bus.check_open()?;
         let client = bus.client.client().clone();
@@ -142,8 +143,7 @@ impl NatsRequester {
         Ok(self.found(record))
     }
 
-    /// Nothing to sync: the server holds the inbox.
-    pub(crate) fn close(&self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The NATS subscription (the `Nats` variant of [`crate::Subscription`]).
+//! The NATS [`SubscriptionBackend`].
 //!
 //! A durable subscription `name` is the durable pull consumer `s_<name>`
 //! with ack-all: acking a record commits everything up to it, so the
@@ -48,6 +48,7 @@ use super::consumer::{MAX_PULL_WAIT, MIN_PULL_WAIT, deliver_policy, pull_one};
 use super::error::nats_error;
 use super::names::{stream_name, subscription_consumer_name};
 use super::topic::{NatsTopic, SubscriptionClaim};
+use crate::backend::{SubscriptionBackend, TopicBackend};
 use crate::error::Result;
 use crate::patterns::StartAt;
 use crate::patterns::check_commit;
@@ -274,31 +275,6 @@ impl NatsSubscription {
         self.topic.shared().bus.check_open()
     }
 
-    pub(crate) fn set_auto_commit(&mut self, on: bool) {
-        self.auto_commit = on;
-    }
-
-    pub(crate) fn name(&self) -> Option<&str> {
-        self.durable.as_ref().map(SubscriptionClaim::name)
-    }
-
-    pub(crate) fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
-        let client = self.client().clone();
-        client.block_on(self.receive(Some(timeout)))?
-    }
-
-    pub(crate) fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
-        self.recv(Duration::ZERO)
-    }
-
-    pub(crate) async fn recv_async(&mut self) -> Result<StoredRecord> {
-        loop {
-            if let Some(record) = self.receive(None).await? {
-                return Ok(record);
-            }
-        }
-    }
-
     /// The next record, waiting up to `wait` (`None`: until one comes).
     async fn receive(&mut self, wait: Option<Duration>) -> Result<Option<StoredRecord>> {
         self.check_open()?;
@@ -410,21 +386,6 @@ impl NatsSubscription {
         Ok(())
     }
 
-    pub(crate) fn commit(&mut self) -> Result<()> {
-        self.commit_offset(self.position)
-    }
-
-    pub(crate) fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
-        self.check_open()?;
-        if next_offset > self.topic.end_offset() {
-            // The end known here may be stale: ask the server.
-            self.topic.stats()?;
-        }
-        check_commit(next_offset, self.topic.end_offset())?;
-        let client = self.client().clone();
-        client.block_on(self.commit_async(next_offset))?
-    }
-
     /// Commits `next_offset`. Durable: if the record before it was
     /// received since the last commit, an ack of it (ack-all) moves the
     /// floor there; any other offset recreates the consumer at it, which
@@ -456,20 +417,62 @@ impl NatsSubscription {
         let index = self.received.iter().position(|(offset, _)| *offset == last)?;
         self.received.drain(..=index).last().map(|(_, message)| message)
     }
+}
 
-    pub(crate) fn committed(&self) -> u64 {
+impl SubscriptionBackend for NatsSubscription {
+    fn set_auto_commit(&mut self, on: bool) {
+        self.auto_commit = on;
+    }
+
+    fn name(&self) -> Option<&str> {
+        self.durable.as_ref().map(SubscriptionClaim::name)
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
+        let client = self.client().clone();
+        client.block_on(self.receive(Some(timeout)))?
+    }
+
+    fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
+        self.recv(Duration::ZERO)
+    }
+
+    async fn recv_async(&mut self) -> Result<StoredRecord> {
+        loop {
+            if let Some(record) = self.receive(None).await? {
+                return Ok(record);
+            }
+        }
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.commit_offset(self.position)
+    }
+
+    fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
+        self.check_open()?;
+        if next_offset > self.topic.end_offset() {
+            // The end known here may be stale: ask the server.
+            self.topic.stats()?;
+        }
+        check_commit(next_offset, self.topic.end_offset())?;
+        let client = self.client().clone();
+        client.block_on(self.commit_async(next_offset))?
+    }
+
+    fn committed(&self) -> u64 {
         self.committed
     }
 
-    pub(crate) fn position(&self) -> u64 {
+    fn position(&self) -> u64 {
         self.position
     }
 
-    pub(crate) fn lag(&self) -> u64 {
+    fn lag(&self) -> u64 {
         self.topic.end_offset().saturating_sub(self.committed)
     }
 
-    pub(crate) fn skipped(&self) -> u64 {
+    fn skipped(&self) -> u64 {
         self.skipped
     }
 }

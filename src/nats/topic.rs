@@ -41,12 +41,13 @@ use super::names::{
     topic_subject,
 };
 use super::subscription::{NatsSubscription, committed_of};
+use crate::backend::{ReplySink, TopicBackend};
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::{
-    ConsumerId, ConsumerStats, CorrelationId, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, Inboxes,
-    Responder, StartAt, TopicOptions, TopicStats,
+    ConsumerId, ConsumerStats, CorrelationId, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, StartAt,
+    TopicOptions, TopicStats,
 };
 use crate::record::Record;
 
@@ -170,22 +171,6 @@ impl NatsTopic {
         &self.shared
     }
 
-    pub(crate) fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    /// The options the topic was opened with in this process.
-    pub(crate) fn options(&self) -> &TopicOptions {
-        &self.shared.options
-    }
-
-    pub(crate) fn publish(&self, record: &Record<'_>) -> Result<u64> {
-        let shared = &self.shared;
-        shared.bus.check_open()?;
-        let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
-        self.publish_one(record, None)
-    }
-
     /// Publishes `record` with the `Nats-Msg-Id` `msg_id`: within the
     /// stream's duplicate window a second publish with that id stores
     /// nothing and returns the first one's offset.
@@ -213,16 +198,40 @@ impl NatsTopic {
         Ok(offset)
     }
 
-    /// The records in order, each with a message id and, after the first,
-    /// expecting the previous one's id as the stream's last
-    /// (`Nats-Expected-Last-Msg-Id`): a record stored after another
-    /// process's breaks the chain, and every later one fails too, so what
-    /// is stored is a prefix at consecutive offsets. The first record is
-    /// published alone (and resent while the stream has no leader); the
-    /// rest are sent [`BATCH_WINDOW`] at a time before their
-    /// acknowledgements are awaited. Headers are checked for every record
-    /// before anything is sent.
-    pub(crate) fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+    /// Takes the name of a durable subscription for this process.
+    fn claim(&self, name: &str) -> Result<SubscriptionClaim> {
+        let shared = &self.shared;
+        if !lock(&shared.open_subscriptions).insert(name.to_owned()) {
+            let consumer = subscription_consumer_name(name);
+            let path = format!("nats:{}/{consumer}", stream_name(&shared.name));
+            return Err(Error::Locked(PathBuf::from(path)));
+        }
+        Ok(SubscriptionClaim {
+            topic: shared.clone(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl TopicBackend for NatsTopic {
+    type Subscription = NatsSubscription;
+
+    fn options(&self) -> &TopicOptions {
+        &self.shared.options
+    }
+
+    fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn publish(&self, record: &Record<'_>) -> Result<u64> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
+        self.publish_one(record, None)
+    }
+
+    fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         let shared = &self.shared;
         shared.bus.check_open()?;
         let _exclusive = shared.publishing.write().unwrap_or_else(|p| p.into_inner());
@@ -272,54 +281,47 @@ impl NatsTopic {
         Ok(stored)
     }
 
-    pub(crate) fn subscribe(&self, name: &str, start: StartAt) -> Result<NatsSubscription> {
+    /// Carries a `Nats-Msg-Id` naming the dead letter: a move repeated
+    /// within the stream's duplicate window (2 minutes by default) is
+    /// stored once.
+    fn publish_redriven(&self, record: &Record<'_>, dlq_topic: &str, dlq_offset: u64) -> Result<u64> {
+        self.publish_once(
+            record,
+            &format!("logbus-redrive.{}.{dlq_offset}", stream_name(dlq_topic)),
+        )
+    }
+
+    fn subscribe(&self, name: &str, start: StartAt) -> Result<NatsSubscription> {
         self.shared.bus.check_open()?;
         check_length("subscription", name, &subscription_consumer_name(name))?;
         let claim = self.claim(name)?;
         NatsSubscription::durable(self.clone(), claim, start)
     }
 
-    pub(crate) fn subscribe_ephemeral(&self, start: StartAt) -> Result<NatsSubscription> {
+    fn subscribe_ephemeral(&self, start: StartAt) -> Result<NatsSubscription> {
         self.shared.bus.check_open()?;
         NatsSubscription::ephemeral(self.clone(), start)
     }
 
-    /// Takes the name of a durable subscription for this process.
-    fn claim(&self, name: &str) -> Result<SubscriptionClaim> {
-        let shared = &self.shared;
-        if !lock(&shared.open_subscriptions).insert(name.to_owned()) {
-            let consumer = subscription_consumer_name(name);
-            let path = format!("nats:{}/{consumer}", stream_name(&shared.name));
-            return Err(Error::Locked(PathBuf::from(path)));
-        }
-        Ok(SubscriptionClaim {
-            topic: shared.clone(),
-            name: name.to_owned(),
-        })
-    }
-
-    pub(crate) fn responder(&self, group: &str, options: GroupOptions) -> Result<Responder> {
-        let inboxes = Inboxes::Nats(self.shared.bus.clone());
-        Ok(Responder::new(self.group(group, options)?, inboxes))
-    }
-
-    pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
+    fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
         validate_name("group", name)?;
         check_length("group", name, &group_consumer_name(name))?;
         Ok(NatsGroup::open(self.clone(), name, &options)?.into())
     }
 
-    pub(crate) fn end_offset(&self) -> u64 {
+    fn reply_sink(&self) -> Arc<dyn ReplySink> {
+        self.shared.bus.clone()
+    }
+
+    fn end_offset(&self) -> u64 {
         self.shared.end_offset()
     }
 
-    pub(crate) fn start_offset(&self) -> u64 {
+    fn start_offset(&self) -> u64 {
         self.shared.start_offset()
     }
 
-    /// The stream's info and its consumers' (two requests, the consumer
-    /// list paged by the server); refreshes the known offsets.
-    pub(crate) fn stats(&self) -> Result<TopicStats> {
+    fn stats(&self) -> Result<TopicStats> {
         let shared = &self.shared;
         shared.bus.check_open()?;
         let client = &shared.bus.client;

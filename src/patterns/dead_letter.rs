@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use crate::backend::TopicBackend;
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::Position;

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::backend::TopicBackend;
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, StateEvent};
 use crate::log::{Cursor, Position, now_ms};

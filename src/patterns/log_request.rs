@@ -12,12 +12,12 @@
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::backend::{RequesterBackend, TopicBackend};
 use crate::bus::{BusInner, validate_requester_name};
 use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::patterns::log_topic::LogTopic;
 use crate::patterns::request::{CorrelationId, HEADER_CORRELATION_ID, Reply, ReplyCheck, inbox_topic};
-use crate::patterns::topic::Topic;
 use crate::state::CorrelationIndex;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -67,17 +67,20 @@ impl LogRequester {
         requester.inner.catch_up()?;
         Ok(requester)
     }
+}
 
-    pub(crate) fn inbox(&self) -> &str {
+impl RequesterBackend for LogRequester {
+    type Topic = LogTopic;
+
+    fn inbox(&self) -> &str {
         self.inner.inbox.name()
     }
 
-    /// The topic `name` of this requester's bus (a service to ask).
-    pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
-        Ok(self.inner.bus.topic(name)?.into())
+    fn topic(&self, name: &str) -> Result<LogTopic> {
+        self.inner.bus.topic(name)
     }
 
-    pub(crate) fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
+    fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
         self.inner.catch_up()?;
         let offsets = lock(&self.inner.index)
             .as_ref()
@@ -100,14 +103,7 @@ impl LogRequester {
         Ok(replies)
     }
 
-    /// Runs `check` until it is done, waiting in between for the inbox to
-    /// grow (or for the instant `check` names). The waiter is taken before
-    /// each check, so a reply appended during a check wakes the next wait.
-    pub(crate) fn watch<T>(
-        &self,
-        _id: CorrelationId,
-        mut check: impl FnMut() -> Result<ReplyCheck<T>>,
-    ) -> Result<T> {
+    fn watch<T>(&self, _id: CorrelationId, mut check: impl FnMut() -> Result<ReplyCheck<T>>) -> Result<T> {
         loop {
             let waiter = self.inner.inbox.log().activity().waiter();
             match check()? {
@@ -117,7 +113,7 @@ impl LogRequester {
         }
     }
 
-    pub(crate) async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
+    async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         loop {
             let listener = self.inner.inbox.log().activity().listen();
             if let Some(reply) = self.replies(id)?.into_iter().next() {
@@ -127,7 +123,7 @@ impl LogRequester {
         }
     }
 
-    pub(crate) fn close(&self) -> Result<()> {
+    fn close(&self) -> Result<()> {
         match lock(&self.inner.index).as_mut() {
             Some(index) => self.inner.close_index(index),
             None => Ok(()),

@@ -1,4 +1,4 @@
-//! The embedded subscription (the `Log` variant of [`crate::Subscription`]):
+//! The embedded [`SubscriptionBackend`]:
 //! a cursor on the topic's log.
 //!
 //! A durable subscription persists its committed offset in a state log
@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::{SubscriptionBackend, TopicBackend};
 use crate::error::Result;
 use crate::format::StateEvent;
 use crate::log::{Cursor, Position};
@@ -98,25 +99,34 @@ impl LogSubscription {
         })
     }
 
-    pub(crate) fn set_auto_commit(&mut self, on: bool) {
+    fn auto_commit_now(&mut self) -> Result<()> {
+        if self.auto_commit && self.cursor.offset() > self.committed {
+            self.commit()?;
+        }
+        Ok(())
+    }
+}
+
+impl SubscriptionBackend for LogSubscription {
+    fn set_auto_commit(&mut self, on: bool) {
         self.auto_commit = on;
     }
 
-    pub(crate) fn name(&self) -> Option<&str> {
+    fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
-    pub(crate) fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
+    fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
         self.auto_commit_now()?;
         self.cursor.next_timeout(timeout)
     }
 
-    pub(crate) fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
+    fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
         self.auto_commit_now()?;
         self.cursor.next()
     }
 
-    pub(crate) async fn recv_async(&mut self) -> Result<StoredRecord> {
+    async fn recv_async(&mut self) -> Result<StoredRecord> {
         loop {
             if let Some(record) = self.try_recv()? {
                 return Ok(record);
@@ -129,18 +139,11 @@ impl LogSubscription {
         }
     }
 
-    fn auto_commit_now(&mut self) -> Result<()> {
-        if self.auto_commit && self.cursor.offset() > self.committed {
-            self.commit()?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn commit(&mut self) -> Result<()> {
+    fn commit(&mut self) -> Result<()> {
         self.commit_offset(self.cursor.offset())
     }
 
-    pub(crate) fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
+    fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         check_commit(next_offset, self.topic.end_offset())?;
         if let (Some(state), Some(name)) = (&self.state, &self.name) {
             state.write_snapshot(&StateEvent::Committed(next_offset))?;
@@ -151,19 +154,19 @@ impl LogSubscription {
         Ok(())
     }
 
-    pub(crate) fn committed(&self) -> u64 {
+    fn committed(&self) -> u64 {
         self.committed
     }
 
-    pub(crate) fn position(&self) -> u64 {
+    fn position(&self) -> u64 {
         self.cursor.offset()
     }
 
-    pub(crate) fn lag(&self) -> u64 {
+    fn lag(&self) -> u64 {
         self.topic.end_offset().saturating_sub(self.committed)
     }
 
-    pub(crate) fn skipped(&self) -> u64 {
+    fn skipped(&self) -> u64 {
         self.skipped_before_open + self.cursor.skipped()
     }
 }

@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::bus::{BusInner, OpenBus, validate_name};
+use crate::backend::{ReplySink, TopicBackend};
+use crate::bus::{BusInner, LogReplies, OpenBus, validate_name};
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
 use crate::log::{Durability, Log};
@@ -27,7 +28,6 @@ use crate::patterns::group_state::recovered_low_watermark;
 use crate::patterns::log_group::{GroupInner, LogGroup};
 use crate::patterns::log_subscription::{LogSubscription, recovered_commit};
 use crate::patterns::queue::{Group, GroupOptions};
-use crate::patterns::responder::{Inboxes, Responder};
 use crate::patterns::subscription::StartAt;
 use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
@@ -90,93 +90,6 @@ impl LogTopic {
         }
     }
 
-    pub(crate) fn name(&self) -> &str {
-        &self.inner.name
-    }
-
-    pub(crate) fn publish(&self, record: &Record<'_>) -> Result<u64> {
-        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
-    }
-
-    /// One write (and one sync) for the whole batch.
-    pub(crate) fn publish_batch(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
-        self.inner.log.append_batch(records)
-    }
-
-    pub(crate) fn subscribe(&self, name: &str, start: StartAt) -> Result<LogSubscription> {
-        LogSubscription::durable(self.clone(), name, start)
-    }
-
-    pub(crate) fn subscribe_ephemeral(&self, start: StartAt) -> Result<LogSubscription> {
-        LogSubscription::ephemeral(self.clone(), start)
-    }
-
-    pub(crate) fn responder(&self, group: &str, options: GroupOptions) -> Result<Responder> {
-        let inboxes = Inboxes::Log(self.inner.bus.clone());
-        Ok(Responder::new(self.group(group, options)?, inboxes))
-    }
-
-    /// The consumer group `name`, shared by every receiver that asks for it.
-    /// If it is open, `options` replace its lease, retry policy and
-    /// dead-letter setting (see [`LogGroup::reconfigure`]).
-    pub(crate) fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
-        validate_name("group", name)?;
-        let mut groups = lock(&self.inner.groups);
-        if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
-            let group = LogGroup { inner };
-            group.reconfigure(options)?;
-            return Ok(group.into());
-        }
-        let group = LogGroup::open(self.clone(), name, options)?;
-        groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
-        Ok(group.into())
-    }
-
-    pub(crate) fn end_offset(&self) -> u64 {
-        self.inner.log.end_offset()
-    }
-
-    pub(crate) fn start_offset(&self) -> u64 {
-        self.inner.log.start_offset()
-    }
-
-    /// Positions and counters from memory: the durable positions are
-    /// tracked as consumers commit, so this costs no I/O.
-    pub(crate) fn stats(&self) -> Result<TopicStats> {
-        let end_offset = self.end_offset();
-        let positions: Vec<(ConsumerId, u64)> = lock(&self.inner.positions)
-            .iter()
-            .map(|(id, p)| (id.clone(), *p))
-            .collect();
-        let open_groups: Vec<LogGroup> = lock(&self.inner.groups)
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|inner| LogGroup { inner })
-            .collect();
-        let mut consumers = Vec::with_capacity(positions.len());
-        for (id, committed) in positions {
-            let group = match &id {
-                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(LogGroup::stats),
-                ConsumerId::Subscription(_) => None,
-            };
-            let lag = end_offset.saturating_sub(committed);
-            consumers.push(ConsumerStats {
-                id,
-                committed,
-                lag,
-                group: group.transpose()?,
-            });
-        }
-        consumers.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(TopicStats {
-            name: self.inner.name.clone(),
-            start_offset: self.start_offset(),
-            end_offset,
-            sync: self.inner.log.sync_stats(),
-            consumers,
-        })
-    }
-
     pub(crate) fn log(&self) -> &Log {
         &self.inner.log
     }
@@ -233,11 +146,6 @@ impl LogTopic {
         Ok((state, events))
     }
 
-    /// The consumer state logs repaired since this bus opened the topic.
-    pub(crate) fn state_repairs(&self) -> Vec<StateRepair> {
-        lock(&self.inner.repairs).clone()
-    }
-
     /// Records a consumer's durable position and applies interest-based
     /// retention.
     pub(crate) fn set_position(&self, consumer: ConsumerId, position: u64) -> Result<()> {
@@ -258,6 +166,102 @@ impl LogTopic {
     /// Wakes every receiver waiting on this topic.
     pub(crate) fn wake_waiters(&self) {
         self.inner.log.activity().notify();
+    }
+}
+
+impl TopicBackend for LogTopic {
+    type Subscription = LogSubscription;
+
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn options(&self) -> &TopicOptions {
+        &self.inner.options
+    }
+
+    fn publish(&self, record: &Record<'_>) -> Result<u64> {
+        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
+    }
+
+    fn publish_batch(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
+        self.inner.log.append_batch(records)
+    }
+
+    fn publish_redriven(&self, record: &Record<'_>, _dlq_topic: &str, _dlq_offset: u64) -> Result<u64> {
+        self.publish(record)
+    }
+
+    fn subscribe(&self, name: &str, start: StartAt) -> Result<LogSubscription> {
+        LogSubscription::durable(self.clone(), name, start)
+    }
+
+    fn subscribe_ephemeral(&self, start: StartAt) -> Result<LogSubscription> {
+        LogSubscription::ephemeral(self.clone(), start)
+    }
+
+    fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
+        validate_name("group", name)?;
+        let mut groups = lock(&self.inner.groups);
+        if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
+            let group = LogGroup { inner };
+            group.reconfigure(options)?;
+            return Ok(group.into());
+        }
+        let group = LogGroup::open(self.clone(), name, options)?;
+        groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
+        Ok(group.into())
+    }
+
+    fn reply_sink(&self) -> Arc<dyn ReplySink> {
+        Arc::new(LogReplies::new(self.inner.bus.clone()))
+    }
+
+    fn end_offset(&self) -> u64 {
+        self.inner.log.end_offset()
+    }
+
+    fn start_offset(&self) -> u64 {
+        self.inner.log.start_offset()
+    }
+
+    fn stats(&self) -> Result<TopicStats> {
+        let end_offset = self.end_offset();
+        let positions: Vec<(ConsumerId, u64)> = lock(&self.inner.positions)
+            .iter()
+            .map(|(id, p)| (id.clone(), *p))
+            .collect();
+        let open_groups: Vec<LogGroup> = lock(&self.inner.groups)
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|inner| LogGroup { inner })
+            .collect();
+        let mut consumers = Vec::with_capacity(positions.len());
+        for (id, committed) in positions {
+            let group = match &id {
+                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(LogGroup::stats),
+                ConsumerId::Subscription(_) => None,
+            };
+            let lag = end_offset.saturating_sub(committed);
+            consumers.push(ConsumerStats {
+                id,
+                committed,
+                lag,
+                group: group.transpose()?,
+            });
+        }
+        consumers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(TopicStats {
+            name: self.inner.name.clone(),
+            start_offset: self.start_offset(),
+            end_offset,
+            sync: self.inner.log.sync_stats(),
+            consumers,
+        })
+    }
+
+    fn state_repairs(&self) -> Vec<StateRepair> {
+        lock(&self.inner.repairs).clone()
     }
 }
 

@@ -33,14 +33,11 @@ pub(crate) use log_subscription::recovered_commit;
 pub(crate) use log_topic::LogTopic;
 pub(crate) use log_topic::{GROUPS, SUBSCRIPTIONS};
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
-#[cfg(feature = "nats")]
 pub(crate) use request::ReplyCheck;
 pub use request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
     Requester, inbox_topic,
 };
-#[cfg(feature = "nats")]
-pub(crate) use responder::Inboxes;
 pub use responder::{Request, Responder};
 pub use retry::{Backoff, RetryPolicy};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};

@@ -16,6 +16,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::backend::RequesterBackend;
 use crate::error::{Error, Result};
 use crate::log::now_ms;
 use crate::patterns::log_request::LogRequester;
@@ -165,11 +166,11 @@ pub(crate) enum ReplyCheck<T> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Requester {
-    backend: RequesterBackend,
+    backend: AnyRequester,
 }
 
 #[derive(Debug, Clone)]
-enum RequesterBackend {
+enum AnyRequester {
     Log(LogRequester),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsRequester),
@@ -184,7 +185,7 @@ impl From<LogRequester> for Requester {
     #[inline]
     fn from(requester: LogRequester) -> Requester {
         Requester {
-            backend: RequesterBackend::Log(requester),
+            backend: AnyRequester::Log(requester),
         }
     }
 }
@@ -194,7 +195,7 @@ impl From<crate::nats::NatsRequester> for Requester {
     #[inline]
     fn from(requester: crate::nats::NatsRequester) -> Requester {
         Requester {
-            backend: RequesterBackend::Nats(requester),
+            backend: AnyRequester::Nats(requester),
         }
     }
 }
@@ -203,7 +204,7 @@ impl Requester {
     /// The inbox topic's name (the `reply-to` of every request).
     #[inline]
     pub fn inbox(&self) -> &str {
-        dispatch!(RequesterBackend, &self.backend, r => r.inbox())
+        dispatch!(AnyRequester, &self.backend, r => r.inbox())
     }
 
     /// Sends `record` to `service` and waits up to `timeout` for the reply.
@@ -224,7 +225,7 @@ impl Requester {
     /// The topic `name` on this requester's bus.
     #[inline]
     pub(crate) fn topic(&self, name: &str) -> Result<Topic> {
-        dispatch!(RequesterBackend, &self.backend, r => r.topic(name))
+        dispatch!(AnyRequester, &self.backend, r => r.topic(name).map(Topic::from))
     }
 
     /// Publishes `record` to `topic` as the request `id`; its offset.
@@ -263,13 +264,13 @@ impl Requester {
         id: CorrelationId,
         check: impl FnMut() -> Result<ReplyCheck<T>>,
     ) -> Result<T> {
-        dispatch!(RequesterBackend, &self.backend, r => r.watch(id, check))
+        dispatch!(AnyRequester, &self.backend, r => r.watch(id, check))
     }
 
     /// The first reply to `id`, waiting as long as it takes (async).
     #[inline]
     pub async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
-        dispatch!(RequesterBackend, &self.backend, r => r.reply_async(id).await)
+        dispatch!(AnyRequester, &self.backend, r => r.reply_async(id).await)
     }
 
     /// Sends and awaits the reply (async, no timeout: wrap it in your
@@ -282,7 +283,7 @@ impl Requester {
     /// Every reply to `id` in the inbox now, in inbox order.
     #[inline]
     pub fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
-        dispatch!(RequesterBackend, &self.backend, r => r.replies(id))
+        dispatch!(AnyRequester, &self.backend, r => r.replies(id))
     }
 
     /// Embedded: syncs the inbox and the correlation index and marks the
@@ -291,6 +292,6 @@ impl Requester {
     /// inbox.
     #[inline]
     pub fn close(&self) -> Result<()> {
-        dispatch!(RequesterBackend, &self.backend, r => r.close())
+        dispatch!(AnyRequester, &self.backend, r => r.close())
     }
 }

@@ -10,36 +10,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::bus::BusInner;
+use crate::backend::ReplySink;
 use crate::error::{Error, Result};
 use crate::patterns::queue::{Delivery, Group};
 use crate::patterns::request::{
     CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO,
 };
 use crate::record::{Record, StoredRecord};
-
-/// Where replies go: the inbox topics of the responder's bus.
-#[derive(Debug, Clone)]
-pub(crate) enum Inboxes {
-    /// Appended to the inbox topic.
-    Log(Arc<BusInner>),
-    /// Published to the inbox stream's subject for the correlation id.
-    #[cfg(feature = "nats")]
-    Nats(Arc<crate::nats::NatsShared>),
-}
-
-impl Inboxes {
-    /// Stores `reply` (already carrying its headers) in `inbox`; its offset.
-    /// Only NATS files a reply under its id.
-    #[cfg_attr(not(feature = "nats"), allow(unused_variables))]
-    fn publish(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64> {
-        match self {
-            Inboxes::Log(bus) => bus.topic(inbox)?.publish(reply),
-            #[cfg(feature = "nats")]
-            Inboxes::Nats(bus) => bus.publish_reply(inbox, id, reply),
-        }
-    }
-}
 
 /// Serves requests sent to a service topic: a consumer group named after
 /// the service (or any group of the topic, see [`crate::Topic::responder`]).
@@ -64,13 +41,13 @@ impl Inboxes {
 #[derive(Debug, Clone)]
 pub struct Responder {
     group: Group,
-    inboxes: Inboxes,
+    replies: Arc<dyn ReplySink>,
 }
 
 impl Responder {
     /// A responder that serves the requests `group` receives.
-    pub(crate) fn new(group: Group, inboxes: Inboxes) -> Responder {
-        Responder { group, inboxes }
+    pub(crate) fn new(group: Group, replies: Arc<dyn ReplySink>) -> Responder {
+        Responder { group, replies }
     }
 
     /// The next request, waiting up to `timeout`.
@@ -91,7 +68,7 @@ impl Responder {
     fn request(&self, delivery: Delivery) -> Request {
         Request {
             delivery,
-            inboxes: self.inboxes.clone(),
+            replies: self.replies.clone(),
             replier: self.group.name().to_owned(),
         }
     }
@@ -107,7 +84,7 @@ impl Responder {
 #[derive(Debug)]
 pub struct Request {
     delivery: Delivery,
-    inboxes: Inboxes,
+    replies: Arc<dyn ReplySink>,
     replier: String,
 }
 
@@ -166,7 +143,7 @@ impl Request {
         if let Some(reason) = error {
             record = record.header(HEADER_REPLY_ERROR, reason.as_bytes());
         }
-        let offset = self.inboxes.publish(&inbox, id, &record)?;
+        let offset = self.replies.publish_reply(&inbox, id, &record)?;
         self.delivery.ack()?;
         Ok(offset)
     }

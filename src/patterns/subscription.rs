@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::backend::SubscriptionBackend;
 use crate::error::{Error, Result};
 use crate::patterns::log_subscription::LogSubscription;
 use crate::record::StoredRecord;
@@ -47,11 +48,11 @@ pub enum StartAt {
 /// ```
 #[derive(Debug)]
 pub struct Subscription {
-    backend: SubscriptionBackend,
+    backend: AnySubscription,
 }
 
 #[derive(Debug)]
-enum SubscriptionBackend {
+enum AnySubscription {
     Log(LogSubscription),
     /// Boxed: a JetStream consumer handle carries its whole info (about
     /// 1 KiB), which would otherwise size every embedded subscription.
@@ -68,7 +69,7 @@ impl From<LogSubscription> for Subscription {
     #[inline]
     fn from(subscription: LogSubscription) -> Subscription {
         Subscription {
-            backend: SubscriptionBackend::Log(subscription),
+            backend: AnySubscription::Log(subscription),
         }
     }
 }
@@ -78,7 +79,7 @@ impl From<crate::nats::NatsSubscription> for Subscription {
     #[inline]
     fn from(subscription: crate::nats::NatsSubscription) -> Subscription {
         Subscription {
-            backend: SubscriptionBackend::Nats(Box::new(subscription)),
+            backend: AnySubscription::Nats(Box::new(subscription)),
         }
     }
 }
@@ -89,38 +90,38 @@ impl Subscription {
     /// received again).
     #[inline]
     pub fn set_auto_commit(&mut self, on: bool) {
-        dispatch!(SubscriptionBackend, &mut self.backend, s => s.set_auto_commit(on))
+        dispatch!(AnySubscription, &mut self.backend, s => s.set_auto_commit(on))
     }
 
     /// The subscription's name (`None` when ephemeral).
     #[inline]
     pub fn name(&self) -> Option<&str> {
-        dispatch!(SubscriptionBackend, &self.backend, s => s.name())
+        dispatch!(AnySubscription, &self.backend, s => s.name())
     }
 
     /// The next record, waiting up to `timeout` for one.
     #[inline]
     pub fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
-        dispatch!(SubscriptionBackend, &mut self.backend, s => s.recv(timeout))
+        dispatch!(AnySubscription, &mut self.backend, s => s.recv(timeout))
     }
 
     /// The next record if one is readable now.
     #[inline]
     pub fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
-        dispatch!(SubscriptionBackend, &mut self.backend, s => s.try_recv())
+        dispatch!(AnySubscription, &mut self.backend, s => s.try_recv())
     }
 
     /// The next record, waiting as long as it takes (async, any executor).
     /// Cancelling the future loses no record.
     #[inline]
     pub async fn recv_async(&mut self) -> Result<StoredRecord> {
-        dispatch!(SubscriptionBackend, &mut self.backend, s => s.recv_async().await)
+        dispatch!(AnySubscription, &mut self.backend, s => s.recv_async().await)
     }
 
     /// Commits the position after the last record received.
     #[inline]
     pub fn commit(&mut self) -> Result<()> {
-        dispatch!(SubscriptionBackend, &mut self.backend, s => s.commit())
+        dispatch!(AnySubscription, &mut self.backend, s => s.commit())
     }
 
     /// Commits `next_offset`: every record below it counts as consumed.
@@ -130,19 +131,19 @@ impl Subscription {
     /// there (the consumer is recreated at it, see `docs/NATS.md`).
     #[inline]
     pub fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
-        dispatch!(SubscriptionBackend, &mut self.backend, s => s.commit_offset(next_offset))
+        dispatch!(AnySubscription, &mut self.backend, s => s.commit_offset(next_offset))
     }
 
     /// The committed offset.
     #[inline]
     pub fn committed(&self) -> u64 {
-        dispatch!(SubscriptionBackend, &self.backend, s => s.committed())
+        dispatch!(AnySubscription, &self.backend, s => s.committed())
     }
 
     /// The offset of the next record this subscription receives.
     #[inline]
     pub fn position(&self) -> u64 {
-        dispatch!(SubscriptionBackend, &self.backend, s => s.position())
+        dispatch!(AnySubscription, &self.backend, s => s.position())
     }
 
     /// Records published but not yet committed. On NATS the topic's end is
@@ -150,7 +151,7 @@ impl Subscription {
     /// operation, not a server round trip.
     #[inline]
     pub fn lag(&self) -> u64 {
-        dispatch!(SubscriptionBackend, &self.backend, s => s.lag())
+        dispatch!(AnySubscription, &self.backend, s => s.lag())
     }
 
     /// Records this subscription never saw because retention removed them
@@ -159,7 +160,7 @@ impl Subscription {
     /// record after it was received.
     #[inline]
     pub fn skipped(&self) -> u64 {
-        dispatch!(SubscriptionBackend, &self.backend, s => s.skipped())
+        dispatch!(AnySubscription, &self.backend, s => s.skipped())
     }
 }
 

@@ -12,11 +12,13 @@
 use std::ops::Range;
 use std::time::Duration;
 
+use crate::backend::TopicBackend;
 use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::{Durability, LogOptions, LogView, SyncStats};
 use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::{Group, GroupOptions, GroupStats};
+use crate::patterns::responder::Responder;
 use crate::patterns::subscription::{StartAt, Subscription};
 use crate::record::Record;
 
@@ -177,11 +179,11 @@ pub struct ConsumerStats {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Topic {
-    backend: TopicBackend,
+    backend: AnyTopic,
 }
 
 #[derive(Debug, Clone)]
-enum TopicBackend {
+enum AnyTopic {
     Log(LogTopic),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsTopic),
@@ -196,7 +198,7 @@ impl From<LogTopic> for Topic {
     #[inline]
     fn from(topic: LogTopic) -> Topic {
         Topic {
-            backend: TopicBackend::Log(topic),
+            backend: AnyTopic::Log(topic),
         }
     }
 }
@@ -206,7 +208,7 @@ impl From<crate::nats::NatsTopic> for Topic {
     #[inline]
     fn from(topic: crate::nats::NatsTopic) -> Topic {
         Topic {
-            backend: TopicBackend::Nats(topic),
+            backend: AnyTopic::Nats(topic),
         }
     }
 }
@@ -215,7 +217,7 @@ impl Topic {
     /// The topic's name.
     #[inline]
     pub fn name(&self) -> &str {
-        dispatch!(TopicBackend, &self.backend, t => t.name())
+        dispatch!(AnyTopic, &self.backend, t => t.name())
     }
 
     /// Appends a record; returns its offset. Durable per the topic's
@@ -227,7 +229,7 @@ impl Topic {
     /// retrying it may store the record twice.
     #[inline]
     pub fn publish(&self, record: &Record<'_>) -> Result<u64> {
-        dispatch!(TopicBackend, &self.backend, t => t.publish(record))
+        dispatch!(AnyTopic, &self.backend, t => t.publish(record))
     }
 
     /// Appends records in order; returns their offsets, which are
@@ -239,7 +241,7 @@ impl Topic {
     /// may leave a prefix.
     #[inline]
     pub fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
-        dispatch!(TopicBackend, &self.backend, t => t.publish_batch(records))
+        dispatch!(AnyTopic, &self.backend, t => t.publish_batch(records))
     }
 
     /// A durable subscription named `name`: it resumes from its committed
@@ -247,21 +249,22 @@ impl Topic {
     #[inline]
     pub fn subscribe(&self, name: &str, start: StartAt) -> Result<Subscription> {
         validate_name("subscription", name)?;
-        dispatch!(TopicBackend, &self.backend, t => t.subscribe(name, start).map(Subscription::from))
+        dispatch!(AnyTopic, &self.backend, t => t.subscribe(name, start).map(Subscription::from))
     }
 
     /// An ephemeral subscription: not persisted, starts at `start` every time.
     #[inline]
     pub fn subscribe_ephemeral(&self, start: StartAt) -> Result<Subscription> {
-        dispatch!(TopicBackend, &self.backend, t => t.subscribe_ephemeral(start).map(Subscription::from))
+        dispatch!(AnyTopic, &self.backend, t => t.subscribe_ephemeral(start).map(Subscription::from))
     }
 
     /// A responder serving requests published to this topic as the
     /// consumer group `group`: with several such groups on one topic, each
     /// is a recipient of a [`crate::Recipients::GroupsOf`] scatter.
     #[inline]
-    pub fn responder(&self, group: &str, options: GroupOptions) -> Result<crate::Responder> {
-        dispatch!(TopicBackend, &self.backend, t => t.responder(group, options))
+    pub fn responder(&self, group: &str, options: GroupOptions) -> Result<Responder> {
+        let replies = dispatch!(AnyTopic, &self.backend, t => t.reply_sink());
+        Ok(Responder::new(self.group(group, options)?, replies))
     }
 
     /// The consumer group `name`, shared by every receiver that asks for it.
@@ -274,7 +277,7 @@ impl Topic {
     /// agree on the options: the last to ask sets them.
     #[inline]
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
-        dispatch!(TopicBackend, &self.backend, t => t.group(name, options))
+        dispatch!(AnyTopic, &self.backend, t => t.group(name, options))
     }
 
     /// The offset the next published record gets (once readable). On NATS
@@ -283,14 +286,14 @@ impl Topic {
     /// process may have published since.
     #[inline]
     pub fn end_offset(&self) -> u64 {
-        dispatch!(TopicBackend, &self.backend, t => t.end_offset())
+        dispatch!(AnyTopic, &self.backend, t => t.end_offset())
     }
 
     /// The oldest stored offset. On NATS, as of the last operation that
     /// told it (opening the topic, [`Topic::stats`]).
     #[inline]
     pub fn start_offset(&self) -> u64 {
-        dispatch!(TopicBackend, &self.backend, t => t.start_offset())
+        dispatch!(AnyTopic, &self.backend, t => t.start_offset())
     }
 
     /// Positions and counters of the topic and its durable consumers (on
@@ -298,7 +301,7 @@ impl Topic {
     /// [`Topic::end_offset`] and [`Topic::start_offset`]).
     #[inline]
     pub fn stats(&self) -> Result<TopicStats> {
-        dispatch!(TopicBackend, &self.backend, t => t.stats())
+        dispatch!(AnyTopic, &self.backend, t => t.stats())
     }
 
     /// The consumer state logs of this topic repaired since the bus opened
@@ -307,11 +310,13 @@ impl Topic {
     /// restarted. Always empty on NATS, which keeps consumer state on the
     /// server.
     pub fn state_repairs(&self) -> Vec<crate::StateRepair> {
-        match &self.backend {
-            TopicBackend::Log(t) => t.state_repairs(),
-            #[cfg(feature = "nats")]
-            TopicBackend::Nats(_) => Vec::new(),
-        }
+        dispatch!(AnyTopic, &self.backend, t => t.state_repairs())
+    }
+
+    /// The options the topic was opened with.
+    #[inline]
+    pub(crate) fn options(&self) -> &TopicOptions {
+        dispatch!(AnyTopic, &self.backend, t => t.options())
     }
 
     /// The topic's underlying log, read-only (reads and cursors: appends
@@ -320,9 +325,9 @@ impl Topic {
     /// live on the server.
     pub fn log(&self) -> Option<LogView<'_>> {
         match &self.backend {
-            TopicBackend::Log(t) => Some(LogView::new(t.log())),
+            AnyTopic::Log(t) => Some(LogView::new(t.log())),
             #[cfg(feature = "nats")]
-            TopicBackend::Nats(_) => None,
+            AnyTopic::Nats(_) => None,
         }
     }
 }

@@ -1,0 +1,144 @@
+//! The backend seam: one trait per role, documented once, implemented by
+//! the embedded log (`LogBus`, `LogTopic`, ...) and by NATS JetStream
+//! (`NatsBus`, `NatsTopic`, ..., feature `nats`).
+//!
+//! The public handles ([`crate::Bus`], [`crate::Topic`],
+//! [`crate::Subscription`], [`crate::Requester`]) each hold one
+//! implementation in a private enum and call it through these traits, so
+//! the compiler checks that both backends offer the same operations with
+//! the same types. Without the `nats` feature the enums have one variant
+//! and no discriminant: a handle is exactly its embedded implementation.
+//!
+//! Backends return their own handles (associated types), never the public
+//! ones; what is the same on both (responders, scatter-gather, redrive,
+//! request ids and headers) is written once above the traits. Each method
+//! here says what every backend guarantees; the public handle's docs say
+//! where NATS differs.
+
+use std::future::Future;
+use std::ops::Range;
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::patterns::{
+    CorrelationId, Group, GroupOptions, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats,
+};
+use crate::record::{Record, StoredRecord};
+use crate::state::StateRepair;
+
+/// A bus: named topics and requesters on one store.
+pub(crate) trait BusBackend {
+    /// The backend's topic.
+    type Topic: TopicBackend;
+    /// The backend's requester.
+    type Requester: RequesterBackend;
+
+    /// The topic `name`, created on first use with the bus's defaults; an
+    /// open topic is returned as it is.
+    fn topic(&self, name: &str) -> Result<Self::Topic>;
+    /// The topic `name`, created on first use with `options`; an open
+    /// topic is returned as it is (the public layer checks the options).
+    fn topic_with(&self, name: &str, options: TopicOptions) -> Result<Self::Topic>;
+    /// The requester `name` and its inbox topic `<name>.inbox`.
+    fn requester(&self, name: &str) -> Result<Self::Requester>;
+    /// Stats of every stored topic, sorted by name.
+    fn stats(&self) -> Result<Vec<TopicStats>>;
+    /// Names of every stored topic, sorted.
+    fn topic_names(&self) -> Result<Vec<String>>;
+    /// Closes the bus: every later call on it or its handles is `Closed`.
+    fn close(&self) -> Result<()>;
+}
+
+/// A named stream of records.
+pub(crate) trait TopicBackend {
+    /// The backend's subscription.
+    type Subscription: SubscriptionBackend;
+
+    /// The topic's name.
+    fn name(&self) -> &str;
+    /// The options the topic was opened with.
+    fn options(&self) -> &TopicOptions;
+    /// Appends `record`; its offset.
+    fn publish(&self, record: &Record<'_>) -> Result<u64>;
+    /// Appends `records` in order, at consecutive offsets; a failure may
+    /// leave a prefix stored.
+    fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>>;
+    /// Publishes `record`, moved back by a redrive from the dead letter at
+    /// `dlq_offset` of `dlq_topic`. A backend that can recognise a repeat
+    /// of the same move (after a crash between the move and its ack)
+    /// stores it once.
+    fn publish_redriven(&self, record: &Record<'_>, dlq_topic: &str, dlq_offset: u64) -> Result<u64>;
+    /// The durable subscription `name` (already validated); `start`
+    /// applies when it is created.
+    fn subscribe(&self, name: &str, start: StartAt) -> Result<Self::Subscription>;
+    /// A subscription that is not persisted.
+    fn subscribe_ephemeral(&self, start: StartAt) -> Result<Self::Subscription>;
+    /// The consumer group `name`.
+    fn group(&self, name: &str, options: GroupOptions) -> Result<Group>;
+    /// Where responders of this topic's bus store their replies.
+    fn reply_sink(&self) -> std::sync::Arc<dyn ReplySink>;
+    /// The offset the next record gets, as last known.
+    fn end_offset(&self) -> u64;
+    /// The oldest stored offset, as last known.
+    fn start_offset(&self) -> u64;
+    /// Positions and counters of the topic and its durable consumers.
+    fn stats(&self) -> Result<TopicStats>;
+    /// Consumer state repaired since the topic opened; none where the
+    /// backend keeps consumer state elsewhere.
+    fn state_repairs(&self) -> Vec<StateRepair> {
+        Vec::new()
+    }
+}
+
+/// A durable or ephemeral reader of every record of a topic.
+pub(crate) trait SubscriptionBackend {
+    /// Turns committing before each receive on or off.
+    fn set_auto_commit(&mut self, on: bool);
+    /// The subscription's name; `None` when ephemeral.
+    fn name(&self) -> Option<&str>;
+    /// The next record, waiting up to `timeout`.
+    fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>>;
+    /// The next record if one is readable now.
+    fn try_recv(&mut self) -> Result<Option<StoredRecord>>;
+    /// The next record, however long it takes; cancelling loses nothing.
+    fn recv_async(&mut self) -> impl Future<Output = Result<StoredRecord>> + Send;
+    /// Commits the position after the last record received.
+    fn commit(&mut self) -> Result<()>;
+    /// Commits `next_offset`; past the topic's end is `InvalidArgument`.
+    fn commit_offset(&mut self, next_offset: u64) -> Result<()>;
+    /// The committed offset.
+    fn committed(&self) -> u64;
+    /// The offset of the next record received.
+    fn position(&self) -> u64;
+    /// Records published and not committed.
+    fn lag(&self) -> u64;
+    /// Records retention removed before this subscription read them.
+    fn skipped(&self) -> u64;
+}
+
+/// The asking side of request-reply: an inbox topic and the replies in it.
+pub(crate) trait RequesterBackend {
+    /// The backend's topic (services are asked by publishing to one).
+    type Topic: TopicBackend;
+
+    /// The inbox topic's name.
+    fn inbox(&self) -> &str;
+    /// The topic `name` of the requester's bus.
+    fn topic(&self, name: &str) -> Result<Self::Topic>;
+    /// Every reply to `id` stored so far, first first.
+    fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>>;
+    /// Runs `check` until it is done, waiting in between until a reply to
+    /// `id` may have arrived or the instant it names.
+    fn watch<T>(&self, id: CorrelationId, check: impl FnMut() -> Result<ReplyCheck<T>>) -> Result<T>;
+    /// The first reply to `id`, however long it takes.
+    fn reply_async(&self, id: CorrelationId) -> impl Future<Output = Result<Reply>> + Send;
+    /// Closes the requester's inbox state.
+    fn close(&self) -> Result<()>;
+}
+
+/// Stores replies in requesters' inboxes.
+pub(crate) trait ReplySink: std::fmt::Debug + Send + Sync {
+    /// Stores `reply` (already carrying its headers) in the inbox topic
+    /// `inbox` as a reply to `id`; its offset there.
+    fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64>;
+}
