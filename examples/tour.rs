@@ -14,8 +14,8 @@
 use std::time::{Duration, Instant};
 
 use logbus::{
-    Backoff, Bus, BusOptions, Durability, Error, Gather, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON,
-    Log, LogOptions, Position, Recipients, Record, RetryPolicy, StartAt,
+    Backoff, Bus, BusOptions, Durability, Error, Gather, GroupOptions, Log, LogOptions, Position, Recipients,
+    Record, RetryPolicy, StartAt, headers,
 };
 
 fn main() -> logbus::Result<()> {
@@ -263,8 +263,8 @@ impl Tour {
         let header = |name| String::from_utf8_lossy(dead.header(name).unwrap_or_default()).into_owned();
         println!(
             "dead letter: attempts={} reason={:?}",
-            header(HEADER_ATTEMPTS),
-            header(HEADER_LAST_REASON)
+            header(headers::ATTEMPTS),
+            header(headers::LAST_REASON)
         );
         let moved = self.bus.redrive(&dlq, |_| true)?;
         let again = group.recv(Duration::from_secs(1))?.expect("redriven");

@@ -142,13 +142,11 @@ pub use log::{
 };
 #[cfg(feature = "nats")]
 pub use nats::{NatsOptions, NatsStorage};
+pub use patterns::headers;
 pub use patterns::{
     Backoff, ConsumerId, ConsumerStats, CorrelationId, Delivery, Gather, Gathered, Group, GroupOptions,
-    GroupStats, HEADER_ATTEMPTS, HEADER_CORRELATION_ID, HEADER_FAILURE, HEADER_FIRST_FAILURE,
-    HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_REDRIVE_COUNT, HEADER_REPLIER, HEADER_REPLY_ERROR,
-    HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Recipients, Reply,
-    Request, Requester, Responder, Retention, RetryPolicy, Scatter, StartAt, StopReason, Subscription, Topic,
-    TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
+    GroupStats, Recipients, Reply, Request, Requester, Responder, Retention, RetryPolicy, Scatter, StartAt,
+    StopReason, Subscription, Topic, TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
 };
 pub use record::{Record, StoredRecord};
 pub use state::{RecoveryMode, StateRepair};

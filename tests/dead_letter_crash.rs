@@ -27,10 +27,8 @@ use std::time::{Duration, Instant};
 use common::groups;
 use logbus::io::{Fault, SimStorage};
 use logbus::{
-    Backoff, Bus, BusOptions, Delivery, Durability, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
-    HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, Position, Record, RetryPolicy, StartAt, StoredRecord,
-    TopicOptions,
+    Backoff, Bus, BusOptions, Delivery, Durability, Error, GroupOptions, Position, Record, RetryPolicy,
+    StartAt, StoredRecord, TopicOptions, headers,
 };
 
 const BUS_DIR: &str = "/sim/bus";
@@ -182,11 +180,11 @@ struct Figures {
 /// Checks one dead letter's headers and content; returns its source offset.
 fn check_dead_letter(dead: &StoredRecord, figures: &mut Figures, context: &str) -> u64 {
     let must = |name: &str| header(dead, name).unwrap_or_else(|| panic!("no {name}: {context}"));
-    let offset: u64 = must(HEADER_SOURCE_OFFSET).parse().expect("decimal offset");
+    let offset: u64 = must(headers::SOURCE_OFFSET).parse().expect("decimal offset");
     let context = format!("dead letter of offset {offset}: {context}");
     assert!((offset as usize) < PLAN.len(), "{context}");
-    assert_eq!(must(HEADER_SOURCE_TOPIC), TOPIC, "{context}");
-    assert_eq!(must(HEADER_SOURCE_GROUP), GROUP, "{context}");
+    assert_eq!(must(headers::SOURCE_TOPIC), TOPIC, "{context}");
+    assert_eq!(must(headers::SOURCE_GROUP), GROUP, "{context}");
     assert_eq!(dead.value(), value(offset).as_bytes(), "{context}");
     assert_eq!(
         dead.key(),
@@ -194,8 +192,8 @@ fn check_dead_letter(dead: &StoredRecord, figures: &mut Figures, context: &str) 
         "{context}"
     );
     assert_eq!(dead.header("trace"), Some(&offset.to_le_bytes()[..]), "{context}");
-    let attempts: u32 = must(HEADER_ATTEMPTS).parse().expect("decimal attempts");
-    let reason = must(HEADER_LAST_REASON);
+    let attempts: u32 = must(headers::ATTEMPTS).parse().expect("decimal attempts");
+    let reason = must(headers::LAST_REASON);
     let own_reason = match kind_of(offset) {
         Good => panic!("a good record was dead-lettered: {context}"),
         Flaky => {
@@ -217,7 +215,7 @@ fn check_dead_letter(dead: &StoredRecord, figures: &mut Figures, context: &str) 
     figures.recovery_reason += u64::from(reason == STOPPED);
     let failures: Vec<String> = dead
         .headers()
-        .filter(|(name, _)| *name == HEADER_FAILURE)
+        .filter(|(name, _)| *name == headers::FAILURE)
         .map(|(_, v)| String::from_utf8(v.to_vec()).expect("UTF-8 failure"))
         .collect();
     assert!(!failures.is_empty(), "{context}");
@@ -234,9 +232,9 @@ fn check_dead_letter(dead: &StoredRecord, figures: &mut Figures, context: &str) 
     );
     let rejected_with_reason = failures.iter().any(|f| f.ends_with(" malformed"));
     figures.reject_reason_lost += u64::from(kind_of(offset) == Malformed && !rejected_with_reason);
-    assert_eq!(must(HEADER_FIRST_FAILURE), times[0].to_string(), "{context}");
+    assert_eq!(must(headers::FIRST_FAILURE), times[0].to_string(), "{context}");
     assert_eq!(
-        must(HEADER_LAST_FAILURE),
+        must(headers::LAST_FAILURE),
         times[times.len() - 1].to_string(),
         "{context}"
     );
@@ -374,7 +372,7 @@ fn dlq_offsets(bus: &Bus, from: u64) -> Vec<u64> {
     let mut offsets = Vec::new();
     while let Some(dead) = cursor.next().expect("read") {
         offsets.push(
-            header(&dead, HEADER_SOURCE_OFFSET)
+            header(&dead, headers::SOURCE_OFFSET)
                 .expect("offset")
                 .parse()
                 .expect("decimal"),
@@ -410,13 +408,13 @@ fn redrive_returns_records_with_fresh_attempts_and_a_redrive_count_that_follows_
         assert_eq!(record.value(), value(source).as_bytes());
         assert_eq!(record.key(), format!("customer-{}", source % 4).as_bytes());
         assert_eq!(record.header("trace"), Some(&source.to_le_bytes()[..]));
-        assert_eq!(header(record, HEADER_REDRIVE_COUNT).as_deref(), Some("1"));
+        assert_eq!(header(record, headers::REDRIVE_COUNT).as_deref(), Some("1"));
         assert_eq!(
-            header(record, HEADER_SOURCE_OFFSET),
+            header(record, headers::SOURCE_OFFSET),
             None,
             "dead-letter headers stripped"
         );
-        assert_eq!(header(record, HEADER_ATTEMPTS), None);
+        assert_eq!(header(record, headers::ATTEMPTS), None);
         // Fails again, all the way.
         delivery.reject("still malformed").expect("reject");
     }
@@ -430,10 +428,10 @@ fn redrive_returns_records_with_fresh_attempts_and_a_redrive_count_that_follows_
             .read(offset)
             .expect("read")
             .expect("dead letter");
-        assert_eq!(header(&dead, HEADER_REDRIVE_COUNT).as_deref(), Some("1"));
-        assert_eq!(header(&dead, HEADER_ATTEMPTS).as_deref(), Some("1"));
+        assert_eq!(header(&dead, headers::REDRIVE_COUNT).as_deref(), Some("1"));
+        assert_eq!(header(&dead, headers::ATTEMPTS).as_deref(), Some("1"));
         assert_eq!(
-            header(&dead, HEADER_LAST_REASON).as_deref(),
+            header(&dead, headers::LAST_REASON).as_deref(),
             Some("still malformed")
         );
     }
@@ -441,7 +439,7 @@ fn redrive_returns_records_with_fresh_attempts_and_a_redrive_count_that_follows_
     assert_eq!(bus.redrive(DLQ, |_| true).expect("redrive"), poisoned.len());
     let delivery = group.try_recv().expect("recv").expect("redriven twice");
     assert_eq!(
-        header(delivery.record(), HEADER_REDRIVE_COUNT).as_deref(),
+        header(delivery.record(), headers::REDRIVE_COUNT).as_deref(),
         Some("2")
     );
     assert_eq!(delivery.attempt(), 1);
@@ -458,8 +456,8 @@ fn redrive_returns_records_with_fresh_attempts_and_a_redrive_count_that_follows_
         .read(dlq.end_offset() - 1)
         .expect("read")
         .expect("dead letter");
-    assert_eq!(header(&last, HEADER_REDRIVE_COUNT).as_deref(), Some("2"));
-    assert_eq!(header(&last, HEADER_ATTEMPTS), Some(MAX_ATTEMPTS.to_string()));
+    assert_eq!(header(&last, headers::REDRIVE_COUNT).as_deref(), Some("2"));
+    assert_eq!(header(&last, headers::ATTEMPTS), Some(MAX_ATTEMPTS.to_string()));
     assert_eq!(bus.redrive(DLQ, |_| true).expect("redrive"), 1);
     assert_eq!(bus.redrive(DLQ, |_| true).expect("redrive"), 0);
     bus.close().expect("close");
@@ -492,7 +490,7 @@ fn redrive_filter_leaves_unselected_records_in_the_dlq_for_a_later_redrive() {
         .expect("cursor");
     let mut back = Vec::new();
     while let Some(record) = cursor.next().expect("read") {
-        assert_eq!(header(&record, HEADER_REDRIVE_COUNT).as_deref(), Some("1"));
+        assert_eq!(header(&record, headers::REDRIVE_COUNT).as_deref(), Some("1"));
         back.push(String::from_utf8(record.value().to_vec()).expect("UTF-8"));
     }
     let values_of = |kind: Kind| -> BTreeSet<String> {

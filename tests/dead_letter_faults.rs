@@ -19,8 +19,7 @@ use common::groups;
 use common::storage::{Hooked, Hooks};
 use logbus::io::{Fault, SimStorage, Storage};
 use logbus::{
-    Bus, BusOptions, Durability, Error, Group, GroupOptions, HEADER_SOURCE_OFFSET, Position, Record,
-    TopicOptions,
+    Bus, BusOptions, Durability, Error, Group, GroupOptions, Position, Record, TopicOptions, headers,
 };
 
 const BUS_DIR: &str = "/sim/bus";
@@ -55,7 +54,7 @@ fn dead_letters(bus: &Bus) -> Vec<u64> {
     let mut cursor = log.cursor(Position::Earliest).expect("cursor");
     let mut offsets = Vec::new();
     while let Some(dead) = cursor.next().expect("read") {
-        let offset = dead.header(HEADER_SOURCE_OFFSET).expect("source offset");
+        let offset = dead.header(headers::SOURCE_OFFSET).expect("source offset");
         offsets.push(std::str::from_utf8(offset).unwrap().parse().unwrap());
     }
     offsets

@@ -37,9 +37,7 @@ use common::groups::group_options;
 use common::proptests;
 use logbus::io::{Fault, SimStorage};
 use logbus::{
-    Bus, BusOptions, Delivery, Durability, Error, Group, HEADER_ATTEMPTS, HEADER_FAILURE,
-    HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_TOPIC, Record, StoredRecord, Topic, TopicOptions,
+    Bus, BusOptions, Delivery, Durability, Error, Group, Record, StoredRecord, Topic, TopicOptions, headers,
 };
 use proptest::prelude::*;
 
@@ -358,21 +356,21 @@ impl Harness {
 
     fn check_dead_letter(&mut self, letter: &StoredRecord, poll: Option<Span>, expected: &[Expect]) {
         let max = self.cfg.max_attempts;
-        assert_eq!(header(letter, HEADER_SOURCE_TOPIC), TOPIC);
-        assert_eq!(header(letter, HEADER_SOURCE_GROUP), GROUP);
-        let offset: u64 = header(letter, HEADER_SOURCE_OFFSET).parse().unwrap();
+        assert_eq!(header(letter, headers::SOURCE_TOPIC), TOPIC);
+        assert_eq!(header(letter, headers::SOURCE_GROUP), GROUP);
+        let offset: u64 = header(letter, headers::SOURCE_OFFSET).parse().unwrap();
         assert!(
             (offset as usize) < self.recs.len(),
             "dead letter of unpublished {offset}"
         );
         check_payload(letter, offset);
-        let attempts: u32 = header(letter, HEADER_ATTEMPTS).parse().unwrap();
+        let attempts: u32 = header(letter, headers::ATTEMPTS).parse().unwrap();
         let rec = self.recs[offset as usize].clone();
         assert!(!rec.dead, "offset {offset} dead-lettered twice");
         assert!(!rec.acked, "acked offset {offset} dead-lettered");
         let failures: Vec<(i64, &str)> = letter
             .headers()
-            .filter(|(name, _)| *name == HEADER_FAILURE)
+            .filter(|(name, _)| *name == headers::FAILURE)
             .map(|(_, v)| {
                 let (at, reason) = std::str::from_utf8(v).unwrap().split_once(' ').unwrap();
                 (at.parse().unwrap(), reason)
@@ -382,7 +380,7 @@ impl Harness {
             Some(e) => {
                 assert_eq!(attempts, e.attempts, "attempts of dead letter {offset}");
                 if let Some(reason) = &e.reason {
-                    assert_eq!(header(letter, HEADER_LAST_REASON), reason);
+                    assert_eq!(header(letter, headers::LAST_REASON), reason);
                 }
             }
             None => {
@@ -407,10 +405,13 @@ impl Harness {
             );
         }
         assert!(failures.windows(2).all(|w| w[0].0 <= w[1].0));
-        let first: i64 = header(letter, HEADER_FIRST_FAILURE).parse().unwrap();
-        let last: i64 = header(letter, HEADER_LAST_FAILURE).parse().unwrap();
+        let first: i64 = header(letter, headers::FIRST_FAILURE).parse().unwrap();
+        let last: i64 = header(letter, headers::LAST_FAILURE).parse().unwrap();
         assert_eq!((first, last), (failures[0].0, failures[failures.len() - 1].0));
-        assert_eq!(header(letter, HEADER_LAST_REASON), failures[failures.len() - 1].1);
+        assert_eq!(
+            header(letter, headers::LAST_REASON),
+            failures[failures.len() - 1].1
+        );
         let rec = &mut self.recs[offset as usize];
         rec.dead = true;
         rec.maybe_acked = false;

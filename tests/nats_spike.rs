@@ -9,10 +9,7 @@
 use std::time::{Duration, Instant};
 
 use logbus::nats::{GroupConsumer, GroupSpec, NatsClient, StreamSpec, topic_subject};
-use logbus::{
-    Backoff, GroupOptions, HEADER_ATTEMPTS, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_TOPIC, Record, Retention, RetryPolicy,
-};
+use logbus::{Backoff, GroupOptions, Record, Retention, RetryPolicy, headers};
 
 #[path = "common/nats_server.rs"]
 mod nats_server;
@@ -310,15 +307,15 @@ fn the_last_failed_attempt_is_dead_lettered_with_logbus_headers_exactly_once() {
     assert_eq!((letter.value(), letter.key()), (&b"bad order"[..], &b"k1"[..]));
     let header = |name| String::from_utf8_lossy(letter.header(name).unwrap()).into_owned();
     assert_eq!(header("trace"), "t1");
-    assert_eq!(header(HEADER_SOURCE_TOPIC), "orders");
-    assert_eq!(header(HEADER_SOURCE_GROUP), "billing");
-    assert_eq!(header(HEADER_SOURCE_OFFSET), "0");
-    assert_eq!(header(HEADER_ATTEMPTS), "2");
-    assert_eq!(header(HEADER_LAST_REASON), "still invalid");
+    assert_eq!(header(headers::SOURCE_TOPIC), "orders");
+    assert_eq!(header(headers::SOURCE_GROUP), "billing");
+    assert_eq!(header(headers::SOURCE_OFFSET), "0");
+    assert_eq!(header(headers::ATTEMPTS), "2");
+    assert_eq!(header(headers::LAST_REASON), "still invalid");
     let crashed = bus.read("orders.dlq", 1).unwrap().unwrap();
-    assert_eq!(crashed.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
+    assert_eq!(crashed.header(headers::ATTEMPTS), Some(&b"3"[..]));
     assert_eq!(
-        crashed.header(HEADER_LAST_REASON),
+        crashed.header(headers::LAST_REASON),
         Some(&b"attempts exhausted: the last lease expired"[..])
     );
     let state = group.state().unwrap();

@@ -13,9 +13,8 @@ use std::time::Duration;
 use common::TestBackend;
 use common::futures::{poll_once, poll_until_ready};
 use logbus::{
-    Backoff, Bus, Error, Group, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_LAST_REASON,
-    HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, MAX_NAME_BYTES, Record, Retention, RetryPolicy, StartAt,
-    StoredRecord, TopicOptions, dead_letter_topic,
+    Backoff, Bus, Error, Group, GroupOptions, MAX_NAME_BYTES, Record, Retention, RetryPolicy, StartAt,
+    StoredRecord, TopicOptions, dead_letter_topic, headers,
 };
 
 const SHORT: Duration = Duration::from_millis(10);
@@ -82,13 +81,13 @@ backend_tests! {
         assert_eq!(dead.value(), b"poison");
         assert_eq!(dead.key(), b"k");
         assert_eq!(dead.header("trace"), Some(&b"7"[..]));
-        assert_eq!(dead.header(HEADER_SOURCE_TOPIC), Some(&b"orders"[..]));
-        assert_eq!(dead.header(HEADER_SOURCE_OFFSET), Some(&b"0"[..]));
-        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
-        assert_eq!(dead.header(HEADER_LAST_REASON), Some(&b"failure 3"[..]));
+        assert_eq!(dead.header(headers::SOURCE_TOPIC), Some(&b"orders"[..]));
+        assert_eq!(dead.header(headers::SOURCE_OFFSET), Some(&b"0"[..]));
+        assert_eq!(dead.header(headers::ATTEMPTS), Some(&b"3"[..]));
+        assert_eq!(dead.header(headers::LAST_REASON), Some(&b"failure 3"[..]));
         let reasons: Vec<String> = dead
             .headers()
-            .filter(|(n, _)| *n == HEADER_FAILURE)
+            .filter(|(n, _)| *n == headers::FAILURE)
             .map(|(_, v)| {
                 let text = String::from_utf8(v.to_vec()).unwrap();
                 let (_at_ms, reason) = text.split_once(' ').unwrap();
@@ -252,8 +251,8 @@ backend_tests! {
         let group = reject_one_record(&bus);
         let dead = first_dead_letter(&bus, "t.dlq");
         assert_eq!(dead.value(), b"bad");
-        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"1"[..]));
-        assert_eq!(dead.header(HEADER_LAST_REASON), Some(&b"malformed"[..]));
+        assert_eq!(dead.header(headers::ATTEMPTS), Some(&b"1"[..]));
+        assert_eq!(dead.header(headers::LAST_REASON), Some(&b"malformed"[..]));
         assert_eq!(group.stats().unwrap().dead_lettered, 1);
     }
 
@@ -392,7 +391,7 @@ backend_tests! {
         }
         assert!(group.recv(SHORT * 20).unwrap().is_none());
         let dead = first_dead_letter(&bus, "t.dlq");
-        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"3"[..]));
+        assert_eq!(dead.header(headers::ATTEMPTS), Some(&b"3"[..]));
     }
 
     fn receive_on_a_closed_bus_fails_with_closed(backend: &TestBackend) {
@@ -436,7 +435,7 @@ backend_tests! {
         assert_eq!(group.stats().unwrap().low_watermark, 1);
         let dead = first_dead_letter(&bus, "big.dlq");
         assert_eq!(dead.value(), &value[..]);
-        assert_eq!(dead.headers().filter(|(n, _)| *n == HEADER_FAILURE).count(), 3);
+        assert_eq!(dead.headers().filter(|(n, _)| *n == headers::FAILURE).count(), 3);
     }
 
     fn redrive_moves_back_only_what_the_filter_selects_with_a_fresh_attempt_count(backend: &TestBackend) {
@@ -448,8 +447,8 @@ backend_tests! {
         assert_eq!(bus.redrive("t.dlq", |r| r.value() == b"bad").unwrap(), 0);
         let again = group.recv(TIMEOUT).unwrap().unwrap();
         assert_eq!(again.record().value(), b"bad");
-        assert_eq!(again.record().header(logbus::HEADER_REDRIVE_COUNT), Some(&b"1"[..]));
-        assert_eq!(again.record().header(HEADER_SOURCE_TOPIC), None, "dead-letter headers dropped");
+        assert_eq!(again.record().header(logbus::headers::REDRIVE_COUNT), Some(&b"1"[..]));
+        assert_eq!(again.record().header(headers::SOURCE_TOPIC), None, "dead-letter headers dropped");
         assert_eq!(again.attempt(), 1);
         again.reject("still bad").unwrap();
         // The one left in place moves when selected, with the second dead
@@ -457,7 +456,7 @@ backend_tests! {
         assert_eq!(bus.redrive("t.dlq", |_| true).unwrap(), 2);
         let mut back = Vec::new();
         while let Some(d) = group.recv(SHORT * 50).unwrap() {
-            let count = d.record().header(logbus::HEADER_REDRIVE_COUNT).map(<[u8]>::to_vec);
+            let count = d.record().header(logbus::headers::REDRIVE_COUNT).map(<[u8]>::to_vec);
             back.push((d.record().value().to_vec(), count));
             d.ack().unwrap();
         }
@@ -490,7 +489,7 @@ backend_tests! {
         }
         assert!(group.recv(SHORT * 20).unwrap().is_none());
         let dead = first_dead_letter(&bus, "t.dlq");
-        assert_eq!(dead.header(HEADER_ATTEMPTS), Some(&b"4"[..]));
+        assert_eq!(dead.header(headers::ATTEMPTS), Some(&b"4"[..]));
     }
 }
 

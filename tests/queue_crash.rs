@@ -37,9 +37,7 @@ use common::child::{
 use common::groups::group_options;
 use common::records::OffsetRecord;
 use logbus::{
-    Bus, BusOptions, Delivery, Durability, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
-    HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_TOPIC, Record, StoredRecord, TopicOptions,
+    Bus, BusOptions, Delivery, Durability, GroupOptions, Record, StoredRecord, TopicOptions, headers,
 };
 
 const DEFAULT_SEED: u64 = 0x0de1_17e5_9a11;
@@ -368,13 +366,13 @@ fn check_poison_dead_letter(dead: &StoredRecord) {
         String::from_utf8(value.to_vec()).expect("UTF-8 header")
     };
     assert_eq!(dead.value(), POISON_VALUE);
-    assert_eq!(header(HEADER_SOURCE_TOPIC), "jobs");
-    assert_eq!(header(HEADER_SOURCE_GROUP), "workers");
-    assert_eq!(header(HEADER_SOURCE_OFFSET), POISON_OFFSET.to_string());
-    assert_eq!(header(HEADER_ATTEMPTS), POISON_MAX_ATTEMPTS.to_string());
+    assert_eq!(header(headers::SOURCE_TOPIC), "jobs");
+    assert_eq!(header(headers::SOURCE_GROUP), "workers");
+    assert_eq!(header(headers::SOURCE_OFFSET), POISON_OFFSET.to_string());
+    assert_eq!(header(headers::ATTEMPTS), POISON_MAX_ATTEMPTS.to_string());
     let failures: Vec<&[u8]> = dead
         .headers()
-        .filter(|(name, _)| *name == HEADER_FAILURE)
+        .filter(|(name, _)| *name == headers::FAILURE)
         .map(|(_, v)| v)
         .collect();
     assert_eq!(
@@ -388,10 +386,10 @@ fn check_poison_dead_letter(dead: &StoredRecord) {
         assert!(at_ms.parse::<i64>().is_ok_and(|ms| ms > 0), "{text}");
         assert!(!reason.is_empty(), "{text}");
     }
-    let first: i64 = header(HEADER_FIRST_FAILURE).parse().expect("ms");
-    let last: i64 = header(HEADER_LAST_FAILURE).parse().expect("ms");
+    let first: i64 = header(headers::FIRST_FAILURE).parse().expect("ms");
+    let last: i64 = header(headers::LAST_FAILURE).parse().expect("ms");
     assert!(first <= last);
-    assert!(!header(HEADER_LAST_REASON).is_empty());
+    assert!(!header(headers::LAST_REASON).is_empty());
 }
 
 // ------------------------------------------------------------ kill -9 mix

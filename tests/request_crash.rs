@@ -36,9 +36,8 @@ use common::groups::group_options;
 use logbus::internals::decode_correlation_header;
 use logbus::io::SimStorage;
 use logbus::{
-    Bus, BusOptions, CorrelationId, Durability, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_CORRELATION_ID,
-    HEADER_FAILURE, HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_TOPIC, Record, Requester, StartAt,
-    TopicOptions,
+    Bus, BusOptions, CorrelationId, Durability, Error, GroupOptions, Record, Requester, StartAt,
+    TopicOptions, headers,
 };
 
 const ENTRY_POINT: &str = "child_entry_point";
@@ -318,12 +317,15 @@ fn request_that_crashes_every_responder_is_dead_lettered_with_its_id_and_the_req
     assert!(dlq.try_recv().expect("recv").is_none(), "dead-lettered twice");
     assert_eq!(dead.value(), b"poison");
     let header = |name: &str| dead.header(name).map(|v| String::from_utf8_lossy(v).into_owned());
-    assert_eq!(header(HEADER_CORRELATION_ID), Some(id.to_string()));
-    assert_eq!(header(HEADER_REPLY_TO).as_deref(), Some("client.inbox"));
-    assert_eq!(header(HEADER_SOURCE_TOPIC).as_deref(), Some(SERVICE));
-    assert_eq!(header(HEADER_SOURCE_GROUP).as_deref(), Some(SERVICE));
-    assert_eq!(header(HEADER_ATTEMPTS), Some(MAX_ATTEMPTS.to_string()));
-    let failures = dead.headers().filter(|(name, _)| *name == HEADER_FAILURE).count();
+    assert_eq!(header(headers::CORRELATION_ID), Some(id.to_string()));
+    assert_eq!(header(headers::REPLY_TO).as_deref(), Some("client.inbox"));
+    assert_eq!(header(headers::SOURCE_TOPIC).as_deref(), Some(SERVICE));
+    assert_eq!(header(headers::SOURCE_GROUP).as_deref(), Some(SERVICE));
+    assert_eq!(header(headers::ATTEMPTS), Some(MAX_ATTEMPTS.to_string()));
+    let failures = dead
+        .headers()
+        .filter(|(name, _)| *name == headers::FAILURE)
+        .count();
     assert_eq!(failures, MAX_ATTEMPTS as usize, "one failure per crash");
     child::close(&bus);
 }

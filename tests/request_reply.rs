@@ -11,9 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::futures::poll_until_ready;
-use logbus::{
-    Bus, Error, Gather, GroupOptions, HEADER_SOURCE_TOPIC, Recipients, Record, StopReason, dead_letter_topic,
-};
+use logbus::{Bus, Error, Gather, GroupOptions, Recipients, Record, StopReason, dead_letter_topic, headers};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -142,7 +140,7 @@ backend_tests! {
             .unwrap();
         let dead = dead.recv(TIMEOUT).unwrap().expect("a dead letter");
         assert_eq!(dead.value(), b"no headers");
-        assert_eq!(dead.header(HEADER_SOURCE_TOPIC), Some(&b"svc"[..]));
+        assert_eq!(dead.header(headers::SOURCE_TOPIC), Some(&b"svc"[..]));
         assert!(responder.try_recv().unwrap().is_none(), "not redelivered");
     }
 

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use common::groups::group_options;
 use logbus::{
-    Bus, BusOptions, CorrelationId, Durability, Gather, GroupOptions, HEADER_CORRELATION_ID, HEADER_REPLIER,
-    Recipients, Record, Reply, Requester, Scatter, StartAt, StopReason, TopicOptions,
+    Bus, BusOptions, CorrelationId, Durability, Gather, GroupOptions, Recipients, Record, Reply, Requester,
+    Scatter, StartAt, StopReason, TopicOptions, headers,
 };
 
 const SERVICE: &str = "echo";
@@ -128,7 +128,7 @@ fn check_reply(reply: &Reply, id: CorrelationId, body: &[u8]) {
     );
     let header = reply
         .record()
-        .header(HEADER_CORRELATION_ID)
+        .header(headers::CORRELATION_ID)
         .expect("correlation-id header");
     assert_eq!(header, id.to_string().as_bytes());
     assert_eq!(reply.from(), Some(SERVICE));
@@ -462,15 +462,15 @@ fn answer_as_group(bus: &Bus, topic: &str, group: &str) -> std::thread::JoinHand
             .expect("a request");
         let record = delivery.record();
         let id = record
-            .header(HEADER_CORRELATION_ID)
+            .header(headers::CORRELATION_ID)
             .expect("correlation-id")
             .to_vec();
         let reply_to =
             String::from_utf8(record.header("reply-to").expect("reply-to").to_vec()).expect("utf-8");
         let body = format!("{} saw {}", group.name(), String::from_utf8_lossy(record.value()));
         let reply = Record::new(&body)
-            .header(HEADER_CORRELATION_ID, &id)
-            .header(HEADER_REPLIER, group.name());
+            .header(headers::CORRELATION_ID, &id)
+            .header(headers::REPLIER, group.name());
         bus.topic(&reply_to)
             .expect("inbox")
             .publish(&reply)

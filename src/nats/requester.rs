@@ -23,7 +23,7 @@ use super::names::{reply_subject, stream_name};
 use super::topic::NatsTopic;
 use crate::backend::{RequesterBackend, TopicBackend};
 use crate::error::{Error, Result};
-use crate::patterns::{CorrelationId, HEADER_CORRELATION_ID, Reply, ReplyCheck};
+use crate::patterns::{CorrelationId, Reply, ReplyCheck, headers};
 use crate::record::StoredRecord;
 
 /// A requester on JetStream. Cheap to clone.
@@ -55,7 +55,7 @@ impl NatsRequester {
         async move {
             let mut replies = records_on_subject(&js, &stream, &subject).await?;
             replies.retain(|r| {
-                r.header(HEADER_CORRELATION_ID)
+                r.header(headers::CORRELATION_ID)
                     .and_then(CorrelationId::from_header)
                     == Some(id)
             });

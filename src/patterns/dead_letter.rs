@@ -16,40 +16,22 @@ use crate::backend::TopicBackend;
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::Position;
+use crate::patterns::headers;
 use crate::patterns::log_topic::LogTopic;
 use crate::patterns::queue::{Delivery, GroupOptions};
 use crate::patterns::retry::{Backoff, RetryPolicy};
 use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
 
-/// Header: the topic a dead letter came from.
-pub const HEADER_SOURCE_TOPIC: &str = "logbus-source-topic";
-/// Header: the consumer group that gave up on it.
-pub const HEADER_SOURCE_GROUP: &str = "logbus-source-group";
-/// Header: its offset in the source topic (decimal).
-pub const HEADER_SOURCE_OFFSET: &str = "logbus-source-offset";
-/// Header: deliveries made (decimal).
-pub const HEADER_ATTEMPTS: &str = "logbus-attempts";
-/// Header, repeated oldest first: `"<ms since epoch> <reason>"` per failure.
-pub const HEADER_FAILURE: &str = "logbus-failure";
-/// Header: time of the first failure (ms since epoch, decimal).
-pub const HEADER_FIRST_FAILURE: &str = "logbus-first-failure-ms";
-/// Header: time of the last failure (ms since epoch, decimal).
-pub const HEADER_LAST_FAILURE: &str = "logbus-last-failure-ms";
-/// Header: the last failure's reason.
-pub const HEADER_LAST_REASON: &str = "logbus-last-reason";
-/// Header: times the record was redriven from a dead-letter topic.
-pub const HEADER_REDRIVE_COUNT: &str = "logbus-redrive-count";
-
 const DEAD_LETTER_HEADERS: [&str; 8] = [
-    HEADER_SOURCE_TOPIC,
-    HEADER_SOURCE_GROUP,
-    HEADER_SOURCE_OFFSET,
-    HEADER_ATTEMPTS,
-    HEADER_FAILURE,
-    HEADER_FIRST_FAILURE,
-    HEADER_LAST_FAILURE,
-    HEADER_LAST_REASON,
+    headers::SOURCE_TOPIC,
+    headers::SOURCE_GROUP,
+    headers::SOURCE_OFFSET,
+    headers::ATTEMPTS,
+    headers::FAILURE,
+    headers::FIRST_FAILURE,
+    headers::LAST_FAILURE,
+    headers::LAST_REASON,
 ];
 
 /// Name of the dead-letter topic of `topic`.
@@ -78,24 +60,24 @@ pub(crate) struct DeadLetter<'a> {
 impl DeadLetter<'_> {
     fn headers(&self) -> Vec<(&'static str, Vec<u8>)> {
         let mut headers = vec![
-            (HEADER_SOURCE_TOPIC, self.topic.as_bytes().to_vec()),
-            (HEADER_SOURCE_GROUP, self.group.as_bytes().to_vec()),
+            (headers::SOURCE_TOPIC, self.topic.as_bytes().to_vec()),
+            (headers::SOURCE_GROUP, self.group.as_bytes().to_vec()),
             (
-                HEADER_SOURCE_OFFSET,
+                headers::SOURCE_OFFSET,
                 self.record.offset().to_string().into_bytes(),
             ),
-            (HEADER_ATTEMPTS, self.attempts.to_string().into_bytes()),
+            (headers::ATTEMPTS, self.attempts.to_string().into_bytes()),
         ];
         for failure in self.failures {
             headers.push((
-                HEADER_FAILURE,
+                headers::FAILURE,
                 format!("{} {}", failure.at_ms, failure.reason).into_bytes(),
             ));
         }
         if let (Some(first), Some(last)) = (self.failures.first(), self.failures.last()) {
-            headers.push((HEADER_FIRST_FAILURE, first.at_ms.to_string().into_bytes()));
-            headers.push((HEADER_LAST_FAILURE, last.at_ms.to_string().into_bytes()));
-            headers.push((HEADER_LAST_REASON, last.reason.as_bytes().to_vec()));
+            headers.push((headers::FIRST_FAILURE, first.at_ms.to_string().into_bytes()));
+            headers.push((headers::LAST_FAILURE, last.at_ms.to_string().into_bytes()));
+            headers.push((headers::LAST_REASON, last.reason.as_bytes().to_vec()));
         }
         headers
     }
@@ -159,9 +141,9 @@ pub(crate) fn contains_dead_letter(
     let mut cursor = dlq.log().cursor(Position::Offset(from))?;
     let offset = offset.to_string();
     while let Some(record) = cursor.next()? {
-        if header_str(&record, HEADER_SOURCE_TOPIC) == Some(topic)
-            && header_str(&record, HEADER_SOURCE_GROUP) == Some(group)
-            && header_str(&record, HEADER_SOURCE_OFFSET) == Some(offset.as_str())
+        if header_str(&record, headers::SOURCE_TOPIC) == Some(topic)
+            && header_str(&record, headers::SOURCE_GROUP) == Some(group)
+            && header_str(&record, headers::SOURCE_OFFSET) == Some(offset.as_str())
         {
             return Ok(true);
         }
@@ -215,7 +197,7 @@ pub(crate) fn redrive(
     let leased = all_dead_letters(dlq.name(), leased)?;
     let mut moved = 0;
     for delivery in leased {
-        let source = header_str(delivery.record(), HEADER_SOURCE_TOPIC).map(str::to_owned);
+        let source = header_str(delivery.record(), headers::SOURCE_TOPIC).map(str::to_owned);
         match source {
             Some(source) if filter(delivery.record()) => {
                 let fresh = Redriven::new(delivery.record());
@@ -235,7 +217,7 @@ pub(crate) fn redrive(
 fn all_dead_letters(dlq: &str, leased: Vec<Delivery>) -> Result<Vec<Delivery>> {
     let Some(stray) = leased
         .iter()
-        .find(|d| header_str(d.record(), HEADER_SOURCE_TOPIC).is_none())
+        .find(|d| header_str(d.record(), headers::SOURCE_TOPIC).is_none())
     else {
         return Ok(leased);
     };
@@ -245,7 +227,8 @@ fn all_dead_letters(dlq: &str, leased: Vec<Delivery>) -> Result<Vec<Delivery>> {
     }
     Err(Error::InvalidArgument(format!(
         "cannot redrive from topic {dlq:?}: its record at offset {offset} is not a dead letter \
-         (no {HEADER_SOURCE_TOPIC} header)"
+         (no {} header)",
+        headers::SOURCE_TOPIC
     )))
 }
 
@@ -259,7 +242,7 @@ struct Redriven<'a> {
 
 impl<'a> Redriven<'a> {
     fn new(record: &'a StoredRecord) -> Redriven<'a> {
-        let count = header_str(record, HEADER_REDRIVE_COUNT)
+        let count = header_str(record, headers::REDRIVE_COUNT)
             .and_then(|c| c.parse::<u64>().ok())
             .unwrap_or(0);
         Redriven {
@@ -275,10 +258,10 @@ impl<'a> Redriven<'a> {
             .timestamp(record.timestamp());
         let original = record
             .headers()
-            .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(name) && *name != HEADER_REDRIVE_COUNT);
+            .filter(|(name, _)| !DEAD_LETTER_HEADERS.contains(name) && *name != headers::REDRIVE_COUNT);
         for (name, value) in original {
             fresh = fresh.header(name, value);
         }
-        fresh.header(HEADER_REDRIVE_COUNT, self.count.as_bytes())
+        fresh.header(headers::REDRIVE_COUNT, self.count.as_bytes())
     }
 }

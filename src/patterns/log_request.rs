@@ -16,8 +16,9 @@ use crate::backend::{RequesterBackend, TopicBackend};
 use crate::bus::{BusInner, validate_requester_name};
 use crate::error::{Error, Result};
 use crate::log::Position;
+use crate::patterns::headers;
 use crate::patterns::log_topic::LogTopic;
-use crate::patterns::request::{CorrelationId, HEADER_CORRELATION_ID, Reply, ReplyCheck, inbox_topic};
+use crate::patterns::request::{CorrelationId, Reply, ReplyCheck, inbox_topic};
 use crate::state::CorrelationIndex;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,7 +93,7 @@ impl RequesterBackend for LogRequester {
                 continue;
             };
             if record
-                .header(HEADER_CORRELATION_ID)
+                .header(headers::CORRELATION_ID)
                 .and_then(CorrelationId::from_header)
                 == Some(id)
             {
@@ -164,7 +165,7 @@ impl RequesterInner {
         let mut cursor = self.inbox.log().cursor(Position::Offset(from))?;
         while let Some(record) = cursor.next()? {
             if let Some(id) = record
-                .header(HEADER_CORRELATION_ID)
+                .header(headers::CORRELATION_ID)
                 .and_then(CorrelationId::from_header)
             {
                 index.insert(id.as_u128(), record.offset(), start)?;

@@ -4,6 +4,7 @@
 
 mod dead_letter;
 mod group_state;
+pub mod headers;
 mod log_group;
 mod log_request;
 mod log_subscription;
@@ -17,12 +18,9 @@ mod subscription;
 mod topic;
 mod wakeup;
 
+pub use dead_letter::dead_letter_topic;
 #[cfg(feature = "nats")]
 pub(crate) use dead_letter::{DEAD_LETTER_HEADROOM_BYTES, DeadLetter};
-pub use dead_letter::{
-    HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
-    HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
-};
 pub(crate) use dead_letter::{REDRIVE_GROUP, check_redrive_source, redrive};
 pub use group_state::GroupSummary;
 #[cfg(feature = "nats")]
@@ -34,10 +32,7 @@ pub(crate) use log_topic::LogTopic;
 pub(crate) use log_topic::{GROUPS, SUBSCRIPTIONS};
 pub use queue::{Delivery, Group, GroupOptions, GroupStats};
 pub(crate) use request::ReplyCheck;
-pub use request::{
-    CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO, Reply,
-    Requester, inbox_topic,
-};
+pub use request::{CorrelationId, Reply, Requester, inbox_topic};
 pub use responder::{Request, Responder};
 pub use retry::{Backoff, RetryPolicy};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};

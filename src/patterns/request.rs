@@ -19,18 +19,10 @@ use std::time::{Duration, Instant};
 use crate::backend::RequesterBackend;
 use crate::error::{Error, Result};
 use crate::log::now_ms;
+use crate::patterns::headers;
 use crate::patterns::log_request::LogRequester;
 use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
-
-/// Header carrying the correlation id (32 lowercase hex digits).
-pub const HEADER_CORRELATION_ID: &str = "correlation-id";
-/// Header naming the topic replies go to.
-pub const HEADER_REPLY_TO: &str = "reply-to";
-/// Header naming the responder (its group) on a reply.
-pub const HEADER_REPLIER: &str = "logbus-replier";
-/// Header marking an error reply, with the reason.
-pub const HEADER_REPLY_ERROR: &str = "logbus-reply-error";
 
 /// A 128-bit, time-ordered id tying replies to their request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,14 +98,14 @@ impl Reply {
     /// The responder (its group name), if it said.
     pub fn from(&self) -> Option<&str> {
         self.record
-            .header(HEADER_REPLIER)
+            .header(headers::REPLIER)
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The reason, if this is an error reply.
     pub fn error(&self) -> Option<&str> {
         self.record
-            .header(HEADER_REPLY_ERROR)
+            .header(headers::REPLY_ERROR)
             .map(|v| std::str::from_utf8(v).unwrap_or("(not UTF-8)"))
     }
 }
@@ -128,8 +120,8 @@ pub fn inbox_topic(name: &str) -> String {
 fn request_record<'a>(record: &Record<'a>, id_text: &'a str, inbox: &'a str) -> Record<'a> {
     record
         .clone()
-        .header(HEADER_CORRELATION_ID, id_text.as_bytes())
-        .header(HEADER_REPLY_TO, inbox.as_bytes())
+        .header(headers::CORRELATION_ID, id_text.as_bytes())
+        .header(headers::REPLY_TO, inbox.as_bytes())
 }
 
 /// What a check of the inbox decided: done, or look again once a reply

@@ -12,10 +12,9 @@ use std::time::Duration;
 
 use crate::backend::ReplySink;
 use crate::error::{Error, Result};
+use crate::patterns::headers;
 use crate::patterns::queue::{Delivery, Group};
-use crate::patterns::request::{
-    CorrelationId, HEADER_CORRELATION_ID, HEADER_REPLIER, HEADER_REPLY_ERROR, HEADER_REPLY_TO,
-};
+use crate::patterns::request::CorrelationId;
 use crate::record::{Record, StoredRecord};
 
 /// Serves requests sent to a service topic: a consumer group named after
@@ -102,14 +101,14 @@ impl Request {
     /// The request's correlation id, if it carries a valid one.
     pub fn correlation_id(&self) -> Option<CorrelationId> {
         self.record()
-            .header(HEADER_CORRELATION_ID)
+            .header(headers::CORRELATION_ID)
             .and_then(CorrelationId::from_header)
     }
 
     /// The inbox topic the reply goes to, if named.
     pub fn reply_to(&self) -> Option<&str> {
         self.record()
-            .header(HEADER_REPLY_TO)
+            .header(headers::REPLY_TO)
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
@@ -138,10 +137,10 @@ impl Request {
         let id_text = id.to_string();
         let mut record = reply
             .clone()
-            .header(HEADER_CORRELATION_ID, id_text.as_bytes())
-            .header(HEADER_REPLIER, self.replier.as_bytes());
+            .header(headers::CORRELATION_ID, id_text.as_bytes())
+            .header(headers::REPLIER, self.replier.as_bytes());
         if let Some(reason) = error {
-            record = record.header(HEADER_REPLY_ERROR, reason.as_bytes());
+            record = record.header(headers::REPLY_ERROR, reason.as_bytes());
         }
         let offset = self.replies.publish_reply(&inbox, id, &record)?;
         self.delivery.ack()?;

@@ -6,11 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use logbus::inspect::{self, ConsumersView};
-use logbus::{
-    CorrelationId, HEADER_CORRELATION_ID, HEADER_FAILURE, HEADER_LAST_REASON, HEADER_REPLIER,
-    HEADER_REPLY_ERROR, HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC,
-    Position, StoredRecord,
-};
+use logbus::{CorrelationId, Position, StoredRecord, headers};
 
 use crate::out::Value;
 use crate::{Dump, Failure, Severity, is_broken_pipe};
@@ -164,7 +160,7 @@ impl Dump {
                     .map(|v| String::from_utf8_lossy(v).into_owned())
             };
             let failures: Vec<(&str, &[u8])> =
-                record.headers().filter(|(n, _)| *n == HEADER_FAILURE).collect();
+                record.headers().filter(|(n, _)| *n == headers::FAILURE).collect();
             self.out.item(
                 "dead_letter",
                 &[
@@ -172,23 +168,23 @@ impl Dump {
                     ("offset", Value::Num(record.offset().into())),
                     (
                         "source_topic",
-                        Value::Str(&header(HEADER_SOURCE_TOPIC).unwrap_or_default()),
+                        Value::Str(&header(headers::SOURCE_TOPIC).unwrap_or_default()),
                     ),
                     (
                         "source_group",
-                        Value::Str(&header(HEADER_SOURCE_GROUP).unwrap_or_default()),
+                        Value::Str(&header(headers::SOURCE_GROUP).unwrap_or_default()),
                     ),
                     (
                         "source_offset",
-                        Value::Str(&header(HEADER_SOURCE_OFFSET).unwrap_or_default()),
+                        Value::Str(&header(headers::SOURCE_OFFSET).unwrap_or_default()),
                     ),
                     (
                         "attempts",
-                        Value::Str(&header(logbus::HEADER_ATTEMPTS).unwrap_or_default()),
+                        Value::Str(&header(logbus::headers::ATTEMPTS).unwrap_or_default()),
                     ),
                     (
                         "last_reason",
-                        Value::Str(&header(HEADER_LAST_REASON).unwrap_or_default()),
+                        Value::Str(&header(headers::LAST_REASON).unwrap_or_default()),
                     ),
                     ("failures", Value::Pairs(failures)),
                     ("value", Value::Bytes(record.value())),
@@ -212,10 +208,10 @@ impl Dump {
                 .map(|id| id.to_string())
                 .unwrap_or_default();
             let from = record
-                .header(HEADER_REPLIER)
+                .header(headers::REPLIER)
                 .map(|v| String::from_utf8_lossy(v).into_owned());
             let error = record
-                .header(HEADER_REPLY_ERROR)
+                .header(headers::REPLY_ERROR)
                 .map(|v| String::from_utf8_lossy(v).into_owned());
             self.out.item(
                 "reply",
@@ -240,7 +236,7 @@ impl Dump {
             .filter(|(name, _)| name.ends_with(".inbox"))
             .flat_map(|(name, topic)| {
                 topic.records.iter().filter_map(|r| {
-                    let from = String::from_utf8_lossy(r.header(HEADER_REPLIER)?).into_owned();
+                    let from = String::from_utf8_lossy(r.header(headers::REPLIER)?).into_owned();
                     Some((*name, correlation_id(r)?, from))
                 })
             })
@@ -251,7 +247,7 @@ impl Dump {
                 repliers.push(name);
             }
             for record in &topic.records {
-                let (Some(id), Some(reply_to)) = (correlation_id(record), record.header(HEADER_REPLY_TO))
+                let (Some(id), Some(reply_to)) = (correlation_id(record), record.header(headers::REPLY_TO))
                 else {
                     continue;
                 };
@@ -312,7 +308,7 @@ fn pending_dead_letters<'a>(topics: &'a BTreeMap<&str, Topic>) -> BTreeMap<&'a s
 
 fn correlation_id(record: &StoredRecord) -> Option<CorrelationId> {
     record
-        .header(HEADER_CORRELATION_ID)
+        .header(headers::CORRELATION_ID)
         .and_then(CorrelationId::from_header)
 }
 
@@ -334,7 +330,7 @@ fn dead_letter_counts(dead: &BTreeMap<&str, Vec<&StoredRecord>>) -> BTreeMap<(St
                 .header(name)
                 .map(|v| String::from_utf8_lossy(v).into_owned())
         };
-        if let (Some(topic), Some(group)) = (header(HEADER_SOURCE_TOPIC), header(HEADER_SOURCE_GROUP)) {
+        if let (Some(topic), Some(group)) = (header(headers::SOURCE_TOPIC), header(headers::SOURCE_GROUP)) {
             *counts.entry((topic, group)).or_insert(0) += 1;
         }
     }

@@ -1,0 +1,33 @@
+//! The names of the headers logbus writes and reads. They are part of the
+//! format other programs see (a consumer of a dead-letter topic, a
+//! responder written without logbus), so they never change meaning.
+
+/// Request-reply: the correlation id of a request and of its replies (32
+/// lowercase hex digits).
+pub const CORRELATION_ID: &str = "correlation-id";
+/// Request-reply: the topic replies to a request go to.
+pub const REPLY_TO: &str = "reply-to";
+/// Request-reply: the responder (its group) that wrote a reply.
+pub const REPLIER: &str = "logbus-replier";
+/// Request-reply: marks an error reply, with the reason.
+pub const REPLY_ERROR: &str = "logbus-reply-error";
+
+/// Dead letters: the topic a dead letter came from.
+pub const SOURCE_TOPIC: &str = "logbus-source-topic";
+/// Dead letters: the consumer group that gave up on it.
+pub const SOURCE_GROUP: &str = "logbus-source-group";
+/// Dead letters: its offset in the source topic (decimal).
+pub const SOURCE_OFFSET: &str = "logbus-source-offset";
+/// Dead letters: deliveries made (decimal).
+pub const ATTEMPTS: &str = "logbus-attempts";
+/// Dead letters, repeated oldest first: `"<ms since epoch> <reason>"` per
+/// failure.
+pub const FAILURE: &str = "logbus-failure";
+/// Dead letters: time of the first failure (ms since epoch, decimal).
+pub const FIRST_FAILURE: &str = "logbus-first-failure-ms";
+/// Dead letters: time of the last failure (ms since epoch, decimal).
+pub const LAST_FAILURE: &str = "logbus-last-failure-ms";
+/// Dead letters: the last failure's reason.
+pub const LAST_REASON: &str = "logbus-last-reason";
+/// Redrive: times the record was moved back from a dead-letter topic.
+pub const REDRIVE_COUNT: &str = "logbus-redrive-count";
