@@ -19,10 +19,9 @@ use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
+use crate::api::Group;
 use crate::error::Result;
-use crate::patterns::{
-    CorrelationId, Group, GroupOptions, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats,
-};
+use crate::patterns::{CorrelationId, GroupOptions, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats};
 use crate::record::{Record, StoredRecord};
 use crate::state::StateRepair;
 

@@ -26,11 +26,10 @@ use crate::format::{
 };
 use crate::io::{OverlayStorage, StdStorage, Storage};
 use crate::log::{Durability, Log, LogOptions, RecoveryReport, parse_segment_name};
-use crate::patterns::{
-    GROUPS, GroupSummary, REDRIVE_GROUP, SUBSCRIPTIONS, recovered_commit, summarize_group, unsettled_offsets,
-};
+use crate::patterns::{GroupSummary, REDRIVE_GROUP, recovered_commit, summarize_group, unsettled_offsets};
 use crate::record::StoredRecord;
 use crate::state::StateLog;
+use crate::state::{GROUPS, SUBSCRIPTIONS};
 
 /// A frame found in a segment.
 #[derive(Debug, Clone)]

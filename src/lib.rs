@@ -119,8 +119,9 @@ mod trace;
 #[macro_use]
 mod dispatch;
 
+mod api;
 mod backend;
-mod bus;
+mod embedded;
 mod error;
 pub mod format;
 mod index;
@@ -134,7 +135,12 @@ mod patterns;
 mod record;
 mod state;
 
-pub use bus::{Bus, BusOptions, MAX_NAME_BYTES, validate_name};
+pub use api::Bus;
+pub use api::{
+    Delivery, Gather, Gathered, Group, Recipients, Request, Requester, Responder, Scatter, StopReason,
+    Subscription, Topic,
+};
+pub use embedded::BusOptions;
 pub use error::{CorruptKind, Error, Result};
 pub use log::{
     Cursor, Durability, Log, LogOptions, LogView, Position, RecoveryReport, SEGMENT_BYTES_MAX,
@@ -144,11 +150,12 @@ pub use log::{
 pub use nats::{NatsOptions, NatsStorage};
 pub use patterns::headers;
 pub use patterns::{
-    Backoff, ConsumerId, ConsumerStats, CorrelationId, Delivery, Gather, Gathered, Group, GroupOptions,
-    GroupStats, Recipients, Reply, Request, Requester, Responder, Retention, RetryPolicy, Scatter, StartAt,
-    StopReason, Subscription, Topic, TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
+    Backoff, ConsumerStats, CorrelationId, GroupOptions, GroupStats, Reply, Retention, RetryPolicy, StartAt,
+    TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
 };
+pub use patterns::{MAX_NAME_BYTES, validate_name};
 pub use record::{Record, StoredRecord};
+pub use state::ConsumerId;
 pub use state::{RecoveryMode, StateRepair};
 
 /// Index search and validation, exposed for the dump tool and fuzzers.

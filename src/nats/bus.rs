@@ -20,9 +20,9 @@ use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
 use crate::backend::{BusBackend, ReplySink, TopicBackend};
-use crate::bus::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
 use crate::error::{Error, Result};
 use crate::patterns::{CorrelationId, TopicOptions, TopicStats, inbox_topic};
+use crate::patterns::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
 use crate::record::Record;
 
 /// A connection to NATS JetStream used as a bus. Cheap to clone.

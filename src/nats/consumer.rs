@@ -22,7 +22,8 @@ use super::names::{group_consumer_name, stream_name, topic_subject};
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::now_ms;
-use crate::patterns::{DeadLetter, GroupOptions, RetryPolicy, StartAt, dead_letter_topic, push_failure};
+use crate::patterns::{DeadLetter, RetryPolicy, dead_letter_topic, push_failure};
+use crate::patterns::{GroupOptions, StartAt};
 use crate::record::StoredRecord;
 
 /// Longest single pull: longer waits are several pulls.

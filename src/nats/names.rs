@@ -13,7 +13,8 @@
 //! | reply to id `X` in inbox `c.inbox` | subject `logbus.c_2einbox.X` of the inbox's stream |
 
 use crate::error::{Error, Result};
-use crate::patterns::{ConsumerId, CorrelationId};
+use crate::patterns::CorrelationId;
+use crate::state::ConsumerId;
 
 /// Prefix of every subject a topic's stream captures.
 pub const SUBJECT_PREFIX: &str = "logbus";

@@ -23,7 +23,8 @@ use super::names::{reply_subject, stream_name};
 use super::topic::NatsTopic;
 use crate::backend::{RequesterBackend, TopicBackend};
 use crate::error::{Error, Result};
-use crate::patterns::{CorrelationId, Reply, ReplyCheck, headers};
+use crate::patterns::headers;
+use crate::patterns::{CorrelationId, Reply, ReplyCheck};
 use crate::record::StoredRecord;
 
 /// A requester on JetStream. Cheap to clone.

@@ -41,15 +41,15 @@ use super::names::{
     topic_subject,
 };
 use super::subscription::{NatsSubscription, committed_of};
+use crate::api::Group;
 use crate::backend::{ReplySink, TopicBackend};
-use crate::bus::validate_name;
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
-use crate::patterns::{
-    ConsumerId, ConsumerStats, CorrelationId, DEAD_LETTER_HEADROOM_BYTES, Group, GroupOptions, StartAt,
-    TopicOptions, TopicStats,
-};
+use crate::patterns::DEAD_LETTER_HEADROOM_BYTES;
+use crate::patterns::validate_name;
+use crate::patterns::{ConsumerStats, CorrelationId, GroupOptions, StartAt, TopicOptions, TopicStats};
 use crate::record::Record;
+use crate::state::ConsumerId;
 
 /// A topic on JetStream. Cheap to clone.
 #[derive(Clone, Debug)]

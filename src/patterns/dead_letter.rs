@@ -10,17 +10,9 @@
 //! from the recorded end offset, so the record is written again only if the
 //! first write did not survive.
 
-use std::time::Duration;
-
-use crate::backend::TopicBackend;
 use crate::error::{Error, Result};
 use crate::format::Failure;
-use crate::log::Position;
 use crate::patterns::headers;
-use crate::patterns::log_topic::LogTopic;
-use crate::patterns::queue::{Delivery, GroupOptions};
-use crate::patterns::retry::{Backoff, RetryPolicy};
-use crate::patterns::topic::Topic;
 use crate::record::{Record, StoredRecord};
 
 const DEAD_LETTER_HEADERS: [&str; 8] = [
@@ -82,11 +74,6 @@ impl DeadLetter<'_> {
         headers
     }
 
-    /// Appends the dead letter to `dlq` (durable per its durability).
-    pub(crate) fn append_to(&self, dlq: &LogTopic) -> Result<u64> {
-        self.publish_with(|record| dlq.publish(record))
-    }
-
     /// Hands the dead letter, as a record, to `publish` (either backend's
     /// append). If the failure headers make it too large for the
     /// dead-letter topic, it is published again with the last failure only,
@@ -125,30 +112,15 @@ impl DeadLetter<'_> {
     }
 }
 
-fn header_str<'a>(record: &'a StoredRecord, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(record: &'a StoredRecord, name: &str) -> Option<&'a str> {
     record.header(name).and_then(|v| std::str::from_utf8(v).ok())
 }
 
-/// Whether `dlq` holds, at or after `from`, the dead letter of `offset`
-/// from `topic` and `group`.
-pub(crate) fn contains_dead_letter(
-    dlq: &LogTopic,
-    from: u64,
-    topic: &str,
-    group: &str,
-    offset: u64,
-) -> Result<bool> {
-    let mut cursor = dlq.log().cursor(Position::Offset(from))?;
-    let offset = offset.to_string();
-    while let Some(record) = cursor.next()? {
-        if header_str(&record, headers::SOURCE_TOPIC) == Some(topic)
-            && header_str(&record, headers::SOURCE_GROUP) == Some(group)
-            && header_str(&record, headers::SOURCE_OFFSET) == Some(offset.as_str())
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+/// Whether `record` is the dead letter of `offset` from `topic` and `group`.
+pub(crate) fn is_dead_letter_of(record: &StoredRecord, topic: &str, group: &str, offset: u64) -> bool {
+    header_str(record, headers::SOURCE_TOPIC) == Some(topic)
+        && header_str(record, headers::SOURCE_GROUP) == Some(group)
+        && header_str(record, headers::SOURCE_OFFSET) == Some(offset.to_string().as_str())
 }
 
 /// [`Error::InvalidArgument`] unless `dlq_topic` names a dead-letter topic
@@ -166,82 +138,16 @@ pub(crate) fn check_redrive_source(dlq_topic: &str, topics: &[String]) -> Result
     )))
 }
 
-/// Moves the records of `dlq` selected by `filter` back to their source
-/// topics (see [`crate::Bus::redrive`]), on either backend: `republish`
-/// stores a record in the named source topic, given the dead letter's
-/// offset in `dlq` (NATS uses it to publish each dead letter once). A
-/// crash between the move and its bookkeeping may move a record twice
-/// (at-least-once) where the backend cannot deduplicate. A record without
-/// the source headers is [`Error::InvalidArgument`] before anything moves.
-pub(crate) fn redrive(
-    dlq: &Topic,
-    mut republish: impl FnMut(&str, &Record<'_>, u64) -> Result<u64>,
-    mut filter: impl FnMut(&StoredRecord) -> bool,
-) -> Result<usize> {
-    let options = GroupOptions {
-        lease: Duration::from_secs(300),
-        retry: RetryPolicy {
-            max_attempts: u32::MAX,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        dead_letter: false,
-        ..GroupOptions::default()
-    };
-    let group = dlq.group(REDRIVE_GROUP, options)?;
-    // Lease every pending dead letter first, so that records left in place
-    // are not handed out again within this call.
-    let mut leased = Vec::new();
-    while let Some(delivery) = group.try_recv()? {
-        leased.push(delivery);
-    }
-    let leased = all_dead_letters(dlq.name(), leased)?;
-    let mut moved = 0;
-    for delivery in leased {
-        let source = header_str(delivery.record(), headers::SOURCE_TOPIC).map(str::to_owned);
-        match source {
-            Some(source) if filter(delivery.record()) => {
-                let fresh = Redriven::new(delivery.record());
-                let _offset = republish(&source, &fresh.record(), delivery.record().offset())?;
-                trace_event!(info, dlq = dlq.name(), source = %source, offset = _offset, "record redriven");
-                delivery.ack()?;
-                moved += 1;
-            }
-            _ => delivery.nack_with_delay("not selected for redrive", Duration::ZERO)?,
-        }
-    }
-    Ok(moved)
-}
-
-/// `leased` if every record is a dead letter (names its source topic);
-/// otherwise puts them all back and fails with [`Error::InvalidArgument`].
-fn all_dead_letters(dlq: &str, leased: Vec<Delivery>) -> Result<Vec<Delivery>> {
-    let Some(stray) = leased
-        .iter()
-        .find(|d| header_str(d.record(), headers::SOURCE_TOPIC).is_none())
-    else {
-        return Ok(leased);
-    };
-    let offset = stray.record().offset();
-    for delivery in leased {
-        delivery.nack_with_delay("redrive refused", Duration::ZERO)?;
-    }
-    Err(Error::InvalidArgument(format!(
-        "cannot redrive from topic {dlq:?}: its record at offset {offset} is not a dead letter \
-         (no {} header)",
-        headers::SOURCE_TOPIC
-    )))
-}
-
 /// A dead letter as it goes back to its source: its key, value,
 /// timestamp and own headers, without the dead-letter headers, with
 /// `logbus-redrive-count` one higher.
-struct Redriven<'a> {
+pub(crate) struct Redriven<'a> {
     record: &'a StoredRecord,
     count: String,
 }
 
 impl<'a> Redriven<'a> {
-    fn new(record: &'a StoredRecord) -> Redriven<'a> {
+    pub(crate) fn new(record: &'a StoredRecord) -> Redriven<'a> {
         let count = header_str(record, headers::REDRIVE_COUNT)
             .and_then(|c| c.parse::<u64>().ok())
             .unwrap_or(0);
@@ -251,7 +157,7 @@ impl<'a> Redriven<'a> {
         }
     }
 
-    fn record(&self) -> Record<'_> {
+    pub(crate) fn record(&self) -> Record<'_> {
         let record = self.record;
         let mut fresh = Record::new(record.value())
             .key(record.key())

@@ -157,3 +157,15 @@ pub(crate) fn summarize_group(events: &[StateEvent]) -> GroupSummary {
         dead_letter_intents: replay.intents.len(),
     }
 }
+
+/// The committed offset a state log's events lead to (0 if none).
+pub(crate) fn recovered_commit(events: &[StateEvent]) -> u64 {
+    events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            StateEvent::Committed(offset) => Some(*offset),
+            _ => None,
+        })
+        .unwrap_or(0)
+}

@@ -1,44 +1,38 @@
-//! The messaging patterns, built on [`crate::Log`]: topics with
-//! publish-subscribe, consumer-group queues, retry policies and dead letters.
-//! Nothing here touches files directly: state goes through state logs.
+//! What the messaging patterns need that no backend owns: names and their
+//! rules, header names, retry policies and backoff, the dead-letter record
+//! and redrive, and the replay of a group's state.
+//!
+//! Nothing here touches files, and nothing here imports a backend or the
+//! public handles.
 
+mod correlation;
 mod dead_letter;
+mod group_options;
 mod group_state;
 pub mod headers;
-mod log_group;
-mod log_request;
-mod log_subscription;
-mod log_topic;
-mod queue;
-mod request;
-mod responder;
+mod names;
 mod retry;
-mod scatter;
-mod subscription;
-mod topic;
-mod wakeup;
+mod start;
+mod topic_options;
 
+pub use correlation::{CorrelationId, Reply, inbox_topic};
+pub(crate) use correlation::{ReplyCheck, request_record};
 pub use dead_letter::dead_letter_topic;
-#[cfg(feature = "nats")]
-pub(crate) use dead_letter::{DEAD_LETTER_HEADROOM_BYTES, DeadLetter};
-pub(crate) use dead_letter::{REDRIVE_GROUP, check_redrive_source, redrive};
+pub(crate) use dead_letter::{
+    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, REDRIVE_GROUP, Redriven, check_redrive_source, header_str,
+    is_dead_letter_of,
+};
+pub use group_options::{GroupOptions, GroupStats};
 pub use group_state::GroupSummary;
+pub(crate) use group_state::{
+    Replay, push_failure, recovered_commit, recovered_low_watermark, summarize_group, unsettled_offsets,
+};
+pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]
-pub(crate) use group_state::push_failure;
-pub(crate) use group_state::{summarize_group, unsettled_offsets};
-pub(crate) use log_request::{LogRequester, RequesterInner};
-pub(crate) use log_subscription::recovered_commit;
-pub(crate) use log_topic::LogTopic;
-pub(crate) use log_topic::{GROUPS, SUBSCRIPTIONS};
-pub use queue::{Delivery, Group, GroupOptions, GroupStats};
-pub(crate) use request::ReplyCheck;
-pub use request::{CorrelationId, Reply, Requester, inbox_topic};
-pub use responder::{Request, Responder};
+pub(crate) use names::{derived, needed_dead_letter_topic};
+pub(crate) use names::{validate_dead_letter_source, validate_requester_name, validate_topic_name};
 pub use retry::{Backoff, RetryPolicy};
-pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
-#[cfg(feature = "nats")]
-pub(crate) use subscription::check_commit;
-pub use subscription::{StartAt, Subscription};
-pub(crate) use topic::check_same_options;
-pub use topic::{ConsumerId, ConsumerStats, Retention, Topic, TopicOptions, TopicStats};
-pub(crate) use wakeup::Wakeups;
+pub use start::StartAt;
+pub(crate) use start::check_commit;
+pub(crate) use topic_options::check_same_options;
+pub use topic_options::{ConsumerStats, Retention, TopicOptions, TopicStats};

@@ -3,11 +3,14 @@
 //! periodic snapshots so its size follows the live state, not the history.
 
 mod correlation;
+mod layout;
 mod repair;
 mod store;
 
 pub(crate) use correlation::CorrelationIndex;
 pub use correlation::{CorrelationHeader, CorrelationTable, decode_correlation_header};
+pub use layout::ConsumerId;
+pub(crate) use layout::{GROUPS, SUBSCRIPTIONS};
 pub(crate) use repair::{Damaged, finish_interrupted_repairs, repair};
 pub use repair::{RecoveryMode, StateRepair};
 pub(crate) use store::StateLog;

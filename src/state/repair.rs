@@ -24,7 +24,7 @@ use crate::error::{CorruptKind, Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, StateEvent, decode_frame, decode_segment_header};
 use crate::io::{Storage, read_exact_at};
 use crate::log::{Durability, now_ms, parse_segment_name};
-use crate::patterns::ConsumerId;
+use crate::state::ConsumerId;
 use crate::state::StateLog;
 use crate::state::store::is_snapshot;
 

@@ -13,12 +13,13 @@
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{RequesterBackend, TopicBackend};
-use crate::bus::{BusInner, validate_requester_name};
+use crate::embedded::BusInner;
+use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
 use crate::log::Position;
 use crate::patterns::headers;
-use crate::patterns::log_topic::LogTopic;
-use crate::patterns::request::{CorrelationId, Reply, ReplyCheck, inbox_topic};
+use crate::patterns::validate_requester_name;
+use crate::patterns::{CorrelationId, Reply, ReplyCheck, inbox_topic};
 use crate::state::CorrelationIndex;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

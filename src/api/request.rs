@@ -2,7 +2,7 @@
 //! with `correlation-id` and `reply-to` headers; a [`crate::Responder`] (a
 //! consumer group on the service topic) publishes its reply to the
 //! requester's inbox topic; the requester finds the replies to an id in
-//! its inbox (embedded: `log_request.rs`, a correlation index; on NATS: a
+//! its inbox (embedded: `src/embedded/requester.rs`, a correlation index; on NATS: a
 //! subject per id).
 //!
 //! Invariants: correlation ids are unique across restarts (48-bit
@@ -12,124 +12,17 @@
 //! first); every reply returned carries the id asked for in its
 //! `correlation-id` header.
 
-use std::fmt;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use crate::api::Topic;
 use crate::backend::RequesterBackend;
+use crate::embedded::LogRequester;
 use crate::error::{Error, Result};
-use crate::log::now_ms;
-use crate::patterns::headers;
-use crate::patterns::log_request::LogRequester;
-use crate::patterns::topic::Topic;
-use crate::record::{Record, StoredRecord};
-
-/// A 128-bit, time-ordered id tying replies to their request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CorrelationId(u128);
-
-impl CorrelationId {
-    /// A new id: milliseconds since the Unix epoch in the top 48 bits,
-    /// 80 random bits below (never zero).
-    pub fn new() -> Self {
-        let time = (now_ms().max(1) as u128 & ((1 << 48) - 1)) << 80;
-        CorrelationId(time | (fastrand::u128(..) & ((1 << 80) - 1)))
-    }
-
-    /// The id as a number.
-    pub fn as_u128(self) -> u128 {
-        self.0
-    }
-
-    /// Parses the header form; `None` unless 32 hex digits of a non-zero id.
-    pub fn from_header(value: &[u8]) -> Option<Self> {
-        std::str::from_utf8(value).ok()?.parse().ok()
-    }
-}
-
-impl Default for CorrelationId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for CorrelationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl FromStr for CorrelationId {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidArgument(format!("{s:?} is not a correlation id"));
-        if s.len() != 32 {
-            return Err(bad());
-        }
-        match u128::from_str_radix(s, 16) {
-            Ok(0) | Err(_) => Err(bad()),
-            Ok(id) => Ok(CorrelationId(id)),
-        }
-    }
-}
-
-/// A reply found in an inbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    record: StoredRecord,
-}
-
-impl Reply {
-    pub(crate) fn new(record: StoredRecord) -> Reply {
-        Reply { record }
-    }
-
-    /// The reply record (its value is the response body).
-    pub fn record(&self) -> &StoredRecord {
-        &self.record
-    }
-
-    /// The response body.
-    pub fn value(&self) -> &[u8] {
-        self.record.value()
-    }
-
-    /// The responder (its group name), if it said.
-    pub fn from(&self) -> Option<&str> {
-        self.record
-            .header(headers::REPLIER)
-            .and_then(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The reason, if this is an error reply.
-    pub fn error(&self) -> Option<&str> {
-        self.record
-            .header(headers::REPLY_ERROR)
-            .map(|v| std::str::from_utf8(v).unwrap_or("(not UTF-8)"))
-    }
-}
-
-/// Name of the inbox topic of requester `name`.
-pub fn inbox_topic(name: &str) -> String {
-    format!("{name}.inbox")
-}
-
-/// The request as published: `record` plus the `correlation-id` and
-/// `reply-to` headers.
-fn request_record<'a>(record: &Record<'a>, id_text: &'a str, inbox: &'a str) -> Record<'a> {
-    record
-        .clone()
-        .header(headers::CORRELATION_ID, id_text.as_bytes())
-        .header(headers::REPLY_TO, inbox.as_bytes())
-}
-
-/// What a check of the inbox decided: done, or look again once a reply
-/// arrives or at the instant given, whichever comes first.
-pub(crate) enum ReplyCheck<T> {
-    Done(T),
-    WaitUntil(Instant),
-}
+use crate::patterns::CorrelationId;
+use crate::patterns::Reply;
+use crate::patterns::ReplyCheck;
+use crate::patterns::request_record;
+use crate::record::Record;
 
 /// Sends requests and collects their replies from its own inbox topic.
 /// Cheap to clone; share it between threads.

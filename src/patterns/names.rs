@@ -11,7 +11,8 @@
 //! is checked when it opens instead.
 
 use crate::error::{Error, Result};
-use crate::patterns::{dead_letter_topic, inbox_topic};
+use crate::patterns::dead_letter_topic;
+use crate::patterns::inbox_topic;
 
 /// Longest topic, group or subscription name, in bytes.
 pub const MAX_NAME_BYTES: usize = 200;

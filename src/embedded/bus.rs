@@ -11,16 +11,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{BusBackend, ReplySink, TopicBackend};
-use crate::bus::validate_topic_name;
+use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups};
 use crate::error::{Error, Result};
 use crate::inspect::{consumers_over, open_read_only_over};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::Log;
 use crate::log::SyncStats;
-use crate::patterns::{
-    ConsumerId, ConsumerStats, CorrelationId, LogRequester, LogTopic, RequesterInner, TopicOptions,
-    TopicStats, Wakeups,
-};
+use crate::patterns::validate_topic_name;
+use crate::patterns::{ConsumerStats, CorrelationId, TopicOptions, TopicStats};
+use crate::state::ConsumerId;
 use crate::state::RecoveryMode;
 
 /// Options for [`crate::Bus::open`].

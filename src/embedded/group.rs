@@ -28,17 +28,17 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::backend::TopicBackend;
+use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, StateEvent};
 use crate::log::{Cursor, Position, now_ms};
-use crate::patterns::dead_letter::{
-    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, contains_dead_letter, dead_letter_topic,
+use crate::patterns::{
+    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, Replay, dead_letter_topic, is_dead_letter_of, push_failure,
 };
-use crate::patterns::group_state::{Replay, push_failure};
-use crate::patterns::log_topic::{GROUPS, LogTopic};
-use crate::patterns::queue::{GroupOptions, GroupStats};
-use crate::patterns::topic::ConsumerId;
+use crate::patterns::{GroupOptions, GroupStats};
 use crate::record::StoredRecord;
+use crate::state::ConsumerId;
+use crate::state::GROUPS;
 use crate::state::StateLog;
 
 /// The embedded consumer group (the `Log` variant of [`crate::Group`]).
@@ -570,7 +570,7 @@ impl GroupInner {
             attempts: entry.attempts,
             failures: &entry.failures,
         };
-        let _dlq_offset = letter.append_to(dlq)?;
+        let _dlq_offset = letter.publish_with(|record| dlq.publish(record))?;
         trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, dlq_offset = _dlq_offset, attempts = entry.attempts, "record dead-lettered");
         Ok(())
     }
@@ -857,4 +857,16 @@ impl Drop for LogDelivery {
                 .release(self.record.offset(), self.token, self.attempt, reason, None);
         }
     }
+}
+
+/// Whether `dlq` holds, at or after `from`, the dead letter of `offset`
+/// from `topic` and `group`.
+fn contains_dead_letter(dlq: &LogTopic, from: u64, topic: &str, group: &str, offset: u64) -> Result<bool> {
+    let mut cursor = dlq.log().cursor(Position::Offset(from))?;
+    while let Some(record) = cursor.next()? {
+        if is_dead_letter_of(&record, topic, group, offset) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

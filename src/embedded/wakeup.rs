@@ -8,8 +8,8 @@ use std::collections::BinaryHeap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use crate::embedded::TopicInner;
 use crate::log::now_ms;
-use crate::patterns::log_topic::TopicInner;
 
 #[derive(Debug, Default)]
 pub(crate) struct Wakeups {

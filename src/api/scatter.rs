@@ -11,10 +11,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use crate::api::Requester;
 use crate::error::Result;
-use crate::patterns::request::{CorrelationId, Reply, ReplyCheck, Requester};
-use crate::patterns::topic::ConsumerId;
+use crate::patterns::{CorrelationId, Reply, ReplyCheck};
 use crate::record::Record;
+use crate::state::ConsumerId;
 
 /// Who a scatter goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
+use crate::api::redrive::redrive;
+use crate::api::{Group, Recipients, Requester, Responder, Scatter, Topic};
 use crate::backend::{BusBackend, TopicBackend};
-use crate::bus::log_bus::{BusOptions, LogBus};
+use crate::embedded::{BusOptions, LogBus};
 use crate::error::Result;
-use crate::patterns::{
-    Group, GroupOptions, Recipients, Requester, Responder, Scatter, Topic, TopicOptions, TopicStats,
-    check_redrive_source, check_same_options, redrive,
-};
+use crate::patterns::check_redrive_source;
+use crate::patterns::{GroupOptions, TopicOptions, TopicStats, check_same_options};
 use crate::record::{Record, StoredRecord};
 
 /// Named topics and the patterns built on them. Cheap to clone; `Send +

@@ -10,22 +10,9 @@
 use std::time::Duration;
 
 use crate::backend::SubscriptionBackend;
-use crate::error::{Error, Result};
-use crate::patterns::log_subscription::LogSubscription;
+use crate::embedded::LogSubscription;
+use crate::error::Result;
 use crate::record::StoredRecord;
-
-/// Where a new subscription starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    /// The oldest stored record.
-    Earliest,
-    /// Only records published from now on.
-    Latest,
-    /// A given offset.
-    Offset(u64),
-    /// The first record at or after a timestamp (ms since the Unix epoch).
-    Timestamp(i64),
-}
 
 /// A reader of every record of a topic. Not shared between threads: each
 /// subscriber holds its own.
@@ -161,16 +148,5 @@ impl Subscription {
     #[inline]
     pub fn skipped(&self) -> u64 {
         dispatch!(AnySubscription, &self.backend, s => s.skipped())
-    }
-}
-
-/// [`Error::InvalidArgument`] if `next_offset` is past `end_offset`: a
-/// commit there would count records nobody published as consumed.
-pub(crate) fn check_commit(next_offset: u64, end_offset: u64) -> Result<()> {
-    match next_offset > end_offset {
-        true => Err(Error::InvalidArgument(format!(
-            "cannot commit offset {next_offset}: the topic ends at {end_offset}"
-        ))),
-        false => Ok(()),
     }
 }

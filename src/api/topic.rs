@@ -10,158 +10,20 @@
 //! each record gets the next one.
 
 use std::ops::Range;
-use std::time::Duration;
 
+use crate::api::Group;
+use crate::api::Responder;
+use crate::api::Subscription;
 use crate::backend::TopicBackend;
-use crate::bus::validate_name;
-use crate::error::{Error, Result};
-use crate::log::{Durability, LogOptions, LogView, SyncStats};
-use crate::patterns::log_topic::LogTopic;
-use crate::patterns::queue::{Group, GroupOptions, GroupStats};
-use crate::patterns::responder::Responder;
-use crate::patterns::subscription::{StartAt, Subscription};
+use crate::embedded::LogTopic;
+use crate::error::Result;
+use crate::log::LogView;
+use crate::patterns::GroupOptions;
+use crate::patterns::StartAt;
+use crate::patterns::TopicOptions;
+use crate::patterns::TopicStats;
+use crate::patterns::validate_name;
 use crate::record::Record;
-
-/// When a topic's records may be deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Retention {
-    /// By size and age only (see [`TopicOptions::max_bytes`] and
-    /// [`TopicOptions::max_age`]). Consumers that fall behind are told how
-    /// many records they skipped.
-    #[default]
-    Limits,
-    /// Also keep every record until all durable subscriptions and groups
-    /// have passed it; with no consumers at all, records are kept.
-    Interest,
-    /// Drop records once every group has acked (or dead-lettered) them.
-    WorkQueue,
-}
-
-/// Options for a topic.
-#[derive(Debug, Clone)]
-pub struct TopicOptions {
-    pub(crate) log: LogOptions,
-    pub(crate) retention: Retention,
-}
-
-impl Default for TopicOptions {
-    fn default() -> Self {
-        TopicOptions {
-            log: LogOptions::default(),
-            retention: Retention::Limits,
-        }
-    }
-}
-
-impl TopicOptions {
-    /// Durability of the topic and of its consumers' state.
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.log = self.log.durability(durability);
-        self
-    }
-
-    /// Segment size of the topic's log.
-    pub fn segment_bytes(mut self, bytes: u64) -> Self {
-        self.log = self.log.segment_bytes(bytes);
-        self
-    }
-
-    /// Largest record accepted.
-    pub fn max_record_bytes(mut self, bytes: u64) -> Self {
-        self.log = self.log.max_record_bytes(bytes);
-        self
-    }
-
-    /// Size limit: oldest whole segments go beyond it.
-    pub fn max_bytes(mut self, bytes: u64) -> Self {
-        self.log = self.log.retention_bytes(bytes);
-        self
-    }
-
-    /// Age limit: whole segments whose newest record is older go.
-    pub fn max_age(mut self, age: Duration) -> Self {
-        self.log = self.log.retention_age(age);
-        self
-    }
-
-    /// The retention mode (default [`Retention::Limits`]).
-    pub fn retention(mut self, retention: Retention) -> Self {
-        self.retention = retention;
-        self
-    }
-
-    pub(crate) fn durability_mode(&self) -> Durability {
-        self.log.durability
-    }
-
-    /// The name of the first option set differently in `self` and `other`.
-    fn first_difference(&self, other: &TopicOptions) -> Option<&'static str> {
-        let (a, b) = (&self.log, &other.log);
-        [
-            ("durability", a.durability == b.durability),
-            ("segment_bytes", a.segment_bytes == b.segment_bytes),
-            ("max_record_bytes", a.max_record_bytes == b.max_record_bytes),
-            ("max_bytes", a.retention_bytes == b.retention_bytes),
-            ("max_age", a.retention_age == b.retention_age),
-            ("retention", self.retention == other.retention),
-        ]
-        .into_iter()
-        .find(|(_, same)| !same)
-        .map(|(option, _)| option)
-    }
-}
-
-/// [`Error::InvalidArgument`] naming the option if the topic `name`, open
-/// with `open`, is asked for again with `asked` set otherwise: options are
-/// never changed, nor silently ignored, on an open topic.
-pub(crate) fn check_same_options(name: &str, open: &TopicOptions, asked: &TopicOptions) -> Result<()> {
-    match open.first_difference(asked) {
-        Some(option) => Err(Error::InvalidArgument(format!(
-            "topic {name:?} is open with another {option}: ask with the options it was opened with, \
-             or use Bus::topic, which returns it as it is"
-        ))),
-        None => Ok(()),
-    }
-}
-
-/// Which consumer a tracked position belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ConsumerId {
-    /// A durable subscription, by name.
-    Subscription(String),
-    /// A consumer group, by name.
-    Group(String),
-}
-
-/// A snapshot of a topic and its durable consumers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct TopicStats {
-    /// The topic's name.
-    pub name: String,
-    /// Oldest stored offset.
-    pub start_offset: u64,
-    /// Offset the next record gets.
-    pub end_offset: u64,
-    /// Syncs of the topic's log (fsync latency).
-    pub sync: SyncStats,
-    /// Every durable consumer, open or not.
-    pub consumers: Vec<ConsumerStats>,
-}
-
-/// A durable consumer's position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ConsumerStats {
-    /// Which consumer.
-    pub id: ConsumerId,
-    /// Committed offset (subscription) or low watermark (group).
-    pub committed: u64,
-    /// Records behind the end of the topic.
-    pub lag: u64,
-    /// Live counters, for a group open in this process.
-    pub group: Option<GroupStats>,
-}
 
 /// A named stream of records. Cheap to clone.
 ///

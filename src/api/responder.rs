@@ -10,11 +10,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::{Delivery, Group};
 use crate::backend::ReplySink;
 use crate::error::{Error, Result};
+use crate::patterns::CorrelationId;
 use crate::patterns::headers;
-use crate::patterns::queue::{Delivery, Group};
-use crate::patterns::request::CorrelationId;
 use crate::record::{Record, StoredRecord};
 
 /// Serves requests sent to a service topic: a consumer group named after

@@ -19,22 +19,25 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
+use crate::api::Group;
 use crate::backend::{ReplySink, TopicBackend};
-use crate::bus::{BusInner, LogReplies, OpenBus, validate_name};
+use crate::embedded::LogSubscription;
+use crate::embedded::{BusInner, LogReplies, OpenBus};
+use crate::embedded::{GroupInner, LogGroup};
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
 use crate::log::{Durability, Log};
-use crate::patterns::group_state::recovered_low_watermark;
-use crate::patterns::log_group::{GroupInner, LogGroup};
-use crate::patterns::log_subscription::{LogSubscription, recovered_commit};
-use crate::patterns::queue::{Group, GroupOptions};
-use crate::patterns::subscription::StartAt;
-use crate::patterns::topic::{ConsumerId, ConsumerStats, Retention, TopicOptions, TopicStats};
+use crate::patterns::GroupOptions;
+use crate::patterns::StartAt;
+use crate::patterns::recovered_commit;
+use crate::patterns::recovered_low_watermark;
+use crate::patterns::validate_name;
+use crate::patterns::{ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
-use crate::state::{Damaged, RecoveryMode, StateLog, StateRepair, finish_interrupted_repairs, repair};
-
-pub(crate) const SUBSCRIPTIONS: &str = "subscriptions";
-pub(crate) const GROUPS: &str = "groups";
+use crate::state::ConsumerId;
+use crate::state::{
+    Damaged, GROUPS, RecoveryMode, SUBSCRIPTIONS, StateLog, StateRepair, finish_interrupted_repairs, repair,
+};
 
 /// A topic stored in the bus directory. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -10,13 +10,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{SubscriptionBackend, TopicBackend};
+use crate::embedded::LogTopic;
 use crate::error::Result;
 use crate::format::StateEvent;
 use crate::log::{Cursor, Position};
-use crate::patterns::log_topic::{LogTopic, SUBSCRIPTIONS};
-use crate::patterns::subscription::{StartAt, check_commit};
-use crate::patterns::topic::ConsumerId;
+use crate::patterns::StartAt;
+use crate::patterns::check_commit;
+use crate::patterns::recovered_commit;
 use crate::record::StoredRecord;
+use crate::state::ConsumerId;
+use crate::state::SUBSCRIPTIONS;
 use crate::state::StateLog;
 
 impl From<StartAt> for Position {
@@ -28,18 +31,6 @@ impl From<StartAt> for Position {
             StartAt::Timestamp(ms) => Position::Timestamp(ms),
         }
     }
-}
-
-/// The committed offset a state log's events lead to (0 if none).
-pub(crate) fn recovered_commit(events: &[StateEvent]) -> u64 {
-    events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            StateEvent::Committed(offset) => Some(*offset),
-            _ => None,
-        })
-        .unwrap_or(0)
 }
 
 /// A cursor on a topic's log, with its committed offset in a state log

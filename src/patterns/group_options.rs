@@ -1,0 +1,74 @@
+//! The options of a consumer group and the counters it reports, the same
+//! on every backend.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::patterns::{RetryPolicy, StartAt, validate_dead_letter_source};
+
+/// Options of a consumer group.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupOptions {
+    /// How long a receiver holds a record before it is redelivered
+    /// (visibility timeout). Default 30 s.
+    pub lease: Duration,
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+    /// Send records that exhaust their attempts to `<topic>.dlq` (default);
+    /// if false they are dropped.
+    pub dead_letter: bool,
+    /// Where a new group starts (default: the earliest record).
+    pub start: StartAt,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            lease: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            dead_letter: true,
+            start: StartAt::Earliest,
+        }
+    }
+}
+
+/// A snapshot of a group's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GroupStats {
+    /// The topic's end offset.
+    pub end_offset: u64,
+    /// Lowest offset not yet acked or dead-lettered.
+    pub low_watermark: u64,
+    /// Records published but not yet settled: `end_offset - low_watermark`.
+    pub lag: u64,
+    /// Records leased to receivers now.
+    pub in_flight: usize,
+    /// Records waiting for redelivery (backoff).
+    pub waiting: usize,
+    /// Age of the oldest unsettled record, from its timestamp.
+    pub oldest_unacked_age: Option<Duration>,
+    /// Deliveries after the first, since open.
+    pub redeliveries: u64,
+    /// Records acked since open.
+    pub acked: u64,
+    /// Records dead-lettered (or dropped, without a dead-letter topic) since open.
+    pub dead_lettered: u64,
+}
+
+impl GroupOptions {
+    /// [`Error::InvalidArgument`] unless attempts and lease are positive
+    /// and, when dead-lettering, the dead-letter topic of `topic` has a
+    /// valid name.
+    pub(crate) fn validate_for(&self, topic: &str) -> Result<()> {
+        if self.retry.max_attempts == 0 || self.lease.is_zero() {
+            return Err(Error::InvalidArgument(
+                "max_attempts and lease must be positive".into(),
+            ));
+        }
+        match self.dead_letter {
+            true => validate_dead_letter_source(topic),
+            false => Ok(()),
+        }
+    }
+}
