@@ -232,3 +232,63 @@ impl MappedFile for CheckedMap {
         self.latch.run("mapped sync", never_harmless, || self.map.sync())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::{Fault, SimStorage};
+
+    fn checked_file(sim: &SimStorage) -> (CheckedStorage, Arc<dyn StorageFile>) {
+        sim.create_dir_all(Path::new("/d")).unwrap();
+        let storage = CheckedStorage::new(Arc::new(sim.clone()));
+        let file = storage.open(Path::new("/d/f"), true).unwrap();
+        (storage, file)
+    }
+
+    #[test]
+    fn a_full_disk_does_not_latch_and_the_file_stays_writable() {
+        let sim = SimStorage::new();
+        let (storage, file) = checked_file(&sim);
+        sim.inject(Fault::DiskFull { capacity: 4 });
+        assert!(file.write_all_at(b"too long", 0).is_err());
+        assert_eq!(storage.failure(), None);
+        sim.clear_faults();
+        file.set_len(0).unwrap();
+        file.write_all_at(b"fits", 0).unwrap();
+        file.sync_data().unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_latches_refuses_every_later_change_and_leaves_reads_alone() {
+        let sim = SimStorage::new();
+        let (storage, file) = checked_file(&sim);
+        file.write_all_at(b"kept", 0).unwrap();
+        sim.inject(Fault::WriteError { after: 0 });
+        assert!(file.write_all_at(b"lost", 4).is_err());
+        let cause = storage.failure().expect("latched").to_owned();
+        assert!(cause.starts_with("write failed"), "{cause}");
+        assert!(file.write_all_at(b"x", 4).is_err());
+        assert!(file.set_len(0).is_err());
+        assert!(file.sync_data().is_err());
+        assert!(storage.sync_dir(Path::new("/d")).is_err());
+        assert!(storage.remove(Path::new("/d/f")).is_err());
+        let mut read = [0u8; 4];
+        crate::io::read_exact_at(file.as_ref(), &mut read, 0).unwrap();
+        assert_eq!(&read, b"kept");
+        assert_eq!(
+            storage.failure(),
+            Some(cause.as_str()),
+            "the first failure stays named"
+        );
+    }
+
+    #[test]
+    fn a_failed_removal_does_not_latch() {
+        let sim = SimStorage::new();
+        let (storage, _file) = checked_file(&sim);
+        sim.inject(Fault::RemoveError { after: 0 });
+        assert!(storage.remove(Path::new("/d/f")).is_err());
+        assert_eq!(storage.failure(), None);
+        storage.remove(Path::new("/d/f")).unwrap();
+    }
+}
