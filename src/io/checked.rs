@@ -20,6 +20,11 @@
 //! changes, syncs, removals, renames) fails at once with the first
 //! failure; reads go on, so records acknowledged before it stay readable.
 //! Only a new wrapper (reopening the log) clears the latch.
+//!
+//! One deliberate exception goes around the latch
+//! ([`CheckedStorage::unlatched`]): deleting the files of segments that
+//! retention already removed, whose failed removal or directory sync is
+//! retried instead (`log/retired.rs` says why that is safe).
 
 use std::io;
 use std::ops::Range;
