@@ -150,18 +150,17 @@ impl LogTopic {
     }
 
     /// Records a consumer's durable position and applies interest-based
-    /// retention.
+    /// retention: the segments every consumer passed leave the log at once,
+    /// their files in the background, so an ack never waits for (or fails
+    /// because of) a deletion.
     pub(crate) fn set_position(&self, consumer: ConsumerId, position: u64) -> Result<()> {
         let floor = {
             let mut positions = lock(&self.inner.positions);
             positions.insert(consumer, position);
             retention_floor(self.inner.options.retention, &positions)
         };
-        // Checked first without the writer lock: this runs for every ack.
-        if let Some(floor) = floor
-            && self.inner.log.has_segment_below(floor)
-        {
-            self.inner.log.truncate_before(floor)?;
+        if let Some(floor) = floor {
+            self.inner.log.release_before(floor);
         }
         Ok(())
     }

@@ -82,6 +82,11 @@ impl IndexFile {
         Ok(())
     }
 
+    /// How many entries are used.
+    pub(crate) fn len(&self) -> usize {
+        self.used
+    }
+
     /// Forgets every entry after the first `count`.
     pub(crate) fn keep_first(&mut self, count: usize) {
         self.used = self.used.min(count);

@@ -5,12 +5,14 @@
 //! [`OverlayStorage`] reads real files and keeps every change in memory, so
 //! the dump tool can run the real recovery as a dry run.
 
+mod checked;
 mod mmap;
 mod overlay;
 mod seam;
 mod sim;
 mod std_fs;
 
+pub(crate) use checked::CheckedStorage;
 pub use overlay::OverlayStorage;
 pub use seam::{LockGuard, MappedFile, Storage, StorageFile, read_exact_at};
 pub use sim::{Fault, SimStorage};

@@ -5,9 +5,9 @@
 //! its synced bytes and replays each unsynced operation at random: applied,
 //! dropped, torn (a prefix applied) or replaced by garbage. Directory entries
 //! created or removed since the last `sync_dir` of their directory may be
-//! undone. Faults ([`Fault`]) make syncs fail, run the disk full, or halt
-//! the "process" after a number of syncs or writes, so tests can crash at
-//! any I/O step. After a power loss, handles opened before it stop working.
+//! undone. Faults ([`Fault`]) make syncs, writes, length changes, directory
+//! syncs or removals fail, run the disk full, or halt the "process" after a
+//! number of syncs or writes, so tests can crash at any I/O step. After a power loss, handles opened before it stop working.
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -41,6 +41,52 @@ pub enum Fault {
         /// Writes that still succeed first.
         after: u64,
     },
+    /// The file write after `after` more successful ones fails with EIO,
+    /// writing nothing.
+    WriteError {
+        /// Writes that still succeed first.
+        after: u64,
+    },
+    /// The length change (of a file or a mapped file) after `after` more
+    /// successful ones fails with EIO, changing nothing.
+    SetLenError {
+        /// Length changes that still succeed first.
+        after: u64,
+    },
+    /// The directory sync after `after` more successful ones fails with
+    /// EIO (counted apart from file syncs; `SyncError` counts both).
+    SyncDirError {
+        /// Directory syncs that still succeed first.
+        after: u64,
+    },
+    /// The file removal after `after` more successful ones fails with EIO,
+    /// removing nothing.
+    RemoveError {
+        /// Removals that still succeed first.
+        after: u64,
+    },
+}
+
+/// The operations the `...Error` faults count, one kind each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Write,
+    SetLen,
+    SyncDir,
+    Remove,
+}
+
+impl Fault {
+    /// The countdown of a fault that fails `op`, if this is one.
+    fn countdown(&mut self, op: Op) -> Option<&mut u64> {
+        match (self, op) {
+            (Fault::WriteError { after }, Op::Write)
+            | (Fault::SetLenError { after }, Op::SetLen)
+            | (Fault::SyncDirError { after }, Op::SyncDir)
+            | (Fault::RemoveError { after }, Op::Remove) => Some(after),
+            _ => None,
+        }
+    }
 }
 
 /// The in-memory, fault-injecting [`Storage`]. Clones share one file system.
@@ -150,6 +196,19 @@ impl SimState {
 
     fn stored_bytes(&self) -> u64 {
         self.files.values().map(|n| lock(n).data.len() as u64).sum()
+    }
+
+    /// Counts an `op` against the faults that fail it; `Err` means this
+    /// one fails (with EIO, once per fault).
+    fn on_op(&mut self, op: Op) -> io::Result<()> {
+        for after in self.faults.iter_mut().filter_map(|f| f.countdown(op)) {
+            if *after == 0 {
+                *after = u64::MAX;
+                return Err(io::Error::from_raw_os_error(5));
+            }
+            *after -= 1;
+        }
+        Ok(())
     }
 
     /// Counts a sync and applies sync faults; `Err` means this sync fails.
@@ -341,6 +400,7 @@ impl Storage for SimStorage {
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.check_alive(state.epoch)?;
+        state.on_op(Op::Remove)?;
         state
             .files
             .remove(path)
@@ -398,6 +458,7 @@ impl Storage for SimStorage {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         let mut state = lock(&self.state);
         state.check_alive(state.epoch)?;
+        state.on_op(Op::SyncDir)?;
         state.on_sync()?;
         let SimState { files, durable, .. } = &mut *state;
         durable.retain(|p, _| p.parent() != Some(dir));
@@ -470,6 +531,7 @@ impl StorageFile for SimFile {
 
     fn write_all_at(&self, buf: &[u8], pos: u64) -> io::Result<()> {
         let mut state = self.alive()?;
+        state.on_op(Op::Write)?;
         let mut node = lock(&self.node);
         let grow_by = (pos + buf.len() as u64).saturating_sub(node.data.len() as u64);
         drop(node);
@@ -487,7 +549,7 @@ impl StorageFile for SimFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        let _state = self.alive()?;
+        self.alive()?.on_op(Op::SetLen)?;
         lock(&self.node).set_len(len);
         Ok(())
     }

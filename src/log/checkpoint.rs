@@ -65,9 +65,10 @@ impl CheckpointWriter {
 
     /// Records that `segment` is durable up to `extent`: always when
     /// `force`, otherwise when it moved on far enough since the last one.
-    /// A failed sync is returned, and the caller poisons the log: after a
-    /// failed fsync nothing is trusted. A failed write (a full disk) only
-    /// leaves an older or torn checkpoint, which recovery ignores.
+    /// A failed sync is returned (it latched the log's storage: after a
+    /// failed fsync nothing is trusted). A failed write is not: a full disk
+    /// only leaves an older or torn checkpoint, which recovery ignores, and
+    /// any other failed write latched the storage too.
     pub(crate) fn record(&self, segment: &Segment, extent: Extent, force: bool) -> std::io::Result<()> {
         let mut last = self.last();
         let due = force

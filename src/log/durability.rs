@@ -14,10 +14,11 @@
 //! duration of the previous sync, until as many appenders are waiting as
 //! were during the previous round. A lone appender never waits.
 //!
-//! Once a write or sync fails, the log is poisoned for good: after a failed
-//! fsync the kernel may have dropped the dirty pages, so retrying and
-//! reporting success would lie (see the fsync failure studies of 2018–2020).
-//! Only reopening, which re-reads what really reached the disk, clears it.
+//! A failed sync latches the log's [`CheckedStorage`] for good: after a
+//! failed fsync the kernel may have dropped the dirty pages, so retrying
+//! and reporting success would lie. Group commit never retries a sync that
+//! latched; it fails every waiter with [`Error::Poisoned`]. Only reopening,
+//! which re-reads what really reached the disk, clears it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -27,6 +28,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::io::CheckedStorage;
 
 /// The longest a leader waits to gather appenders before syncing.
 const MAX_GATHER: Duration = Duration::from_millis(1);
@@ -37,8 +39,6 @@ struct CommitState {
     durable_end: u64,
     /// A leader is syncing.
     syncing: bool,
-    /// The first failure, once one happened.
-    poisoned: Option<String>,
     /// The targets of the appenders waiting for a sync (released ones are
     /// removed at once, before they get to run).
     waiting: BinaryHeap<Reverse<u64>>,
@@ -64,8 +64,10 @@ impl CommitState {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct GroupCommit {
+    /// The log's storage, asked for its latch.
+    storage: CheckedStorage,
     state: Mutex<CommitState>,
     changed: Condvar,
     /// Signalled when an appender starts waiting (wakes a gathering leader).
@@ -87,13 +89,18 @@ pub struct SyncStats {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(durable_end: u64) -> Self {
+    pub(crate) fn new(durable_end: u64, storage: CheckedStorage) -> Self {
         GroupCommit {
+            storage,
             state: Mutex::new(CommitState {
                 durable_end,
                 ..CommitState::default()
             }),
-            ..GroupCommit::default()
+            changed: Condvar::new(),
+            arrived: Condvar::new(),
+            syncs: AtomicU64::new(0),
+            sync_nanos_total: AtomicU64::new(0),
+            sync_nanos_max: AtomicU64::new(0),
         }
     }
 
@@ -106,15 +113,13 @@ impl GroupCommit {
     /// far and returns the end offset it covered.
     pub(crate) fn wait_durable(&self, target: u64, sync: impl Fn() -> io::Result<u64>) -> Result<()> {
         let mut state = self.lock();
-        if state.durable_end < target && state.poisoned.is_none() {
+        if state.durable_end < target && self.check().is_ok() {
             state.waiting.push(Reverse(target));
             state.peak = state.peak.max(state.waiting.len());
             self.arrived.notify_one();
         }
         loop {
-            if let Some(cause) = &state.poisoned {
-                return Err(Error::Poisoned { cause: cause.clone() });
-            }
+            self.check()?;
             if state.durable_end >= target {
                 return Ok(());
             }
@@ -132,14 +137,18 @@ impl GroupCommit {
             state = self.lock();
             state.syncing = false;
             state.gather_limit = (took / 2).min(MAX_GATHER);
-            match result {
-                Ok(covered) => state.advance(covered),
-                Err(e) => {
-                    state.poisoned.get_or_insert_with(|| format!("sync failed: {e}"));
-                    state.waiting.clear();
-                }
+            let failed = result.map(|covered| state.advance(covered)).err();
+            if failed.is_some() {
+                state.waiting.clear();
             }
             self.changed.notify_all();
+            // A failed sync latched: the next round of the loop reports it.
+            // Anything else (an error before the sync) fails this caller only.
+            if let Some(error) = failed
+                && self.storage.failure().is_none()
+            {
+                return Err(error.into());
+            }
         }
     }
 
@@ -184,19 +193,12 @@ impl GroupCommit {
         self.changed.notify_all();
     }
 
-    /// Latches the first failure; every later write sees it.
-    pub(crate) fn poison(&self, cause: String) {
-        let mut state = self.lock();
-        state.poisoned.get_or_insert(cause);
-        state.waiting.clear();
-        drop(state);
-        self.changed.notify_all();
-    }
-
     /// The latched failure, if any.
     pub(crate) fn check(&self) -> Result<()> {
-        match &self.lock().poisoned {
-            Some(cause) => Err(Error::Poisoned { cause: cause.clone() }),
+        match self.storage.failure() {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.to_owned(),
+            }),
             None => Ok(()),
         }
     }

@@ -4,7 +4,18 @@
 //! Concurrency: appends are serialized by the writer mutex; reads take the
 //! segment list's read lock only to find a segment, then read through their
 //! own file handle, so readers never block writers. Lock order, where two
-//! are held: writer, then segment list, then a segment's own locks.
+//! are held: writer, then segment list, then a segment's own locks or the
+//! retired segments' queue.
+//!
+//! Failures: every file the log touches goes through its [`CheckedStorage`],
+//! which latches on the first failed write, length change or sync (see
+//! `io/checked.rs` for which failures latch); the log asks it before every
+//! write and never poisons itself by hand.
+//!
+//! Retention: deciding which segments go takes them out of the segment list
+//! at once (at open, after a roll, on [`Log::release_before`], and on the
+//! explicit calls), without I/O; deleting their files is background
+//! maintenance (`retired.rs`), so it never fails an append or an ack.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -20,16 +31,25 @@ use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segment_name, recover};
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
-use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
+use super::retired::RetiredSegments;
+use super::segment::{DATA_EXT, Extent, IndexMark, Segment};
 use crate::error::{Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
-use crate::io::LockGuard;
+use crate::io::{CheckedStorage, LockGuard, Storage};
 use crate::record::{Record, StoredRecord};
 
 /// Without per-append syncs, writeback of the active segment is started
 /// every this many bytes, so the sync when it is sealed (and `flush`) finds
 /// little left to write instead of the whole segment.
 const WRITEBACK_STEP_BYTES: u64 = 4 << 20;
+
+/// Cuts a failed append's partial frames off and forgets their index
+/// entries, so the next append starts where this one did. A failed cut
+/// latches the storage (the file's tail is then unknown).
+fn undo_partial_write(segment: &Segment, position: u64, mark: IndexMark) {
+    segment.rewind_index(mark);
+    let _ = segment.file().set_len(position);
+}
 
 /// Starts writeback of what the writer wrote since the last step, once a
 /// step's worth has piled up. Only a hint: failures are ignored (the next
@@ -74,6 +94,9 @@ pub struct Log {
 pub(crate) struct Shared {
     dir: PathBuf,
     options: LogOptions,
+    /// `options.storage` behind the failure latch; every file goes through it.
+    storage: CheckedStorage,
+    retired: Arc<RetiredSegments>,
     segments: RwLock<Vec<Arc<Segment>>>,
     /// The first segment's base, kept beside the list so that readers
     /// check it per record without taking the list's lock.
@@ -133,15 +156,15 @@ impl Log {
     pub fn open(dir: impl AsRef<Path>, options: LogOptions) -> Result<Log> {
         options.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let storage = options.storage.clone();
+        let storage = CheckedStorage::new(options.storage.clone());
         storage.create_dir_all(&dir)?;
         let guard = storage
             .lock(&dir.join(LOCK_FILE))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
-        let recovered = recover(storage.as_ref(), &dir, &options, now_ms())?;
+        let recovered = recover(&storage, &dir, &options, now_ms())?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
         active.reserve(&options);
-        let checkpoint = CheckpointWriter::open(storage.as_ref(), &dir, &active)?;
+        let checkpoint = CheckpointWriter::open(&storage, &dir, &active)?;
         checkpoint.record(&active, active.limit(), false)?;
         storage.sync_dir(&dir)?;
         let extent = active.limit();
@@ -155,7 +178,9 @@ impl Log {
                 roll_pending: false,
                 writeback_from: extent.end_pos,
             }),
-            commit: GroupCommit::new(extent.end_offset),
+            commit: GroupCommit::new(extent.end_offset, storage.clone()),
+            retired: RetiredSegments::new(dir.clone(), storage.clone()),
+            storage,
             start: AtomicU64::new(recovered.segments.first().map_or(0, |s| s.base())),
             segments: RwLock::new(recovered.segments),
             report: recovered.report,
@@ -170,7 +195,7 @@ impl Log {
         if let Durability::Interval(every) = shared.options.durability {
             *lock(&shared.flusher) = Some(Flusher::spawn(Arc::downgrade(&shared), every)?);
         }
-        shared.enforce_retention(RetentionRules::default())?;
+        shared.retire(None);
         Ok(Log { shared })
     }
 
@@ -253,25 +278,45 @@ impl Log {
         &self.shared.dir
     }
 
-    /// Applies the size and age retention limits now (they are also applied
-    /// at open and whenever a segment is sealed). Returns segments removed.
+    /// Applies the size and age retention limits now, and deletes the
+    /// files of every segment retention removed, waiting for that and
+    /// returning its error. (The limits are also applied at open and
+    /// whenever a segment is sealed; the files of the segments they remove
+    /// then go in the background.) Returns the segments this call removed.
     pub fn enforce_retention(&self) -> Result<usize> {
         self.shared.check_open()?;
-        let _writer = self.shared.writer();
-        self.shared.enforce_retention(RetentionRules::default())
+        let removed = self.shared.retire(None);
+        self.shared.retired.delete_now()?;
+        Ok(removed)
     }
 
-    /// Deletes whole sealed segments whose records all lie below `offset`,
-    /// for callers that own retention. Records of a segment that straddles
-    /// `offset` stay readable. Returns segments removed.
+    /// Removes whole sealed segments whose records all lie below `offset`,
+    /// for callers that own retention, and deletes their files (and those
+    /// of any segment retention removed before) before it returns. Records
+    /// of a segment that straddles `offset` stay readable. Returns the
+    /// segments this call removed.
     pub fn truncate_before(&self, offset: u64) -> Result<usize> {
         self.shared.check_open()?;
-        let _writer = self.shared.writer();
-        let rules = RetentionRules {
-            truncate_before: Some(offset),
-            ..RetentionRules::default()
-        };
-        self.shared.enforce_retention(rules)
+        let removed = self.shared.retire(Some(offset));
+        self.shared.retired.delete_now()?;
+        Ok(removed)
+    }
+
+    /// Removes whole sealed segments whose records all lie below `offset`
+    /// (readers stop seeing them at once) and leaves the deletion of their
+    /// files to background maintenance: for acks and commits, which must
+    /// not wait for, or fail because of, a deletion. Takes the segment
+    /// list's write lock only if a segment lies below `offset`.
+    pub(crate) fn release_before(&self, offset: u64) {
+        if self.shared.check_open().is_ok() && self.has_segment_below(offset) {
+            self.shared.retire(Some(offset));
+        }
+    }
+
+    /// Background deletions of removed segments that failed since the log
+    /// was opened (each is retried later; see [`Log::enforce_retention`]).
+    pub fn retention_failures(&self) -> u64 {
+        self.shared.retired.failures()
     }
 
     /// Whether a whole sealed segment lies below `offset`, i.e. whether
@@ -333,7 +378,9 @@ impl Shared {
             if records.is_empty() {
                 return Ok(start..start);
             }
-            let extent = self.write_batch(&mut writer, records)?;
+            let extent = self
+                .write_batch(&mut writer, records)
+                .map_err(|e| self.latched_or(e))?;
             (start, extent)
         };
         if self.options.durability == Durability::Always {
@@ -341,6 +388,15 @@ impl Shared {
                 .wait_durable(extent.end_offset, || self.sync_written())?;
         }
         Ok(start..extent.end_offset)
+    }
+
+    /// `error`, or [`Error::Poisoned`] if the storage latched meanwhile (a
+    /// refused operation's error says less than the first failure).
+    fn latched_or(&self, error: Error) -> Error {
+        match error {
+            Error::Io(_) => self.commit.check().err().unwrap_or(error),
+            other => other,
+        }
     }
 
     /// Checks sizes, rolls if needed, writes the batch and indexes it.
@@ -383,15 +439,19 @@ impl Shared {
                 record.value(),
             );
         }
-        if let Err(e) = active.file().write_all_at(frames, *position) {
-            self.undo_partial_write(active, *position);
-            return Err(e.into());
-        }
-        for (i, &(frame_position, timestamp)) in placed.iter().enumerate() {
-            if let Err(e) = active.record_appended(*next_offset + i as u64, frame_position, timestamp) {
-                self.commit.poison(format!("index update failed: {e}"));
-                return Err(e);
-            }
+        let mark = active.index_mark();
+        let written = active.file().write_all_at(frames, *position).map_err(Error::from);
+        let indexed = written.and_then(|()| {
+            placed
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, &(frame_position, timestamp))| {
+                    active.record_appended(*next_offset + i as u64, frame_position, timestamp)
+                })
+        });
+        if let Err(e) = indexed {
+            undo_partial_write(active, *position, mark);
+            return Err(e);
         }
         *next_offset += records.len() as u64;
         *position += frames.len() as u64;
@@ -423,15 +483,6 @@ impl Shared {
         Ok(total)
     }
 
-    /// Cuts a failed write's partial frame off; if even that fails, the
-    /// file's tail is unknown and the log is poisoned.
-    fn undo_partial_write(&self, segment: &Segment, position: u64) {
-        if let Err(e) = segment.file().set_len(position) {
-            self.commit
-                .poison(format!("could not remove a partial write: {e}"));
-        }
-    }
-
     /// Syncs the active segment; everything written before is then durable.
     fn sync_written(&self) -> std::io::Result<u64> {
         let (segment, extent) = {
@@ -450,55 +501,36 @@ impl Shared {
         self.commit.wait_durable(target, || self.sync_written())
     }
 
-    /// Seals the active segment and starts the next one.
+    /// Seals the active segment and starts the next one. A failed sync or
+    /// length change latches the storage; any other failure (a full disk
+    /// above all, which only touched the new, empty segment) leaves the
+    /// roll to be retried by the next append.
     fn roll(&self, writer: &mut Writer) -> Result<()> {
         let sealed = writer.active.clone();
         let extent = writer.extent();
-        if let Err(e) = sealed.trim(extent.end_pos) {
-            self.commit
-                .poison(format!("sync failed while sealing a segment: {e}"));
-            return Err(e.into());
-        }
+        sealed.trim(extent.end_pos)?;
         // Until the successor exists, every append retries the roll at this
         // same base, so a half-created successor is rewritten, never left
         // behind with records after it in the sealed segment.
         writer.roll_pending = true;
-        if let Err(e) = sealed.indexes().seal() {
-            // A failed index sync is a failed sync like any other.
-            self.commit
-                .poison(format!("could not seal the indexes of a segment: {e}"));
-            return Err(e);
-        }
+        sealed.indexes().seal()?;
         sealed.advance_limit(extent);
         self.commit.mark_durable(extent.end_offset);
-        let next = self.create_segment(extent.end_offset).inspect_err(|e| {
-            // A full disk only touched the new, empty segment, which the
-            // retry rewrites from scratch; any other failure (a failed
-            // fsync above all) latches.
-            if !matches!(e, Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull) {
-                self.commit
-                    .poison(format!("could not create the next segment: {e}"));
-            }
-        })?;
-        let next = Arc::new(next);
+        let next = Arc::new(self.create_segment(extent.end_offset)?);
         self.segments_mut().push(next.clone());
         writer.active = next;
         writer.position = SEGMENT_HEADER_LEN as u64;
         writer.writeback_from = writer.position;
         writer.roll_pending = false;
-        if let Err(e) = self.checkpoint.record(&writer.active, writer.extent(), true) {
-            self.commit
-                .poison(format!("could not write the recovery checkpoint: {e}"));
-            return Err(e.into());
-        }
+        self.checkpoint.record(&writer.active, writer.extent(), true)?;
         self.activity.notify();
-        self.enforce_retention(RetentionRules::default())?;
+        self.retire(None);
         Ok(())
     }
 
     /// Creates the segment starting at `base`, durably, directory entry included.
     fn create_segment(&self, base: u64) -> Result<Segment> {
-        let storage = self.options.storage.as_ref();
+        let storage = &self.storage;
         let segment = Segment::create(
             storage,
             &self.dir,
@@ -512,43 +544,33 @@ impl Shared {
         Ok(segment)
     }
 
-    /// Removes the segments retention selects. The caller holds the writer.
-    fn enforce_retention(&self, extra: RetentionRules) -> Result<usize> {
+    /// Takes the segments retention selects (size, age, and everything
+    /// below `truncate_before`) out of the list and hands their files to
+    /// background deletion. No I/O, so it cannot fail. Returns how many.
+    fn retire(&self, truncate_before: Option<u64>) -> usize {
         let rules = RetentionRules {
             retention_bytes: self.options.retention_bytes,
             retention_age: self.options.retention_age,
-            truncate_before: extra.truncate_before,
+            truncate_before,
         };
-        let removed: Vec<Arc<Segment>> = {
-            let mut segments = self.segments_mut();
-            let summaries: Vec<SegmentSummary> = segments
-                .iter()
-                .map(|s| SegmentSummary {
-                    base: s.base(),
-                    bytes: s.size_bytes(),
-                    max_timestamp: s.max_timestamp(),
-                })
-                .collect();
-            let count = segments_to_remove(&summaries, rules, now_ms());
-            let removed = segments.drain(..count).collect();
+        let mut segments = self.segments_mut();
+        let summaries: Vec<SegmentSummary> = segments
+            .iter()
+            .map(|s| SegmentSummary {
+                base: s.base(),
+                bytes: s.size_bytes(),
+                max_timestamp: s.max_timestamp(),
+            })
+            .collect();
+        let count = segments_to_remove(&summaries, rules, now_ms());
+        if count > 0 {
+            let removed: Vec<Arc<Segment>> = segments.drain(..count).collect();
             self.start
                 .store(segments.first().map_or(0, |s| s.base()), Ordering::Release);
-            removed
-        };
-        if removed.is_empty() {
-            return Ok(0);
+            // Still under the list's lock, so bases queue in removal order.
+            self.retired.retire(removed.iter().map(|s| s.base()));
         }
-        let storage = self.options.storage.as_ref();
-        // One directory sync per segment, oldest first: a power loss part-way
-        // may bring back only the newest removed segment, never an older one
-        // without its successors, so the segments left stay contiguous.
-        for segment in &removed {
-            for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
-                storage.remove(&segment_file(&self.dir, segment.base(), ext))?;
-            }
-            storage.sync_dir(&self.dir)?;
-        }
-        Ok(removed.len())
+        count
     }
 
     fn close(&self) -> Result<()> {
@@ -559,6 +581,7 @@ impl Shared {
             flusher.stop();
         }
         self.activity.notify();
+        self.retired.close();
         let result = self.write_clean_marker();
         lock(&self.lock).take();
         result
@@ -570,7 +593,7 @@ impl Shared {
         writer.active.trim(writer.position)?;
         self.checkpoint.record(&writer.active, writer.extent(), true)?;
         writer.active.indexes().seal()?;
-        let storage = self.options.storage.as_ref();
+        let storage = &self.storage;
         let marker = storage.open(&self.dir.join(CLEAN_MARKER), true)?;
         marker.sync_all()?;
         storage.sync_dir(&self.dir)?;

@@ -60,6 +60,16 @@ pub(crate) struct Indexes {
     max_timestamp: Option<(i64, u32)>,
 }
 
+/// Where the indexes stood before an append, to go back to if it fails.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexMark {
+    offsets: usize,
+    times: usize,
+    last_entry_pos: Option<u64>,
+    last_time_entry: Option<i64>,
+    max_timestamp: Option<(i64, u32)>,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -183,6 +193,24 @@ impl Indexes {
 
     fn max_timestamp(&self) -> Option<i64> {
         self.max_timestamp.map(|(t, _)| t)
+    }
+
+    fn mark(&self) -> IndexMark {
+        IndexMark {
+            offsets: self.offsets.len(),
+            times: self.times.len(),
+            last_entry_pos: self.last_entry_pos,
+            last_time_entry: self.last_time_entry,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+
+    fn rewind(&mut self, mark: IndexMark) {
+        self.offsets.keep_first(mark.offsets);
+        self.times.keep_first(mark.times);
+        self.last_entry_pos = mark.last_entry_pos;
+        self.last_time_entry = mark.last_time_entry;
+        self.max_timestamp = mark.max_timestamp;
     }
 }
 
@@ -315,6 +343,17 @@ impl Segment {
         indexes.record((offset - self.base) as u32, position, timestamp)?;
         self.max_timestamp.fetch_max(timestamp, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Where the indexes stand now (see [`Segment::rewind_index`]).
+    pub(crate) fn index_mark(&self) -> IndexMark {
+        self.indexes().mark()
+    }
+
+    /// Forgets the records noted since `mark` was taken (their append failed).
+    pub(crate) fn rewind_index(&self, mark: IndexMark) {
+        self.indexes().rewind(mark);
+        self.refresh_max_timestamp();
     }
 
     /// Refreshes the timestamp summary from the indexes (after a rebuild).

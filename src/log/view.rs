@@ -69,6 +69,11 @@ impl<'a> LogView<'a> {
         self.log.recovery_report()
     }
 
+    /// See [`Log::retention_failures`].
+    pub fn retention_failures(&self) -> u64 {
+        self.log.retention_failures()
+    }
+
     /// See [`Log::dir`].
     pub fn dir(&self) -> &'a Path {
         self.log.dir()

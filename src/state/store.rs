@@ -84,7 +84,7 @@ impl StateLog {
         debug_assert!(is_snapshot(snapshot));
         let offset = self.log.append(&Record::new(&snapshot.encode()))?;
         self.since_snapshot.store(1, Ordering::Relaxed);
-        self.log.truncate_before(offset)?;
+        self.log.release_before(offset);
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod child;
 pub mod futures;
 pub mod groups;
 pub mod logs;
+pub mod maintenance;
 #[cfg(feature = "nats")]
 pub mod nats_server;
 pub mod proptests;
