@@ -96,11 +96,20 @@ fn a_dead_letter_that_fails_on_a_full_disk_is_returned_retried_and_lands_once_wh
     let sim = SimStorage::new();
     let bus = open_bus(Arc::new(sim.clone()));
     publish(&bus, 2);
-    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
-    // No room for the dead-letter topic's first segment.
+    let topic = bus.topic(TOPIC).unwrap();
+    // A group opens its dead-letter topic when it opens (or is asked for
+    // with dead-lettering on): this one has none yet.
+    let no_dead_letters = GroupOptions {
+        dead_letter: false,
+        ..one_attempt()
+    };
+    let _opened = topic.group("billing", no_dead_letters).unwrap();
+    // No room for the dead-letter topic's first segment: the group still
+    // opens with dead-lettering on, and the dead letter fails.
     sim.inject(Fault::DiskFull {
         capacity: stored_bytes(&sim),
     });
+    let group = topic.group("billing", one_attempt()).unwrap();
     assert!(matches!(nack_next(&group), Err(Error::Io(_))));
     for _ in 0..3 {
         assert!(

@@ -3,6 +3,7 @@
 //! Nothing here touches files directly: state goes through state logs.
 
 mod dead_letter;
+mod group_machine;
 mod group_state;
 mod log_group;
 mod log_request;
@@ -24,9 +25,9 @@ pub use dead_letter::{
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
 pub(crate) use dead_letter::{REDRIVE_GROUP, check_redrive_source, redrive};
-pub use group_state::GroupSummary;
 #[cfg(feature = "nats")]
-pub(crate) use group_state::push_failure;
+pub(crate) use group_machine::push_failure;
+pub use group_state::GroupSummary;
 pub(crate) use group_state::{summarize_group, unsettled_offsets};
 pub(crate) use log_request::{LogRequester, RequesterInner};
 pub(crate) use log_subscription::recovered_commit;
