@@ -5,7 +5,8 @@
 //! tried again on the next receive (also after a reopen) and lands in the
 //! dead-letter topic exactly once when the fault clears. Before, it was in
 //! neither the ready set nor in flight: receives returned nothing forever
-//! and the low watermark never passed it.
+//! and the low watermark never passed it. A group opens its dead-letter
+//! topic when it opens; a failure to do so must not fail the group.
 
 mod common;
 
@@ -154,4 +155,19 @@ fn a_dead_letter_that_fails_with_an_io_error_stays_deliverable_across_a_reopen_a
     assert!(group.recv(SHORT).unwrap().is_none());
     assert_eq!(dead_letters(&bus), [0, 1, 2]);
     assert_eq!(group.stats().unwrap().low_watermark, 3);
+}
+
+#[test]
+fn a_group_that_dead_letters_opens_its_dead_letter_topic_when_it_opens_and_no_other_does() {
+    let sim = SimStorage::new();
+    let bus = open_bus(Arc::new(sim.clone()));
+    let topic = bus.topic(TOPIC).unwrap();
+    let no_dead_letters = GroupOptions {
+        dead_letter: false,
+        ..one_attempt()
+    };
+    topic.group("audit", no_dead_letters).unwrap();
+    assert_eq!(bus.topic_names().unwrap(), [TOPIC]);
+    topic.group("billing", one_attempt()).unwrap();
+    assert_eq!(bus.topic_names().unwrap(), [TOPIC, DLQ]);
 }
