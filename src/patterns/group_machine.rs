@@ -386,8 +386,9 @@ impl GroupMachine {
         let Some(offset) = source.next_new()? else {
             return Ok(None);
         };
+        // Available but not in `ready`: `acquire` leases it (or, on an
+        // error, schedules it) before it returns.
         self.entries.insert(offset, Entry::new(now));
-        self.ready.insert((now, offset));
         self.next_offset = self.next_offset.max(offset + 1);
         Ok(Some(offset))
     }
