@@ -6,7 +6,8 @@
 //! dead-letter topic exactly once when the fault clears. Before, it was in
 //! neither the ready set nor in flight: receives returned nothing forever
 //! and the low watermark never passed it. A group opens its dead-letter
-//! topic when it opens; a failure to do so must not fail the group.
+//! topic when it opens; a failure to do so must not fail the group. A dead
+//! letter is written outside the group's lock: other receivers go on.
 
 mod common;
 
@@ -14,7 +15,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use common::groups;
 use common::storage::{Hooked, Hooks};
@@ -170,4 +172,71 @@ fn a_group_that_dead_letters_opens_its_dead_letter_topic_when_it_opens_and_no_ot
     assert_eq!(bus.topic_names().unwrap(), [TOPIC]);
     topic.group("billing", one_attempt()).unwrap();
     assert_eq!(bus.topic_names().unwrap(), [TOPIC, DLQ]);
+}
+
+/// Holds every write to the dead-letter topic's files, once armed, until
+/// the gate opens.
+#[derive(Debug, Default)]
+struct StalledDeadLetterTopic {
+    armed: AtomicBool,
+    stalled: AtomicBool,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl StalledDeadLetterTopic {
+    fn open_gate(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl Hooks for StalledDeadLetterTopic {
+    fn before_write(&self, path: &Path, _pos: u64, _len: usize) -> io::Result<()> {
+        let dlq_file = path.components().any(|c| c.as_os_str() == DLQ);
+        if dlq_file && self.armed.load(Ordering::SeqCst) {
+            self.stalled.store(true, Ordering::SeqCst);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_dead_letter_being_written_holds_up_no_other_receiver_of_its_group() {
+    let sim = SimStorage::new();
+    let hooks = Arc::new(StalledDeadLetterTopic::default());
+    let bus = open_bus(Arc::new(Hooked::shared(sim.clone(), hooks.clone())));
+    publish(&bus, 3);
+    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
+    let failing = group.recv(SHORT).unwrap().expect("record 0");
+    let other = group.recv(SHORT).unwrap().expect("record 1");
+    hooks.armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let nacker = scope.spawn(|| failing.nack("cannot process"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !hooks.stalled.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        // The dead letter of record 0 is stuck in its write; the group
+        // must still settle and hand out the others.
+        let (done, finished) = mpsc::channel();
+        let receiver = group.clone();
+        scope.spawn(move || {
+            other.ack().expect("ack record 1");
+            let third = receiver.try_recv().unwrap().expect("record 2");
+            done.send(third.ack()).unwrap();
+        });
+        let served = finished.recv_timeout(Duration::from_secs(10));
+        hooks.open_gate();
+        served
+            .expect("the group served others while a dead letter was written")
+            .expect("ack record 2");
+        nacker.join().unwrap().expect("the dead letter lands");
+    });
+    assert_eq!(dead_letters(&bus), [0]);
+    assert_eq!(group.stats().unwrap().low_watermark, 3);
 }
