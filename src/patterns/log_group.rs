@@ -26,7 +26,6 @@
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
 //! expires while the receiver is still working, leads to a redelivery.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
@@ -85,11 +84,14 @@ fn millis(duration: Duration) -> i64 {
 }
 
 /// The topic as the machine sees it while acquiring: new records come from
-/// the group's cursor, and every record read is kept for the hand-out.
+/// the group's cursor, and every record read is kept for the hand-out. The
+/// machine leases each record right after reading it (a new record is
+/// never exhausted, a redelivery is read only once it is not), so `read`
+/// lines up with the leases.
 struct TopicRecords<'a> {
     cursor: &'a mut Cursor,
     log: &'a Log,
-    read: HashMap<u64, StoredRecord>,
+    read: Vec<StoredRecord>,
 }
 
 impl Source for TopicRecords<'_> {
@@ -98,18 +100,18 @@ impl Source for TopicRecords<'_> {
             return Ok(None);
         };
         let offset = record.offset();
-        self.read.insert(offset, record);
+        self.read.push(record);
         Ok(Some(offset))
     }
 
     fn holds(&mut self, offset: u64) -> Result<bool> {
-        if self.read.contains_key(&offset) {
+        if self.read.last().is_some_and(|r| r.offset() == offset) {
             return Ok(true);
         }
         let Some(record) = self.log.read(offset)? else {
             return Ok(false);
         };
-        self.read.insert(offset, record);
+        self.read.push(record);
         Ok(true)
     }
 }
@@ -337,13 +339,16 @@ impl GroupInner {
         let mut records = TopicRecords {
             cursor,
             log: self.topic.log(),
-            read: HashMap::new(),
+            read: Vec::with_capacity(max.min(1024)),
         };
         let acquired = machine.acquire(now_ms(), max, rules, &mut records)?;
-        for lease in acquired.leases {
-            let record = records.read.remove(&lease.offset).ok_or(Error::Closed)?;
-            batch.leased.push((lease, record));
+        let lined_up = acquired.leases.len() == records.read.len()
+            && (acquired.leases.iter().zip(&records.read)).all(|(l, r)| l.offset == r.offset());
+        if !lined_up {
+            machine.unlease(&acquired.leases, now_ms());
+            return Err(Error::Closed);
         }
+        batch.leased.extend(acquired.leases.into_iter().zip(records.read));
         batch.events.extend(acquired.events);
         machine.pass_to(cursor.offset());
         Ok((acquired.dead, acquired.passed, machine.next_due()))
