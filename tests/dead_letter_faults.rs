@@ -5,7 +5,9 @@
 //! tried again on the next receive (also after a reopen) and lands in the
 //! dead-letter topic exactly once when the fault clears. Before, it was in
 //! neither the ready set nor in flight: receives returned nothing forever
-//! and the low watermark never passed it.
+//! and the low watermark never passed it. A group opens its dead-letter
+//! topic when it opens; a failure to do so must not fail the group. A dead
+//! letter is written outside the group's lock: other receivers go on.
 
 mod common;
 
@@ -13,7 +15,8 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use common::groups;
 use common::storage::{Hooked, Hooks};
@@ -95,11 +98,20 @@ fn a_dead_letter_that_fails_on_a_full_disk_is_returned_retried_and_lands_once_wh
     let sim = SimStorage::new();
     let bus = open_bus(Arc::new(sim.clone()));
     publish(&bus, 2);
-    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
-    // No room for the dead-letter topic's first segment.
+    let topic = bus.topic(TOPIC).unwrap();
+    // A group opens its dead-letter topic when it opens (or is asked for
+    // with dead-lettering on): this one has none yet.
+    let no_dead_letters = GroupOptions {
+        dead_letter: false,
+        ..one_attempt()
+    };
+    let _opened = topic.group("billing", no_dead_letters).unwrap();
+    // No room for the dead-letter topic's first segment: the group still
+    // opens with dead-lettering on, and the dead letter fails.
     sim.inject(Fault::DiskFull {
         capacity: stored_bytes(&sim),
     });
+    let group = topic.group("billing", one_attempt()).unwrap();
     assert!(matches!(nack_next(&group), Err(Error::Io(_))));
     for _ in 0..3 {
         assert!(
@@ -143,5 +155,87 @@ fn a_dead_letter_that_fails_with_an_io_error_stays_deliverable_across_a_reopen_a
     nack_next(&group).expect("the third record is delivered and dead-lettered");
     assert!(group.recv(SHORT).unwrap().is_none());
     assert_eq!(dead_letters(&bus), [0, 1, 2]);
+    assert_eq!(group.stats().unwrap().low_watermark, 3);
+}
+
+#[test]
+fn a_group_that_dead_letters_opens_its_dead_letter_topic_when_it_opens_and_no_other_does() {
+    let sim = SimStorage::new();
+    let bus = open_bus(Arc::new(sim.clone()));
+    let topic = bus.topic(TOPIC).unwrap();
+    let no_dead_letters = GroupOptions {
+        dead_letter: false,
+        ..one_attempt()
+    };
+    topic.group("audit", no_dead_letters).unwrap();
+    assert_eq!(bus.topic_names().unwrap(), [TOPIC]);
+    topic.group("billing", one_attempt()).unwrap();
+    assert_eq!(bus.topic_names().unwrap(), [TOPIC, DLQ]);
+}
+
+/// Holds every write to the dead-letter topic's files, once armed, until
+/// the gate opens.
+#[derive(Debug, Default)]
+struct StalledDeadLetterTopic {
+    armed: AtomicBool,
+    stalled: AtomicBool,
+    open: Mutex<bool>,
+    opened: Condvar,
+}
+
+impl StalledDeadLetterTopic {
+    fn open_gate(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+impl Hooks for StalledDeadLetterTopic {
+    fn before_write(&self, path: &Path, _pos: u64, _len: usize) -> io::Result<()> {
+        let dlq_file = path.components().any(|c| c.as_os_str() == DLQ);
+        if dlq_file && self.armed.load(Ordering::SeqCst) {
+            self.stalled.store(true, Ordering::SeqCst);
+            let mut open = self.open.lock().unwrap();
+            while !*open {
+                open = self.opened.wait(open).unwrap();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn a_dead_letter_being_written_holds_up_no_other_receiver_of_its_group() {
+    let sim = SimStorage::new();
+    let hooks = Arc::new(StalledDeadLetterTopic::default());
+    let bus = open_bus(Arc::new(Hooked::shared(sim.clone(), hooks.clone())));
+    publish(&bus, 3);
+    let group = bus.topic(TOPIC).unwrap().group("billing", one_attempt()).unwrap();
+    let failing = group.recv(SHORT).unwrap().expect("record 0");
+    let other = group.recv(SHORT).unwrap().expect("record 1");
+    hooks.armed.store(true, Ordering::SeqCst);
+    std::thread::scope(|scope| {
+        let nacker = scope.spawn(|| failing.nack("cannot process"));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !hooks.stalled.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        // The dead letter of record 0 is stuck in its write; the group
+        // must still settle and hand out the others.
+        let (done, finished) = mpsc::channel();
+        let receiver = group.clone();
+        scope.spawn(move || {
+            other.ack().expect("ack record 1");
+            let third = receiver.try_recv().unwrap().expect("record 2");
+            done.send(third.ack()).unwrap();
+        });
+        let served = finished.recv_timeout(Duration::from_secs(10));
+        hooks.open_gate();
+        served
+            .expect("the group served others while a dead letter was written")
+            .expect("ack record 2");
+        nacker.join().unwrap().expect("the dead letter lands");
+    });
+    assert_eq!(dead_letters(&bus), [0]);
     assert_eq!(group.stats().unwrap().low_watermark, 3);
 }

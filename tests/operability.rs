@@ -93,7 +93,8 @@ fn stats_after_a_reopen_list_every_stored_topic_and_consumer_without_opening_the
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
     let stats = bus.stats().unwrap();
     let names: Vec<&str> = stats.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, ["empty", "orders"]);
+    // The group (dead-lettering by default) created its dead-letter topic.
+    assert_eq!(names, ["empty", "orders", "orders.dlq"]);
     let orders = &stats[1];
     assert_eq!((orders.start_offset, orders.end_offset), (0, 5));
     let consumers: Vec<(ConsumerId, u64, u64)> = orders

@@ -61,7 +61,7 @@ impl LogSubscription {
             )
         };
         if events.is_empty() {
-            state.write_snapshot(&StateEvent::Committed(committed))?;
+            state.write_snapshot(&[StateEvent::Committed(committed)])?;
         }
         topic.set_position(ConsumerId::Subscription(name.to_owned()), committed)?;
         let cursor = log.cursor(Position::Offset(committed))?;
@@ -137,7 +137,7 @@ impl SubscriptionBackend for LogSubscription {
     fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         check_commit(next_offset, self.topic.end_offset())?;
         if let (Some(state), Some(name)) = (&self.state, &self.name) {
-            state.write_snapshot(&StateEvent::Committed(next_offset))?;
+            state.write_snapshot(&[StateEvent::Committed(next_offset)])?;
             self.topic
                 .set_position(ConsumerId::Subscription(name.clone()), next_offset)?;
         }

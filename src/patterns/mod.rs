@@ -7,6 +7,7 @@
 
 mod correlation;
 mod dead_letter;
+mod group_machine;
 mod group_options;
 mod group_state;
 pub mod headers;
@@ -22,11 +23,12 @@ pub(crate) use dead_letter::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, REDRIVE_GROUP, Redriven, check_redrive_source, header_str,
     is_dead_letter_of,
 };
+#[cfg(feature = "nats")]
+pub(crate) use group_machine::push_failure;
+pub(crate) use group_machine::{Claim, GroupMachine, Lease, Nacked, Rules, Source};
 pub use group_options::{GroupOptions, GroupStats};
 pub use group_state::GroupSummary;
-pub(crate) use group_state::{
-    Replay, push_failure, recovered_commit, recovered_low_watermark, summarize_group, unsettled_offsets,
-};
+pub(crate) use group_state::{recovered_commit, recovered_low_watermark, summarize_group, unsettled_offsets};
 pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]
 pub(crate) use names::{derived, needed_dead_letter_topic};

@@ -190,7 +190,7 @@ fn build(storage: &Arc<dyn Storage>, dir: &Path, events: &[StateEvent]) -> Resul
     }
     let (state, _) = StateLog::open(dir, Durability::Always, storage.clone())?;
     if let Some((snapshot, rest)) = events.split_first() {
-        state.write_snapshot(snapshot)?;
+        state.write_snapshot(std::slice::from_ref(snapshot))?;
         if !rest.is_empty() {
             state.append(rest)?;
         }

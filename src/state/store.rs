@@ -79,12 +79,17 @@ impl StateLog {
         self.since_snapshot.load(Ordering::Relaxed) >= MIN_EVENTS_BETWEEN_SNAPSHOTS.max(2 * live as u64)
     }
 
-    /// Writes `snapshot` and drops the segments it made irrelevant.
-    pub(crate) fn write_snapshot(&self, snapshot: &StateEvent) -> Result<()> {
-        debug_assert!(is_snapshot(snapshot));
-        let offset = self.log.append(&Record::new(&snapshot.encode()))?;
-        self.since_snapshot.store(1, Ordering::Relaxed);
-        self.log.release_before(offset);
+    /// Writes `snapshot` (a snapshot event, then events that restate what
+    /// it cannot hold) in one batch and drops the segments it made
+    /// irrelevant.
+    pub(crate) fn write_snapshot(&self, snapshot: &[StateEvent]) -> Result<()> {
+        debug_assert!(snapshot.first().is_some_and(is_snapshot));
+        let encoded: Vec<Vec<u8>> = snapshot.iter().map(StateEvent::encode).collect();
+        let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
+        let offsets = self.log.append_batch(&records)?;
+        self.since_snapshot
+            .store(snapshot.len() as u64, Ordering::Relaxed);
+        self.log.release_before(offsets.start);
         Ok(())
     }
 

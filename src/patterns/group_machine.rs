@@ -1,0 +1,716 @@
+//! The consumer group's delivery state machine, pure: no I/O, no locks, no
+//! clock (every command takes `now`, ms since the Unix epoch) and no
+//! randomness but its own rng, given to it. Commands change the state and
+//! return the [`StateEvent`]s that the driver (`log_group.rs`) must
+//! persist; [`GroupMachine::apply`] is the one transition function for
+//! those events, run by the commands themselves and by the replay of a
+//! state log, so the live and the replayed state cannot diverge.
+//!
+//! Invariants:
+//! - every offset from the low watermark up to `next_offset` either has an
+//!   entry or was passed without one (removed by retention before it was
+//!   read); an offset below `next_offset` without an entry is settled;
+//! - an entry is Available (in `ready`, by due time), Leased (in `leases`,
+//!   by lease end, to exactly one token), DeadLettering (claimed by one
+//!   driver call writing its dead letter: in neither set) or Done;
+//! - a lease is granted only by applying a `Delivered` event, which the
+//!   command returns for the driver to persist before the hand-out; attempts
+//!   only grow, except when [`GroupMachine::unlease`] takes back a lease
+//!   that was never handed out (its `Delivered` was not persisted);
+//! - a record whose attempts reached `max_attempts` (or that was rejected,
+//!   or whose dead letter is under way) is never leased again: when picked
+//!   it is claimed for dead-lettering instead;
+//! - Done is final: no event or command makes a Done entry anything else;
+//! - the low watermark, the lowest offset not Done, only grows (live).
+//!
+//! Volatile (not persisted, and what a crash does instead): lease tokens,
+//! lease ends and extensions, lease expiry (a crash releases every lease
+//! through [`GroupMachine::recover`]), failures noted by an expiry (kept by
+//! the next snapshot), a failed dead letter's "due" mark (a rejected record
+//! whose intent was not persisted is an ordinary record after a crash, as
+//! docs/SEMANTICS.md says) and records passed because retention removed
+//! them (replay brings them back; the driver passes them again). The
+//! failure of a nack or reject that dead-letters is persisted by the
+//! dead-letter intent.
+//!
+//! Transitions (state × command → state, events to persist):
+//!
+//! | state | command | next state | events |
+//! | --- | --- | --- | --- |
+//! | (new offset) | acquire | Leased | `Delivered` |
+//! | Available, due, attempts < max, not dead | acquire | Leased | `Delivered` |
+//! | Available, due, attempts ≥ max or dead step set | acquire | DeadLettering (claim) | — |
+//! | Available, source lost it | acquire | Done | — |
+//! | Leased, lease ended | acquire / expire | Available after backoff | — |
+//! | Leased (own token) or Available (same attempt, dead step unset) | ack | Done | `Acked` |
+//! | same | nack, attempt < max | Available after delay or backoff | `Released` |
+//! | same | nack, attempt ≥ max / reject | DeadLettering (claim) | — |
+//! | same | extend | Leased until the new end | — |
+//! | anything else | ack / nack / reject / extend | unchanged | `LeaseExpired` |
+//! | Leased, never handed out | unlease | Available now, attempt taken back | — |
+//! | DeadLettering, no intent | intend | DeadLettering, intended | `DeadIntent` |
+//! | DeadLettering | dead-letter done | Done | `DeadLettered` |
+//! | DeadLettering | dead-letter failed | Available after backoff, due to be dead-lettered | — |
+//! | Leased (after replay) | recover | Available after backoff | `Released` |
+//!
+//! `apply` folds events with the same rules, idempotently and only
+//! growing: `Delivered` admits its offset (and any skipped below it) and
+//! leases it unless Done; `Released` makes it Available; `DeadIntent`
+//! records the intent and ends a lease; `Acked`/`DeadLettered` make it
+//! Done; `Snapshot` replaces everything. An event about an offset below
+//! `next_offset` without an entry (settled and pruned) changes nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::error::{Error, Result};
+use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
+use crate::patterns::retry::RetryPolicy;
+
+/// Appends a failure, keeping the most recent [`MAX_FAILURES_KEPT`].
+pub(crate) fn push_failure(failures: &mut Vec<Failure>, failure: Failure) {
+    if failures.len() == MAX_FAILURES_KEPT {
+        failures.remove(0);
+    }
+    failures.push(failure);
+}
+
+/// The group's options as the machine needs them, per command (they may
+/// change while the group is open).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// Lease length, ms.
+    pub lease_ms: i64,
+    /// Attempts and backoff.
+    pub retry: RetryPolicy,
+}
+
+/// Where the machine learns of records: the topic, as the driver sees it.
+pub(crate) trait Source {
+    /// The next record never admitted, if the topic has one.
+    fn next_new(&mut self) -> Result<Option<u64>>;
+    /// Whether the topic still holds `offset` (retention may have removed it).
+    fn holds(&mut self, offset: u64) -> Result<bool>;
+}
+
+/// A record leased to a delivery: which record, which attempt, and the
+/// token that tells this delivery from later ones of the same record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Lease {
+    pub offset: u64,
+    pub attempt: u32,
+    pub token: u64,
+}
+
+/// A record claimed for dead-lettering by one driver call, which must end
+/// the claim with `dead_letter_done` or `dead_letter_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub offset: u64,
+    /// The dead-letter topic's end offset an earlier try recorded in a
+    /// persisted intent: the dead letter may be there already.
+    pub intended: Option<u64>,
+}
+
+/// What [`GroupMachine::acquire`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Acquired {
+    /// Leased, in hand-out order; their `Delivered` events are in `events`.
+    pub leases: Vec<Lease>,
+    /// To persist before any lease is handed out.
+    pub events: Vec<StateEvent>,
+    /// A record to dead-letter, met after the leases: acquisition stops there.
+    pub dead: Option<Claim>,
+    /// Records settled because the source no longer holds them.
+    pub passed: bool,
+}
+
+/// What a nack led to.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Nacked {
+    /// Available again later; the event is to persist.
+    Released(StateEvent),
+    /// Out of attempts: to dead-letter.
+    DeadLetter(Claim),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Available { not_before_ms: i64 },
+    Leased { token: u64, until_ms: i64 },
+    DeadLettering,
+    Done,
+}
+
+/// How far a record got on its way to the dead-letter topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeadStep {
+    /// Not on its way.
+    No,
+    /// A dead letter failed before its intent was persisted.
+    Due,
+    /// Its intent is persisted with the dead-letter topic's end offset then.
+    Intended { dlq_end: u64 },
+}
+
+/// One record's delivery state: the only representation of an entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    attempts: u32,
+    status: Status,
+    failures: Vec<Failure>,
+    dead: DeadStep,
+}
+
+impl Entry {
+    fn new(not_before_ms: i64) -> Entry {
+        Entry {
+            attempts: 0,
+            status: Status::Available { not_before_ms },
+            failures: Vec::new(),
+            dead: DeadStep::No,
+        }
+    }
+}
+
+/// A consumer group's delivery state (see the module doc).
+#[derive(Debug)]
+pub(crate) struct GroupMachine {
+    next_offset: u64,
+    entries: BTreeMap<u64, Entry>,
+    ready: BTreeSet<(i64, u64)>,
+    leases: BTreeSet<(i64, u64)>,
+    next_token: u64,
+    rng: fastrand::Rng,
+}
+
+fn failure(at_ms: i64, reason: &str) -> Failure {
+    Failure {
+        at_ms,
+        reason: reason.to_owned(),
+    }
+}
+
+impl GroupMachine {
+    /// A group that has delivered nothing and starts at `start`.
+    pub(crate) fn new(start: u64, rng: fastrand::Rng) -> GroupMachine {
+        GroupMachine {
+            next_offset: start,
+            entries: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            leases: BTreeSet::new(),
+            next_token: 1,
+            rng,
+        }
+    }
+
+    /// The state `events` (a state log from its last snapshot) lead to,
+    /// for a group that started at `start`. Leases open at the end are
+    /// still Leased: [`GroupMachine::recover`] releases them.
+    pub(crate) fn replay(events: &[StateEvent], start: u64, rng: fastrand::Rng) -> GroupMachine {
+        let mut machine = GroupMachine::new(start, rng);
+        for event in events {
+            machine.apply(event);
+        }
+        machine
+    }
+
+    /// The transition function of persisted events (see the module doc).
+    pub(crate) fn apply(&mut self, event: &StateEvent) {
+        match event {
+            StateEvent::Snapshot { next_offset, entries } => self.restore(*next_offset, entries),
+            StateEvent::Delivered {
+                offset,
+                attempt,
+                lease_until_ms,
+            } => self.delivered(*offset, *attempt, *lease_until_ms),
+            StateEvent::Released {
+                offset,
+                not_before_ms,
+                failure,
+            } => {
+                if let Some(entry) = self.unsettled(*offset) {
+                    push_failure(&mut entry.failures, failure.clone());
+                    self.schedule(*offset, *not_before_ms);
+                }
+            }
+            StateEvent::DeadIntent {
+                offset,
+                dlq_end,
+                failure,
+            } => self.intended(*offset, *dlq_end, failure),
+            StateEvent::Acked(offset) | StateEvent::DeadLettered(offset) => {
+                self.set_status(*offset, Status::Done)
+            }
+            StateEvent::Committed(_) => {}
+        }
+    }
+
+    fn restore(&mut self, next_offset: u64, entries: &[EntryState]) {
+        self.next_offset = next_offset;
+        self.entries.clear();
+        self.ready.clear();
+        self.leases.clear();
+        for saved in entries {
+            let mut entry = Entry::new(saved.not_before_ms);
+            entry.attempts = saved.attempts;
+            entry.failures = saved.failures.clone();
+            self.entries.insert(saved.offset, entry);
+            match saved.done {
+                true => self.set_status(saved.offset, Status::Done),
+                false => self.schedule(saved.offset, saved.not_before_ms),
+            }
+        }
+    }
+
+    fn delivered(&mut self, offset: u64, attempt: u32, until_ms: i64) {
+        // Deliveries persist out of order under concurrency: offsets
+        // skipped here were taken but never handed out.
+        for gap in self.next_offset..offset {
+            self.entries.insert(gap, Entry::new(0));
+            self.ready.insert((0, gap));
+        }
+        if offset >= self.next_offset {
+            self.entries.insert(offset, Entry::new(0));
+            self.next_offset = offset + 1;
+        }
+        let token = self.next_token;
+        let Some(entry) = self.unsettled(offset) else {
+            return;
+        };
+        entry.attempts = entry.attempts.max(attempt);
+        self.next_token += 1;
+        self.set_status(offset, Status::Leased { token, until_ms });
+    }
+
+    fn intended(&mut self, offset: u64, dlq_end: u64, failure: &Failure) {
+        let Some(entry) = self.unsettled(offset) else {
+            return;
+        };
+        if entry.failures.last() != Some(failure) {
+            push_failure(&mut entry.failures, failure.clone());
+        }
+        entry.dead = DeadStep::Intended { dlq_end };
+        // The intent settles a delivery open at replay: it is picked (and
+        // dead-lettered) at once.
+        if matches!(entry.status, Status::Leased { .. }) {
+            self.schedule(offset, 0);
+        }
+    }
+
+    /// The entry of `offset` unless it is Done or gone.
+    fn unsettled(&mut self, offset: u64) -> Option<&mut Entry> {
+        self.entries.get_mut(&offset).filter(|e| e.status != Status::Done)
+    }
+
+    /// Sets the status of `offset`, keeping `ready` and `leases` in step.
+    fn set_status(&mut self, offset: u64, status: Status) {
+        let Some(entry) = self.entries.get_mut(&offset) else {
+            return;
+        };
+        match entry.status {
+            Status::Available { not_before_ms } => self.ready.remove(&(not_before_ms, offset)),
+            Status::Leased { until_ms, .. } => self.leases.remove(&(until_ms, offset)),
+            Status::DeadLettering | Status::Done => false,
+        };
+        match status {
+            Status::Available { not_before_ms } => self.ready.insert((not_before_ms, offset)),
+            Status::Leased { until_ms, .. } => self.leases.insert((until_ms, offset)),
+            Status::DeadLettering | Status::Done => false,
+        };
+        entry.status = status;
+    }
+
+    fn schedule(&mut self, offset: u64, not_before_ms: i64) {
+        self.set_status(offset, Status::Available { not_before_ms });
+    }
+
+    fn backoff_ms(&mut self, rules: &Rules, failures: u32) -> i64 {
+        let delay = rules.retry.backoff.delay(failures.max(1), &mut self.rng);
+        i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Leases up to `max` records: due redeliveries first, then new ones
+    /// from `source`. Stops at a record to dead-letter, claiming it; passes
+    /// (settles) records `source` no longer holds. On an error from
+    /// `source` nothing stays leased.
+    pub(crate) fn acquire(
+        &mut self,
+        now: i64,
+        max: usize,
+        rules: &Rules,
+        source: &mut impl Source,
+    ) -> Result<Acquired> {
+        self.expire(now, rules);
+        let mut acquired = Acquired::default();
+        while acquired.leases.len() < max {
+            let offset = match self.candidate(now, source) {
+                Ok(Some(offset)) => offset,
+                Ok(None) => break,
+                Err(e) => return Err(self.abandon(&acquired.leases, now, e)),
+            };
+            if self.exhausted(offset, rules) {
+                acquired.dead = Some(self.claim(offset));
+                break;
+            }
+            match source.holds(offset) {
+                Ok(true) => {
+                    let (lease, event) = self.lease(offset, now, rules);
+                    acquired.leases.push(lease);
+                    acquired.events.push(event);
+                }
+                Ok(false) => {
+                    self.set_status(offset, Status::Done);
+                    acquired.passed = true;
+                }
+                Err(e) => {
+                    self.schedule(offset, now);
+                    return Err(self.abandon(&acquired.leases, now, e));
+                }
+            }
+        }
+        Ok(acquired)
+    }
+
+    fn abandon(&mut self, leases: &[Lease], now: i64, error: Error) -> Error {
+        self.unlease(leases, now);
+        error
+    }
+
+    /// The next record to consider: a due redelivery, else a new record.
+    fn candidate(&mut self, now: i64, source: &mut impl Source) -> Result<Option<u64>> {
+        if let Some(&(not_before_ms, offset)) = self.ready.first()
+            && not_before_ms <= now
+        {
+            return Ok(Some(offset));
+        }
+        let Some(offset) = source.next_new()? else {
+            return Ok(None);
+        };
+        // Available but not in `ready`: `acquire` leases it (or, on an
+        // error, schedules it) before it returns.
+        self.entries.insert(offset, Entry::new(now));
+        self.next_offset = self.next_offset.max(offset + 1);
+        Ok(Some(offset))
+    }
+
+    fn exhausted(&self, offset: u64, rules: &Rules) -> bool {
+        self.entries
+            .get(&offset)
+            .is_some_and(|e| e.dead != DeadStep::No || e.attempts >= rules.retry.max_attempts)
+    }
+
+    fn lease(&mut self, offset: u64, now: i64, rules: &Rules) -> (Lease, StateEvent) {
+        let attempt = self.entries.get(&offset).map_or(0, |e| e.attempts) + 1;
+        let event = StateEvent::Delivered {
+            offset,
+            attempt,
+            lease_until_ms: now.saturating_add(rules.lease_ms),
+        };
+        self.apply(&event);
+        let lease = Lease {
+            offset,
+            attempt,
+            token: self.next_token - 1,
+        };
+        (lease, event)
+    }
+
+    fn claim(&mut self, offset: u64) -> Claim {
+        self.set_status(offset, Status::DeadLettering);
+        let intended = match self.entries.get(&offset).map(|e| e.dead) {
+            Some(DeadStep::Intended { dlq_end }) => Some(dlq_end),
+            _ => None,
+        };
+        Claim { offset, intended }
+    }
+
+    /// Releases every lease that ended by `now` (volatile: not persisted).
+    pub(crate) fn expire(&mut self, now: i64, rules: &Rules) {
+        while let Some(&(until_ms, offset)) = self.leases.first()
+            && until_ms <= now
+        {
+            let attempts = self.entries.get(&offset).map_or(0, |e| e.attempts);
+            trace_event!(
+                info,
+                offset,
+                attempts,
+                "lease expired; record will be redelivered"
+            );
+            let not_before_ms = now.saturating_add(self.backoff_ms(rules, attempts));
+            if let Some(entry) = self.entries.get_mut(&offset) {
+                push_failure(&mut entry.failures, failure(now, "lease expired"));
+            }
+            self.schedule(offset, not_before_ms);
+        }
+    }
+
+    /// Takes back leases whose `Delivered` was not persisted (so they were
+    /// never handed out): the records are available now, their attempts
+    /// as before. A lease that ended and went elsewhere meanwhile is left.
+    pub(crate) fn unlease(&mut self, leases: &[Lease], now: i64) {
+        for lease in leases {
+            let Some(entry) = self.entries.get_mut(&lease.offset) else {
+                continue;
+            };
+            if matches!(entry.status, Status::Leased { token, .. } if token == lease.token) {
+                entry.attempts = lease.attempt - 1;
+                self.schedule(lease.offset, now);
+            }
+        }
+    }
+
+    /// [`Error::LeaseExpired`] unless `lease` still owns its record:
+    /// leased to its token, or released by lease expiry and neither handed
+    /// out since nor on its way to the dead-letter topic.
+    fn owns(&self, lease: &Lease) -> Result<()> {
+        let owned = match self.entries.get(&lease.offset) {
+            Some(Entry {
+                status: Status::Leased { token, .. },
+                ..
+            }) => *token == lease.token,
+            Some(Entry {
+                status: Status::Available { .. },
+                attempts,
+                dead,
+                ..
+            }) => *attempts == lease.attempt && *dead == DeadStep::No,
+            _ => false,
+        };
+        match owned {
+            true => Ok(()),
+            false => Err(Error::LeaseExpired { offset: lease.offset }),
+        }
+    }
+
+    /// Completes the delivery `lease`.
+    pub(crate) fn ack(&mut self, lease: &Lease) -> Result<StateEvent> {
+        self.owns(lease)?;
+        let event = StateEvent::Acked(lease.offset);
+        self.apply(&event);
+        Ok(event)
+    }
+
+    /// Fails the delivery: available again after `delay_ms` (else the
+    /// backoff), or claimed for dead-lettering once attempts are exhausted.
+    pub(crate) fn nack(
+        &mut self,
+        lease: &Lease,
+        reason: &str,
+        delay_ms: Option<i64>,
+        now: i64,
+        rules: &Rules,
+    ) -> Result<Nacked> {
+        self.owns(lease)?;
+        if lease.attempt >= rules.retry.max_attempts {
+            return Ok(Nacked::DeadLetter(self.fail_to_dead_letter(
+                lease.offset,
+                reason,
+                now,
+            )));
+        }
+        let delay_ms = match delay_ms {
+            Some(delay_ms) => delay_ms,
+            None => self.backoff_ms(rules, lease.attempt),
+        };
+        let event = StateEvent::Released {
+            offset: lease.offset,
+            not_before_ms: now.saturating_add(delay_ms),
+            failure: failure(now, reason),
+        };
+        self.apply(&event);
+        Ok(Nacked::Released(event))
+    }
+
+    /// Fails the delivery and claims the record for dead-lettering.
+    pub(crate) fn reject(&mut self, lease: &Lease, reason: &str, now: i64) -> Result<Claim> {
+        self.owns(lease)?;
+        Ok(self.fail_to_dead_letter(lease.offset, reason, now))
+    }
+
+    /// Notes the failure (its intent will persist it) and claims the record.
+    fn fail_to_dead_letter(&mut self, offset: u64, reason: &str, now: i64) -> Claim {
+        if let Some(entry) = self.entries.get_mut(&offset) {
+            push_failure(&mut entry.failures, failure(now, reason));
+        }
+        self.claim(offset)
+    }
+
+    /// Moves the end of the delivery's lease to `until_ms`.
+    pub(crate) fn extend(&mut self, lease: &Lease, until_ms: i64) -> Result<()> {
+        self.owns(lease)?;
+        let token = lease.token;
+        self.set_status(lease.offset, Status::Leased { token, until_ms });
+        Ok(())
+    }
+
+    /// The intent to write the claimed record's dead letter to a
+    /// dead-letter topic that ends at `dlq_end`, with the failure that
+    /// sent it there; to persist before the dead letter is written.
+    pub(crate) fn intend(&mut self, offset: u64, dlq_end: u64, now: i64) -> StateEvent {
+        let last = self.entries.get(&offset).and_then(|e| e.failures.last().cloned());
+        let event = StateEvent::DeadIntent {
+            offset,
+            dlq_end,
+            failure: last.unwrap_or_else(|| failure(now, "attempts exhausted")),
+        };
+        self.apply(&event);
+        event
+    }
+
+    /// The attempts and failures of `offset`, for its dead letter.
+    pub(crate) fn letter(&self, offset: u64) -> Option<(u32, Vec<Failure>)> {
+        self.entries
+            .get(&offset)
+            .map(|e| (e.attempts, e.failures.clone()))
+    }
+
+    /// The claimed record is in the dead-letter topic (or dropped).
+    pub(crate) fn dead_letter_done(&mut self, offset: u64) -> StateEvent {
+        let event = StateEvent::DeadLettered(offset);
+        self.apply(&event);
+        event
+    }
+
+    /// The claimed record's dead letter failed: it stays, never delivered
+    /// again, due to be dead-lettered after backoff. Does nothing unless
+    /// the record is still claimed.
+    pub(crate) fn dead_letter_failed(&mut self, offset: u64, now: i64, rules: &Rules) {
+        let Some(entry) = self.entries.get_mut(&offset) else {
+            return;
+        };
+        if entry.status != Status::DeadLettering {
+            return;
+        }
+        if entry.dead == DeadStep::No {
+            entry.dead = DeadStep::Due;
+        }
+        let attempts = entry.attempts;
+        let not_before_ms = now.saturating_add(self.backoff_ms(rules, attempts));
+        self.schedule(offset, not_before_ms);
+    }
+
+    /// After a replay: every delivery open at the crash failed; returns
+    /// the events that say so (applied already).
+    pub(crate) fn recover(&mut self, now: i64, rules: &Rules) -> Vec<StateEvent> {
+        let open: Vec<(u64, u32)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.status, Status::Leased { .. }))
+            .map(|(offset, e)| (*offset, e.attempts))
+            .collect();
+        let mut events = Vec::with_capacity(open.len());
+        for (offset, attempts) in open {
+            let event = StateEvent::Released {
+                offset,
+                not_before_ms: now.saturating_add(self.backoff_ms(rules, attempts)),
+                failure: failure(now, "receiver stopped before settling"),
+            };
+            self.apply(&event);
+            events.push(event);
+        }
+        events
+    }
+
+    /// Records `offset` as the next the topic can give: records below it
+    /// that were never admitted are gone (retention).
+    pub(crate) fn pass_to(&mut self, offset: u64) {
+        self.next_offset = self.next_offset.max(offset);
+    }
+
+    /// Drops the Done entries below the low watermark; returns it.
+    pub(crate) fn prune(&mut self) -> u64 {
+        while let Some(entry) = self.entries.first_entry() {
+            if entry.get().status != Status::Done {
+                break;
+            }
+            entry.remove();
+        }
+        self.low_watermark()
+    }
+
+    /// The lowest offset not Done.
+    pub(crate) fn low_watermark(&self) -> u64 {
+        self.entries
+            .iter()
+            .find(|(_, e)| e.status != Status::Done)
+            .map_or(self.next_offset, |(offset, _)| *offset)
+    }
+
+    /// The next offset never admitted.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// Entries held (settled ones above the low watermark included).
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Records leased now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.leases.len()
+    }
+
+    /// Records waiting for (re)delivery.
+    pub(crate) fn waiting(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// When the next delayed record falls due or lease ends.
+    pub(crate) fn next_due(&self) -> Option<i64> {
+        [self.ready.first(), self.leases.first()]
+            .into_iter()
+            .flatten()
+            .map(|(t, _)| *t)
+            .min()
+    }
+
+    /// Offsets not Done, with their attempts and whether a dead-letter
+    /// intent is persisted for them.
+    pub(crate) fn unsettled_entries(&self) -> impl Iterator<Item = (u64, u32, bool)> + Clone + '_ {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.status != Status::Done)
+            .map(|(offset, e)| (*offset, e.attempts, matches!(e.dead, DeadStep::Intended { .. })))
+    }
+
+    /// The events that restate the whole state: a snapshot, then the
+    /// intents it cannot hold (so a snapshot never erases one).
+    pub(crate) fn snapshot(&self) -> Vec<StateEvent> {
+        let entries = self
+            .entries
+            .iter()
+            .map(|(offset, entry)| EntryState {
+                offset: *offset,
+                attempts: entry.attempts,
+                not_before_ms: match entry.status {
+                    Status::Available { not_before_ms } => not_before_ms,
+                    _ => 0,
+                },
+                done: entry.status == Status::Done,
+                failures: entry.failures.clone(),
+            })
+            .collect();
+        let snapshot = StateEvent::Snapshot {
+            next_offset: self.next_offset,
+            entries,
+        };
+        let intents = self
+            .entries
+            .iter()
+            .filter_map(|(offset, entry)| match entry.dead {
+                DeadStep::Intended { dlq_end } if entry.status != Status::Done => {
+                    Some(StateEvent::DeadIntent {
+                        offset: *offset,
+                        dlq_end,
+                        failure: entry.failures.last().cloned()?,
+                    })
+                }
+                _ => None,
+            });
+        std::iter::once(snapshot).chain(intents).collect()
+    }
+}
+
+#[cfg(test)]
+mod model;
