@@ -3,7 +3,8 @@
 //! (`NatsBus`, `NatsTopic`, ..., feature `nats`).
 //!
 //! The public handles ([`crate::Bus`], [`crate::Topic`],
-//! [`crate::Subscription`], [`crate::Requester`]) each hold one
+//! [`crate::Subscription`], [`crate::Group`], [`crate::Delivery`],
+//! [`crate::Requester`]) each hold one
 //! implementation in a private enum and call it through these traits, so
 //! the compiler checks that both backends offer the same operations with
 //! the same types. Without the `nats` feature the enums have one variant
@@ -19,9 +20,10 @@ use std::future::Future;
 use std::ops::Range;
 use std::time::Duration;
 
-use crate::api::Group;
 use crate::error::Result;
-use crate::patterns::{CorrelationId, GroupOptions, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats};
+use crate::patterns::{
+    CorrelationId, GroupOptions, GroupStats, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats,
+};
 use crate::record::{Record, StoredRecord};
 use crate::state::StateRepair;
 
@@ -52,6 +54,8 @@ pub(crate) trait BusBackend {
 pub(crate) trait TopicBackend {
     /// The backend's subscription.
     type Subscription: SubscriptionBackend;
+    /// The backend's consumer group.
+    type Group: GroupBackend;
 
     /// The topic's name.
     fn name(&self) -> &str;
@@ -72,8 +76,10 @@ pub(crate) trait TopicBackend {
     fn subscribe(&self, name: &str, start: StartAt) -> Result<Self::Subscription>;
     /// A subscription that is not persisted.
     fn subscribe_ephemeral(&self, start: StartAt) -> Result<Self::Subscription>;
-    /// The consumer group `name`.
-    fn group(&self, name: &str, options: GroupOptions) -> Result<Group>;
+    /// The consumer group `name` (already validated), created with
+    /// `options`; an existing group takes the lease, retry policy and
+    /// dead-letter setting of `options`.
+    fn group(&self, name: &str, options: GroupOptions) -> Result<Self::Group>;
     /// Where responders of this topic's bus store their replies.
     fn reply_sink(&self) -> std::sync::Arc<dyn ReplySink>;
     /// The offset the next record gets, as last known.
@@ -113,6 +119,47 @@ pub(crate) trait SubscriptionBackend {
     fn lag(&self) -> u64;
     /// Records retention removed before this subscription read them.
     fn skipped(&self) -> u64;
+}
+
+/// Competing receivers sharing one cursor on a topic.
+pub(crate) trait GroupBackend {
+    /// The backend's delivery.
+    type Delivery: DeliveryBackend;
+
+    /// The group's name.
+    fn name(&self) -> &str;
+    /// Leases the next available record, waiting up to `timeout`; its
+    /// attempt is counted before it is handed out.
+    fn recv(&self, timeout: Duration) -> Result<Option<Self::Delivery>>;
+    /// Leases up to `max` records, waiting up to `timeout` for the first.
+    fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Self::Delivery>>;
+    /// Leases the next record if one is available now.
+    fn try_recv(&self) -> Result<Option<Self::Delivery>>;
+    /// Leases up to `max` records available now.
+    fn try_recv_batch(&self, max: usize) -> Result<Vec<Self::Delivery>>;
+    /// Leases the next record, however long it takes.
+    fn recv_async(&self) -> impl Future<Output = Result<Self::Delivery>> + Send;
+    /// The group's position and counters.
+    fn stats(&self) -> Result<GroupStats>;
+}
+
+/// One leased record of a group, settled once.
+pub(crate) trait DeliveryBackend {
+    /// The record.
+    fn record(&self) -> &StoredRecord;
+    /// Which delivery of the record this is (1 for the first).
+    fn attempt(&self) -> u32;
+    /// Completes the record.
+    fn ack(self) -> Result<()>;
+    /// Fails this attempt: redelivered after the retry policy's backoff,
+    /// or dead-lettered once attempts run out.
+    fn nack(self, reason: &str) -> Result<()>;
+    /// As [`DeliveryBackend::nack`], redelivered after `delay`.
+    fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()>;
+    /// Dead-letters the record now, whatever attempts remain.
+    fn reject(self, reason: &str) -> Result<()>;
+    /// Keeps the lease for `by` more from now.
+    fn extend_lease(&mut self, by: Duration) -> Result<()>;
 }
 
 /// The asking side of request-reply: an inbox topic and the replies in it.

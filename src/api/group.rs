@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::backend::{DeliveryBackend, GroupBackend};
 use crate::embedded::{LogDelivery, LogGroup};
 use crate::error::Result;
 use crate::patterns::GroupStats;
@@ -41,11 +42,11 @@ use crate::record::StoredRecord;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Group {
-    backend: GroupBackend,
+    backend: AnyGroup,
 }
 
 #[derive(Debug, Clone)]
-enum GroupBackend {
+enum AnyGroup {
     Log(LogGroup),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsGroup),
@@ -75,11 +76,11 @@ enum GroupBackend {
 /// ```
 #[derive(Debug)]
 pub struct Delivery {
-    backend: DeliveryBackend,
+    backend: AnyDelivery,
 }
 
 #[derive(Debug)]
-enum DeliveryBackend {
+enum AnyDelivery {
     Log(LogDelivery),
     /// Boxed: a JetStream message carries its subjects, headers and a
     /// client handle, which would otherwise size every embedded delivery.
@@ -98,7 +99,7 @@ impl From<LogGroup> for Group {
     #[inline]
     fn from(group: LogGroup) -> Group {
         Group {
-            backend: GroupBackend::Log(group),
+            backend: AnyGroup::Log(group),
         }
     }
 }
@@ -108,7 +109,7 @@ impl From<crate::nats::NatsGroup> for Group {
     #[inline]
     fn from(group: crate::nats::NatsGroup) -> Group {
         Group {
-            backend: GroupBackend::Nats(group),
+            backend: AnyGroup::Nats(group),
         }
     }
 }
@@ -117,7 +118,7 @@ impl From<LogDelivery> for Delivery {
     #[inline]
     fn from(delivery: LogDelivery) -> Delivery {
         Delivery {
-            backend: DeliveryBackend::Log(delivery),
+            backend: AnyDelivery::Log(delivery),
         }
     }
 }
@@ -127,7 +128,7 @@ impl From<crate::nats::NatsDelivery> for Delivery {
     #[inline]
     fn from(delivery: crate::nats::NatsDelivery) -> Delivery {
         Delivery {
-            backend: DeliveryBackend::Nats(Box::new(delivery)),
+            backend: AnyDelivery::Nats(Box::new(delivery)),
         }
     }
 }
@@ -140,13 +141,13 @@ impl Group {
     /// The group's name.
     #[inline]
     pub fn name(&self) -> &str {
-        dispatch!(GroupBackend, &self.backend, g => g.name())
+        dispatch!(AnyGroup, &self.backend, g => g.name())
     }
 
     /// The next record available to this group, waiting up to `timeout`.
     #[inline]
     pub fn recv(&self, timeout: Duration) -> Result<Option<Delivery>> {
-        dispatch!(GroupBackend, &self.backend, g => Ok(g.recv(timeout)?.map(Delivery::from)))
+        dispatch!(AnyGroup, &self.backend, g => Ok(g.recv(timeout)?.map(Delivery::from)))
     }
 
     /// Up to `max` records available to this group, waiting up to `timeout`
@@ -157,20 +158,20 @@ impl Group {
     /// the first comes from a waiting pull, the rest from one no-wait fetch.
     #[inline]
     pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
-        dispatch!(GroupBackend, &self.backend, g => Ok(deliveries(g.recv_batch(max, timeout)?)))
+        dispatch!(AnyGroup, &self.backend, g => Ok(deliveries(g.recv_batch(max, timeout)?)))
     }
 
     /// The next record available now, without waiting.
     #[inline]
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
-        dispatch!(GroupBackend, &self.backend, g => Ok(g.try_recv()?.map(Delivery::from)))
+        dispatch!(AnyGroup, &self.backend, g => Ok(g.try_recv()?.map(Delivery::from)))
     }
 
     /// Up to `max` records available now (embedded: leased with one state
     /// write; on NATS: one no-wait fetch).
     #[inline]
     pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Delivery>> {
-        dispatch!(GroupBackend, &self.backend, g => Ok(deliveries(g.try_recv_batch(max)?)))
+        dispatch!(AnyGroup, &self.backend, g => Ok(deliveries(g.try_recv_batch(max)?)))
     }
 
     /// The next record, waiting as long as it takes (async, any executor).
@@ -179,7 +180,7 @@ impl Group {
     /// released at once but counts one more attempt (`docs/NATS.md`).
     #[inline]
     pub async fn recv_async(&self) -> Result<Delivery> {
-        dispatch!(GroupBackend, &self.backend, g => Ok(g.recv_async().await?.into()))
+        dispatch!(AnyGroup, &self.backend, g => Ok(g.recv_async().await?.into()))
     }
 
     /// Counters and positions of the group. On NATS the positions come
@@ -187,7 +188,7 @@ impl Group {
     /// counters count what this process did since it opened the group.
     #[inline]
     pub fn stats(&self) -> Result<GroupStats> {
-        dispatch!(GroupBackend, &self.backend, g => g.stats())
+        dispatch!(AnyGroup, &self.backend, g => g.stats())
     }
 }
 
@@ -195,13 +196,13 @@ impl Delivery {
     /// The record.
     #[inline]
     pub fn record(&self) -> &StoredRecord {
-        dispatch!(DeliveryBackend, &self.backend, d => d.record())
+        dispatch!(AnyDelivery, &self.backend, d => d.record())
     }
 
     /// Which delivery of this record this is, from 1.
     #[inline]
     pub fn attempt(&self) -> u32 {
-        dispatch!(DeliveryBackend, &self.backend, d => d.attempt())
+        dispatch!(AnyDelivery, &self.backend, d => d.attempt())
     }
 
     /// Completes the record: it is never delivered again (once the ack is
@@ -211,26 +212,26 @@ impl Delivery {
     /// (`docs/NATS.md`).
     #[inline]
     pub fn ack(self) -> Result<()> {
-        dispatch!(DeliveryBackend, self.backend, d => d.ack())
+        dispatch!(AnyDelivery, self.backend, d => d.ack())
     }
 
     /// Fails this attempt: the record is redelivered after the retry
     /// policy's backoff, or dead-lettered if attempts are exhausted.
     #[inline]
     pub fn nack(self, reason: &str) -> Result<()> {
-        dispatch!(DeliveryBackend, self.backend, d => d.nack(reason))
+        dispatch!(AnyDelivery, self.backend, d => d.nack(reason))
     }
 
     /// Like [`Delivery::nack`], with an explicit delay instead of the backoff.
     #[inline]
     pub fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
-        dispatch!(DeliveryBackend, self.backend, d => d.nack_with_delay(reason, delay))
+        dispatch!(AnyDelivery, self.backend, d => d.nack_with_delay(reason, delay))
     }
 
     /// Sends the record straight to the dead-letter topic, without retries.
     #[inline]
     pub fn reject(self, reason: &str) -> Result<()> {
-        dispatch!(DeliveryBackend, self.backend, d => d.reject(reason))
+        dispatch!(AnyDelivery, self.backend, d => d.reject(reason))
     }
 
     /// Extends the lease to `by` from now. On NATS the server takes no
@@ -239,6 +240,6 @@ impl Delivery {
     /// `by` is (`docs/NATS.md`).
     #[inline]
     pub fn extend_lease(&mut self, by: Duration) -> Result<()> {
-        dispatch!(DeliveryBackend, &mut self.backend, d => d.extend_lease(by))
+        dispatch!(AnyDelivery, &mut self.backend, d => d.extend_lease(by))
     }
 }

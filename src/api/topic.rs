@@ -139,7 +139,8 @@ impl Topic {
     /// agree on the options: the last to ask sets them.
     #[inline]
     pub fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
-        dispatch!(AnyTopic, &self.backend, t => t.group(name, options))
+        validate_name("group", name)?;
+        dispatch!(AnyTopic, &self.backend, t => t.group(name, options).map(Group::from))
     }
 
     /// The offset the next published record gets (once readable). On NATS

@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::backend::TopicBackend;
+use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
@@ -158,11 +158,6 @@ impl LogGroup {
         })
     }
 
-    /// The group's name.
-    pub(crate) fn name(&self) -> &str {
-        &self.inner.name
-    }
-
     /// Applies `options`' lease, retry policy and dead-letter setting to
     /// the group (every handle, from the next decision on); `start` only
     /// applies when a group is created.
@@ -172,18 +167,20 @@ impl LogGroup {
         self.inner.open_dlq();
         Ok(())
     }
+}
 
-    /// The next record available to this group, waiting up to `timeout`.
-    pub(crate) fn recv(&self, timeout: Duration) -> Result<Option<LogDelivery>> {
+impl GroupBackend for LogGroup {
+    type Delivery = LogDelivery;
+
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn recv(&self, timeout: Duration) -> Result<Option<LogDelivery>> {
         Ok(self.recv_batch(1, timeout)?.pop())
     }
 
-    /// Up to `max` records available to this group, waiting up to `timeout`
-    /// for the first: returns as soon as at least one is available, and an
-    /// empty `Vec` on timeout. All of them are leased with one state write
-    /// (one sync under `Durability::Always`); each [`LogDelivery`] is then
-    /// settled on its own, like one from [`LogGroup::recv`].
-    pub(crate) fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<LogDelivery>> {
+    fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<LogDelivery>> {
         let deadline = Instant::now() + timeout;
         loop {
             let waiter = self.inner.topic.log().activity().waiter();
@@ -203,18 +200,15 @@ impl LogGroup {
         }
     }
 
-    /// The next record available now, without waiting.
-    pub(crate) fn try_recv(&self) -> Result<Option<LogDelivery>> {
+    fn try_recv(&self) -> Result<Option<LogDelivery>> {
         Ok(self.try_recv_batch(1)?.pop())
     }
 
-    /// Up to `max` records available now, leased with one state write.
-    pub(crate) fn try_recv_batch(&self, max: usize) -> Result<Vec<LogDelivery>> {
+    fn try_recv_batch(&self, max: usize) -> Result<Vec<LogDelivery>> {
         Ok(self.inner.poll(max)?.0)
     }
 
-    /// The next record, waiting as long as it takes (async, any executor).
-    pub(crate) async fn recv_async(&self) -> Result<LogDelivery> {
+    async fn recv_async(&self) -> Result<LogDelivery> {
         loop {
             let listener = self.inner.topic.log().activity().listen();
             let (mut deliveries, next_due_ms) = self.inner.poll(1)?;
@@ -233,8 +227,7 @@ impl LogGroup {
         }
     }
 
-    /// Counters and positions of the group.
-    pub(crate) fn stats(&self) -> Result<GroupStats> {
+    fn stats(&self) -> Result<GroupStats> {
         self.inner.stats()
     }
 }
@@ -541,46 +534,36 @@ pub(crate) struct LogDelivery {
     settled: bool,
 }
 
-impl LogDelivery {
-    /// The record.
-    pub(crate) fn record(&self) -> &StoredRecord {
+impl DeliveryBackend for LogDelivery {
+    fn record(&self) -> &StoredRecord {
         &self.record
     }
 
-    /// Which delivery of this record this is, from 1.
-    pub(crate) fn attempt(&self) -> u32 {
+    fn attempt(&self) -> u32 {
         self.lease.attempt
     }
 
-    /// Completes the record: it is never delivered again (once the ack is
-    /// durable). Fails with [`Error::LeaseExpired`] if the lease ran out and
-    /// the record went to another receiver.
-    pub(crate) fn ack(mut self) -> Result<()> {
+    fn ack(mut self) -> Result<()> {
         self.settled = true;
         self.group.ack(&self.lease)
     }
 
-    /// Fails this attempt: the record is redelivered after the retry
-    /// policy's backoff, or dead-lettered if attempts are exhausted.
-    pub(crate) fn nack(mut self, reason: &str) -> Result<()> {
+    fn nack(mut self, reason: &str) -> Result<()> {
         self.settled = true;
         self.group.release(&self.lease, reason, None)
     }
 
-    /// Like [`LogDelivery::nack`], with an explicit delay instead of the backoff.
-    pub(crate) fn nack_with_delay(mut self, reason: &str, delay: Duration) -> Result<()> {
+    fn nack_with_delay(mut self, reason: &str, delay: Duration) -> Result<()> {
         self.settled = true;
         self.group.release(&self.lease, reason, Some(delay))
     }
 
-    /// Sends the record straight to the dead-letter topic, without retries.
-    pub(crate) fn reject(mut self, reason: &str) -> Result<()> {
+    fn reject(mut self, reason: &str) -> Result<()> {
         self.settled = true;
         self.group.reject(&self.lease, reason)
     }
 
-    /// Extends the lease to `by` from now.
-    pub(crate) fn extend_lease(&mut self, by: Duration) -> Result<()> {
+    fn extend_lease(&mut self, by: Duration) -> Result<()> {
         self.group.extend_lease(&self.lease, by)
     }
 }

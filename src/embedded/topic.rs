@@ -19,8 +19,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::api::Group;
-use crate::backend::{ReplySink, TopicBackend};
+use crate::backend::{GroupBackend, ReplySink, TopicBackend};
 use crate::embedded::LogSubscription;
 use crate::embedded::{BusInner, LogReplies, OpenBus};
 use crate::embedded::{GroupInner, LogGroup};
@@ -173,6 +172,7 @@ impl LogTopic {
 
 impl TopicBackend for LogTopic {
     type Subscription = LogSubscription;
+    type Group = LogGroup;
 
     fn name(&self) -> &str {
         &self.inner.name
@@ -202,17 +202,16 @@ impl TopicBackend for LogTopic {
         LogSubscription::ephemeral(self.clone(), start)
     }
 
-    fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
-        validate_name("group", name)?;
+    fn group(&self, name: &str, options: GroupOptions) -> Result<LogGroup> {
         let mut groups = lock(&self.inner.groups);
         if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
             let group = LogGroup { inner };
             group.reconfigure(options)?;
-            return Ok(group.into());
+            return Ok(group);
         }
         let group = LogGroup::open(self.clone(), name, options)?;
         groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
-        Ok(group.into())
+        Ok(group)
     }
 
     fn reply_sink(&self) -> Arc<dyn ReplySink> {
@@ -241,7 +240,10 @@ impl TopicBackend for LogTopic {
         let mut consumers = Vec::with_capacity(positions.len());
         for (id, committed) in positions {
             let group = match &id {
-                ConsumerId::Group(name) => open_groups.iter().find(|g| g.name() == name).map(LogGroup::stats),
+                ConsumerId::Group(name) => open_groups
+                    .iter()
+                    .find(|g| g.name() == name)
+                    .map(GroupBackend::stats),
                 ConsumerId::Subscription(_) => None,
             };
             let lag = end_offset.saturating_sub(committed);

@@ -19,6 +19,7 @@ use super::codec::{encode_headers, millis, stored_record};
 use super::error::nats_error;
 use super::failures::FailureStore;
 use super::names::{group_consumer_name, stream_name, topic_subject};
+use crate::backend::DeliveryBackend;
 use crate::error::{Error, Result};
 use crate::format::Failure;
 use crate::log::now_ms;
@@ -409,16 +410,6 @@ pub struct NatsDelivery {
 }
 
 impl NatsDelivery {
-    /// The record.
-    pub fn record(&self) -> &StoredRecord {
-        &self.record
-    }
-
-    /// Which delivery of this record this is, from 1 (the server's count).
-    pub fn attempt(&self) -> u32 {
-        self.attempt
-    }
-
     fn take(&mut self) -> Result<Message> {
         self.message.take().ok_or(Error::Closed)
     }
@@ -441,67 +432,9 @@ impl NatsDelivery {
         })
     }
 
-    /// Completes the record (and forgets its failures, if it had any).
-    pub fn ack(self) -> Result<()> {
-        let group = self.group.clone();
-        let (sequence, redelivered) = (self.sequence(), self.attempt > 1);
-        self.settle(AckKind::Ack)?;
-        GroupCounters::count(&group.counters.acked);
-        if redelivered {
-            group.bus.block_on(group.forget_failures(sequence))??;
-        }
-        Ok(())
-    }
-
     /// The record's stream sequence.
     fn sequence(&self) -> u64 {
         self.record.offset() + 1
-    }
-
-    /// Fails this attempt: redelivered after the retry policy's backoff, or
-    /// dead-lettered if this was the last attempt.
-    pub fn nack(self, reason: &str) -> Result<()> {
-        let delay = {
-            let mut rng = self.group.rng.lock().unwrap_or_else(|p| p.into_inner());
-            self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
-        };
-        self.nack_with_delay(reason, delay)
-    }
-
-    /// Like [`NatsDelivery::nack`] with an explicit delay. The failure is
-    /// stored first (see `failures.rs`), then the nak sent.
-    pub fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
-        if self.attempt >= self.group.spec.retry.max_attempts {
-            return self.dead_letter(reason);
-        }
-        let failure = Failure {
-            at_ms: now_ms(),
-            reason: reason.to_owned(),
-        };
-        let group = &self.group;
-        group
-            .bus
-            .block_on(group.failures.record(self.sequence(), &failure))??;
-        self.settle(AckKind::Nak((!delay.is_zero()).then_some(delay)))
-    }
-
-    /// Dead-letters the record at once.
-    pub fn reject(self, reason: &str) -> Result<()> {
-        self.dead_letter(reason)
-    }
-
-    /// Resets the lease to a full AckWait from now (`+WPI`), whatever `by`
-    /// is: the server takes no duration.
-    pub fn extend_lease(&mut self, _by: Duration) -> Result<()> {
-        let message = self.message.as_ref().ok_or(Error::Closed)?;
-        let bus = &self.group.bus;
-        bus.block_on(async {
-            message
-                .ack_with(AckKind::Progress)
-                .await
-                .map_err(|e| nats_error("progress", e))?;
-            bus.client().flush().await.map_err(|e| nats_error("flush", e))
-        })?
     }
 
     /// Forgets the delivery without telling the server, as a receiver that
@@ -575,6 +508,66 @@ impl NatsDelivery {
             headers.insert(NATS_MESSAGE_ID, id.as_str());
             Ok((headers, Bytes::copy_from_slice(record.value())))
         })
+    }
+}
+
+impl DeliveryBackend for NatsDelivery {
+    fn record(&self) -> &StoredRecord {
+        &self.record
+    }
+
+    fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    fn ack(self) -> Result<()> {
+        let group = self.group.clone();
+        let (sequence, redelivered) = (self.sequence(), self.attempt > 1);
+        self.settle(AckKind::Ack)?;
+        GroupCounters::count(&group.counters.acked);
+        if redelivered {
+            group.bus.block_on(group.forget_failures(sequence))??;
+        }
+        Ok(())
+    }
+
+    fn nack(self, reason: &str) -> Result<()> {
+        let delay = {
+            let mut rng = self.group.rng.lock().unwrap_or_else(|p| p.into_inner());
+            self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
+        };
+        self.nack_with_delay(reason, delay)
+    }
+
+    fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
+        if self.attempt >= self.group.spec.retry.max_attempts {
+            return self.dead_letter(reason);
+        }
+        let failure = Failure {
+            at_ms: now_ms(),
+            reason: reason.to_owned(),
+        };
+        let group = &self.group;
+        group
+            .bus
+            .block_on(group.failures.record(self.sequence(), &failure))??;
+        self.settle(AckKind::Nak((!delay.is_zero()).then_some(delay)))
+    }
+
+    fn reject(self, reason: &str) -> Result<()> {
+        self.dead_letter(reason)
+    }
+
+    fn extend_lease(&mut self, _by: Duration) -> Result<()> {
+        let message = self.message.as_ref().ok_or(Error::Closed)?;
+        let bus = &self.group.bus;
+        bus.block_on(async {
+            message
+                .ack_with(AckKind::Progress)
+                .await
+                .map_err(|e| nats_error("progress", e))?;
+            bus.client().flush().await.map_err(|e| nats_error("flush", e))
+        })?
     }
 }
 

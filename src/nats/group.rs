@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::consumer::{GroupConsumer, GroupSpec, NatsDelivery};
 use super::topic::NatsTopic;
+use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
 use crate::error::Result;
 use crate::log::now_ms;
@@ -40,41 +41,41 @@ impl NatsGroup {
         let consumer = GroupConsumer::open_with(&bus.client, topic.name(), name, spec, dead_letters)?;
         Ok(NatsGroup { topic, consumer })
     }
+}
 
-    pub(crate) fn name(&self) -> &str {
+impl GroupBackend for NatsGroup {
+    type Delivery = NatsDelivery;
+
+    fn name(&self) -> &str {
         self.consumer.name()
     }
 
-    pub(crate) fn recv(&self, timeout: Duration) -> Result<Option<NatsDelivery>> {
+    fn recv(&self, timeout: Duration) -> Result<Option<NatsDelivery>> {
         self.topic.shared().bus.check_open()?;
         self.consumer.recv(timeout)
     }
 
-    pub(crate) fn try_recv(&self) -> Result<Option<NatsDelivery>> {
-        self.topic.shared().bus.check_open()?;
-        self.consumer.try_recv()
-    }
-
-    pub(crate) fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<NatsDelivery>> {
+    fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<NatsDelivery>> {
         self.topic.shared().bus.check_open()?;
         self.consumer.recv_batch(max, timeout)
     }
 
-    pub(crate) fn try_recv_batch(&self, max: usize) -> Result<Vec<NatsDelivery>> {
+    fn try_recv(&self) -> Result<Option<NatsDelivery>> {
+        self.topic.shared().bus.check_open()?;
+        self.consumer.try_recv()
+    }
+
+    fn try_recv_batch(&self, max: usize) -> Result<Vec<NatsDelivery>> {
         self.topic.shared().bus.check_open()?;
         self.consumer.try_recv_batch(max)
     }
 
-    pub(crate) async fn recv_async(&self) -> Result<NatsDelivery> {
+    async fn recv_async(&self) -> Result<NatsDelivery> {
         self.topic.shared().bus.check_open()?;
         self.consumer.recv_async().await
     }
 
-    /// The consumer's positions (one request), the age of the oldest
-    /// unsettled record (one more, when there is one) and this process's
-    /// counters. Records nacked with a delay are still leased on the
-    /// server: they count in `in_flight`, and `waiting` is 0.
-    pub(crate) fn stats(&self) -> Result<GroupStats> {
+    fn stats(&self) -> Result<GroupStats> {
         let shared = self.topic.shared();
         shared.bus.check_open()?;
         let state = self.consumer.state()?;

@@ -41,12 +41,10 @@ use super::names::{
     topic_subject,
 };
 use super::subscription::{NatsSubscription, committed_of};
-use crate::api::Group;
 use crate::backend::{ReplySink, TopicBackend};
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::DEAD_LETTER_HEADROOM_BYTES;
-use crate::patterns::validate_name;
 use crate::patterns::{ConsumerStats, CorrelationId, GroupOptions, StartAt, TopicOptions, TopicStats};
 use crate::record::Record;
 use crate::state::ConsumerId;
@@ -215,6 +213,7 @@ impl NatsTopic {
 
 impl TopicBackend for NatsTopic {
     type Subscription = NatsSubscription;
+    type Group = NatsGroup;
 
     fn options(&self) -> &TopicOptions {
         &self.shared.options
@@ -303,10 +302,9 @@ impl TopicBackend for NatsTopic {
         NatsSubscription::ephemeral(self.clone(), start)
     }
 
-    fn group(&self, name: &str, options: GroupOptions) -> Result<Group> {
-        validate_name("group", name)?;
+    fn group(&self, name: &str, options: GroupOptions) -> Result<NatsGroup> {
         check_length("group", name, &group_consumer_name(name))?;
-        Ok(NatsGroup::open(self.clone(), name, &options)?.into())
+        NatsGroup::open(self.clone(), name, &options)
     }
 
     fn reply_sink(&self) -> Arc<dyn ReplySink> {
