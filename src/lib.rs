@@ -24,6 +24,25 @@
 //!
 //! See `docs/SEMANTICS.md` for the durability contract and `docs/FORMAT.md`
 //! for the on-disk format.
+//!
+//! ## Features
+//!
+//! The default build is the library alone. Storage is pluggable through
+//! [`storage::Storage`] ([`LogOptions::storage`], [`BusOptions::storage`]).
+//!
+//! - `nats`: the NATS JetStream backend, [`Bus::connect_nats`]
+//!   (`docs/NATS.md`).
+//! - `tracing`: `tracing` events for recovery truncation, lease expiry,
+//!   dead-lettering and redrive.
+//! - `test-util`: test doubles and fuzz bodies: `storage::SimStorage` and
+//!   `storage::Fault`, an in-memory file system that injects torn writes,
+//!   fsync errors, disk full and power loss, and `logbus::fuzzing`, the
+//!   bodies of the targets in `fuzz/`.
+//! - `internals`: the on-disk codecs (`logbus::format`), read-only
+//!   inspection (`logbus::inspect`) and index search
+//!   (`logbus::internals`), for the `logbus-dump` inspector and the tests.
+//!
+//! `test-util` and `internals` carry no stability promise.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -35,17 +54,24 @@ mod dispatch;
 
 mod bus;
 mod error;
+#[cfg(feature = "internals")]
 pub mod format;
+#[cfg(not(feature = "internals"))]
+mod format;
 mod index;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod inspect;
-pub mod io;
+#[cfg(not(feature = "internals"))]
+mod inspect;
+mod io;
 mod log;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod patterns;
 mod record;
 mod state;
+pub mod storage;
 
 pub use bus::{Bus, BusOptions, MAX_NAME_BYTES, validate_name};
 pub use error::{CorruptKind, Error, Result};
@@ -67,6 +93,7 @@ pub use record::{Record, StoredRecord};
 pub use state::{RecoveryMode, StateRepair};
 
 /// Index search and validation, exposed for the dump tool and fuzzers.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
     pub use crate::index::{
@@ -77,5 +104,6 @@ pub mod internals {
 }
 
 /// The fuzz targets' bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`.
+#[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod fuzzing;

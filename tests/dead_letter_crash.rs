@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::groups;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{
     Backoff, Bus, BusOptions, Delivery, Durability, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_FAILURE,
     HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON, HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP,

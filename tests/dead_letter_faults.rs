@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::groups;
 use common::storage::{Hooked, Hooks};
-use logbus::io::{Fault, SimStorage, Storage};
+use logbus::storage::{Fault, SimStorage, Storage};
 use logbus::{
     Bus, BusOptions, Durability, Error, Group, GroupOptions, HEADER_SOURCE_OFFSET, Position, Record,
     TopicOptions,

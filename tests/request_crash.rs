@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use common::child::{self, Finished, SIGABRT, SIGKILL, report, spawn_words};
 use common::groups::group_options;
 use logbus::internals::decode_correlation_header;
-use logbus::io::SimStorage;
+use logbus::storage::SimStorage;
 use logbus::{
     Bus, BusOptions, CorrelationId, Durability, Error, GroupOptions, HEADER_ATTEMPTS, HEADER_CORRELATION_ID,
     HEADER_FAILURE, HEADER_REPLY_TO, HEADER_SOURCE_GROUP, HEADER_SOURCE_TOPIC, Record, Requester, StartAt,

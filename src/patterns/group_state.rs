@@ -134,7 +134,8 @@ pub struct GroupSummary {
 /// The offsets below the group's next offset that it has not settled
 /// (acked or dead-lettered); every other offset below it is settled.
 /// Snapshots keep no settled entry below the low watermark, so an offset
-/// without an entry is settled.
+/// without an entry is settled. Only the dump tool asks.
+#[cfg(feature = "internals")]
 pub(crate) fn unsettled_offsets(events: &[StateEvent]) -> BTreeSet<u64> {
     let replay = Replay::new(events, 0);
     replay

@@ -17,17 +17,21 @@ mod subscription;
 mod topic;
 mod wakeup;
 
+#[cfg(feature = "internals")]
+pub(crate) use dead_letter::REDRIVE_GROUP;
 #[cfg(feature = "nats")]
 pub(crate) use dead_letter::{DEAD_LETTER_HEADROOM_BYTES, DeadLetter};
 pub use dead_letter::{
     HEADER_ATTEMPTS, HEADER_FAILURE, HEADER_FIRST_FAILURE, HEADER_LAST_FAILURE, HEADER_LAST_REASON,
     HEADER_REDRIVE_COUNT, HEADER_SOURCE_GROUP, HEADER_SOURCE_OFFSET, HEADER_SOURCE_TOPIC, dead_letter_topic,
 };
-pub(crate) use dead_letter::{REDRIVE_GROUP, check_redrive_source, redrive};
+pub(crate) use dead_letter::{check_redrive_source, redrive};
 pub use group_state::GroupSummary;
 #[cfg(feature = "nats")]
 pub(crate) use group_state::push_failure;
-pub(crate) use group_state::{summarize_group, unsettled_offsets};
+pub(crate) use group_state::summarize_group;
+#[cfg(feature = "internals")]
+pub(crate) use group_state::unsettled_offsets;
 pub(crate) use log_request::{LogRequester, RequesterInner};
 pub(crate) use log_subscription::recovered_commit;
 pub(crate) use log_topic::LogTopic;

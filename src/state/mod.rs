@@ -7,7 +7,10 @@ mod repair;
 mod store;
 
 pub(crate) use correlation::CorrelationIndex;
-pub use correlation::{CorrelationHeader, CorrelationTable, decode_correlation_header};
+#[cfg(any(feature = "internals", feature = "test-util"))]
+pub use correlation::CorrelationTable;
+#[cfg(feature = "internals")]
+pub use correlation::{CorrelationHeader, decode_correlation_header};
 pub(crate) use repair::{Damaged, finish_interrupted_repairs, repair};
 pub use repair::{RecoveryMode, StateRepair};
 pub(crate) use store::StateLog;
