@@ -30,7 +30,7 @@
 //! The default build is the library alone. Storage is pluggable through
 //! [`storage::Storage`] ([`LogOptions::storage`], [`BusOptions::storage`]).
 //!
-//! - `nats`: the NATS JetStream backend, [`Bus::connect_nats`]
+//! - `nats`: the NATS JetStream backend, `Bus::connect_nats`
 //!   (`docs/NATS.md`).
 //! - `tracing`: `tracing` events for recovery truncation, lease expiry,
 //!   dead-lettering and redrive.

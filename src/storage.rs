@@ -10,7 +10,7 @@
 //! only as far as the storage keeps that contract.
 //!
 //! With the feature `test-util`, `SimStorage` is an in-memory storage that
-//! tells written bytes from synced ones and injects a [`Fault`]: torn
+//! tells written bytes from synced ones and injects a `Fault`: torn
 //! writes, failed syncs, disk full, halts and power loss. No stability
 //! promise comes with it.
 

@@ -1,7 +1,7 @@
 //! Read-only inspection, for the `logbus-dump` tool: walks segment bytes
 //! with the library's own decoders (continuing past damage where the
 //! framing allows), checks indexes against the frames they point at, runs
-//! the real recovery as a dry run on an [`OverlayStorage`], and summarizes
+//! the real recovery as a dry run on an `OverlayStorage`, and summarizes
 //! a bus directory. Nothing here writes to disk or takes a lock.
 //!
 //! A dry run sorts recovery's repairs: after an unclean shutdown (no

@@ -14,10 +14,9 @@
 //! headers of the record codec. Below the public types: `NatsClient`, a
 //! blocking facade over a private tokio runtime (public only for
 //! `tests/nats_cluster.rs`, which asks it for a stream's leader and
-//! positions, and hidden
-//! from the documentation: not part of the API), and `GroupConsumer`, the
-//! durable pull consumer a group shares. Nothing in the embedded path uses
-//! this module.
+//! positions; hidden from the documentation and not part of the API), and
+//! `GroupConsumer`, the durable pull consumer a group shares. Nothing in
+//! the embedded path uses this module.
 //!
 //! Offsets are stream sequences minus one: a topic's first record has
 //! offset 0 on both backends.
