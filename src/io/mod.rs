@@ -9,12 +9,12 @@
 mod mmap;
 mod overlay;
 mod seam;
-#[cfg(any(test, feature = "test-util"))]
+#[cfg(feature = "test-util")]
 mod sim;
 mod std_fs;
 
 pub use overlay::OverlayStorage;
 pub use seam::{LockGuard, MappedFile, Storage, StorageFile, read_exact_at};
-#[cfg(any(test, feature = "test-util"))]
+#[cfg(feature = "test-util")]
 pub use sim::{Fault, SimStorage};
 pub use std_fs::StdStorage;
