@@ -66,8 +66,8 @@ struct Tour {
 
 impl Tour {
     /// The log, then a bus, in a temporary directory (or LOGBUS_TOUR_DIR, to
-    /// keep the files for `logbus-dump`, e.g. `cargo run --bin logbus-dump
-    /// -- $LOGBUS_TOUR_DIR/bus`).
+    /// keep the files for `logbus-dump`, e.g. `cargo run -p logbus-dump --
+    /// $LOGBUS_TOUR_DIR/bus`).
     fn embedded() -> logbus::Result<Tour> {
         let temporary = tempfile::tempdir()?;
         let dir =

@@ -1,5 +1,5 @@
 //! `dispatch!`: the one `match` behind every method of a public type that
-//! runs on either backend.
+//! runs on either backend (`docs/BACKENDS.md`).
 //!
 //! Such a type holds a private enum with a `Log(..)` variant (the embedded
 //! log) and, with the `nats` feature, a `Nats(..)` variant, each holding an

@@ -138,7 +138,7 @@ pub enum CorruptKind {
     #[error("unsupported format version {0}")]
     UnsupportedVersion(u16),
     /// A checksum did not match the bytes it covers.
-    #[error("checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    #[error("checksum mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}")]
     Checksum {
         /// Checksum read from disk.
         stored: u32,

@@ -110,6 +110,25 @@
 //!
 //! What survives a crash or a power loss under each [`Durability`] mode is
 //! in `docs/SEMANTICS.md`; the on-disk format in `docs/FORMAT.md`.
+//!
+//! ## Features
+//!
+//! The default build is the library alone. Storage is pluggable through
+//! [`storage::Storage`] ([`LogOptions::storage`], [`BusOptions::storage`]).
+//!
+//! - `nats`: the NATS JetStream backend, `Bus::connect_nats`
+//!   (`docs/NATS.md`).
+//! - `tracing`: `tracing` events for recovery truncation, lease expiry,
+//!   dead-lettering and redrive.
+//! - `test-util`: test doubles and fuzz bodies: `storage::SimStorage` and
+//!   `storage::Fault`, an in-memory file system that injects torn writes,
+//!   fsync errors, disk full and power loss, and `logbus::fuzzing`, the
+//!   bodies of the targets in `fuzz/`.
+//! - `internals`: the on-disk codecs (`logbus::format`), read-only
+//!   inspection (`logbus::inspect`) and index search
+//!   (`logbus::internals`), for the `logbus-dump` inspector and the tests.
+//!
+//! `test-util` and `internals` carry no stability promise.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -123,17 +142,24 @@ mod api;
 mod backend;
 mod embedded;
 mod error;
+#[cfg(feature = "internals")]
 pub mod format;
+#[cfg(not(feature = "internals"))]
+mod format;
 mod index;
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod inspect;
-pub mod io;
+#[cfg(not(feature = "internals"))]
+mod inspect;
+mod io;
 mod log;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod patterns;
 mod record;
 mod state;
+pub mod storage;
 
 pub use api::Bus;
 pub use api::{
@@ -159,6 +185,7 @@ pub use state::ConsumerId;
 pub use state::{RecoveryMode, StateRepair};
 
 /// Index search and validation, exposed for the dump tool and fuzzers.
+#[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals {
     pub use crate::index::{
@@ -169,5 +196,6 @@ pub mod internals {
 }
 
 /// The fuzz targets' bodies, shared by `fuzz/` and `tests/fuzz_corpus.rs`.
+#[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::groups;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{
     Backoff, Bus, BusOptions, Delivery, Durability, Error, GroupOptions, Position, Record, RetryPolicy,
     StartAt, StoredRecord, TopicOptions, headers,

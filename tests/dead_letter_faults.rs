@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::groups;
 use common::storage::{Hooked, Hooks};
-use logbus::io::{Fault, SimStorage, Storage};
+use logbus::storage::{Fault, SimStorage, Storage};
 use logbus::{
     Bus, BusOptions, Durability, Error, Group, GroupOptions, Position, Record, TopicOptions, headers,
 };

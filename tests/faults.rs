@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use common::storage::{Hooked, Hooks};
 use fastrand::Rng;
 use logbus::format::decode_segment_header;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{Durability, Error, Log, LogOptions, Position, Record, StoredRecord};
 
 const DIR: &str = "/sim/log";

@@ -19,7 +19,7 @@ use logbus::format::{
     OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, TIME_ENTRY_LEN,
     TimeEntry, decode_frame, decode_index_header, decode_segment_header, encode_frame, encode_index_header,
 };
-use logbus::io::SimStorage;
+use logbus::storage::SimStorage;
 use logbus::{CorruptKind, Log, LogOptions, Record, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 
 const FORMAT_MD: &str = include_str!("../docs/FORMAT.md");
@@ -442,7 +442,7 @@ fn retention_cut_short_by_power_loss_leaves_contiguous_segments() {
         for i in 0..40 {
             log.append(&Record::new(&value(i))).unwrap();
         }
-        sim.inject(logbus::io::Fault::HaltAfterSyncs { after: seed % 8 });
+        sim.inject(logbus::storage::Fault::HaltAfterSyncs { after: seed % 8 });
         let _ = log.truncate_before(39);
         drop(log);
         sim.power_loss(seed);

@@ -21,7 +21,7 @@ use logbus::format::{
 };
 use logbus::fuzzing::{Op, RecordSpec, RecoveryInput, SegmentFiles, TARGETS, Target, encode_ops};
 use logbus::internals::CorrelationTable;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{Durability, Log, LogOptions, Record};
 
 /// The corpus stays small enough to replay in seconds and to review.

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use common::groups::group_options;
 use common::proptests;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{
     Bus, BusOptions, Delivery, Durability, Error, Group, Record, StoredRecord, Topic, TopicOptions, headers,
 };

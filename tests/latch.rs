@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use common::maintenance::eventually;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{
     Bus, BusOptions, Durability, Error, GroupOptions, Log, LogOptions, Record, Retention, TopicOptions,
 };

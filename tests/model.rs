@@ -42,7 +42,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::proptests::config;
 use logbus::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
-use logbus::io::SimStorage;
+use logbus::storage::SimStorage;
 use logbus::{Cursor, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, StoredRecord};
 use proptest::collection::vec;
 use proptest::prelude::*;

@@ -1,4 +1,4 @@
-//! Issue 7's cluster test, through the public API a user holds: three
+//! Failover of a NATS cluster, through the public API a user holds: three
 //! `nats-server` processes on loopback joined by cluster routes, a bus
 //! connected to all three (`Bus::connect_nats` with `replicas(3)`), one
 //! topic whose stream has three replicas. A producer publishes numbered
@@ -398,7 +398,7 @@ fn no_acknowledged_record_is_lost_when_the_stream_leader_of_three_nodes_is_kille
     let group = retry("open group", deadline, || {
         topic.group("posting", group_options.clone())
     });
-    // The spike's client, only to ask who leads the stream.
+    // The backend's own client, only to ask who leads the stream.
     let admin = NatsClient::connect(&urls, TIMEOUT).unwrap();
     eprintln!(
         "cluster formed, R3 topic and group open in {:?}",

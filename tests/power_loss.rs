@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use fastrand::Rng;
-use logbus::io::{Fault, SimStorage};
+use logbus::storage::{Fault, SimStorage};
 use logbus::{Durability, Log, LogOptions, Position, Record, StoredRecord};
 
 const DIR: &str = "/sim/log";

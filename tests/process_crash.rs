@@ -784,7 +784,7 @@ fn enospc_from_one_write_fails_that_operation_only_and_loses_nothing() {
         );
         *landed.entry(outcome).or_insert(0) += 1;
     }
-    eprintln!("ENOSPC from pwrite64 #1..=40 failed: {landed:?}");
+    eprintln!("ENOSPC from pwrite64 calls 1..=40 failed: {landed:?}");
     assert!(landed.get("append").is_some_and(|&runs| runs >= 20), "{landed:?}");
 }
 

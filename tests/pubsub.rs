@@ -82,7 +82,6 @@ fn consumers(topic: &Topic) -> Vec<(String, u64, u64)> {
 
 /// The wall clock in ms, with a few ms of margin on each side: a time
 /// strictly between what the server received before and after the call.
-#[cfg(feature = "nats")]
 fn clock_between_publishes() -> i64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     std::thread::sleep(Duration::from_millis(5));
@@ -484,6 +483,69 @@ backend_tests! {
             #[cfg(feature = "nats")]
             TestBackend::Nats { .. } => batches_interleaved_on_nats(backend, &topic),
         }
+        bus.close().expect("close");
+    }
+
+    /// The NATS backend maps names onto stream names and subjects, where a
+    /// dot is a separator: the mapping must keep such topics apart.
+    fn topics_whose_names_differ_only_by_a_dot_or_a_space_stay_apart(backend: &TestBackend) {
+        let bus = backend.open();
+        let names = ["orders", "orders.dlq", "orders dlq"];
+        for (count, name) in (1..).zip(names) {
+            let topic = bus.topic(name).expect("topic");
+            for i in 0..count {
+                assert_eq!(topic.publish(&Record::new(name)).expect("publish"), i, "offsets count from 0");
+            }
+        }
+        for (count, name) in (1..).zip(names) {
+            let topic = bus.topic(name).expect("topic");
+            let mut reader = topic.subscribe_ephemeral(StartAt::Earliest).expect("subscribe");
+            let values: Vec<Vec<u8>> = (0..count)
+                .map(|_| reader.recv(TIMEOUT).expect("recv").expect("a record").value().to_vec())
+                .collect();
+            assert_eq!(values, vec![name.as_bytes().to_vec(); count as usize], "{name}");
+            assert!(reader.try_recv().expect("try_recv").is_none(), "{name} holds only its own");
+        }
+        assert_eq!(bus.topic_names().expect("names"), ["orders", "orders dlq", "orders.dlq"]);
+        bus.close().expect("close");
+    }
+
+    /// Key, header order, repeated and binary header values and an explicit
+    /// timestamp reach every kind of reader unchanged; without a timestamp
+    /// the record is stamped with the time it was published.
+    fn a_records_key_headers_and_timestamp_reach_subscriptions_and_groups_unchanged(backend: &TestBackend) {
+        let (bus, topic) = open(backend);
+        let binary = [0u8, 13, 10, b'%', 255, b' '];
+        let record = Record::new(b"v\0\r\n")
+            .key(b"customer 7\n")
+            .header("b", b"1")
+            .header("a", &binary)
+            .header("b", b"2")
+            .header("trace", b"x y")
+            .timestamp(1_234_567);
+        topic.publish(&record).expect("publish");
+        let before = clock_between_publishes();
+        topic.publish(&Record::new(b"no timestamp")).expect("publish");
+        let after = clock_between_publishes();
+        let expected: Vec<(&str, &[u8])> = vec![("b", b"1"), ("a", &binary), ("b", b"2"), ("trace", b"x y")];
+
+        let mut reader = topic.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        let group = topic.group("g", logbus::GroupOptions::default()).expect("group");
+        let read = reader.recv(TIMEOUT).expect("recv").expect("a record");
+        let delivery = group.recv(TIMEOUT).expect("recv").expect("a delivery");
+        for got in [&read, delivery.record()] {
+            assert_eq!(got.offset(), 0);
+            assert_eq!(got.value(), b"v\0\r\n");
+            assert_eq!(got.key(), b"customer 7\n");
+            assert_eq!(got.timestamp(), 1_234_567);
+            assert_eq!(got.headers().collect::<Vec<_>>(), expected);
+        }
+        delivery.ack().expect("ack");
+        let plain = reader.recv(TIMEOUT).expect("recv").expect("a record");
+        assert!(plain.key().is_empty() && plain.headers().next().is_none());
+        // NATS stamps with the server's clock: allow a little skew.
+        let stamped = plain.timestamp();
+        assert!((before - 1_000..=after + 1_000).contains(&stamped), "{before} <= {stamped} <= {after}");
         bus.close().expect("close");
     }
 }

@@ -8,7 +8,7 @@
 #[macro_use]
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestBackend;
 use common::futures::{poll_once, poll_until_ready};
@@ -490,6 +490,108 @@ backend_tests! {
         assert!(group.recv(SHORT * 20).unwrap().is_none());
         let dead = first_dead_letter(&bus, "t.dlq");
         assert_eq!(dead.header(headers::ATTEMPTS), Some(&b"4"[..]));
+    }
+
+    /// On NATS the server takes no duration: an extension resets the lease
+    /// to a full one from now (docs/NATS.md), which is what this asks for.
+    fn an_extended_lease_keeps_the_record_hidden_past_its_first_deadline(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("t").unwrap();
+        topic.publish(&Record::new(b"slow")).unwrap();
+        let lease = Duration::from_millis(1000);
+        let group = topic.group("g", GroupOptions { lease, ..quick_retry(5) }).unwrap();
+        let mut first = group.recv(TIMEOUT).unwrap().unwrap();
+        let leased = Instant::now();
+        std::thread::sleep(Duration::from_millis(700));
+        first.extend_lease(lease).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        assert!(group.try_recv().unwrap().is_none(), "still leased 1.4 s in, after the extension");
+        let again = group.recv(TIMEOUT).unwrap().expect("redelivered once the extended lease ran out");
+        assert!(leased.elapsed() >= Duration::from_millis(1600), "{:?}", leased.elapsed());
+        assert_eq!(again.attempt(), 2);
+        again.ack().unwrap();
+        drop(first);
+        assert!(group.recv(Duration::from_millis(300)).unwrap().is_none());
+    }
+
+    /// A receiver that dies holding the record (here: keeps it past its
+    /// lease) at every attempt still gets it dead-lettered, once, with a
+    /// reason saying so; the failure of another record, acked in the end,
+    /// stays out of its history.
+    fn a_record_whose_every_lease_runs_out_is_dead_lettered_once_saying_so(backend: &TestBackend) {
+        let bus = backend.open();
+        let topic = bus.topic("orders").unwrap();
+        topic.publish(&Record::new(b"flaky")).unwrap();
+        topic.publish(&Record::new(b"crashing")).unwrap();
+        let options = GroupOptions {
+            lease: Duration::from_millis(300),
+            ..quick_retry(2)
+        };
+        let group = topic.group("billing", options).unwrap();
+        let mut held = Vec::new();
+        let mut attempts = [Vec::new(), Vec::new()];
+        while let Some(delivery) = group.recv(Duration::from_millis(1500)).unwrap() {
+            let offset = delivery.record().offset();
+            attempts[offset as usize].push(delivery.attempt());
+            match offset {
+                0 if delivery.attempt() == 1 => delivery.nack("flaky once").unwrap(),
+                0 => delivery.ack().unwrap(),
+                _ => held.push(delivery),
+            }
+        }
+        assert_eq!(attempts, [vec![1, 2], vec![1, 2]]);
+        let dead = first_dead_letter(&bus, "orders.dlq");
+        assert_eq!(dead.value(), b"crashing");
+        assert_eq!(dead.header(headers::SOURCE_OFFSET), Some(&b"1"[..]));
+        let failures: Vec<&[u8]> = dead.headers().filter(|(n, _)| *n == headers::FAILURE).map(|(_, v)| v).collect();
+        assert!(!failures.is_empty() && failures.iter().all(|f| !f.ends_with(b"flaky once")), "{failures:?}");
+        let (attempts, reason) = match backend {
+            TestBackend::Embedded { .. } => (&b"2"[..], &b"lease expired"[..]),
+            // The client dead-letters at the delivery after the last
+            // attempt, which the server makes once the last lease expired.
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => (&b"3"[..], &b"attempts exhausted: the last lease expired"[..]),
+        };
+        assert_eq!(dead.header(headers::ATTEMPTS), Some(attempts));
+        assert_eq!(dead.header(headers::LAST_REASON), Some(reason));
+        let dlq = bus.topic("orders.dlq").unwrap();
+        let mut reader = dlq.subscribe_ephemeral(StartAt::Offset(1)).unwrap();
+        assert!(reader.recv(SHORT * 20).unwrap().is_none(), "dead-lettered once");
+        assert_eq!(group.stats().unwrap().dead_lettered, 1);
+        drop(held);
+    }
+
+    /// JetStream's retention differs (docs/NATS.md): a work-queue stream
+    /// takes one group and drops a record when it is acked, and an interest
+    /// stream drops what no consumer was there to take. The embedded bus
+    /// deletes whole sealed segments only, and a topic without consumers
+    /// keeps everything.
+    fn work_queue_and_interest_retention_differ_where_docs_nats_says(backend: &TestBackend) {
+        let bus = backend.open();
+        let work = bus.topic_with("work", TopicOptions::default().retention(Retention::WorkQueue)).unwrap();
+        let only = work.group("a", quick_retry(5)).unwrap();
+        let second = work.group("b", quick_retry(5));
+        work.publish(&Record::new(b"w")).unwrap();
+        only.recv(TIMEOUT).unwrap().unwrap().ack().unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let start = work.stats().unwrap().start_offset;
+        let interest = bus.topic_with("interest", TopicOptions::default().retention(Retention::Interest)).unwrap();
+        interest.publish(&Record::new(b"nobody listens")).unwrap();
+        let mut late = interest.subscribe_ephemeral(StartAt::Earliest).unwrap();
+        let kept = late.recv(SHORT * 20).unwrap();
+        match backend {
+            TestBackend::Embedded { .. } => {
+                assert!(second.is_ok(), "every group of a work-queue topic must ack");
+                assert_eq!(start, 0, "the acked record's segment is not sealed");
+                assert!(kept.is_some(), "no consumer yet: kept");
+            }
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => {
+                assert!(second.is_err(), "a work-queue stream takes one unfiltered consumer");
+                assert_eq!(start, 1, "acked = removed");
+                assert!(kept.is_none(), "no consumer: dropped at once");
+            }
+        }
     }
 }
 

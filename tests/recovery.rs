@@ -22,7 +22,7 @@ use logbus::format::{
     FRAME_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry,
     decode_frame, decode_segment_header, encode_frame, encode_index_header,
 };
-use logbus::io::{Fault, SimStorage, Storage};
+use logbus::storage::{Fault, SimStorage, Storage};
 use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, Truncation};
 
 const SEGMENT_BYTES: u64 = 1024;
@@ -1255,7 +1255,7 @@ fn segment_of_a_newer_format_version_is_refused_and_left_untouched() {
 fn crash_recovery_scans_only_the_tail_written_after_the_last_checkpoint() {
     use std::sync::Arc;
 
-    let sim = logbus::io::SimStorage::new();
+    let sim = logbus::storage::SimStorage::new();
     let dir = std::path::Path::new("/sim/checkpointed");
     let options = || {
         logbus::LogOptions::default()
@@ -1273,7 +1273,7 @@ fn crash_recovery_scans_only_the_tail_written_after_the_last_checkpoint() {
     for _ in 0..20 {
         log.append(&logbus::Record::new(&value)).unwrap();
     }
-    sim.inject(logbus::io::Fault::HaltAfterWrites { after: 0 });
+    sim.inject(logbus::storage::Fault::HaltAfterWrites { after: 0 });
     let _ = log.append(&logbus::Record::new(&value));
     drop(log);
     sim.power_loss(11);

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use common::child::{self, Finished, SIGABRT, SIGKILL, report, spawn_words};
 use common::groups::group_options;
 use logbus::internals::decode_correlation_header;
-use logbus::io::SimStorage;
+use logbus::storage::SimStorage;
 use logbus::{
     Bus, BusOptions, CorrelationId, Durability, Error, GroupOptions, Record, Requester, StartAt,
     TopicOptions, headers,

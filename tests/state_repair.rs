@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use logbus::io::SimStorage;
+use logbus::storage::SimStorage;
 use logbus::{
     Backoff, Bus, BusOptions, ConsumerId, Error, Group, GroupOptions, Record, RecoveryMode, Retention,
     RetryPolicy, StartAt, TopicOptions,

@@ -1,5 +1,5 @@
 //! [`Bus`], the entry point: it holds one backend (see
-//! `docs/NATS-SEAM.md`), the embedded [`LogBus`] opened on a directory or,
+//! `docs/BACKENDS.md`), the embedded [`LogBus`] opened on a directory or,
 //! with the `nats` feature, a connection to NATS JetStream. Each method is
 //! one call into the backend.
 

@@ -4,7 +4,7 @@
 //! lease expires. Once a record has failed `max_attempts` times it goes to
 //! the dead-letter topic `<topic>.dlq`, once.
 //!
-//! [`Group`] and [`Delivery`] hold one backend (`docs/NATS-SEAM.md`): the
+//! [`Group`] and [`Delivery`] hold one backend (`docs/BACKENDS.md`): the
 //! embedded [`LogGroup`]/[`LogDelivery`] (`src/embedded/group.rs`) or, with the
 //! `nats` feature, a durable pull consumer (`src/nats/group.rs`). Each
 //! method is one call into the backend; where JetStream behaves otherwise

@@ -54,7 +54,8 @@ impl BusOptions {
         self
     }
 
-    /// Uses another storage backend (tests use [`crate::io::SimStorage`]).
+    /// Uses another storage backend (default: the real file system; tests
+    /// use `storage::SimStorage`, feature `test-util`).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self

@@ -5,6 +5,11 @@
 //! All integers are little-endian. Checksums are CRC-32/IEEE (`crc32fast`).
 //! Every decoder treats its input as untrusted: lengths are checked against
 //! their limits and against the bytes present before anything is sliced.
+//!
+//! Public (feature `internals`) for the dump tool, the fuzzers and the
+//! tests; without that feature some re-exports below serve only them.
+
+#![cfg_attr(not(feature = "internals"), allow(unused_imports))]
 
 mod checkpoint;
 mod frame;

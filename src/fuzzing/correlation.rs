@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::Input;
-use crate::internals::CorrelationTable;
+use crate::state::CorrelationTable;
 
 /// Most operations one input runs against the model.
 const MAX_OPS: usize = 512;

@@ -95,11 +95,6 @@ impl OverlayNode {
 }
 
 impl OverlayStorage {
-    /// An overlay over the real file system with no changes yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// An overlay over `base` with no changes yet.
     pub fn over(base: Arc<dyn Storage>) -> Self {
         OverlayStorage {
@@ -262,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"hello world").unwrap();
-        let overlay = OverlayStorage::new();
+        let overlay = OverlayStorage::default();
         let file = overlay.open(&path, false).unwrap();
         file.write_all_at(b"HELLO", 0).unwrap();
         file.set_len(8).unwrap();

@@ -252,6 +252,7 @@ impl Log {
     }
 
     /// Base offset of the active (last) segment.
+    #[cfg(feature = "internals")]
     pub(crate) fn active_base(&self) -> u64 {
         self.shared.segments().last().map_or(0, |s| s.base())
     }

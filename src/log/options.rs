@@ -126,8 +126,8 @@ impl LogOptions {
         self
     }
 
-    /// Uses another storage backend, such as [`crate::io::SimStorage`] in
-    /// fault-injection tests (default: the real file system).
+    /// Uses another storage backend, such as `storage::SimStorage` (feature
+    /// `test-util`) in fault-injection tests (default: the real file system).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self

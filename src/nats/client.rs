@@ -13,7 +13,6 @@ use bytes::Bytes;
 
 use super::codec::{encode_headers, millis, stored_record};
 use super::error::{connect_error, nats_error, publish_error};
-use super::failures::failure_stream_name;
 use super::names::{stream_name, topic_of_stream, topic_subject};
 use crate::error::{Error, Result};
 use crate::patterns::{Retention, TopicOptions};
@@ -252,7 +251,7 @@ impl NatsClient {
     /// Creates the stream of `topic` if it does not exist (an existing
     /// stream keeps its configuration, like a topic's options that apply
     /// when it is first opened) and returns its state.
-    pub fn ensure_stream(&self, topic: &str, spec: &StreamSpec) -> Result<StreamState> {
+    pub(crate) fn ensure_stream(&self, topic: &str, spec: &StreamSpec) -> Result<StreamState> {
         self.block_on(self.ensure_stream_task(topic, spec))?
     }
 
@@ -278,14 +277,6 @@ impl NatsClient {
     /// Positions of the stream of `topic`.
     pub fn stream_state(&self, topic: &str) -> Result<StreamState> {
         Ok(StreamState::from(&self.stream_info(&stream_name(topic))?.state))
-    }
-
-    /// Positions of the failure history of `topic`'s groups (its failure
-    /// stream, which exists once a group stored a failure).
-    pub fn failure_stream_state(&self, topic: &str) -> Result<StreamState> {
-        Ok(StreamState::from(
-            &self.stream_info(&failure_stream_name(topic))?.state,
-        ))
     }
 
     /// The leader of the stream of `topic` (its server name), in a cluster.
@@ -321,7 +312,7 @@ impl NatsClient {
     }
 
     /// Names of the topics with a stream on the server.
-    pub fn topic_names(&self) -> Result<Vec<String>> {
+    pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
         use futures_util::TryStreamExt;
         self.block_on(async {
             let names: Vec<String> = self
@@ -336,18 +327,11 @@ impl NatsClient {
         })?
     }
 
-    /// Publishes `record` to `topic` and waits for the PubAck; returns the
-    /// record's offset (its stream sequence minus one).
-    pub fn publish(&self, topic: &str, record: &Record<'_>) -> Result<u64> {
-        let (offset, _) = self.publish_to(topic_subject(topic), record, None)?;
-        Ok(offset)
-    }
-
     /// Publishes `record` to `subject` with an optional `Nats-Msg-Id` (the
     /// stream drops a second message with the same id within its
     /// duplicate window). Returns the offset and whether the server took
     /// it for a duplicate (the offset is then the first copy's).
-    pub fn publish_to(
+    pub(crate) fn publish_to(
         &self,
         subject: String,
         record: &Record<'_>,
@@ -410,7 +394,7 @@ impl NatsClient {
     }
 
     /// The record at `offset` of `topic`, if stored.
-    pub fn read(&self, topic: &str, offset: u64) -> Result<Option<StoredRecord>> {
+    pub(crate) fn read(&self, topic: &str, offset: u64) -> Result<Option<StoredRecord>> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
         self.block_on(async {
             let stream = self.stream_of(topic).await?;

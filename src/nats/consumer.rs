@@ -216,15 +216,9 @@ impl GroupConsumer {
     /// `spec`'s, as an embedded group takes the options it is opened with
     /// (a MaxDeliver left below the client's `max_attempts + 1` would let
     /// the server drop a failing record without a dead letter). The
-    /// dead-letter topic's stream, if this group creates it, gets a default
-    /// [`StreamSpec`].
-    pub fn open(bus: &NatsClient, topic: &str, group: &str, spec: GroupSpec) -> Result<GroupConsumer> {
-        Self::open_with(bus, topic, group, spec, StreamSpec::default())
-    }
-
-    /// Like [`GroupConsumer::open`]; the dead-letter topic's stream, if this
-    /// group creates it, gets `dead_letters`.
-    pub(crate) fn open_with(
+    /// dead-letter topic's stream, if this group creates it, gets
+    /// `dead_letters`.
+    pub(crate) fn open(
         bus: &NatsClient,
         topic: &str,
         group: &str,

@@ -1,5 +1,5 @@
-//! The NATS consumer group (the `Nats` variant of [`crate::Group`]): the
-//! spike's [`GroupConsumer`] (a durable pull consumer shared by every
+//! The NATS consumer group (the `Nats` variant of [`crate::Group`]): a
+//! [`GroupConsumer`] (a durable pull consumer shared by every
 //! receiver: AckWait is the lease, MaxDeliver `max_attempts + 1`, the
 //! retry backoff sent as the delay of a nak) on a topic of a NATS bus.
 //!
@@ -38,7 +38,7 @@ impl NatsGroup {
         bus.check_open()?;
         let spec = GroupSpec::from_group_options(options);
         let dead_letters = topic.shared().dead_letter_spec();
-        let consumer = GroupConsumer::open_with(&bus.client, topic.name(), name, spec, dead_letters)?;
+        let consumer = GroupConsumer::open(&bus.client, topic.name(), name, spec, dead_letters)?;
         Ok(NatsGroup { topic, consumer })
     }
 }

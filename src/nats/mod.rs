@@ -3,7 +3,7 @@
 //! [`crate::Bus::connect_nats`] gives a bus whose topics are streams and
 //! whose subscriptions, groups and responders are pull consumers on a NATS
 //! server or cluster; `docs/NATS.md` is the mapping and lists where the
-//! semantics differ from the embedded bus, `docs/NATS-SEAM.md` how the
+//! semantics differ from the embedded bus, `docs/BACKENDS.md` how the
 //! backend sits under the public types. The `Nats` variants of the public
 //! types: `NatsBus` (`bus`), `topic`, `subscription`, `group` (over
 //! `consumer`), `requester`; the responder, scatter-gather and redrive are
@@ -11,17 +11,16 @@
 //!
 //! Documented here: [`NatsOptions`], the names logbus gives streams,
 //! consumers and subjects (for operators and foreign clients), and the
-//! headers of the record codec. Below the public types, public for
-//! `tests/nats_spike.rs` (the mechanisms) and `tests/nats_cluster.rs`
-//! (finding a stream's leader) but hidden from the documentation and not
-//! part of the API: a blocking facade over a private tokio runtime
-//! (`NatsClient`), `GroupConsumer` and the max-deliveries advisory watch.
-//! Nothing in the embedded path uses this module.
+//! headers of the record codec. Below the public types: `NatsClient`, a
+//! blocking facade over a private tokio runtime (public only for
+//! `tests/nats_cluster.rs`, which asks it for a stream's leader and
+//! positions; hidden from the documentation and not part of the API), and
+//! `GroupConsumer`, the durable pull consumer a group shares. Nothing in
+//! the embedded path uses this module.
 //!
 //! Offsets are stream sequences minus one: a topic's first record has
 //! offset 0 on both backends.
 
-mod advisory;
 mod bus;
 mod client;
 mod codec;
@@ -35,16 +34,14 @@ mod requester;
 mod subscription;
 mod topic;
 
-// The mechanisms below the public types: public for the tests that prove
-// them against a server, hidden from the documented API.
-#[doc(hidden)]
-pub use advisory::MaxDeliveriesWatch;
 pub(crate) use bus::NatsBus;
+// Public only for tests/nats_cluster.rs, which asks who leads a stream and
+// reports stream and consumer positions when it fails; hidden from the
+// documented API.
 #[doc(hidden)]
-pub use client::{ConsumerState, NatsClient, StreamSpec, StreamState};
+pub use client::{ConsumerState, NatsClient, StreamState};
 pub use codec::{HEADER_HEADER_ORDER, HEADER_KEY, HEADER_TIMESTAMP};
-#[doc(hidden)]
-pub use consumer::{GroupConsumer, GroupSpec, NatsDelivery};
+pub(crate) use consumer::NatsDelivery;
 pub(crate) use group::NatsGroup;
 pub use names::{
     SUBJECT_PREFIX, group_consumer_name, reply_subject, stream_name, subscription_consumer_name,

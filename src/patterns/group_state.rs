@@ -2,8 +2,6 @@
 //! the dump tool: queries over the state [`GroupMachine::replay`] rebuilds,
 //! so they follow the same transition function as the live group.
 
-use std::collections::BTreeSet;
-
 use crate::format::StateEvent;
 use crate::patterns::group_machine::GroupMachine;
 
@@ -37,8 +35,9 @@ pub struct GroupSummary {
 /// The offsets below the group's next offset that it has not settled
 /// (acked or dead-lettered); every other offset below it is settled.
 /// Snapshots keep no settled entry below the low watermark, so an offset
-/// without an entry is settled.
-pub(crate) fn unsettled_offsets(events: &[StateEvent]) -> BTreeSet<u64> {
+/// without an entry is settled. Only the dump tool asks.
+#[cfg(feature = "internals")]
+pub(crate) fn unsettled_offsets(events: &[StateEvent]) -> std::collections::BTreeSet<u64> {
     replay(events)
         .unsettled_entries()
         .map(|(offset, ..)| offset)

@@ -28,7 +28,9 @@ pub(crate) use group_machine::push_failure;
 pub(crate) use group_machine::{Claim, GroupMachine, Lease, Nacked, Rules, Source};
 pub use group_options::{GroupOptions, GroupStats};
 pub use group_state::GroupSummary;
-pub(crate) use group_state::{recovered_commit, recovered_low_watermark, summarize_group, unsettled_offsets};
+#[cfg(feature = "internals")]
+pub(crate) use group_state::unsettled_offsets;
+pub(crate) use group_state::{recovered_commit, recovered_low_watermark, summarize_group};
 pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]
 pub(crate) use names::{derived, needed_dead_letter_topic};

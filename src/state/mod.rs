@@ -8,7 +8,10 @@ mod repair;
 mod store;
 
 pub(crate) use correlation::CorrelationIndex;
-pub use correlation::{CorrelationHeader, CorrelationTable, decode_correlation_header};
+#[cfg(any(feature = "internals", feature = "test-util"))]
+pub use correlation::CorrelationTable;
+#[cfg(feature = "internals")]
+pub use correlation::{CorrelationHeader, decode_correlation_header};
 pub use layout::ConsumerId;
 pub(crate) use layout::{GROUPS, SUBSCRIPTIONS};
 pub(crate) use repair::{Damaged, finish_interrupted_repairs, repair};

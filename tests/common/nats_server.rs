@@ -2,8 +2,7 @@
 //! store in a directory the caller owns, killed when dropped. Tests call
 //! [`have_nats_server`] first: without the binary they skip with a loud
 //! line on stderr, except under CI (`CI` set), where that is a failure.
-//! Shared by `tests/nats_spike.rs`, `tests/nats_cluster.rs` and the
-//! backend-parameterized suites.
+//! Shared by `tests/nats_cluster.rs` and the backend-parameterized suites.
 
 // Compiled into each of them; only the cluster test starts a cluster.
 #![allow(dead_code)]

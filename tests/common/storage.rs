@@ -11,7 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use logbus::io::{LockGuard, MappedFile, SimStorage, Storage, StorageFile};
+use logbus::storage::{LockGuard, MappedFile, SimStorage, Storage, StorageFile};
 
 /// What a test adds: each hook runs before the calls it names, and an
 /// error it returns fails that call.

@@ -1,7 +1,7 @@
 //! The peer comparison: logbus against naive frames, commitlog, SQLite,
 //! redb, fjall and yaque on the workloads of docs/PERFORMANCE.md.
 //!
-//! `cargo run --release --manifest-path bench/peers/Cargo.toml` runs every
+//! `cargo run --release -p logbus-peers` runs every
 //! case three times and prints one JSON line per case, then markdown tables
 //! of medians (min-max) with ratios to the naive baseline of the same
 //! repetition. Each case runs in its own child process (this binary with
