@@ -206,7 +206,7 @@ impl Delivery {
     }
 
     /// Completes the record: it is never delivered again (once the ack is
-    /// durable). Embedded, fails with [`Error::LeaseExpired`] if the lease
+    /// durable). Embedded, fails with [`crate::Error::LeaseExpired`] if the lease
     /// ran out and the record went to another receiver; on NATS the server
     /// confirms the ack but does not say whether it came too late
     /// (`docs/NATS.md`).
@@ -236,7 +236,7 @@ impl Delivery {
 
     /// Extends the lease to `by` from now. On NATS the server takes no
     /// duration: the lease is reset to one full lease
-    /// ([`GroupOptions::lease`], the consumer's AckWait) from now, whatever
+    /// ([`crate::GroupOptions::lease`], the consumer's AckWait) from now, whatever
     /// `by` is (`docs/NATS.md`).
     #[inline]
     pub fn extend_lease(&mut self, by: Duration) -> Result<()> {

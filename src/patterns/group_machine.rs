@@ -1,7 +1,7 @@
 //! The consumer group's delivery state machine, pure: no I/O, no locks, no
 //! clock (every command takes `now`, ms since the Unix epoch) and no
 //! randomness but its own rng, given to it. Commands change the state and
-//! return the [`StateEvent`]s that the driver (`log_group.rs`) must
+//! return the [`StateEvent`]s that the driver (`src/embedded/group.rs`) must
 //! persist; [`GroupMachine::apply`] is the one transition function for
 //! those events, run by the commands themselves and by the replay of a
 //! state log, so the live and the replayed state cannot diverge.

@@ -4,7 +4,7 @@
 //! advances, dead-letter faults, snapshots and crashes (between commands,
 //! after a batch was persisted but before it was handed out, and in the
 //! middle of a dead letter) drive a [`GroupMachine`] with an explicit clock,
-//! through a small driver that persists events the way `log_group.rs` does,
+//! through a small driver that persists events the way `src/embedded/group.rs` does,
 //! beside a plain model of every record. After every step the test checks:
 //! - a record is leased to at most one holder at a time (a new lease only
 //!   once the previous one ended or was settled);
@@ -212,7 +212,7 @@ impl Harness {
         (self.recs.iter()).any(|rec| !rec.settled() && rec.until.is_none() && rec.not_before <= self.now)
     }
 
-    /// Like `log_group.rs`'s poll: acquire, dead-letter what it claims,
+    /// Like `src/embedded/group.rs`'s poll: acquire, dead-letter what it claims,
     /// persist the batch's attempts, hand out.
     fn acquire(&mut self, max: usize, crash_before_hand_out: bool) -> std::result::Result<(), Crashed> {
         self.expire();
@@ -327,7 +327,7 @@ impl Harness {
         }
     }
 
-    /// Like `log_group.rs`'s dead_letter, with the current fault. `Ok(Err)`
+    /// Like `src/embedded/group.rs`'s dead_letter, with the current fault. `Ok(Err)`
     /// is a failed dead letter; `Err` a crash.
     fn dead_letter(&mut self, claim: Claim) -> std::result::Result<std::result::Result<(), ()>, Crashed> {
         let offset = claim.offset;
