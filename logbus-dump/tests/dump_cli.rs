@@ -27,6 +27,17 @@ fn dump(args: &[&str]) -> (i32, String, String) {
 
 /// A bus with a topic, a subscription, a group with a dead letter, an
 /// answered request and a pending one; small segments so several exist.
+/// A bus in `dir` whose topic `topic` holds `count` records valued
+/// `"<word> <i>"`.
+fn bus_with_records(dir: &Path, topic: &str, count: u32, word: &str) -> (Bus, logbus::Topic) {
+    let bus = Bus::open(dir, BusOptions::default()).unwrap();
+    let topic = bus.topic(topic).unwrap();
+    for i in 0..count {
+        topic.publish(&Record::new(&format!("{word} {i}"))).unwrap();
+    }
+    (bus, topic)
+}
+
 fn sample_bus(dir: &Path) {
     let options = BusOptions::default().topic_defaults(TopicOptions::default().segment_bytes(1024));
     let bus = Bus::open(dir, options).unwrap();
@@ -239,11 +250,7 @@ fn unreadable_input_exits_with_two_and_says_why() {
 #[test]
 fn dump_reads_a_bus_while_its_owner_has_it_open_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("live").unwrap();
-    for i in 0..5 {
-        topic.publish(&Record::new(&format!("event {i}"))).unwrap();
-    }
+    let (_bus, topic) = bus_with_records(dir.path(), "live", 5, "event");
     let (code, out, err) = dump(&[dir.path().to_str().unwrap(), "--verify"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
@@ -312,11 +319,7 @@ fn in_json_mode_a_fatal_error_is_a_json_line_too() {
 fn a_reader_that_stops_early_ends_the_dump_quietly() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("many").unwrap();
-    for i in 0..3_000 {
-        topic.publish(&Record::new(&format!("event {i}"))).unwrap();
-    }
+    let (bus, _topic) = bus_with_records(dir.path(), "many", 3_000, "event");
     bus.close().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_logbus-dump"))
         .args([dir.path().join("topics/many").to_str().unwrap(), "--records"])
@@ -393,11 +396,7 @@ fn field<'a>(out: &'a str, kind: &str, name: &str) -> &'a str {
 #[test]
 fn a_live_segment_reports_the_index_entries_in_use_not_its_preallocated_room() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let topic = bus.topic("live").unwrap();
-    for i in 0..100 {
-        topic.publish(&Record::new(&format!("event {i}"))).unwrap();
-    }
+    let (bus, topic) = bus_with_records(dir.path(), "live", 100, "event");
     let log_dir = dir.path().join("topics/live");
     let (code, live, err) = dump(&[log_dir.to_str().unwrap()]);
     assert_eq!(code, 0, "{live}{err}");
@@ -426,11 +425,7 @@ fn a_live_segment_reports_the_index_entries_in_use_not_its_preallocated_room() {
 #[test]
 fn redriven_dead_letters_are_not_listed_as_pending() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let orders = bus.topic("orders").unwrap();
-    for i in 0..3 {
-        orders.publish(&Record::new(&format!("order {i}"))).unwrap();
-    }
+    let (bus, orders) = bus_with_records(dir.path(), "orders", 3, "order");
     let retry = RetryPolicy {
         max_attempts: 1,
         backoff: Backoff::Fixed(Duration::ZERO),
