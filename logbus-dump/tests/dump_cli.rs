@@ -493,8 +493,9 @@ fn segment_path(dir: &Path, base: u64, ext: &str) -> std::path::PathBuf {
     dir.join(format!("{base:020}.{ext}"))
 }
 
-fn last_base(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
+/// The base offsets of the log's segments in `dir`, ascending.
+fn segment_bases(dir: &Path) -> Vec<u64> {
+    let mut bases: Vec<u64> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| {
             e.unwrap()
@@ -505,8 +506,9 @@ fn last_base(dir: &Path) -> u64 {
                 .parse()
                 .ok()
         })
-        .max()
-        .unwrap()
+        .collect();
+    bases.sort_unstable();
+    bases
 }
 
 #[test]
@@ -529,7 +531,7 @@ fn power_loss_leftovers_that_recovery_repairs_without_loss_exit_three() {
     let dir = tempfile::tempdir().unwrap();
     closed_log(dir.path());
     std::fs::remove_file(dir.path().join(".clean")).unwrap();
-    let last = last_base(dir.path());
+    let last = *segment_bases(dir.path()).last().unwrap();
     for ext in ["idx", "tix"] {
         std::fs::write(segment_path(dir.path(), last, ext), b"").unwrap();
     }
@@ -559,22 +561,7 @@ fn the_same_leftovers_or_a_missing_index_after_a_clean_close_are_damage() {
 fn verify_reports_a_deleted_middle_segment_as_damage() {
     let dir = tempfile::tempdir().unwrap();
     closed_log(dir.path());
-    let bases: Vec<u64> = {
-        let mut b: Vec<u64> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .filter_map(|e| {
-                e.unwrap()
-                    .file_name()
-                    .into_string()
-                    .unwrap()
-                    .strip_suffix(".log")?
-                    .parse()
-                    .ok()
-            })
-            .collect();
-        b.sort_unstable();
-        b
-    };
+    let bases = segment_bases(dir.path());
     assert!(bases.len() >= 3);
     for ext in ["log", "idx", "tix"] {
         std::fs::remove_file(segment_path(dir.path(), bases[1], ext)).unwrap();
