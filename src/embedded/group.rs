@@ -33,9 +33,8 @@ use std::time::{Duration, Instant};
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
-use crate::format::StateEvent;
 use crate::log::{Cursor, Log, Position, now_ms};
-use crate::patterns::{Claim, GroupMachine, Lease, Nacked, Rules, Source};
+use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, dead_letter_topic, is_dead_letter_of,
 };
@@ -55,6 +54,8 @@ pub(crate) struct LogGroup {
 pub(crate) struct GroupInner {
     topic: LogTopic,
     name: String,
+    /// The group as the topic tracks its position.
+    consumer: ConsumerId,
     /// Replaced when the group is asked for again with other options.
     options: RwLock<Arc<GroupOptions>>,
     log: Arc<StateLog>,
@@ -86,13 +87,12 @@ fn millis(duration: Duration) -> i64 {
 
 /// The topic as the machine sees it while acquiring: new records come from
 /// the group's cursor, and every record read is kept for the hand-out. The
-/// machine leases each record right after reading it (a new record is
-/// never exhausted, a redelivery is read only once it is not), so `read`
-/// lines up with the leases.
+/// machine leases a new record right after reading it and a redelivery
+/// right after finding it held, so `read` lines up with the leases.
 struct TopicRecords<'a> {
     cursor: &'a mut Cursor,
     log: &'a Log,
-    read: Vec<StoredRecord>,
+    read: &'a mut Vec<StoredRecord>,
 }
 
 impl Source for TopicRecords<'_> {
@@ -106,9 +106,6 @@ impl Source for TopicRecords<'_> {
     }
 
     fn holds(&mut self, offset: u64) -> Result<bool> {
-        if self.read.last().is_some_and(|r| r.offset() == offset) {
-            return Ok(true);
-        }
         let Some(record) = self.log.read(offset)? else {
             return Ok(false);
         };
@@ -118,10 +115,25 @@ impl Source for TopicRecords<'_> {
 }
 
 /// Deliveries leased by one poll and not yet handed out.
-#[derive(Default)]
 struct Batch {
-    leased: Vec<(Lease, StoredRecord)>,
-    events: Vec<StateEvent>,
+    /// The leases and their `Delivered` events.
+    acquired: Acquired,
+    /// The leased records, in the order of the leases.
+    records: Vec<StoredRecord>,
+}
+
+impl Batch {
+    fn with_capacity(max: usize) -> Batch {
+        let capacity = max.min(1024);
+        Batch {
+            acquired: Acquired {
+                leases: Vec::with_capacity(capacity),
+                events: Vec::with_capacity(capacity),
+                passed: false,
+            },
+            records: Vec::with_capacity(capacity),
+        }
+    }
 }
 
 impl LogGroup {
@@ -143,6 +155,7 @@ impl LogGroup {
         let inner = GroupInner {
             topic,
             name: name.to_owned(),
+            consumer: ConsumerId::Group(name.to_owned()),
             options: RwLock::new(Arc::new(options)),
             log,
             state: Mutex::new(state),
@@ -293,14 +306,13 @@ impl GroupInner {
     fn poll(self: &Arc<Self>, max: usize) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let rules = self.rules();
-        let mut batch = Batch::default();
+        let mut batch = Batch::with_capacity(max);
         let mut settled = false;
         let next_due = loop {
-            let (claim, passed, next_due) = match self.acquire(max - batch.leased.len(), &rules, &mut batch) {
+            let (claim, next_due) = match self.acquire(max, &rules, &mut batch) {
                 Ok(acquired) => acquired,
                 Err(e) => return Err(self.unlease(&batch, e)),
             };
-            settled |= passed;
             let Some(claim) = claim else {
                 break next_due;
             };
@@ -309,7 +321,8 @@ impl GroupInner {
                 return Err(self.unlease(&batch, e));
             }
         };
-        let deliveries = match batch.leased.is_empty() {
+        settled |= batch.acquired.passed;
+        let deliveries = match batch.records.is_empty() {
             true => Vec::new(),
             false => self.hand_out(batch)?,
         };
@@ -319,53 +332,48 @@ impl GroupInner {
         Ok((deliveries, next_due))
     }
 
-    /// Runs the machine's acquire under the lock, adding the leases to
-    /// `batch`; returns the record to dead-letter it stopped at, whether it
-    /// settled records retention removed, and when the next one falls due.
-    fn acquire(
-        &self,
-        max: usize,
-        rules: &Rules,
-        batch: &mut Batch,
-    ) -> Result<(Option<Claim>, bool, Option<i64>)> {
+    /// Runs the machine's acquire under the lock, adding the leases and
+    /// their records to `batch` until it holds `max`; returns the record to
+    /// dead-letter it stopped at and when the next one falls due.
+    fn acquire(&self, max: usize, rules: &Rules, batch: &mut Batch) -> Result<(Option<Claim>, Option<i64>)> {
         let mut state = lock(&self.state);
         let GroupState { machine, cursor, .. } = &mut *state;
         let mut records = TopicRecords {
             cursor,
             log: self.topic.log(),
-            read: Vec::with_capacity(max.min(1024)),
+            read: &mut batch.records,
         };
-        let acquired = machine.acquire(now_ms(), max, rules, &mut records)?;
-        let lined_up = acquired.leases.len() == records.read.len()
-            && (acquired.leases.iter().zip(&records.read)).all(|(l, r)| l.offset == r.offset());
+        let dead = machine.acquire(now_ms(), max, rules, &mut records, &mut batch.acquired)?;
+        let leases = &batch.acquired.leases;
+        let lined_up = leases.len() == batch.records.len()
+            && (leases.iter().zip(&batch.records)).all(|(l, r)| l.offset == r.offset());
         if !lined_up {
-            machine.unlease(&acquired.leases, now_ms());
             return Err(Error::Closed);
         }
-        batch.leased.extend(acquired.leases.into_iter().zip(records.read));
-        batch.events.extend(acquired.events);
         machine.pass_to(cursor.offset());
-        Ok((acquired.dead, acquired.passed, machine.next_due()))
+        Ok((dead, machine.next_due()))
     }
 
     /// Takes back the leases of a batch that will not be handed out.
     fn unlease(&self, batch: &Batch, error: Error) -> Error {
-        let leases: Vec<Lease> = batch.leased.iter().map(|(lease, _)| *lease).collect();
-        lock(&self.state).machine.unlease(&leases, now_ms());
+        lock(&self.state)
+            .machine
+            .unlease(&batch.acquired.leases, now_ms());
         error
     }
 
     /// Persists every attempt of `batch` with one state write, then hands
     /// the records out.
     fn hand_out(self: &Arc<Self>, batch: Batch) -> Result<Vec<LogDelivery>> {
-        if let Err(e) = self.log.append(&batch.events) {
+        if let Err(e) = self.log.append(&batch.acquired.events) {
             return Err(self.unlease(&batch, e));
         }
-        let redelivered = batch.leased.iter().filter(|(lease, _)| lease.attempt > 1).count();
+        let leases = batch.acquired.leases;
+        let redelivered = leases.iter().filter(|lease| lease.attempt > 1).count();
         self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
-        Ok(batch
-            .leased
+        Ok(leases
             .into_iter()
+            .zip(batch.records)
             .map(|(lease, record)| LogDelivery {
                 group: self.clone(),
                 record,
@@ -490,8 +498,7 @@ impl GroupInner {
             report.then_some(floor)
         };
         if let Some(floor) = floor {
-            self.topic
-                .set_position(ConsumerId::Group(self.name.clone()), floor)?;
+            self.topic.set_position(&self.consumer, floor)?;
         }
         Ok(())
     }

@@ -63,7 +63,7 @@ impl LogSubscription {
         if events.is_empty() {
             state.write_snapshot(&[StateEvent::Committed(committed)])?;
         }
-        topic.set_position(ConsumerId::Subscription(name.to_owned()), committed)?;
+        topic.set_position(&ConsumerId::Subscription(name.to_owned()), committed)?;
         let cursor = log.cursor(Position::Offset(committed))?;
         Ok(LogSubscription {
             topic,
@@ -139,7 +139,7 @@ impl SubscriptionBackend for LogSubscription {
         if let (Some(state), Some(name)) = (&self.state, &self.name) {
             state.write_snapshot(&[StateEvent::Committed(next_offset)])?;
             self.topic
-                .set_position(ConsumerId::Subscription(name.clone()), next_offset)?;
+                .set_position(&ConsumerId::Subscription(name.clone()), next_offset)?;
         }
         self.committed = next_offset;
         Ok(())

@@ -152,10 +152,13 @@ impl LogTopic {
     /// retention: the segments every consumer passed leave the log at once,
     /// their files in the background, so an ack never waits for (or fails
     /// because of) a deletion.
-    pub(crate) fn set_position(&self, consumer: ConsumerId, position: u64) -> Result<()> {
+    pub(crate) fn set_position(&self, consumer: &ConsumerId, position: u64) -> Result<()> {
         let floor = {
             let mut positions = lock(&self.inner.positions);
-            positions.insert(consumer, position);
+            match positions.get_mut(consumer) {
+                Some(stored) => *stored = position,
+                None => drop(positions.insert(consumer.clone(), position)),
+            }
             retention_floor(self.inner.options.retention, &positions)
         };
         if let Some(floor) = floor {

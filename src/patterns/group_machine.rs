@@ -111,17 +111,24 @@ pub(crate) struct Claim {
     pub intended: Option<u64>,
 }
 
-/// What [`GroupMachine::acquire`] did.
+/// What [`GroupMachine::acquire`] leased, over one or more calls (a
+/// driver dead-letters the record a call stopped at and calls again).
 #[derive(Debug, Default)]
 pub(crate) struct Acquired {
     /// Leased, in hand-out order; their `Delivered` events are in `events`.
     pub leases: Vec<Lease>,
     /// To persist before any lease is handed out.
     pub events: Vec<StateEvent>,
-    /// A record to dead-letter, met after the leases: acquisition stops there.
-    pub dead: Option<Claim>,
     /// Records settled because the source no longer holds them.
     pub passed: bool,
+}
+
+/// A record `acquire` considers next.
+enum Candidate {
+    /// Never admitted: the source's next record.
+    New(u64),
+    /// Available and due.
+    Due(u64),
 }
 
 /// What a nack led to.
@@ -269,11 +276,23 @@ impl GroupMachine {
             self.entries.insert(gap, Entry::new(0));
             self.ready.insert((0, gap));
         }
-        if offset >= self.next_offset {
-            self.entries.insert(offset, Entry::new(0));
-            self.next_offset = offset + 1;
-        }
         let token = self.next_token;
+        if offset >= self.next_offset {
+            // Admitted by this event: leased at once.
+            self.next_offset = offset + 1;
+            self.next_token += 1;
+            let status = Status::Leased { token, until_ms };
+            self.entries.insert(
+                offset,
+                Entry {
+                    attempts: attempt,
+                    status,
+                    ..Entry::new(0)
+                },
+            );
+            self.leases.insert((until_ms, offset));
+            return;
+        }
         let Some(entry) = self.unsettled(offset) else {
             return;
         };
@@ -329,90 +348,87 @@ impl GroupMachine {
         i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)
     }
 
-    /// Leases up to `max` records: due redeliveries first, then new ones
-    /// from `source`. Stops at a record to dead-letter, claiming it; passes
-    /// (settles) records `source` no longer holds. On an error from
-    /// `source` nothing stays leased.
+    /// Leases records into `acquired` until it holds `max`: due
+    /// redeliveries first, then new ones from `source`. Stops at a record
+    /// to dead-letter, claiming and returning it; passes (settles) records
+    /// `source` no longer holds. On an error from `source` nothing this
+    /// call leased stays leased or in `acquired`.
     pub(crate) fn acquire(
         &mut self,
         now: i64,
         max: usize,
         rules: &Rules,
         source: &mut impl Source,
-    ) -> Result<Acquired> {
+        acquired: &mut Acquired,
+    ) -> Result<Option<Claim>> {
         self.expire(now, rules);
-        let mut acquired = Acquired::default();
+        let first = acquired.leases.len();
         while acquired.leases.len() < max {
-            let offset = match self.candidate(now, source) {
-                Ok(Some(offset)) => offset,
+            let (offset, attempts) = match self.candidate(now, source) {
+                Ok(Some(Candidate::New(offset))) => (offset, 0),
+                Ok(Some(Candidate::Due(offset))) => {
+                    let Some(entry) = self.entries.get(&offset) else {
+                        break;
+                    };
+                    let attempts = entry.attempts;
+                    if entry.dead != DeadStep::No || attempts >= rules.retry.max_attempts {
+                        return Ok(Some(self.claim(offset)));
+                    }
+                    match source.holds(offset) {
+                        Ok(true) => (offset, attempts),
+                        Ok(false) => {
+                            self.set_status(offset, Status::Done);
+                            acquired.passed = true;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.schedule(offset, now);
+                            return Err(self.abandon(acquired, first, now, e));
+                        }
+                    }
+                }
                 Ok(None) => break,
-                Err(e) => return Err(self.abandon(&acquired.leases, now, e)),
+                Err(e) => return Err(self.abandon(acquired, first, now, e)),
             };
-            if self.exhausted(offset, rules) {
-                acquired.dead = Some(self.claim(offset));
-                break;
-            }
-            match source.holds(offset) {
-                Ok(true) => {
-                    let (lease, event) = self.lease(offset, now, rules);
-                    acquired.leases.push(lease);
-                    acquired.events.push(event);
-                }
-                Ok(false) => {
-                    self.set_status(offset, Status::Done);
-                    acquired.passed = true;
-                }
-                Err(e) => {
-                    self.schedule(offset, now);
-                    return Err(self.abandon(&acquired.leases, now, e));
-                }
-            }
+            let event = StateEvent::Delivered {
+                offset,
+                attempt: attempts + 1,
+                lease_until_ms: now.saturating_add(rules.lease_ms),
+            };
+            self.apply(&event);
+            acquired.leases.push(Lease {
+                offset,
+                attempt: attempts + 1,
+                token: self.next_token - 1,
+            });
+            acquired.events.push(event);
         }
-        Ok(acquired)
+        Ok(None)
     }
 
-    fn abandon(&mut self, leases: &[Lease], now: i64, error: Error) -> Error {
-        self.unlease(leases, now);
+    /// Takes back what the failed acquire that started with `first`
+    /// leases in `acquired` leased.
+    fn abandon(&mut self, acquired: &mut Acquired, first: usize, now: i64, error: Error) -> Error {
+        self.unlease(&acquired.leases[first..], now);
+        acquired.leases.truncate(first);
+        acquired.events.truncate(first);
         error
     }
 
-    /// The next record to consider: a due redelivery, else a new record.
-    fn candidate(&mut self, now: i64, source: &mut impl Source) -> Result<Option<u64>> {
+    /// The next record to consider: a due redelivery, else a new record
+    /// (not admitted yet: leasing it admits it).
+    fn candidate(&mut self, now: i64, source: &mut impl Source) -> Result<Option<Candidate>> {
         if let Some(&(not_before_ms, offset)) = self.ready.first()
             && not_before_ms <= now
         {
-            return Ok(Some(offset));
+            return Ok(Some(Candidate::Due(offset)));
         }
         let Some(offset) = source.next_new()? else {
             return Ok(None);
         };
-        // Available but not in `ready`: `acquire` leases it (or, on an
-        // error, schedules it) before it returns.
-        self.entries.insert(offset, Entry::new(now));
-        self.next_offset = self.next_offset.max(offset + 1);
-        Ok(Some(offset))
-    }
-
-    fn exhausted(&self, offset: u64, rules: &Rules) -> bool {
-        self.entries
-            .get(&offset)
-            .is_some_and(|e| e.dead != DeadStep::No || e.attempts >= rules.retry.max_attempts)
-    }
-
-    fn lease(&mut self, offset: u64, now: i64, rules: &Rules) -> (Lease, StateEvent) {
-        let attempt = self.entries.get(&offset).map_or(0, |e| e.attempts) + 1;
-        let event = StateEvent::Delivered {
-            offset,
-            attempt,
-            lease_until_ms: now.saturating_add(rules.lease_ms),
-        };
-        self.apply(&event);
-        let lease = Lease {
-            offset,
-            attempt,
-            token: self.next_token - 1,
-        };
-        (lease, event)
+        // Offsets the source skipped (removed by retention) are passed.
+        self.next_offset = self.next_offset.max(offset);
+        Ok(Some(Candidate::New(offset)))
     }
 
     fn claim(&mut self, offset: u64) -> Claim {

@@ -25,7 +25,7 @@ pub(crate) use dead_letter::{
 };
 #[cfg(feature = "nats")]
 pub(crate) use group_machine::push_failure;
-pub(crate) use group_machine::{Claim, GroupMachine, Lease, Nacked, Rules, Source};
+pub(crate) use group_machine::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 pub use group_options::{GroupOptions, GroupStats};
 pub use group_state::GroupSummary;
 #[cfg(feature = "internals")]

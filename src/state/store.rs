@@ -7,6 +7,7 @@
 //! log therefore holds at most one segment of history beyond the live
 //! state plus the events since the last snapshot.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,9 +66,7 @@ impl StateLog {
 
     /// Appends events durably (per the log's durability) in one batch.
     pub(crate) fn append(&self, events: &[StateEvent]) -> Result<()> {
-        let encoded: Vec<Vec<u8>> = events.iter().map(StateEvent::encode).collect();
-        let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
-        self.log.append_batch(&records)?;
+        self.append_events(events)?;
         self.since_snapshot
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -84,13 +83,24 @@ impl StateLog {
     /// irrelevant.
     pub(crate) fn write_snapshot(&self, snapshot: &[StateEvent]) -> Result<()> {
         debug_assert!(snapshot.first().is_some_and(is_snapshot));
-        let encoded: Vec<Vec<u8>> = snapshot.iter().map(StateEvent::encode).collect();
-        let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
-        let offsets = self.log.append_batch(&records)?;
+        let offsets = self.append_events(snapshot)?;
         self.since_snapshot
             .store(snapshot.len() as u64, Ordering::Relaxed);
         self.log.release_before(offsets.start);
         Ok(())
+    }
+
+    /// Appends `events` with one write, one record each.
+    fn append_events(&self, events: &[StateEvent]) -> Result<Range<u64>> {
+        if let [event] = events {
+            // The common case (one ack, one delivery), without the batch's
+            // two vectors.
+            let offset = self.log.append(&Record::new(&event.encode()))?;
+            return Ok(offset..offset + 1);
+        }
+        let encoded: Vec<Vec<u8>> = events.iter().map(StateEvent::encode).collect();
+        let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
+        self.log.append_batch(&records)
     }
 
     pub(crate) fn close(&self) -> Result<()> {

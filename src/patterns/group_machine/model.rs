@@ -216,40 +216,38 @@ impl Harness {
     /// persist the batch's attempts, hand out.
     fn acquire(&mut self, max: usize, crash_before_hand_out: bool) -> std::result::Result<(), Crashed> {
         self.expire();
-        let mut leases: Vec<Lease> = Vec::new();
-        let mut events = Vec::new();
+        let mut acquired = Acquired::default();
         loop {
             let mut topic = Published {
                 next: self.cursor,
                 end: self.end,
             };
-            let acquired = self
+            let dead = self
                 .machine
-                .acquire(self.now, max - leases.len(), &self.rules, &mut topic)
+                .acquire(self.now, max, &self.rules, &mut topic, &mut acquired)
                 .expect("the model's topic never fails");
             self.cursor = topic.next;
             self.machine.pass_to(self.cursor);
             assert!(!acquired.passed, "nothing is removed from the model's topic");
-            assert_eq!(acquired.events.len(), acquired.leases.len());
-            for (lease, event) in acquired.leases.iter().zip(&acquired.events) {
-                let persisted = StateEvent::Delivered {
-                    offset: lease.offset,
-                    attempt: lease.attempt,
-                    lease_until_ms: self.now + self.rules.lease_ms,
-                };
-                assert_eq!(event, &persisted, "each lease comes with its Delivered");
-            }
-            leases.extend(acquired.leases);
-            events.extend(acquired.events);
-            let Some(claim) = acquired.dead else {
+            let Some(claim) = dead else {
                 break;
             };
             self.check_claim(claim, false);
             if self.dead_letter(claim)?.is_err() {
                 // The poll fails: its leases were never persisted.
-                self.machine.unlease(&leases, self.now);
+                self.machine.unlease(&acquired.leases, self.now);
                 return Ok(());
             }
+        }
+        let Acquired { leases, events, .. } = acquired;
+        assert_eq!(events.len(), leases.len());
+        for (lease, event) in leases.iter().zip(&events) {
+            let persisted = StateEvent::Delivered {
+                offset: lease.offset,
+                attempt: lease.attempt,
+                lease_until_ms: self.now + self.rules.lease_ms,
+            };
+            assert_eq!(event, &persisted, "each lease comes with its Delivered");
         }
         self.log.extend(events);
         if crash_before_hand_out {
