@@ -200,3 +200,65 @@ fn concurrent_appenders_share_syncs_and_lose_nothing() {
     offsets.sort_unstable();
     assert_eq!(offsets, (0..1600).collect::<Vec<_>>());
 }
+
+/// Bytes of disk the file at `path` holds (allocated blocks) and its length.
+fn disk_use(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let metadata = std::fs::metadata(path).unwrap();
+    (metadata.blocks() * 512, metadata.len())
+}
+
+#[test]
+fn the_active_segment_reserves_disk_in_doubling_steps_up_to_the_segment_size() {
+    const MIB: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions::default().segment_bytes(8 * MIB);
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    let first = dir.path().join(format!("{:020}.log", 0));
+    log.append(&Record::new(b"one")).unwrap();
+    let (blocks, len) = disk_use(&first);
+    assert_eq!(len, MIB, "a new segment reserves 1 MiB, not its 8 MiB");
+    assert!(
+        blocks <= 2 * MIB,
+        "{blocks} bytes of blocks for a 1 MiB reservation"
+    );
+    // 100 KiB records: the reservation doubles each time appends reach it.
+    let big = vec![7u8; 100 << 10];
+    let mut seen = vec![len];
+    let mut offsets = 1..1;
+    let segments = || {
+        let names = std::fs::read_dir(dir.path()).unwrap();
+        names
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "log"))
+            .count()
+    };
+    while segments() == 1 {
+        offsets.end = log.append(&Record::new(&big)).unwrap() + 1;
+        let (_, len) = disk_use(&first);
+        if seen.last() != Some(&len) {
+            seen.push(len);
+        }
+    }
+    // The segment rolled: it was cut back to its frames.
+    let sealed_len = disk_use(&first).1;
+    assert!(
+        sealed_len < 8 * MIB && sealed_len > 7 * MIB,
+        "sealed at {sealed_len}"
+    );
+    assert_eq!(
+        seen[..4],
+        [MIB, 2 * MIB, 4 * MIB, 8 * MIB],
+        "reservations: {seen:?}"
+    );
+    for offset in offsets.clone() {
+        assert_eq!(
+            log.read(offset).unwrap().unwrap().value(),
+            &big[..],
+            "offset {offset}"
+        );
+    }
+    log.close().unwrap();
+    let log = Log::open(dir.path(), options).unwrap();
+    assert_eq!(log.end_offset(), offsets.end);
+    assert_eq!(log.read(offsets.end - 1).unwrap().unwrap().value(), &big[..]);
+}

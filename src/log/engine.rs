@@ -163,7 +163,7 @@ impl Log {
             .ok_or_else(|| Error::Locked(dir.clone()))?;
         let recovered = recover(&storage, &dir, &options, now_ms())?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
-        active.reserve(&options);
+        active.reserve(active.limit().end_pos, &options);
         let checkpoint = CheckpointWriter::open(&storage, &dir, &active)?;
         checkpoint.record(&active, active.limit(), false)?;
         storage.sync_dir(&dir)?;
@@ -417,6 +417,9 @@ impl Shared {
         {
             self.roll(writer)?;
         }
+        writer
+            .active
+            .reserve(writer.position + batch_bytes, &self.options);
         let now = now_ms();
         let Writer {
             frames,
@@ -541,7 +544,7 @@ impl Shared {
             now_ms(),
         )?;
         storage.sync_dir(&self.dir)?;
-        segment.reserve(&self.options);
+        segment.reserve(SEGMENT_HEADER_LEN as u64, &self.options);
         Ok(segment)
     }
 

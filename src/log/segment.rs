@@ -11,7 +11,7 @@
 //!   readers anyway: indexes are hints).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::options::LogOptions;
@@ -37,6 +37,9 @@ pub(crate) fn segment_file(dir: &Path, base: u64, extension: &str) -> PathBuf {
 }
 
 pub(crate) const DATA_EXT: &str = "log";
+/// The first reservation of an active segment's data file (see
+/// [`Segment::reserve`]).
+const FIRST_RESERVATION_BYTES: u64 = 1 << 20;
 pub(crate) const OFFSET_INDEX_EXT: &str = "idx";
 pub(crate) const TIME_INDEX_EXT: &str = "tix";
 
@@ -48,6 +51,10 @@ pub(crate) struct Segment {
     indexes: Mutex<Indexes>,
     limit: Mutex<Extent>,
     max_timestamp: AtomicI64,
+    /// Length of the data file reserved for appends so far (written only
+    /// by the appender); `u64::MAX` once a reservation failed, so appends
+    /// to this segment stop trying (as when it reached `segment_bytes`).
+    reserved: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -271,21 +278,37 @@ impl Segment {
                 end_pos: SEGMENT_HEADER_LEN as u64,
             }),
             max_timestamp: AtomicI64::new(i64::MIN),
+            reserved: AtomicU64::new(0),
         }
     }
 
-    /// Reserves the data file's space up to `segment_bytes` so appends
-    /// cannot run out of disk mid-segment and, on the real file system,
-    /// are copies into a mapping instead of system calls. Best effort: a
-    /// backend or file system without reservations, or a disk too full for
-    /// one, leaves appends to write (and grow the file) one by one.
-    pub(crate) fn reserve(&self, options: &LogOptions) {
-        if !options.preallocate {
+    /// Makes sure the data file's space is reserved beyond `end`, so
+    /// appends cannot run out of disk mid-reservation and, on the real
+    /// file system, are copies into a mapping instead of system calls. A
+    /// reservation starts at [`FIRST_RESERVATION_BYTES`] (a quarter of
+    /// smaller segments) and doubles each time appends reach its end, up
+    /// to `segment_bytes`: a topic holding
+    /// little reserves little, and a full segment takes a handful of
+    /// reservations. Best effort: a backend or file system without
+    /// reservations, or a disk too full for one, leaves appends to write
+    /// (and grow the file) one by one for the rest of this segment.
+    pub(crate) fn reserve(&self, end: u64, options: &LogOptions) {
+        let reserved = self.reserved.load(Ordering::Relaxed);
+        if !options.preallocate || end < reserved || reserved >= options.segment_bytes {
             return;
         }
-        let segment_bytes = options.segment_bytes;
-        if let Err(_error) = self.file.preallocate(segment_bytes) {
-            trace_event!(debug, file = %self.path.display(), error = %_error, "segment not preallocated");
+        let first = FIRST_RESERVATION_BYTES.min(options.segment_bytes / 4);
+        let mut len = reserved.saturating_mul(2).max(first);
+        while len <= end {
+            len = len.saturating_mul(2);
+        }
+        let len = len.min(options.segment_bytes);
+        match self.file.preallocate(len) {
+            Ok(()) => self.reserved.store(len, Ordering::Relaxed),
+            Err(_error) => {
+                trace_event!(debug, file = %self.path.display(), error = %_error, "segment not preallocated");
+                self.reserved.store(u64::MAX, Ordering::Relaxed);
+            }
         }
     }
 
