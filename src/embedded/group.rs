@@ -41,7 +41,6 @@ use crate::patterns::{
 };
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
-use crate::state::GROUPS;
 use crate::state::StateLog;
 
 /// The embedded consumer group (the `Log` variant of [`crate::Group`]).
@@ -127,7 +126,7 @@ struct Batch {
 impl LogGroup {
     pub(crate) fn open(topic: LogTopic, name: &str, options: GroupOptions) -> Result<LogGroup> {
         options.validate_for(topic.name())?;
-        let (log, events) = topic.open_state(GROUPS, name)?;
+        let (log, events) = topic.open_state(&ConsumerId::Group(name.to_owned()))?;
         let fresh = events.is_empty();
         let start = match fresh {
             true => topic.log().cursor(options.start.into())?.offset(),

@@ -19,7 +19,6 @@ use crate::patterns::check_commit;
 use crate::patterns::recovered_commit;
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
-use crate::state::SUBSCRIPTIONS;
 use crate::state::StateLog;
 
 impl From<StartAt> for Position {
@@ -48,7 +47,8 @@ pub(crate) struct LogSubscription {
 
 impl LogSubscription {
     pub(crate) fn durable(topic: LogTopic, name: &str, start: StartAt) -> Result<LogSubscription> {
-        let (state, events) = topic.open_state(SUBSCRIPTIONS, name)?;
+        let consumer = ConsumerId::Subscription(name.to_owned());
+        let (state, events) = topic.open_state(&consumer)?;
         let log = &topic.inner.log;
         let (committed, skipped) = if events.is_empty() {
             let cursor = log.cursor(start.into())?;
@@ -63,7 +63,7 @@ impl LogSubscription {
         if events.is_empty() {
             state.write_snapshot(&[StateEvent::Committed(committed)])?;
         }
-        topic.set_position(ConsumerId::Subscription(name.to_owned()), committed)?;
+        topic.set_position(consumer, committed)?;
         let cursor = log.cursor(Position::Offset(committed))?;
         Ok(LogSubscription {
             topic,
