@@ -2,25 +2,24 @@
 //! named topics plus the internal state of their subscriptions and
 //! consumer groups.
 //!
-//! Layout: `<dir>/.lock`, `<dir>/topics/<topic>/` (one [`Log`] each) and
-//! `<dir>/state/{subscriptions,groups}/<topic>/<name>/` (state logs).
-//! Names are validated so that none can escape the directory.
+//! The directory's layout (topic logs, state logs, the lock) is
+//! [`BusLayout`]'s: the bus asks it for what it opens and never joins a
+//! path itself. Names are validated so that none can escape the directory.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{BusBackend, ReplySink, TopicBackend};
 use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups};
 use crate::error::{Error, Result};
-use crate::inspect::{consumers_over, open_read_only_over};
+use crate::inspect::{consumers_in, open_topic_read_only};
 use crate::io::{LockGuard, StdStorage, Storage};
-use crate::log::Log;
 use crate::log::SyncStats;
 use crate::patterns::validate_topic_name;
 use crate::patterns::{ConsumerStats, CorrelationId, TopicOptions, TopicStats};
-use crate::state::ConsumerId;
 use crate::state::RecoveryMode;
+use crate::state::{BusLayout, ConsumerId};
 
 /// Options for [`crate::Bus::open`].
 #[derive(Clone, Debug)]
@@ -88,7 +87,7 @@ impl Drop for OpenBus {
 
 #[derive(Debug)]
 pub(crate) struct BusInner {
-    dir: PathBuf,
+    layout: BusLayout,
     options: BusOptions,
     /// The bus's own table: these handles do not keep it open.
     topics: Mutex<HashMap<String, LogTopic>>,
@@ -106,17 +105,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LogBus {
     pub(crate) fn open(dir: &Path, options: BusOptions) -> Result<LogBus> {
-        let dir = dir.to_path_buf();
-        let storage = options.storage.clone();
-        refuse_log_directory(storage.as_ref(), &dir)?;
-        storage.create_dir_all(&dir.join("topics"))?;
-        storage.create_dir_all(&dir.join("state"))?;
-        let guard = storage
-            .lock(&dir.join(".lock"))?
-            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let layout = BusLayout::new(options.storage.clone(), dir);
+        layout.create()?;
+        let guard = layout.lock()?;
         let open = Arc::new_cyclic(|open| OpenBus {
             inner: Arc::new(BusInner {
-                dir,
+                layout,
                 options,
                 topics: Mutex::new(HashMap::new()),
                 requesters: Mutex::new(HashMap::new()),
@@ -158,19 +152,11 @@ impl BusBackend for LogBus {
         names.iter().map(|name| self.inner().topic_stats(name)).collect()
     }
 
-    /// The bus directory's topics: its subdirectories of `topics/` with
-    /// valid topic names, sorted.
+    /// The bus directory's topics: its stored topics with valid topic
+    /// names, sorted.
     fn topic_names(&self) -> Result<Vec<String>> {
-        let inner = self.inner();
-        let storage = inner.storage();
-        let mut names: Vec<String> = storage
-            .list(&inner.dir.join("topics"))?
-            .iter()
-            .filter(|path| storage.list(path).is_ok())
-            .filter_map(|path| path.file_name()?.to_str().map(str::to_owned))
-            .filter(|name| validate_topic_name(name).is_ok())
-            .collect();
-        names.sort();
+        let mut names = self.inner().layout.topics()?;
+        names.retain(|name| validate_topic_name(name).is_ok());
         Ok(names)
     }
 
@@ -195,27 +181,6 @@ impl LogReplies {
 impl ReplySink for LogReplies {
     fn publish_reply(&self, inbox: &str, _id: CorrelationId, reply: &crate::Record<'_>) -> Result<u64> {
         self.bus.topic(inbox)?.publish(reply)
-    }
-}
-
-/// A directory holding a log's own files (segments, its checkpoint) is a
-/// [`Log`], not a bus: opening it as a bus would mix the two layouts.
-fn refuse_log_directory(storage: &dyn Storage, dir: &Path) -> Result<()> {
-    let entries = match storage.list(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    let holds_log = entries
-        .iter()
-        .filter_map(|path| path.file_name()?.to_str())
-        .any(crate::log::is_log_file_name);
-    match holds_log {
-        true => Err(Error::InvalidArgument(format!(
-            "{} holds a log's segments, not a bus: open it with Log::open",
-            dir.display()
-        ))),
-        false => Ok(()),
     }
 }
 
@@ -266,8 +231,8 @@ impl BusInner {
             drop(topics);
             return topic.stats();
         }
-        let log = open_read_only_over(self.storage().clone(), &self.topic_dir(name))?;
-        let stored = consumers_over(self.storage().clone(), &self.dir, name)?;
+        let log = open_topic_read_only(&self.layout, name)?;
+        let stored = consumers_in(&self.layout, name)?;
         drop(topics);
         let end_offset = log.end_offset();
         let subscriptions = stored
@@ -304,8 +269,8 @@ impl BusInner {
         }
     }
 
-    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
-        &self.options.storage
+    pub(crate) fn layout(&self) -> &BusLayout {
+        &self.layout
     }
 
     pub(crate) fn recovery_mode(&self) -> RecoveryMode {
@@ -318,19 +283,5 @@ impl BusInner {
 
     pub(crate) fn wakeups(&self) -> &Wakeups {
         &self.wakeups
-    }
-
-    pub(crate) fn topic_dir(&self, topic: &str) -> PathBuf {
-        self.dir.join("topics").join(topic)
-    }
-
-    /// Directory holding the state logs of `kind` ("subscriptions" or
-    /// "groups") for `topic`.
-    pub(crate) fn state_dir(&self, kind: &str, topic: &str) -> PathBuf {
-        self.dir.join("state").join(kind).join(topic)
-    }
-
-    pub(crate) fn open_log(&self, dir: &Path, options: crate::LogOptions) -> Result<Log> {
-        Log::open(dir, options.storage(self.options.storage.clone()))
     }
 }

@@ -40,7 +40,6 @@ use crate::patterns::{
 };
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
-use crate::state::GROUPS;
 use crate::state::StateLog;
 
 /// The embedded consumer group (the `Log` variant of [`crate::Group`]).
@@ -53,8 +52,7 @@ pub(crate) struct LogGroup {
 #[derive(Debug)]
 pub(crate) struct GroupInner {
     topic: LogTopic,
-    name: String,
-    /// The group as the topic tracks its position.
+    /// The group's name, as the topic tracks its position.
     consumer: ConsumerId,
     /// Replaced when the group is asked for again with other options.
     options: RwLock<Arc<GroupOptions>>,
@@ -139,7 +137,8 @@ impl Batch {
 impl LogGroup {
     pub(crate) fn open(topic: LogTopic, name: &str, options: GroupOptions) -> Result<LogGroup> {
         options.validate_for(topic.name())?;
-        let (log, events) = topic.open_state(GROUPS, name)?;
+        let consumer = ConsumerId::Group(name.to_owned());
+        let (log, events) = topic.open_state(&consumer)?;
         let fresh = events.is_empty();
         let start = match fresh {
             true => topic.log().cursor(options.start.into())?.offset(),
@@ -154,8 +153,7 @@ impl LogGroup {
         };
         let inner = GroupInner {
             topic,
-            name: name.to_owned(),
-            consumer: ConsumerId::Group(name.to_owned()),
+            consumer,
             options: RwLock::new(Arc::new(options)),
             log,
             state: Mutex::new(state),
@@ -186,7 +184,7 @@ impl GroupBackend for LogGroup {
     type Delivery = LogDelivery;
 
     fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.consumer.name()
     }
 
     fn recv(&self, timeout: Duration) -> Result<Option<LogDelivery>> {
@@ -392,7 +390,7 @@ impl GroupInner {
             .write_dead_letter(claim)
             .and_then(|()| self.confirm_dead_letter(claim.offset));
         if let Err(e) = written {
-            trace_event!(warn, topic = self.topic.name(), group = %self.name, offset = claim.offset, error = %e, "dead letter failed; will retry");
+            trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset = claim.offset, error = %e, "dead letter failed; will retry");
             lock(&self.state)
                 .machine
                 .dead_letter_failed(claim.offset, now_ms(), &self.rules());
@@ -411,7 +409,9 @@ impl GroupInner {
         };
         let dlq = self.dlq()?;
         match claim.intended {
-            Some(dlq_end) if contains_dead_letter(dlq, dlq_end, self.topic.name(), &self.name, offset)? => {
+            Some(dlq_end)
+                if contains_dead_letter(dlq, dlq_end, self.topic.name(), self.consumer.name(), offset)? =>
+            {
                 return Ok(());
             }
             Some(_) => {}
@@ -425,13 +425,13 @@ impl GroupInner {
         let (attempts, failures) = lock(&self.state).machine.letter(offset).ok_or(Error::Closed)?;
         let letter = DeadLetter {
             topic: self.topic.name(),
-            group: &self.name,
+            group: self.consumer.name(),
             record: &record,
             attempts,
             failures: &failures,
         };
         let _dlq_offset = letter.publish_with(|record| dlq.publish(record))?;
-        trace_event!(warn, topic = self.topic.name(), group = %self.name, offset, dlq_offset = _dlq_offset, attempts, "record dead-lettered");
+        trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset, dlq_offset = _dlq_offset, attempts, "record dead-lettered");
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The embedded backend: a bus directory of topic logs and the state logs
 //! of their consumers, implementing the traits of `crate::backend`.
 //!
-//! Invariants: every file goes through the bus's `Storage`; a consumer's
+//! Invariants: every file goes through the bus's `state::BusLayout` (and
+//! so its `Storage`), and nothing here names a path; a consumer's
 //! state log is opened (and repaired) only by that consumer; the public
 //! handles never reach in here except through the traits and the
 //! constructors `Bus::open` uses.

@@ -52,10 +52,7 @@ impl LogRequester {
             return Ok(LogRequester { inner });
         }
         let inbox = bus.topic(&inbox_topic(name))?;
-        let dir = bus.state_dir("inboxes", name);
-        bus.storage().create_dir_all(&dir)?;
-        let path = dir.join("correlation.cix");
-        let (index, _trusted) = CorrelationIndex::open(bus.storage().as_ref(), &path, inbox.start_offset())?;
+        let (index, _trusted) = bus.layout().open_correlation_index(name, inbox.start_offset())?;
         let requester = LogRequester {
             inner: Arc::new(RequesterInner {
                 bus: bus.clone(),

@@ -19,7 +19,6 @@ use crate::patterns::check_commit;
 use crate::patterns::recovered_commit;
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
-use crate::state::SUBSCRIPTIONS;
 use crate::state::StateLog;
 
 impl From<StartAt> for Position {
@@ -38,7 +37,8 @@ impl From<StartAt> for Position {
 #[derive(Debug)]
 pub(crate) struct LogSubscription {
     topic: LogTopic,
-    name: Option<String>,
+    /// `None` for an ephemeral subscription.
+    consumer: Option<ConsumerId>,
     cursor: Cursor,
     state: Option<Arc<StateLog>>,
     committed: u64,
@@ -48,7 +48,8 @@ pub(crate) struct LogSubscription {
 
 impl LogSubscription {
     pub(crate) fn durable(topic: LogTopic, name: &str, start: StartAt) -> Result<LogSubscription> {
-        let (state, events) = topic.open_state(SUBSCRIPTIONS, name)?;
+        let consumer = ConsumerId::Subscription(name.to_owned());
+        let (state, events) = topic.open_state(&consumer)?;
         let log = &topic.inner.log;
         let (committed, skipped) = if events.is_empty() {
             let cursor = log.cursor(start.into())?;
@@ -63,11 +64,11 @@ impl LogSubscription {
         if events.is_empty() {
             state.write_snapshot(&[StateEvent::Committed(committed)])?;
         }
-        topic.set_position(&ConsumerId::Subscription(name.to_owned()), committed)?;
+        topic.set_position(&consumer, committed)?;
         let cursor = log.cursor(Position::Offset(committed))?;
         Ok(LogSubscription {
             topic,
-            name: Some(name.to_owned()),
+            consumer: Some(consumer),
             cursor,
             state: Some(state),
             committed,
@@ -81,7 +82,7 @@ impl LogSubscription {
         let committed = cursor.offset();
         Ok(LogSubscription {
             topic,
-            name: None,
+            consumer: None,
             cursor,
             state: None,
             committed,
@@ -104,7 +105,7 @@ impl SubscriptionBackend for LogSubscription {
     }
 
     fn name(&self) -> Option<&str> {
-        self.name.as_deref()
+        self.consumer.as_ref().map(ConsumerId::name)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
@@ -136,10 +137,9 @@ impl SubscriptionBackend for LogSubscription {
 
     fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         check_commit(next_offset, self.topic.end_offset())?;
-        if let (Some(state), Some(name)) = (&self.state, &self.name) {
+        if let (Some(state), Some(consumer)) = (&self.state, &self.consumer) {
             state.write_snapshot(&[StateEvent::Committed(next_offset)])?;
-            self.topic
-                .set_position(&ConsumerId::Subscription(name.clone()), next_offset)?;
+            self.topic.set_position(consumer, next_offset)?;
         }
         self.committed = next_offset;
         Ok(())

@@ -16,7 +16,6 @@
 //! - a consumer's state log is opened, and repaired, only by that consumer.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{GroupBackend, ReplySink, TopicBackend};
@@ -33,10 +32,8 @@ use crate::patterns::recovered_low_watermark;
 use crate::patterns::validate_name;
 use crate::patterns::{ConsumerStats, Retention, TopicOptions, TopicStats};
 use crate::record::Record;
-use crate::state::ConsumerId;
-use crate::state::{
-    Damaged, GROUPS, RecoveryMode, SUBSCRIPTIONS, StateLog, StateRepair, finish_interrupted_repairs, repair,
-};
+use crate::state::{BusLayout, ConsumerId, ConsumerKind};
+use crate::state::{Damaged, RecoveryMode, StateLog, StateRepair};
 
 /// A topic stored in the bus directory. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -66,8 +63,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl LogTopic {
     pub(crate) fn open(bus: Arc<BusInner>, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        let log = bus.open_log(&bus.topic_dir(name), options.log.clone())?;
-        let positions = Mutex::new(stored_positions(&bus, name, options.durability_mode())?);
+        let layout = bus.layout();
+        let log = layout.open_topic(name, options.log.clone())?;
+        let positions = Mutex::new(stored_positions(layout, name, options.durability_mode())?);
         let inner = TopicInner {
             bus,
             name: name.to_owned(),
@@ -112,14 +110,14 @@ impl LogTopic {
     /// Opens a consumer's state log, to be closed with the topic; a
     /// damaged one fails with [`Error::Corrupt`] or is repaired, per the
     /// bus's [`RecoveryMode`].
-    pub(crate) fn open_state(&self, kind: &str, name: &str) -> Result<(Arc<StateLog>, Vec<StateEvent>)> {
+    pub(crate) fn open_state(&self, consumer: &ConsumerId) -> Result<(Arc<StateLog>, Vec<StateEvent>)> {
         let bus = &self.inner.bus;
-        let dir = bus.state_dir(kind, self.name()).join(name);
+        let layout = bus.layout();
         let durability = self.inner.options.durability_mode();
-        finish_interrupted_repairs(bus.storage().as_ref(), &bus.state_dir(kind, self.name()))?;
-        let (state, events) = match StateLog::open(&dir, durability, bus.storage().clone()) {
+        layout.finish_interrupted_repairs(consumer.kind(), self.name())?;
+        let (state, events) = match layout.open_state(self.name(), consumer, durability) {
             Err(Error::Corrupt { .. }) if bus.recovery_mode() == RecoveryMode::MoveAsideDamagedState => {
-                self.repair_state(kind, name, &dir)?
+                self.repair_state(consumer)?
             }
             opened => opened?,
         };
@@ -130,20 +128,20 @@ impl LogTopic {
         Ok((state, events))
     }
 
-    /// Moves the damaged state log in `dir` aside and opens the consumer's
-    /// state from its longest valid prefix, or from the topic's start.
-    fn repair_state(&self, kind: &str, name: &str, dir: &Path) -> Result<(StateLog, Vec<StateEvent>)> {
-        let storage = self.inner.bus.storage();
+    /// Moves the consumer's damaged state log aside and opens its state
+    /// from the log's longest valid prefix, or from the topic's start.
+    fn repair_state(&self, consumer: &ConsumerId) -> Result<(StateLog, Vec<StateEvent>)> {
+        let layout = self.inner.bus.layout();
         let durability = self.inner.options.durability_mode();
         // One repair at a time: a consumer opened twice at once is repaired
         // once, and the second open finds the repaired log (or its lock).
         let mut repairs = lock(&self.inner.repairs);
-        let error = match StateLog::open(dir, durability, storage.clone()) {
+        let error = match layout.open_state(self.name(), consumer, durability) {
             Err(error @ Error::Corrupt { .. }) => error,
             opened => return opened,
         };
-        let damaged = damaged_consumer(kind, name, dir, error, self.start_offset());
-        let (state, events, report) = repair(storage, durability, damaged)?;
+        let damaged = damaged_consumer(consumer.clone(), error, self.start_offset());
+        let (state, events, report) = layout.repair_state(self.name(), durability, damaged)?;
         repairs.push(report);
         Ok((state, events))
     }
@@ -284,73 +282,69 @@ fn retention_floor(retention: Retention, positions: &HashMap<ConsumerId, u64>) -
 
 /// Reads the durable positions of every consumer of `topic` stored on disk;
 /// one whose state cannot be read is at 0 (see the module doc).
-fn stored_positions(bus: &BusInner, topic: &str, durability: Durability) -> Result<HashMap<ConsumerId, u64>> {
+fn stored_positions(
+    layout: &BusLayout,
+    topic: &str,
+    durability: Durability,
+) -> Result<HashMap<ConsumerId, u64>> {
     let mut positions = HashMap::new();
-    for (kind, make_id) in [
-        (
-            SUBSCRIPTIONS,
-            ConsumerId::Subscription as fn(String) -> ConsumerId,
-        ),
-        (GROUPS, ConsumerId::Group as fn(String) -> ConsumerId),
-    ] {
-        let dir = bus.state_dir(kind, topic);
-        finish_interrupted_repairs(bus.storage().as_ref(), &dir)?;
-        let Ok(entries) = bus.storage().list(&dir) else {
+    for kind in ConsumerKind::ALL {
+        layout.finish_interrupted_repairs(kind, topic)?;
+        let Ok(consumers) = layout.consumers(kind, topic) else {
             continue;
         };
-        for path in entries {
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if validate_name(kind, name).is_err() {
+        for consumer in consumers {
+            if validate_name(kind.label(), consumer.name()).is_err() {
                 continue;
             }
             // Unknown counts as 0: retention deletes nothing it may need.
-            let position = stored_position(bus, kind, &path, durability)
+            let position = stored_position(layout, topic, &consumer, durability)
                 .inspect_err(|_error| {
-                    trace_event!(error, topic, consumer = name, error = %_error, "consumer state unreadable; its position counts as 0 until it is opened");
+                    trace_event!(error, topic, consumer = consumer.name(), error = %_error, "consumer state unreadable; its position counts as 0 until it is opened");
                 })
                 .unwrap_or(0);
-            positions.insert(make_id(name.to_owned()), position);
+            positions.insert(consumer, position);
         }
     }
     Ok(positions)
 }
 
-/// The position a consumer's state log in `dir` leads to.
-fn stored_position(bus: &BusInner, kind: &str, dir: &Path, durability: Durability) -> Result<u64> {
-    let (state, events) = StateLog::open(dir, durability, bus.storage().clone())?;
+/// The position the stored state log of `consumer` leads to.
+fn stored_position(
+    layout: &BusLayout,
+    topic: &str,
+    consumer: &ConsumerId,
+    durability: Durability,
+) -> Result<u64> {
+    let (state, events) = layout.open_state(topic, consumer, durability)?;
     state.close()?;
-    Ok(match kind {
-        SUBSCRIPTIONS => recovered_commit(&events),
-        _ => recovered_low_watermark(&events),
-    })
+    Ok(recovered_position(consumer)(&events))
 }
 
-/// The `kind` consumer `name` whose state in `dir` failed to open with
-/// `error`, to repair: it restarts from the topic's `start` when no
-/// snapshot of its state survives.
-fn damaged_consumer<'a>(kind: &str, name: &str, dir: &'a Path, error: Error, start: u64) -> Damaged<'a> {
-    let (consumer, fallback, position): (_, _, fn(&[StateEvent]) -> u64) = match kind {
-        SUBSCRIPTIONS => (
-            ConsumerId::Subscription(name.to_owned()),
-            StateEvent::Committed(start),
-            recovered_commit,
-        ),
-        _ => (
-            ConsumerId::Group(name.to_owned()),
-            StateEvent::Snapshot {
-                next_offset: start,
-                entries: vec![],
-            },
-            recovered_low_watermark,
-        ),
+/// How a consumer's position follows from its state events: a
+/// subscription's committed offset, a group's low watermark.
+fn recovered_position(consumer: &ConsumerId) -> fn(&[StateEvent]) -> u64 {
+    match consumer {
+        ConsumerId::Subscription(_) => recovered_commit,
+        ConsumerId::Group(_) => recovered_low_watermark,
+    }
+}
+
+/// `consumer`, whose state failed to open with `error`, to repair: it
+/// restarts from the topic's `start` when no snapshot of its state
+/// survives.
+fn damaged_consumer(consumer: ConsumerId, error: Error, start: u64) -> Damaged {
+    let fallback = match consumer {
+        ConsumerId::Subscription(_) => StateEvent::Committed(start),
+        ConsumerId::Group(_) => StateEvent::Snapshot {
+            next_offset: start,
+            entries: vec![],
+        },
     };
     Damaged {
+        position: recovered_position(&consumer),
         consumer,
-        dir,
         error,
         fallback,
-        position,
     }
 }

@@ -21,7 +21,9 @@ mod check;
 
 #[cfg(feature = "internals")]
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+#[cfg(feature = "internals")]
+use std::path::Path;
+#[cfg(feature = "internals")]
 use std::sync::Arc;
 
 #[cfg(feature = "internals")]
@@ -31,29 +33,31 @@ pub use check::{
 };
 
 use crate::error::Result;
-use crate::format::StateEvent;
 #[cfg(feature = "internals")]
-use crate::io::StdStorage;
-use crate::io::{OverlayStorage, Storage};
+use crate::io::{OverlayStorage, StdStorage};
 use crate::log::{Durability, Log, LogOptions};
 use crate::patterns::{GroupSummary, recovered_commit, summarize_group};
 #[cfg(feature = "internals")]
 use crate::patterns::{REDRIVE_GROUP, unsettled_offsets};
-use crate::state::StateLog;
-use crate::state::{GROUPS, SUBSCRIPTIONS};
+use crate::state::{BusLayout, ConsumerId, ConsumerKind};
+
+/// Options of a read-only open: what recovery would write goes to an
+/// overlay, never synced.
+fn read_only_options() -> LogOptions {
+    LogOptions::default().durability(Durability::Os)
+}
 
 /// Opens a log through a fresh overlay, so nothing is ever written.
 #[cfg(feature = "internals")]
 pub fn open_read_only(dir: &Path) -> Result<Log> {
-    open_read_only_over(Arc::new(StdStorage), dir)
+    let overlay = Arc::new(OverlayStorage::over(Arc::new(StdStorage)));
+    Log::open(dir, read_only_options().storage(overlay))
 }
 
-/// Opens a log in `base` through a fresh overlay, so nothing is written.
-pub(crate) fn open_read_only_over(base: Arc<dyn Storage>, dir: &Path) -> Result<Log> {
-    let options = LogOptions::default()
-        .durability(Durability::Os)
-        .storage(Arc::new(OverlayStorage::over(base)));
-    Log::open(dir, options)
+/// Opens the log of `topic` in the bus `layout` through a fresh overlay, so
+/// nothing is written.
+pub(crate) fn open_topic_read_only(layout: &BusLayout, topic: &str) -> Result<Log> {
+    layout.read_only().open_topic(topic, read_only_options())
 }
 
 /// A durable subscription as stored.
@@ -123,35 +127,33 @@ impl ConsumersView {
 /// in `errors`; only a failure to list the state directories is an error.
 #[cfg(feature = "internals")]
 pub fn consumers(bus_dir: &Path, topic: &str) -> Result<ConsumersView> {
-    consumers_over(Arc::new(StdStorage), bus_dir, topic)
+    consumers_in(&BusLayout::new(Arc::new(StdStorage), bus_dir), topic)
 }
 
-/// Reads the stored consumers of `topic` in the bus at `bus_dir` in `base`,
-/// without writing or locking.
-pub(crate) fn consumers_over(base: Arc<dyn Storage>, bus_dir: &Path, topic: &str) -> Result<ConsumersView> {
-    let storage = Arc::new(OverlayStorage::over(base));
+/// Reads the stored consumers of `topic` in the bus `layout` through a
+/// fresh overlay, without writing or locking.
+pub(crate) fn consumers_in(layout: &BusLayout, topic: &str) -> Result<ConsumersView> {
+    let layout = layout.read_only();
     let mut view = ConsumersView::default();
-    for kind in [SUBSCRIPTIONS, GROUPS] {
-        for (name, events) in state_logs(&storage, &bus_dir.join("state").join(kind).join(topic))? {
-            let events = match events {
-                Ok(events) => events,
+    for kind in ConsumerKind::ALL {
+        for consumer in layout.consumers(kind, topic)? {
+            let events = match layout.open_state(topic, &consumer, Durability::Os) {
+                Ok((_state, events)) => events,
                 Err(e) => {
-                    let kind = if kind == SUBSCRIPTIONS {
-                        "subscription"
-                    } else {
-                        "group"
-                    };
-                    let error = e.to_string();
-                    view.errors.push(ConsumerError { kind, name, error });
+                    view.errors.push(ConsumerError {
+                        kind: kind.label(),
+                        name: consumer.name().to_owned(),
+                        error: e.to_string(),
+                    });
                     continue;
                 }
             };
-            match kind {
-                SUBSCRIPTIONS => view.subscriptions.push(SubscriptionView {
+            match consumer {
+                ConsumerId::Subscription(name) => view.subscriptions.push(SubscriptionView {
                     name,
                     committed: recovered_commit(&events),
                 }),
-                _ => view.groups.push(GroupView {
+                ConsumerId::Group(name) => view.groups.push(GroupView {
                     name,
                     summary: summarize_group(&events),
                     #[cfg(feature = "internals")]
@@ -161,28 +163,4 @@ pub(crate) fn consumers_over(base: Arc<dyn Storage>, bus_dir: &Path, topic: &str
         }
     }
     Ok(view)
-}
-
-/// The events of every state log under `dir`, or why it failed to open,
-/// by name, sorted.
-fn state_logs(storage: &Arc<OverlayStorage>, dir: &Path) -> Result<Vec<(String, Result<Vec<StateEvent>>)>> {
-    let mut names: Vec<PathBuf> = match storage.list(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    names.sort();
-    let mut logs = Vec::new();
-    for path in names {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
-            continue;
-        };
-        // Hidden entries are not consumers: state logs moved aside by a repair.
-        if name.starts_with('.') {
-            continue;
-        }
-        let events = StateLog::open(&path, Durability::Os, storage.clone()).map(|(_state, events)| events);
-        logs.push((name, events));
-    }
-    Ok(logs)
 }

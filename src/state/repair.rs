@@ -16,6 +16,9 @@
 //!   (the repair runs again) or the repaired one under its temporary name,
 //!   which [`finish_interrupted_repairs`] puts in place before the topic's
 //!   consumers are read (when it opens) or one of them is opened.
+//!
+//! The names of these directories are the layout's ([`StateDir`]); this
+//! module only acts on them, called through [`crate::state::BusLayout`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +29,7 @@ use crate::io::{Storage, read_exact_at};
 use crate::log::{Durability, now_ms, parse_segment_name};
 use crate::state::ConsumerId;
 use crate::state::StateLog;
+use crate::state::layout::StateDir;
 use crate::state::store::is_snapshot;
 
 /// What opening a consumer (a durable subscription or a consumer group)
@@ -92,10 +96,8 @@ struct Salvage {
 }
 
 /// A consumer whose state to repair, and what failed its open.
-pub(crate) struct Damaged<'a> {
+pub(crate) struct Damaged {
     pub consumer: ConsumerId,
-    /// Its state log directory.
-    pub dir: &'a Path,
     /// The [`Error::Corrupt`] that failed the open.
     pub error: Error,
     /// The snapshot it restarts from when no valid one survives.
@@ -104,12 +106,13 @@ pub(crate) struct Damaged<'a> {
     pub position: fn(&[StateEvent]) -> u64,
 }
 
-/// Repairs the damaged state log in `damaged.dir` (see the module doc) and
+/// Repairs the damaged state log in `state_dir` (see the module doc) and
 /// opens it.
-pub(crate) fn repair(
+pub(super) fn repair(
     storage: &Arc<dyn Storage>,
     durability: Durability,
-    damaged: Damaged<'_>,
+    state_dir: &StateDir,
+    damaged: Damaged,
 ) -> Result<(StateLog, Vec<StateEvent>, StateRepair)> {
     let Error::Corrupt {
         file,
@@ -119,19 +122,18 @@ pub(crate) fn repair(
     else {
         return Err(damaged.error);
     };
-    let dir = damaged.dir;
+    let dir = state_dir.path();
     let mut salvage = salvage(storage.as_ref(), dir)?;
     let events_kept = salvage.events.len();
     if !salvage.events.first().is_some_and(is_snapshot) {
         salvage.events.insert(0, damaged.fallback);
     }
-    let repairing = sibling(dir, "repairing")?;
+    let repairing = state_dir.repairing();
     build(storage, &repairing, &salvage.events)?;
-    let moved_to = sibling(dir, &format!("damaged-{}", now_ms()))?;
-    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let moved_to = state_dir.damaged(now_ms());
     storage.rename(dir, &moved_to)?;
     storage.rename(&repairing, dir)?;
-    storage.sync_dir(parent)?;
+    storage.sync_dir(state_dir.parent())?;
     let (state, events) = StateLog::open(dir, durability, storage.clone())?;
     let now_in_moved = |path: PathBuf| match path.strip_prefix(dir) {
         Ok(rest) => moved_to.join(rest),
@@ -153,31 +155,14 @@ pub(crate) fn repair(
     Ok((state, events, report))
 }
 
-/// Puts in place every repaired state log in `kind_dir` whose repair was
-/// interrupted after the damaged log was moved aside.
-pub(crate) fn finish_interrupted_repairs(storage: &dyn Storage, kind_dir: &Path) -> Result<()> {
-    let Ok(entries) = storage.list(kind_dir) else {
-        return Ok(());
-    };
-    for path in &entries {
-        let name = path.file_name().and_then(|n| n.to_str());
-        let Some(consumer) = name.and_then(|n| n.strip_prefix('.')?.strip_suffix(".repairing")) else {
-            continue;
-        };
-        let target = kind_dir.join(consumer);
-        if !entries.contains(&target) {
-            storage.rename(path, &target)?;
-            storage.sync_dir(kind_dir)?;
-        }
+/// Puts in place the repaired state log of each of `interrupted`, whose
+/// repair was interrupted after the damaged log was moved aside.
+pub(super) fn finish_interrupted_repairs(storage: &dyn Storage, interrupted: &[StateDir]) -> Result<()> {
+    for state_dir in interrupted {
+        storage.rename(&state_dir.repairing(), state_dir.path())?;
+        storage.sync_dir(state_dir.parent())?;
     }
     Ok(())
-}
-
-/// `.<name>.<suffix>` beside `dir`.
-fn sibling(dir: &Path, suffix: &str) -> Result<PathBuf> {
-    let name = dir.file_name().and_then(|n| n.to_str());
-    let name = name.ok_or_else(|| Error::InvalidArgument(format!("no state name in {}", dir.display())))?;
-    Ok(dir.with_file_name(format!(".{name}.{suffix}")))
 }
 
 /// Writes `events` (a snapshot first) as a fresh, synced state log in
