@@ -416,7 +416,7 @@ impl GroupMachine {
     }
 
     /// The next record to consider: a due redelivery, else a new record
-    /// (not admitted yet: leasing it admits it).
+    /// (admitted when `acquire` leases it).
     fn candidate(&mut self, now: i64, source: &mut impl Source) -> Result<Option<Candidate>> {
         if let Some(&(not_before_ms, offset)) = self.ready.first()
             && not_before_ms <= now
@@ -426,9 +426,22 @@ impl GroupMachine {
         let Some(offset) = source.next_new()? else {
             return Ok(None);
         };
-        // Offsets the source skipped (removed by retention) are passed.
-        self.next_offset = self.next_offset.max(offset);
+        match offset < self.next_offset {
+            // The topic is behind the state (a power loss under a lax
+            // durability took records the state had seen): its new records
+            // reuse those offsets and start afresh.
+            true => self.readmit(offset, now),
+            // Offsets the source skipped (removed by retention) are passed.
+            false => self.next_offset = offset,
+        }
         Ok(Some(Candidate::New(offset)))
+    }
+
+    /// Forgets what the state held about `offset` and admits it as a new
+    /// record, Available (not in `ready`: `acquire` leases it next).
+    fn readmit(&mut self, offset: u64, now: i64) {
+        self.set_status(offset, Status::Done);
+        self.entries.insert(offset, Entry::new(now));
     }
 
     fn claim(&mut self, offset: u64) -> Claim {
@@ -730,3 +743,54 @@ impl GroupMachine {
 
 #[cfg(test)]
 mod model;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A topic holding `offsets`, read from the first.
+    struct Topic(std::ops::Range<u64>);
+
+    impl Source for Topic {
+        fn next_new(&mut self) -> Result<Option<u64>> {
+            Ok(self.0.next())
+        }
+
+        fn holds(&mut self, _offset: u64) -> Result<bool> {
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn records_a_topic_behind_its_state_reuses_are_leased_afresh_and_acked() {
+        let rules = Rules {
+            lease_ms: 1000,
+            retry: RetryPolicy::default(),
+        };
+        // The state saw offsets 0..3 delivered and acked; a power loss
+        // took them from the topic, which now holds new records 0..2.
+        let seen = [0, 1, 2].iter().flat_map(|&offset| {
+            [
+                StateEvent::Delivered {
+                    offset,
+                    attempt: 1,
+                    lease_until_ms: 10,
+                },
+                StateEvent::Acked(offset),
+            ]
+        });
+        let mut machine = GroupMachine::replay(&seen.collect::<Vec<_>>(), 0, fastrand::Rng::with_seed(1));
+        let mut acquired = Acquired::default();
+        let dead = machine
+            .acquire(100, 8, &rules, &mut Topic(0..2), &mut acquired)
+            .unwrap();
+        assert_eq!(dead, None);
+        let offsets: Vec<(u64, u32)> = acquired.leases.iter().map(|l| (l.offset, l.attempt)).collect();
+        assert_eq!(offsets, [(0, 1), (1, 1)]);
+        assert_eq!(machine.in_flight(), 2);
+        for lease in &acquired.leases {
+            assert_eq!(machine.ack(lease).unwrap(), StateEvent::Acked(lease.offset));
+        }
+        assert_eq!(machine.in_flight(), 0);
+    }
+}
