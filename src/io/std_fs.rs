@@ -6,12 +6,14 @@
 //! owner-only (0700) and files owner-only (0600), whatever the umask; a
 //! directory that already exists keeps its mode.
 
+use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::mmap::{MmapFile, WriteWindow, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
@@ -107,11 +109,58 @@ impl Storage for StdStorage {
 
     fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>> {
         let file = open_owner_only(path, true).map_err(context("open lock file", path))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(Box::new(file))),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(context("lock", path)(e)),
+        if held_locks().contains(path) {
+            return Ok(None);
         }
+        let deadline = Instant::now() + FORK_GRACE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Box::new(HeldLock::new(file, path)))),
+                Err(TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(TryLockError::WouldBlock) => return Ok(None),
+                Err(TryLockError::Error(e)) => return Err(context("lock", path)(e)),
+            }
+        }
+    }
+}
+
+/// How long a lock that another open file holds is retried before
+/// [`StdStorage::lock`] gives up. A process spawned by this one shares
+/// this one's open files, `flock` locks included, from its `fork` until its
+/// `exec` closes them (every file is opened close-on-exec): a lock released
+/// here just before can look held for that instant. A lock this process
+/// holds is refused at once.
+const FORK_GRACE: Duration = Duration::from_millis(500);
+
+/// The lock files this process holds, by the path they were locked with.
+static HELD_LOCKS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn held_locks() -> MutexGuard<'static, BTreeSet<PathBuf>> {
+    HELD_LOCKS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A held `flock`, listed in [`HELD_LOCKS`] while it lives.
+struct HeldLock {
+    /// Closing it releases the lock.
+    _file: File,
+    path: PathBuf,
+}
+
+impl HeldLock {
+    fn new(file: File, path: &Path) -> HeldLock {
+        held_locks().insert(path.to_path_buf());
+        HeldLock {
+            _file: file,
+            path: path.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        held_locks().remove(&self.path);
     }
 }
 
