@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{BusBackend, ReplySink, TopicBackend};
+use crate::clock::Clock;
 use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups};
 use crate::error::{Error, Result};
 use crate::inspect::{consumers_over, open_read_only_over};
@@ -28,6 +29,7 @@ pub struct BusOptions {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) topic_defaults: TopicOptions,
     pub(crate) recovery: RecoveryMode,
+    pub(crate) clock: Clock,
 }
 
 impl Default for BusOptions {
@@ -36,6 +38,7 @@ impl Default for BusOptions {
             storage: Arc::new(StdStorage),
             topic_defaults: TopicOptions::default(),
             recovery: RecoveryMode::default(),
+            clock: Clock::Real,
         }
     }
 }
@@ -58,6 +61,16 @@ impl BusOptions {
     /// use `storage::SimStorage`, feature `test-util`).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Runs the bus on a simulated clock (feature `test-util`; default:
+    /// the real clock): record timestamps, leases, nack delays, backoff,
+    /// receive timeouts and stats ages read it, and a receive that would
+    /// wait moves it forward instead. See [`crate::clock::SimClock`].
+    #[cfg(feature = "test-util")]
+    pub fn clock(mut self, clock: crate::clock::SimClock) -> Self {
+        self.clock = Clock::Sim(clock);
         self
     }
 }
@@ -331,6 +344,7 @@ impl BusInner {
     }
 
     pub(crate) fn open_log(&self, dir: &Path, options: crate::LogOptions) -> Result<Log> {
-        Log::open(dir, options.storage(self.options.storage.clone()))
+        let options = options.storage(self.options.storage.clone());
+        Log::open(dir, options.clock(self.options.clock.clone()))
     }
 }

@@ -20,10 +20,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::clock::wall_ms;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, StateEvent, decode_frame, decode_segment_header};
 use crate::io::{Storage, read_exact_at};
-use crate::log::{Durability, now_ms, parse_segment_name};
+use crate::log::{Durability, parse_segment_name};
 use crate::state::ConsumerId;
 use crate::state::StateLog;
 use crate::state::store::is_snapshot;
@@ -127,7 +128,7 @@ pub(crate) fn repair(
     }
     let repairing = sibling(dir, "repairing")?;
     build(storage, &repairing, &salvage.events)?;
-    let moved_to = sibling(dir, &format!("damaged-{}", now_ms()))?;
+    let moved_to = sibling(dir, &format!("damaged-{}", wall_ms()))?;
     let parent = dir.parent().unwrap_or(Path::new("/"));
     storage.rename(dir, &moved_to)?;
     storage.rename(&repairing, dir)?;
