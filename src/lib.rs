@@ -122,8 +122,10 @@
 //!   dead-lettering and redrive.
 //! - `test-util`: test doubles and fuzz bodies: `storage::SimStorage` and
 //!   `storage::Fault`, an in-memory file system that injects torn writes,
-//!   fsync errors, disk full and power loss, and `logbus::fuzzing`, the
-//!   bodies of the targets in `fuzz/`.
+//!   fsync errors, disk full and power loss; `clock::SimClock`, a clock
+//!   that moves only when the test advances it or a wait jumps it
+//!   (`BusOptions::clock`); and `logbus::fuzzing`, the bodies of the
+//!   targets in `fuzz/`.
 //! - `internals`: the on-disk codecs (`logbus::format`), read-only
 //!   inspection (`logbus::inspect`) and index search
 //!   (`logbus::internals`), for the `logbus-dump` inspector and the tests.
@@ -140,6 +142,10 @@ mod dispatch;
 
 mod api;
 mod backend;
+#[cfg(feature = "test-util")]
+pub mod clock;
+#[cfg(not(feature = "test-util"))]
+mod clock;
 mod embedded;
 mod error;
 #[cfg(feature = "internals")]

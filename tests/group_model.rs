@@ -1,10 +1,13 @@
-//! Model-based property test of consumer groups (`src/patterns/queue.rs`).
+//! Model-based property test of consumer groups (the driver
+//! `src/embedded/group.rs` around `src/patterns/group_machine.rs`).
 //!
-//! Random sequences of publish, receive, ack, nack (with and without a
-//! delay), reject, drop, lease expiry, power loss (between operations and in
-//! the middle of one) and clean reopen run against a group on `SimStorage`
-//! under `Durability::Always`, beside a plain model of what each record may
-//! do next. After every step the test checks that
+//! Random sequences of publish, receive (`try_recv`, `try_recv_batch`,
+//! `recv` and `recv_batch` with timeouts, and `recv_async` polled once),
+//! ack, nack (with and without a delay), reject, drop, lease extension, clock advances, lease expiry,
+//! power loss (between operations and in the middle of one) and clean
+//! reopen run against a group on `SimStorage` under `Durability::Always`
+//! and a `SimClock`, beside a plain model of what each record may do next.
+//! After every step the test checks that
 //! - a record is leased to at most one live delivery at a time;
 //! - an acked record (ack returned `Ok`) is never delivered again;
 //! - a record's attempt numbers grow by one per delivery, across crashes too
@@ -13,17 +16,31 @@
 //!   reject, at most once, with headers naming its source, attempts and
 //!   failures;
 //! - a receive finds a record whenever one is surely available, and only
-//!   ever hands out one that may be.
+//!   ever hands out one that may be;
+//! - a receive with a timeout returns as soon as a record is available: at
+//!   once, or exactly when the first lease ends or nack delay passes within
+//!   its timeout, and otherwise exactly at its deadline; `try_recv*` never
+//!   waits; `recv_async` returns like a receive without a deadline, and is
+//!   pending only when no record is to fall due (a cancelled one loses
+//!   nothing);
+//! - records (and their dead letters) carry the time they were published;
+//!   the group's low watermark never passes a record that is surely
+//!   unsettled, and its oldest unacked age is exactly the time since the
+//!   record at the low watermark was published.
 //!
 //! Each case ends by draining the group: every published record is then
 //! acked or dead-lettered, exactly one of the two, and a further power loss
 //! changes nothing.
 //!
-//! Timing: the redelivery backoff is zero, and leases are either 60 s (never
-//! expiring within a case) or 40 ms with `Wait` steps that sleep past them.
-//! The group reads the wall clock, so the model gives every lease and delay a
-//! window (surely not due before it, surely due after it) and accepts either
-//! outcome inside it.
+//! Timing: the bus runs on a `SimClock`, which moves only at `Wait` steps
+//! and inside receives with a timeout (a wait jumps it to the moment the
+//! receive wakes), so no step sleeps. The redelivery backoff is zero, and
+//! leases are either 40 ms or 60 s (never ending within a case, which spans
+//! a few simulated seconds at most). Every lease end and nack delay is
+//! therefore an exact moment: a record is available from that moment on and
+//! not one millisecond before. The model is uncertain only where a crash
+//! leaves it so (an ack, reject, delivery or delayed nack that failed in a
+//! crash may or may not have been persisted).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 256).
 
@@ -31,13 +48,17 @@ mod common;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::Poll;
+use std::time::Duration;
 
+use common::futures::poll_once;
 use common::groups::group_options;
 use common::proptests;
+use logbus::clock::SimClock;
 use logbus::storage::{Fault, SimStorage};
 use logbus::{
-    Bus, BusOptions, Delivery, Durability, Error, Group, Record, StoredRecord, Topic, TopicOptions, headers,
+    Bus, BusOptions, Delivery, Durability, Error, Group, Record, StartAt, StoredRecord, Topic, TopicOptions,
+    headers,
 };
 use proptest::prelude::*;
 
@@ -46,9 +67,12 @@ const TOPIC: &str = "jobs";
 const DLQ: &str = "jobs.dlq";
 const GROUP: &str = "workers";
 const LONG_LEASE: Duration = Duration::from_secs(60);
-const SHORT_LEASE: Duration = Duration::from_millis(40);
-/// The group rounds wall-clock time down to milliseconds.
-const SLACK: Duration = Duration::from_millis(3);
+const SHORT_LEASE_MS: u64 = 40;
+/// The longest a step moves the clock (a wait, a receive's timeout, a nack
+/// delay): a case of at most 60 steps stays far below a long lease.
+const MAX_STEP_MS: u64 = 100;
+/// The drain's wait for records still serving a nack delay.
+const DRAIN_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Config {
@@ -57,22 +81,44 @@ struct Config {
     segment_bytes: u64,
 }
 
+/// How a receive is called.
+#[derive(Debug, Clone, Copy)]
+enum Receive {
+    /// `try_recv`, or `try_recv_batch` of up to this many.
+    Try(Option<usize>),
+    /// `recv`, or `recv_batch` of up to this many, with a timeout in ms.
+    Timed(Option<usize>, u64),
+    /// `recv_async`, polled once and dropped (cancelled) if pending: on the
+    /// simulated clock it is pending only when nothing will fall due.
+    Async,
+}
+
+impl Receive {
+    /// The most records it may return.
+    fn max(self) -> usize {
+        match self {
+            Receive::Try(batch) | Receive::Timed(batch, _) => batch.unwrap_or(1),
+            Receive::Async => 1,
+        }
+    }
+}
+
+const TRY_RECV: Receive = Receive::Try(None);
+
 #[derive(Debug, Clone)]
 enum Action {
     Publish(usize),
-    Recv,
-    /// `try_recv_batch` of up to this many.
-    RecvBatch(usize),
+    Receive(Receive),
     Ack(usize),
     Nack(usize),
     NackWithDelay(usize, u64),
     Reject(usize),
     Drop(usize),
-    /// Sleeps past every lease (short-lease cases) and nack delay, or
-    /// (`half`) for half a short lease, which must expire nothing.
-    Wait {
-        half: bool,
-    },
+    /// Extends the lease of an open delivery to this many quarter leases
+    /// from now.
+    Extend(usize, u32),
+    /// Advances the clock by this many ms.
+    Wait(u64),
     PowerLoss(u64),
     /// Halts the storage after `syncs` more syncs, runs `op`, then loses power.
     PowerLossDuring {
@@ -88,9 +134,10 @@ enum Action {
 #[derive(Debug, Clone, Copy)]
 enum MidOp {
     Publish(usize),
-    Recv,
+    Receive(Receive),
     Ack(usize),
-    Nack(usize),
+    /// A nack with this delay in ms (0: none).
+    Nack(usize, u64),
     Reject(usize),
 }
 
@@ -102,44 +149,48 @@ enum Avail {
     Yes,
 }
 
-/// When an operation ran: it read the clock somewhere in between.
+/// When an operation ran, in ms on the simulated clock: only a receive
+/// with a timeout ends later than it starts.
 #[derive(Debug, Clone, Copy)]
 struct Span {
-    start: Instant,
-    end: Instant,
+    start: i64,
+    end: i64,
 }
 
 impl Span {
-    fn time<T>(op: impl FnOnce() -> T) -> (T, Span) {
-        let start = Instant::now();
-        let result = op();
-        (
-            result,
-            Span {
-                start,
-                end: Instant::now(),
-            },
-        )
+    fn at(ms: i64) -> Span {
+        Span { start: ms, end: ms }
     }
 }
 
-/// A moment set as "clock during an operation + a duration".
+/// Runs `op`, noting the clock before and after.
+fn timed<T>(clock: &SimClock, op: impl FnOnce() -> T) -> (T, Span) {
+    let start = clock.now_ms();
+    let result = op();
+    let span = Span {
+        start,
+        end: clock.now_ms(),
+    };
+    (result, span)
+}
+
+/// When something falls due: surely at `sure`, and possibly from `possible`
+/// on where a crash left it open which of two moments it is.
 #[derive(Debug, Clone, Copy)]
 struct Due {
-    possible: Instant,
-    sure: Instant,
+    possible: i64,
+    sure: i64,
 }
 
 impl Due {
-    fn after(op: Span, duration: Duration) -> Due {
-        let possible = op.start + duration;
+    fn exact(ms: i64) -> Due {
         Due {
-            possible: possible.checked_sub(SLACK).unwrap_or(possible),
-            sure: op.end + duration + SLACK,
+            possible: ms,
+            sure: ms,
         }
     }
 
-    /// Whether the moment has passed during `op`.
+    /// Whether the moment has come during `op`.
     fn at(self, op: Span) -> Avail {
         if op.start >= self.sure {
             Avail::Yes
@@ -154,6 +205,8 @@ impl Due {
 /// What the model knows of one published record.
 #[derive(Debug, Clone, Default)]
 struct Rec {
+    /// The clock when it was published: its timestamp.
+    published_ms: i64,
     /// Highest attempt handed out (or known to be persisted).
     attempts: u32,
     /// Deliveries a failed operation may have persisted without handing out.
@@ -170,13 +223,23 @@ struct Rec {
     delay: Option<Due>,
 }
 
+impl Rec {
+    fn published(at_ms: i64) -> Rec {
+        Rec {
+            published_ms: at_ms,
+            ..Rec::default()
+        }
+    }
+}
+
 /// A delivery the test holds.
 struct Open {
     id: u64,
     delivery: Delivery,
     offset: u64,
     attempt: u32,
-    leased: Span,
+    /// When its lease ends (ms on the simulated clock).
+    lease_end: i64,
     /// Redelivered or dead-lettered since: it can no longer settle.
     stale: bool,
 }
@@ -198,6 +261,7 @@ struct Live {
 struct Harness {
     cfg: Config,
     sim: SimStorage,
+    clock: SimClock,
     live: Option<Live>,
     recs: Vec<Rec>,
     open: Vec<Open>,
@@ -220,10 +284,22 @@ fn header<'a>(record: &'a StoredRecord, name: &str) -> &'a str {
     std::str::from_utf8(value).unwrap()
 }
 
-fn check_payload(record: &StoredRecord, offset: u64) {
-    assert_eq!(record.value(), format!("v{offset}").as_bytes());
-    assert_eq!(record.key(), format!("k{offset}").as_bytes());
-    assert_eq!(record.header("origin"), Some(offset.to_string().as_bytes()));
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap()
+}
+
+/// The receive `how` on `group`, as a list of deliveries.
+fn call(group: &Group, how: Receive) -> logbus::Result<Vec<Delivery>> {
+    match how {
+        Receive::Try(None) => group.try_recv().map(Vec::from_iter),
+        Receive::Try(Some(max)) => group.try_recv_batch(max),
+        Receive::Timed(None, ms) => group.recv(Duration::from_millis(ms)).map(Vec::from_iter),
+        Receive::Timed(Some(max), ms) => group.recv_batch(max, Duration::from_millis(ms)),
+        Receive::Async => match poll_once(group.recv_async()) {
+            Poll::Ready(delivery) => delivery.map(|d| vec![d]),
+            Poll::Pending => Ok(Vec::new()),
+        },
+    }
 }
 
 impl Harness {
@@ -231,6 +307,7 @@ impl Harness {
         let mut harness = Harness {
             cfg,
             sim: SimStorage::new(),
+            clock: SimClock::new(),
             live: None,
             recs: Vec::new(),
             open: Vec::new(),
@@ -247,13 +324,14 @@ impl Harness {
 
     fn lease(&self) -> Duration {
         match self.cfg.short_lease {
-            true => SHORT_LEASE,
+            true => Duration::from_millis(SHORT_LEASE_MS),
             false => LONG_LEASE,
         }
     }
 
     /// Opens the bus; the topic may hold up to `uncertain` records more than
-    /// the model knows of (a publish that failed in a crash).
+    /// the model knows of (a publish that failed in a crash, which took no
+    /// time on the clock since: they were published now).
     fn reopen(&mut self, uncertain: usize) {
         assert!(self.live.is_none() && self.open.is_empty());
         let topic_options = TopicOptions::default()
@@ -261,6 +339,7 @@ impl Harness {
             .segment_bytes(self.cfg.segment_bytes);
         let options = BusOptions::default()
             .storage(Arc::new(self.sim.clone()))
+            .clock(self.clock.clone())
             .topic_defaults(topic_options);
         let bus = Bus::open(Path::new(DIR), options).unwrap();
         let topic = bus.topic(TOPIC).unwrap();
@@ -273,7 +352,8 @@ impl Harness {
             (known..=known + uncertain).contains(&end),
             "topic holds {end} records after reopen; {known} were published (+{uncertain} maybe)"
         );
-        self.recs.resize(end, Rec::default());
+        let now = self.clock.now_ms();
+        self.recs.resize_with(end, || Rec::published(now));
         assert!(dlq.end_offset() >= self.dlq_seen, "dead letters vanished");
         self.live = Some(Live {
             bus,
@@ -281,6 +361,19 @@ impl Harness {
             dlq,
             group,
         });
+    }
+
+    /// Checks a record published by the model (or a dead letter of one):
+    /// payload, key, headers and timestamp.
+    fn check_payload(&self, record: &StoredRecord, offset: u64) {
+        assert_eq!(record.value(), format!("v{offset}").as_bytes());
+        assert_eq!(record.key(), format!("k{offset}").as_bytes());
+        assert_eq!(record.header("origin"), Some(offset.to_string().as_bytes()));
+        assert_eq!(
+            record.timestamp(),
+            self.recs[offset as usize].published_ms,
+            "timestamp of {offset}"
+        );
     }
 
     /// Whether `offset` may be handed out by a receive during `op`.
@@ -305,7 +398,18 @@ impl Harness {
 
     fn lease_end(&self, id: u64) -> Due {
         let open = self.open.iter().find(|o| o.id == id).expect("holder is open");
-        Due::after(open.leased, self.lease())
+        Due::exact(open.lease_end)
+    }
+
+    /// The moments at which a record may become available: lease ends and
+    /// nack delays.
+    fn due_moments(&self) -> Vec<i64> {
+        let mut moments = Vec::new();
+        for rec in &self.recs {
+            moments.extend(rec.holder.map(|id| self.lease_end(id).sure));
+            moments.extend(rec.delay.iter().flat_map(|d| [d.possible, d.sure]));
+        }
+        moments
     }
 
     /// Whether a receive during `op` may dead-letter `offset` on its own
@@ -363,7 +467,7 @@ impl Harness {
             (offset as usize) < self.recs.len(),
             "dead letter of unpublished {offset}"
         );
-        check_payload(letter, offset);
+        self.check_payload(letter, offset);
         let attempts: u32 = header(letter, headers::ATTEMPTS).parse().unwrap();
         let rec = self.recs[offset as usize].clone();
         assert!(!rec.dead, "offset {offset} dead-lettered twice");
@@ -405,6 +509,12 @@ impl Harness {
             );
         }
         assert!(failures.windows(2).all(|w| w[0].0 <= w[1].0));
+        let now = self.clock.now_ms();
+        assert!(
+            failures[0].0 >= rec.published_ms && failures[failures.len() - 1].0 <= now,
+            "failures of {offset} outside its life ({}..={now}): {failures:?}",
+            rec.published_ms
+        );
         let first: i64 = header(letter, headers::FIRST_FAILURE).parse().unwrap();
         let last: i64 = header(letter, headers::LAST_FAILURE).parse().unwrap();
         assert_eq!((first, last), (failures[0].0, failures[failures.len() - 1].0));
@@ -434,7 +544,8 @@ impl Harness {
             Ok(range) => {
                 assert_eq!(range, start..start + n as u64);
                 assert_eq!(start as usize, self.recs.len());
-                self.recs.resize(range.end as usize, Rec::default());
+                let now = self.clock.now_ms();
+                self.recs.resize_with(range.end as usize, || Rec::published(now));
                 0
             }
             Err(e) if crashing => {
@@ -445,12 +556,18 @@ impl Harness {
         }
     }
 
-    fn recv(&mut self, crashing: bool) -> Span {
+    fn receive(&mut self, how: Receive, crashing: bool) -> Span {
+        // `recv_async` would wait for (jump to) a long lease's end, which a
+        // case must not reach: then it is a `try_recv`.
+        let how = match how {
+            Receive::Async if !self.cfg.short_lease && !self.open.is_empty() => TRY_RECV,
+            how => how,
+        };
         let group = self.live().group.clone();
-        let (result, span) = Span::time(|| group.try_recv());
+        let dues = self.due_moments();
+        let (result, span) = timed(&self.clock, || call(&group, how));
         match result {
-            Ok(Some(delivery)) => self.delivered(delivery, span),
-            Ok(None) => self.check_nothing_surely_available(span),
+            Ok(deliveries) => self.received(how, deliveries, span, &dues),
             Err(e) if crashing => {
                 let _ = e;
                 // Any record it could have picked may have had its delivery
@@ -461,26 +578,56 @@ impl Harness {
                     }
                 }
             }
-            Err(e) => panic!("receive failed: {e}"),
+            Err(e) => panic!("receive {how:?} failed: {e}"),
         }
         span
     }
 
-    /// A batch is checked as that many single receives: each delivery must
-    /// be available and distinct, and a short batch means nothing else
-    /// surely was.
-    fn recv_batch(&mut self, max: usize) -> Span {
-        let group = self.live().group.clone();
-        let (result, span) = Span::time(|| group.try_recv_batch(max));
-        let deliveries = result.unwrap_or_else(|e| panic!("batch receive failed: {e}"));
+    /// Checks a receive that returned `deliveries` at `span.end`: when it
+    /// returned (`dues`: the moments a record could become available), then
+    /// each delivery as a single receive, distinct and available then; a
+    /// short batch means nothing else surely was (a pending `recv_async`:
+    /// nor will be, without another step).
+    fn received(&mut self, how: Receive, deliveries: Vec<Delivery>, span: Span, dues: &[i64]) {
+        let max = how.max();
+        let returned = span.end;
+        assert!(
+            deliveries.len() <= max,
+            "{} deliveries for {how:?}",
+            deliveries.len()
+        );
+        let deadline = match how {
+            Receive::Timed(_, ms) if max > 0 => span.start + ms as i64,
+            Receive::Try(_) | Receive::Timed(..) => span.start,
+            Receive::Async => i64::MAX,
+        };
+        if deliveries.is_empty() && !matches!(how, Receive::Async) {
+            assert_eq!(returned, deadline, "an empty {how:?} from {}", span.start);
+        } else {
+            // A pending `recv_async` may have waited for a record that was
+            // dead-lettered when it fell due.
+            assert!(
+                returned == span.start || (returned <= deadline && dues.contains(&returned)),
+                "{how:?} from {} returned at {returned}, when nothing fell due ({dues:?})",
+                span.start
+            );
+        }
+        if returned > span.start {
+            // It waited: nothing was available until just before.
+            self.check_nothing_surely_available(Span::at(returned - 1));
+        }
         let short = deliveries.len() < max;
         for delivery in deliveries {
-            self.delivered(delivery, span);
+            self.delivered(delivery, Span::at(returned));
         }
         if short {
-            self.check_nothing_surely_available(span);
+            // A pending `recv_async` waits for activity: nothing is to fall due.
+            let until = match how {
+                Receive::Async => i64::MAX,
+                _ => returned,
+            };
+            self.check_nothing_surely_available(Span::at(until));
         }
-        span
     }
 
     fn delivered(&mut self, delivery: Delivery, span: Span) {
@@ -490,7 +637,7 @@ impl Harness {
             (offset as usize) < self.recs.len(),
             "delivered unpublished {offset}"
         );
-        check_payload(delivery.record(), offset);
+        self.check_payload(delivery.record(), offset);
         let rec = self.recs[offset as usize].clone();
         assert!(
             self.avail(offset, span) != Avail::No,
@@ -507,14 +654,14 @@ impl Harness {
         self.recs[offset as usize] = Rec {
             attempts: attempt,
             holder: Some(id),
-            ..Rec::default()
+            ..Rec::published(rec.published_ms)
         };
         self.open.push(Open {
             id,
             delivery,
             offset,
             attempt,
-            leased: span,
+            lease_end: span.end + ms(self.lease()),
             stale: false,
         });
     }
@@ -524,7 +671,8 @@ impl Harness {
             assert_ne!(
                 self.avail(offset, span),
                 Avail::Yes,
-                "receive found nothing though offset {offset} is available: {:?}",
+                "receive found nothing at {} though offset {offset} is available: {:?}",
+                span.end,
                 self.recs[offset as usize]
             );
         }
@@ -537,7 +685,7 @@ impl Harness {
         let (offset, attempt) = (open.offset, open.attempt);
         let reason = format!("{how:?} of {offset}/{attempt}");
         let delivery = open.delivery;
-        let (result, span) = Span::time(|| match how {
+        let (result, span) = timed(&self.clock, || match how {
             Settle::Ack => delivery.ack(),
             Settle::Nack(0) => delivery.nack(&reason),
             Settle::Nack(ms) => delivery.nack_with_delay(&reason, Duration::from_millis(ms)),
@@ -547,6 +695,7 @@ impl Harness {
                 Ok(())
             }
         });
+        assert_eq!(span.start, span.end, "{how:?} waited");
         if open.stale {
             if how != Settle::Drop {
                 assert!(
@@ -584,19 +733,41 @@ impl Harness {
                 }
             }
             Settle::Nack(ms) if ms > 0 => {
-                let due = Due::after(span, Duration::from_millis(ms));
+                let due = span.end + ms as i64;
                 rec.delay = Some(match ok {
-                    true => due,
-                    // Either the delay was persisted or the restart released it.
+                    true => Due::exact(due),
+                    // Either the delay was persisted or the restart (now:
+                    // a power loss takes no time) released the record.
                     false => Due {
-                        possible: span.start,
-                        sure: due.sure,
+                        possible: span.end,
+                        sure: due,
                     },
                 });
             }
             Settle::Nack(_) | Settle::Drop => {}
         }
         (span, None)
+    }
+
+    /// Moves the `index`-th open delivery's lease end to `quarters`
+    /// quarter leases from now; a stale delivery cannot.
+    fn extend(&mut self, index: usize, quarters: u32) {
+        let by = self.lease() * quarters / 4;
+        let now = self.clock.now_ms();
+        let index = index % self.open.len();
+        let open = &mut self.open[index];
+        let result = open.delivery.extend_lease(by);
+        match open.stale {
+            true => assert!(
+                matches!(result, Err(Error::LeaseExpired { offset }) if offset == open.offset),
+                "stale delivery of {} extended: {result:?}",
+                open.offset
+            ),
+            false => {
+                result.unwrap_or_else(|e| panic!("extending the lease of {} failed: {e}", open.offset));
+                open.lease_end = now + ms(by);
+            }
+        }
     }
 
     /// Forgets every delivery: a live one is released by the restart.
@@ -625,11 +796,11 @@ impl Harness {
         let has_open = !self.open.is_empty();
         match op {
             MidOp::Publish(n) => uncertain = self.publish(n, true),
-            MidOp::Recv => poll = Some(self.recv(true)),
+            MidOp::Receive(how) => poll = Some(self.receive(how, true)),
             MidOp::Ack(i) if has_open => drop(self.settle(i, Settle::Ack, true)),
-            MidOp::Nack(i) | MidOp::Reject(i) if has_open => {
+            MidOp::Nack(i, _) | MidOp::Reject(i) if has_open => {
                 let how = match op {
-                    MidOp::Nack(_) => Settle::Nack(0),
+                    MidOp::Nack(_, ms) => Settle::Nack(ms),
                     _ => Settle::Reject,
                 };
                 let (span, expect) = self.settle(i, how, true);
@@ -658,6 +829,18 @@ impl Harness {
     }
 
     fn step(&mut self, action: &Action) {
+        self.act(action);
+        self.check_stats();
+        if !self.cfg.short_lease {
+            let now = self.clock.now_ms();
+            assert!(
+                self.open.iter().all(|o| o.lease_end > now),
+                "a long lease ran out within the case"
+            );
+        }
+    }
+
+    fn act(&mut self, action: &Action) {
         let has_open = !self.open.is_empty();
         let settle = |i: usize, how: Settle| (i, how);
         let settling = match *action {
@@ -678,24 +861,39 @@ impl Harness {
                 self.publish(n, false);
                 self.observe_dlq(None, &[]);
             }
-            Action::Recv => {
-                let span = self.recv(false);
+            Action::Receive(how) => {
+                let span = self.receive(how, false);
                 self.observe_dlq(Some(span), &[]);
             }
-            Action::RecvBatch(max) => {
-                let span = self.recv_batch(max);
-                self.observe_dlq(Some(span), &[]);
-            }
-            Action::Wait { half: true } => std::thread::sleep(SHORT_LEASE / 2),
-            Action::Wait { half: false } => std::thread::sleep(match self.cfg.short_lease {
-                true => SHORT_LEASE + 4 * SLACK,
-                false => Duration::from_millis(10) + 4 * SLACK,
-            }),
+            Action::Extend(i, quarters) if has_open => self.extend(i, quarters),
+            Action::Wait(ms) => self.clock.advance(Duration::from_millis(ms)),
             Action::PowerLoss(seed) => self.power_loss(seed, None, &[], 0),
             Action::PowerLossDuring { op, syncs, seed } => self.power_loss_during(op, syncs, seed),
             Action::CleanReopen { drop_first } => self.clean_reopen(drop_first),
             _ => {}
         }
+    }
+
+    /// The group's stats against the model: the low watermark never
+    /// passes a record surely unsettled, and the oldest unacked age is the
+    /// time since the record at the low watermark was published.
+    fn check_stats(&self) {
+        let stats = self.live().group.stats().unwrap();
+        let unsettled = |r: &Rec| !r.acked && !r.dead && !r.maybe_acked;
+        let first_unsettled = self.recs.iter().position(unsettled).unwrap_or(self.recs.len());
+        assert!(
+            stats.low_watermark <= first_unsettled as u64,
+            "low watermark {} passed unsettled {first_unsettled}",
+            stats.low_watermark
+        );
+        let now = self.clock.now_ms();
+        let oldest = self.recs.get(stats.low_watermark as usize);
+        let age = oldest.map(|r| Duration::from_millis((now - r.published_ms) as u64));
+        assert_eq!(
+            stats.oldest_unacked_age, age,
+            "age at low watermark {}",
+            stats.low_watermark
+        );
     }
 
     /// Acks everything left, then checks that every record was acked or
@@ -706,7 +904,7 @@ impl Harness {
             self.observe_dlq(Some(span), &[]);
         }
         loop {
-            let span = self.recv(false);
+            let span = self.receive(TRY_RECV, false);
             self.observe_dlq(Some(span), &[]);
             if !self.open.is_empty() {
                 let (span, _) = self.settle(0, Settle::Ack, false);
@@ -722,16 +920,19 @@ impl Harness {
             if pending.is_empty() {
                 break;
             }
-            // Only records waiting out a nack delay may be left.
+            // Only records waiting out a nack delay may be left: a receive
+            // waits for the first (the clock jumps to it).
             for &offset in &pending {
                 let rec = &self.recs[offset as usize];
                 assert!(rec.delay.is_some(), "offset {offset} is lost: {rec:?}");
             }
-            let group = self.live().group.clone();
-            let (delivery, span) = Span::time(|| group.recv(Duration::from_secs(5)));
-            let delivery = delivery.unwrap().expect("a delayed record comes back");
-            self.delivered(delivery, span);
+            let span = self.receive(Receive::Timed(None, DRAIN_TIMEOUT_MS), false);
             self.observe_dlq(Some(span), &[]);
+            let dead = pending.iter().any(|&o| self.recs[o as usize].dead);
+            assert!(
+                !self.open.is_empty() || dead,
+                "no delayed record came back: {pending:?}"
+            );
         }
         // Nothing redelivered them: their acks were persisted.
         for rec in &mut self.recs {
@@ -741,7 +942,7 @@ impl Harness {
         }
         self.check_settled();
         self.power_loss(seed, None, &[], 0);
-        let (again, span) = Span::time(|| self.live().group.try_recv().unwrap());
+        let (again, span) = timed(&self.clock, || self.live().group.try_recv().unwrap());
         assert!(again.is_none(), "redelivered after the drain and a power loss");
         self.observe_dlq(Some(span), &[]);
         self.check_settled();
@@ -762,28 +963,50 @@ impl Harness {
         );
         let stats = self.live().group.stats().unwrap();
         assert_eq!(stats.low_watermark, self.recs.len() as u64);
+        assert_eq!(stats.oldest_unacked_age, None);
     }
+}
+
+fn receive() -> impl Strategy<Value = Receive> {
+    let batch = prop_oneof![2 => Just(None), 1 => (0usize..=5).prop_map(Some)];
+    let timeout_ms = prop_oneof![Just(0), Just(SHORT_LEASE_MS), 1..=MAX_STEP_MS];
+    prop_oneof![
+        3 => batch.clone().prop_map(Receive::Try),
+        3 => (batch, timeout_ms).prop_map(|(batch, ms)| Receive::Timed(batch, ms)),
+        1 => Just(Receive::Async),
+    ]
+}
+
+/// A nack's delay: none, or up to a step.
+fn delay_ms() -> impl Strategy<Value = u64> {
+    prop_oneof![Just(0u64), Just(1), 1..=MAX_STEP_MS]
 }
 
 fn action() -> impl Strategy<Value = Action> {
     let mid_op = prop_oneof![
         (1usize..=3).prop_map(MidOp::Publish),
-        Just(MidOp::Recv),
+        receive().prop_map(MidOp::Receive),
         any::<usize>().prop_map(MidOp::Ack),
-        any::<usize>().prop_map(MidOp::Nack),
+        (any::<usize>(), delay_ms()).prop_map(|(i, ms)| MidOp::Nack(i, ms)),
         any::<usize>().prop_map(MidOp::Reject),
+    ];
+    // Around a short lease's end, or anywhere up to a step.
+    let wait_ms = prop_oneof![
+        Just(SHORT_LEASE_MS - 1),
+        Just(SHORT_LEASE_MS),
+        Just(SHORT_LEASE_MS + 1),
+        1..=MAX_STEP_MS
     ];
     prop_oneof![
         6 => (1usize..=4).prop_map(Action::Publish),
-        10 => Just(Action::Recv),
-        3 => (0usize..=5).prop_map(Action::RecvBatch),
+        13 => receive().prop_map(Action::Receive),
         5 => any::<usize>().prop_map(Action::Ack),
         3 => any::<usize>().prop_map(Action::Nack),
-        2 => (any::<usize>(), prop_oneof![Just(0u64), Just(3), Just(8)])
-            .prop_map(|(i, ms)| Action::NackWithDelay(i, ms)),
+        2 => (any::<usize>(), delay_ms()).prop_map(|(i, ms)| Action::NackWithDelay(i, ms)),
         1 => any::<usize>().prop_map(Action::Reject),
         2 => any::<usize>().prop_map(Action::Drop),
-        1 => any::<bool>().prop_map(|half| Action::Wait { half }),
+        1 => (any::<usize>(), 2u32..=6).prop_map(|(i, quarters)| Action::Extend(i, quarters)),
+        2 => wait_ms.prop_map(Action::Wait),
         1 => any::<u64>().prop_map(Action::PowerLoss),
         2 => (mid_op, 0u64..4, any::<u64>())
             .prop_map(|(op, syncs, seed)| Action::PowerLossDuring { op, syncs, seed }),
@@ -836,16 +1059,16 @@ fn dead_letter_resolved_by_recovery_is_never_delivered_again() {
     let mut harness = Harness::new(cfg);
     let steps = [
         Action::Publish(2),
-        Action::Recv,
-        Action::Recv,
+        Action::Receive(TRY_RECV),
+        Action::Receive(TRY_RECV),
         // Intent and dead letter synced; the power goes before the outcome.
         Action::PowerLossDuring {
             op: MidOp::Reject(1),
             syncs: 2,
             seed: 1,
         },
-        Action::Recv,
-        Action::Recv,
+        Action::Receive(TRY_RECV),
+        Action::Receive(TRY_RECV),
     ];
     for step in &steps {
         harness.step(step);
@@ -867,11 +1090,11 @@ fn dead_lettering_during_a_receive_advances_the_low_watermark() {
     let mut harness = Harness::new(cfg);
     let steps = [
         Action::Publish(1),
-        Action::Recv,
+        Action::Receive(TRY_RECV),
         Action::PowerLoss(1),
-        Action::Recv,
+        Action::Receive(TRY_RECV),
         Action::PowerLoss(2),
-        Action::Recv,
+        Action::Receive(TRY_RECV),
     ];
     for step in &steps {
         harness.step(step);
@@ -879,4 +1102,78 @@ fn dead_lettering_during_a_receive_advances_the_low_watermark() {
     assert!(harness.recs[0].dead);
     let stats = harness.live().group.stats().unwrap();
     assert_eq!((stats.low_watermark, stats.dead_lettered), (1, 1));
+}
+
+/// A bus on a fresh simulated clock, with a group on `jobs` whose leases
+/// last `lease` and whose records are dead letters after `max_attempts`.
+fn simulated_bus(lease: Duration, max_attempts: u32) -> (SimClock, Bus, Topic, Group) {
+    let clock = SimClock::new();
+    let options = BusOptions::default()
+        .storage(Arc::new(SimStorage::new()))
+        .clock(clock.clone());
+    let bus = Bus::open(Path::new(DIR), options).unwrap();
+    let topic = bus.topic(TOPIC).unwrap();
+    let group = topic
+        .group(GROUP, group_options(lease, max_attempts, Duration::ZERO))
+        .unwrap();
+    (clock, bus, topic, group)
+}
+
+/// On a simulated clock a receive that would wait moves the clock to the
+/// moment it wakes: a lease's end inside `recv_batch`, a nack delay inside
+/// `recv_async`, the deadline of a subscription's `recv`; nothing sleeps.
+#[test]
+fn receives_on_a_simulated_clock_jump_to_the_moment_they_wake() {
+    let (clock, _bus, topic, group) = simulated_bus(Duration::from_secs(30), 3);
+    let start = clock.now_ms();
+    let elapsed = || clock.now_ms() - start;
+    topic.publish(&Record::new(b"slow")).unwrap();
+    let mut first = group.try_recv().unwrap().expect("published");
+    clock.advance(Duration::from_secs(10));
+    first.extend_lease(Duration::from_secs(60)).unwrap();
+    // The extended lease ends at 70 s: past the batch's deadline at 40 s.
+    assert!(group.recv_batch(8, Duration::from_secs(30)).unwrap().is_empty());
+    assert_eq!(elapsed(), 40_000);
+    let again = group.recv_batch(8, Duration::from_secs(60)).unwrap();
+    assert_eq!(elapsed(), 70_000, "woke when the lease ended");
+    assert_eq!(again.iter().map(|d| d.attempt()).collect::<Vec<_>>(), [2]);
+    assert!(matches!(first.ack(), Err(Error::LeaseExpired { offset: 0 })));
+    let delay = Duration::from_millis(1500);
+    again
+        .into_iter()
+        .for_each(|d| d.nack_with_delay("later", delay).unwrap());
+    let std::task::Poll::Ready(third) = poll_once(group.recv_async()) else {
+        panic!("recv_async waited for the nack delay in wall time");
+    };
+    assert_eq!(elapsed(), 71_500);
+    third.unwrap().ack().unwrap();
+    let mut reader = topic.subscribe_ephemeral(StartAt::Latest).unwrap();
+    assert!(reader.recv(Duration::from_millis(250)).unwrap().is_none());
+    assert_eq!(elapsed(), 71_750);
+}
+
+/// Record timestamps, failure times and the oldest unacked age all read
+/// the bus's simulated clock.
+#[test]
+fn timestamps_failures_and_ages_read_the_simulated_clock() {
+    let (clock, bus, topic, group) = simulated_bus(Duration::from_secs(30), 2);
+    let published = clock.now_ms();
+    topic.publish(&Record::new(b"doomed")).unwrap();
+    clock.advance(Duration::from_millis(700));
+    let stats = group.stats().unwrap();
+    assert_eq!(stats.oldest_unacked_age, Some(Duration::from_millis(700)));
+    group.try_recv().unwrap().unwrap().nack("first").unwrap();
+    clock.advance(Duration::from_millis(300));
+    group.try_recv().unwrap().unwrap().nack("second").unwrap();
+    let dlq = bus.topic(DLQ).unwrap();
+    let letter = dlq.log().unwrap().read(0).unwrap().expect("dead-lettered");
+    assert_eq!(letter.timestamp(), published);
+    let failures: Vec<&str> = letter
+        .headers()
+        .filter(|(name, _)| *name == headers::FAILURE)
+        .map(|(_, v)| std::str::from_utf8(v).unwrap())
+        .collect();
+    let (first, second) = (published + 700, published + 1000);
+    assert_eq!(failures, [format!("{first} first"), format!("{second} second")]);
+    assert_eq!(group.stats().unwrap().oldest_unacked_age, None);
 }

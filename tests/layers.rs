@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("format", 20),
     ("io", 10),
     ("storage", 10),
+    ("clock", 10),
     ("error", 0),
     ("trace", 0),
 ];

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{BusBackend, ReplySink, TopicBackend};
+use crate::clock::Clock;
 use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups};
 use crate::error::{Error, Result};
 use crate::inspect::{consumers_in, open_topic_read_only};
@@ -27,6 +28,7 @@ pub struct BusOptions {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) topic_defaults: TopicOptions,
     pub(crate) recovery: RecoveryMode,
+    pub(crate) clock: Clock,
 }
 
 impl Default for BusOptions {
@@ -35,6 +37,7 @@ impl Default for BusOptions {
             storage: Arc::new(StdStorage),
             topic_defaults: TopicOptions::default(),
             recovery: RecoveryMode::default(),
+            clock: Clock::Real,
         }
     }
 }
@@ -57,6 +60,16 @@ impl BusOptions {
     /// use `storage::SimStorage`, feature `test-util`).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Runs the bus on a simulated clock (feature `test-util`; default:
+    /// the real clock): record timestamps, leases, nack delays, backoff,
+    /// receive timeouts and stats ages read it, and a receive that would
+    /// wait moves it forward instead. See [`crate::clock::SimClock`].
+    #[cfg(feature = "test-util")]
+    pub fn clock(mut self, clock: crate::clock::SimClock) -> Self {
+        self.clock = Clock::Sim(clock);
         self
     }
 }
@@ -279,6 +292,11 @@ impl BusInner {
 
     pub(crate) fn requesters(&self) -> &Mutex<HashMap<String, Weak<RequesterInner>>> {
         &self.requesters
+    }
+
+    /// The clock every topic of the bus reads.
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.options.clock
     }
 
     pub(crate) fn wakeups(&self) -> &Wakeups {

@@ -6,6 +6,15 @@
 //! command returned; it reads records, writes dead letters, reports the low
 //! watermark to the topic for retention and writes snapshots.
 //!
+//! Time: everything here that reads the time reads the bus's clock (the
+//! topic log's, `crate::clock`): the `now` of every command (lease ends,
+//! expiry, nack delays, backoff, failure times), receive deadlines, stats
+//! ages. A receive that finds nothing waits for activity on the topic or
+//! for the machine's next due time (a lease end or a delayed record),
+//! whichever is first: `recv_batch` on the clock (a simulated clock jumps
+//! there), `recv_async` on a wake-up from `wakeup.rs` (on a simulated
+//! clock it jumps to the due time and polls again at once).
+//!
 //! What runs under the state lock, and why:
 //! - the machine's commands, and reads of the topic through the group's
 //!   cursor (memory-mapped, no sync) while acquiring;
@@ -28,12 +37,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
+use crate::clock::Clock;
 use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
-use crate::log::{Cursor, Log, Position, now_ms};
+use crate::log::{Cursor, Log, Position};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, dead_letter_topic, is_dead_letter_of,
@@ -192,22 +202,16 @@ impl GroupBackend for LogGroup {
     }
 
     fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<LogDelivery>> {
-        let deadline = Instant::now() + timeout;
+        let clock = self.inner.clock();
+        let deadline = clock.now() + timeout;
         loop {
             let waiter = self.inner.topic.log().activity().waiter();
             let (deliveries, next_due_ms) = self.inner.poll(max)?;
-            if !deliveries.is_empty() {
+            if !deliveries.is_empty() || max == 0 || clock.now() >= deadline {
                 return Ok(deliveries);
             }
-            let now = Instant::now();
-            if now >= deadline || max == 0 {
-                return Ok(deliveries);
-            }
-            let wake = next_due_ms.map_or(deadline, |due| {
-                let wait = Duration::from_millis(due.saturating_sub(now_ms()).max(0) as u64);
-                deadline.min(now + wait)
-            });
-            waiter.wait_until(wake);
+            let wake = next_due_ms.map_or(deadline, |due| deadline.min(clock.instant_at_ms(due)));
+            waiter.wait_on(clock, wake);
         }
     }
 
@@ -227,6 +231,10 @@ impl GroupBackend for LogGroup {
                 return Ok(delivery);
             }
             if let Some(due) = next_due_ms {
+                let clock = self.inner.clock();
+                if clock.jump_to(clock.instant_at_ms(due)) {
+                    continue; // a simulated clock: it is due now
+                }
                 self.inner
                     .topic
                     .inner
@@ -248,7 +256,7 @@ impl GroupInner {
     /// crash count as failed; records with a dead-letter intent are
     /// resolved when next picked.
     fn recover(&self, fresh: bool) -> Result<()> {
-        let released = lock(&self.state).machine.recover(now_ms(), &self.rules());
+        let released = lock(&self.state).machine.recover(self.now_ms(), &self.rules());
         if fresh {
             self.log.write_snapshot(&lock(&self.state).machine.snapshot())?;
         }
@@ -256,6 +264,16 @@ impl GroupInner {
             self.log.append(&released)?;
         }
         self.after_settle()
+    }
+
+    /// The bus's clock (`crate::clock`): every `now` given to the machine,
+    /// receive deadlines and waits, stats ages.
+    fn clock(&self) -> &Clock {
+        self.topic.log().clock()
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock().now_ms()
     }
 
     fn options(&self) -> Arc<GroupOptions> {
@@ -341,7 +359,7 @@ impl GroupInner {
             log: self.topic.log(),
             read: &mut batch.records,
         };
-        let dead = machine.acquire(now_ms(), max, rules, &mut records, &mut batch.acquired)?;
+        let dead = machine.acquire(self.now_ms(), max, rules, &mut records, &mut batch.acquired)?;
         let leases = &batch.acquired.leases;
         let lined_up = leases.len() == batch.records.len()
             && (leases.iter().zip(&batch.records)).all(|(l, r)| l.offset == r.offset());
@@ -356,7 +374,7 @@ impl GroupInner {
     fn unlease(&self, batch: &Batch, error: Error) -> Error {
         lock(&self.state)
             .machine
-            .unlease(&batch.acquired.leases, now_ms());
+            .unlease(&batch.acquired.leases, self.now_ms());
         error
     }
 
@@ -393,7 +411,7 @@ impl GroupInner {
             trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset = claim.offset, error = %e, "dead letter failed; will retry");
             lock(&self.state)
                 .machine
-                .dead_letter_failed(claim.offset, now_ms(), &self.rules());
+                .dead_letter_failed(claim.offset, self.now_ms(), &self.rules());
             return Err(e);
         }
         Ok(())
@@ -418,7 +436,7 @@ impl GroupInner {
             None => {
                 let intent = lock(&self.state)
                     .machine
-                    .intend(offset, dlq.end_offset(), now_ms());
+                    .intend(offset, dlq.end_offset(), self.now_ms());
                 self.log.append(&[intent])?;
             }
         }
@@ -454,9 +472,10 @@ impl GroupInner {
 
     fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>) -> Result<()> {
         let rules = self.rules();
-        let nacked = lock(&self.state)
-            .machine
-            .nack(lease, reason, delay.map(millis), now_ms(), &rules)?;
+        let nacked =
+            lock(&self.state)
+                .machine
+                .nack(lease, reason, delay.map(millis), self.now_ms(), &rules)?;
         match nacked {
             Nacked::Released(released) => {
                 self.log.append(&[released])?;
@@ -471,13 +490,13 @@ impl GroupInner {
     }
 
     fn reject(&self, lease: &Lease, reason: &str) -> Result<()> {
-        let claim = lock(&self.state).machine.reject(lease, reason, now_ms())?;
+        let claim = lock(&self.state).machine.reject(lease, reason, self.now_ms())?;
         self.dead_letter(claim)?;
         self.after_settle()
     }
 
     fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<()> {
-        let until_ms = now_ms().saturating_add(millis(by));
+        let until_ms = self.now_ms().saturating_add(millis(by));
         lock(&self.state).machine.extend(lease, until_ms)
     }
 
@@ -515,7 +534,7 @@ impl GroupInner {
             false => None,
         };
         let oldest_unacked_age =
-            oldest.map(|r| Duration::from_millis(now_ms().saturating_sub(r.timestamp()).max(0) as u64));
+            oldest.map(|r| Duration::from_millis(self.now_ms().saturating_sub(r.timestamp()).max(0) as u64));
         Ok(GroupStats {
             end_offset,
             low_watermark,

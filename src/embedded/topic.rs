@@ -64,7 +64,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl LogTopic {
     pub(crate) fn open(bus: Arc<BusInner>, name: &str, options: TopicOptions) -> Result<LogTopic> {
         let layout = bus.layout();
-        let log = layout.open_topic(name, options.log.clone())?;
+        let log = layout.open_topic(name, options.log.clone().clock(bus.clock().clone()))?;
         let positions = Mutex::new(stored_positions(layout, name, options.durability_mode())?);
         let inner = TopicInner {
             bus,

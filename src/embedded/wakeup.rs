@@ -2,14 +2,18 @@
 //! (backoff) or a lease expiry falls due, for async receivers, which have no
 //! blocking deadline of their own. One thread per bus, started on first use,
 //! ending when the bus is dropped.
+//!
+//! Real time only: due times are wall-clock ms. On a simulated clock
+//! (`crate::clock::SimClock`) nothing is scheduled here: `recv_async` moves
+//! the clock to the due time itself and polls again (`group.rs`).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
+use crate::clock::wall_ms;
 use crate::embedded::TopicInner;
-use crate::log::now_ms;
 
 #[derive(Debug, Default)]
 pub(crate) struct Wakeups {
@@ -69,7 +73,7 @@ fn run(shared: Weak<Shared>) {
         if state.stopped {
             return;
         }
-        let now = now_ms();
+        let now = wall_ms();
         let mut fired = Vec::new();
         while let Some(&Reverse((due, id))) = state.due.peek()
             && due <= now

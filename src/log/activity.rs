@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use event_listener::{Event, EventListener, Listener};
 
+use crate::clock::Clock;
+
 /// How long a wait spins before parking.
 const SPIN: Duration = Duration::from_micros(20);
 
@@ -59,7 +61,18 @@ pub(crate) struct Waiter<'a> {
 }
 
 impl Waiter<'_> {
-    /// Returns once notified or at `deadline`, whichever comes first.
+    /// Returns once notified or when `clock` reaches `deadline`, whichever
+    /// comes first. A simulated clock never blocks: the wait returns at
+    /// once if it was notified, else moves the clock to `deadline`.
+    pub(crate) fn wait_on(self, clock: &Clock, deadline: Instant) {
+        if self.sequence.load(Ordering::Acquire) != self.seen || clock.jump_to(deadline) {
+            return;
+        }
+        self.wait_until(deadline);
+    }
+
+    /// Returns once notified or at `deadline` (real time), whichever comes
+    /// first.
     pub(crate) fn wait_until(self, deadline: Instant) {
         let spin_end = deadline.min(Instant::now() + SPIN);
         loop {

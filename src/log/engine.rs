@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use super::activity::Activity;
 use super::checkpoint::CheckpointWriter;
@@ -33,6 +33,7 @@ use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segme
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
 use super::retired::RetiredSegments;
 use super::segment::{DATA_EXT, Extent, IndexMark, Segment};
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
 use crate::io::{CheckedStorage, LockGuard, Storage};
@@ -145,11 +146,6 @@ pub(crate) fn is_log_file_name(name: &str) -> bool {
     name == CHECKPOINT_FILE || parse_segment_name(name).is_some_and(|(_, ext)| ext == DATA_EXT)
 }
 
-pub(crate) fn now_ms() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
-
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering from any
     /// crash. Fails with [`Error::Locked`] if another handle owns `dir`.
@@ -161,7 +157,7 @@ impl Log {
         let guard = storage
             .lock(&dir.join(LOCK_FILE))?
             .ok_or_else(|| Error::Locked(dir.clone()))?;
-        let recovered = recover(&storage, &dir, &options, now_ms())?;
+        let recovered = recover(&storage, &dir, &options, options.clock.now_ms())?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
         active.reserve(active.limit().end_pos, &options);
         let checkpoint = CheckpointWriter::open(&storage, &dir, &active)?;
@@ -264,6 +260,11 @@ impl Log {
         &self.shared.activity
     }
 
+    /// The clock the log stamps records with and waits on (`crate::clock`).
+    pub(crate) fn clock(&self) -> &Clock {
+        self.shared.clock()
+    }
+
     /// Counters of the syncs group commit has run (fsync latency).
     pub fn sync_stats(&self) -> SyncStats {
         self.shared.commit.stats()
@@ -362,6 +363,10 @@ impl Shared {
         after.checked_sub(1).map(|i| segments[i].clone())
     }
 
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.options.clock
+    }
+
     pub(crate) fn start_offset(&self) -> u64 {
         self.start.load(Ordering::Acquire)
     }
@@ -420,7 +425,7 @@ impl Shared {
         writer
             .active
             .reserve(writer.position + batch_bytes, &self.options);
-        let now = now_ms();
+        let now = self.clock().now_ms();
         let Writer {
             frames,
             placed,
@@ -541,7 +546,7 @@ impl Shared {
             base,
             self.options.index_interval_bytes,
             self.options.index_capacity(),
-            now_ms(),
+            self.clock().now_ms(),
         )?;
         storage.sync_dir(&self.dir)?;
         segment.reserve(SEGMENT_HEADER_LEN as u64, &self.options);
@@ -566,7 +571,7 @@ impl Shared {
                 max_timestamp: s.max_timestamp(),
             })
             .collect();
-        let count = segments_to_remove(&summaries, rules, now_ms());
+        let count = segments_to_remove(&summaries, rules, self.clock().now_ms());
         if count > 0 {
             let removed: Vec<Arc<Segment>> = segments.drain(..count).collect();
             self.start

@@ -16,7 +16,7 @@ mod view;
 
 pub use durability::SyncStats;
 pub use engine::Log;
-pub(crate) use engine::{is_log_file_name, now_ms};
+pub(crate) use engine::is_log_file_name;
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
 pub(crate) use recovery::parse_segment_name;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::format::{FRAME_HEADER_LEN, FRAME_MAX_BYTES, SEGMENT_HEADER_LEN};
 use crate::io::{StdStorage, Storage};
@@ -44,6 +45,7 @@ pub struct LogOptions {
     pub(crate) retention_age: Option<Duration>,
     pub(crate) preallocate: bool,
     pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) clock: Clock,
 }
 
 impl fmt::Debug for LogOptions {
@@ -71,6 +73,7 @@ impl Default for LogOptions {
             retention_age: None,
             preallocate: true,
             storage: Arc::new(StdStorage),
+            clock: Clock::Real,
         }
     }
 }
@@ -130,6 +133,13 @@ impl LogOptions {
     /// `test-util`) in fault-injection tests (default: the real file system).
     pub fn storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
+        self
+    }
+
+    /// Reads the time from `clock` (default: the real one); a bus gives
+    /// its topics its own (`crate::clock`).
+    pub(crate) fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -7,7 +7,7 @@
 //! error, never a wrong record.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::engine::Shared;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
@@ -208,20 +208,21 @@ impl Cursor {
     /// The next record, waiting up to `timeout` for one to be appended.
     /// Returns `Ok(None)` on timeout and [`Error::Closed`] if the log closes.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
-        let deadline = Instant::now() + timeout;
+        let log = self.log.clone();
+        let clock = log.clock();
+        let deadline = clock.now() + timeout;
         loop {
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            let log = self.log.clone();
             let waiter = log.activity.waiter();
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            if Instant::now() >= deadline {
+            if clock.now() >= deadline {
                 return Ok(None);
             }
-            waiter.wait_until(deadline);
+            waiter.wait_on(clock, deadline);
         }
     }
 

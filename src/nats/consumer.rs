@@ -20,9 +20,9 @@ use super::error::nats_error;
 use super::failures::FailureStore;
 use super::names::{group_consumer_name, stream_name, topic_subject};
 use crate::backend::DeliveryBackend;
+use crate::clock::wall_ms;
 use crate::error::{Error, Result};
 use crate::format::Failure;
-use crate::log::now_ms;
 use crate::patterns::{DeadLetter, RetryPolicy, dead_letter_topic, push_failure};
 use crate::patterns::{GroupOptions, StartAt};
 use crate::record::StoredRecord;
@@ -462,7 +462,7 @@ impl NatsDelivery {
                 false => Vec::new(),
             };
             let last = Failure {
-                at_ms: now_ms(),
+                at_ms: wall_ms(),
                 reason: reason.to_owned(),
             };
             push_failure(&mut failures, last);
@@ -538,7 +538,7 @@ impl DeliveryBackend for NatsDelivery {
             return self.dead_letter(reason);
         }
         let failure = Failure {
-            at_ms: now_ms(),
+            at_ms: wall_ms(),
             reason: reason.to_owned(),
         };
         let group = &self.group;
@@ -617,7 +617,7 @@ impl Drop for NatsDelivery {
             self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
         };
         let failure = Failure {
-            at_ms: now_ms(),
+            at_ms: wall_ms(),
             reason: DROPPED.to_owned(),
         };
         let record = self.group.failures.record(self.sequence(), &failure);

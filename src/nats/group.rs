@@ -17,8 +17,8 @@ use super::consumer::{GroupConsumer, GroupSpec, NatsDelivery};
 use super::topic::NatsTopic;
 use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
+use crate::clock::wall_ms;
 use crate::error::Result;
-use crate::log::now_ms;
 use crate::patterns::{GroupOptions, GroupStats};
 
 /// A consumer group on JetStream. Cheap to clone.
@@ -87,7 +87,7 @@ impl GroupBackend for NatsGroup {
             false => None,
         };
         let oldest_unacked_age =
-            oldest.map(|r| Duration::from_millis(now_ms().saturating_sub(r.timestamp()).max(0) as u64));
+            oldest.map(|r| Duration::from_millis(wall_ms().saturating_sub(r.timestamp()).max(0) as u64));
         let counters = self.consumer.counters();
         Ok(GroupStats {
             end_offset,

@@ -10,8 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Instant;
 
+use crate::clock::wall_ms;
 use crate::error::{Error, Result};
-use crate::log::now_ms;
 use crate::patterns::headers;
 use crate::record::{Record, StoredRecord};
 
@@ -23,7 +23,7 @@ impl CorrelationId {
     /// A new id: milliseconds since the Unix epoch in the top 48 bits,
     /// 80 random bits below (never zero).
     pub fn new() -> Self {
-        let time = (now_ms().max(1) as u128 & ((1 << 48) - 1)) << 80;
+        let time = (wall_ms().max(1) as u128 & ((1 << 48) - 1)) << 80;
         CorrelationId(time | (fastrand::u128(..) & ((1 << 80) - 1)))
     }
 

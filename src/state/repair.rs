@@ -23,10 +23,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::clock::wall_ms;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, StateEvent, decode_frame, decode_segment_header};
 use crate::io::{Storage, read_exact_at};
-use crate::log::{Durability, now_ms, parse_segment_name};
+use crate::log::{Durability, parse_segment_name};
 use crate::state::ConsumerId;
 use crate::state::StateLog;
 use crate::state::layout::StateDir;
@@ -130,7 +131,7 @@ pub(super) fn repair(
     }
     let repairing = state_dir.repairing();
     build(storage, &repairing, &salvage.events)?;
-    let moved_to = state_dir.damaged(now_ms());
+    let moved_to = state_dir.damaged(wall_ms());
     storage.rename(dir, &moved_to)?;
     storage.rename(&repairing, dir)?;
     storage.sync_dir(state_dir.parent())?;
