@@ -64,8 +64,8 @@ enum AnyGroup {
 /// let bus = Bus::open(dir.path(), BusOptions::default())?;
 /// let jobs = bus.topic("jobs")?;
 /// jobs.publish(&Record::new(b"poison"))?;
-/// let retry = RetryPolicy { max_attempts: 2, backoff: Backoff::Fixed(Duration::ZERO) };
-/// let workers = jobs.group("workers", GroupOptions { retry, ..GroupOptions::default() })?;
+/// let retry = RetryPolicy::default().max_attempts(2).backoff(Backoff::Fixed(Duration::ZERO));
+/// let workers = jobs.group("workers", GroupOptions::default().retry(retry))?;
 /// let first = workers.try_recv()?.expect("a delivery");
 /// assert_eq!(first.attempt(), 1);
 /// first.nack("could not parse")?; // retried after the backoff
