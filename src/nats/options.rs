@@ -10,7 +10,7 @@ use crate::patterns::TopicOptions;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NatsStorage {
     /// In the server's file store (synced to disk on the server's timer:
-    /// see "Durability modes" in `docs/NATS.md`).
+    /// see "Durability modes" in [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[default]
     File,
     /// In the server's memory: lost when the server (or, with replicas,
