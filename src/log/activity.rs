@@ -52,7 +52,6 @@ impl Activity {
     pub(crate) fn listen(&self) -> EventListener {
         self.event.listen()
     }
-
 }
 
 /// Whether this thread may run on more than one CPU. Asked of the kernel
@@ -64,7 +63,10 @@ fn may_spin() -> bool {
     CACHED.with(|cached| {
         let (age, answer) = cached.get();
         let (age, answer) = match age {
-            0 => (1024, std::thread::available_parallelism().map_or(true, |n| n.get() > 1)),
+            0 => (
+                1024,
+                std::thread::available_parallelism().map_or(true, |n| n.get() > 1),
+            ),
             _ => (age, answer),
         };
         cached.set((age - 1, answer));
