@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use logbus::clock::SimClock;
 use logbus::{
     Bus, BusOptions, ConsumerId, Error, GroupOptions, Log, LogOptions, Record, StartAt, TopicOptions,
 };
@@ -116,4 +117,47 @@ fn stats_after_a_reopen_list_every_stored_topic_and_consumer_without_opening_the
         .unwrap();
     assert_eq!(orders.stats().unwrap().consumers.len(), 2);
     assert_eq!(bus.stats().unwrap()[1].end_offset, 5);
+}
+
+#[test]
+fn stats_report_stored_bytes_and_how_old_each_consumers_oldest_unconsumed_record_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = SimClock::new();
+    let bus = Bus::open(dir.path(), BusOptions::default().clock(clock.clone())).unwrap();
+    let orders = bus.topic("orders").unwrap();
+    orders.publish(&Record::new(b"first")).unwrap();
+    clock.advance(Duration::from_secs(7));
+    orders.publish(&Record::new(b"second")).unwrap();
+    let mut audit = orders.subscribe("audit", StartAt::Earliest).unwrap();
+    audit.try_recv().unwrap().unwrap();
+    audit.commit().unwrap();
+    let mut caught_up = orders.subscribe("caught-up", StartAt::Latest).unwrap();
+    caught_up.commit().unwrap();
+    clock.advance(Duration::from_secs(3));
+
+    let ages = |stats: &logbus::TopicStats| -> Vec<(ConsumerId, Option<Duration>)> {
+        (stats.consumers.iter())
+            .map(|c| (c.id.clone(), c.oldest_unconsumed_age))
+            .collect()
+    };
+    let expected = [
+        (
+            ConsumerId::Subscription("audit".into()),
+            Some(Duration::from_secs(3)),
+        ),
+        (ConsumerId::Subscription("caught-up".into()), None),
+    ];
+    let open = orders.stats().unwrap();
+    assert_eq!(ages(&open), expected);
+    // The segment's header and two frames.
+    let frames = Record::new(b"first").encoded_len().unwrap() + Record::new(b"second").encoded_len().unwrap();
+    assert_eq!(open.bytes, 32 + frames as u64);
+    drop((audit, caught_up, orders));
+    bus.close().unwrap();
+
+    // The same from the stored files, without opening the topic.
+    let bus = Bus::open(dir.path(), BusOptions::default().clock(clock.clone())).unwrap();
+    let stored = bus.stats().unwrap().remove(0);
+    assert_eq!(ages(&stored), expected);
+    assert_eq!(stored.bytes, open.bytes);
 }

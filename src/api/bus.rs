@@ -150,6 +150,37 @@ impl Bus {
         redrive(&dlq, republish, filter)
     }
 
+    /// Records what [`Bus::stats`] reports through the [`metrics`] facade
+    /// (feature `metrics`), for whatever exporter the application installed
+    /// (Prometheus, StatsD, ...): call it periodically, or before each
+    /// scrape. Per topic (label `topic`): `logbus_topic_start_offset`,
+    /// `logbus_topic_end_offset`, `logbus_topic_bytes`,
+    /// `logbus_topic_syncs_total`, `logbus_topic_sync_seconds_total`. Per
+    /// durable consumer (labels `topic`, `consumer`, `kind` =
+    /// `subscription` or `group`): `logbus_consumer_committed`,
+    /// `logbus_consumer_lag`, `logbus_consumer_oldest_unconsumed_age_seconds`
+    /// (0 when caught up). Per consumer group open in this process (same
+    /// labels): `logbus_group_in_flight`, `logbus_group_waiting`,
+    /// `logbus_group_oldest_unacked_age_seconds`, and the counters
+    /// `logbus_group_acked_total`, `logbus_group_redeliveries_total`,
+    /// `logbus_group_dead_lettered_total` (since the group opened in this
+    /// process).
+    ///
+    /// ```
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let bus = logbus::Bus::open(dir.path(), logbus::BusOptions::default())?;
+    /// bus.topic("orders")?.publish(&logbus::Record::new(b"1"))?;
+    /// bus.record_metrics()?; // e.g. from the exporter's scrape hook
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "metrics")]
+    pub fn record_metrics(&self) -> Result<()> {
+        super::metrics::record(&self.stats()?);
+        Ok(())
+    }
+
     /// Stats of every topic opened through this bus (on NATS: asked of the
     /// server, one round trip per topic and per consumer).
     #[inline]

@@ -9,6 +9,8 @@
 
 mod bus;
 mod group;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod redrive;
 mod request;
 mod responder;

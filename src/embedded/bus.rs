@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::backend::{BusBackend, ReplySink, TopicBackend};
 use crate::clock::Clock;
-use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups};
+use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups, record_age};
 use crate::error::{Error, Result};
 use crate::inspect::{consumers_in, open_topic_read_only};
 use crate::io::{LockGuard, StdStorage, Storage};
@@ -256,20 +256,20 @@ impl BusInner {
             .groups
             .into_iter()
             .map(|g| (ConsumerId::Group(g.name), g.summary.low_watermark));
-        let mut consumers: Vec<ConsumerStats> = subscriptions
-            .chain(groups)
-            .map(|(id, committed)| ConsumerStats {
-                id,
-                committed,
-                lag: end_offset.saturating_sub(committed),
-                group: None,
-            })
-            .collect();
+        let now_ms = self.clock().now_ms();
+        let mut consumers = Vec::new();
+        for (id, committed) in subscriptions.chain(groups) {
+            consumers.push(ConsumerStats {
+                oldest_unconsumed_age: record_age(&log, committed, now_ms)?,
+                ..ConsumerStats::at(id, committed, end_offset)
+            });
+        }
         consumers.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(TopicStats {
             name: name.to_owned(),
             start_offset: log.start_offset(),
             end_offset,
+            bytes: log.bytes(),
             sync: SyncStats::default(),
             consumers,
         })

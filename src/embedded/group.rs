@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::clock::Clock;
-use crate::embedded::LogTopic;
+use crate::embedded::{LogTopic, record_age};
 use crate::error::{Error, Result};
 use crate::log::{Cursor, Log, Position};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
@@ -529,12 +529,7 @@ impl GroupInner {
             (machine.low_watermark(), machine.in_flight(), machine.waiting())
         };
         let end_offset = self.topic.end_offset();
-        let oldest = match low_watermark < end_offset {
-            true => self.topic.log().read(low_watermark)?,
-            false => None,
-        };
-        let oldest_unacked_age =
-            oldest.map(|r| Duration::from_millis(self.now_ms().saturating_sub(r.timestamp()).max(0) as u64));
+        let oldest_unacked_age = record_age(self.topic.log(), low_watermark, self.now_ms())?;
         Ok(GroupStats {
             end_offset,
             low_watermark,

@@ -19,5 +19,5 @@ pub(crate) use bus::{BusInner, LogBus, LogReplies, OpenBus};
 pub(crate) use group::{GroupInner, LogDelivery, LogGroup};
 pub(crate) use requester::{LogRequester, RequesterInner};
 pub(crate) use subscription::LogSubscription;
-pub(crate) use topic::{LogTopic, TopicInner};
+pub(crate) use topic::{LogTopic, TopicInner, record_age};
 pub(crate) use wakeup::Wakeups;

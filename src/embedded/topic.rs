@@ -17,6 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use crate::backend::{GroupBackend, ReplySink, TopicBackend};
 use crate::embedded::LogSubscription;
@@ -31,7 +32,7 @@ use crate::patterns::recovered_commit;
 use crate::patterns::recovered_low_watermark;
 use crate::patterns::validate_name;
 use crate::patterns::{ConsumerStats, Retention, TopicOptions, TopicStats};
-use crate::record::Record;
+use crate::record::{Record, StoredRecord};
 use crate::state::{BusLayout, ConsumerId, ConsumerKind};
 use crate::state::{Damaged, RecoveryMode, StateLog, StateRepair};
 
@@ -238,6 +239,7 @@ impl TopicBackend for LogTopic {
             .filter_map(Weak::upgrade)
             .map(|inner| LogGroup { inner })
             .collect();
+        let now_ms = self.inner.log.clock().now_ms();
         let mut consumers = Vec::with_capacity(positions.len());
         for (id, committed) in positions {
             let group = match &id {
@@ -247,12 +249,10 @@ impl TopicBackend for LogTopic {
                     .map(GroupBackend::stats),
                 ConsumerId::Subscription(_) => None,
             };
-            let lag = end_offset.saturating_sub(committed);
             consumers.push(ConsumerStats {
-                id,
-                committed,
-                lag,
+                oldest_unconsumed_age: record_age(&self.inner.log, committed, now_ms)?,
                 group: group.transpose()?,
+                ..ConsumerStats::at(id, committed, end_offset)
             });
         }
         consumers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -260,6 +260,7 @@ impl TopicBackend for LogTopic {
             name: self.inner.name.clone(),
             start_offset: self.start_offset(),
             end_offset,
+            bytes: self.inner.log.bytes(),
             sync: self.inner.log.sync_stats(),
             consumers,
         })
@@ -347,4 +348,15 @@ fn damaged_consumer(consumer: ConsumerId, error: Error, start: u64) -> Damaged {
         error,
         fallback,
     }
+}
+
+/// How old the record at `offset` of `log` is at `now_ms`, by its
+/// timestamp; `None` if the log does not hold it (past the end, or removed
+/// by retention).
+pub(crate) fn record_age(log: &Log, offset: u64, now_ms: i64) -> Result<Option<Duration>> {
+    if offset >= log.end_offset() {
+        return Ok(None);
+    }
+    let age_ms = |record: StoredRecord| now_ms.saturating_sub(record.timestamp()).max(0);
+    Ok(log.read(offset)?.map(|r| Duration::from_millis(age_ms(r) as u64)))
 }

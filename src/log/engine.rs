@@ -265,6 +265,12 @@ impl Log {
         self.shared.clock()
     }
 
+    /// Bytes the log's segments hold: headers and frames, not the space
+    /// reserved ahead of appends.
+    pub fn bytes(&self) -> u64 {
+        self.shared.segments().iter().map(|s| s.limit().end_pos).sum()
+    }
+
     /// Counters of the syncs group commit has run (fsync latency).
     pub fn sync_stats(&self) -> SyncStats {
         self.shared.commit.stats()

@@ -105,6 +105,8 @@ pub struct StreamState {
     pub end_offset: u64,
     /// Records stored.
     pub messages: u64,
+    /// Bytes stored.
+    pub bytes: u64,
 }
 
 /// A consumer's positions, in logbus offsets.
@@ -457,6 +459,7 @@ impl From<&stream::State> for StreamState {
             start_offset: state.first_sequence.saturating_sub(1),
             end_offset: state.last_sequence,
             messages: state.messages,
+            bytes: state.bytes,
         }
     }
 }

@@ -347,13 +347,7 @@ impl TopicBackend for NatsTopic {
                     ConsumerId::Subscription(_) => committed_of(info),
                     ConsumerId::Group(_) => info.ack_floor.stream_sequence,
                 };
-                let lag = state.end_offset.saturating_sub(committed);
-                Some(ConsumerStats {
-                    id,
-                    committed,
-                    lag,
-                    group: None,
-                })
+                Some(ConsumerStats::at(id, committed, state.end_offset))
             })
             .collect();
         consumers.sort_by(|a, b| a.id.cmp(&b.id));
@@ -361,6 +355,7 @@ impl TopicBackend for NatsTopic {
             name: shared.name.clone(),
             start_offset: state.start_offset,
             end_offset: state.end_offset,
+            bytes: state.bytes,
             sync: SyncStats::default(),
             consumers,
         })

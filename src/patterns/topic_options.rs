@@ -137,6 +137,10 @@ pub struct TopicStats {
     pub start_offset: u64,
     /// Offset the next record gets.
     pub end_offset: u64,
+    /// Bytes the topic's stored records take: segment headers and frames
+    /// (not space reserved ahead of appends) on the embedded backend, the
+    /// stream's bytes on NATS.
+    pub bytes: u64,
     /// Syncs of the topic's log (fsync latency).
     pub sync: SyncStats,
     /// Every durable consumer, open or not.
@@ -153,6 +157,23 @@ pub struct ConsumerStats {
     pub committed: u64,
     /// Records behind the end of the topic.
     pub lag: u64,
+    /// How old the oldest record the consumer has not passed (the one at
+    /// `committed`) is, by its timestamp; `None` when it is caught up.
+    /// Always `None` on NATS (see docs/NATS.md).
+    pub oldest_unconsumed_age: Option<Duration>,
     /// Live counters, for a group open in this process.
     pub group: Option<GroupStats>,
+}
+
+impl ConsumerStats {
+    /// A consumer at `committed` on a topic ending at `end_offset`.
+    pub(crate) fn at(id: ConsumerId, committed: u64, end_offset: u64) -> ConsumerStats {
+        ConsumerStats {
+            id,
+            committed,
+            lag: end_offset.saturating_sub(committed),
+            oldest_unconsumed_age: None,
+            group: None,
+        }
+    }
 }
