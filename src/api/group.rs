@@ -234,6 +234,62 @@ impl Delivery {
         dispatch!(AnyDelivery, self.backend, d => d.reject(reason))
     }
 
+    /// [`Delivery::ack`] as a future, for any executor; awaiting it never
+    /// blocks the thread on a sync (embedded, under
+    /// [`crate::Durability::Always`], the log's sync thread runs it) or a
+    /// round trip (NATS: its own runtime runs it).
+    ///
+    /// Cancellation: dropped before its first poll, the delivery is dropped
+    /// unsettled (released for redelivery, as a nack); dropped later, the
+    /// ack may or may not be stored: the record is done, or delivered again
+    /// (at-least-once).
+    ///
+    /// ```
+    /// use logbus::{Bus, BusOptions, GroupOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let jobs = bus.topic("jobs")?;
+    /// let workers = jobs.group("workers", GroupOptions::default())?;
+    /// futures::executor::block_on(async {
+    ///     jobs.publish_async(&Record::new(b"resize a.png")).await?;
+    ///     let delivery = workers.recv_async().await?;
+    ///     delivery.ack_async().await
+    /// })?;
+    /// assert_eq!(workers.stats()?.acked, 1);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub async fn ack_async(self) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.ack_async().await)
+    }
+
+    /// [`Delivery::nack`] as a future (see [`Delivery::ack_async`]).
+    /// Cancellation: whenever the future is dropped, the record is
+    /// delivered again or dead-lettered, once (dropped unpolled, the
+    /// delivery is released as a dropped delivery is).
+    #[inline]
+    pub async fn nack_async(self, reason: &str) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.nack_async(reason, None).await)
+    }
+
+    /// [`Delivery::nack_with_delay`] as a future; cancellation as
+    /// [`Delivery::nack_async`].
+    #[inline]
+    pub async fn nack_with_delay_async(self, reason: &str, delay: Duration) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.nack_async(reason, Some(delay)).await)
+    }
+
+    /// [`Delivery::reject`] as a future (see [`Delivery::ack_async`]).
+    /// Cancellation: dropped before its first poll, the delivery is
+    /// released (as a nack); dropped later, the record is dead-lettered, or
+    /// (if the dead letter's steps were cut short) due to be dead-lettered
+    /// again, once.
+    #[inline]
+    pub async fn reject_async(self, reason: &str) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.reject_async(reason).await)
+    }
+
     /// Extends the lease to `by` from now. On NATS the server takes no
     /// duration: the lease is reset to one full lease
     /// ([`crate::GroupOptions::lease`], the consumer's AckWait) from now, whatever

@@ -111,6 +111,19 @@ impl Subscription {
         dispatch!(AnySubscription, &mut self.backend, s => s.commit())
     }
 
+    /// [`Subscription::commit`] as a future, for any executor; awaiting it
+    /// never blocks the thread on a sync (embedded, under
+    /// [`crate::Durability::Always`], the log's sync thread runs it).
+    ///
+    /// Cancellation: dropped before its first poll it did nothing; dropped
+    /// later the commit may or may not be stored and
+    /// [`Subscription::committed`] is unchanged: at worst the records are
+    /// received again after a restart (at-least-once).
+    #[inline]
+    pub async fn commit_async(&mut self) -> Result<()> {
+        dispatch!(AnySubscription, &mut self.backend, s => s.commit_async().await)
+    }
+
     /// Commits `next_offset`: every record below it counts as consumed.
     /// An offset past the topic's end offset is [`crate::Error::InvalidArgument`]
     /// and commits nothing. On NATS, committing an offset other than one just after a record

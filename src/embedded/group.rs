@@ -37,13 +37,14 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::future::Future;
 use std::time::Duration;
 
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::clock::Clock;
 use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
-use crate::log::{Cursor, Log, Position};
+use crate::log::{Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, dead_letter_topic, is_dead_letter_of,
@@ -404,22 +405,26 @@ impl GroupInner {
     /// the record is dropped. On failure the record stays, due to be
     /// dead-lettered again after backoff.
     fn dead_letter(&self, claim: Claim) -> Result<()> {
-        let written = self
-            .write_dead_letter(claim)
-            .and_then(|()| self.confirm_dead_letter(claim.offset));
-        if let Err(e) = written {
-            trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset = claim.offset, error = %e, "dead letter failed; will retry");
-            lock(&self.state)
-                .machine
-                .dead_letter_failed(claim.offset, self.now_ms(), &self.rules());
-            return Err(e);
-        }
+        ready(self.dead_letter_in(claim, Wait::Block))
+    }
+
+    /// [`GroupInner::dead_letter`], waiting for syncs as `wait` says. A
+    /// future dropped before it completed leaves the record as a failure
+    /// does: due to be dead-lettered again, once.
+    async fn dead_letter_in(&self, claim: Claim, wait: Wait) -> Result<()> {
+        let unfinished = UnfinishedDeadLetter {
+            group: self,
+            offset: claim.offset,
+        };
+        self.write_dead_letter(claim, wait).await?;
+        self.confirm_dead_letter(claim.offset, wait).await?;
+        std::mem::forget(unfinished);
         Ok(())
     }
 
     /// Appends the dead letter of the claimed record unless an earlier
     /// try did: an intent persisted by that try says where to look.
-    fn write_dead_letter(&self, claim: Claim) -> Result<()> {
+    async fn write_dead_letter(&self, claim: Claim, wait: Wait) -> Result<()> {
         let offset = claim.offset;
         let record = self.topic.log().read(offset)?;
         let (Some(record), true) = (record, self.options().dead_letter) else {
@@ -437,7 +442,7 @@ impl GroupInner {
                 let intent = lock(&self.state)
                     .machine
                     .intend(offset, dlq.end_offset(), self.now_ms());
-                self.log.append(&[intent])?;
+                self.log.append_in(&[intent], wait).await?;
             }
         }
         let (attempts, failures) = lock(&self.state).machine.letter(offset).ok_or(Error::Closed)?;
@@ -448,7 +453,9 @@ impl GroupInner {
             attempts,
             failures: &failures,
         };
-        let _dlq_offset = letter.publish_with(|record| dlq.publish(record))?;
+        let written = letter.publish_with(|record| dlq.log().write(std::slice::from_ref(record)))?;
+        dlq.log().durable_in(written.end, wait).await?;
+        let _dlq_offset = written.start;
         trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset, dlq_offset = _dlq_offset, attempts, "record dead-lettered");
         Ok(())
     }
@@ -456,21 +463,21 @@ impl GroupInner {
     /// Marks the dead-lettered record Done, then persists that. Like an
     /// ack, a failure to persist leaves it Done in memory: the persisted
     /// intent (or its exhausted attempts) settles it again after a reopen.
-    fn confirm_dead_letter(&self, offset: u64) -> Result<()> {
+    async fn confirm_dead_letter(&self, offset: u64, wait: Wait) -> Result<()> {
         let done = lock(&self.state).machine.dead_letter_done(offset);
-        self.log.append(&[done])?;
+        self.log.append_in(&[done], wait).await?;
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn ack(&self, lease: &Lease) -> Result<()> {
+    async fn ack(&self, lease: &Lease, wait: Wait) -> Result<()> {
         let acked = lock(&self.state).machine.ack(lease)?;
-        self.log.append(&[acked])?;
+        self.log.append_in(&[acked], wait).await?;
         self.acked.fetch_add(1, Ordering::Relaxed);
         self.after_settle()
     }
 
-    fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>) -> Result<()> {
+    async fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
         let rules = self.rules();
         let nacked =
             lock(&self.state)
@@ -478,20 +485,20 @@ impl GroupInner {
                 .nack(lease, reason, delay.map(millis), self.now_ms(), &rules)?;
         match nacked {
             Nacked::Released(released) => {
-                self.log.append(&[released])?;
+                self.log.append_in(&[released], wait).await?;
                 self.topic.wake_waiters();
                 Ok(())
             }
             Nacked::DeadLetter(claim) => {
-                self.dead_letter(claim)?;
+                self.dead_letter_in(claim, wait).await?;
                 self.after_settle()
             }
         }
     }
 
-    fn reject(&self, lease: &Lease, reason: &str) -> Result<()> {
+    async fn reject(&self, lease: &Lease, reason: &str, wait: Wait) -> Result<()> {
         let claim = lock(&self.state).machine.reject(lease, reason, self.now_ms())?;
-        self.dead_letter(claim)?;
+        self.dead_letter_in(claim, wait).await?;
         self.after_settle()
     }
 
@@ -569,28 +576,56 @@ impl DeliveryBackend for LogDelivery {
         self.lease.attempt
     }
 
-    fn ack(mut self) -> Result<()> {
-        self.settled = true;
-        self.group.ack(&self.lease)
+    fn ack(self) -> Result<()> {
+        ready(self.ack_async_in(Wait::Block))
     }
 
-    fn nack(mut self, reason: &str) -> Result<()> {
-        self.settled = true;
-        self.group.release(&self.lease, reason, None)
+    fn nack(self, reason: &str) -> Result<()> {
+        ready(self.nack_in(reason, None, Wait::Block))
     }
 
-    fn nack_with_delay(mut self, reason: &str, delay: Duration) -> Result<()> {
-        self.settled = true;
-        self.group.release(&self.lease, reason, Some(delay))
+    fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
+        ready(self.nack_in(reason, Some(delay), Wait::Block))
     }
 
-    fn reject(mut self, reason: &str) -> Result<()> {
-        self.settled = true;
-        self.group.reject(&self.lease, reason)
+    fn reject(self, reason: &str) -> Result<()> {
+        ready(self.reject_in(reason, Wait::Block))
+    }
+
+    fn ack_async(self) -> impl Future<Output = Result<()>> + Send {
+        self.ack_async_in(Wait::Async)
+    }
+
+    fn nack_async(self, reason: &str, delay: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
+        self.nack_in(reason, delay, Wait::Async)
+    }
+
+    fn reject_async(self, reason: &str) -> impl Future<Output = Result<()>> + Send {
+        self.reject_in(reason, Wait::Async)
     }
 
     fn extend_lease(&mut self, by: Duration) -> Result<()> {
         self.group.extend_lease(&self.lease, by)
+    }
+}
+
+impl LogDelivery {
+    // Each settles on its first poll (the delivery is moved into the
+    // future: dropped unpolled, it is released as a dropped delivery is).
+
+    async fn ack_async_in(mut self, wait: Wait) -> Result<()> {
+        self.settled = true;
+        self.group.ack(&self.lease, wait).await
+    }
+
+    async fn nack_in(mut self, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
+        self.settled = true;
+        self.group.release(&self.lease, reason, delay, wait).await
+    }
+
+    async fn reject_in(mut self, reason: &str, wait: Wait) -> Result<()> {
+        self.settled = true;
+        self.group.reject(&self.lease, reason, wait).await
     }
 }
 
@@ -599,8 +634,27 @@ impl Drop for LogDelivery {
         if !self.settled {
             let reason = "delivery dropped without ack";
             // Best effort: if this fails, the lease expires instead.
-            let _ = self.group.release(&self.lease, reason, None);
+            let _ = ready(self.group.release(&self.lease, reason, None, Wait::Block));
         }
+    }
+}
+
+/// A dead letter under way ([`GroupInner::dead_letter_in`]); dropped
+/// before it finished (it failed, or its future was dropped), it leaves the
+/// record due to be dead-lettered again after backoff. A no-op on a record
+/// the dead letter already marked Done.
+struct UnfinishedDeadLetter<'a> {
+    group: &'a GroupInner,
+    offset: u64,
+}
+
+impl Drop for UnfinishedDeadLetter<'_> {
+    fn drop(&mut self) {
+        let group = self.group;
+        trace_event!(warn, topic = group.topic.name(), group = %group.consumer.name(), offset = self.offset, "dead letter failed; will retry");
+        lock(&group.state)
+            .machine
+            .dead_letter_failed(self.offset, group.now_ms(), &group.rules());
     }
 }
 
