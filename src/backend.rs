@@ -210,15 +210,33 @@ pub(crate) trait RequesterBackend {
     /// Runs `check` until it is done, waiting in between until a reply to
     /// `id` may have arrived or the instant it names.
     fn watch<T>(&self, id: CorrelationId, check: impl FnMut() -> Result<ReplyCheck<T>>) -> Result<T>;
+    /// [`RequesterBackend::watch`] as a future: waits between checks
+    /// without blocking (`check` itself must not block).
+    fn watch_async<T: Send>(
+        &self,
+        id: CorrelationId,
+        check: impl FnMut() -> Result<ReplyCheck<T>> + Send,
+    ) -> impl Future<Output = Result<T>> + Send;
     /// The first reply to `id`, however long it takes.
     fn reply_async(&self, id: CorrelationId) -> impl Future<Output = Result<Reply>> + Send;
     /// Closes the requester's inbox state.
     fn close(&self) -> Result<()>;
 }
 
+/// A boxed future, for the one `dyn` trait.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Stores replies in requesters' inboxes.
 pub(crate) trait ReplySink: std::fmt::Debug + Send + Sync {
     /// Stores `reply` (already carrying its headers) in the inbox topic
     /// `inbox` as a reply to `id`; its offset there.
     fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64>;
+    /// [`ReplySink::publish_reply`] as a future; dropped after its first
+    /// poll, the reply may be stored.
+    fn publish_reply_async<'a>(
+        &'a self,
+        inbox: &'a str,
+        id: CorrelationId,
+        reply: &'a Record<'a>,
+    ) -> BoxFuture<'a, Result<u64>>;
 }

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::api::RecvStream;
 use crate::backend::{DeliveryBackend, GroupBackend};
 use crate::embedded::{LogDelivery, LogGroup};
 use crate::error::Result;
@@ -181,6 +182,34 @@ impl Group {
     #[inline]
     pub async fn recv_async(&self) -> Result<Delivery> {
         dispatch!(AnyGroup, &self.backend, g => Ok(g.recv_async().await?.into()))
+    }
+
+    /// The deliveries, as a [`futures_core::Stream`] of
+    /// [`Group::recv_async`] on a clone of this handle (so it is
+    /// `'static`): `while let Some(delivery) = stream.next().await`. It
+    /// ends after yielding an error; dropping it loses no record.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use logbus::{Bus, BusOptions, GroupOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let jobs = bus.topic("jobs")?;
+    /// jobs.publish_batch(&[Record::new(b"a"), Record::new(b"b")])?;
+    /// let workers = jobs.group("workers", GroupOptions::default())?;
+    /// futures::executor::block_on(async {
+    ///     let mut deliveries = workers.stream().take(2);
+    ///     while let Some(delivery) = deliveries.next().await {
+    ///         delivery?.ack_async().await?;
+    ///     }
+    ///     logbus::Result::Ok(())
+    /// })?;
+    /// assert_eq!(workers.stats()?.acked, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn stream(&self) -> RecvStream<'static, Delivery> {
+        RecvStream::new(self.clone(), |g: &mut Group| Box::pin(g.recv_async()))
     }
 
     /// Counters and positions of the group. On NATS the positions come

@@ -152,16 +152,36 @@ impl Requester {
         dispatch!(AnyRequester, &self.backend, r => r.watch(id, check))
     }
 
+    /// [`Requester::watch`] as a future.
+    #[inline]
+    pub(crate) async fn watch_async<T: Send>(
+        &self,
+        id: CorrelationId,
+        check: impl FnMut() -> Result<ReplyCheck<T>> + Send,
+    ) -> Result<T> {
+        dispatch!(AnyRequester, &self.backend, r => r.watch_async(id, check).await)
+    }
+
     /// The first reply to `id`, waiting as long as it takes (async).
     #[inline]
     pub async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         dispatch!(AnyRequester, &self.backend, r => r.reply_async(id).await)
     }
 
-    /// Sends and awaits the reply (async, no timeout: wrap it in your
-    /// runtime's timeout).
+    /// Sends and awaits the reply (async, any executor; no timeout: wrap
+    /// it in your runtime's timeout). The request is published with
+    /// [`Topic::publish_async`]. Cancellation: dropped before its first
+    /// poll, nothing was sent; dropped later, the request may be stored
+    /// (and served) and its reply is collectable only by an id this caller
+    /// never learnt: use [`Requester::send_request`] and
+    /// [`Requester::reply_async`] to keep the id.
     pub async fn request_async(&self, service: &str, record: &Record<'_>) -> Result<Reply> {
-        let id = self.send_request(service, record)?;
+        let id = CorrelationId::new();
+        let id_text = id.to_string();
+        let topic = self.topic(service)?;
+        topic
+            .publish_async(&request_record(record, &id_text, self.inbox()))
+            .await?;
         self.reply_async(id).await
     }
 

@@ -186,11 +186,44 @@ impl Scatter {
 
     /// Collects replies until `rule` says stop.
     pub fn gather(&self, rule: Gather) -> Result<Gathered> {
+        self.requester.watch(self.id, self.progress(&rule))
+    }
+
+    /// [`Scatter::gather`] as a future, for any executor: it waits for
+    /// replies and for the rule's deadline and stall without blocking the
+    /// thread (embedded: the bus's timer thread wakes it). Cancellation:
+    /// gathering only reads, so a dropped future loses nothing; the replies
+    /// stay in the inbox for another gather. On NATS it fails with
+    /// [`crate::Error::Unsupported`]: call [`Scatter::gather`] from a
+    /// plain thread.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::{Bus, BusOptions, Gather, Recipients, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let quotes = bus.responder("quotes")?;
+    /// let scatter = bus
+    ///     .requester("buyer")?
+    ///     .scatter(Recipients::Services(vec!["quotes".into()]), &Record::new(b"10 apples"))?;
+    /// quotes.try_recv()?.expect("a request").reply(&Record::new(b"4.00"))?;
+    /// let gathered = futures::executor::block_on(scatter.gather_async(Gather::all(Duration::from_secs(5))))?;
+    /// assert_eq!(gathered.replies.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn gather_async(&self, rule: Gather) -> Result<Gathered> {
+        self.requester.watch_async(self.id, self.progress(&rule)).await
+    }
+
+    /// The check a gather runs after each wake-up: the result once `rule`
+    /// says stop, else when to look again at the latest.
+    fn progress<'a>(&'a self, rule: &'a Gather) -> impl FnMut() -> Result<ReplyCheck<Gathered>> + Send + 'a {
         let started = Instant::now();
         let deadline = started + rule.deadline;
         let mut last_progress = started;
         let mut seen = 0;
-        self.requester.watch(self.id, || {
+        move || {
             let replies = self.first_per_recipient()?;
             let now = Instant::now();
             if replies.len() > seen {
@@ -198,11 +231,11 @@ impl Scatter {
                 last_progress = now;
             }
             let stall_at = rule.stall.map(|idle| last_progress + idle);
-            Ok(match self.stop_reason(&rule, &replies, now, deadline, stall_at) {
-                Some(stopped) => ReplyCheck::Done(self.gathered(replies, stopped, &rule)),
+            Ok(match self.stop_reason(rule, &replies, now, deadline, stall_at) {
+                Some(stopped) => ReplyCheck::Done(self.gathered(replies, stopped, rule)),
                 None => ReplyCheck::WaitUntil(stall_at.map_or(deadline, |s| s.min(deadline))),
             })
-        })
+        }
     }
 
     /// Gathers, then folds the replies into one value.

@@ -35,9 +35,9 @@
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
 //! expires while the receiver is still working, leads to a redelivery.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::future::Future;
 use std::time::Duration;
 
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};

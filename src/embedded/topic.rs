@@ -192,7 +192,10 @@ impl TopicBackend for LogTopic {
     }
 
     async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
-        Ok(self.publish_batch_async(std::slice::from_ref(record)).await?.start)
+        Ok(self
+            .publish_batch_async(std::slice::from_ref(record))
+            .await?
+            .start)
     }
 
     async fn publish_batch_async(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {

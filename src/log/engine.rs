@@ -740,7 +740,9 @@ impl Flusher {
                     if left.is_zero() {
                         return false;
                     }
-                    wake.wait_timeout(guard, left).unwrap_or_else(|p| p.into_inner()).0
+                    wake.wait_timeout(guard, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
                 }
             };
         }

@@ -121,6 +121,16 @@ impl RequesterBackend for NatsRequester {
         }
     }
 
+    async fn watch_async<T: Send>(
+        &self,
+        _id: CorrelationId,
+        _check: impl FnMut() -> Result<ReplyCheck<T>> + Send,
+    ) -> Result<T> {
+        Err(Error::Unsupported(
+            "gather_async on NATS: call Scatter::gather from a plain thread".into(),
+        ))
+    }
+
     async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         let bus = self.bus();
         bus.check_open()?;

@@ -203,7 +203,10 @@ impl NatsTopic {
             headers.insert(name, value);
         }
         let payload = Bytes::copy_from_slice(record.value());
-        Ok(shared.bus.client.publish_task(shared.subject.clone(), headers, payload))
+        Ok(shared
+            .bus
+            .client
+            .publish_task(shared.subject.clone(), headers, payload))
     }
 
     /// Takes the name of a durable subscription for this process.
