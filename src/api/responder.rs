@@ -152,8 +152,9 @@ impl Request {
     /// let bus = Bus::open(dir.path(), BusOptions::default())?;
     /// let pricing = bus.responder("pricing")?;
     /// let checkout = bus.requester("checkout")?;
+    /// let sku = Record::new(b"sku-7");
     /// let reply = futures::executor::block_on(async {
-    ///     let asked = checkout.request_async("pricing", &Record::new(b"sku-7"));
+    ///     let asked = checkout.request_async("pricing", &sku);
     ///     let served = async {
     ///         let request = pricing.recv_async().await?;
     ///         request.reply_async(&Record::new(b"3.20")).await
