@@ -203,7 +203,7 @@ impl Group {
     ///     while let Some(delivery) = deliveries.next().await {
     ///         delivery?.ack_async().await?;
     ///     }
-    ///     logbus::Result::Ok(())
+    ///     Ok::<(), logbus::Error>(())
     /// })?;
     /// assert_eq!(workers.stats()?.acked, 2);
     /// # Ok(()) }

@@ -126,7 +126,7 @@ impl Subscription {
     ///     while let Some(record) = records.next().await {
     ///         println!("{:?}", record?.value());
     ///     }
-    ///     logbus::Result::Ok(())
+    ///     Ok::<(), logbus::Error>(())
     /// })?;
     /// futures::executor::block_on(audit.commit_async())?;
     /// assert_eq!(audit.committed(), 2);
