@@ -5,6 +5,7 @@
 //! `Durability::Always` does not block the executor's thread while its
 //! sync runs.
 
+#[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use common::TestBackend;
 use common::futures::poll_once;
 use common::groups::group_options;
 use common::storage::{Hooked, Hooks};
@@ -353,4 +355,56 @@ fn a_dropped_reply_or_gather_loses_nothing() {
     assert_eq!(gathered.replies.len(), 1);
     assert_eq!(gathered.replies[0].value(), b"4.00");
     assert!(pricing.try_recv().unwrap().is_none(), "the request was acked");
+}
+
+backend_tests! {
+    /// From inside a tokio runtime (where NATS's blocking calls refuse to
+    /// run), on both backends: publish, receive, settle and commit, async.
+    fn publish_settle_and_commit_async_inside_a_tokio_runtime(backend: &TestBackend) {
+        let bus = backend.open();
+        let jobs = bus.topic("jobs").expect("topic");
+        let workers = jobs
+            .group("workers", group_options(Duration::from_secs(60), 5, Duration::ZERO))
+            .expect("group");
+        let mut audit = jobs.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            for value in [&b"a"[..], b"b"] {
+                jobs.publish_async(&Record::new(value)).await.expect("publish");
+            }
+            let first = workers.recv_async().await.expect("first");
+            assert_eq!(first.record().value(), b"a");
+            first.nack_async("once more").await.expect("nack");
+            let mut acked = Vec::new();
+            while acked.len() < 2 {
+                let delivery = workers.recv_async().await.expect("delivery");
+                acked.push(delivery.record().value().to_vec());
+                delivery.ack_async().await.expect("ack");
+            }
+            acked.sort();
+            assert_eq!(acked, [b"a", b"b"]);
+            let mut records = audit.stream().take(2);
+            while let Some(record) = records.next().await {
+                record.expect("record");
+            }
+            drop(records);
+            audit.commit_async().await.expect("commit");
+        });
+        assert_eq!(audit.committed(), 2);
+        match backend {
+            TestBackend::Embedded { .. } => {
+                let batch = futures::executor::block_on(jobs.publish_batch_async(&[Record::new(b"c")]));
+                assert_eq!(batch.expect("batch"), 2..3);
+            }
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => {
+                let batch = futures::executor::block_on(jobs.publish_batch_async(&[Record::new(b"c")]));
+                assert!(matches!(batch, Err(logbus::Error::Unsupported(_))), "{batch:?}");
+            }
+        }
+        bus.close().expect("close");
+    }
 }
