@@ -408,3 +408,25 @@ backend_tests! {
         bus.close().expect("close");
     }
 }
+
+#[test]
+fn a_group_recv_async_dropped_while_its_lease_syncs_hands_nothing_out() {
+    let (bus, gate) = gated_bus(Path::new("/sim/bus"));
+    let jobs = bus.topic("jobs").unwrap();
+    jobs.publish(&Record::new(b"job")).unwrap();
+    let workers = jobs
+        .group(
+            "workers",
+            group_options(Duration::from_secs(60), 5, Duration::ZERO),
+        )
+        .unwrap();
+    gate.close();
+    // Leased, its attempt written, then cut short while that syncs.
+    assert!(poll_once(workers.recv_async()).is_pending());
+    gate.wait_held();
+    gate.open();
+    let delivery = workers.try_recv().unwrap().expect("the lease was taken back");
+    assert_eq!(delivery.attempt(), 1, "the attempt was taken back too");
+    delivery.ack().unwrap();
+    assert!(!gate.timed_out());
+}

@@ -124,6 +124,7 @@ impl Source for TopicRecords<'_> {
 }
 
 /// Deliveries leased by one poll and not yet handed out.
+#[derive(Default)]
 struct Batch {
     /// The leases and their `Delivered` events.
     acquired: Acquired,
@@ -227,7 +228,11 @@ impl GroupBackend for LogGroup {
     async fn recv_async(&self) -> Result<LogDelivery> {
         loop {
             let listener = self.inner.topic.log().activity().listen();
-            let (mut deliveries, next_due_ms) = self.inner.poll(1)?;
+            let wait = match self.inner.clock().is_simulated() {
+                true => Wait::Block,
+                false => Wait::Async,
+            };
+            let (mut deliveries, next_due_ms) = self.inner.poll_in(1, wait).await?;
             if let Some(delivery) = deliveries.pop() {
                 return Ok(delivery);
             }
@@ -321,27 +326,32 @@ impl GroupInner {
     /// ones met on the way; when there is none, returns when the next
     /// delayed one falls due.
     fn poll(self: &Arc<Self>, max: usize) -> Result<(Vec<LogDelivery>, Option<i64>)> {
+        ready(self.poll_in(max, Wait::Block))
+    }
+
+    /// [`GroupInner::poll`], waiting for syncs as `wait` says. A future
+    /// dropped before it completed hands nothing out: its leases are taken
+    /// back (`Leasing`), as after a failure.
+    async fn poll_in(self: &Arc<Self>, max: usize, wait: Wait) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let rules = self.rules();
-        let mut batch = Batch::with_capacity(max);
+        let mut leasing = Leasing {
+            group: self,
+            batch: Batch::with_capacity(max),
+        };
         let mut settled = false;
         let next_due = loop {
-            let (claim, next_due) = match self.acquire(max, &rules, &mut batch) {
-                Ok(acquired) => acquired,
-                Err(e) => return Err(self.unlease(&batch, e)),
-            };
+            let (claim, next_due) = self.acquire(max, &rules, &mut leasing.batch)?;
             let Some(claim) = claim else {
                 break next_due;
             };
             settled = true;
-            if let Err(e) = self.dead_letter(claim) {
-                return Err(self.unlease(&batch, e));
-            }
+            self.dead_letter_in(claim, wait).await?;
         };
-        settled |= batch.acquired.passed;
-        let deliveries = match batch.records.is_empty() {
+        settled |= leasing.batch.acquired.passed;
+        let deliveries = match leasing.batch.records.is_empty() {
             true => Vec::new(),
-            false => self.hand_out(batch)?,
+            false => self.hand_out(leasing, wait).await?,
         };
         if settled {
             self.after_settle()?;
@@ -371,20 +381,11 @@ impl GroupInner {
         Ok((dead, machine.next_due()))
     }
 
-    /// Takes back the leases of a batch that will not be handed out.
-    fn unlease(&self, batch: &Batch, error: Error) -> Error {
-        lock(&self.state)
-            .machine
-            .unlease(&batch.acquired.leases, self.now_ms());
-        error
-    }
-
-    /// Persists every attempt of `batch` with one state write, then hands
-    /// the records out.
-    fn hand_out(self: &Arc<Self>, batch: Batch) -> Result<Vec<LogDelivery>> {
-        if let Err(e) = self.log.append(&batch.acquired.events) {
-            return Err(self.unlease(&batch, e));
-        }
+    /// Persists every attempt of the batch with one state write, then
+    /// hands the records out.
+    async fn hand_out(self: &Arc<Self>, mut leasing: Leasing<'_>, wait: Wait) -> Result<Vec<LogDelivery>> {
+        self.log.append_in(&leasing.batch.acquired.events, wait).await?;
+        let batch = std::mem::take(&mut leasing.batch);
         let leases = batch.acquired.leases;
         let redelivered = leases.iter().filter(|lease| lease.attempt > 1).count();
         self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
@@ -401,16 +402,10 @@ impl GroupInner {
     }
 
     /// Writes the claimed record to the dead-letter topic (exactly once,
-    /// see `dead_letter.rs`) and marks it Done; without a dead-letter topic
-    /// the record is dropped. On failure the record stays, due to be
-    /// dead-lettered again after backoff.
-    fn dead_letter(&self, claim: Claim) -> Result<()> {
-        ready(self.dead_letter_in(claim, Wait::Block))
-    }
-
-    /// [`GroupInner::dead_letter`], waiting for syncs as `wait` says. A
-    /// future dropped before it completed leaves the record as a failure
-    /// does: due to be dead-lettered again, once.
+    /// see `dead_letter.rs`) and marks it Done, waiting for syncs as `wait`
+    /// says; without a dead-letter topic the record is dropped. On failure,
+    /// or if the future is dropped before it completed, the record stays,
+    /// due to be dead-lettered again after backoff, once.
     async fn dead_letter_in(&self, claim: Claim, wait: Wait) -> Result<()> {
         let unfinished = UnfinishedDeadLetter {
             group: self,
@@ -635,6 +630,23 @@ impl Drop for LogDelivery {
             let reason = "delivery dropped without ack";
             // Best effort: if this fails, the lease expires instead.
             let _ = ready(self.group.release(&self.lease, reason, None, Wait::Block));
+        }
+    }
+}
+
+/// The batch of a poll under way; dropped before its records were handed
+/// out (an error, or a dropped future), it takes their leases back.
+struct Leasing<'a> {
+    group: &'a GroupInner,
+    batch: Batch,
+}
+
+impl Drop for Leasing<'_> {
+    fn drop(&mut self) {
+        if !self.batch.acquired.leases.is_empty() {
+            lock(&self.group.state)
+                .machine
+                .unlease(&self.batch.acquired.leases, self.group.now_ms());
         }
     }
 }
