@@ -35,6 +35,8 @@ fn main() -> logbus::Result<()> {
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         runtime.block_on(service.run())?;
     }
+    // A blocking call, after the runtime (on NATS it asks the server).
+    println!("billing: {:?}", service.billing.stats()?);
     service.bus.close()
 }
 
@@ -129,7 +131,7 @@ impl Service {
                 }
             }
         }
-        println!("billing: {:?}", self.billing.stats()?);
+        println!("billing settled {settled} orders");
 
         // Request-reply: a responder task answers while the request waits.
         let sku = Record::new(b"sku-7");
