@@ -234,17 +234,10 @@ impl Tour {
         println!("== dead-letter queue");
         let payments = self.bus.topic(&self.name("payments"))?;
         payments.publish(&Record::new(b"{not json").key(b"payment-17"))?;
-        let retry = RetryPolicy {
-            max_attempts: 3,
-            backoff: Backoff::Fixed(Duration::from_millis(10)),
-        };
-        let group = payments.group(
-            "processor",
-            GroupOptions {
-                retry,
-                ..GroupOptions::default()
-            },
-        )?;
+        let retry = RetryPolicy::default()
+            .max_attempts(3)
+            .backoff(Backoff::Fixed(Duration::from_millis(10)));
+        let group = payments.group("processor", GroupOptions::default().retry(retry))?;
         while let Some(delivery) = group.recv(Duration::from_millis(100))? {
             println!(
                 "attempt {} of {:?} fails",

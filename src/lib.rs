@@ -109,7 +109,7 @@
 //! ```
 //!
 //! What survives a crash or a power loss under each [`Durability`] mode is
-//! in `docs/SEMANTICS.md`; the on-disk format in `docs/FORMAT.md`.
+//! in [`docs/SEMANTICS.md`]; the on-disk format in [`docs/FORMAT.md`].
 //!
 //! ## Features
 //!
@@ -117,7 +117,7 @@
 //! [`storage::Storage`] ([`LogOptions::storage`], [`BusOptions::storage`]).
 //!
 //! - `nats`: the NATS JetStream backend, `Bus::connect_nats`
-//!   (`docs/NATS.md`).
+//!   ([`docs/NATS.md`]).
 //! - `tracing`: `tracing` events for recovery truncation, lease expiry,
 //!   dead-lettering and redrive.
 //! - `test-util`: test doubles and fuzz bodies: `storage::SimStorage` and
@@ -131,9 +131,20 @@
 //!   (`logbus::internals`), for the `logbus-dump` inspector and the tests.
 //!
 //! `test-util` and `internals` carry no stability promise.
+//!
+//! [`docs/SEMANTICS.md`]: https://github.com/logbus/logbus/blob/main/docs/SEMANTICS.md
+//! [`docs/FORMAT.md`]: https://github.com/logbus/logbus/blob/main/docs/FORMAT.md
+//! [`docs/NATS.md`]: https://github.com/logbus/logbus/blob/main/docs/NATS.md
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
+// On docs.rs (Cargo.toml, `package.metadata.docs.rs`): feature badges.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 #[macro_use]
 mod trace;

@@ -632,21 +632,16 @@ fn group_options_with_zero_max_attempts_or_zero_lease_are_invalid() {
     let sim = SimStorage::new();
     let bus = open_bus(&sim).expect("open");
     let topic = bus.topic(TOPIC).expect("topic");
-    let zero_attempts = GroupOptions {
-        retry: RetryPolicy {
-            max_attempts: 0,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    };
+    let zero_attempts = GroupOptions::default().retry(
+        RetryPolicy::default()
+            .max_attempts(0)
+            .backoff(Backoff::Fixed(Duration::ZERO)),
+    );
     assert!(matches!(
         topic.group(GROUP, zero_attempts),
         Err(Error::InvalidArgument(_))
     ));
-    let zero_lease = GroupOptions {
-        lease: Duration::ZERO,
-        ..GroupOptions::default()
-    };
+    let zero_lease = GroupOptions::default().lease(Duration::ZERO);
     assert!(matches!(
         topic.group(GROUP, zero_lease),
         Err(Error::InvalidArgument(_))

@@ -101,10 +101,7 @@ fn a_dead_letter_that_fails_on_a_full_disk_is_returned_retried_and_lands_once_wh
     let topic = bus.topic(TOPIC).unwrap();
     // A group opens its dead-letter topic when it opens (or is asked for
     // with dead-lettering on): this one has none yet.
-    let no_dead_letters = GroupOptions {
-        dead_letter: false,
-        ..one_attempt()
-    };
+    let no_dead_letters = one_attempt().dead_letter(false);
     let _opened = topic.group("billing", no_dead_letters).unwrap();
     // No room for the dead-letter topic's first segment: the group still
     // opens with dead-lettering on, and the dead letter fails.
@@ -163,10 +160,7 @@ fn a_group_that_dead_letters_opens_its_dead_letter_topic_when_it_opens_and_no_ot
     let sim = SimStorage::new();
     let bus = open_bus(Arc::new(sim.clone()));
     let topic = bus.topic(TOPIC).unwrap();
-    let no_dead_letters = GroupOptions {
-        dead_letter: false,
-        ..one_attempt()
-    };
+    let no_dead_letters = one_attempt().dead_letter(false);
     topic.group("audit", no_dead_letters).unwrap();
     assert_eq!(bus.topic_names().unwrap(), [TOPIC]);
     topic.group("billing", one_attempt()).unwrap();

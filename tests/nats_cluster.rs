@@ -477,15 +477,15 @@ fn no_acknowledged_record_is_lost_when_the_stream_leader_of_three_nodes_is_kille
     // The stream needs a JetStream meta leader: retried while the cluster forms.
     let deadline = Instant::now() + SETUP_DEADLINE;
     let topic = retry("open R3 topic", deadline, || bus.topic(TOPIC));
-    let group_options = GroupOptions {
-        lease: LEASE,
-        retry: RetryPolicy {
-            max_attempts: 100,
-            backoff: Backoff::Fixed(Duration::from_millis(100)),
-        },
-        dead_letter: false,
-        start: StartAt::Earliest,
-    };
+    let group_options = GroupOptions::default()
+        .lease(LEASE)
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(100)
+                .backoff(Backoff::Fixed(Duration::from_millis(100))),
+        )
+        .dead_letter(false)
+        .start(StartAt::Earliest);
     let group = retry("open group", deadline, || {
         topic.group("posting", group_options.clone())
     });

@@ -21,14 +21,11 @@ const SHORT: Duration = Duration::from_millis(10);
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn quick_retry(max_attempts: u32) -> GroupOptions {
-    GroupOptions {
-        lease: Duration::from_secs(30),
-        retry: RetryPolicy {
-            max_attempts,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    }
+    GroupOptions::default().lease(Duration::from_secs(30)).retry(
+        RetryPolicy::default()
+            .max_attempts(max_attempts)
+            .backoff(Backoff::Fixed(Duration::ZERO)),
+    )
 }
 
 /// A bus with ten records on topic `jobs` and a group on it.
@@ -105,13 +102,7 @@ backend_tests! {
         let group = topic
             .group(
                 "g",
-                GroupOptions {
-                    retry: RetryPolicy {
-                        max_attempts: 5,
-                        backoff: Backoff::Fixed(Duration::from_millis(300)),
-                    },
-                    ..GroupOptions::default()
-                },
+                GroupOptions::default().retry(RetryPolicy::default().max_attempts(5).backoff(Backoff::Fixed(Duration::from_millis(300)))),
             )
             .unwrap();
         group.try_recv().unwrap().unwrap().nack("later").unwrap();
@@ -126,10 +117,7 @@ backend_tests! {
         let bus = backend.open();
         let topic = bus.topic("t").unwrap();
         topic.publish(&Record::new(b"x")).unwrap();
-        let options = GroupOptions {
-            lease: Duration::from_millis(100),
-            ..quick_retry(10)
-        };
+        let options = quick_retry(10).lease(Duration::from_millis(100));
         let group = topic.group("g", options).unwrap();
         drop(group.try_recv().unwrap().unwrap());
         let second = group.recv(TIMEOUT).unwrap().unwrap();
@@ -324,7 +312,7 @@ backend_tests! {
         assert_eq!(first_dead_letter(&bus, &dlq).value(), b"poison");
         let dlq = bus.topic(&dlq).unwrap();
         refused(dlq.group("g", quick_retry(1)).map(|_| ()), "dead-letter topic");
-        let keep = GroupOptions { dead_letter: false, ..quick_retry(1) };
+        let keep = quick_retry(1).dead_letter(false);
         dlq.group("g", keep).unwrap();
         // A requester's inbox topic is a topic like any other.
         let longest_requester = "r".repeat(MAX_NAME_BYTES - ".inbox.dlq".len());
@@ -499,7 +487,7 @@ backend_tests! {
         let topic = bus.topic("t").unwrap();
         topic.publish(&Record::new(b"slow")).unwrap();
         let lease = Duration::from_millis(1000);
-        let group = topic.group("g", GroupOptions { lease, ..quick_retry(5) }).unwrap();
+        let group = topic.group("g", quick_retry(5).lease(lease)).unwrap();
         let mut first = group.recv(TIMEOUT).unwrap().unwrap();
         let leased = Instant::now();
         std::thread::sleep(Duration::from_millis(700));
@@ -523,10 +511,7 @@ backend_tests! {
         let topic = bus.topic("orders").unwrap();
         topic.publish(&Record::new(b"flaky")).unwrap();
         topic.publish(&Record::new(b"crashing")).unwrap();
-        let options = GroupOptions {
-            lease: Duration::from_millis(300),
-            ..quick_retry(2)
-        };
+        let options = quick_retry(2).lease(Duration::from_millis(300));
         let group = topic.group("billing", options).unwrap();
         let mut held = Vec::new();
         let mut attempts = [Vec::new(), Vec::new()];
@@ -600,10 +585,7 @@ backend_tests! {
 /// reopens it and drains the group: the `(offset, attempt)` of every
 /// delivery, sorted.
 fn deliveries_after_a_restart(backend: &TestBackend, before: impl FnOnce(&Group)) -> Vec<(u64, u32)> {
-    let options = GroupOptions {
-        lease: Duration::from_secs(1),
-        ..quick_retry(5)
-    };
+    let options = quick_retry(5).lease(Duration::from_secs(1));
     {
         let bus = backend.open();
         let topic = bus.topic("t").unwrap();

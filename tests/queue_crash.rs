@@ -164,10 +164,7 @@ fn acks_from_eight_threads_survive_a_reopen_after_every_round_of_snapshots() {
     const RECORDS: u64 = 300;
     let dir = tempfile::tempdir().expect("tempdir");
     let options = BusOptions::default().topic_defaults(TopicOptions::default().durability(Durability::Os));
-    let group_options = GroupOptions {
-        lease: Duration::from_secs(600),
-        ..GroupOptions::default()
-    };
+    let group_options = GroupOptions::default().lease(Duration::from_secs(600));
     for round in 0..ROUNDS {
         let bus = Bus::open(dir.path(), options.clone()).expect("open");
         let topic = bus.topic("rounds").expect("topic");

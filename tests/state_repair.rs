@@ -37,13 +37,11 @@ fn open_on(dir: &Path, mode: RecoveryMode, base: BusOptions) -> Bus {
 /// Redeliveries without backoff, so a restarted group hands out at once
 /// what it had in flight.
 fn options() -> GroupOptions {
-    GroupOptions {
-        retry: RetryPolicy {
-            max_attempts: 5,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        ..GroupOptions::default()
-    }
+    GroupOptions::default().retry(
+        RetryPolicy::default()
+            .max_attempts(5)
+            .backoff(Backoff::Fixed(Duration::ZERO)),
+    )
 }
 
 /// Receives and acks `count` records; returns their offsets.

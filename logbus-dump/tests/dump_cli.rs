@@ -52,18 +52,11 @@ fn sample_bus(dir: &Path) {
         audit.try_recv().unwrap().unwrap();
     }
     audit.commit().unwrap();
-    let retry = RetryPolicy {
-        max_attempts: 1,
-        backoff: Backoff::Fixed(Duration::ZERO),
-    };
+    let retry = RetryPolicy::default()
+        .max_attempts(1)
+        .backoff(Backoff::Fixed(Duration::ZERO));
     let billing = orders
-        .group(
-            "billing",
-            GroupOptions {
-                retry,
-                ..GroupOptions::default()
-            },
-        )
+        .group("billing", GroupOptions::default().retry(retry))
         .unwrap();
     billing
         .try_recv()
@@ -426,14 +419,10 @@ fn a_live_segment_reports_the_index_entries_in_use_not_its_preallocated_room() {
 fn redriven_dead_letters_are_not_listed_as_pending() {
     let dir = tempfile::tempdir().unwrap();
     let (bus, orders) = bus_with_records(dir.path(), "orders", 3, "order");
-    let retry = RetryPolicy {
-        max_attempts: 1,
-        backoff: Backoff::Fixed(Duration::ZERO),
-    };
-    let options = GroupOptions {
-        retry,
-        ..GroupOptions::default()
-    };
+    let retry = RetryPolicy::default()
+        .max_attempts(1)
+        .backoff(Backoff::Fixed(Duration::ZERO));
+    let options = GroupOptions::default().retry(retry);
     let billing = orders.group("billing", options).unwrap();
     for _ in 0..3 {
         billing.try_recv().unwrap().unwrap().nack("declined").unwrap();

@@ -62,7 +62,7 @@ impl Bus {
 
     /// Connects to NATS JetStream at `urls` (comma-separated, e.g.
     /// `nats://127.0.0.1:4222`; with several, the client fails over between
-    /// them). Topics are streams on the server: see `docs/NATS.md` for the
+    /// them). Topics are streams on the server: see [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md) for the
     /// mapping and where the semantics differ from the embedded bus.
     #[cfg(feature = "nats")]
     #[inline]

@@ -65,8 +65,8 @@ enum AnyGroup {
 /// let bus = Bus::open(dir.path(), BusOptions::default())?;
 /// let jobs = bus.topic("jobs")?;
 /// jobs.publish(&Record::new(b"poison"))?;
-/// let retry = RetryPolicy { max_attempts: 2, backoff: Backoff::Fixed(Duration::ZERO) };
-/// let workers = jobs.group("workers", GroupOptions { retry, ..GroupOptions::default() })?;
+/// let retry = RetryPolicy::default().max_attempts(2).backoff(Backoff::Fixed(Duration::ZERO));
+/// let workers = jobs.group("workers", GroupOptions::default().retry(retry))?;
 /// let first = workers.try_recv()?.expect("a delivery");
 /// assert_eq!(first.attempt(), 1);
 /// first.nack("could not parse")?; // retried after the backoff
@@ -178,7 +178,7 @@ impl Group {
     /// The next record, waiting as long as it takes (async, any executor).
     /// Cancelling the future loses no record. On NATS a record that the
     /// cancelled receive's pull still brings (within a few seconds) is
-    /// released at once but counts one more attempt (`docs/NATS.md`).
+    /// released at once but counts one more attempt ([`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[inline]
     pub async fn recv_async(&self) -> Result<Delivery> {
         dispatch!(AnyGroup, &self.backend, g => Ok(g.recv_async().await?.into()))
@@ -238,7 +238,7 @@ impl Delivery {
     /// durable). Embedded, fails with [`crate::Error::LeaseExpired`] if the lease
     /// ran out and the record went to another receiver; on NATS the server
     /// confirms the ack but does not say whether it came too late
-    /// (`docs/NATS.md`).
+    /// ([`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[inline]
     pub fn ack(self) -> Result<()> {
         dispatch!(AnyDelivery, self.backend, d => d.ack())
@@ -322,7 +322,7 @@ impl Delivery {
     /// Extends the lease to `by` from now. On NATS the server takes no
     /// duration: the lease is reset to one full lease
     /// ([`crate::GroupOptions::lease`], the consumer's AckWait) from now, whatever
-    /// `by` is (`docs/NATS.md`).
+    /// `by` is ([`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[inline]
     pub fn extend_lease(&mut self, by: Duration) -> Result<()> {
         dispatch!(AnyDelivery, &mut self.backend, d => d.extend_lease(by))

@@ -26,15 +26,14 @@ pub(crate) fn redrive(
     mut republish: impl FnMut(&str, &Record<'_>, u64) -> Result<u64>,
     mut filter: impl FnMut(&StoredRecord) -> bool,
 ) -> Result<usize> {
-    let options = GroupOptions {
-        lease: Duration::from_secs(300),
-        retry: RetryPolicy {
-            max_attempts: u32::MAX,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        },
-        dead_letter: false,
-        ..GroupOptions::default()
-    };
+    let options = GroupOptions::default()
+        .lease(Duration::from_secs(300))
+        .retry(
+            RetryPolicy::default()
+                .max_attempts(u32::MAX)
+                .backoff(Backoff::Fixed(Duration::ZERO)),
+        )
+        .dead_letter(false);
     let group = dlq.group(REDRIVE_GROUP, options)?;
     // Lease every pending dead letter first, so that records left in place
     // are not handed out again within this call.

@@ -29,7 +29,7 @@ use crate::record::Record;
 ///
 /// Embedded, the inbox has a correlation index next to it; on NATS each
 /// correlation id has its own subject in the inbox's stream, whose
-/// per-subject index finds the replies (`docs/NATS.md`). Either way a
+/// per-subject index finds the replies ([`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)). Either way a
 /// reply to an id sent before a restart is found as long as retention
 /// kept it.
 ///

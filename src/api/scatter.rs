@@ -97,6 +97,7 @@ pub enum StopReason {
 
 /// What a gather collected.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Gathered {
     /// The first reply of each recipient that replied, in arrival order.
     pub replies: Vec<Reply>,

@@ -159,7 +159,7 @@ impl Subscription {
     /// An offset past the topic's end offset is [`crate::Error::InvalidArgument`]
     /// and commits nothing. On NATS, committing an offset other than one just after a record
     /// received since the last commit also moves [`Subscription::position`]
-    /// there (the consumer is recreated at it, see `docs/NATS.md`).
+    /// there (the consumer is recreated at it, see [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[inline]
     pub fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         dispatch!(AnySubscription, &mut self.backend, s => s.commit_offset(next_offset))

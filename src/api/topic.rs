@@ -84,7 +84,7 @@ impl Topic {
 
     /// Appends a record; returns its offset. Durable per the topic's
     /// durability when this returns (on NATS: once the server acknowledged
-    /// it, see `docs/NATS.md`). On NATS a publish that finds no stream
+    /// it, see [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)). On NATS a publish that finds no stream
     /// leader (a cluster electing one) is sent again for up to
     /// `NatsOptions::timeout`; an error after a publish whose
     /// acknowledgement never came leaves unknown whether it was stored, so

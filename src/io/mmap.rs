@@ -266,3 +266,20 @@ fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {
 fn allocate(_file: &File, _from: u64, _to: u64) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// Pins the calling thread to CPU 0 (tests of CPU-dependent choices).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn pin_current_thread_to_cpu0() -> io::Result<()> {
+    // SAFETY: `cpu_set_t` is plain data and all zeroes is an empty set;
+    // `CPU_SET` writes inside it; `sched_setaffinity` reads
+    // `size_of::<cpu_set_t>()` bytes of it for the calling thread (pid 0).
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    match result {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}

@@ -15,6 +15,8 @@ mod sim;
 mod std_fs;
 
 pub(crate) use checked::CheckedStorage;
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) use mmap::pin_current_thread_to_cpu0;
 pub use overlay::OverlayStorage;
 pub use seam::{LockGuard, MappedFile, Storage, StorageFile, read_exact_at};
 #[cfg(feature = "test-util")]

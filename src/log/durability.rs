@@ -84,6 +84,7 @@ pub(crate) struct GroupCommit {
 
 /// Counters of the syncs run by group commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SyncStats {
     /// Syncs run (each may cover many appends).
     pub syncs: u64,

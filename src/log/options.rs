@@ -35,6 +35,21 @@ pub enum Durability {
 }
 
 /// Options for [`crate::Log::open`]. Builder-style; every field has a default.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Durability, Log, LogOptions};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let options = LogOptions::default()
+///     .durability(Durability::Interval(Duration::from_millis(50))) // fsync at least every 50 ms
+///     .segment_bytes(16 << 20)
+///     .retention_bytes(1 << 30) // oldest whole segments go beyond 1 GiB
+///     .retention_age(Duration::from_secs(7 * 24 * 3600));
+/// let log = Log::open(dir.path(), options)?;
+/// # log.close()?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct LogOptions {
     pub(crate) durability: Durability,

@@ -99,6 +99,7 @@ impl RecoveryReport {
 
 /// A tail removed from a segment during recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Truncation {
     /// The segment file.
     pub file: PathBuf,

@@ -21,7 +21,7 @@ use crate::record::{Record, StoredRecord};
 /// How a topic's stream is configured when it is first created.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSpec {
-    /// Retention mode (see `docs/NATS.md` for how each maps).
+    /// Retention mode (see [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md) for how each maps).
     pub retention: Retention,
     /// Size limit in bytes (`max_bytes`).
     pub max_bytes: Option<u64>,
@@ -53,7 +53,7 @@ impl StreamSpec {
     /// index interval have no JetStream counterpart (the server sizes its
     /// own blocks). Every durability mode maps to file storage: what
     /// survives a power loss is the server's business (its sync interval,
-    /// and replicas), see `docs/NATS.md`.
+    /// and replicas), see [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md).
     pub fn from_topic_options(options: &TopicOptions) -> StreamSpec {
         let log = &options.log;
         StreamSpec {

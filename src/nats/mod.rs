@@ -2,8 +2,8 @@
 //!
 //! [`crate::Bus::connect_nats`] gives a bus whose topics are streams and
 //! whose subscriptions, groups and responders are pull consumers on a NATS
-//! server or cluster; `docs/NATS.md` is the mapping and lists where the
-//! semantics differ from the embedded bus, `docs/BACKENDS.md` how the
+//! server or cluster; [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md) is the mapping and lists where the
+//! semantics differ from the embedded bus, [`docs/BACKENDS.md`](https://github.com/logbus/logbus/blob/main/docs/BACKENDS.md) how the
 //! backend sits under the public types. The `Nats` variants of the public
 //! types: `NatsBus` (`bus`), `topic`, `subscription`, `group` (over
 //! `consumer`), `requester`; the responder, scatter-gather and redrive are

@@ -10,7 +10,7 @@ use crate::patterns::TopicOptions;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NatsStorage {
     /// In the server's file store (synced to disk on the server's timer:
-    /// see "Durability modes" in `docs/NATS.md`).
+    /// see "Durability modes" in [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[default]
     File,
     /// In the server's memory: lost when the server (or, with replicas,
@@ -18,7 +18,22 @@ pub enum NatsStorage {
     Memory,
 }
 
-/// Options for [`crate::Bus::connect_nats`].
+/// Options for [`crate::Bus::connect_nats`]. Builder-style; every option
+/// has a default.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use logbus::{Bus, NatsOptions, NatsStorage, TopicOptions};
+/// # fn main() -> logbus::Result<()> {
+/// let options = NatsOptions::default()
+///     .replicas(3) // each topic a stream with three replicas
+///     .storage(NatsStorage::File)
+///     .timeout(Duration::from_secs(10))
+///     .topic_defaults(TopicOptions::default().max_age(Duration::from_secs(24 * 3600)));
+/// let bus = Bus::connect_nats("nats://127.0.0.1:4222", options)?;
+/// # drop(bus);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct NatsOptions {
     pub(crate) replicas: usize,

@@ -6,8 +6,23 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::patterns::{RetryPolicy, StartAt, validate_dead_letter_source};
 
-/// Options of a consumer group.
+/// Options of a consumer group. Builder-style, like [`crate::TopicOptions`]:
+/// start from [`GroupOptions::default`] and set what differs. The fields
+/// are public to read; more may be added, so build with the methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Backoff, GroupOptions, RetryPolicy, StartAt};
+///
+/// let options = GroupOptions::default()
+///     .lease(Duration::from_secs(10))
+///     .retry(RetryPolicy::default().max_attempts(3).backoff(Backoff::Fixed(Duration::from_secs(1))))
+///     .dead_letter(true)
+///     .start(StartAt::Latest);
+/// assert_eq!(options.retry.max_attempts, 3);
+/// ```
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct GroupOptions {
     /// How long a receiver holds a record before it is redelivered
     /// (visibility timeout). Default 30 s.
@@ -57,6 +72,32 @@ pub struct GroupStats {
 }
 
 impl GroupOptions {
+    /// How long a receiver holds a record before it is redelivered
+    /// (visibility timeout). Must be positive.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Attempts and backoff.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Whether records that exhaust their attempts go to `<topic>.dlq`
+    /// (true, the default) or are dropped.
+    pub fn dead_letter(mut self, dead_letter: bool) -> Self {
+        self.dead_letter = dead_letter;
+        self
+    }
+
+    /// Where a new group starts (an existing group resumes where it was).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+
     /// [`Error::InvalidArgument`] unless attempts and lease are positive
     /// and, when dead-lettering, the dead-letter topic of `topic` has a
     /// valid name.

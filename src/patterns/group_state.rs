@@ -18,6 +18,7 @@ pub(crate) fn recovered_low_watermark(events: &[StateEvent]) -> u64 {
 
 /// A group's persisted state, as the dump tool shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GroupSummary {
     /// Lowest offset not acked or dead-lettered.
     pub low_watermark: u64,

@@ -40,7 +40,22 @@ impl Backoff {
 }
 
 /// Deliveries allowed per record and the backoff between them.
+/// Builder-style: start from [`RetryPolicy::default`]. The fields are
+/// public to read; more may be added, so build with the methods.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Backoff, RetryPolicy};
+///
+/// let retry = RetryPolicy::default().max_attempts(10).backoff(Backoff::Exponential {
+///     initial: Duration::from_millis(100),
+///     max: Duration::from_secs(30),
+///     jitter: true,
+/// });
+/// assert_eq!(retry.max_attempts, 10);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Deliveries before a record is dead-lettered (at least 1).
     pub max_attempts: u32,
@@ -59,6 +74,20 @@ impl Default for RetryPolicy {
                 jitter: true,
             },
         }
+    }
+}
+
+impl RetryPolicy {
+    /// Deliveries before a record is dead-lettered; must be at least 1.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Delay after each failure.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
     }
 }
 

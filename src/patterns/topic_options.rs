@@ -23,7 +23,24 @@ pub enum Retention {
     WorkQueue,
 }
 
-/// Options for a topic.
+/// Options for a topic. Builder-style; every option has a default. A bus
+/// gives new topics its [`crate::BusOptions::topic_defaults`];
+/// [`crate::Bus::topic_with`] opens one with its own.
+///
+/// ```
+/// use std::time::Duration;
+/// use logbus::{Bus, BusOptions, Durability, Retention, TopicOptions};
+/// # fn main() -> logbus::Result<()> {
+/// # let dir = tempfile::tempdir()?;
+/// let bus = Bus::open(dir.path(), BusOptions::default())?;
+/// let options = TopicOptions::default()
+///     .durability(Durability::Always)
+///     .max_age(Duration::from_secs(24 * 3600))
+///     .retention(Retention::WorkQueue); // records go once every group is done with them
+/// let jobs = bus.topic_with("jobs", options)?;
+/// # drop(jobs);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct TopicOptions {
     pub(crate) log: LogOptions,

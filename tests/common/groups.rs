@@ -10,12 +10,9 @@ use logbus::{Backoff, GroupOptions, RetryPolicy};
 /// Leases of `lease`, and up to `max_attempts` deliveries of a record with
 /// a fixed `backoff` between them; the rest as by default.
 pub fn group_options(lease: Duration, max_attempts: u32, backoff: Duration) -> GroupOptions {
-    GroupOptions {
-        lease,
-        retry: RetryPolicy {
-            max_attempts,
-            backoff: Backoff::Fixed(backoff),
-        },
-        ..GroupOptions::default()
-    }
+    GroupOptions::default().lease(lease).retry(
+        RetryPolicy::default()
+            .max_attempts(max_attempts)
+            .backoff(Backoff::Fixed(backoff)),
+    )
 }

@@ -642,10 +642,7 @@ fn config() -> impl Strategy<Value = Config> {
         Config {
             rules: Rules {
                 lease_ms,
-                retry: RetryPolicy {
-                    max_attempts,
-                    backoff,
-                },
+                retry: RetryPolicy::default().max_attempts(max_attempts).backoff(backoff),
             },
         }
     })
