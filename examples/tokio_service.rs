@@ -72,17 +72,10 @@ impl Service {
             false => String::new(),
         };
         let orders = bus.topic(&format!("{run}orders"))?;
-        let retry = RetryPolicy {
-            max_attempts: 2,
-            backoff: Backoff::Fixed(Duration::ZERO),
-        };
-        let billing = orders.group(
-            "billing",
-            GroupOptions {
-                retry,
-                ..GroupOptions::default()
-            },
-        )?;
+        let retry = RetryPolicy::default()
+            .max_attempts(2)
+            .backoff(Backoff::Fixed(Duration::ZERO));
+        let billing = orders.group("billing", GroupOptions::default().retry(retry))?;
         let audit = orders.subscribe("audit", StartAt::Earliest)?;
         let pricing_topic = format!("{run}pricing");
         Ok(Service {
