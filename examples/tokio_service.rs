@@ -4,8 +4,7 @@
 //! `cargo run --example tokio_service` runs it on a tokio multi-thread
 //! runtime over an embedded bus in a temporary directory; `-- --smol` runs
 //! the same code under smol. With `--features nats -- --nats <url>` it
-//! runs on NATS JetStream (topics of its own per run; scatter-gather there
-//! is skipped: `gather_async` is not offered on NATS). The handles are
+//! runs on NATS JetStream (topics of its own per run). The handles are
 //! opened before the runtime starts; everything after is async.
 
 use std::time::Duration;
@@ -56,7 +55,6 @@ fn connect_nats(_url: &str) -> logbus::Result<Bus> {
 /// The handles, opened with blocking calls before any runtime runs.
 struct Service {
     bus: Bus,
-    nats: bool,
     orders: logbus::Topic,
     audit: logbus::Subscription,
     billing: logbus::Group,
@@ -83,7 +81,6 @@ impl Service {
             checkout: bus.requester(&format!("{run}checkout"))?,
             audit,
             bus,
-            nats,
             orders,
             billing,
             pricing_topic,
@@ -135,16 +132,13 @@ impl Service {
         served?;
         println!("price of sku-7: {:?}", String::from_utf8_lossy(reply?.value()));
 
-        // Scatter-gather (embedded): ask every pricing service, gather
-        // until all replied or a second passed.
-        if self.nats {
-            println!("scatter-gather skipped: gather_async is not offered on NATS");
-            return Ok(());
-        }
+        // Scatter-gather: ask every pricing service, gather until all
+        // replied or a second passed.
         let quote = Record::new(b"quote 10 apples");
         let scatter = self
             .checkout
-            .scatter(Recipients::Services(vec![self.pricing_topic.clone()]), &quote)?;
+            .scatter_async(Recipients::Services(vec![self.pricing_topic.clone()]), &quote)
+            .await?;
         let (gathered, served) =
             futures::join!(scatter.gather_async(Gather::all(Duration::from_secs(1))), async {
                 let request = self.pricing.recv_async().await?;

@@ -210,12 +210,13 @@ pub(crate) trait RequesterBackend {
     /// Runs `check` until it is done, waiting in between until a reply to
     /// `id` may have arrived or the instant it names.
     fn watch<T>(&self, id: CorrelationId, check: impl FnMut() -> Result<ReplyCheck<T>>) -> Result<T>;
-    /// [`RequesterBackend::watch`] as a future: waits between checks
-    /// without blocking (`check` itself must not block).
+    /// [`RequesterBackend::watch`] as a future, with the check given every
+    /// reply to `id` stored so far (read without blocking) each time: it
+    /// waits in between without blocking. Dropping it loses nothing.
     fn watch_async<T: Send>(
         &self,
         id: CorrelationId,
-        check: impl FnMut() -> Result<ReplyCheck<T>> + Send,
+        check: impl FnMut(Vec<Reply>) -> ReplyCheck<T> + Send,
     ) -> impl Future<Output = Result<T>> + Send;
     /// The first reply to `id`, however long it takes.
     fn reply_async(&self, id: CorrelationId) -> impl Future<Output = Result<Reply>> + Send;

@@ -86,7 +86,7 @@ async fn every_async_method(dir: PathBuf) -> logbus::Result<()> {
 
     // Scatter-gather: all replied, then a deadline the timer thread ends.
     let everyone = || Recipients::Services(vec!["pricing".into()]);
-    let scatter = checkout.scatter(everyone(), &Record::new(b"quote"))?;
+    let scatter = checkout.scatter_async(everyone(), &Record::new(b"quote")).await?;
     let (gathered, served) = futures::join!(
         scatter.gather_async(Gather::all(Duration::from_secs(30))),
         async {
@@ -359,14 +359,18 @@ fn a_dropped_reply_or_gather_loses_nothing() {
 
 backend_tests! {
     /// From inside a tokio runtime (where NATS's blocking calls refuse to
-    /// run), on both backends: publish, receive, settle and commit, async.
-    fn publish_settle_and_commit_async_inside_a_tokio_runtime(backend: &TestBackend) {
+    /// run), on both backends: publish, receive, settle, commit, scatter
+    /// and gather, async.
+    fn publish_settle_commit_scatter_and_gather_async_inside_a_tokio_runtime(backend: &TestBackend) {
         let bus = backend.open();
         let jobs = bus.topic("jobs").expect("topic");
         let workers = jobs
             .group("workers", group_options(Duration::from_secs(60), 5, Duration::ZERO))
             .expect("group");
         let mut audit = jobs.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        let pricing_topic = "pricing".to_owned();
+        let pricing = bus.responder(&pricing_topic).expect("responder");
+        let checkout = bus.requester("checkout").expect("requester");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -392,6 +396,19 @@ backend_tests! {
             }
             drop(records);
             audit.commit_async().await.expect("commit");
+            // Scatter-gather, the request served by a sibling future.
+            let services = Recipients::Services(vec![pricing_topic.clone()]);
+            let scatter = checkout
+                .scatter_async(services, &Record::new(b"quote"))
+                .await
+                .expect("scatter");
+            let (gathered, served) = futures::join!(scatter.gather_async(Gather::all(Duration::from_secs(30))), async {
+                let request = pricing.recv_async().await?;
+                request.reply_async(&Record::new(b"4.00")).await
+            });
+            served.expect("reply");
+            let gathered = gathered.expect("gather");
+            assert_eq!((gathered.replies.len(), gathered.stopped), (1, StopReason::All));
         });
         assert_eq!(audit.committed(), 2);
         match backend {

@@ -116,13 +116,13 @@ impl RequesterBackend for LogRequester {
 
     async fn watch_async<T: Send>(
         &self,
-        _id: CorrelationId,
-        mut check: impl FnMut() -> Result<ReplyCheck<T>> + Send,
+        id: CorrelationId,
+        mut check: impl FnMut(Vec<Reply>) -> ReplyCheck<T> + Send,
     ) -> Result<T> {
         let inbox = &self.inner.inbox;
         loop {
             let listener = inbox.log().activity().listen();
-            match check()? {
+            match check(self.replies(id)?) {
                 ReplyCheck::Done(value) => return Ok(value),
                 ReplyCheck::WaitUntil(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
