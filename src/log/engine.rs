@@ -225,7 +225,9 @@ impl Log {
     /// [`Log::append_batch`] or [`Log::append_batch_async`], as `wait` says.
     pub(crate) async fn append_batch_in(&self, records: &[Record<'_>], wait: Wait) -> Result<Range<u64>> {
         let range = self.write(records)?;
-        self.durable_in(range.end, wait).await?;
+        if !range.is_empty() {
+            self.durable_in(range.end, wait).await?;
+        }
         Ok(range)
     }
 
