@@ -15,6 +15,14 @@
 //! request ids and headers) is written once above the traits. Each method
 //! here says what every backend guarantees; the public handle's docs say
 //! where NATS differs.
+//!
+//! The `*_async` methods are the same operations as futures any executor
+//! can await (no runtime of the caller's is needed: the embedded backend
+//! waits on `event_listener` notifications and leaves syncs to a log's sync
+//! thread, NATS runs each step on its private runtime). Awaiting one never
+//! blocks the executor's thread on a sync or a round trip. Each says what a
+//! future dropped before it completed did (cancellation): nothing that
+//! breaks at-least-once delivery, but an effect may have happened.
 
 use std::future::Future;
 use std::ops::Range;
@@ -66,6 +74,13 @@ pub(crate) trait TopicBackend {
     /// Appends `records` in order, at consecutive offsets; a failure may
     /// leave a prefix stored.
     fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>>;
+    /// [`TopicBackend::publish`] as a future. Dropped before its first
+    /// poll it did nothing; dropped later the record may be stored.
+    fn publish_async(&self, record: &Record<'_>) -> impl Future<Output = Result<u64>> + Send;
+    /// [`TopicBackend::publish_batch`] as a future. Dropped before its
+    /// first poll it did nothing; dropped later a prefix of the batch (or
+    /// all of it) may be stored.
+    fn publish_batch_async(&self, records: &[Record<'_>]) -> impl Future<Output = Result<Range<u64>>> + Send;
     /// Publishes `record`, moved back by a redrive from the dead letter at
     /// `dlq_offset` of `dlq_topic`. A backend that can recognise a repeat
     /// of the same move (after a crash between the move and its ack)
@@ -109,6 +124,11 @@ pub(crate) trait SubscriptionBackend {
     fn recv_async(&mut self) -> impl Future<Output = Result<StoredRecord>> + Send;
     /// Commits the position after the last record received.
     fn commit(&mut self) -> Result<()>;
+    /// [`SubscriptionBackend::commit`] as a future. Dropped before its
+    /// first poll it did nothing; dropped later the commit may or may not
+    /// be stored, and [`SubscriptionBackend::committed`] is unchanged: the
+    /// records are received again after a restart at worst.
+    fn commit_async(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// Commits `next_offset`; past the topic's end is `InvalidArgument`.
     fn commit_offset(&mut self, next_offset: u64) -> Result<()>;
     /// The committed offset.
@@ -158,6 +178,20 @@ pub(crate) trait DeliveryBackend {
     fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()>;
     /// Dead-letters the record now, whatever attempts remain.
     fn reject(self, reason: &str) -> Result<()>;
+    /// [`DeliveryBackend::ack`] as a future. Dropped before its first poll
+    /// the delivery is dropped unsettled (released, as a nack); dropped
+    /// later the ack may or may not be stored: the record is done, or
+    /// delivered again (at-least-once).
+    fn ack_async(self) -> impl Future<Output = Result<()>> + Send;
+    /// [`DeliveryBackend::nack_with_delay`] as a future, with the retry
+    /// policy's backoff when `delay` is `None`. Dropped at any point, the
+    /// record is delivered again or dead-lettered, once.
+    fn nack_async(self, reason: &str, delay: Option<Duration>) -> impl Future<Output = Result<()>> + Send;
+    /// [`DeliveryBackend::reject`] as a future. Dropped before its first
+    /// poll the delivery is released (as a nack); dropped later the record
+    /// is dead-lettered, or (if the dead letter's steps were cut short)
+    /// delivered again and dead-lettered then, once.
+    fn reject_async(self, reason: &str) -> impl Future<Output = Result<()>> + Send;
     /// Keeps the lease for `by` more from now.
     fn extend_lease(&mut self, by: Duration) -> Result<()>;
 }
@@ -176,15 +210,34 @@ pub(crate) trait RequesterBackend {
     /// Runs `check` until it is done, waiting in between until a reply to
     /// `id` may have arrived or the instant it names.
     fn watch<T>(&self, id: CorrelationId, check: impl FnMut() -> Result<ReplyCheck<T>>) -> Result<T>;
+    /// [`RequesterBackend::watch`] as a future, with the check given every
+    /// reply to `id` stored so far (read without blocking) each time: it
+    /// waits in between without blocking. Dropping it loses nothing.
+    fn watch_async<T: Send>(
+        &self,
+        id: CorrelationId,
+        check: impl FnMut(Vec<Reply>) -> ReplyCheck<T> + Send,
+    ) -> impl Future<Output = Result<T>> + Send;
     /// The first reply to `id`, however long it takes.
     fn reply_async(&self, id: CorrelationId) -> impl Future<Output = Result<Reply>> + Send;
     /// Closes the requester's inbox state.
     fn close(&self) -> Result<()>;
 }
 
+/// A boxed future, for the one `dyn` trait.
+pub(crate) type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 /// Stores replies in requesters' inboxes.
 pub(crate) trait ReplySink: std::fmt::Debug + Send + Sync {
     /// Stores `reply` (already carrying its headers) in the inbox topic
     /// `inbox` as a reply to `id`; its offset there.
     fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64>;
+    /// [`ReplySink::publish_reply`] as a future; dropped after its first
+    /// poll, the reply may be stored.
+    fn publish_reply_async<'a>(
+        &'a self,
+        inbox: &'a str,
+        id: CorrelationId,
+        reply: &'a Record<'a>,
+    ) -> BoxFuture<'a, Result<u64>>;
 }

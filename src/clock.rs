@@ -79,6 +79,17 @@ impl Clock {
         self.now() + Duration::from_millis(wait as u64)
     }
 
+    /// True for a simulated clock: its bus serves single-threaded tests,
+    /// whose async receives run to completion at their first poll (they
+    /// sync their state writes inline rather than on a sync thread).
+    pub(crate) fn is_simulated(&self) -> bool {
+        match self {
+            Clock::Real => false,
+            #[cfg(feature = "test-util")]
+            Clock::Sim(_) => true,
+        }
+    }
+
     /// In place of a wait until `deadline`: a simulated clock moves there
     /// (unless it is past it already) and returns true, the wait is over;
     /// the real clock returns false, the caller really waits.

@@ -180,8 +180,8 @@ pub mod storage;
 
 pub use api::Bus;
 pub use api::{
-    Delivery, Gather, Gathered, Group, Recipients, Request, Requester, Responder, Scatter, StopReason,
-    Subscription, Topic,
+    Delivery, Gather, Gathered, Group, Recipients, RecvStream, Request, Requester, Responder, Scatter,
+    StopReason, Subscription, Topic,
 };
 pub use embedded::BusOptions;
 pub use error::{CorruptKind, Error, Result};

@@ -15,6 +15,7 @@
 
 use std::time::Duration;
 
+use crate::api::RecvStream;
 use crate::backend::{DeliveryBackend, GroupBackend};
 use crate::embedded::{LogDelivery, LogGroup};
 use crate::error::Result;
@@ -183,6 +184,34 @@ impl Group {
         dispatch!(AnyGroup, &self.backend, g => Ok(g.recv_async().await?.into()))
     }
 
+    /// The deliveries, as a [`futures_core::Stream`] of
+    /// [`Group::recv_async`] on a clone of this handle (so it is
+    /// `'static`): `while let Some(delivery) = stream.next().await`. It
+    /// ends after yielding an error; dropping it loses no record.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use logbus::{Bus, BusOptions, GroupOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let jobs = bus.topic("jobs")?;
+    /// jobs.publish_batch(&[Record::new(b"a"), Record::new(b"b")])?;
+    /// let workers = jobs.group("workers", GroupOptions::default())?;
+    /// futures::executor::block_on(async {
+    ///     let mut deliveries = workers.stream().take(2);
+    ///     while let Some(delivery) = deliveries.next().await {
+    ///         delivery?.ack_async().await?;
+    ///     }
+    ///     Ok::<(), logbus::Error>(())
+    /// })?;
+    /// assert_eq!(workers.stats()?.acked, 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn stream(&self) -> RecvStream<'static, Delivery> {
+        RecvStream::new(self.clone(), |g: &mut Group| Box::pin(g.recv_async()))
+    }
+
     /// Counters and positions of the group. On NATS the positions come
     /// from the consumer's info on the server (one round trip) and the
     /// counters count what this process did since it opened the group.
@@ -232,6 +261,62 @@ impl Delivery {
     #[inline]
     pub fn reject(self, reason: &str) -> Result<()> {
         dispatch!(AnyDelivery, self.backend, d => d.reject(reason))
+    }
+
+    /// [`Delivery::ack`] as a future, for any executor; awaiting it never
+    /// blocks the thread on a sync (embedded, under
+    /// [`crate::Durability::Always`], the log's sync thread runs it) or a
+    /// round trip (NATS: its own runtime runs it).
+    ///
+    /// Cancellation: dropped before its first poll, the delivery is dropped
+    /// unsettled (released for redelivery, as a nack); dropped later, the
+    /// ack may or may not be stored: the record is done, or delivered again
+    /// (at-least-once).
+    ///
+    /// ```
+    /// use logbus::{Bus, BusOptions, GroupOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let jobs = bus.topic("jobs")?;
+    /// let workers = jobs.group("workers", GroupOptions::default())?;
+    /// futures::executor::block_on(async {
+    ///     jobs.publish_async(&Record::new(b"resize a.png")).await?;
+    ///     let delivery = workers.recv_async().await?;
+    ///     delivery.ack_async().await
+    /// })?;
+    /// assert_eq!(workers.stats()?.acked, 1);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub async fn ack_async(self) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.ack_async().await)
+    }
+
+    /// [`Delivery::nack`] as a future (see [`Delivery::ack_async`]).
+    /// Cancellation: whenever the future is dropped, the record is
+    /// delivered again or dead-lettered, once (dropped unpolled, the
+    /// delivery is released as a dropped delivery is).
+    #[inline]
+    pub async fn nack_async(self, reason: &str) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.nack_async(reason, None).await)
+    }
+
+    /// [`Delivery::nack_with_delay`] as a future; cancellation as
+    /// [`Delivery::nack_async`].
+    #[inline]
+    pub async fn nack_with_delay_async(self, reason: &str, delay: Duration) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.nack_async(reason, Some(delay)).await)
+    }
+
+    /// [`Delivery::reject`] as a future (see [`Delivery::ack_async`]).
+    /// Cancellation: dropped before its first poll, the delivery is
+    /// released (as a nack); dropped later, the record is dead-lettered, or
+    /// (if the dead letter's steps were cut short) due to be dead-lettered
+    /// again, once.
+    #[inline]
+    pub async fn reject_async(self, reason: &str) -> Result<()> {
+        dispatch!(AnyDelivery, self.backend, d => d.reject_async(reason).await)
     }
 
     /// Extends the lease to `by` from now. On NATS the server takes no

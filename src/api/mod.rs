@@ -15,6 +15,7 @@ mod redrive;
 mod request;
 mod responder;
 mod scatter;
+mod stream;
 mod subscription;
 mod topic;
 
@@ -23,5 +24,6 @@ pub use group::{Delivery, Group};
 pub use request::Requester;
 pub use responder::{Request, Responder};
 pub use scatter::{Gather, Gathered, Recipients, Scatter, StopReason};
+pub use stream::RecvStream;
 pub use subscription::Subscription;
 pub use topic::Topic;

@@ -18,6 +18,7 @@ use crate::api::Topic;
 use crate::backend::RequesterBackend;
 use crate::embedded::LogRequester;
 use crate::error::{Error, Result};
+use crate::log::{Wait, ready};
 use crate::patterns::CorrelationId;
 use crate::patterns::Reply;
 use crate::patterns::ReplyCheck;
@@ -103,7 +104,7 @@ impl Requester {
     /// Sends `record` to `service` without waiting; collect the reply later.
     pub fn send_request(&self, service: &str, record: &Record<'_>) -> Result<CorrelationId> {
         let id = CorrelationId::new();
-        self.publish_request(&self.topic(service)?, id, record)?;
+        ready(self.publish_request(&self.topic(service)?, id, record, Wait::Block))?;
         Ok(id)
     }
 
@@ -114,14 +115,19 @@ impl Requester {
     }
 
     /// Publishes `record` to `topic` as the request `id`; its offset.
-    pub(crate) fn publish_request(
+    pub(crate) async fn publish_request(
         &self,
         topic: &Topic,
         id: CorrelationId,
         record: &Record<'_>,
+        wait: Wait,
     ) -> Result<u64> {
         let id_text = id.to_string();
-        topic.publish(&request_record(record, &id_text, self.inbox()))
+        let request = request_record(record, &id_text, self.inbox());
+        match wait {
+            Wait::Block => topic.publish(&request),
+            Wait::Async => topic.publish_async(&request).await,
+        }
     }
 
     /// The first reply to `id`, waiting up to `timeout`. Works for ids sent
@@ -152,16 +158,34 @@ impl Requester {
         dispatch!(AnyRequester, &self.backend, r => r.watch(id, check))
     }
 
+    /// [`Requester::watch`] as a future; `check` is given the replies to
+    /// `id` stored so far.
+    #[inline]
+    pub(crate) async fn watch_async<T: Send>(
+        &self,
+        id: CorrelationId,
+        check: impl FnMut(Vec<Reply>) -> ReplyCheck<T> + Send,
+    ) -> Result<T> {
+        dispatch!(AnyRequester, &self.backend, r => r.watch_async(id, check).await)
+    }
+
     /// The first reply to `id`, waiting as long as it takes (async).
     #[inline]
     pub async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         dispatch!(AnyRequester, &self.backend, r => r.reply_async(id).await)
     }
 
-    /// Sends and awaits the reply (async, no timeout: wrap it in your
-    /// runtime's timeout).
+    /// Sends and awaits the reply (async, any executor; no timeout: wrap
+    /// it in your runtime's timeout). The request is published with
+    /// [`Topic::publish_async`]. Cancellation: dropped before its first
+    /// poll, nothing was sent; dropped later, the request may be stored
+    /// (and served) and its reply is collectable only by an id this caller
+    /// never learnt: use [`Requester::send_request`] and
+    /// [`Requester::reply_async`] to keep the id.
     pub async fn request_async(&self, service: &str, record: &Record<'_>) -> Result<Reply> {
-        let id = self.send_request(service, record)?;
+        let id = CorrelationId::new();
+        self.publish_request(&self.topic(service)?, id, record, Wait::Async)
+            .await?;
         self.reply_async(id).await
     }
 

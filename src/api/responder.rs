@@ -10,9 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::api::{Delivery, Group};
+use crate::api::{Delivery, Group, RecvStream};
 use crate::backend::ReplySink;
 use crate::error::{Error, Result};
+use crate::log::{Wait, ready};
 use crate::patterns::CorrelationId;
 use crate::patterns::headers;
 use crate::record::{Record, StoredRecord};
@@ -72,6 +73,15 @@ impl Responder {
         }
     }
 
+    /// The requests, as a [`futures_core::Stream`] of
+    /// [`Responder::recv_async`] on a clone of this handle: `while let
+    /// Some(request) = stream.next().await`, answering each with
+    /// [`Request::reply_async`]. It ends after yielding an error; dropping
+    /// it loses no request.
+    pub fn stream(&self) -> RecvStream<'static, Request> {
+        RecvStream::new(self.clone(), |r: &mut Responder| Box::pin(r.recv_async()))
+    }
+
     /// The underlying consumer group (stats, options).
     pub fn group(&self) -> &Group {
         &self.group
@@ -117,19 +127,62 @@ impl Request {
     /// `correlation-id` and `reply-to` headers is rejected to the
     /// dead-letter topic and this returns `Error::InvalidArgument`.
     pub fn reply(self, reply: &Record<'_>) -> Result<u64> {
-        self.send(reply, None)
+        ready(self.send(reply, None, Wait::Block))
     }
 
     /// Stores an error reply (empty value, `logbus-reply-error: reason`),
     /// then acks the request.
     pub fn reply_err(self, reason: &str) -> Result<u64> {
-        self.send(&Record::new(b""), Some(reason))
+        ready(self.send(&Record::new(b""), Some(reason), Wait::Block))
     }
 
-    fn send(self, reply: &Record<'_>, error: Option<&str>) -> Result<u64> {
+    /// [`Request::reply`] as a future, for any executor: awaiting it never
+    /// blocks the thread on a sync or a round trip (see
+    /// [`crate::Topic::publish_async`] and [`crate::Delivery::ack_async`]).
+    ///
+    /// Cancellation: dropped before its first poll, the request is released
+    /// for redelivery (as a dropped request is); dropped later, the reply
+    /// may be stored and the request may or may not be acked: it may be
+    /// served again, and the requester takes the first reply.
+    ///
+    /// ```
+    /// use logbus::{Bus, BusOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let pricing = bus.responder("pricing")?;
+    /// let checkout = bus.requester("checkout")?;
+    /// let sku = Record::new(b"sku-7");
+    /// let reply = futures::executor::block_on(async {
+    ///     let asked = checkout.request_async("pricing", &sku);
+    ///     let served = async {
+    ///         let request = pricing.recv_async().await?;
+    ///         request.reply_async(&Record::new(b"3.20")).await
+    ///     };
+    ///     let (reply, served) = futures::join!(asked, served);
+    ///     served?;
+    ///     reply
+    /// })?;
+    /// assert_eq!(reply.value(), b"3.20");
+    /// # Ok(()) }
+    /// ```
+    pub async fn reply_async(self, reply: &Record<'_>) -> Result<u64> {
+        self.send(reply, None, Wait::Async).await
+    }
+
+    /// [`Request::reply_err`] as a future; cancellation as
+    /// [`Request::reply_async`].
+    pub async fn reply_err_async(self, reason: &str) -> Result<u64> {
+        self.send(&Record::new(b""), Some(reason), Wait::Async).await
+    }
+
+    async fn send(self, reply: &Record<'_>, error: Option<&str>, wait: Wait) -> Result<u64> {
         let (Some(id), Some(inbox)) = (self.correlation_id(), self.reply_to().map(str::to_owned)) else {
-            self.delivery
-                .reject("request without a valid correlation-id or reply-to header")?;
+            let reason = "request without a valid correlation-id or reply-to header";
+            match wait {
+                Wait::Block => self.delivery.reject(reason)?,
+                Wait::Async => self.delivery.reject_async(reason).await?,
+            }
             return Err(Error::InvalidArgument(
                 "request has no valid correlation-id or reply-to header".into(),
             ));
@@ -142,8 +195,14 @@ impl Request {
         if let Some(reason) = error {
             record = record.header(headers::REPLY_ERROR, reason.as_bytes());
         }
-        let offset = self.replies.publish_reply(&inbox, id, &record)?;
-        self.delivery.ack()?;
+        let offset = match wait {
+            Wait::Block => self.replies.publish_reply(&inbox, id, &record)?,
+            Wait::Async => self.replies.publish_reply_async(&inbox, id, &record).await?,
+        };
+        match wait {
+            Wait::Block => self.delivery.ack()?,
+            Wait::Async => self.delivery.ack_async().await?,
+        }
         Ok(offset)
     }
 

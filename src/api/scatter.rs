@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::Requester;
 use crate::error::Result;
+use crate::log::{Wait, ready};
 use crate::patterns::{CorrelationId, Reply, ReplyCheck};
 use crate::record::Record;
 use crate::state::ConsumerId;
@@ -137,11 +138,27 @@ pub struct Scatter {
 impl Requester {
     /// Sends `record` to every recipient under one correlation id.
     pub fn scatter(&self, recipients: Recipients, record: &Record<'_>) -> Result<Scatter> {
+        ready(self.scatter_in(recipients, record, Wait::Block))
+    }
+
+    /// [`Requester::scatter`] as a future, for any executor: each request
+    /// is published with [`crate::Topic::publish_async`]. (With
+    /// [`Recipients::GroupsOf`] the topic's groups are listed by a blocking
+    /// call first: on NATS, a server round trip.) Cancellation: dropped
+    /// before its first poll, nothing was sent; dropped later, a prefix of
+    /// the recipients may have the request, under an id the caller never
+    /// learnt.
+    pub async fn scatter_async(&self, recipients: Recipients, record: &Record<'_>) -> Result<Scatter> {
+        self.scatter_in(recipients, record, Wait::Async).await
+    }
+
+    async fn scatter_in(&self, recipients: Recipients, record: &Record<'_>, wait: Wait) -> Result<Scatter> {
         let id = CorrelationId::new();
         let names = match recipients {
             Recipients::Services(services) => {
                 for service in &services {
-                    self.publish_request(&self.topic(service)?, id, record)?;
+                    self.publish_request(&self.topic(service)?, id, record, wait)
+                        .await?;
                 }
                 services
             }
@@ -156,7 +173,7 @@ impl Requester {
                         ConsumerId::Subscription(_) => None,
                     })
                     .collect();
-                self.publish_request(&topic, id, record)?;
+                self.publish_request(&topic, id, record, wait).await?;
                 groups
             }
         };
@@ -187,23 +204,61 @@ impl Scatter {
 
     /// Collects replies until `rule` says stop.
     pub fn gather(&self, rule: Gather) -> Result<Gathered> {
+        let mut progress = self.progress(&rule);
+        self.requester
+            .watch(self.id, || Ok(progress(self.requester.replies(self.id)?)))
+    }
+
+    /// [`Scatter::gather`] as a future, for any executor: it waits for
+    /// replies and for the rule's deadline and stall without blocking the
+    /// thread (embedded: the bus's timer thread wakes it). Cancellation:
+    /// gathering only reads, so a dropped future loses nothing; the replies
+    /// stay in the inbox for another gather. On NATS each read and wait
+    /// runs on the backend's own runtime.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use logbus::{Bus, BusOptions, Gather, Recipients, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let quotes = bus.responder("quotes")?;
+    /// let scatter = bus
+    ///     .requester("buyer")?
+    ///     .scatter(Recipients::Services(vec!["quotes".into()]), &Record::new(b"10 apples"))?;
+    /// quotes.try_recv()?.expect("a request").reply(&Record::new(b"4.00"))?;
+    /// let gathered = futures::executor::block_on(scatter.gather_async(Gather::all(Duration::from_secs(5))))?;
+    /// assert_eq!(gathered.replies.len(), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn gather_async(&self, rule: Gather) -> Result<Gathered> {
+        self.requester.watch_async(self.id, self.progress(&rule)).await
+    }
+
+    /// The check a gather runs on the replies stored after each wake-up:
+    /// the result once `rule` says stop, else when to look again at the
+    /// latest.
+    fn progress<'a>(
+        &'a self,
+        rule: &'a Gather,
+    ) -> impl FnMut(Vec<Reply>) -> ReplyCheck<Gathered> + Send + 'a {
         let started = Instant::now();
         let deadline = started + rule.deadline;
         let mut last_progress = started;
         let mut seen = 0;
-        self.requester.watch(self.id, || {
-            let replies = self.first_per_recipient()?;
+        move |stored| {
+            let replies = self.first_per_recipient(stored);
             let now = Instant::now();
             if replies.len() > seen {
                 seen = replies.len();
                 last_progress = now;
             }
             let stall_at = rule.stall.map(|idle| last_progress + idle);
-            Ok(match self.stop_reason(&rule, &replies, now, deadline, stall_at) {
-                Some(stopped) => ReplyCheck::Done(self.gathered(replies, stopped, &rule)),
+            match self.stop_reason(rule, &replies, now, deadline, stall_at) {
+                Some(stopped) => ReplyCheck::Done(self.gathered(replies, stopped, rule)),
                 None => ReplyCheck::WaitUntil(stall_at.map_or(deadline, |s| s.min(deadline))),
-            })
-        })
+            }
+        }
     }
 
     /// Gathers, then folds the replies into one value.
@@ -244,18 +299,18 @@ impl Scatter {
         }
     }
 
-    /// The first reply of each expected recipient, in inbox order.
-    fn first_per_recipient(&self) -> Result<Vec<Reply>> {
+    /// The first reply of each expected recipient among `replies`, in
+    /// inbox order.
+    fn first_per_recipient(&self, replies: Vec<Reply>) -> Vec<Reply> {
         let mut seen = BTreeSet::new();
-        let replies = self.requester.replies(self.id)?;
-        Ok(replies
+        replies
             .into_iter()
             .filter(|r| {
                 r.from().is_some_and(|from| {
                     self.recipients.iter().any(|x| x == from) && seen.insert(from.to_owned())
                 })
             })
-            .collect())
+            .collect()
     }
 
     /// The result; under `MaxReplies(n)` only the first `n` replies are

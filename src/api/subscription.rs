@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use crate::api::RecvStream;
 use crate::backend::SubscriptionBackend;
 use crate::embedded::LogSubscription;
 use crate::error::Result;
@@ -105,10 +106,53 @@ impl Subscription {
         dispatch!(AnySubscription, &mut self.backend, s => s.recv_async().await)
     }
 
+    /// The records, as a [`futures_core::Stream`] of
+    /// [`Subscription::recv_async`]: `while let Some(record) =
+    /// stream.next().await`. It ends after yielding an error. Commit as
+    /// usual (auto-commit, or [`Subscription::commit_async`] once the
+    /// stream is dropped); dropping the stream loses no record.
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use logbus::{Bus, BusOptions, Record, StartAt};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let news = bus.topic("news")?;
+    /// news.publish_batch(&[Record::new(b"a"), Record::new(b"b")])?;
+    /// let mut audit = news.subscribe("audit", StartAt::Earliest)?;
+    /// futures::executor::block_on(async {
+    ///     let mut records = audit.stream().take(2);
+    ///     while let Some(record) = records.next().await {
+    ///         println!("{:?}", record?.value());
+    ///     }
+    ///     Ok::<(), logbus::Error>(())
+    /// })?;
+    /// futures::executor::block_on(audit.commit_async())?;
+    /// assert_eq!(audit.committed(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn stream(&mut self) -> RecvStream<'_, StoredRecord> {
+        RecvStream::new(self, |s: &mut &mut Subscription| Box::pin(s.recv_async()))
+    }
+
     /// Commits the position after the last record received.
     #[inline]
     pub fn commit(&mut self) -> Result<()> {
         dispatch!(AnySubscription, &mut self.backend, s => s.commit())
+    }
+
+    /// [`Subscription::commit`] as a future, for any executor; awaiting it
+    /// never blocks the thread on a sync (embedded, under
+    /// [`crate::Durability::Always`], the log's sync thread runs it).
+    ///
+    /// Cancellation: dropped before its first poll it did nothing; dropped
+    /// later the commit may or may not be stored and
+    /// [`Subscription::committed`] is unchanged: at worst the records are
+    /// received again after a restart (at-least-once).
+    #[inline]
+    pub async fn commit_async(&mut self) -> Result<()> {
+        dispatch!(AnySubscription, &mut self.backend, s => s.commit_async().await)
     }
 
     /// Commits `next_offset`: every record below it counts as consumed.

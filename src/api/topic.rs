@@ -106,6 +106,41 @@ impl Topic {
         dispatch!(AnyTopic, &self.backend, t => t.publish_batch(records))
     }
 
+    /// [`Topic::publish`] as a future, for any executor (tokio, smol,
+    /// `futures::executor`, ...). Awaiting it never blocks the thread:
+    /// embedded, the record is written when the future is first polled
+    /// and, under [`crate::Durability::Always`], the future then waits for a
+    /// sync run by the log's sync thread; on NATS the publish and its
+    /// acknowledgement run on the backend's own runtime.
+    ///
+    /// Cancellation: a future dropped before its first poll did nothing;
+    /// dropped later, the record may be stored (embedded: it is, and
+    /// becomes durable with the next sync) without its offset being known.
+    ///
+    /// ```
+    /// use logbus::{Bus, BusOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let orders = bus.topic("orders")?;
+    /// let offset = futures::executor::block_on(orders.publish_async(&Record::new(b"order 1")))?;
+    /// assert_eq!(offset, 0);
+    /// # Ok(()) }
+    /// ```
+    #[inline]
+    pub async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
+        dispatch!(AnyTopic, &self.backend, t => t.publish_async(record).await)
+    }
+
+    /// [`Topic::publish_batch`] as a future (see [`Topic::publish_async`]).
+    /// Cancellation: dropped before its first poll it did nothing; dropped
+    /// later the batch (embedded: all of it; on NATS: a prefix) may be
+    /// stored.
+    #[inline]
+    pub async fn publish_batch_async(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        dispatch!(AnyTopic, &self.backend, t => t.publish_batch_async(records).await)
+    }
+
     /// A durable subscription named `name`: it resumes from its committed
     /// offset; `start` applies only when it is created.
     #[inline]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use crate::backend::{BusBackend, ReplySink, TopicBackend};
+use crate::backend::{BoxFuture, BusBackend, ReplySink, TopicBackend};
 use crate::clock::Clock;
 use crate::embedded::{LogRequester, LogTopic, RequesterInner, Wakeups, record_age};
 use crate::error::{Error, Result};
@@ -194,6 +194,15 @@ impl LogReplies {
 impl ReplySink for LogReplies {
     fn publish_reply(&self, inbox: &str, _id: CorrelationId, reply: &crate::Record<'_>) -> Result<u64> {
         self.bus.topic(inbox)?.publish(reply)
+    }
+
+    fn publish_reply_async<'a>(
+        &'a self,
+        inbox: &'a str,
+        _id: CorrelationId,
+        reply: &'a crate::Record<'a>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move { self.bus.topic(inbox)?.publish_async(reply).await })
     }
 }
 

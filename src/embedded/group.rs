@@ -35,6 +35,7 @@
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
 //! expires while the receiver is still working, leads to a redelivery.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
@@ -43,7 +44,7 @@ use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::clock::Clock;
 use crate::embedded::{LogTopic, record_age};
 use crate::error::{Error, Result};
-use crate::log::{Cursor, Log, Position};
+use crate::log::{Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, dead_letter_topic, is_dead_letter_of,
@@ -123,6 +124,7 @@ impl Source for TopicRecords<'_> {
 }
 
 /// Deliveries leased by one poll and not yet handed out.
+#[derive(Default)]
 struct Batch {
     /// The leases and their `Delivered` events.
     acquired: Acquired,
@@ -226,7 +228,11 @@ impl GroupBackend for LogGroup {
     async fn recv_async(&self) -> Result<LogDelivery> {
         loop {
             let listener = self.inner.topic.log().activity().listen();
-            let (mut deliveries, next_due_ms) = self.inner.poll(1)?;
+            let wait = match self.inner.clock().is_simulated() {
+                true => Wait::Block,
+                false => Wait::Async,
+            };
+            let (mut deliveries, next_due_ms) = self.inner.poll_in(1, wait).await?;
             if let Some(delivery) = deliveries.pop() {
                 return Ok(delivery);
             }
@@ -320,27 +326,32 @@ impl GroupInner {
     /// ones met on the way; when there is none, returns when the next
     /// delayed one falls due.
     fn poll(self: &Arc<Self>, max: usize) -> Result<(Vec<LogDelivery>, Option<i64>)> {
+        ready(self.poll_in(max, Wait::Block))
+    }
+
+    /// [`GroupInner::poll`], waiting for syncs as `wait` says. A future
+    /// dropped before it completed hands nothing out: its leases are taken
+    /// back (`Leasing`), as after a failure.
+    async fn poll_in(self: &Arc<Self>, max: usize, wait: Wait) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let rules = self.rules();
-        let mut batch = Batch::with_capacity(max);
+        let mut leasing = Leasing {
+            group: self,
+            batch: Batch::with_capacity(max),
+        };
         let mut settled = false;
         let next_due = loop {
-            let (claim, next_due) = match self.acquire(max, &rules, &mut batch) {
-                Ok(acquired) => acquired,
-                Err(e) => return Err(self.unlease(&batch, e)),
-            };
+            let (claim, next_due) = self.acquire(max, &rules, &mut leasing.batch)?;
             let Some(claim) = claim else {
                 break next_due;
             };
             settled = true;
-            if let Err(e) = self.dead_letter(claim) {
-                return Err(self.unlease(&batch, e));
-            }
+            self.dead_letter_in(claim, wait).await?;
         };
-        settled |= batch.acquired.passed;
-        let deliveries = match batch.records.is_empty() {
+        settled |= leasing.batch.acquired.passed;
+        let deliveries = match leasing.batch.records.is_empty() {
             true => Vec::new(),
-            false => self.hand_out(batch)?,
+            false => self.hand_out(leasing, wait).await?,
         };
         if settled {
             self.after_settle()?;
@@ -370,20 +381,11 @@ impl GroupInner {
         Ok((dead, machine.next_due()))
     }
 
-    /// Takes back the leases of a batch that will not be handed out.
-    fn unlease(&self, batch: &Batch, error: Error) -> Error {
-        lock(&self.state)
-            .machine
-            .unlease(&batch.acquired.leases, self.now_ms());
-        error
-    }
-
-    /// Persists every attempt of `batch` with one state write, then hands
-    /// the records out.
-    fn hand_out(self: &Arc<Self>, batch: Batch) -> Result<Vec<LogDelivery>> {
-        if let Err(e) = self.log.append(&batch.acquired.events) {
-            return Err(self.unlease(&batch, e));
-        }
+    /// Persists every attempt of the batch with one state write, then
+    /// hands the records out.
+    async fn hand_out(self: &Arc<Self>, mut leasing: Leasing<'_>, wait: Wait) -> Result<Vec<LogDelivery>> {
+        self.log.append_in(&leasing.batch.acquired.events, wait).await?;
+        let batch = std::mem::take(&mut leasing.batch);
         let leases = batch.acquired.leases;
         let redelivered = leases.iter().filter(|lease| lease.attempt > 1).count();
         self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
@@ -400,26 +402,24 @@ impl GroupInner {
     }
 
     /// Writes the claimed record to the dead-letter topic (exactly once,
-    /// see `dead_letter.rs`) and marks it Done; without a dead-letter topic
-    /// the record is dropped. On failure the record stays, due to be
-    /// dead-lettered again after backoff.
-    fn dead_letter(&self, claim: Claim) -> Result<()> {
-        let written = self
-            .write_dead_letter(claim)
-            .and_then(|()| self.confirm_dead_letter(claim.offset));
-        if let Err(e) = written {
-            trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset = claim.offset, error = %e, "dead letter failed; will retry");
-            lock(&self.state)
-                .machine
-                .dead_letter_failed(claim.offset, self.now_ms(), &self.rules());
-            return Err(e);
-        }
+    /// see `dead_letter.rs`) and marks it Done, waiting for syncs as `wait`
+    /// says; without a dead-letter topic the record is dropped. On failure,
+    /// or if the future is dropped before it completed, the record stays,
+    /// due to be dead-lettered again after backoff, once.
+    async fn dead_letter_in(&self, claim: Claim, wait: Wait) -> Result<()> {
+        let unfinished = UnfinishedDeadLetter {
+            group: self,
+            offset: claim.offset,
+        };
+        self.write_dead_letter(claim, wait).await?;
+        self.confirm_dead_letter(claim.offset, wait).await?;
+        std::mem::forget(unfinished);
         Ok(())
     }
 
     /// Appends the dead letter of the claimed record unless an earlier
     /// try did: an intent persisted by that try says where to look.
-    fn write_dead_letter(&self, claim: Claim) -> Result<()> {
+    async fn write_dead_letter(&self, claim: Claim, wait: Wait) -> Result<()> {
         let offset = claim.offset;
         let record = self.topic.log().read(offset)?;
         let (Some(record), true) = (record, self.options().dead_letter) else {
@@ -437,7 +437,7 @@ impl GroupInner {
                 let intent = lock(&self.state)
                     .machine
                     .intend(offset, dlq.end_offset(), self.now_ms());
-                self.log.append(&[intent])?;
+                self.log.append_in(&[intent], wait).await?;
             }
         }
         let (attempts, failures) = lock(&self.state).machine.letter(offset).ok_or(Error::Closed)?;
@@ -448,7 +448,9 @@ impl GroupInner {
             attempts,
             failures: &failures,
         };
-        let _dlq_offset = letter.publish_with(|record| dlq.publish(record))?;
+        let written = letter.publish_with(|record| dlq.log().write(std::slice::from_ref(record)))?;
+        dlq.log().durable_in(written.end, wait).await?;
+        let _dlq_offset = written.start;
         trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset, dlq_offset = _dlq_offset, attempts, "record dead-lettered");
         Ok(())
     }
@@ -456,21 +458,21 @@ impl GroupInner {
     /// Marks the dead-lettered record Done, then persists that. Like an
     /// ack, a failure to persist leaves it Done in memory: the persisted
     /// intent (or its exhausted attempts) settles it again after a reopen.
-    fn confirm_dead_letter(&self, offset: u64) -> Result<()> {
+    async fn confirm_dead_letter(&self, offset: u64, wait: Wait) -> Result<()> {
         let done = lock(&self.state).machine.dead_letter_done(offset);
-        self.log.append(&[done])?;
+        self.log.append_in(&[done], wait).await?;
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn ack(&self, lease: &Lease) -> Result<()> {
+    async fn ack(&self, lease: &Lease, wait: Wait) -> Result<()> {
         let acked = lock(&self.state).machine.ack(lease)?;
-        self.log.append(&[acked])?;
+        self.log.append_in(&[acked], wait).await?;
         self.acked.fetch_add(1, Ordering::Relaxed);
         self.after_settle()
     }
 
-    fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>) -> Result<()> {
+    async fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
         let rules = self.rules();
         let nacked =
             lock(&self.state)
@@ -478,20 +480,20 @@ impl GroupInner {
                 .nack(lease, reason, delay.map(millis), self.now_ms(), &rules)?;
         match nacked {
             Nacked::Released(released) => {
-                self.log.append(&[released])?;
+                self.log.append_in(&[released], wait).await?;
                 self.topic.wake_waiters();
                 Ok(())
             }
             Nacked::DeadLetter(claim) => {
-                self.dead_letter(claim)?;
+                self.dead_letter_in(claim, wait).await?;
                 self.after_settle()
             }
         }
     }
 
-    fn reject(&self, lease: &Lease, reason: &str) -> Result<()> {
+    async fn reject(&self, lease: &Lease, reason: &str, wait: Wait) -> Result<()> {
         let claim = lock(&self.state).machine.reject(lease, reason, self.now_ms())?;
-        self.dead_letter(claim)?;
+        self.dead_letter_in(claim, wait).await?;
         self.after_settle()
     }
 
@@ -564,28 +566,56 @@ impl DeliveryBackend for LogDelivery {
         self.lease.attempt
     }
 
-    fn ack(mut self) -> Result<()> {
-        self.settled = true;
-        self.group.ack(&self.lease)
+    fn ack(self) -> Result<()> {
+        ready(self.ack_async_in(Wait::Block))
     }
 
-    fn nack(mut self, reason: &str) -> Result<()> {
-        self.settled = true;
-        self.group.release(&self.lease, reason, None)
+    fn nack(self, reason: &str) -> Result<()> {
+        ready(self.nack_in(reason, None, Wait::Block))
     }
 
-    fn nack_with_delay(mut self, reason: &str, delay: Duration) -> Result<()> {
-        self.settled = true;
-        self.group.release(&self.lease, reason, Some(delay))
+    fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
+        ready(self.nack_in(reason, Some(delay), Wait::Block))
     }
 
-    fn reject(mut self, reason: &str) -> Result<()> {
-        self.settled = true;
-        self.group.reject(&self.lease, reason)
+    fn reject(self, reason: &str) -> Result<()> {
+        ready(self.reject_in(reason, Wait::Block))
+    }
+
+    fn ack_async(self) -> impl Future<Output = Result<()>> + Send {
+        self.ack_async_in(Wait::Async)
+    }
+
+    fn nack_async(self, reason: &str, delay: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
+        self.nack_in(reason, delay, Wait::Async)
+    }
+
+    fn reject_async(self, reason: &str) -> impl Future<Output = Result<()>> + Send {
+        self.reject_in(reason, Wait::Async)
     }
 
     fn extend_lease(&mut self, by: Duration) -> Result<()> {
         self.group.extend_lease(&self.lease, by)
+    }
+}
+
+impl LogDelivery {
+    // Each settles on its first poll (the delivery is moved into the
+    // future: dropped unpolled, it is released as a dropped delivery is).
+
+    async fn ack_async_in(mut self, wait: Wait) -> Result<()> {
+        self.settled = true;
+        self.group.ack(&self.lease, wait).await
+    }
+
+    async fn nack_in(mut self, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
+        self.settled = true;
+        self.group.release(&self.lease, reason, delay, wait).await
+    }
+
+    async fn reject_in(mut self, reason: &str, wait: Wait) -> Result<()> {
+        self.settled = true;
+        self.group.reject(&self.lease, reason, wait).await
     }
 }
 
@@ -594,8 +624,44 @@ impl Drop for LogDelivery {
         if !self.settled {
             let reason = "delivery dropped without ack";
             // Best effort: if this fails, the lease expires instead.
-            let _ = self.group.release(&self.lease, reason, None);
+            let _ = ready(self.group.release(&self.lease, reason, None, Wait::Block));
         }
+    }
+}
+
+/// The batch of a poll under way; dropped before its records were handed
+/// out (an error, or a dropped future), it takes their leases back.
+struct Leasing<'a> {
+    group: &'a GroupInner,
+    batch: Batch,
+}
+
+impl Drop for Leasing<'_> {
+    fn drop(&mut self) {
+        if !self.batch.acquired.leases.is_empty() {
+            lock(&self.group.state)
+                .machine
+                .unlease(&self.batch.acquired.leases, self.group.now_ms());
+        }
+    }
+}
+
+/// A dead letter under way ([`GroupInner::dead_letter_in`]); dropped
+/// before it finished (it failed, or its future was dropped), it leaves the
+/// record due to be dead-lettered again after backoff. A no-op on a record
+/// the dead letter already marked Done.
+struct UnfinishedDeadLetter<'a> {
+    group: &'a GroupInner,
+    offset: u64,
+}
+
+impl Drop for UnfinishedDeadLetter<'_> {
+    fn drop(&mut self) {
+        let group = self.group;
+        trace_event!(warn, topic = group.topic.name(), group = %group.consumer.name(), offset = self.offset, "dead letter failed; will retry");
+        lock(&group.state)
+            .machine
+            .dead_letter_failed(self.offset, group.now_ms(), &group.rules());
     }
 }
 

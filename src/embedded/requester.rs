@@ -11,8 +11,10 @@
 //! record a power loss could drop.
 
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
 
 use crate::backend::{RequesterBackend, TopicBackend};
+use crate::clock::wall_ms;
 use crate::embedded::BusInner;
 use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
@@ -108,6 +110,27 @@ impl RequesterBackend for LogRequester {
             match check()? {
                 ReplyCheck::Done(value) => return Ok(value),
                 ReplyCheck::WaitUntil(deadline) => waiter.wait_until(deadline),
+            }
+        }
+    }
+
+    async fn watch_async<T: Send>(
+        &self,
+        id: CorrelationId,
+        mut check: impl FnMut(Vec<Reply>) -> ReplyCheck<T> + Send,
+    ) -> Result<T> {
+        let inbox = &self.inner.inbox;
+        loop {
+            let listener = inbox.log().activity().listen();
+            match check(self.replies(id)?) {
+                ReplyCheck::Done(value) => return Ok(value),
+                ReplyCheck::WaitUntil(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let due_ms =
+                        wall_ms().saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX) + 1);
+                    inbox.inner.bus.wakeups().schedule(due_ms, &inbox.inner);
+                    listener.await;
+                }
             }
         }
     }

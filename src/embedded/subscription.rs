@@ -13,7 +13,7 @@ use crate::backend::{SubscriptionBackend, TopicBackend};
 use crate::embedded::LogTopic;
 use crate::error::Result;
 use crate::format::StateEvent;
-use crate::log::{Cursor, Position};
+use crate::log::{Cursor, Position, Wait, ready};
 use crate::patterns::StartAt;
 use crate::patterns::check_commit;
 use crate::patterns::recovered_commit;
@@ -99,6 +99,21 @@ impl LogSubscription {
     }
 }
 
+impl LogSubscription {
+    /// Commits `next_offset`, waiting for the state's sync as `wait` says.
+    async fn commit_in(&mut self, next_offset: u64, wait: Wait) -> Result<()> {
+        check_commit(next_offset, self.topic.end_offset())?;
+        if let (Some(state), Some(consumer)) = (&self.state, &self.consumer) {
+            state
+                .write_snapshot_in(&[StateEvent::Committed(next_offset)], wait)
+                .await?;
+            self.topic.set_position(consumer, next_offset)?;
+        }
+        self.committed = next_offset;
+        Ok(())
+    }
+}
+
 impl SubscriptionBackend for LogSubscription {
     fn set_auto_commit(&mut self, on: bool) {
         self.auto_commit = on;
@@ -119,12 +134,15 @@ impl SubscriptionBackend for LogSubscription {
     }
 
     async fn recv_async(&mut self) -> Result<StoredRecord> {
+        if self.auto_commit && self.cursor.offset() > self.committed {
+            self.commit_async().await?;
+        }
         loop {
-            if let Some(record) = self.try_recv()? {
+            if let Some(record) = self.cursor.next()? {
                 return Ok(record);
             }
             let listener = self.topic.inner.log.activity().listen();
-            if let Some(record) = self.try_recv()? {
+            if let Some(record) = self.cursor.next()? {
                 return Ok(record);
             }
             listener.await;
@@ -136,13 +154,11 @@ impl SubscriptionBackend for LogSubscription {
     }
 
     fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
-        check_commit(next_offset, self.topic.end_offset())?;
-        if let (Some(state), Some(consumer)) = (&self.state, &self.consumer) {
-            state.write_snapshot(&[StateEvent::Committed(next_offset)])?;
-            self.topic.set_position(consumer, next_offset)?;
-        }
-        self.committed = next_offset;
-        Ok(())
+        ready(self.commit_in(next_offset, Wait::Block))
+    }
+
+    async fn commit_async(&mut self) -> Result<()> {
+        self.commit_in(self.cursor.offset(), Wait::Async).await
     }
 
     fn committed(&self) -> u64 {

@@ -192,6 +192,17 @@ impl TopicBackend for LogTopic {
         self.inner.log.append_batch(records)
     }
 
+    async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
+        Ok(self
+            .publish_batch_async(std::slice::from_ref(record))
+            .await?
+            .start)
+    }
+
+    async fn publish_batch_async(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
+        self.inner.log.append_batch_async(records).await
+    }
+
     fn publish_redriven(&self, record: &Record<'_>, _dlq_topic: &str, _dlq_offset: u64) -> Result<u64> {
         self.publish(record)
     }

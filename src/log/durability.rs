@@ -27,6 +27,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use event_listener::{Event, EventListener};
+
 use crate::error::{Error, Result};
 use crate::io::CheckedStorage;
 
@@ -72,6 +74,9 @@ pub(crate) struct GroupCommit {
     changed: Condvar,
     /// Signalled when an appender starts waiting (wakes a gathering leader).
     arrived: Condvar,
+    /// Notified, like `changed`, whenever a round ends: wakes async waiters
+    /// ([`GroupCommit::listen`]).
+    rounds: Event,
     syncs: AtomicU64,
     sync_nanos_total: AtomicU64,
     sync_nanos_max: AtomicU64,
@@ -99,6 +104,7 @@ impl GroupCommit {
             }),
             changed: Condvar::new(),
             arrived: Condvar::new(),
+            rounds: Event::new(),
             syncs: AtomicU64::new(0),
             sync_nanos_total: AtomicU64::new(0),
             sync_nanos_max: AtomicU64::new(0),
@@ -143,6 +149,7 @@ impl GroupCommit {
                 state.waiting.clear();
             }
             self.changed.notify_all();
+            self.rounds.notify(usize::MAX);
             // A failed sync latched: the next round of the loop reports it.
             // Anything else (an error before the sync) fails this caller only.
             if let Some(error) = failed
@@ -192,6 +199,26 @@ impl GroupCommit {
     pub(crate) fn mark_durable(&self, end: u64) {
         self.lock().advance(end);
         self.changed.notify_all();
+        self.rounds.notify(usize::MAX);
+    }
+
+    /// True once every offset below `target` is durable; the latched
+    /// failure, if any.
+    pub(crate) fn is_durable(&self, target: u64) -> Result<bool> {
+        self.check()?;
+        Ok(self.lock().durable_end >= target)
+    }
+
+    /// Registers an async waiter for the end of the next sync round (or a
+    /// sealed segment, or [`GroupCommit::wake_all`]); check
+    /// [`GroupCommit::is_durable`] after this.
+    pub(crate) fn listen(&self) -> EventListener {
+        self.rounds.listen()
+    }
+
+    /// Wakes every async waiter (the log is closing).
+    pub(crate) fn wake_all(&self) {
+        self.rounds.notify(usize::MAX);
     }
 
     /// The latched failure, if any.
@@ -202,5 +229,28 @@ impl GroupCommit {
             }),
             None => Ok(()),
         }
+    }
+}
+
+/// How a write waits for durability: blocking the calling thread (group
+/// commit, as the blocking API does), or as a future that leaves the sync to
+/// the log's sync thread (the async API). Code written once as an `async fn`
+/// over a `Wait` serves both: with [`Wait::Block`] its future completes on
+/// its first poll ([`ready`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Block the calling thread until durable.
+    Block,
+    /// Await durability without blocking.
+    Async,
+}
+
+/// The output of a future that never waits: one built over [`Wait::Block`].
+pub(crate) fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => unreachable!("a future over Wait::Block never waits"),
     }
 }

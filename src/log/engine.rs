@@ -22,11 +22,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::activity::Activity;
 use super::checkpoint::CheckpointWriter;
-use super::durability::{GroupCommit, SyncStats};
+use super::durability::{GroupCommit, SyncStats, Wait, ready};
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segment_name, recover};
@@ -189,7 +189,7 @@ impl Log {
             options,
         });
         if let Durability::Interval(every) = shared.options.durability {
-            *lock(&shared.flusher) = Some(Flusher::spawn(Arc::downgrade(&shared), every)?);
+            *lock(&shared.flusher) = Some(Flusher::spawn(Arc::downgrade(&shared), Some(every))?);
         }
         shared.retire(None);
         Ok(Log { shared })
@@ -198,7 +198,7 @@ impl Log {
     /// Appends one record and returns its offset. Under
     /// [`Durability::Always`] it returns once the record is durable.
     pub fn append(&self, record: &Record<'_>) -> Result<u64> {
-        Ok(self.shared.append(std::slice::from_ref(record))?.start)
+        Ok(self.append_batch(std::slice::from_ref(record))?.start)
     }
 
     /// Appends records with one write (and, under `Always`, one sync) and
@@ -206,7 +206,83 @@ impl Log {
     /// larger than a segment is refused. After a crash, a prefix of an
     /// unacknowledged batch may survive.
     pub fn append_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
-        self.shared.append(records)
+        ready(self.append_batch_in(records, Wait::Block))
+    }
+
+    /// [`Log::append_batch`] without blocking the calling thread: the
+    /// records are written (copied into the page cache) when the future is
+    /// first polled; under [`Durability::Always`] the future then waits,
+    /// without blocking, for a sync by the log's sync thread (started on
+    /// first use; it joins group commit like any appender).
+    ///
+    /// Cancellation: dropped before its first poll, nothing is written;
+    /// dropped later, the records are appended and become durable with the
+    /// next sync, but the caller does not learn their offsets.
+    pub async fn append_batch_async(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.append_batch_in(records, Wait::Async).await
+    }
+
+    /// [`Log::append_batch`] or [`Log::append_batch_async`], as `wait` says.
+    pub(crate) async fn append_batch_in(&self, records: &[Record<'_>], wait: Wait) -> Result<Range<u64>> {
+        let range = self.write(records)?;
+        if !range.is_empty() {
+            self.durable_in(range.end, wait).await?;
+        }
+        Ok(range)
+    }
+
+    /// Writes `records` (a copy into the page cache, no sync); their
+    /// offsets. Under `Always` they are readable once a sync covers them:
+    /// follow with [`Log::durable_in`].
+    pub(crate) fn write(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.shared.write(records)
+    }
+
+    /// Under [`Durability::Always`], returns once every offset below `end`
+    /// is durable, waiting as `wait` says; at once under the others.
+    pub(crate) async fn durable_in(&self, end: u64, wait: Wait) -> Result<()> {
+        if self.shared.options.durability != Durability::Always {
+            return Ok(());
+        }
+        match wait {
+            Wait::Block => {
+                let shared = &self.shared;
+                shared.commit.wait_durable(end, || shared.sync_written())
+            }
+            Wait::Async => self.durable_async(end).await,
+        }
+    }
+
+    /// Waits, without blocking, until every offset below `target` is
+    /// durable, asking the sync thread for a sync while it is not.
+    async fn durable_async(&self, target: u64) -> Result<()> {
+        loop {
+            let listener = self.shared.commit.listen();
+            self.shared.check_open()?;
+            if self.shared.commit.is_durable(target)? {
+                return Ok(());
+            }
+            self.request_sync()?;
+            listener.await;
+        }
+    }
+
+    /// Asks the background sync thread (the `Interval` flusher, or under
+    /// `Always` one started now) for a sync of everything written.
+    fn request_sync(&self) -> Result<()> {
+        let mut flusher = lock(&self.shared.flusher);
+        // Under the flusher's lock: `close` takes the thread after setting
+        // `closed`, so none is started that `close` would miss.
+        self.shared.check_open()?;
+        match flusher.as_ref() {
+            Some(running) => running.request(),
+            None => {
+                let started = Flusher::spawn(Arc::downgrade(&self.shared), None)?;
+                started.request();
+                *flusher = Some(started);
+            }
+        }
+        Ok(())
     }
 
     /// Reads the record at `offset`, or `None` if it is below the start or
@@ -381,24 +457,19 @@ impl Shared {
         self.segments().last().map_or(0, |s| s.limit().end_offset)
     }
 
-    fn append(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
-        let (start, extent) = {
-            let mut writer = self.writer();
-            self.check_open()?;
-            self.commit.check()?;
-            let start = writer.next_offset;
-            if records.is_empty() {
-                return Ok(start..start);
-            }
-            let extent = self
-                .write_batch(&mut writer, records)
-                .map_err(|e| self.latched_or(e))?;
-            (start, extent)
-        };
-        if self.options.durability == Durability::Always {
-            self.commit
-                .wait_durable(extent.end_offset, || self.sync_written())?;
+    /// Writes `records` (a copy into the page cache, no sync); their
+    /// offsets. Under `Always` they are readable once a sync covers them.
+    fn write(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        let mut writer = self.writer();
+        self.check_open()?;
+        self.commit.check()?;
+        let start = writer.next_offset;
+        if records.is_empty() {
+            return Ok(start..start);
         }
+        let extent = self
+            .write_batch(&mut writer, records)
+            .map_err(|e| self.latched_or(e))?;
         Ok(start..extent.end_offset)
     }
 
@@ -596,6 +667,7 @@ impl Shared {
             flusher.stop();
         }
         self.activity.notify();
+        self.commit.wake_all();
         self.retired.close();
         let result = self.write_clean_marker();
         lock(&self.lock).take();
@@ -624,45 +696,75 @@ impl Drop for Shared {
     }
 }
 
-/// The background thread of [`Durability::Interval`].
+/// The background sync thread: every interval under
+/// [`Durability::Interval`], and on request ([`Flusher::request`]) for the
+/// async appends of [`Log::append_batch_async`].
 #[derive(Debug)]
 struct Flusher {
-    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    signal: Arc<(Mutex<FlushSignal>, std::sync::Condvar)>,
     thread: JoinHandle<()>,
 }
 
+#[derive(Debug, Default)]
+struct FlushSignal {
+    stop: bool,
+    requested: bool,
+}
+
 impl Flusher {
-    fn spawn(log: Weak<Shared>, every: Duration) -> std::io::Result<Flusher> {
-        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-        let signal = stop.clone();
+    /// Starts the thread; it syncs every `every` (if set) and on request.
+    fn spawn(log: Weak<Shared>, every: Option<Duration>) -> std::io::Result<Flusher> {
+        let signal = Arc::new((Mutex::new(FlushSignal::default()), std::sync::Condvar::new()));
+        let theirs = signal.clone();
         let thread = std::thread::Builder::new()
             .name("logbus-flusher".into())
             .spawn(move || {
-                while !Flusher::wait_for_stop(&signal, every) {
+                while !Flusher::wait_for_work(&theirs, every) {
                     let Some(shared) = log.upgrade() else { return };
                     // A failed sync poisons the log; appends report it.
                     let _ = shared.flush();
                 }
             })?;
-        Ok(Flusher { stop, thread })
+        Ok(Flusher { signal, thread })
     }
 
-    /// Sleeps up to `every`; true once stop was requested.
-    fn wait_for_stop(signal: &(Mutex<bool>, std::sync::Condvar), every: Duration) -> bool {
-        let (stopped, wake) = signal;
-        let guard = lock(stopped);
-        if *guard {
-            return true;
+    /// Sleeps until a sync is requested or `every` passed; true once stop
+    /// was requested.
+    fn wait_for_work(signal: &(Mutex<FlushSignal>, std::sync::Condvar), every: Option<Duration>) -> bool {
+        let (state, wake) = signal;
+        let deadline = every.map(|every| Instant::now() + every);
+        let mut guard = lock(state);
+        loop {
+            if guard.stop {
+                return true;
+            }
+            if std::mem::take(&mut guard.requested) {
+                return false;
+            }
+            guard = match deadline {
+                None => wake.wait(guard).unwrap_or_else(|p| p.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    wake.wait_timeout(guard, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
         }
-        *wake
-            .wait_timeout(guard, every)
-            .unwrap_or_else(|p| p.into_inner())
-            .0
+    }
+
+    /// Asks for a sync of everything written.
+    fn request(&self) {
+        lock(&self.signal.0).requested = true;
+        self.signal.1.notify_all();
     }
 
     fn stop(self) {
-        *lock(&self.stop.0) = true;
-        self.stop.1.notify_all();
+        lock(&self.signal.0).stop = true;
+        self.signal.1.notify_all();
         if self.thread.thread().id() != std::thread::current().id() {
             let _ = self.thread.join();
         }

@@ -19,7 +19,7 @@ use super::names::{check_length, reply_subject};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
-use crate::backend::{BusBackend, ReplySink, TopicBackend};
+use crate::backend::{BoxFuture, BusBackend, ReplySink, TopicBackend};
 use crate::error::{Error, Result};
 use crate::patterns::{CorrelationId, TopicOptions, TopicStats, inbox_topic};
 use crate::patterns::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
@@ -116,6 +116,21 @@ impl ReplySink for NatsShared {
     fn publish_reply(&self, inbox: &str, id: CorrelationId, reply: &Record<'_>) -> Result<u64> {
         self.check_open()?;
         Ok(self.client.publish_to(reply_subject(inbox, id), reply, None)?.0)
+    }
+
+    fn publish_reply_async<'a>(
+        &'a self,
+        inbox: &'a str,
+        id: CorrelationId,
+        reply: &'a Record<'a>,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(async move {
+            self.check_open()?;
+            let publish = self
+                .client
+                .publish_to_task(reply_subject(inbox, id), reply, None)?;
+            Ok(self.client.run(publish).await??.0)
+        })
     }
 }
 

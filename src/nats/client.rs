@@ -339,11 +339,21 @@ impl NatsClient {
         record: &Record<'_>,
         msg_id: Option<&str>,
     ) -> Result<(u64, bool)> {
+        self.block_on(self.publish_to_task(subject, record, msg_id)?)?
+    }
+
+    /// [`NatsClient::publish_to`] as a task for the private runtime.
+    pub(crate) fn publish_to_task(
+        &self,
+        subject: String,
+        record: &Record<'_>,
+        msg_id: Option<&str>,
+    ) -> Result<impl Future<Output = Result<(u64, bool)>> + Send + 'static> {
         let mut headers = encode_headers(record)?;
         if let Some(id) = msg_id {
             headers.insert("Nats-Msg-Id", id);
         }
-        self.publish_raw(subject, headers, Bytes::copy_from_slice(record.value()))
+        Ok(self.publish_task(subject, headers, Bytes::copy_from_slice(record.value())))
     }
 
     pub(crate) fn publish_raw(

@@ -409,13 +409,8 @@ impl NatsDelivery {
     }
 
     /// Sends `kind` and waits for the server to confirm it (an ack sent
-    /// with a reply subject): once this returns the server has the ack.
-    fn settle(mut self, kind: AckKind) -> Result<()> {
-        let settle = self.settle_task(kind)?;
-        self.group.bus.block_on(settle)?
-    }
-
-    /// [`NatsDelivery::settle`] as a task for the private runtime.
+    /// with a reply subject), as a task for the private runtime: once it
+    /// completes the server has the ack.
     fn settle_task(&mut self, kind: AckKind) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let message = self.take()?;
         Ok(async move {
@@ -515,41 +510,61 @@ impl DeliveryBackend for NatsDelivery {
     }
 
     fn ack(self) -> Result<()> {
-        let group = self.group.clone();
-        let (sequence, redelivered) = (self.sequence(), self.attempt > 1);
-        self.settle(AckKind::Ack)?;
-        GroupCounters::count(&group.counters.acked);
-        if redelivered {
-            group.bus.block_on(group.forget_failures(sequence))??;
-        }
-        Ok(())
+        let bus = self.group.bus.clone();
+        bus.block_on(self.ack_async())?
     }
 
     fn nack(self, reason: &str) -> Result<()> {
-        let delay = {
-            let mut rng = self.group.rng.lock().unwrap_or_else(|p| p.into_inner());
-            self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
-        };
-        self.nack_with_delay(reason, delay)
+        let bus = self.group.bus.clone();
+        bus.block_on(self.nack_async(reason, None))?
     }
 
     fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
-        if self.attempt >= self.group.spec.retry.max_attempts {
-            return self.dead_letter(reason);
-        }
-        let failure = Failure {
-            at_ms: wall_ms(),
-            reason: reason.to_owned(),
-        };
-        let group = &self.group;
-        group
-            .bus
-            .block_on(group.failures.record(self.sequence(), &failure))??;
-        self.settle(AckKind::Nak((!delay.is_zero()).then_some(delay)))
+        let bus = self.group.bus.clone();
+        bus.block_on(self.nack_async(reason, Some(delay)))?
     }
 
     fn reject(self, reason: &str) -> Result<()> {
         self.dead_letter(reason)
+    }
+
+    // The async ones run each step on the private runtime: a future
+    // dropped after it sent a step leaves that step to finish there.
+
+    async fn ack_async(mut self) -> Result<()> {
+        let group = self.group.clone();
+        let (sequence, redelivered) = (self.sequence(), self.attempt > 1);
+        group.bus.run(self.settle_task(AckKind::Ack)?).await??;
+        GroupCounters::count(&group.counters.acked);
+        if redelivered {
+            group.forget_failures(sequence).await?;
+        }
+        Ok(())
+    }
+
+    async fn nack_async(mut self, reason: &str, delay: Option<Duration>) -> Result<()> {
+        if self.attempt >= self.group.spec.retry.max_attempts {
+            return self.dead_letter_async(reason).await;
+        }
+        let delay = delay.unwrap_or_else(|| {
+            let mut rng = self.group.rng.lock().unwrap_or_else(|p| p.into_inner());
+            self.group.spec.retry.backoff.delay(self.attempt.max(1), &mut rng)
+        });
+        let failure = Failure {
+            at_ms: wall_ms(),
+            reason: reason.to_owned(),
+        };
+        let group = self.group.clone();
+        group
+            .bus
+            .run(group.failures.record(self.sequence(), &failure))
+            .await??;
+        let nak = self.settle_task(AckKind::Nak((!delay.is_zero()).then_some(delay)))?;
+        group.bus.run(nak).await?
+    }
+
+    async fn reject_async(self, reason: &str) -> Result<()> {
+        self.dead_letter_async(reason).await
     }
 
     fn extend_lease(&mut self, _by: Duration) -> Result<()> {

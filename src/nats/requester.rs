@@ -121,6 +121,41 @@ impl RequesterBackend for NatsRequester {
         }
     }
 
+    async fn watch_async<T: Send>(
+        &self,
+        id: CorrelationId,
+        mut check: impl FnMut(Vec<Reply>) -> ReplyCheck<T> + Send,
+    ) -> Result<T> {
+        let bus = self.bus();
+        bus.check_open()?;
+        let client = &bus.client;
+        let subject = reply_subject(self.inbox(), id);
+        let mut wake = client
+            .run(Self::wake_on(client.client().clone(), subject))
+            .await??;
+        loop {
+            let records = client.run(self.replies_task(id)).await??;
+            match check(records.into_iter().map(|r| self.found(r)).collect()) {
+                ReplyCheck::Done(value) => return Ok(value),
+                ReplyCheck::WaitUntil(deadline) => {
+                    // The timer is the private runtime's: the wait runs
+                    // there and hands the subscription back.
+                    let deadline = tokio::time::Instant::from_std(deadline);
+                    let (woken, subscriber) = client
+                        .run(async move {
+                            let woken = tokio::time::timeout_at(deadline, wake.next()).await;
+                            (woken, wake)
+                        })
+                        .await?;
+                    if let Ok(None) = woken {
+                        return Err(Error::Closed); // the bus was closed
+                    }
+                    wake = subscriber;
+                }
+            }
+        }
+    }
+
     async fn reply_async(&self, id: CorrelationId) -> Result<Reply> {
         let bus = self.bus();
         bus.check_open()?;

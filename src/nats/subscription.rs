@@ -279,7 +279,7 @@ impl NatsSubscription {
     async fn receive(&mut self, wait: Option<Duration>) -> Result<Option<StoredRecord>> {
         self.check_open()?;
         if self.auto_commit && self.position > self.committed {
-            self.commit_async(self.position).await?;
+            self.commit_offset_async(self.position).await?;
         }
         let deadline = wait.map(|wait| Instant::now() + wait);
         let mut recovered = false;
@@ -390,7 +390,7 @@ impl NatsSubscription {
     /// received since the last commit, an ack of it (ack-all) moves the
     /// floor there; any other offset recreates the consumer at it, which
     /// also moves the position. Ephemeral: the commit is local.
-    async fn commit_async(&mut self, next_offset: u64) -> Result<()> {
+    async fn commit_offset_async(&mut self, next_offset: u64) -> Result<()> {
         if self.durable.is_none() {
             self.committed = next_offset;
             return Ok(());
@@ -457,7 +457,14 @@ impl SubscriptionBackend for NatsSubscription {
         }
         check_commit(next_offset, self.topic.end_offset())?;
         let client = self.client().clone();
-        client.block_on(self.commit_async(next_offset))?
+        client.block_on(self.commit_offset_async(next_offset))?
+    }
+
+    async fn commit_async(&mut self) -> Result<()> {
+        self.check_open()?;
+        // The position follows a received record, so it is within the
+        // topic: no end to check.
+        self.commit_offset_async(self.position).await
     }
 
     fn committed(&self) -> u64 {

@@ -182,18 +182,31 @@ impl NatsTopic {
     /// Publishes `record` with one JetStream header if given (a message
     /// id, an expected last sequence); returns its offset.
     fn publish_one(&self, record: &Record<'_>, jetstream: Option<(HeaderName, String)>) -> Result<u64> {
+        let client = &self.shared.bus.client;
+        let publish = self.publish_task(record, jetstream)?;
+        let (offset, _duplicate) = client.block_on(publish)??;
+        self.shared.note_end(offset + 1);
+        Ok(offset)
+    }
+
+    /// The publish of `record` with one JetStream header if given, as a
+    /// task for the private runtime: its offset and whether it was taken
+    /// for a duplicate.
+    fn publish_task(
+        &self,
+        record: &Record<'_>,
+        jetstream: Option<(HeaderName, String)>,
+    ) -> Result<impl Future<Output = Result<(u64, bool)>> + Send + 'static> {
         let shared = &self.shared;
         let mut headers = encode_headers(record)?;
         if let Some((name, value)) = jetstream {
             headers.insert(name, value);
         }
         let payload = Bytes::copy_from_slice(record.value());
-        let (offset, _duplicate) = shared
+        Ok(shared
             .bus
             .client
-            .publish_raw(shared.subject.clone(), headers, payload)?;
-        shared.note_end(offset + 1);
-        Ok(offset)
+            .publish_task(shared.subject.clone(), headers, payload))
     }
 
     /// Takes the name of a durable subscription for this process.
@@ -228,6 +241,21 @@ impl TopicBackend for NatsTopic {
         shared.bus.check_open()?;
         let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
         self.publish_one(record, None)
+    }
+
+    async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let publish = self.publish_task(record, None)?;
+        let (offset, _duplicate) = shared.bus.client.run(publish).await??;
+        shared.note_end(offset + 1);
+        Ok(offset)
+    }
+
+    async fn publish_batch_async(&self, _records: &[Record<'_>]) -> Result<Range<u64>> {
+        Err(Error::Unsupported(
+            "publish_batch_async on NATS: call publish_async per record, or publish_batch from a plain thread".into(),
+        ))
     }
 
     fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
 use crate::io::Storage;
-use crate::log::{Durability, Log, LogOptions, Position};
+use crate::log::{Durability, Log, LogOptions, Position, Wait, ready};
 use crate::record::Record;
 
 /// Segment size of state logs. Compaction frees whole segments, so smaller
@@ -66,7 +66,12 @@ impl StateLog {
 
     /// Appends events durably (per the log's durability) in one batch.
     pub(crate) fn append(&self, events: &[StateEvent]) -> Result<()> {
-        self.append_events(events)?;
+        ready(self.append_in(events, Wait::Block))
+    }
+
+    /// [`StateLog::append`], waiting for durability as `wait` says.
+    pub(crate) async fn append_in(&self, events: &[StateEvent], wait: Wait) -> Result<()> {
+        self.append_events(events, wait).await?;
         self.since_snapshot
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -82,8 +87,13 @@ impl StateLog {
     /// it cannot hold) in one batch and drops the segments it made
     /// irrelevant.
     pub(crate) fn write_snapshot(&self, snapshot: &[StateEvent]) -> Result<()> {
+        ready(self.write_snapshot_in(snapshot, Wait::Block))
+    }
+
+    /// [`StateLog::write_snapshot`], waiting for durability as `wait` says.
+    pub(crate) async fn write_snapshot_in(&self, snapshot: &[StateEvent], wait: Wait) -> Result<()> {
         debug_assert!(snapshot.first().is_some_and(is_snapshot));
-        let offsets = self.append_events(snapshot)?;
+        let offsets = self.append_events(snapshot, wait).await?;
         self.since_snapshot
             .store(snapshot.len() as u64, Ordering::Relaxed);
         self.log.release_before(offsets.start);
@@ -91,16 +101,19 @@ impl StateLog {
     }
 
     /// Appends `events` with one write, one record each.
-    fn append_events(&self, events: &[StateEvent]) -> Result<Range<u64>> {
+    async fn append_events(&self, events: &[StateEvent], wait: Wait) -> Result<Range<u64>> {
         if let [event] = events {
             // The common case (one ack, one delivery), without the batch's
             // two vectors.
-            let offset = self.log.append(&Record::new(&event.encode()))?;
-            return Ok(offset..offset + 1);
+            let encoded = event.encode();
+            return self
+                .log
+                .append_batch_in(std::slice::from_ref(&Record::new(&encoded)), wait)
+                .await;
         }
         let encoded: Vec<Vec<u8>> = events.iter().map(StateEvent::encode).collect();
         let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
-        self.log.append_batch(&records)
+        self.log.append_batch_in(&records, wait).await
     }
 
     pub(crate) fn close(&self) -> Result<()> {

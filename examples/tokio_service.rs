@@ -1,0 +1,156 @@
+//! A service on the async API: publish-subscribe, a queue with retries and
+//! dead letters, request-reply and scatter-gather, every step awaited.
+//!
+//! `cargo run --example tokio_service` runs it on a tokio multi-thread
+//! runtime over an embedded bus in a temporary directory; `-- --smol` runs
+//! the same code under smol. With `--features nats -- --nats <url>` it
+//! runs on NATS JetStream (topics of its own per run). The handles are
+//! opened before the runtime starts; everything after is async.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use logbus::{
+    Backoff, Bus, BusOptions, Error, Gather, GroupOptions, Recipients, Record, RetryPolicy, StartAt,
+};
+
+fn main() -> logbus::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = tempfile::tempdir()?;
+    let mut service = match args.iter().position(|a| a == "--nats") {
+        Some(i) => {
+            let url = args
+                .get(i + 1)
+                .ok_or_else(|| Error::InvalidArgument("--nats needs a URL".into()))?;
+            Service::open(connect_nats(url)?, true)?
+        }
+        None => Service::open(Bus::open(dir.path(), BusOptions::default())?, false)?,
+    };
+    if args.iter().any(|a| a == "--smol") {
+        println!("on smol");
+        smol::block_on(service.run())?;
+    } else {
+        println!("on tokio (multi-thread)");
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        runtime.block_on(service.run())?;
+    }
+    // A blocking call, after the runtime (on NATS it asks the server).
+    println!("billing: {:?}", service.billing.stats()?);
+    service.bus.close()
+}
+
+#[cfg(feature = "nats")]
+fn connect_nats(url: &str) -> logbus::Result<Bus> {
+    Bus::connect_nats(url, logbus::NatsOptions::default())
+}
+
+#[cfg(not(feature = "nats"))]
+fn connect_nats(_url: &str) -> logbus::Result<Bus> {
+    Err(Error::InvalidArgument(
+        "--nats needs the nats feature: cargo run --example tokio_service --features nats -- --nats <url>"
+            .into(),
+    ))
+}
+
+/// The handles, opened with blocking calls before any runtime runs.
+struct Service {
+    bus: Bus,
+    orders: logbus::Topic,
+    audit: logbus::Subscription,
+    billing: logbus::Group,
+    pricing: logbus::Responder,
+    checkout: logbus::Requester,
+    pricing_topic: String,
+}
+
+impl Service {
+    fn open(bus: Bus, nats: bool) -> logbus::Result<Service> {
+        let run = match nats {
+            true => format!("svc-{}.", logbus::CorrelationId::new().as_u128() >> 80),
+            false => String::new(),
+        };
+        let orders = bus.topic(&format!("{run}orders"))?;
+        let retry = RetryPolicy::default()
+            .max_attempts(2)
+            .backoff(Backoff::Fixed(Duration::ZERO));
+        let billing = orders.group("billing", GroupOptions::default().retry(retry))?;
+        let audit = orders.subscribe("audit", StartAt::Earliest)?;
+        let pricing_topic = format!("{run}pricing");
+        Ok(Service {
+            pricing: bus.responder(&pricing_topic)?,
+            checkout: bus.requester(&format!("{run}checkout"))?,
+            audit,
+            bus,
+            orders,
+            billing,
+            pricing_topic,
+        })
+    }
+
+    async fn run(&mut self) -> logbus::Result<()> {
+        // Publish: each await returns once the record is stored (durable
+        // under the default durability), without blocking the thread.
+        for order in ["order 1", "order 2", "poison"] {
+            let offset = self.orders.publish_async(&Record::new(order.as_bytes())).await?;
+            println!("published {order:?} at {offset}");
+        }
+
+        // Publish-subscribe: a stream of the subscription's records.
+        let mut records = self.audit.stream().take(3);
+        while let Some(record) = records.next().await {
+            println!("audit saw {:?}", String::from_utf8_lossy(record?.value()));
+        }
+        drop(records);
+        self.audit.commit_async().await?;
+
+        // A queue: ack the good ones; the poison one fails twice and goes
+        // to the dead-letter topic.
+        let mut deliveries = self.billing.stream();
+        let mut settled = 0;
+        while settled < 3 {
+            let delivery = deliveries.next().await.expect("a stream ends only on an error")?;
+            match delivery.record().value() {
+                b"poison" if delivery.attempt() < 2 => delivery.nack_async("cannot bill").await?,
+                b"poison" => {
+                    delivery.reject_async("cannot bill, giving up").await?;
+                    settled += 1;
+                }
+                _ => {
+                    delivery.ack_async().await?;
+                    settled += 1;
+                }
+            }
+        }
+        println!("billing settled {settled} orders");
+
+        // Request-reply: a responder task answers while the request waits.
+        let sku = Record::new(b"sku-7");
+        let (reply, served) = futures::join!(self.checkout.request_async(&self.pricing_topic, &sku), async {
+            let request = self.pricing.recv_async().await?;
+            request.reply_async(&Record::new(b"3.20")).await
+        });
+        served?;
+        println!("price of sku-7: {:?}", String::from_utf8_lossy(reply?.value()));
+
+        // Scatter-gather: ask every pricing service, gather until all
+        // replied or a second passed.
+        let quote = Record::new(b"quote 10 apples");
+        let scatter = self
+            .checkout
+            .scatter_async(Recipients::Services(vec![self.pricing_topic.clone()]), &quote)
+            .await?;
+        let (gathered, served) =
+            futures::join!(scatter.gather_async(Gather::all(Duration::from_secs(1))), async {
+                let request = self.pricing.recv_async().await?;
+                request.reply_async(&Record::new(b"4.00")).await
+            });
+        served?;
+        let gathered = gathered?;
+        println!(
+            "gathered {} replies ({:?})",
+            gathered.replies.len(),
+            gathered.stopped
+        );
+        Ok(())
+    }
+}
