@@ -115,6 +115,7 @@ impl Requester {
     }
 
     /// Publishes `record` to `topic` as the request `id`; its offset.
+    #[inline]
     pub(crate) async fn publish_request(
         &self,
         topic: &Topic,

@@ -176,6 +176,7 @@ impl Request {
         self.send(&Record::new(b""), Some(reason), Wait::Async).await
     }
 
+    #[inline]
     async fn send(self, reply: &Record<'_>, error: Option<&str>, wait: Wait) -> Result<u64> {
         let (Some(id), Some(inbox)) = (self.correlation_id(), self.reply_to().map(str::to_owned)) else {
             let reason = "request without a valid correlation-id or reply-to header";

@@ -152,6 +152,7 @@ impl Requester {
         self.scatter_in(recipients, record, Wait::Async).await
     }
 
+    #[inline]
     async fn scatter_in(&self, recipients: Recipients, record: &Record<'_>, wait: Wait) -> Result<Scatter> {
         let id = CorrelationId::new();
         let names = match recipients {

@@ -332,6 +332,7 @@ impl GroupInner {
     /// [`GroupInner::poll`], waiting for syncs as `wait` says. A future
     /// dropped before it completed hands nothing out: its leases are taken
     /// back (`Leasing`), as after a failure.
+    #[inline]
     async fn poll_in(self: &Arc<Self>, max: usize, wait: Wait) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let rules = self.rules();
@@ -383,6 +384,7 @@ impl GroupInner {
 
     /// Persists every attempt of the batch with one state write, then
     /// hands the records out.
+    #[inline]
     async fn hand_out(self: &Arc<Self>, mut leasing: Leasing<'_>, wait: Wait) -> Result<Vec<LogDelivery>> {
         self.log.append_in(&leasing.batch.acquired.events, wait).await?;
         let batch = std::mem::take(&mut leasing.batch);
@@ -465,6 +467,7 @@ impl GroupInner {
         Ok(())
     }
 
+    #[inline]
     async fn ack(&self, lease: &Lease, wait: Wait) -> Result<()> {
         let acked = lock(&self.state).machine.ack(lease)?;
         self.log.append_in(&[acked], wait).await?;
@@ -472,6 +475,7 @@ impl GroupInner {
         self.after_settle()
     }
 
+    #[inline]
     async fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
         let rules = self.rules();
         let nacked =
@@ -491,6 +495,7 @@ impl GroupInner {
         }
     }
 
+    #[inline]
     async fn reject(&self, lease: &Lease, reason: &str, wait: Wait) -> Result<()> {
         let claim = lock(&self.state).machine.reject(lease, reason, self.now_ms())?;
         self.dead_letter_in(claim, wait).await?;
@@ -603,16 +608,19 @@ impl LogDelivery {
     // Each settles on its first poll (the delivery is moved into the
     // future: dropped unpolled, it is released as a dropped delivery is).
 
+    #[inline]
     async fn ack_async_in(mut self, wait: Wait) -> Result<()> {
         self.settled = true;
         self.group.ack(&self.lease, wait).await
     }
 
+    #[inline]
     async fn nack_in(mut self, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
         self.settled = true;
         self.group.release(&self.lease, reason, delay, wait).await
     }
 
+    #[inline]
     async fn reject_in(mut self, reason: &str, wait: Wait) -> Result<()> {
         self.settled = true;
         self.group.reject(&self.lease, reason, wait).await

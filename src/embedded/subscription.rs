@@ -101,6 +101,7 @@ impl LogSubscription {
 
 impl LogSubscription {
     /// Commits `next_offset`, waiting for the state's sync as `wait` says.
+    #[inline]
     async fn commit_in(&mut self, next_offset: u64, wait: Wait) -> Result<()> {
         check_commit(next_offset, self.topic.end_offset())?;
         if let (Some(state), Some(consumer)) = (&self.state, &self.consumer) {

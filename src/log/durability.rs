@@ -246,6 +246,7 @@ pub(crate) enum Wait {
 }
 
 /// The output of a future that never waits: one built over [`Wait::Block`].
+#[inline(always)]
 pub(crate) fn ready<F: std::future::Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());

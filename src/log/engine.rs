@@ -223,6 +223,7 @@ impl Log {
     }
 
     /// [`Log::append_batch`] or [`Log::append_batch_async`], as `wait` says.
+    #[inline]
     pub(crate) async fn append_batch_in(&self, records: &[Record<'_>], wait: Wait) -> Result<Range<u64>> {
         let range = self.write(records)?;
         if !range.is_empty() {
@@ -240,6 +241,7 @@ impl Log {
 
     /// Under [`Durability::Always`], returns once every offset below `end`
     /// is durable, waiting as `wait` says; at once under the others.
+    #[inline]
     pub(crate) async fn durable_in(&self, end: u64, wait: Wait) -> Result<()> {
         if self.shared.options.durability != Durability::Always {
             return Ok(());

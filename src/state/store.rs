@@ -70,6 +70,7 @@ impl StateLog {
     }
 
     /// [`StateLog::append`], waiting for durability as `wait` says.
+    #[inline]
     pub(crate) async fn append_in(&self, events: &[StateEvent], wait: Wait) -> Result<()> {
         self.append_events(events, wait).await?;
         self.since_snapshot
@@ -91,6 +92,7 @@ impl StateLog {
     }
 
     /// [`StateLog::write_snapshot`], waiting for durability as `wait` says.
+    #[inline]
     pub(crate) async fn write_snapshot_in(&self, snapshot: &[StateEvent], wait: Wait) -> Result<()> {
         debug_assert!(snapshot.first().is_some_and(is_snapshot));
         let offsets = self.append_events(snapshot, wait).await?;
@@ -101,6 +103,7 @@ impl StateLog {
     }
 
     /// Appends `events` with one write, one record each.
+    #[inline]
     async fn append_events(&self, events: &[StateEvent], wait: Wait) -> Result<Range<u64>> {
         if let [event] = events {
             // The common case (one ack, one delivery), without the batch's
