@@ -451,7 +451,7 @@ impl GroupInner {
             failures: &failures,
         };
         let written = letter.publish_with(|record| dlq.log().write(std::slice::from_ref(record)))?;
-        dlq.log().durable_in(written.end, wait).await?;
+        dlq.log().durable_in(&written, wait).await?;
         let _dlq_offset = written.start;
         trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset, dlq_offset = _dlq_offset, attempts, "record dead-lettered");
         Ok(())

@@ -226,9 +226,7 @@ impl Log {
     #[inline]
     pub(crate) async fn append_batch_in(&self, records: &[Record<'_>], wait: Wait) -> Result<Range<u64>> {
         let range = self.write(records)?;
-        if !range.is_empty() {
-            self.durable_in(range.end, wait).await?;
-        }
+        self.durable_in(&range, wait).await?;
         Ok(range)
     }
 
@@ -239,13 +237,14 @@ impl Log {
         self.shared.write(records)
     }
 
-    /// Under [`Durability::Always`], returns once every offset below `end`
-    /// is durable, waiting as `wait` says; at once under the others.
+    /// Under [`Durability::Always`], returns once the `written` records
+    /// are durable, waiting as `wait` says; at once under the others.
     #[inline]
-    pub(crate) async fn durable_in(&self, end: u64, wait: Wait) -> Result<()> {
-        if self.shared.options.durability != Durability::Always {
+    pub(crate) async fn durable_in(&self, written: &Range<u64>, wait: Wait) -> Result<()> {
+        if self.shared.options.durability != Durability::Always || written.is_empty() {
             return Ok(());
         }
+        let end = written.end;
         match wait {
             Wait::Block => {
                 let shared = &self.shared;

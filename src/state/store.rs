@@ -72,7 +72,8 @@ impl StateLog {
     /// [`StateLog::append`], waiting for durability as `wait` says.
     #[inline]
     pub(crate) async fn append_in(&self, events: &[StateEvent], wait: Wait) -> Result<()> {
-        self.append_events(events, wait).await?;
+        let written = self.write_events(events)?;
+        self.log.durable_in(&written, wait).await?;
         self.since_snapshot
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -95,28 +96,27 @@ impl StateLog {
     #[inline]
     pub(crate) async fn write_snapshot_in(&self, snapshot: &[StateEvent], wait: Wait) -> Result<()> {
         debug_assert!(snapshot.first().is_some_and(is_snapshot));
-        let offsets = self.append_events(snapshot, wait).await?;
+        let offsets = self.write_events(snapshot)?;
+        self.log.durable_in(&offsets, wait).await?;
         self.since_snapshot
             .store(snapshot.len() as u64, Ordering::Relaxed);
         self.log.release_before(offsets.start);
         Ok(())
     }
 
-    /// Appends `events` with one write, one record each.
-    #[inline]
-    async fn append_events(&self, events: &[StateEvent], wait: Wait) -> Result<Range<u64>> {
+    /// Writes `events` with one write, one record each (durable once
+    /// [`Log::durable_in`] says so).
+    fn write_events(&self, events: &[StateEvent]) -> Result<Range<u64>> {
         if let [event] = events {
             // The common case (one ack, one delivery), without the batch's
             // two vectors.
-            let encoded = event.encode();
             return self
                 .log
-                .append_batch_in(std::slice::from_ref(&Record::new(&encoded)), wait)
-                .await;
+                .write(std::slice::from_ref(&Record::new(&event.encode())));
         }
         let encoded: Vec<Vec<u8>> = events.iter().map(StateEvent::encode).collect();
         let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
-        self.log.append_batch_in(&records, wait).await
+        self.log.write(&records)
     }
 
     pub(crate) fn close(&self) -> Result<()> {
