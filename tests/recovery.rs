@@ -1298,6 +1298,67 @@ fn crash_recovery_scans_only_the_tail_written_after_the_last_checkpoint() {
     assert_eq!(count, log.end_offset());
 }
 
+/// A process killed right after its log rolled leaves the new segment's
+/// preallocation (1 MiB here) behind a short unsynced tail. Recovery reads
+/// the tail and then checks for unused space only up to the checkpoint's
+/// write limit (a few 64 KiB units past the tail), never the rest of the
+/// reservation. SimStorage reports every byte of a file as data (as
+/// `SEEK_DATA` does for pages the kernel read ahead into the page cache),
+/// so nothing but the write limit bounds what the check reads.
+#[test]
+fn crash_recovery_right_after_a_roll_never_reads_the_unused_reservation() {
+    use logbus::format::WRITE_LIMIT_UNIT_BYTES;
+    use logbus::fuzzing::RecoveryInput;
+
+    let options = |sim: &SimStorage| {
+        LogOptions::default()
+            .durability(Durability::Os)
+            .segment_bytes(4 << 20)
+            .storage(Arc::new(sim.clone()))
+    };
+    let sim = SimStorage::new();
+    let dir = Path::new("/sim/log");
+    let log = Log::open(dir, options(&sim)).unwrap();
+    let value = vec![7u8; 1000];
+    while sim
+        .files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count()
+        < 2
+    {
+        log.append(&Record::new(&value)).unwrap();
+    }
+    let rolled_at = log.end_offset();
+    for _ in 0..20 {
+        log.append(&Record::new(&value)).unwrap();
+    }
+    let appended = log.end_offset();
+    // What a killed process leaves: every file as the page cache holds it.
+    let crashed = SimStorage::new();
+    RecoveryInput::capture(&sim, dir).install(&crashed);
+    drop(log);
+    let active = segment_file(dir, rolled_at - 1, "log");
+    let reserved = crashed.read_file(&active).map_or(0, |bytes| bytes.len() as u64);
+
+    let log = Log::open(dir, options(&crashed)).unwrap();
+    let report = log.recovery_report().clone();
+    assert!(!report.clean_shutdown);
+    assert!(report.truncations.is_empty(), "{report:?}");
+    assert_eq!(log.end_offset(), appended);
+    let tail = report.scanned_bytes;
+    assert!(tail > 20 * 1000 && tail < 2 * 20 * 1024, "scanned {tail} bytes");
+    assert!(
+        report.tail_checked_bytes <= tail.max(WRITE_LIMIT_UNIT_BYTES) + WRITE_LIMIT_UNIT_BYTES,
+        "read {} bytes past a tail of {tail} (the reservation is {reserved} bytes)",
+        report.tail_checked_bytes
+    );
+    assert!(
+        reserved >= 1 << 20,
+        "the new segment was not preallocated: {reserved} bytes"
+    );
+}
+
 /// A checkpoint that is garbage (or names another segment) is ignored:
 /// recovery scans the whole active segment and loses nothing.
 #[test]

@@ -131,7 +131,8 @@ impl Workload {
             ],
             Workload::OpenAfterCrash => &[
                 ("open_ms", "`Log::open` (ms)"),
-                ("scanned_kib", "scanned by recovery (KiB)"),
+                ("scanned_kib", "frames scanned by recovery (KiB)"),
+                ("tail_checked_kib", "read past the last frame (KiB)"),
                 ("tail_kib", "written after the roll (KiB)"),
                 ("file_kib", "active segment file, reservation included (KiB)"),
             ],

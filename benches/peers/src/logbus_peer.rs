@@ -321,6 +321,7 @@ fn open_after_crash(dir: &Path, spec: &Spec) -> Res<Outcome> {
         extra: vec![
             ("open_ms", elapsed.as_secs_f64() * 1e3),
             ("scanned_kib", report.scanned_bytes as f64 / 1024.0),
+            ("tail_checked_kib", report.tail_checked_bytes as f64 / 1024.0),
             ("tail_kib", tail_bytes as f64 / 1024.0),
             ("file_kib", file_bytes as f64 / 1024.0),
         ],
