@@ -1298,27 +1298,26 @@ fn crash_recovery_scans_only_the_tail_written_after_the_last_checkpoint() {
     assert_eq!(count, log.end_offset());
 }
 
-/// A process killed right after its log rolled leaves the new segment's
-/// preallocation (1 MiB here) behind a short unsynced tail. Recovery reads
-/// the tail and then checks for unused space only up to the checkpoint's
-/// write limit (a few 64 KiB units past the tail), never the rest of the
-/// reservation. SimStorage reports every byte of a file as data (as
-/// `SEEK_DATA` does for pages the kernel read ahead into the page cache),
-/// so nothing but the write limit bounds what the check reads.
-#[test]
-fn crash_recovery_right_after_a_roll_never_reads_the_unused_reservation() {
-    use logbus::format::WRITE_LIMIT_UNIT_BYTES;
+/// What a process killed right after its log rolled leaves (every file as
+/// the page cache held it), on storage of its own: the new segment's
+/// preallocation (1 MiB) behind an unsynced tail of 20 records. Returns the
+/// storage, the options to open it with, the active segment's path and the
+/// log's end offset.
+fn crashed_right_after_a_roll() -> (SimStorage, impl Fn() -> LogOptions, PathBuf, u64) {
     use logbus::fuzzing::RecoveryInput;
 
     let options = |sim: &SimStorage| {
-        LogOptions::default()
-            .durability(Durability::Os)
-            .segment_bytes(4 << 20)
-            .storage(Arc::new(sim.clone()))
+        let sim = sim.clone();
+        move || {
+            LogOptions::default()
+                .durability(Durability::Os)
+                .segment_bytes(4 << 20)
+                .storage(Arc::new(sim.clone()))
+        }
     };
     let sim = SimStorage::new();
     let dir = Path::new("/sim/log");
-    let log = Log::open(dir, options(&sim)).unwrap();
+    let log = Log::open(dir, options(&sim)()).unwrap();
     let value = vec![7u8; 1000];
     while sim
         .files()
@@ -1329,34 +1328,74 @@ fn crash_recovery_right_after_a_roll_never_reads_the_unused_reservation() {
     {
         log.append(&Record::new(&value)).unwrap();
     }
-    let rolled_at = log.end_offset();
+    let active = segment_file(dir, log.end_offset() - 1, "log");
     for _ in 0..20 {
         log.append(&Record::new(&value)).unwrap();
     }
-    let appended = log.end_offset();
-    // What a killed process leaves: every file as the page cache holds it.
     let crashed = SimStorage::new();
     RecoveryInput::capture(&sim, dir).install(&crashed);
+    let end = log.end_offset();
     drop(log);
-    let active = segment_file(dir, rolled_at - 1, "log");
-    let reserved = crashed.read_file(&active).map_or(0, |bytes| bytes.len() as u64);
+    let options = options(&crashed);
+    (crashed, options, active, end)
+}
 
-    let log = Log::open(dir, options(&crashed)).unwrap();
-    let report = log.recovery_report().clone();
-    assert!(!report.clean_shutdown);
-    assert!(report.truncations.is_empty(), "{report:?}");
-    assert_eq!(log.end_offset(), appended);
-    let tail = report.scanned_bytes;
-    assert!(tail > 20 * 1000 && tail < 2 * 20 * 1024, "scanned {tail} bytes");
-    assert!(
-        report.tail_checked_bytes <= tail.max(WRITE_LIMIT_UNIT_BYTES) + WRITE_LIMIT_UNIT_BYTES,
-        "read {} bytes past a tail of {tail} (the reservation is {reserved} bytes)",
-        report.tail_checked_bytes
-    );
-    assert!(
-        reserved >= 1 << 20,
-        "the new segment was not preallocated: {reserved} bytes"
-    );
+/// After a crash right after a roll, recovery reads the unsynced tail and
+/// then checks for unused space only up to the checkpoint's write limit (a
+/// few 64 KiB units past the tail), never the rest of the reservation.
+/// SimStorage reports every byte of a file as data (as `SEEK_DATA` does for
+/// pages the kernel read ahead into the page cache), so nothing but the
+/// write limit bounds what the check reads. Zeros followed by data below
+/// the limit are still damage, reported; past the limit nothing was ever
+/// written, so nothing there is read.
+#[test]
+fn crash_recovery_right_after_a_roll_never_reads_the_unused_reservation() {
+    use logbus::format::{Checkpoint, WRITE_LIMIT_UNIT_BYTES};
+
+    for stray in [None, Some("below the limit"), Some("past the limit")] {
+        let (sim, options, active, appended) = crashed_right_after_a_roll();
+        let mut bytes = sim.read_file(&active).unwrap();
+        let reserved = bytes.len() as u64;
+        assert!(reserved >= 1 << 20, "not preallocated: {reserved} bytes");
+        let tail_end = frames(&bytes).last().map(|f| f.position + f.len as u64).unwrap();
+        let checkpoint =
+            Checkpoint::decode(&sim.read_file(Path::new("/sim/log/.checkpoint")).unwrap()).unwrap();
+        let limit = checkpoint.write_limit().expect("a write limit");
+        assert!(
+            limit > tail_end && limit < reserved,
+            "limit {limit}, tail end {tail_end}"
+        );
+        let at = match stray {
+            None => None,
+            Some("below the limit") => Some(limit - 1),
+            Some(_) => Some(reserved - 1),
+        };
+        if let Some(at) = at {
+            bytes[at as usize] = 0x5a;
+            sim.write_file(&active, &bytes);
+        }
+
+        let log = Log::open(Path::new("/sim/log"), options()).unwrap();
+        let report = log.recovery_report().clone();
+        assert!(!report.clean_shutdown);
+        assert_eq!(log.end_offset(), appended, "{stray:?}");
+        let tail = report.scanned_bytes;
+        assert_eq!(tail, tail_end - SEGMENT_HEADER_LEN as u64, "{stray:?}");
+        assert!(
+            report.tail_checked_bytes <= tail.max(WRITE_LIMIT_UNIT_BYTES) + WRITE_LIMIT_UNIT_BYTES,
+            "{stray:?}: read {} bytes past a tail of {tail} (the reservation is {reserved} bytes)",
+            report.tail_checked_bytes
+        );
+        let reported: Vec<(u64, CorruptKind)> = report
+            .truncations
+            .iter()
+            .map(|t| (t.position, t.reason.clone()))
+            .collect();
+        match stray {
+            Some("below the limit") => assert_eq!(reported, [(tail_end, CorruptKind::ZeroFill)]),
+            _ => assert_eq!(reported, [], "{stray:?}"),
+        }
+    }
 }
 
 /// A checkpoint that is garbage (or names another segment) is ignored:
