@@ -109,9 +109,10 @@ impl CheckpointWriter {
         self.file.write_all_at(&checkpoint.encode(), 0)?;
         self.file.sync_data()?;
         *last = Some(checkpoint);
-        // Too far for the field (a limit past 4 GiB): nothing is promised,
-        // and the next write asks again.
-        Ok(checkpoint.write_limit().unwrap_or(0))
+        // A limit too far for the field (4 GiB past the durable position)
+        // is written as none: recovery then checks to the end of the file,
+        // so the writer need not raise it again in this segment.
+        Ok(checkpoint.write_limit().unwrap_or(u64::MAX))
     }
 
     /// Records that `segment` is durable up to `extent`: always when

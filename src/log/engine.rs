@@ -126,7 +126,9 @@ struct Writer {
     /// created: the next append must finish the roll before writing.
     roll_pending: bool,
     /// The active segment's write limit as the checkpoint last made it
-    /// durable (0: none yet): appends up to it need not raise it.
+    /// durable (0: none yet; `u64::MAX`: the checkpoint names none, so
+    /// recovery reads to the end of the file): appends up to it need not
+    /// raise it.
     write_limit: u64,
 }
 
