@@ -1300,10 +1300,12 @@ fn crash_recovery_scans_only_the_tail_written_after_the_last_checkpoint() {
 
 /// What a process killed right after its log rolled leaves (every file as
 /// the page cache held it), on storage of its own: the new segment's
-/// preallocation (1 MiB) behind an unsynced tail of 20 records. Returns the
-/// storage, the options to open it with, the active segment's path and the
-/// log's end offset.
-fn crashed_right_after_a_roll() -> (SimStorage, impl Fn() -> LogOptions, PathBuf, u64) {
+/// preallocation (1 MiB) behind an unsynced tail of 20 records. With
+/// `flushed`, 2,500 records more were appended and flushed before the tail
+/// (the reservation is then the whole 4 MiB segment). Returns the storage,
+/// the options to open it with, the active segment's path and the log's
+/// end offset.
+fn crashed_with_an_unsynced_tail(flushed: bool) -> (SimStorage, impl Fn() -> LogOptions, PathBuf, u64) {
     use logbus::fuzzing::RecoveryInput;
 
     let options = |sim: &SimStorage| {
@@ -1329,6 +1331,12 @@ fn crashed_right_after_a_roll() -> (SimStorage, impl Fn() -> LogOptions, PathBuf
         log.append(&Record::new(&value)).unwrap();
     }
     let active = segment_file(dir, log.end_offset() - 1, "log");
+    if flushed {
+        for _ in 0..2500 {
+            log.append(&Record::new(&value)).unwrap();
+        }
+        log.flush().unwrap();
+    }
     for _ in 0..20 {
         log.append(&Record::new(&value)).unwrap();
     }
@@ -1340,20 +1348,22 @@ fn crashed_right_after_a_roll() -> (SimStorage, impl Fn() -> LogOptions, PathBuf
     (crashed, options, active, end)
 }
 
-/// After a crash right after a roll, recovery reads the unsynced tail and
-/// then checks for unused space only up to the checkpoint's write limit (a
-/// few 64 KiB units past the tail), never the rest of the reservation.
+/// After a crash right after a roll, or after a flush in the middle of a
+/// segment, recovery reads the unsynced tail and then checks for unused
+/// space only up to the checkpoint's write limit (a few 64 KiB units past
+/// the tail), never the rest of the reservation.
 /// SimStorage reports every byte of a file as data (as `SEEK_DATA` does for
 /// pages the kernel read ahead into the page cache), so nothing but the
 /// write limit bounds what the check reads. Zeros followed by data below
 /// the limit are still damage, reported; past the limit nothing was ever
 /// written, so nothing there is read.
 #[test]
-fn crash_recovery_right_after_a_roll_never_reads_the_unused_reservation() {
+fn crash_recovery_never_reads_the_unused_reservation() {
     use logbus::format::{Checkpoint, WRITE_LIMIT_UNIT_BYTES};
 
-    for stray in [None, Some("below the limit"), Some("past the limit")] {
-        let (sim, options, active, appended) = crashed_right_after_a_roll();
+    let strays = [None, Some("below the limit"), Some("past the limit")];
+    for (flushed, stray) in [false, true].into_iter().flat_map(|f| strays.map(|s| (f, s))) {
+        let (sim, options, active, appended) = crashed_with_an_unsynced_tail(flushed);
         let mut bytes = sim.read_file(&active).unwrap();
         let reserved = bytes.len() as u64;
         assert!(reserved >= 1 << 20, "not preallocated: {reserved} bytes");
@@ -1380,7 +1390,8 @@ fn crash_recovery_right_after_a_roll_never_reads_the_unused_reservation() {
         assert!(!report.clean_shutdown);
         assert_eq!(log.end_offset(), appended, "{stray:?}");
         let tail = report.scanned_bytes;
-        assert_eq!(tail, tail_end - SEGMENT_HEADER_LEN as u64, "{stray:?}");
+        assert_eq!(tail, tail_end - checkpoint.end_pos, "{stray:?}");
+        assert!(tail < 2 * 20 * 1024, "{flushed} {stray:?}: scanned {tail} bytes");
         assert!(
             report.tail_checked_bytes <= tail.max(WRITE_LIMIT_UNIT_BYTES) + WRITE_LIMIT_UNIT_BYTES,
             "{stray:?}: read {} bytes past a tail of {tail} (the reservation is {reserved} bytes)",

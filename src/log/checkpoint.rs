@@ -8,16 +8,18 @@
 //! anyway, recovery falls back to scanning the whole active segment.
 //!
 //! It also carries the segment's write limit: the writer never writes at
-//! or past the limit of the last synced checkpoint of its segment, and
-//! limits only grow, so recovery need not read the preallocated space past
-//! it to tell unused space from damage. Before a write would pass it the
-//! writer raises it ([`CheckpointWriter::cover`]): to the write's end plus
-//! as much again as was written since the durable position (at least
-//! 64 KiB), so a segment written without syncs raises it about ten times
-//! per 64 MiB, and what recovery reads past the last frame stays within
-//! about the unsynced bytes plus 128 KiB.
+//! or past the limit of the last synced checkpoint of its segment, so
+//! recovery need not read the preallocated space past it to tell unused
+//! space from damage. Before a write would pass it the writer raises it
+//! ([`CheckpointWriter::cover`]): to the write's end plus as much again as
+//! was written since the durable position (at least 64 KiB), so a segment
+//! written without syncs raises it about ten times per 64 MiB. After the
+//! durable position moved, the writer's next append lowers it the same way
+//! (never below what the writer wrote), so what recovery reads past the
+//! last frame stays within about the unsynced bytes plus 128 KiB.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::recovery::CHECKPOINT_FILE;
@@ -47,6 +49,9 @@ pub(crate) struct CheckpointWriter {
     file: Arc<dyn StorageFile>,
     /// The last checkpoint written and synced (or found valid at open).
     last: Mutex<Option<Checkpoint>>,
+    /// Checkpoints [`Self::record`] wrote: when it changes, the durable
+    /// position may have moved and the write limit may come down.
+    recorded: AtomicU64,
 }
 
 impl CheckpointWriter {
@@ -71,6 +76,7 @@ impl CheckpointWriter {
         Ok(CheckpointWriter {
             file,
             last: Mutex::new(last),
+            recorded: AtomicU64::new(0),
         })
     }
 
@@ -78,19 +84,22 @@ impl CheckpointWriter {
         self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Makes sure the last checkpoint's write limit covers `segment` up to
-    /// `end` before the writer writes there, raising it (one write and sync
-    /// of the checkpoint) if not. Returns the limit. Unlike [`Self::record`]
-    /// it fails if the write fails: the writer must not pass a limit that
-    /// is not on disk.
-    pub(crate) fn cover(&self, segment: &Segment, end: u64) -> std::io::Result<u64> {
+    /// How many checkpoints [`Self::record`] wrote so far.
+    pub(crate) fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Acquire)
+    }
+
+    /// Makes the last checkpoint's write limit cover `segment` up to `end`,
+    /// where the writer, which has written nothing past `end`, is about to
+    /// write, and not much more: raises it if `end` would pass it, lowers
+    /// it if the durable position moved on (one write and sync of the
+    /// checkpoint either way). Returns the limit and [`Self::recorded`] as
+    /// of it. Unlike [`Self::record`] it fails if the write fails: the
+    /// writer must not pass a limit that is not on disk.
+    pub(crate) fn cover(&self, segment: &Segment, end: u64) -> std::io::Result<(u64, u64)> {
         let mut last = self.last();
+        let recorded = self.recorded();
         let current = last.filter(|c| c.base_offset == segment.base());
-        if let Some(limit) = current.and_then(|c| c.write_limit())
-            && end <= limit
-        {
-            return Ok(limit);
-        }
         // The segment's header was synced when it was created, so its
         // first frame position is durable when no checkpoint names a later
         // one.
@@ -102,6 +111,11 @@ impl CheckpointWriter {
             write_limit_units: 0,
         });
         let limit = end + (end - durable.end_pos).max(WRITE_LIMIT_UNIT_BYTES);
+        if let Some(current) = current.and_then(|c| c.write_limit())
+            && (end..=limit + WRITE_LIMIT_UNIT_BYTES).contains(&current)
+        {
+            return Ok((current, recorded));
+        }
         let checkpoint = Checkpoint {
             write_limit_units: Checkpoint::units_for(durable.end_pos, limit),
             ..durable
@@ -111,8 +125,8 @@ impl CheckpointWriter {
         *last = Some(checkpoint);
         // A limit too far for the field (4 GiB past the durable position)
         // is written as none: recovery then checks to the end of the file,
-        // so the writer need not raise it again in this segment.
-        Ok(checkpoint.write_limit().unwrap_or(u64::MAX))
+        // so the writer need not raise it again until the next record.
+        Ok((checkpoint.write_limit().unwrap_or(u64::MAX), recorded))
     }
 
     /// Records that `segment` is durable up to `extent`: always when
@@ -128,7 +142,8 @@ impl CheckpointWriter {
         if !due {
             return Ok(());
         }
-        // The write limit stays where it was (limits only grow); a
+        // The write limit stays where it was: the writer may have written
+        // past `extent` meanwhile (its next append may lower it). A
         // checkpoint of a segment without one names none.
         let limit = current.and_then(|c| c.write_limit());
         let checkpoint = Checkpoint {
@@ -146,6 +161,7 @@ impl CheckpointWriter {
         }
         self.file.sync_data()?;
         *last = Some(checkpoint);
+        self.recorded.fetch_add(1, Ordering::Release);
         Ok(())
     }
 }

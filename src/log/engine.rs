@@ -130,6 +130,9 @@ struct Writer {
     /// recovery reads to the end of the file): appends up to it need not
     /// raise it.
     write_limit: u64,
+    /// `CheckpointWriter::recorded` when `write_limit` was set: once it
+    /// changes, the next append may lower the limit.
+    limit_recorded: u64,
 }
 
 impl Writer {
@@ -179,6 +182,7 @@ impl Log {
                 roll_pending: false,
                 writeback_from: extent.end_pos,
                 write_limit: 0,
+                limit_recorded: 0,
             }),
             commit: GroupCommit::new(extent.end_offset, storage.clone()),
             retired: RetiredSegments::new(dir.clone(), storage.clone()),
@@ -430,8 +434,10 @@ impl Shared {
         }
         let end = writer.position + batch_bytes;
         writer.active.reserve(end, &self.options);
-        if self.options.preallocate && end > writer.write_limit {
-            writer.write_limit = self.checkpoint.cover(&writer.active, end)?;
+        if self.options.preallocate
+            && (end > writer.write_limit || writer.limit_recorded != self.checkpoint.recorded())
+        {
+            (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
         }
         let now = self.clock().now_ms();
         let Writer {
