@@ -85,9 +85,10 @@ pub struct RecoveryReport {
     /// after its last index entry) and rebuilds of sealed indexes.
     pub scanned_bytes: u64,
     /// Bytes read after the scan stopped, to tell unused preallocated space
-    /// (zeros) from damage. Never past the checkpoint's write limit, so
-    /// about the unsynced bytes plus 128 KiB at most, however large the
-    /// preallocation.
+    /// (zeros) from damage. Never past the write limit of a checkpoint
+    /// naming the segment (every preallocating writer of this version sets
+    /// one), so about the unsynced bytes plus 128 KiB at most, however
+    /// large the preallocation; without one, up to the end of the file.
     pub tail_checked_bytes: u64,
     /// Tails cut off the last segment.
     pub truncations: Vec<Truncation>,
@@ -565,7 +566,7 @@ fn recover_active(
         // so the check stops there.
         let written_end = this_segment
             .and_then(|c| c.write_limit())
-            .map_or(len, |limit| limit.clamp(position, len));
+            .map_or(len, |limit| limit.min(len).max(position));
         let unwritten = position >= durable_end
             && zeros_to_end(segment, position, written_end, &mut report.tail_checked_bytes)?;
         segment.file().set_len(position)?;
