@@ -291,6 +291,7 @@ fn checkpoint_seeds(log: &RecoveryInput) -> Vec<(String, Vec<u8>)> {
         end_offset: u64::MAX,
         end_pos: u64::MAX,
         max_timestamp: i64::MIN,
+        write_limit_units: u16::MAX,
     };
     vec![
         seed("real-checkpoint", real.clone()),

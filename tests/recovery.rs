@@ -1299,6 +1299,117 @@ fn crash_recovery_scans_only_the_tail_written_after_the_last_checkpoint() {
     assert_eq!(count, log.end_offset());
 }
 
+/// What a process killed right after its log rolled leaves (every file as
+/// the page cache held it), on storage of its own: the new segment's
+/// preallocation (1 MiB) behind an unsynced tail of 20 records. With
+/// `flushed`, 2,500 records more were appended and flushed before the tail
+/// (the reservation is then the whole 4 MiB segment). Returns the storage,
+/// the options to open it with, the active segment's path and the log's
+/// end offset.
+fn crashed_with_an_unsynced_tail(flushed: bool) -> (SimStorage, impl Fn() -> LogOptions, PathBuf, u64) {
+    use logbus::fuzzing::RecoveryInput;
+
+    let options = |sim: &SimStorage| {
+        let sim = sim.clone();
+        move || {
+            LogOptions::default()
+                .durability(Durability::Os)
+                .segment_bytes(4 << 20)
+                .storage(Arc::new(sim.clone()))
+        }
+    };
+    let sim = SimStorage::new();
+    let dir = Path::new("/sim/log");
+    let log = Log::open(dir, options(&sim)()).unwrap();
+    let value = vec![7u8; 1000];
+    while sim
+        .files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count()
+        < 2
+    {
+        log.append(&Record::new(&value)).unwrap();
+    }
+    let active = segment_file(dir, log.end_offset() - 1, "log");
+    if flushed {
+        for _ in 0..2500 {
+            log.append(&Record::new(&value)).unwrap();
+        }
+        log.flush().unwrap();
+    }
+    for _ in 0..20 {
+        log.append(&Record::new(&value)).unwrap();
+    }
+    let crashed = SimStorage::new();
+    RecoveryInput::capture(&sim, dir).install(&crashed);
+    let end = log.end_offset();
+    drop(log);
+    let options = options(&crashed);
+    (crashed, options, active, end)
+}
+
+/// After a crash right after a roll, or after a flush in the middle of a
+/// segment, recovery reads the unsynced tail and then checks for unused
+/// space only up to the checkpoint's write limit (a few 64 KiB units past
+/// the tail), never the rest of the reservation.
+/// SimStorage reports every byte of a file as data (as `SEEK_DATA` does for
+/// pages the kernel read ahead into the page cache), so nothing but the
+/// write limit bounds what the check reads. Zeros followed by data below
+/// the limit are still damage, reported; past the limit nothing was ever
+/// written, so nothing there is read.
+#[test]
+fn crash_recovery_never_reads_the_unused_reservation() {
+    use logbus::format::{Checkpoint, WRITE_LIMIT_UNIT_BYTES};
+
+    let strays = [None, Some("below the limit"), Some("past the limit")];
+    for (flushed, stray) in [false, true].into_iter().flat_map(|f| strays.map(|s| (f, s))) {
+        let (sim, options, active, appended) = crashed_with_an_unsynced_tail(flushed);
+        let mut bytes = sim.read_file(&active).unwrap();
+        let reserved = bytes.len() as u64;
+        assert!(reserved >= 1 << 20, "not preallocated: {reserved} bytes");
+        let tail_end = frames(&bytes).last().map(|f| f.position + f.len as u64).unwrap();
+        let checkpoint =
+            Checkpoint::decode(&sim.read_file(Path::new("/sim/log/.checkpoint")).unwrap()).unwrap();
+        let limit = checkpoint.write_limit().expect("a write limit");
+        assert!(
+            limit > tail_end && limit < reserved,
+            "limit {limit}, tail end {tail_end}"
+        );
+        let at = match stray {
+            None => None,
+            Some("below the limit") => Some(limit - 1),
+            Some(_) => Some(reserved - 1),
+        };
+        if let Some(at) = at {
+            bytes[at as usize] = 0x5a;
+            sim.write_file(&active, &bytes);
+        }
+
+        let log = Log::open(Path::new("/sim/log"), options()).unwrap();
+        let report = log.recovery_report().clone();
+        assert!(!report.clean_shutdown);
+        assert_eq!(log.end_offset(), appended, "{stray:?}");
+        let tail = report.scanned_bytes;
+        assert_eq!(tail, tail_end - checkpoint.end_pos, "{stray:?}");
+        assert!(tail < 2 * 20 * 1024, "{flushed} {stray:?}: scanned {tail} bytes");
+        assert!(
+            report.tail_checked_bytes <= tail.max(WRITE_LIMIT_UNIT_BYTES) + WRITE_LIMIT_UNIT_BYTES,
+            "{stray:?}: read {} bytes past a tail of {tail} (the reservation is {reserved} bytes)",
+            report.tail_checked_bytes
+        );
+        let reported: Vec<(u64, CorruptKind)> = report
+            .truncations
+            .iter()
+            .map(|t| (t.position, t.reason.clone()))
+            .collect();
+        match stray {
+            Some("below the limit") => assert_eq!(reported, [(tail_end, CorruptKind::ZeroFill)]),
+            _ => assert_eq!(reported, [], "{stray:?}"),
+        }
+    }
+}
+
 /// A checkpoint that is garbage (or names another segment) is ignored:
 /// recovery scans the whole active segment and loses nothing.
 #[test]

@@ -3,9 +3,15 @@
 //! written since, not the whole segment.
 //!
 //! ```text
-//! 0          8         10         12       16         24             32          40              48
-//! | magic[8] | version | reserved | crc u32| base u64 | end_offset u64| end_pos u64| max_timestamp i64 |
+//! 0          8         10                   12       16         24             32          40              48
+//! | magic[8] | version | write_limit_units  | crc u32| base u64 | end_offset u64| end_pos u64| max_timestamp i64 |
 //! ```
+//!
+//! `write_limit_units` (once a reserved zero, so an older reader rejects a
+//! checkpoint that sets it and scans the whole active segment instead):
+//! when not zero, nothing of the segment at or past `end_pos +
+//! write_limit_units x 64 KiB` was ever written, so recovery need not read
+//! the preallocated space beyond it.
 //!
 //! `crc` is CRC-32/IEEE over bytes `0..12` followed by `16..48`. The file is
 //! rewritten in place after syncs, without a sync of its own: it is written
@@ -20,6 +26,8 @@ use crate::error::CorruptKind;
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"LOGBUSCP";
 /// Bytes of the checkpoint file.
 pub const CHECKPOINT_LEN: usize = 48;
+/// The unit of [`Checkpoint::write_limit_units`]: 64 KiB.
+pub const WRITE_LIMIT_UNIT_BYTES: u64 = 64 << 10;
 
 /// A durable position in the active segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,12 +40,16 @@ pub struct Checkpoint {
     pub end_pos: u64,
     /// Newest timestamp in the segment at that time (or later).
     pub max_timestamp: i64,
+    /// `0`: unknown. Otherwise nothing of the segment at or past
+    /// [`Checkpoint::write_limit`] was ever written.
+    pub write_limit_units: u16,
 }
 
 impl Checkpoint {
     /// Encodes the checkpoint.
     pub fn encode(&self) -> [u8; CHECKPOINT_LEN] {
         let mut out = new_header::<CHECKPOINT_LEN>(CHECKPOINT_MAGIC);
+        out[10..12].copy_from_slice(&self.write_limit_units.to_le_bytes());
         out[16..24].copy_from_slice(&self.base_offset.to_le_bytes());
         out[24..32].copy_from_slice(&self.end_offset.to_le_bytes());
         out[32..40].copy_from_slice(&self.end_pos.to_le_bytes());
@@ -54,11 +66,31 @@ impl Checkpoint {
             end_offset: u64_at(bytes, 24),
             end_pos: u64_at(bytes, 32),
             max_timestamp: u64_at(bytes, 40) as i64,
+            write_limit_units: u16_at(bytes, 10),
         };
-        if checkpoint.end_offset < checkpoint.base_offset || u16_at(bytes, 10) != 0 {
+        if checkpoint.end_offset < checkpoint.base_offset {
             return Err(CorruptKind::Malformed("checkpoint fields are inconsistent"));
         }
         Ok(checkpoint)
+    }
+
+    /// The position before which every byte of the segment ever written
+    /// lies, if the checkpoint names one.
+    pub fn write_limit(&self) -> Option<u64> {
+        (self.write_limit_units != 0).then(|| {
+            self.end_pos
+                .saturating_add(u64::from(self.write_limit_units) * WRITE_LIMIT_UNIT_BYTES)
+        })
+    }
+
+    /// The [`Checkpoint::write_limit_units`] that name a limit at or past
+    /// `limit` (`0`, unknown, if none fits).
+    pub fn units_for(end_pos: u64, limit: u64) -> u16 {
+        let units = limit
+            .saturating_sub(end_pos)
+            .div_ceil(WRITE_LIMIT_UNIT_BYTES)
+            .max(1);
+        u16::try_from(units).unwrap_or(0)
     }
 }
 
@@ -73,7 +105,9 @@ mod tests {
             end_offset: 90,
             end_pos: 4096,
             max_timestamp: -5,
+            write_limit_units: 3,
         };
+        assert_eq!(checkpoint.write_limit(), Some(4096 + 3 * WRITE_LIMIT_UNIT_BYTES));
         let bytes = checkpoint.encode();
         assert_eq!(Checkpoint::decode(&bytes), Ok(checkpoint));
         for cut in 0..CHECKPOINT_LEN {

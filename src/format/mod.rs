@@ -19,7 +19,7 @@ mod le;
 mod segment_header;
 mod state;
 
-pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint};
+pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint, WRITE_LIMIT_UNIT_BYTES};
 pub use frame::{
     FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
     encoded_len, frame_len,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::Input;
 use crate::format::{
-    FRAME_HEADER_LEN, INDEX_HEADER_LEN, IndexKind, TIME_ENTRY_LEN, TimeEntry, decode_index_header,
+    Checkpoint, FRAME_HEADER_LEN, INDEX_HEADER_LEN, IndexKind, TIME_ENTRY_LEN, TimeEntry, decode_index_header,
 };
 use crate::io::SimStorage;
 use crate::{Durability, Log, LogOptions, Position, Record, StoredRecord};
@@ -144,6 +144,21 @@ impl RecoveryInput {
         }
     }
 
+    /// The write limit of the checkpoint, if it decodes, names one and
+    /// names the last segment.
+    fn write_limit(&self) -> Option<u64> {
+        let checkpoint = Checkpoint::decode(self.checkpoint.as_deref()?).ok()?;
+        let last = self
+            .segments
+            .iter()
+            .filter(|s| s.log.is_some())
+            .map(|s| s.base)
+            .max();
+        (last == Some(checkpoint.base_offset))
+            .then(|| checkpoint.write_limit())
+            .flatten()
+    }
+
     fn options(&self, sim: &SimStorage) -> LogOptions {
         let durability = if self.durability_os {
             Durability::Os
@@ -188,7 +203,8 @@ fn put_blob(out: &mut Vec<u8>, file: Option<&[u8]>) {
 /// damage that reads already reported may make the reopening fail, and
 /// then with `Error::Corrupt` (a segment sealed with damage inside is
 /// refused when its index must be rebuilt: the decision table in
-/// `src/log/recovery.rs`).
+/// `src/log/recovery.rs`). The check for unused space after the last
+/// frame never reads past the checkpoint's write limit.
 pub fn segment_recovery(data: &[u8]) {
     let input = RecoveryInput::parse(data);
     let sim = SimStorage::new();
@@ -196,6 +212,13 @@ pub fn segment_recovery(data: &[u8]) {
     let Ok(log) = Log::open(DIR, input.options(&sim)) else {
         return;
     };
+    if let Some(limit) = input.write_limit() {
+        let read = log.recovery_report().tail_checked_bytes;
+        assert!(
+            read <= limit,
+            "read {read} bytes past the last frame, limit {limit}"
+        );
+    }
     let (start, end) = (log.start_offset(), log.end_offset());
     assert!(start <= end, "start {start} after end {end}");
     // Every record is a frame of at least FRAME_HEADER_LEN input bytes.

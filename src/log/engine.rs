@@ -125,6 +125,14 @@ struct Writer {
     /// The active segment is sealed but its successor could not be
     /// created: the next append must finish the roll before writing.
     roll_pending: bool,
+    /// The active segment's write limit as the checkpoint last made it
+    /// durable (0: none yet; `u64::MAX`: the checkpoint names none, so
+    /// recovery reads to the end of the file): appends up to it need not
+    /// raise it.
+    write_limit: u64,
+    /// `CheckpointWriter::recorded` when `write_limit` was set: once it
+    /// changes, the next append may lower the limit.
+    limit_recorded: u64,
 }
 
 impl Writer {
@@ -173,6 +181,8 @@ impl Log {
                 placed: Vec::new(),
                 roll_pending: false,
                 writeback_from: extent.end_pos,
+                write_limit: 0,
+                limit_recorded: 0,
             }),
             commit: GroupCommit::new(extent.end_offset, storage.clone()),
             retired: RetiredSegments::new(dir.clone(), storage.clone()),
@@ -500,9 +510,13 @@ impl Shared {
         {
             self.roll(writer)?;
         }
-        writer
-            .active
-            .reserve(writer.position + batch_bytes, &self.options);
+        let end = writer.position + batch_bytes;
+        writer.active.reserve(end, &self.options);
+        if self.options.preallocate
+            && (end > writer.write_limit || writer.limit_recorded != self.checkpoint.recorded())
+        {
+            (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
+        }
         let now = self.clock().now_ms();
         let Writer {
             frames,
@@ -608,6 +622,7 @@ impl Shared {
         writer.active = next;
         writer.position = SEGMENT_HEADER_LEN as u64;
         writer.writeback_from = writer.position;
+        writer.write_limit = 0;
         writer.roll_pending = false;
         self.checkpoint.record(&writer.active, writer.extent(), true)?;
         self.activity.notify();

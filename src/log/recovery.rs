@@ -26,7 +26,9 @@
 //!   is preallocated, so after a crash its frames are followed by zeros: a
 //!   scan that stops at zeros running to the end of the file, past the last
 //!   checkpoint, found the end of what was written, and that cut is not
-//!   reported as damage.
+//!   reported as damage. The checkpoint's write limit bounds that check:
+//!   the writer never writes past the limit of a synced checkpoint, so the
+//!   zeros need checking only up to it, not through the whole reservation.
 //! - An I/O error aborts the open and truncates nothing: only corruption is
 //!   repaired.
 //!
@@ -49,7 +51,7 @@
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
 //! | that scan meets a bad frame below a checkpoint of this segment (synced data) with whole frames after it | `Error::Corrupt`, nothing truncated |
-//! | that scan meets zeros from past the checkpoint to the end of the file (unused preallocated space) | truncate there, report nothing |
+//! | that scan meets zeros from past the checkpoint to the end of the file, or to the checkpoint's write limit (unused preallocated space) | truncate there, report nothing |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
 //! | I/O error anywhere | abort the open |
 
@@ -82,6 +84,12 @@ pub struct RecoveryReport {
     /// counted: the check of where each sealed segment ends (the frames
     /// after its last index entry) and rebuilds of sealed indexes.
     pub scanned_bytes: u64,
+    /// Bytes read after the scan stopped, to tell unused preallocated space
+    /// (zeros) from damage. Never past the write limit of a checkpoint
+    /// naming the segment (every preallocating writer of this version sets
+    /// one), so about the unsynced bytes plus 128 KiB at most, however
+    /// large the preallocation; without one, up to the end of the file.
+    pub tail_checked_bytes: u64,
     /// Tails cut off the last segment.
     pub truncations: Vec<Truncation>,
     /// Index files rebuilt from their segments.
@@ -453,9 +461,13 @@ fn frame_follows(segment: &Segment, position: u64, len: u64) -> Result<bool> {
     Ok((1..bytes.len()).any(|at| crate::format::decode_frame(&bytes[at..]).is_ok()))
 }
 
-/// Whether every byte from `position` to `len` is zero. Holes (such as
-/// reserved blocks never written) are skipped without reading.
-fn zeros_to_end(segment: &Segment, position: u64, len: u64) -> Result<bool> {
+/// Whether every byte from `position` to `len` is zero; adds what it read
+/// to `read`. Holes (such as reserved blocks never written) are skipped
+/// without reading.
+fn zeros_to_end(segment: &Segment, position: u64, len: u64, read: &mut u64) -> Result<bool> {
+    if position >= len {
+        return Ok(true);
+    }
     let file = segment.file().as_ref();
     let mut chunk = vec![0u8; SCAN_CHUNK_BYTES];
     let mut from = position;
@@ -470,6 +482,7 @@ fn zeros_to_end(segment: &Segment, position: u64, len: u64) -> Result<bool> {
         while at < end {
             let n = (end - at).min(chunk.len() as u64) as usize;
             crate::io::read_exact_at(file, &mut chunk[..n], at)?;
+            *read += n as u64;
             if !all_zero(&chunk[..n]) {
                 return Ok(false);
             }
@@ -543,15 +556,20 @@ fn recover_active(
         // there with whole frames after it is corruption of acknowledged
         // data, not a torn tail, and cutting it off would lose every record
         // after it.
-        let durable_end = checkpoint
-            .filter(|c| c.base_offset == segment.base())
-            .map_or(0, |c| c.end_pos);
+        let this_segment = checkpoint.filter(|c| c.base_offset == segment.base());
+        let durable_end = this_segment.map_or(0, |c| c.end_pos);
         if position < durable_end && frame_follows(segment, position, len)? {
             return Err(Error::corrupt(segment.path(), position, reason));
         }
         // Zeros from past the last sync to the end of the file are space
         // preallocated for appends that never came: cut, but not damage.
-        let unwritten = position >= durable_end && zeros_to_end(segment, position, len)?;
+        // Nothing was ever written at or past the checkpoint's write limit,
+        // so the check stops there.
+        let written_end = this_segment
+            .and_then(|c| c.write_limit())
+            .map_or(len, |limit| limit.min(len).max(position));
+        let unwritten = position >= durable_end
+            && zeros_to_end(segment, position, written_end, &mut report.tail_checked_bytes)?;
         segment.file().set_len(position)?;
         segment.file().sync_all()?;
         if !unwritten {

@@ -116,7 +116,7 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
         }
         Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => durable(dir, spec, &values)?,
         Workload::Queue => queue(dir, spec, &values)?,
-        Workload::RequestReply => return Ok(None),
+        _ => return Ok(None),
     };
     Ok(Some(outcome))
 }

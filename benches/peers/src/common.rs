@@ -35,9 +35,19 @@ pub enum Workload {
     /// In-process request-reply round trips of 100 B (logbus only: the
     /// peers have no request-reply).
     RequestReply,
+    /// The same with the whole process (requester, responder and the bus's
+    /// threads) pinned to one CPU.
+    RequestReplyPinned,
+    /// A bus with 10 topics holding one record each: the disk it allocates
+    /// while open (logbus only).
+    DiskPerTopic,
+    /// A writer killed right after its log rolled to a new segment: the
+    /// time of the next `Log::open` and what its recovery read (logbus
+    /// only).
+    OpenAfterCrash,
 }
 
-pub const WORKLOADS: [Workload; 9] = [
+pub const WORKLOADS: [Workload; 12] = [
     Workload::Append100,
     Workload::AppendBatch100,
     Workload::Append1K,
@@ -47,6 +57,9 @@ pub const WORKLOADS: [Workload; 9] = [
     Workload::Durable16,
     Workload::Queue,
     Workload::RequestReply,
+    Workload::RequestReplyPinned,
+    Workload::DiskPerTopic,
+    Workload::OpenAfterCrash,
 ];
 
 impl Workload {
@@ -61,6 +74,9 @@ impl Workload {
             Workload::Durable16 => "durable_1k_16t",
             Workload::Queue => "queue_100",
             Workload::RequestReply => "request_reply_100",
+            Workload::RequestReplyPinned => "request_reply_pinned_100",
+            Workload::DiskPerTopic => "disk_10_topics",
+            Workload::OpenAfterCrash => "open_after_roll_crash",
         }
     }
 
@@ -75,6 +91,52 @@ impl Workload {
             Workload::Durable16 => "durable append 1 KiB, 16 threads (msg/s)",
             Workload::Queue => "queue: enqueue N then dequeue+ack N, 100 B (msg/s)",
             Workload::RequestReply => "request-reply round trip, 100 B, Durability::Os (msg/s)",
+            Workload::RequestReplyPinned => {
+                "request-reply round trip, 100 B, Durability::Os, one CPU (msg/s)"
+            }
+            Workload::DiskPerTopic => "10 topics with one record each, bus open",
+            Workload::OpenAfterCrash => "open after a kill right after a segment roll",
+        }
+    }
+
+    /// Whether only logbus runs this workload (the peers have no
+    /// request-reply, topics or recovery report).
+    pub fn logbus_only(self) -> bool {
+        matches!(
+            self,
+            Workload::RequestReply
+                | Workload::RequestReplyPinned
+                | Workload::DiskPerTopic
+                | Workload::OpenAfterCrash
+        )
+    }
+
+    /// Whether the throughput table has a row for it (the others report
+    /// only their [`Workload::figures`]).
+    pub fn has_rate(self) -> bool {
+        !matches!(self, Workload::DiskPerTopic | Workload::OpenAfterCrash)
+    }
+
+    /// Figures of the JSON line shown in the table of other figures: key
+    /// and label.
+    pub fn figures(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Workload::Queue => &[
+                ("enqueue_rate", "publish (msg/s)"),
+                ("dequeue_ack_rate", "recv + ack (msg/s)"),
+            ],
+            Workload::DiskPerTopic => &[
+                ("allocated_mb", "allocated while open (MB)"),
+                ("allocated_closed_mb", "allocated after close (MB)"),
+            ],
+            Workload::OpenAfterCrash => &[
+                ("open_ms", "`Log::open` (ms)"),
+                ("scanned_kib", "frames scanned by recovery (KiB)"),
+                ("tail_checked_kib", "read past the last frame (KiB)"),
+                ("tail_kib", "written after the roll (KiB)"),
+                ("file_kib", "active segment file, reservation included (KiB)"),
+            ],
+            _ => &[],
         }
     }
 
@@ -91,7 +153,11 @@ impl Workload {
     pub fn has_latency(self) -> bool {
         matches!(
             self,
-            Workload::Durable1 | Workload::Durable4 | Workload::Durable16 | Workload::RequestReply
+            Workload::Durable1
+                | Workload::Durable4
+                | Workload::Durable16
+                | Workload::RequestReply
+                | Workload::RequestReplyPinned
         )
     }
 
@@ -105,7 +171,15 @@ impl Workload {
             Workload::Durable4 => (4_000, 1024, 4),
             Workload::Durable16 => (4_000, 1024, 16),
             Workload::Queue => (50_000, 100, 1),
-            Workload::RequestReply => (5_000, 100, 1),
+            Workload::RequestReply | Workload::RequestReplyPinned => (5_000, 100, 1),
+            Workload::DiskPerTopic => (10, 100, 1),
+            Workload::OpenAfterCrash => (100, 1024, 1),
+        };
+        // Ten topics are ten topics at any scale.
+        let scale = if self == Workload::DiskPerTopic {
+            1.0
+        } else {
+            scale
         };
         let n = ((n as f64 * scale) as u64).max(threads as u64 * 10);
         let n = n / threads as u64 * threads as u64;

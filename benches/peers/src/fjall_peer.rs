@@ -84,7 +84,7 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
             Outcome::with_latencies(elapsed, latencies, verify(&keyspace, spec)?)
         }
         Workload::Queue => queue(&db, &keyspace, spec, &values)?,
-        Workload::RequestReply => return Ok(None),
+        _ => return Ok(None),
     };
     Ok(Some(outcome))
 }

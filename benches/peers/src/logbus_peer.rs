@@ -1,8 +1,14 @@
 //! logbus: a `Log` under `Durability::Os` (appends, reads), `Durability::Always`
 //! (durable cases, group commit), and for the queue a topic with a consumer
-//! group, both under `Durability::Os`.
+//! group, both under `Durability::Os`; request-reply (also on one CPU), the
+//! disk 10 topics allocate, and the open after a writer was killed right
+//! after a segment roll.
 
-use std::path::Path;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logbus::{
@@ -153,6 +159,176 @@ pub fn request_reply(bus: Bus, spec: &Spec, values: &Values) -> Res<Outcome> {
     Ok(Outcome::with_latencies(elapsed, latencies, checked))
 }
 
+/// Pins this thread, and every thread it starts from now on, to the first
+/// CPU it may run on.
+fn pin_to_one_cpu() -> Res<()> {
+    // SAFETY: `cpu_set_t` is plain data for which all zeros is the empty
+    // set; `sched_getaffinity` and `sched_setaffinity` read and write only
+    // the set passed with its size; pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if libc::sched_getaffinity(0, size, &mut set) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        let cpu = (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .ok_or("no CPU in this thread's affinity")?;
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size, &set) != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+    }
+    Ok(())
+}
+
+/// Bytes allocated on disk (`st_blocks` x 512) by the files under `dir`.
+fn allocated_bytes(dir: &Path) -> Res<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            total += allocated_bytes(&entry.path())?;
+        }
+    }
+    Ok(total)
+}
+
+/// Opens a bus, creates `spec.n` topics and publishes one record to each,
+/// then reports the disk allocated while the bus is open and after it
+/// closed; reads each record back.
+fn disk_per_topic(dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+    let bus = open_bus(dir)?;
+    let started = Instant::now();
+    let topics = (0..spec.n)
+        .map(|i| {
+            let topic = bus.topic(&format!("t{i}"))?;
+            topic.publish(&Record::new(&values.buffer(i)))?;
+            Ok(topic)
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let elapsed = started.elapsed();
+    let open = allocated_bytes(dir)?;
+    let checked = crate::common::verify(spec, true, |verifier| {
+        for topic in &topics {
+            let log = topic.log().ok_or("not an embedded topic")?;
+            let record = log.read(0)?.ok_or("a topic lost its record")?;
+            verifier.see(record.value());
+        }
+        Ok(())
+    })?;
+    drop(topics);
+    bus.close()?;
+    let closed = allocated_bytes(dir)?;
+    Ok(Outcome {
+        extra: vec![
+            ("allocated_mb", open as f64 / 1e6),
+            ("allocated_closed_mb", closed as f64 / 1e6),
+        ],
+        ..Outcome::new(elapsed, checked)
+    })
+}
+
+/// The segment size of the crash case: small enough that a roll comes
+/// after 10 MiB.
+const CRASH_SEGMENT_BYTES: u64 = 10 << 20;
+
+/// The crash case's record size (its `Spec::size`).
+const CRASH_RECORD_BYTES: usize = 1024;
+
+fn crash_options() -> LogOptions {
+    LogOptions::default()
+        .durability(Durability::Os)
+        .segment_bytes(CRASH_SEGMENT_BYTES)
+}
+
+/// The segment files under `dir`, in order.
+fn segments(dir: &Path) -> Res<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|path| path.extension() == Some(OsStr::new("log")));
+    files.sort();
+    Ok(files)
+}
+
+/// `--crash-writer DIR TAIL`: appends 1 KiB records to a log with 10 MiB
+/// segments until it rolls, then `tail` more; prints how many it appended
+/// and waits to be killed.
+pub fn crash_writer(dir: &Path, tail: u64) -> Res<()> {
+    let log = Log::open(dir, crash_options())?;
+    let values = Values::new(CRASH_RECORD_BYTES);
+    let mut value = vec![0u8; CRASH_RECORD_BYTES];
+    let mut index = 0;
+    let mut after_roll = None;
+    while after_roll.is_none_or(|first| index < first + tail) {
+        values.fill(index, &mut value);
+        log.append(&Record::new(&value))?;
+        index += 1;
+        if after_roll.is_none() && segments(dir)?.len() > 1 {
+            after_roll = Some(index);
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{index}")?;
+    stdout.flush()?;
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
+
+/// A writer (this binary with `--crash-writer`) appends until its log
+/// rolls, then `spec.n` records more, and is killed (SIGKILL); the timed
+/// part is the next `Log::open`, whose recovery report says what it read.
+fn open_after_crash(dir: &Path, spec: &Spec) -> Res<Outcome> {
+    let mut writer = Command::new(std::env::current_exe()?)
+        .arg("--crash-writer")
+        .arg(dir)
+        .arg(spec.n.to_string())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    BufReader::new(writer.stdout.take().ok_or("piped stdout")?).read_line(&mut line)?;
+    writer.kill()?;
+    writer.wait()?;
+    let appended: u64 = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("the writer said {line:?}"))?;
+    let active = segments(dir)?.pop().ok_or("no segment")?;
+    let file_bytes = std::fs::metadata(&active)?.len();
+    let started = Instant::now();
+    let log = Log::open(dir, crash_options())?;
+    let elapsed = started.elapsed();
+    let report = log.recovery_report().clone();
+    let base: u64 = active
+        .file_stem()
+        .and_then(OsStr::to_str)
+        .and_then(|stem| stem.parse().ok())
+        .ok_or("segment name")?;
+    let tail_bytes = (appended - base) * CRASH_RECORD_BYTES as u64;
+    let mut verifier = Verifier::new(CRASH_RECORD_BYTES);
+    let mut cursor = log.cursor(Position::Earliest)?;
+    while let Some(record) = cursor.next()? {
+        verifier.see(record.value());
+    }
+    let checked = verifier.check(appended, true)?;
+    log.close()?;
+    Ok(Outcome {
+        extra: vec![
+            ("open_ms", elapsed.as_secs_f64() * 1e3),
+            ("scanned_kib", report.scanned_bytes as f64 / 1024.0),
+            ("tail_checked_kib", report.tail_checked_bytes as f64 / 1024.0),
+            ("tail_kib", tail_bytes as f64 / 1024.0),
+            ("file_kib", file_bytes as f64 / 1024.0),
+        ],
+        ..Outcome::new(elapsed, checked)
+    })
+}
+
 pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     let values = Values::new(spec.size);
     let outcome = match spec.workload {
@@ -187,6 +363,12 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
         }
         Workload::Queue => queue(open_bus(dir)?, spec, &values, Receive::Try)?,
         Workload::RequestReply => request_reply(open_bus(dir)?, spec, &values)?,
+        Workload::RequestReplyPinned => {
+            pin_to_one_cpu()?;
+            request_reply(open_bus(dir)?, spec, &values)?
+        }
+        Workload::DiskPerTopic => disk_per_topic(dir, spec, &values)?,
+        Workload::OpenAfterCrash => open_after_crash(dir, spec)?,
     };
     Ok(Some(outcome))
 }

@@ -1,10 +1,11 @@
-//! The peer comparison: logbus against naive frames, commitlog, SQLite,
-//! redb, fjall and yaque on the workloads of docs/PERFORMANCE.md.
+//! The peer comparison: logbus against naive frames (with and without a
+//! CRC), commitlog, SQLite, redb, fjall and yaque on the workloads of
+//! docs/PERFORMANCE.md.
 //!
 //! `cargo run --release -p logbus-peers` runs every
 //! case three times and prints one JSON line per case, then markdown tables
 //! of medians (min-max) with ratios to the naive baseline of the same
-//! repetition. Each case runs in its own child process (this binary with
+//! repetition (naive frames with a CRC). Each case runs in its own child process (this binary with
 //! `--case WORKLOAD PEER DIR`) on a fresh directory, verifies what it reads
 //! back, and prints one JSON line. Options: `--reps N`, `--scale F` (message
 //! counts times F), `--peers a,b`, `--workloads a,b`, `--dir PATH` (where
@@ -36,7 +37,19 @@ use std::time::{Duration, Instant};
 use common::{Outcome, Res, Spec, WORKLOADS, Workload, json_str, memory_kib, quantile};
 
 /// The peers, in table order; the first is the baseline.
-pub const PEERS: [&str; 7] = ["naive", "logbus", "commitlog", "sqlite", "redb", "fjall", "yaque"];
+pub const PEERS: [&str; 8] = [
+    "naive-crc",
+    "naive",
+    "logbus",
+    "commitlog",
+    "sqlite",
+    "redb",
+    "fjall",
+    "yaque",
+];
+
+/// The baseline of every ratio.
+pub const BASELINE: &str = PEERS[0];
 
 /// How long one case may take before it is killed and reported as failed.
 const CASE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -46,7 +59,8 @@ const TOUCH_BYTES: usize = 300 << 20;
 
 fn run_peer(peer: &str, spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     match peer {
-        "naive" => naive::run(spec, dir),
+        "naive-crc" => naive::run(spec, dir, true),
+        "naive" => naive::run(spec, dir, false),
         "logbus" => logbus_peer::run(spec, dir),
         "commitlog" => commitlog_peer::run(spec, dir),
         "sqlite" => sqlite_peer::run(spec, dir),
@@ -90,7 +104,11 @@ fn outcome_json(head: &str, n: u64, size: usize, mut outcome: Outcome) -> String
         outcome.checked.checksum
     );
     for (name, took) in &outcome.phases {
-        line.push_str(&format!(",\"{name}_secs\":{:.6}", took.as_secs_f64()));
+        let took = took.as_secs_f64();
+        line.push_str(&format!(
+            ",\"{name}_secs\":{took:.6},\"{name}_rate\":{:.1}",
+            n as f64 / took
+        ));
     }
     for (name, value) in &outcome.extra {
         line.push_str(&format!(",\"{name}\":{value:.1}"));
@@ -255,8 +273,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Res<Args> {
             other => return Err(format!("unknown option {other}").into()),
         }
     }
-    if !parsed.peers.iter().any(|p| p == "naive") {
-        parsed.peers.insert(0, "naive".into());
+    if !parsed.peers.iter().any(|p| p == BASELINE) {
+        parsed.peers.insert(0, BASELINE.into());
     }
     Ok(parsed)
 }
@@ -293,6 +311,9 @@ fn driver(args: Args) -> Res<()> {
     for rep in 0..args.reps {
         for &workload in &args.workloads {
             for peer in &args.peers {
+                if workload.logbus_only() && peer != "logbus" {
+                    continue;
+                }
                 let line = run_case(workload, peer, &args.dir, args.scale);
                 let line = format!("{{\"rep\":{rep},{}", &line[1..]);
                 println!("{line}");
@@ -339,6 +360,15 @@ fn main() -> ExitCode {
     let result = if matches!(mode.as_deref(), Some("--nats" | "--nats-case")) {
         let args: Vec<String> = args.skip(1).collect();
         nats(mode.as_deref() == Some("--nats-case"), args)
+    } else if mode.as_deref() == Some("--crash-writer") {
+        let rest: Vec<String> = args.skip(1).collect();
+        match rest.as_slice() {
+            [dir, tail] => tail
+                .parse()
+                .map_err(Into::into)
+                .and_then(|tail| logbus_peer::crash_writer(Path::new(dir), tail)),
+            _ => Err("usage: --crash-writer DIR RECORDS".into()),
+        }
     } else if mode.as_deref() == Some("--case") {
         let rest: Vec<String> = args.skip(1).collect();
         match rest.as_slice() {

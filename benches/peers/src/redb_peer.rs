@@ -111,7 +111,7 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
             Outcome::with_latencies(elapsed, latencies, verify(&db, spec)?)
         }
         Workload::Queue => queue(&db, spec, &values)?,
-        Workload::RequestReply => return Ok(None),
+        _ => return Ok(None),
     };
     Ok(Some(outcome))
 }

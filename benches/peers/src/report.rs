@@ -1,8 +1,10 @@
-//! The markdown tables: medians with min-max over the repetitions, and each
-//! peer's ratio to the naive baseline of the same repetition.
+//! The markdown tables: medians with min-max over the repetitions, each
+//! peer's ratio to the baseline (naive frames with a CRC) of the same
+//! repetition, latencies, and the other figures some workloads report.
 
 use std::fmt::Write as _;
 
+use crate::BASELINE;
 use crate::common::Workload;
 
 /// One case's result, parsed back from its JSON line.
@@ -18,6 +20,8 @@ pub struct Case {
     pub p999_us: Option<f64>,
     pub unsupported: bool,
     pub error: Option<String>,
+    /// The JSON line, for the other figures.
+    pub line: String,
 }
 
 /// The number after `"key":` in one of our own JSON lines.
@@ -60,6 +64,7 @@ impl Case {
             error: string(line, "error"),
             peer: string(line, "peer").unwrap_or_default(),
             workload,
+            line: line.to_owned(),
         }
     }
 }
@@ -107,25 +112,37 @@ fn cases<'a>(all: &'a [Case], workload: &str, peer: &str) -> Vec<&'a Case> {
         .collect()
 }
 
-fn cell(all: &[Case], workload: Workload, peer: &str) -> String {
-    let mine = cases(all, workload.name(), peer);
-    if mine.iter().any(|c| c.unsupported) {
-        return "none".into();
-    }
-    if let Some(error) = mine.iter().find_map(|c| c.error.as_ref()) {
-        return format!("failed ({})", error.chars().take(60).collect::<String>());
-    }
-    let mut values: Vec<f64> = mine.iter().filter_map(|c| c.value).collect();
+/// Whether `peer` has no result for the workload: it does not support it,
+/// or the driver did not run it (a logbus-only workload).
+fn unsupported(mine: &[&Case]) -> bool {
+    mine.is_empty() || mine.iter().any(|c| c.unsupported)
+}
+
+/// Median (min-max) of `values`, in [`human`] form; `None` if empty.
+fn spread(mut values: Vec<f64>) -> Option<String> {
     if values.is_empty() {
-        return "-".into();
+        return None;
     }
     let (low, high) = values
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
     let mid = median(&mut values);
-    let mut text = format!("{} ({}-{})", human(mid), human(low), human(high));
-    if peer != "naive" {
-        let baseline = cases(all, workload.name(), "naive");
+    Some(format!("{} ({}-{})", human(mid), human(low), human(high)))
+}
+
+fn cell(all: &[Case], workload: Workload, peer: &str) -> String {
+    let mine = cases(all, workload.name(), peer);
+    if unsupported(&mine) {
+        return "none".into();
+    }
+    if let Some(error) = mine.iter().find_map(|c| c.error.as_ref()) {
+        return format!("failed ({})", error.chars().take(60).collect::<String>());
+    }
+    let Some(mut text) = spread(mine.iter().filter_map(|c| c.value).collect()) else {
+        return "-".into();
+    };
+    if peer != BASELINE {
+        let baseline = cases(all, workload.name(), BASELINE);
         let mut ratios: Vec<f64> = mine
             .iter()
             .filter_map(|c| {
@@ -142,7 +159,7 @@ fn cell(all: &[Case], workload: Workload, peer: &str) -> String {
 
 fn latency_cell(all: &[Case], workload: Workload, peer: &str) -> String {
     let mine = cases(all, workload.name(), peer);
-    if mine.iter().any(|c| c.unsupported) {
+    if unsupported(&mine) {
         return "none".into();
     }
     let pick = |f: fn(&Case) -> Option<f64>| {
@@ -155,9 +172,19 @@ fn latency_cell(all: &[Case], workload: Workload, peer: &str) -> String {
     }
 }
 
+/// The figure `key` of the workload's JSON lines for `peer`.
+fn figure_cell(all: &[Case], workload: Workload, key: &str, peer: &str) -> String {
+    let mine = cases(all, workload.name(), peer);
+    if unsupported(&mine) {
+        return "none".into();
+    }
+    spread(mine.iter().filter_map(|c| number(&c.line, key)).collect()).unwrap_or_else(|| "-".into())
+}
+
 fn display(peer: &str) -> &str {
     match peer {
-        "naive" => "naive frames",
+        "naive-crc" => "naive frames + CRC",
+        "naive" => "naive frames, no CRC",
         "commitlog" => "commitlog 0.2",
         "sqlite" => "SQLite WAL",
         "redb" => "redb 4",
@@ -184,10 +211,11 @@ pub fn tables(all: &[Case], peers: &[String], workloads: &[Workload], reps: usiz
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Median of {reps} (min-max); **bold**: median over repetitions of the ratio to naive frames in the same repetition.\n"
+        "Median of {reps} (min-max); **bold**: median over repetitions of the ratio to {} in the same repetition.\n",
+        display(BASELINE)
     );
     header(&mut out, peers);
-    for &workload in workloads {
+    for workload in workloads.iter().copied().filter(|w| w.has_rate()) {
         let _ = write!(out, "| {} |", workload.title());
         for peer in peers {
             let _ = write!(out, " {} |", cell(all, workload, peer));
@@ -205,6 +233,25 @@ pub fn tables(all: &[Case], peers: &[String], workloads: &[Workload], reps: usiz
             let _ = write!(out, "| {} |", workload.title().trim_end_matches(" (msg/s)"));
             for peer in peers {
                 let _ = write!(out, " {} |", latency_cell(all, workload, peer));
+            }
+            out.push('\n');
+        }
+    }
+    let figures: Vec<(Workload, &str, &str)> = workloads
+        .iter()
+        .flat_map(|&w| w.figures().iter().map(move |&(key, label)| (w, key, label)))
+        .collect();
+    if !figures.is_empty() {
+        let _ = writeln!(out, "\nOther figures (median of {reps}, min-max):\n");
+        header(&mut out, peers);
+        for (workload, key, label) in figures {
+            let _ = write!(
+                out,
+                "| {}: {label} |",
+                workload.title().trim_end_matches(" (msg/s)")
+            );
+            for peer in peers {
+                let _ = write!(out, " {} |", figure_cell(all, workload, key, peer));
             }
             out.push('\n');
         }
