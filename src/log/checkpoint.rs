@@ -8,15 +8,19 @@
 //! anyway, recovery falls back to scanning the whole active segment.
 //!
 //! It also carries the segment's write limit: the writer never writes at
-//! or past the limit of the last synced checkpoint of its segment, so
-//! recovery need not read the preallocated space past it to tell unused
-//! space from damage. Before a write would pass it the writer raises it
-//! ([`CheckpointWriter::cover`]): to the write's end plus as much again as
-//! was written since the durable position (at least 64 KiB), so a segment
-//! written without syncs raises it about ten times per 64 MiB. After the
-//! durable position moved, the writer's next append lowers it the same way
-//! (never below what the writer wrote), so what recovery reads past the
-//! last frame stays within about the unsynced bytes plus 128 KiB.
+//! or past the limit of the last checkpoint written for its segment, and
+//! the log syncs that checkpoint before it syncs data written under it
+//! ([`CheckpointWriter::sync_covers`]), so every durable frame lies below
+//! a durable limit and recovery need not read the preallocated space past
+//! it to tell unused space from damage. Before a write would pass it the
+//! writer raises it ([`CheckpointWriter::cover`], a write without a sync,
+//! so an append never waits for one): to the write's end plus as much
+//! again as was written since the durable position (at least 64 KiB), so
+//! a segment written without syncs raises it about ten times per 64 MiB.
+//! After the durable position moved, the writer's next append lowers it
+//! the same way (never below what the writer wrote), so what recovery
+//! reads past the last frame stays within about the unsynced bytes plus
+//! 128 KiB.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +56,10 @@ pub(crate) struct CheckpointWriter {
     /// Checkpoints [`Self::record`] wrote: when it changes, the durable
     /// position may have moved and the write limit may come down.
     recorded: AtomicU64,
+    /// Limits [`Self::cover`] wrote, and how many of them a sync of the
+    /// file has made durable ([`Self::sync_covers`]).
+    covers_written: AtomicU64,
+    covers_synced: Mutex<u64>,
 }
 
 impl CheckpointWriter {
@@ -77,6 +85,8 @@ impl CheckpointWriter {
             file,
             last: Mutex::new(last),
             recorded: AtomicU64::new(0),
+            covers_written: AtomicU64::new(0),
+            covers_synced: Mutex::new(0),
         })
     }
 
@@ -92,10 +102,11 @@ impl CheckpointWriter {
     /// Makes the last checkpoint's write limit cover `segment` up to `end`,
     /// where the writer, which has written nothing past `end`, is about to
     /// write, and not much more: raises it if `end` would pass it, lowers
-    /// it if the durable position moved on (one write and sync of the
-    /// checkpoint either way). Returns the limit and [`Self::recorded`] as
-    /// of it. Unlike [`Self::record`] it fails if the write fails: the
-    /// writer must not pass a limit that is not on disk.
+    /// it if the durable position moved on (one write of the checkpoint
+    /// either way, synced by the next [`Self::sync_covers`]). Returns the
+    /// limit and [`Self::recorded`] as of it. Unlike [`Self::record`] it
+    /// fails if the write fails: the writer must not pass a limit that is
+    /// not in the file.
     pub(crate) fn cover(&self, segment: &Segment, end: u64) -> std::io::Result<(u64, u64)> {
         let mut last = self.last();
         let recorded = self.recorded();
@@ -121,12 +132,29 @@ impl CheckpointWriter {
             ..durable
         };
         self.file.write_all_at(&checkpoint.encode(), 0)?;
-        self.file.sync_data()?;
+        self.covers_written.fetch_add(1, Ordering::Release);
         *last = Some(checkpoint);
         // A limit too far for the field (4 GiB past the durable position)
         // is written as none: recovery then checks to the end of the file,
         // so the writer need not raise it again until the next record.
         Ok((checkpoint.write_limit().unwrap_or(u64::MAX), recorded))
+    }
+
+    /// Makes every limit [`Self::cover`] wrote so far durable: called
+    /// before a sync of the data written under them, so a frame is never
+    /// durable past a limit that is not. A failed sync latched the storage.
+    pub(crate) fn sync_covers(&self) -> std::io::Result<()> {
+        let written = self.covers_written.load(Ordering::Acquire);
+        let mut synced = self
+            .covers_synced
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *synced >= written {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        *synced = written;
+        Ok(())
     }
 
     /// Records that `segment` is durable up to `extent`: always when

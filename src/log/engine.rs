@@ -590,6 +590,7 @@ impl Shared {
             let writer = self.writer();
             (writer.active.clone(), writer.extent())
         };
+        self.checkpoint.sync_covers()?;
         segment.file().sync_data()?;
         segment.advance_limit(extent);
         self.checkpoint.record(&segment, extent, false)?;
