@@ -4,8 +4,10 @@
 //! `cargo run --example tokio_service` runs it on a tokio multi-thread
 //! runtime over an embedded bus in a temporary directory; `-- --smol` runs
 //! the same code under smol. With `--features nats -- --nats <url>` it
-//! runs on NATS JetStream (topics of its own per run). The handles are
-//! opened before the runtime starts; everything after is async.
+//! runs on NATS JetStream (topics of its own per run). Everything happens
+//! inside the runtime: the handles are opened with blocking calls on the
+//! runtime's blocking threads (`spawn_blocking`, `smol::unblock`), then
+//! every step is awaited.
 
 use std::time::Duration;
 
@@ -17,23 +19,38 @@ use logbus::{
 fn main() -> logbus::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = tempfile::tempdir()?;
-    let mut service = match args.iter().position(|a| a == "--nats") {
-        Some(i) => {
-            let url = args
-                .get(i + 1)
-                .ok_or_else(|| Error::InvalidArgument("--nats needs a URL".into()))?;
-            Service::open(connect_nats(url)?, true)?
-        }
-        None => Service::open(Bus::open(dir.path(), BusOptions::default())?, false)?,
+    let nats_url = match args.iter().position(|a| a == "--nats") {
+        Some(i) => Some(
+            args.get(i + 1)
+                .cloned()
+                .ok_or_else(|| Error::InvalidArgument("--nats needs a URL".into()))?,
+        ),
+        None => None,
     };
-    if args.iter().any(|a| a == "--smol") {
+    let path = dir.path().to_path_buf();
+    // Opening a bus and its handles is blocking I/O (files, or round trips
+    // to the server): it runs off the executor's threads.
+    let open = move || match nats_url {
+        Some(url) => Service::open(connect_nats(&url)?, true),
+        None => Service::open(Bus::open(&path, BusOptions::default())?, false),
+    };
+    let service = if args.iter().any(|a| a == "--smol") {
         println!("on smol");
-        smol::block_on(service.run())?;
+        smol::block_on(async {
+            let mut service = smol::unblock(open).await?;
+            service.run().await?;
+            Ok::<_, Error>(service)
+        })?
     } else {
         println!("on tokio (multi-thread)");
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(service.run())?;
-    }
+        runtime.block_on(async {
+            let opening = tokio::task::spawn_blocking(open);
+            let mut service = opening.await.expect("the opening thread panicked")?;
+            service.run().await?;
+            Ok::<_, Error>(service)
+        })?
+    };
     // A blocking call, after the runtime (on NATS it asks the server).
     println!("billing: {:?}", service.billing.stats()?);
     service.bus.close()
@@ -52,7 +69,7 @@ fn connect_nats(_url: &str) -> logbus::Result<Bus> {
     ))
 }
 
-/// The handles, opened with blocking calls before any runtime runs.
+/// The handles, opened with blocking calls.
 struct Service {
     bus: Bus,
     orders: logbus::Topic,

@@ -54,11 +54,6 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
-    /// The operation is not offered by this backend; the message says
-    /// what to call instead.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
-
     /// A delivery's lease ran out and the record was handed to another
     /// receiver (or settled): this delivery can no longer settle it.
     #[error("the lease on offset {offset} expired; the record was redelivered or settled")]

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use common::TestBackend;
 use common::futures::poll_once;
 use common::groups::group_options;
 use common::storage::{Hooked, Hooks};
@@ -358,9 +357,8 @@ fn a_dropped_reply_or_gather_loses_nothing() {
 }
 
 backend_tests! {
-    /// From inside a tokio runtime (where NATS's blocking calls refuse to
-    /// run), on both backends: publish, receive, settle, commit, scatter
-    /// and gather, async.
+    /// From inside a tokio runtime, on both backends: publish, receive,
+    /// settle, commit, scatter and gather, async.
     fn publish_settle_commit_scatter_and_gather_async_inside_a_tokio_runtime(backend: &TestBackend) {
         let bus = backend.open();
         let jobs = bus.topic("jobs").expect("topic");
@@ -411,17 +409,55 @@ backend_tests! {
             assert_eq!((gathered.replies.len(), gathered.stopped), (1, StopReason::All));
         });
         assert_eq!(audit.committed(), 2);
-        match backend {
-            TestBackend::Embedded { .. } => {
-                let batch = futures::executor::block_on(jobs.publish_batch_async(&[Record::new(b"c")]));
-                assert_eq!(batch.expect("batch"), 2..3);
-            }
-            #[cfg(feature = "nats")]
-            TestBackend::Nats { .. } => {
-                let batch = futures::executor::block_on(jobs.publish_batch_async(&[Record::new(b"c")]));
-                assert!(matches!(batch, Err(logbus::Error::Unsupported(_))), "{batch:?}");
-            }
-        }
+        let batch = [Record::new(b"c"), Record::new(b"d")];
+        let stored = futures::executor::block_on(jobs.publish_batch_async(&batch));
+        assert_eq!(stored.expect("batch"), 2..4);
+        bus.close().expect("close");
+    }
+
+    /// The blocking calls inside a tokio runtime, on both backends: from
+    /// `spawn_blocking`, from `block_in_place`, and straight from a task
+    /// (which blocks its thread while it waits, as any blocking I/O does),
+    /// on a multi-thread and a current-thread runtime.
+    fn blocking_calls_work_inside_a_tokio_runtime(backend: &TestBackend) {
+        let bus = backend.open();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let opened = bus.clone();
+        let (jobs, workers) = runtime.block_on(async {
+            let (jobs, workers) = tokio::task::spawn_blocking(move || {
+                let jobs = opened.topic("jobs")?;
+                let workers = jobs.group("workers", group_options(Duration::from_secs(60), 5, Duration::ZERO))?;
+                assert_eq!(jobs.publish(&Record::new(b"a"))?, 0);
+                Ok::<_, logbus::Error>((jobs, workers))
+            })
+            .await
+            .expect("join")
+            .expect("opened from spawn_blocking");
+            let delivery = tokio::task::block_in_place(|| workers.recv(Duration::from_secs(30)))
+                .expect("recv")
+                .expect("a delivery");
+            assert_eq!(delivery.record().value(), b"a");
+            tokio::task::block_in_place(|| delivery.ack()).expect("ack from block_in_place");
+            assert_eq!(jobs.publish(&Record::new(b"b")).expect("publish from a task"), 1);
+            (jobs, workers)
+        });
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        current.block_on(async {
+            let delivery = workers.recv(Duration::from_secs(30)).expect("recv").expect("a delivery");
+            assert_eq!(delivery.record().value(), b"b");
+            delivery.ack().expect("ack from a task");
+            let stored = jobs.publish_batch(&[Record::new(b"c"), Record::new(b"d")]).expect("batch");
+            assert_eq!(stored, 2..4);
+            assert_eq!(bus.topic("jobs").expect("topic").end_offset(), 4);
+        });
+        drop(runtime);
         bus.close().expect("close");
     }
 }

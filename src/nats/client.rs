@@ -1,6 +1,10 @@
 //! The blocking facade: one connection and one JetStream context driven by
 //! a private tokio runtime (one worker thread), so that callers on any
-//! thread get logbus's blocking API.
+//! thread get logbus's blocking API: a plain thread, tokio's
+//! `spawn_blocking` and `block_in_place`, even a task of another runtime
+//! (whose thread it then blocks, as any blocking I/O would). Only the
+//! private runtime's own thread may not block: it drives the connection
+//! the call would wait for.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,6 +21,25 @@ use super::names::{stream_name, topic_of_stream, topic_subject};
 use crate::error::{Error, Result};
 use crate::patterns::{Retention, TopicOptions};
 use crate::record::{Record, StoredRecord};
+
+/// The name of the private runtime's thread.
+const RUNTIME_THREAD: &str = "logbus-nats";
+
+/// [`NatsClient::block_on`] on `handle`'s runtime. Not tokio's
+/// `Handle::block_on`, which panics inside any runtime's task, nor a
+/// `futures` executor, which panics inside another one's `block_on`:
+/// pollster parks the thread between polls and minds neither.
+fn block_on_in<F: Future>(handle: &tokio::runtime::Handle, future: F) -> Result<F::Output> {
+    if std::thread::current().name() == Some(RUNTIME_THREAD) {
+        return Err(Error::InvalidArgument(
+            "a blocking logbus call was made on the NATS backend's own runtime thread, which it would wait for; \
+             use the *_async methods there"
+                .into(),
+        ));
+    }
+    let _context = handle.enter();
+    Ok(pollster::block_on(future))
+}
 
 /// How a topic's stream is configured when it is first created.
 #[derive(Debug, Clone, PartialEq)]
@@ -145,10 +168,7 @@ pub struct NatsClient {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    /// Taken only by `drop`, which shuts it down without blocking (the
-    /// last handle may be dropped inside an async runtime, where a
-    /// blocking shutdown would panic).
-    runtime: Option<tokio::runtime::Runtime>,
+    _runtime: PrivateRuntime,
     handle: tokio::runtime::Handle,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
@@ -157,9 +177,15 @@ pub(crate) struct Inner {
     timeout: Duration,
 }
 
-impl Drop for Inner {
+/// The private runtime, shut down without blocking when dropped: the last
+/// handle may be dropped (or a connect fail) inside an async runtime, where
+/// a blocking shutdown panics.
+#[derive(Debug)]
+struct PrivateRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for PrivateRuntime {
     fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
+        if let Some(runtime) = self.0.take() {
             runtime.shutdown_background();
         }
     }
@@ -169,35 +195,34 @@ impl NatsClient {
     /// Connects to `urls` (comma-separated, e.g. `nats://127.0.0.1:4222`);
     /// with several, the client fails over between them.
     pub fn connect(urls: &str, timeout: Duration) -> Result<NatsClient> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("logbus-nats")
-            .enable_all()
-            .build()?;
         let addrs = urls
             .split(',')
             .map(|u| u.trim().parse::<ServerAddr>())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidArgument(format!("bad NATS url in {urls:?}: {e}")))?;
-        let client = runtime
-            .block_on(
-                async_nats::ConnectOptions::new()
-                    .connection_timeout(timeout)
-                    .request_timeout(Some(timeout))
-                    .connect(addrs),
-            )
-            .map_err(connect_error)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(RUNTIME_THREAD)
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let runtime = PrivateRuntime(Some(runtime));
+        let connect = async_nats::ConnectOptions::new()
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .connect(addrs);
+        let client = block_on_in(&handle, connect)?.map_err(connect_error)?;
         // The context spawns its acker task: inside the runtime.
         let js = {
-            let _entered = runtime.enter();
+            let _entered = handle.enter();
             jetstream::ContextBuilder::new()
                 .timeout(timeout)
                 .build(client.clone())
         };
         Ok(NatsClient {
             inner: Arc::new(Inner {
-                handle: runtime.handle().clone(),
-                runtime: Some(runtime),
+                _runtime: runtime,
+                handle,
                 client,
                 js,
                 timeout,
@@ -205,15 +230,12 @@ impl NatsClient {
         })
     }
 
-    /// Runs `future` on the private runtime. Refused from inside an async
-    /// runtime, where blocking would stall the caller's executor.
+    /// Polls `future` on the calling thread, in the private runtime's
+    /// context (its timers and sockets are driven by the runtime's
+    /// thread), until it completes. Works from any thread but the private
+    /// runtime's own (refused: it would wait for itself).
     pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::InvalidArgument(
-                "a blocking logbus call was made from inside an async runtime".into(),
-            ));
-        }
-        Ok(self.inner.handle.block_on(future))
+        block_on_in(&self.inner.handle, future)
     }
 
     /// Runs `future` on the private runtime and waits for it from any
@@ -356,15 +378,6 @@ impl NatsClient {
         Ok(self.publish_task(subject, headers, Bytes::copy_from_slice(record.value())))
     }
 
-    pub(crate) fn publish_raw(
-        &self,
-        subject: String,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<(u64, bool)> {
-        self.block_on(self.publish_task(subject, headers, payload))?
-    }
-
     /// A publish waiting for its PubAck, as a task for the private runtime
     /// (it holds the JetStream context, not this client): the offset and
     /// whether the server took it for a duplicate.
@@ -379,7 +392,7 @@ impl NatsClient {
         subject: String,
         headers: HeaderMap,
         payload: Bytes,
-    ) -> impl Future<Output = Result<(u64, bool)>> + Send + 'static {
+    ) -> impl Future<Output = Result<(u64, bool)>> + Send + 'static + use<> {
         let js = self.js().clone();
         let deadline = tokio::time::Instant::now() + self.inner.timeout;
         async move {

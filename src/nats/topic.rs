@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_nats::header::{NATS_EXPECTED_LAST_MESSAGE_ID, NATS_MESSAGE_ID};
 use async_nats::jetstream;
@@ -69,8 +69,10 @@ pub(crate) struct TopicShared {
     options: TopicOptions,
     start_offset: AtomicU64,
     end_offset: AtomicU64,
-    /// Read-locked by a publish, write-locked by a batch.
-    publishing: RwLock<()>,
+    /// Read-locked by a publish, write-locked by a batch (whose records
+    /// name each other, so no publish of this process may come between).
+    /// An async lock: the publishes hold it across their round trips.
+    publishing: tokio::sync::RwLock<()>,
     /// Durable subscriptions open in this process.
     open_subscriptions: Mutex<HashSet<String>>,
 }
@@ -148,7 +150,7 @@ impl NatsTopic {
             options,
             start_offset: AtomicU64::new(state.start_offset),
             end_offset: AtomicU64::new(state.end_offset),
-            publishing: RwLock::new(()),
+            publishing: tokio::sync::RwLock::new(()),
             open_subscriptions: Mutex::new(HashSet::new()),
         };
         Ok(NatsTopic {
@@ -175,38 +177,93 @@ impl NatsTopic {
     pub(crate) fn publish_once(&self, record: &Record<'_>, msg_id: &str) -> Result<u64> {
         let shared = &self.shared;
         shared.bus.check_open()?;
-        let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
-        self.publish_one(record, Some((NATS_MESSAGE_ID, msg_id.to_owned())))
+        let publish = self.publish_task(record, Some((NATS_MESSAGE_ID, msg_id.to_owned())))?;
+        shared.bus.client.block_on(publish)?
     }
 
-    /// Publishes `record` with one JetStream header if given (a message
-    /// id, an expected last sequence); returns its offset.
-    fn publish_one(&self, record: &Record<'_>, jetstream: Option<(HeaderName, String)>) -> Result<u64> {
-        let client = &self.shared.bus.client;
-        let publish = self.publish_task(record, jetstream)?;
-        let (offset, _duplicate) = client.block_on(publish)??;
-        self.shared.note_end(offset + 1);
-        Ok(offset)
-    }
-
-    /// The publish of `record` with one JetStream header if given, as a
-    /// task for the private runtime: its offset and whether it was taken
-    /// for a duplicate.
+    /// The publish of `record` with one JetStream header if given (a
+    /// message id), as a task for the private runtime: its offset.
     fn publish_task(
         &self,
         record: &Record<'_>,
         jetstream: Option<(HeaderName, String)>,
-    ) -> Result<impl Future<Output = Result<(u64, bool)>> + Send + 'static> {
-        let shared = &self.shared;
+    ) -> Result<impl Future<Output = Result<u64>> + Send + 'static> {
+        let shared = self.shared.clone();
         let mut headers = encode_headers(record)?;
         if let Some((name, value)) = jetstream {
             headers.insert(name, value);
         }
         let payload = Bytes::copy_from_slice(record.value());
-        Ok(shared
+        let publish = shared
             .bus
             .client
-            .publish_task(shared.subject.clone(), headers, payload))
+            .publish_task(shared.subject.clone(), headers, payload);
+        Ok(async move {
+            let _shared = shared.publishing.read().await;
+            let (offset, _duplicate) = publish.await?;
+            shared.note_end(offset + 1);
+            Ok(offset)
+        })
+    }
+
+    /// The publish of `records` as one batch, as a task for the private
+    /// runtime: each record carries a `Nats-Msg-Id` and names its
+    /// predecessor's as the expected last one, so the batch is stored
+    /// contiguously or up to the first failure (the error says which
+    /// offsets were stored).
+    fn publish_batch_task(
+        &self,
+        records: &[Record<'_>],
+    ) -> Result<impl Future<Output = Result<Range<u64>>> + Send + 'static> {
+        let shared = self.shared.clone();
+        let batch = CorrelationId::new();
+        let id = |i: usize| format!("logbus-batch.{batch}.{i}");
+        let mut messages = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let mut headers = encode_headers(record)?;
+            headers.insert(NATS_MESSAGE_ID, id(i));
+            if i > 0 {
+                headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, id(i - 1));
+            }
+            messages.push((headers, Bytes::copy_from_slice(record.value())));
+        }
+        Ok(async move {
+            let _exclusive = shared.publishing.write().await;
+            let mut messages = messages.into_iter();
+            let Some((headers, payload)) = messages.next() else {
+                let end = shared.end_offset();
+                return Ok(end..end);
+            };
+            let client = &shared.bus.client;
+            let (start, _duplicate) = client
+                .publish_task(shared.subject.clone(), headers, payload)
+                .await?;
+            let mut stored = start..start + 1;
+            shared.note_end(stored.end);
+            let mut messages = messages.peekable();
+            while messages.peek().is_some() {
+                let window: Vec<_> = messages.by_ref().take(BATCH_WINDOW).collect();
+                for result in publish_pipelined(client.js(), &shared.subject, window).await {
+                    match result {
+                        Ok(offset) if offset == stored.end => {
+                            stored.end += 1;
+                            shared.note_end(stored.end);
+                        }
+                        Ok(offset) => {
+                            return Err(with_stored_prefix(
+                                nats_error(
+                                    "publish",
+                                    format!("batch record stored at {offset}, not {}", stored.end),
+                                ),
+                                Some(&stored),
+                            ));
+                        }
+                        Err(e) => return Err(with_stored_prefix(e, Some(&stored))),
+                    }
+                }
+            }
+            Ok(stored)
+        })
     }
 
     /// Takes the name of a durable subscription for this process.
@@ -239,73 +296,27 @@ impl TopicBackend for NatsTopic {
     fn publish(&self, record: &Record<'_>) -> Result<u64> {
         let shared = &self.shared;
         shared.bus.check_open()?;
-        let _shared = shared.publishing.read().unwrap_or_else(|p| p.into_inner());
-        self.publish_one(record, None)
+        shared.bus.client.block_on(self.publish_task(record, None)?)?
     }
 
     async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
         let shared = &self.shared;
         shared.bus.check_open()?;
         let publish = self.publish_task(record, None)?;
-        let (offset, _duplicate) = shared.bus.client.run(publish).await??;
-        shared.note_end(offset + 1);
-        Ok(offset)
-    }
-
-    async fn publish_batch_async(&self, _records: &[Record<'_>]) -> Result<Range<u64>> {
-        Err(Error::Unsupported(
-            "publish_batch_async on NATS: call publish_async per record, or publish_batch from a plain thread".into(),
-        ))
+        shared.bus.client.run(publish).await?
     }
 
     fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         let shared = &self.shared;
         shared.bus.check_open()?;
-        let _exclusive = shared.publishing.write().unwrap_or_else(|p| p.into_inner());
-        let batch = CorrelationId::new();
-        let id = |i: usize| format!("logbus-batch.{batch}.{i}");
-        let mut messages = Vec::with_capacity(records.len());
-        for (i, record) in records.iter().enumerate() {
-            let mut headers = encode_headers(record)?;
-            headers.insert(NATS_MESSAGE_ID, id(i));
-            if i > 0 {
-                headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, id(i - 1));
-            }
-            messages.push((headers, Bytes::copy_from_slice(record.value())));
-        }
-        let mut messages = messages.into_iter();
-        let Some((headers, payload)) = messages.next() else {
-            let end = shared.end_offset();
-            return Ok(end..end);
-        };
-        let client = &shared.bus.client;
-        let (start, _duplicate) = client.publish_raw(shared.subject.clone(), headers, payload)?;
-        let mut stored = start..start + 1;
-        shared.note_end(stored.end);
-        let mut messages = messages.peekable();
-        while messages.peek().is_some() {
-            let window: Vec<_> = messages.by_ref().take(BATCH_WINDOW).collect();
-            let acked = client.block_on(publish_pipelined(client.js(), &shared.subject, window))?;
-            for result in acked {
-                match result {
-                    Ok(offset) if offset == stored.end => {
-                        stored.end += 1;
-                        shared.note_end(stored.end);
-                    }
-                    Ok(offset) => {
-                        return Err(with_stored_prefix(
-                            nats_error(
-                                "publish",
-                                format!("batch record stored at {offset}, not {}", stored.end),
-                            ),
-                            Some(&stored),
-                        ));
-                    }
-                    Err(e) => return Err(with_stored_prefix(e, Some(&stored))),
-                }
-            }
-        }
-        Ok(stored)
+        shared.bus.client.block_on(self.publish_batch_task(records)?)?
+    }
+
+    async fn publish_batch_async(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let batch = self.publish_batch_task(records)?;
+        shared.bus.client.run(batch).await?
     }
 
     /// Carries a `Nats-Msg-Id` naming the dead letter: a move repeated
