@@ -563,8 +563,10 @@ fn recover_active(
         }
         // Zeros from past the last sync to the end of the file are space
         // preallocated for appends that never came: cut, but not damage.
-        // Nothing was ever written at or past the checkpoint's write limit,
-        // so the check stops there.
+        // Nothing the log synced lies at or past the checkpoint's write
+        // limit (the limit is synced first; anything there reached the
+        // disk by writeback alone, unacknowledged), so the check stops
+        // there.
         let written_end = this_segment
             .and_then(|c| c.write_limit())
             .map_or(len, |limit| limit.min(len).max(position));
