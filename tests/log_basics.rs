@@ -262,3 +262,29 @@ fn the_active_segment_reserves_disk_in_doubling_steps_up_to_the_segment_size() {
     assert_eq!(log.end_offset(), offsets.end);
     assert_eq!(log.read(offsets.end - 1).unwrap().unwrap().value(), &big[..]);
 }
+
+/// A cursor reads its next chunk into the buffer of the last one only when
+/// no record handed out still shares it: records kept while the cursor
+/// reads on, over many chunks, keep their bytes.
+#[test]
+fn records_kept_while_a_cursor_reads_on_keep_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), LogOptions::default()).unwrap();
+    let count = 20_000u64; // about 3 MB: a dozen chunks of the cursor
+    let records: Vec<Vec<u8>> = (0..count).map(|i| [value(i), vec![b'.'; 90]].concat()).collect();
+    let batch: Vec<Record> = records.iter().map(|v| Record::new(v)).collect();
+    log.append_batch(&batch).unwrap();
+    let mut cursor = log.cursor(Position::Earliest).unwrap();
+    let mut kept = Vec::new();
+    let mut read = 0u64;
+    while let Some(record) = cursor.next().unwrap() {
+        if read % 997 == 0 {
+            kept.push((read, record));
+        }
+        read += 1;
+    }
+    assert_eq!(read, count);
+    for (offset, record) in kept {
+        assert_eq!(record.value(), records[offset as usize], "offset {offset}");
+    }
+}

@@ -112,7 +112,10 @@ pub fn encode_frame(
 }
 
 fn frame_crc(frame: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+    // `Hasher::new` detects the CPU's features each time; a copy of one
+    // made once does not.
+    static NEW_HASHER: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut hasher = NEW_HASHER.get_or_init(crc32fast::Hasher::new).clone();
     hasher.update(&frame[0..4]);
     hasher.update(&frame[8..]);
     hasher.finalize()
