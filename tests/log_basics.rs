@@ -272,13 +272,13 @@ fn records_kept_while_a_cursor_reads_on_keep_their_bytes() {
     let log = Log::open(dir.path(), LogOptions::default()).unwrap();
     let count = 20_000u64; // about 3 MB: a dozen chunks of the cursor
     let records: Vec<Vec<u8>> = (0..count).map(|i| [value(i), vec![b'.'; 90]].concat()).collect();
-    let batch: Vec<Record> = records.iter().map(|v| Record::new(v)).collect();
+    let batch: Vec<Record> = records.iter().map(Record::new).collect();
     log.append_batch(&batch).unwrap();
     let mut cursor = log.cursor(Position::Earliest).unwrap();
     let mut kept = Vec::new();
     let mut read = 0u64;
     while let Some(record) = cursor.next().unwrap() {
-        if read % 997 == 0 {
+        if read.is_multiple_of(997) {
             kept.push((read, record));
         }
         read += 1;
