@@ -29,6 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::groups::group_options;
 use common::maintenance::eventually;
+use common::storage::{Hooked, Hooks};
+use logbus::storage::SimStorage;
 use logbus::{
     Bus, BusOptions, ConsumerId, Durability, GroupOptions, Record, Retention, StartAt, Subscription, Topic,
     TopicOptions,
@@ -180,6 +182,60 @@ fn limits_by_age_drop_segments_whose_newest_record_is_too_old() {
     let offsets = read_to_end(&mut sub, 0, 200);
     assert_eq!(sub.skipped(), start);
     assert_eq!(offsets, (start..200).collect::<Vec<_>>());
+}
+
+/// Lists every directory but one whose name ends with `groups/orders`
+/// while `failing` is set.
+#[derive(Debug, Default)]
+struct UnlistableGroups {
+    failing: AtomicBool,
+}
+
+impl Hooks for UnlistableGroups {
+    fn before_list(&self, dir: &Path) -> std::io::Result<()> {
+        if self.failing.load(Ordering::Relaxed) && dir.ends_with("groups/orders") {
+            return Err(std::io::Error::other("listing fails"));
+        }
+        Ok(())
+    }
+}
+
+/// A topic whose consumers cannot be listed does not open: it would not
+/// know the positions that `Interest` retention must keep records for,
+/// and would delete what a stored group still needs.
+#[test]
+fn a_topic_whose_consumers_cannot_be_listed_does_not_open() {
+    let sim = SimStorage::new();
+    let hooks = Arc::new(UnlistableGroups::default());
+    let bus_dir = Path::new("/sim/bus");
+    let open = || {
+        let storage = Hooked::shared(sim.clone(), hooks.clone());
+        Bus::open(bus_dir, BusOptions::default().storage(Arc::new(storage))).unwrap()
+    };
+    {
+        let bus = open();
+        let topic = bus.topic_with("orders", options(Retention::Interest)).unwrap();
+        topic.group("billing", GroupOptions::default()).unwrap();
+        publish(&topic, 300);
+        bus.close().unwrap();
+    }
+    hooks.failing.store(true, Ordering::Relaxed);
+    let bus = open();
+    let refused = bus.topic_with("orders", options(Retention::Interest));
+    assert!(
+        matches!(&refused, Err(logbus::Error::Io(e)) if e.to_string().contains("listing fails")),
+        "opened: {:?}",
+        refused.as_ref().err()
+    );
+    drop(bus);
+
+    hooks.failing.store(false, Ordering::Relaxed);
+    let bus = open();
+    let topic = bus.topic_with("orders", options(Retention::Interest)).unwrap();
+    let mut audit = topic.subscribe("audit", StartAt::Earliest).unwrap();
+    assert_eq!(read_to_end(&mut audit, 0, 300).len(), 300);
+    audit.commit().unwrap();
+    assert_eq!(topic.start_offset(), 0, "the group still needs every record");
 }
 
 #[test]

@@ -293,7 +293,9 @@ fn retention_floor(retention: Retention, positions: &HashMap<ConsumerId, u64>) -
 }
 
 /// Reads the durable positions of every consumer of `topic` stored on disk;
-/// one whose state cannot be read is at 0 (see the module doc).
+/// one whose state cannot be read is at 0 (see the module doc). Fails if
+/// the consumers cannot be listed: retention would not know whom to keep
+/// records for.
 fn stored_positions(
     layout: &BusLayout,
     topic: &str,
@@ -302,10 +304,7 @@ fn stored_positions(
     let mut positions = HashMap::new();
     for kind in ConsumerKind::ALL {
         layout.finish_interrupted_repairs(kind, topic)?;
-        let Ok(consumers) = layout.consumers(kind, topic) else {
-            continue;
-        };
-        for consumer in consumers {
+        for consumer in layout.consumers(kind, topic)? {
             if validate_name(kind.label(), consumer.name()).is_err() {
                 continue;
             }

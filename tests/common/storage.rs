@@ -1,7 +1,8 @@
 //! [`SimStorage`] with a test's own behaviour before its reads, writes and
 //! syncs: the slow disk of the fault tests, the disk that fails reads of
 //! part of a file in the recovery tests, the disk that fails writes to one
-//! topic in the dead-letter tests. Everything else goes to the simulation.
+//! topic in the dead-letter tests, the directory that cannot be listed in
+//! the retention tests. Everything else goes to the simulation.
 
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
@@ -28,6 +29,12 @@ pub trait Hooks: Debug + Send + Sync + 'static {
     /// Before each write of `len` bytes at `pos` of the file at `path`.
     fn before_write(&self, path: &Path, pos: u64, len: usize) -> io::Result<()> {
         let _ = (path, pos, len);
+        Ok(())
+    }
+
+    /// Before each listing of the directory `dir`.
+    fn before_list(&self, dir: &Path) -> io::Result<()> {
+        let _ = dir;
         Ok(())
     }
 }
@@ -84,6 +91,7 @@ impl<H: Hooks> Storage for Hooked<H> {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        self.hooks.before_list(dir)?;
         self.sim.list(dir)
     }
 
