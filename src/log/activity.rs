@@ -6,6 +6,13 @@
 //! it checks its condition, so a change after the check always ends the
 //! wait, and a change before it is seen by the check.
 //!
+//! A notification with nobody registered costs two atomic operations, not
+//! the event's lock: registering counts the waiter after it is in the
+//! event's list, and a notifier checks the count after its change, with a
+//! `SeqCst` fence on each side between the two steps. So either the
+//! notifier sees the count (and the waiter is in the list it notifies), or
+//! the waiter's check sees the change.
+//!
 //! A wait may first spin on a sequence number before it parks the thread:
 //! a record or reply that arrives within that time is picked up without a
 //! sleep and a cross-CPU wakeup, which on a virtual machine cost tens of
@@ -14,7 +21,10 @@
 //! may run on one CPU only never spins (it would only delay the thread it
 //! waits for).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use event_listener::{Event, EventListener, Listener};
@@ -29,28 +39,74 @@ pub(crate) struct Activity {
     event: Event,
     /// Bumped by every notification; spinning waiters watch it.
     sequence: AtomicU64,
+    /// Waiters registered in `event` and not yet dropped.
+    registered: AtomicUsize,
 }
 
 impl Activity {
     /// Wakes every waiter.
+    #[inline]
     pub(crate) fn notify(&self) {
         self.sequence.fetch_add(1, Ordering::Release);
-        self.event.notify(usize::MAX);
+        fence(Ordering::SeqCst);
+        if self.registered.load(Ordering::Relaxed) > 0 {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    /// Puts a listener in the event's list, then counts it (see the module
+    /// doc for the order).
+    fn register(&self) -> (EventListener, Registration<'_>) {
+        let listener = self.event.listen();
+        self.registered.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        (listener, Registration { activity: self })
     }
 
     /// Registers a blocking waiter; check the condition after this.
     pub(crate) fn waiter(&self) -> Waiter<'_> {
-        let listener = self.event.listen();
+        let (listener, registration) = self.register();
         Waiter {
-            activity: self,
             seen: self.sequence.load(Ordering::Acquire),
             listener,
+            registration,
         }
     }
 
     /// Registers an async waiter (await it); check the condition after this.
-    pub(crate) fn listen(&self) -> EventListener {
-        self.event.listen()
+    pub(crate) fn listen(&self) -> Listening<'_> {
+        let (listener, registration) = self.register();
+        Listening {
+            listener,
+            _registration: registration,
+        }
+    }
+}
+
+/// Counts a registered waiter until it is dropped.
+#[derive(Debug)]
+struct Registration<'a> {
+    activity: &'a Activity,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        self.activity.registered.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A registered async wait for the next notification: a future.
+#[derive(Debug)]
+pub(crate) struct Listening<'a> {
+    listener: EventListener,
+    _registration: Registration<'a>,
+}
+
+impl Future for Listening<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.listener).poll(cx)
     }
 }
 
@@ -77,14 +133,18 @@ fn may_spin() -> bool {
 /// A registered wait for the next notification.
 #[derive(Debug)]
 pub(crate) struct Waiter<'a> {
-    activity: &'a Activity,
     seen: u64,
     listener: EventListener,
+    registration: Registration<'a>,
 }
 
 impl Waiter<'_> {
     fn notified(&self) -> bool {
-        self.activity.sequence.load(Ordering::Acquire) != self.seen
+        self.activity().sequence.load(Ordering::Acquire) != self.seen
+    }
+
+    fn activity(&self) -> &Activity {
+        self.registration.activity
     }
 
     /// Returns once notified or when `clock` reaches `deadline`, whichever
