@@ -18,7 +18,7 @@ use crate::api::Topic;
 use crate::backend::RequesterBackend;
 use crate::embedded::LogRequester;
 use crate::error::{Error, Result};
-use crate::log::{Wait, ready};
+use crate::log::{Async, Block, Wait, ready};
 use crate::patterns::CorrelationId;
 use crate::patterns::Reply;
 use crate::patterns::ReplyCheck;
@@ -104,7 +104,7 @@ impl Requester {
     /// Sends `record` to `service` without waiting; collect the reply later.
     pub fn send_request(&self, service: &str, record: &Record<'_>) -> Result<CorrelationId> {
         let id = CorrelationId::new();
-        ready(self.publish_request(&self.topic(service)?, id, record, Wait::Block))?;
+        ready(self.publish_request(&self.topic(service)?, id, record, Block))?;
         Ok(id)
     }
 
@@ -116,18 +116,18 @@ impl Requester {
 
     /// Publishes `record` to `topic` as the request `id`; its offset.
     #[inline]
-    pub(crate) async fn publish_request(
+    pub(crate) async fn publish_request<W: Wait>(
         &self,
         topic: &Topic,
         id: CorrelationId,
         record: &Record<'_>,
-        wait: Wait,
+        _: W,
     ) -> Result<u64> {
         let id_text = id.to_string();
         let request = request_record(record, &id_text, self.inbox());
-        match wait {
-            Wait::Block => topic.publish(&request),
-            Wait::Async => topic.publish_async(&request).await,
+        match W::BLOCKS {
+            true => topic.publish(&request),
+            false => topic.publish_async(&request).await,
         }
     }
 
@@ -185,7 +185,7 @@ impl Requester {
     /// [`Requester::reply_async`] to keep the id.
     pub async fn request_async(&self, service: &str, record: &Record<'_>) -> Result<Reply> {
         let id = CorrelationId::new();
-        self.publish_request(&self.topic(service)?, id, record, Wait::Async)
+        self.publish_request(&self.topic(service)?, id, record, Async)
             .await?;
         self.reply_async(id).await
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::api::{Delivery, Group, RecvStream};
 use crate::backend::ReplySink;
 use crate::error::{Error, Result};
-use crate::log::{Wait, ready};
+use crate::log::{Async, Block, Wait, ready};
 use crate::patterns::CorrelationId;
 use crate::patterns::headers;
 use crate::record::{Record, StoredRecord};
@@ -127,13 +127,13 @@ impl Request {
     /// `correlation-id` and `reply-to` headers is rejected to the
     /// dead-letter topic and this returns `Error::InvalidArgument`.
     pub fn reply(self, reply: &Record<'_>) -> Result<u64> {
-        ready(self.send(reply, None, Wait::Block))
+        ready(self.send(reply, None, Block))
     }
 
     /// Stores an error reply (empty value, `logbus-reply-error: reason`),
     /// then acks the request.
     pub fn reply_err(self, reason: &str) -> Result<u64> {
-        ready(self.send(&Record::new(b""), Some(reason), Wait::Block))
+        ready(self.send(&Record::new(b""), Some(reason), Block))
     }
 
     /// [`Request::reply`] as a future, for any executor: awaiting it never
@@ -167,22 +167,22 @@ impl Request {
     /// # Ok(()) }
     /// ```
     pub async fn reply_async(self, reply: &Record<'_>) -> Result<u64> {
-        self.send(reply, None, Wait::Async).await
+        self.send(reply, None, Async).await
     }
 
     /// [`Request::reply_err`] as a future; cancellation as
     /// [`Request::reply_async`].
     pub async fn reply_err_async(self, reason: &str) -> Result<u64> {
-        self.send(&Record::new(b""), Some(reason), Wait::Async).await
+        self.send(&Record::new(b""), Some(reason), Async).await
     }
 
     #[inline]
-    async fn send(self, reply: &Record<'_>, error: Option<&str>, wait: Wait) -> Result<u64> {
+    async fn send<W: Wait>(self, reply: &Record<'_>, error: Option<&str>, _: W) -> Result<u64> {
         let (Some(id), Some(inbox)) = (self.correlation_id(), self.reply_to().map(str::to_owned)) else {
             let reason = "request without a valid correlation-id or reply-to header";
-            match wait {
-                Wait::Block => self.delivery.reject(reason)?,
-                Wait::Async => self.delivery.reject_async(reason).await?,
+            match W::BLOCKS {
+                true => self.delivery.reject(reason)?,
+                false => self.delivery.reject_async(reason).await?,
             }
             return Err(Error::InvalidArgument(
                 "request has no valid correlation-id or reply-to header".into(),
@@ -196,13 +196,13 @@ impl Request {
         if let Some(reason) = error {
             record = record.header(headers::REPLY_ERROR, reason.as_bytes());
         }
-        let offset = match wait {
-            Wait::Block => self.replies.publish_reply(&inbox, id, &record)?,
-            Wait::Async => self.replies.publish_reply_async(&inbox, id, &record).await?,
+        let offset = match W::BLOCKS {
+            true => self.replies.publish_reply(&inbox, id, &record)?,
+            false => self.replies.publish_reply_async(&inbox, id, &record).await?,
         };
-        match wait {
-            Wait::Block => self.delivery.ack()?,
-            Wait::Async => self.delivery.ack_async().await?,
+        match W::BLOCKS {
+            true => self.delivery.ack()?,
+            false => self.delivery.ack_async().await?,
         }
         Ok(offset)
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::Requester;
 use crate::error::Result;
-use crate::log::{Wait, ready};
+use crate::log::{Async, Block, Wait, ready};
 use crate::patterns::{CorrelationId, Reply, ReplyCheck};
 use crate::record::Record;
 use crate::state::ConsumerId;
@@ -138,7 +138,7 @@ pub struct Scatter {
 impl Requester {
     /// Sends `record` to every recipient under one correlation id.
     pub fn scatter(&self, recipients: Recipients, record: &Record<'_>) -> Result<Scatter> {
-        ready(self.scatter_in(recipients, record, Wait::Block))
+        ready(self.scatter_in(recipients, record, Block))
     }
 
     /// [`Requester::scatter`] as a future, for any executor: each request
@@ -149,11 +149,16 @@ impl Requester {
     /// the recipients may have the request, under an id the caller never
     /// learnt.
     pub async fn scatter_async(&self, recipients: Recipients, record: &Record<'_>) -> Result<Scatter> {
-        self.scatter_in(recipients, record, Wait::Async).await
+        self.scatter_in(recipients, record, Async).await
     }
 
     #[inline]
-    async fn scatter_in(&self, recipients: Recipients, record: &Record<'_>, wait: Wait) -> Result<Scatter> {
+    async fn scatter_in<W: Wait>(
+        &self,
+        recipients: Recipients,
+        record: &Record<'_>,
+        wait: W,
+    ) -> Result<Scatter> {
         let id = CorrelationId::new();
         let names = match recipients {
             Recipients::Services(services) => {

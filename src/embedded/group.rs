@@ -35,7 +35,6 @@
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
 //! expires while the receiver is still working, leads to a redelivery.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
@@ -44,7 +43,7 @@ use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::clock::Clock;
 use crate::embedded::{LogTopic, record_age};
 use crate::error::{Error, Result};
-use crate::log::{Cursor, Log, Position, Wait, ready};
+use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, dead_letter_topic, is_dead_letter_of,
@@ -133,6 +132,7 @@ struct Batch {
 }
 
 impl Batch {
+    #[inline]
     fn with_capacity(max: usize) -> Batch {
         let capacity = max.min(1024);
         Batch {
@@ -228,11 +228,11 @@ impl GroupBackend for LogGroup {
     async fn recv_async(&self) -> Result<LogDelivery> {
         loop {
             let listener = self.inner.topic.log().activity().listen();
-            let wait = match self.inner.clock().is_simulated() {
-                true => Wait::Block,
-                false => Wait::Async,
+            // Inline (blocking) on a simulated clock.
+            let (mut deliveries, next_due_ms) = match self.inner.clock().is_simulated() {
+                true => self.inner.poll_in(1, Block).await?,
+                false => self.inner.poll_in(1, Async).await?,
             };
-            let (mut deliveries, next_due_ms) = self.inner.poll_in(1, wait).await?;
             if let Some(delivery) = deliveries.pop() {
                 return Ok(delivery);
             }
@@ -326,14 +326,18 @@ impl GroupInner {
     /// ones met on the way; when there is none, returns when the next
     /// delayed one falls due.
     fn poll(self: &Arc<Self>, max: usize) -> Result<(Vec<LogDelivery>, Option<i64>)> {
-        ready(self.poll_in(max, Wait::Block))
+        ready(self.poll_in(max, Block))
     }
 
     /// [`GroupInner::poll`], waiting for syncs as `wait` says. A future
     /// dropped before it completed hands nothing out: its leases are taken
     /// back (`Leasing`), as after a failure.
     #[inline]
-    async fn poll_in(self: &Arc<Self>, max: usize, wait: Wait) -> Result<(Vec<LogDelivery>, Option<i64>)> {
+    async fn poll_in<W: Wait>(
+        self: &Arc<Self>,
+        max: usize,
+        wait: W,
+    ) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let rules = self.rules();
         let mut leasing = Leasing {
@@ -352,7 +356,11 @@ impl GroupInner {
         settled |= leasing.batch.acquired.passed;
         let deliveries = match leasing.batch.records.is_empty() {
             true => Vec::new(),
-            false => self.hand_out(leasing, wait).await?,
+            false => {
+                // Attempts are durable before hand-out: one state write.
+                self.log.append_in(&leasing.batch.acquired.events, wait).await?;
+                self.hand_out(leasing.into_batch())
+            }
         };
         if settled {
             self.after_settle()?;
@@ -363,6 +371,7 @@ impl GroupInner {
     /// Runs the machine's acquire under the lock, adding the leases and
     /// their records to `batch` until it holds `max`; returns the record to
     /// dead-letter it stopped at and when the next one falls due.
+    #[inline]
     fn acquire(&self, max: usize, rules: &Rules, batch: &mut Batch) -> Result<(Option<Claim>, Option<i64>)> {
         let mut state = lock(&self.state);
         let GroupState { machine, cursor, .. } = &mut *state;
@@ -382,16 +391,13 @@ impl GroupInner {
         Ok((dead, machine.next_due()))
     }
 
-    /// Persists every attempt of the batch with one state write, then
-    /// hands the records out.
+    /// Hands out the records of `batch`, its attempts persisted.
     #[inline]
-    async fn hand_out(self: &Arc<Self>, mut leasing: Leasing<'_>, wait: Wait) -> Result<Vec<LogDelivery>> {
-        self.log.append_in(&leasing.batch.acquired.events, wait).await?;
-        let batch = std::mem::take(&mut leasing.batch);
+    fn hand_out(self: &Arc<Self>, batch: Batch) -> Vec<LogDelivery> {
         let leases = batch.acquired.leases;
         let redelivered = leases.iter().filter(|lease| lease.attempt > 1).count();
         self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
-        Ok(leases
+        leases
             .into_iter()
             .zip(batch.records)
             .map(|(lease, record)| LogDelivery {
@@ -400,7 +406,7 @@ impl GroupInner {
                 lease,
                 settled: false,
             })
-            .collect())
+            .collect()
     }
 
     /// Writes the claimed record to the dead-letter topic (exactly once,
@@ -408,7 +414,7 @@ impl GroupInner {
     /// says; without a dead-letter topic the record is dropped. On failure,
     /// or if the future is dropped before it completed, the record stays,
     /// due to be dead-lettered again after backoff, once.
-    async fn dead_letter_in(&self, claim: Claim, wait: Wait) -> Result<()> {
+    async fn dead_letter_in<W: Wait>(&self, claim: Claim, wait: W) -> Result<()> {
         let unfinished = UnfinishedDeadLetter {
             group: self,
             offset: claim.offset,
@@ -421,7 +427,7 @@ impl GroupInner {
 
     /// Appends the dead letter of the claimed record unless an earlier
     /// try did: an intent persisted by that try says where to look.
-    async fn write_dead_letter(&self, claim: Claim, wait: Wait) -> Result<()> {
+    async fn write_dead_letter<W: Wait>(&self, claim: Claim, wait: W) -> Result<()> {
         let offset = claim.offset;
         let record = self.topic.log().read(offset)?;
         let (Some(record), true) = (record, self.options().dead_letter) else {
@@ -450,8 +456,8 @@ impl GroupInner {
             attempts,
             failures: &failures,
         };
-        let written = letter.publish_with(|record| dlq.log().write(std::slice::from_ref(record)))?;
-        dlq.log().durable_in(&written, wait).await?;
+        let written = letter.publish_with(|record| dlq.log().write(std::slice::from_ref(record)));
+        let written = wait.after_write(dlq.log(), written, |written| written).await?;
         let _dlq_offset = written.start;
         trace_event!(warn, topic = self.topic.name(), group = %self.consumer.name(), offset, dlq_offset = _dlq_offset, attempts, "record dead-lettered");
         Ok(())
@@ -460,7 +466,7 @@ impl GroupInner {
     /// Marks the dead-lettered record Done, then persists that. Like an
     /// ack, a failure to persist leaves it Done in memory: the persisted
     /// intent (or its exhausted attempts) settles it again after a reopen.
-    async fn confirm_dead_letter(&self, offset: u64, wait: Wait) -> Result<()> {
+    async fn confirm_dead_letter<W: Wait>(&self, offset: u64, wait: W) -> Result<()> {
         let done = lock(&self.state).machine.dead_letter_done(offset);
         self.log.append_in(&[done], wait).await?;
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
@@ -468,7 +474,7 @@ impl GroupInner {
     }
 
     #[inline]
-    async fn ack(&self, lease: &Lease, wait: Wait) -> Result<()> {
+    async fn ack<W: Wait>(&self, lease: &Lease, wait: W) -> Result<()> {
         let acked = lock(&self.state).machine.ack(lease)?;
         self.log.append_in(&[acked], wait).await?;
         self.acked.fetch_add(1, Ordering::Relaxed);
@@ -476,7 +482,13 @@ impl GroupInner {
     }
 
     #[inline]
-    async fn release(&self, lease: &Lease, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
+    async fn release<W: Wait>(
+        &self,
+        lease: &Lease,
+        reason: &str,
+        delay: Option<Duration>,
+        wait: W,
+    ) -> Result<()> {
         let rules = self.rules();
         let nacked =
             lock(&self.state)
@@ -496,7 +508,7 @@ impl GroupInner {
     }
 
     #[inline]
-    async fn reject(&self, lease: &Lease, reason: &str, wait: Wait) -> Result<()> {
+    async fn reject<W: Wait>(&self, lease: &Lease, reason: &str, wait: W) -> Result<()> {
         let claim = lock(&self.state).machine.reject(lease, reason, self.now_ms())?;
         self.dead_letter_in(claim, wait).await?;
         self.after_settle()
@@ -571,32 +583,32 @@ impl DeliveryBackend for LogDelivery {
         self.lease.attempt
     }
 
-    fn ack(self) -> Result<()> {
-        ready(self.ack_async_in(Wait::Block))
+    fn ack(mut self) -> Result<()> {
+        ready(self.ack_in(Block))
     }
 
-    fn nack(self, reason: &str) -> Result<()> {
-        ready(self.nack_in(reason, None, Wait::Block))
+    fn nack(mut self, reason: &str) -> Result<()> {
+        ready(self.nack_in(reason, None, Block))
     }
 
-    fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
-        ready(self.nack_in(reason, Some(delay), Wait::Block))
+    fn nack_with_delay(mut self, reason: &str, delay: Duration) -> Result<()> {
+        ready(self.nack_in(reason, Some(delay), Block))
     }
 
-    fn reject(self, reason: &str) -> Result<()> {
-        ready(self.reject_in(reason, Wait::Block))
+    fn reject(mut self, reason: &str) -> Result<()> {
+        ready(self.reject_in(reason, Block))
     }
 
-    fn ack_async(self) -> impl Future<Output = Result<()>> + Send {
-        self.ack_async_in(Wait::Async)
+    async fn ack_async(mut self) -> Result<()> {
+        self.ack_in(Async).await
     }
 
-    fn nack_async(self, reason: &str, delay: Option<Duration>) -> impl Future<Output = Result<()>> + Send {
-        self.nack_in(reason, delay, Wait::Async)
+    async fn nack_async(mut self, reason: &str, delay: Option<Duration>) -> Result<()> {
+        self.nack_in(reason, delay, Async).await
     }
 
-    fn reject_async(self, reason: &str) -> impl Future<Output = Result<()>> + Send {
-        self.reject_in(reason, Wait::Async)
+    async fn reject_async(mut self, reason: &str) -> Result<()> {
+        self.reject_in(reason, Async).await
     }
 
     fn extend_lease(&mut self, by: Duration) -> Result<()> {
@@ -605,23 +617,25 @@ impl DeliveryBackend for LogDelivery {
 }
 
 impl LogDelivery {
-    // Each settles on its first poll (the delivery is moved into the
-    // future: dropped unpolled, it is released as a dropped delivery is).
+    // Each settles the delivery where it lies: the blocking calls poll
+    // these once in place; the async ones move the delivery into their
+    // future first and settle it on its first poll (dropped unpolled, the
+    // delivery is released as a dropped delivery is).
 
     #[inline]
-    async fn ack_async_in(mut self, wait: Wait) -> Result<()> {
+    async fn ack_in<W: Wait>(&mut self, wait: W) -> Result<()> {
         self.settled = true;
         self.group.ack(&self.lease, wait).await
     }
 
     #[inline]
-    async fn nack_in(mut self, reason: &str, delay: Option<Duration>, wait: Wait) -> Result<()> {
+    async fn nack_in<W: Wait>(&mut self, reason: &str, delay: Option<Duration>, wait: W) -> Result<()> {
         self.settled = true;
         self.group.release(&self.lease, reason, delay, wait).await
     }
 
     #[inline]
-    async fn reject_in(mut self, reason: &str, wait: Wait) -> Result<()> {
+    async fn reject_in<W: Wait>(&mut self, reason: &str, wait: W) -> Result<()> {
         self.settled = true;
         self.group.reject(&self.lease, reason, wait).await
     }
@@ -632,7 +646,7 @@ impl Drop for LogDelivery {
         if !self.settled {
             let reason = "delivery dropped without ack";
             // Best effort: if this fails, the lease expires instead.
-            let _ = ready(self.group.release(&self.lease, reason, None, Wait::Block));
+            let _ = ready(self.group.release(&self.lease, reason, None, Block));
         }
     }
 }
@@ -642,6 +656,14 @@ impl Drop for LogDelivery {
 struct Leasing<'a> {
     group: &'a GroupInner,
     batch: Batch,
+}
+
+impl Leasing<'_> {
+    /// The batch, to hand out: its leases are no longer taken back.
+    fn into_batch(self) -> Batch {
+        // The empty batch left behind holds no allocation: nothing to drop.
+        std::mem::take(&mut std::mem::ManuallyDrop::new(self).batch)
+    }
 }
 
 impl Drop for Leasing<'_> {

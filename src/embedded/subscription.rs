@@ -13,7 +13,7 @@ use crate::backend::{SubscriptionBackend, TopicBackend};
 use crate::embedded::LogTopic;
 use crate::error::Result;
 use crate::format::StateEvent;
-use crate::log::{Cursor, Position, Wait, ready};
+use crate::log::{Async, Block, Cursor, Position, Wait, ready};
 use crate::patterns::StartAt;
 use crate::patterns::check_commit;
 use crate::patterns::recovered_commit;
@@ -102,7 +102,7 @@ impl LogSubscription {
 impl LogSubscription {
     /// Commits `next_offset`, waiting for the state's sync as `wait` says.
     #[inline]
-    async fn commit_in(&mut self, next_offset: u64, wait: Wait) -> Result<()> {
+    async fn commit_in<W: Wait>(&mut self, next_offset: u64, wait: W) -> Result<()> {
         check_commit(next_offset, self.topic.end_offset())?;
         if let (Some(state), Some(consumer)) = (&self.state, &self.consumer) {
             state
@@ -155,11 +155,11 @@ impl SubscriptionBackend for LogSubscription {
     }
 
     fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
-        ready(self.commit_in(next_offset, Wait::Block))
+        ready(self.commit_in(next_offset, Block))
     }
 
     async fn commit_async(&mut self) -> Result<()> {
-        self.commit_in(self.cursor.offset(), Wait::Async).await
+        self.commit_in(self.cursor.offset(), Async).await
     }
 
     fn committed(&self) -> u64 {

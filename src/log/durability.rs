@@ -23,6 +23,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use event_listener::{Event, EventListener};
 
 use crate::error::{Error, Result};
 use crate::io::CheckedStorage;
+use crate::log::Log;
 
 /// The longest a leader waits to gather appenders before syncing.
 const MAX_GATHER: Duration = Duration::from_millis(1);
@@ -235,23 +237,86 @@ impl GroupCommit {
 /// How a write waits for durability: blocking the calling thread (group
 /// commit, as the blocking API does), or as a future that leaves the sync to
 /// the log's sync thread (the async API). Code written once as an `async fn`
-/// over a `Wait` serves both: with [`Wait::Block`] its future completes on
-/// its first poll ([`ready`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// Block the calling thread until durable.
-    Block,
-    /// Await durability without blocking.
-    Async,
+/// generic over a `Wait` serves both; [`Wait::after_write`] is the one leaf
+/// where the two differ.
+///
+/// The mode is a type, not a value, so that the blocking path does not pay
+/// for the async one: compiled for [`Block`], the leaf is a plain blocking
+/// call whose future is complete when made ([`std::future::Ready`]), the
+/// generic code above it holds none of the `Async` leaf's state, its future
+/// completes on its first poll ([`ready`]) and, being small, mostly inlines
+/// away (docs/PERFORMANCE.md, "The async API's cost on the blocking
+/// calls"). Compiled for [`Async`], the same code awaits the sync thread.
+pub(crate) trait Wait: Copy + Send + Sync + 'static {
+    /// True for [`Block`]: layers above the log pick the blocking or the
+    /// async public call by it.
+    const BLOCKS: bool;
+
+    /// Once the records `written` to `log` are durable (under
+    /// [`super::Durability::Always`]; at once under the others), `then`
+    /// with their offsets; a failed write fails the future. The write was
+    /// made when this is called (not when the future is first polled):
+    /// callers await it at once. [`Block`] waits in the call (group commit:
+    /// this thread may run the sync), [`Async`] in the future.
+    fn after_write<T: Send>(
+        self,
+        log: &Log,
+        written: Result<Range<u64>>,
+        then: impl FnOnce(Range<u64>) -> T + Send,
+    ) -> impl Future<Output = Result<T>> + Send;
 }
 
-/// The output of a future that never waits: one built over [`Wait::Block`].
+/// Block the calling thread until durable (group commit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block;
+
+/// Await durability without blocking (the log's sync thread syncs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Async;
+
+impl Wait for Block {
+    const BLOCKS: bool = true;
+
+    #[inline(always)]
+    fn after_write<T: Send>(
+        self,
+        log: &Log,
+        written: Result<Range<u64>>,
+        then: impl FnOnce(Range<u64>) -> T + Send,
+    ) -> impl Future<Output = Result<T>> + Send {
+        std::future::ready(written.and_then(|written| {
+            if let Some(end) = log.sync_target(&written) {
+                log.wait_durable(end)?;
+            }
+            Ok(then(written))
+        }))
+    }
+}
+
+impl Wait for Async {
+    const BLOCKS: bool = false;
+
+    async fn after_write<T: Send>(
+        self,
+        log: &Log,
+        written: Result<Range<u64>>,
+        then: impl FnOnce(Range<u64>) -> T + Send,
+    ) -> Result<T> {
+        let written = written?;
+        if let Some(end) = log.sync_target(&written) {
+            log.durable_async(end).await?;
+        }
+        Ok(then(written))
+    }
+}
+
+/// The output of a future that never waits: one built over [`Block`].
 #[inline(always)]
-pub(crate) fn ready<F: std::future::Future>(future: F) -> F::Output {
+pub(crate) fn ready<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     match future.as_mut().poll(&mut context) {
         std::task::Poll::Ready(output) => output,
-        std::task::Poll::Pending => unreachable!("a future over Wait::Block never waits"),
+        std::task::Poll::Pending => unreachable!("a future over Block never waits"),
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::activity::Activity;
 use super::checkpoint::CheckpointWriter;
-use super::durability::{GroupCommit, SyncStats, Wait, ready};
+use super::durability::{Async, Block, GroupCommit, SyncStats, Wait, ready};
 use super::options::{Durability, LogOptions};
 use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segment_name, recover};
@@ -216,7 +216,7 @@ impl Log {
     /// larger than a segment is refused. After a crash, a prefix of an
     /// unacknowledged batch may survive.
     pub fn append_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
-        ready(self.append_batch_in(records, Wait::Block))
+        ready(self.append_batch_in(records, Block))
     }
 
     /// [`Log::append_batch`] without blocking the calling thread: the
@@ -229,44 +229,45 @@ impl Log {
     /// dropped later, the records are appended and become durable with the
     /// next sync, but the caller does not learn their offsets.
     pub async fn append_batch_async(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
-        self.append_batch_in(records, Wait::Async).await
+        self.append_batch_in(records, Async).await
     }
 
-    /// [`Log::append_batch`] or [`Log::append_batch_async`], as `wait` says.
+    /// [`Log::append_batch`] or [`Log::append_batch_async`], as `wait` says
+    /// (the records are written when this is called).
     #[inline]
-    pub(crate) async fn append_batch_in(&self, records: &[Record<'_>], wait: Wait) -> Result<Range<u64>> {
-        let range = self.write(records)?;
-        self.durable_in(&range, wait).await?;
-        Ok(range)
+    pub(crate) fn append_batch_in<W: Wait>(
+        &self,
+        records: &[Record<'_>],
+        wait: W,
+    ) -> impl Future<Output = Result<Range<u64>>> + Send {
+        wait.after_write(self, self.write(records), |range| range)
     }
 
     /// Writes `records` (a copy into the page cache, no sync); their
     /// offsets. Under `Always` they are readable once a sync covers them:
-    /// follow with [`Log::durable_in`].
+    /// follow with [`Wait::after_write`].
     pub(crate) fn write(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         self.shared.write(records)
     }
 
-    /// Under [`Durability::Always`], returns once the `written` records
-    /// are durable, waiting as `wait` says; at once under the others.
+    /// The offset a sync must reach for the `written` records to be
+    /// durable: under [`Durability::Always`] only, if any were written.
     #[inline]
-    pub(crate) async fn durable_in(&self, written: &Range<u64>, wait: Wait) -> Result<()> {
-        if self.shared.options.durability != Durability::Always || written.is_empty() {
-            return Ok(());
-        }
-        let end = written.end;
-        match wait {
-            Wait::Block => {
-                let shared = &self.shared;
-                shared.commit.wait_durable(end, || shared.sync_written())
-            }
-            Wait::Async => self.durable_async(end).await,
-        }
+    pub(super) fn sync_target(&self, written: &Range<u64>) -> Option<u64> {
+        let always = self.shared.options.durability == Durability::Always;
+        (always && !written.is_empty()).then_some(written.end)
+    }
+
+    /// Blocks until every offset below `target` is durable (group commit:
+    /// this thread may run the sync).
+    pub(super) fn wait_durable(&self, target: u64) -> Result<()> {
+        let shared = &self.shared;
+        shared.commit.wait_durable(target, || shared.sync_written())
     }
 
     /// Waits, without blocking, until every offset below `target` is
     /// durable, asking the sync thread for a sync while it is not.
-    async fn durable_async(&self, target: u64) -> Result<()> {
+    pub(super) async fn durable_async(&self, target: u64) -> Result<()> {
         loop {
             let listener = self.shared.commit.listen();
             self.shared.check_open()?;

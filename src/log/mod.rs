@@ -15,7 +15,7 @@ mod segment;
 mod view;
 
 pub use durability::SyncStats;
-pub(crate) use durability::{Wait, ready};
+pub(crate) use durability::{Async, Block, Wait, ready};
 pub use engine::Log;
 pub(crate) use engine::is_log_file_name;
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
 use crate::io::Storage;
-use crate::log::{Durability, Log, LogOptions, Position, Wait, ready};
+use crate::log::{Block, Durability, Log, LogOptions, Position, Wait, ready};
 use crate::record::Record;
 
 /// Segment size of state logs. Compaction frees whole segments, so smaller
@@ -66,17 +66,21 @@ impl StateLog {
 
     /// Appends events durably (per the log's durability) in one batch.
     pub(crate) fn append(&self, events: &[StateEvent]) -> Result<()> {
-        ready(self.append_in(events, Wait::Block))
+        ready(self.append_in(events, Block))
     }
 
-    /// [`StateLog::append`], waiting for durability as `wait` says.
+    /// [`StateLog::append`], waiting for durability as `wait` says (the
+    /// events are written when this is called).
     #[inline]
-    pub(crate) async fn append_in(&self, events: &[StateEvent], wait: Wait) -> Result<()> {
-        let written = self.write_events(events)?;
-        self.log.durable_in(&written, wait).await?;
-        self.since_snapshot
-            .fetch_add(events.len() as u64, Ordering::Relaxed);
-        Ok(())
+    pub(crate) fn append_in<W: Wait>(
+        &self,
+        events: &[StateEvent],
+        wait: W,
+    ) -> impl Future<Output = Result<()>> + Send {
+        let count = events.len() as u64;
+        wait.after_write(&self.log, self.write_events(events), move |_| {
+            self.since_snapshot.fetch_add(count, Ordering::Relaxed);
+        })
     }
 
     /// True when enough events piled up since the last snapshot that one
@@ -89,23 +93,27 @@ impl StateLog {
     /// it cannot hold) in one batch and drops the segments it made
     /// irrelevant.
     pub(crate) fn write_snapshot(&self, snapshot: &[StateEvent]) -> Result<()> {
-        ready(self.write_snapshot_in(snapshot, Wait::Block))
+        ready(self.write_snapshot_in(snapshot, Block))
     }
 
-    /// [`StateLog::write_snapshot`], waiting for durability as `wait` says.
+    /// [`StateLog::write_snapshot`], waiting for durability as `wait` says
+    /// (the snapshot is written when this is called).
     #[inline]
-    pub(crate) async fn write_snapshot_in(&self, snapshot: &[StateEvent], wait: Wait) -> Result<()> {
+    pub(crate) fn write_snapshot_in<W: Wait>(
+        &self,
+        snapshot: &[StateEvent],
+        wait: W,
+    ) -> impl Future<Output = Result<()>> + Send {
         debug_assert!(snapshot.first().is_some_and(is_snapshot));
-        let offsets = self.write_events(snapshot)?;
-        self.log.durable_in(&offsets, wait).await?;
-        self.since_snapshot
-            .store(snapshot.len() as u64, Ordering::Relaxed);
-        self.log.release_before(offsets.start);
-        Ok(())
+        let count = snapshot.len() as u64;
+        wait.after_write(&self.log, self.write_events(snapshot), move |offsets| {
+            self.since_snapshot.store(count, Ordering::Relaxed);
+            self.log.release_before(offsets.start);
+        })
     }
 
     /// Writes `events` with one write, one record each (durable once
-    /// [`Log::durable_in`] says so).
+    /// [`Wait::after_write`] says so).
     fn write_events(&self, events: &[StateEvent]) -> Result<Range<u64>> {
         if let [event] = events {
             // The common case (one ack, one delivery), without the batch's
