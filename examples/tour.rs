@@ -25,6 +25,7 @@ fn main() -> logbus::Result<()> {
         None => Tour::embedded()?,
     };
     tour.publish_subscribe()?;
+    tour.idempotent_publish()?;
     tour.queues()?;
     tour.dead_letters()?;
     tour.request_reply()?;
@@ -195,6 +196,21 @@ impl Tour {
         }
         audit.commit()?;
         println!("audit committed {} (lag {})\n", audit.committed(), audit.lag());
+        Ok(())
+    }
+
+    /// A publisher that retries with the record's id stores it once.
+    fn idempotent_publish(&self) -> logbus::Result<()> {
+        println!("== idempotent publish");
+        let payments = self.bus.topic(&self.name("payments"))?;
+        let payment = Record::new("42.00 EUR").id("payment-7");
+        let first = payments.publish(&payment)?;
+        // The acknowledgement was lost (a timeout, a crash): publish again.
+        let retried = payments.publish(&payment)?;
+        println!(
+            "payment-7 published twice: offsets {first} and {retried}, {} record stored\n",
+            payments.end_offset() - payments.start_offset()
+        );
         Ok(())
     }
 

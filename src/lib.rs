@@ -196,7 +196,7 @@ pub use patterns::{
     Backoff, ConsumerStats, CorrelationId, GroupOptions, GroupStats, Reply, Retention, RetryPolicy, StartAt,
     TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
 };
-pub use patterns::{MAX_NAME_BYTES, validate_name};
+pub use patterns::{DEFAULT_DEDUPE_WINDOW, MAX_NAME_BYTES, validate_name};
 pub use record::{Record, StoredRecord};
 pub use state::ConsumerId;
 pub use state::{RecoveryMode, StateRepair};

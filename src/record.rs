@@ -8,6 +8,10 @@ use bytes::Bytes;
 
 use crate::format::{FrameView, HeaderIter, encoded_len};
 
+/// The header [`Record::id`] sets: a publisher's id for the record, by
+/// which a topic recognizes the same record published again.
+pub const MESSAGE_ID: &str = "logbus-message-id";
+
 /// A record to append: value, optional key, headers and timestamp.
 ///
 /// ```
@@ -42,6 +46,35 @@ impl<'a> Record<'a> {
     pub fn header<V: AsRef<[u8]> + ?Sized>(mut self, name: &'a str, value: &'a V) -> Self {
         self.headers.push((name, value.as_ref()));
         self
+    }
+
+    /// Sets the record's id (the header [`MESSAGE_ID`]): publishing a
+    /// record with an id that a record of the topic published within its
+    /// dedupe window carries appends nothing and returns that record's
+    /// offset (see [`crate::TopicOptions::dedupe_window`]). For retrying a
+    /// publish whose outcome is unknown (a crash, a lost acknowledgement).
+    ///
+    /// ```
+    /// use logbus::{Bus, BusOptions, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let bus = Bus::open(dir.path(), BusOptions::default())?;
+    /// let orders = bus.topic("orders")?;
+    /// let first = orders.publish(&Record::new(b"order 1").id("order-1"))?;
+    /// let again = orders.publish(&Record::new(b"order 1").id("order-1"))?;
+    /// assert_eq!((first, again, orders.end_offset()), (0, 0, 1));
+    /// # Ok(()) }
+    /// ```
+    pub fn id<V: AsRef<[u8]> + ?Sized>(self, id: &'a V) -> Self {
+        self.header(MESSAGE_ID, id)
+    }
+
+    /// The id [`Record::id`] set (the first [`MESSAGE_ID`] header).
+    pub(crate) fn id_bytes(&self) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|(name, _)| *name == MESSAGE_ID)
+            .map(|(_, id)| *id)
     }
 
     /// Sets the timestamp (milliseconds since the Unix epoch). Without it,
@@ -128,5 +161,10 @@ impl StoredRecord {
     /// The first header named `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    /// The id its publisher gave it ([`Record::id`]), if any.
+    pub fn id(&self) -> Option<&[u8]> {
+        self.header(MESSAGE_ID)
     }
 }

@@ -8,6 +8,7 @@
 //! constructors `Bus::open` uses.
 
 mod bus;
+mod dedupe;
 mod group;
 mod requester;
 mod subscription;

@@ -16,18 +16,21 @@
 //! - a consumer's state log is opened, and repaired, only by that consumer.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use crate::backend::{GroupBackend, ReplySink, TopicBackend};
 use crate::embedded::LogSubscription;
+use crate::embedded::dedupe::IdWindow;
 use crate::embedded::{BusInner, LogReplies, OpenBus};
 use crate::embedded::{GroupInner, LogGroup};
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
-use crate::log::{Durability, Log};
+use crate::log::{Async, Block, Durability, Log, Wait, ready};
 use crate::patterns::GroupOptions;
 use crate::patterns::StartAt;
+use crate::patterns::check_batch_ids;
 use crate::patterns::recovered_commit;
 use crate::patterns::recovered_low_watermark;
 use crate::patterns::validate_name;
@@ -52,6 +55,8 @@ pub(crate) struct TopicInner {
     pub(crate) name: String,
     pub(crate) log: Log,
     pub(crate) options: TopicOptions,
+    /// The ids published within the dedupe window, if it is on.
+    ids: Option<IdWindow>,
     positions: Mutex<HashMap<ConsumerId, u64>>,
     groups: Mutex<HashMap<String, Weak<GroupInner>>>,
     state_logs: Mutex<Vec<Weak<StateLog>>>,
@@ -71,6 +76,7 @@ impl LogTopic {
             bus,
             name: name.to_owned(),
             log,
+            ids: IdWindow::new(options.dedupe_window),
             options,
             positions,
             groups: Mutex::new(HashMap::new()),
@@ -93,6 +99,30 @@ impl LogTopic {
 
     pub(crate) fn log(&self) -> &Log {
         &self.inner.log
+    }
+
+    /// Writes `records` as a publish does: a single record with an id
+    /// through the dedupe window (which may find it published already),
+    /// several at once only if none has an id (while the window is on).
+    fn write(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        let log = &self.inner.log;
+        check_batch_ids(&self.inner.options, records)?;
+        match (&self.inner.ids, records) {
+            (Some(ids), [record]) => match record.id_bytes() {
+                Some(id) => ids.publish_once(log, record, id, || log.write(records)),
+                None => log.write(records),
+            },
+            _ => log.write(records),
+        }
+    }
+
+    /// A publish of `records`, waiting for durability as `wait` says.
+    fn publish_in<W: Wait>(
+        &self,
+        records: &[Record<'_>],
+        wait: W,
+    ) -> impl Future<Output = Result<Range<u64>>> + Send {
+        wait.after_write(&self.inner.log, self.write(records), |range| range)
     }
 
     /// Closes the topic's log and the state logs of its open consumers.
@@ -188,8 +218,8 @@ impl TopicBackend for LogTopic {
         Ok(self.publish_batch(std::slice::from_ref(record))?.start)
     }
 
-    fn publish_batch(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
-        self.inner.log.append_batch(records)
+    fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        ready(self.publish_in(records, Block))
     }
 
     async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
@@ -199,12 +229,14 @@ impl TopicBackend for LogTopic {
             .start)
     }
 
-    async fn publish_batch_async(&self, records: &[Record<'_>]) -> Result<std::ops::Range<u64>> {
-        self.inner.log.append_batch_async(records).await
+    async fn publish_batch_async(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
+        self.publish_in(records, Async).await
     }
 
+    /// Not through the dedupe window: a redriven record keeps its id, which
+    /// its first publish put in the window.
     fn publish_redriven(&self, record: &Record<'_>, _dlq_topic: &str, _dlq_offset: u64) -> Result<u64> {
-        self.publish(record)
+        Ok(self.inner.log.append_batch(std::slice::from_ref(record))?.start)
     }
 
     fn subscribe(&self, name: &str, start: StartAt) -> Result<LogSubscription> {

@@ -56,6 +56,9 @@ pub struct StreamSpec {
     pub replicas: usize,
     /// Memory instead of file storage.
     pub memory: bool,
+    /// How long the server remembers a `Nats-Msg-Id` (`duplicate_window`);
+    /// `None`: its default (two minutes).
+    pub duplicate_window: Option<Duration>,
 }
 
 impl Default for StreamSpec {
@@ -67,6 +70,7 @@ impl Default for StreamSpec {
             max_record_bytes: None,
             replicas: 1,
             memory: false,
+            duplicate_window: None,
         }
     }
 }
@@ -86,6 +90,7 @@ impl StreamSpec {
             max_record_bytes: Some(log.max_record_bytes),
             replicas: 1,
             memory: false,
+            duplicate_window: Some(options.dedupe_window).filter(|window| !window.is_zero()),
         }
     }
 
@@ -113,6 +118,7 @@ impl StreamSpec {
                 false => stream::StorageType::File,
             },
             num_replicas: self.replicas,
+            duplicate_window: self.duplicate_window.unwrap_or_default(),
             allow_direct: true,
             ..Default::default()
         }

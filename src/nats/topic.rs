@@ -20,6 +20,7 @@
 //!   exclude each other (`docs/NATS.md`, "Locks").
 
 use std::collections::HashSet;
+use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +46,7 @@ use crate::backend::{ReplySink, TopicBackend};
 use crate::error::{Error, Result};
 use crate::log::SyncStats;
 use crate::patterns::DEAD_LETTER_HEADROOM_BYTES;
+use crate::patterns::check_batch_ids;
 use crate::patterns::{ConsumerStats, CorrelationId, GroupOptions, StartAt, TopicOptions, TopicStats};
 use crate::record::Record;
 use crate::state::ConsumerId;
@@ -174,6 +176,22 @@ impl NatsTopic {
     /// Publishes `record` with the `Nats-Msg-Id` `msg_id`: within the
     /// stream's duplicate window a second publish with that id stores
     /// nothing and returns the first one's offset.
+    /// The `Nats-Msg-Id` of `record` while the dedupe window is on: its id
+    /// ([`Record::id`]) in hex, which no id logbus makes itself resembles.
+    fn message_id(&self, record: &Record<'_>) -> Option<(HeaderName, String)> {
+        if self.shared.options.dedupe_window.is_zero() {
+            return None;
+        }
+        let id = record.id_bytes()?;
+        let hex = id
+            .iter()
+            .fold(String::with_capacity(2 * id.len()), |mut hex, byte| {
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            });
+        Some((NATS_MESSAGE_ID, hex))
+    }
+
     pub(crate) fn publish_once(&self, record: &Record<'_>, msg_id: &str) -> Result<u64> {
         let shared = &self.shared;
         shared.bus.check_open()?;
@@ -215,13 +233,16 @@ impl NatsTopic {
         &self,
         records: &[Record<'_>],
     ) -> Result<impl Future<Output = Result<Range<u64>>> + Send + 'static> {
+        check_batch_ids(&self.shared.options, records)?;
         let shared = self.shared.clone();
         let batch = CorrelationId::new();
         let id = |i: usize| format!("logbus-batch.{batch}.{i}");
         let mut messages = Vec::with_capacity(records.len());
         for (i, record) in records.iter().enumerate() {
             let mut headers = encode_headers(record)?;
-            headers.insert(NATS_MESSAGE_ID, id(i));
+            // A batch of one is a publish: deduplicated by its id, if any.
+            let own_id = self.message_id(record).map(|(_, id)| id);
+            headers.insert(NATS_MESSAGE_ID, own_id.unwrap_or_else(|| id(i)));
             if i > 0 {
                 headers.insert(NATS_EXPECTED_LAST_MESSAGE_ID, id(i - 1));
             }
@@ -296,13 +317,16 @@ impl TopicBackend for NatsTopic {
     fn publish(&self, record: &Record<'_>) -> Result<u64> {
         let shared = &self.shared;
         shared.bus.check_open()?;
-        shared.bus.client.block_on(self.publish_task(record, None)?)?
+        shared
+            .bus
+            .client
+            .block_on(self.publish_task(record, self.message_id(record))?)?
     }
 
     async fn publish_async(&self, record: &Record<'_>) -> Result<u64> {
         let shared = &self.shared;
         shared.bus.check_open()?;
-        let publish = self.publish_task(record, None)?;
+        let publish = self.publish_task(record, self.message_id(record))?;
         shared.bus.client.run(publish).await?
     }
 

@@ -29,5 +29,7 @@ pub const FIRST_FAILURE: &str = "logbus-first-failure-ms";
 pub const LAST_FAILURE: &str = "logbus-last-failure-ms";
 /// Dead letters: the last failure's reason.
 pub const LAST_REASON: &str = "logbus-last-reason";
+/// Idempotent publishing: the publisher's id of a record ([`crate::Record::id`]).
+pub use crate::record::MESSAGE_ID;
 /// Redrive: times the record was moved back from a dead-letter topic.
 pub const REDRIVE_COUNT: &str = "logbus-redrive-count";

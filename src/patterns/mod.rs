@@ -38,5 +38,5 @@ pub(crate) use names::{validate_dead_letter_source, validate_requester_name, val
 pub use retry::{Backoff, RetryPolicy};
 pub use start::StartAt;
 pub(crate) use start::check_commit;
-pub(crate) use topic_options::check_same_options;
-pub use topic_options::{ConsumerStats, Retention, TopicOptions, TopicStats};
+pub use topic_options::{ConsumerStats, DEFAULT_DEDUPE_WINDOW, Retention, TopicOptions, TopicStats};
+pub(crate) use topic_options::{check_batch_ids, check_same_options};

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::log::{Durability, LogOptions, SyncStats};
 use crate::patterns::GroupStats;
+use crate::record::Record;
 use crate::state::ConsumerId;
 
 /// When a topic's records may be deleted.
@@ -45,13 +46,19 @@ pub enum Retention {
 pub struct TopicOptions {
     pub(crate) log: LogOptions,
     pub(crate) retention: Retention,
+    pub(crate) dedupe_window: Duration,
 }
+
+/// The default [`TopicOptions::dedupe_window`]: two minutes, as NATS
+/// JetStream's duplicate window.
+pub const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(120);
 
 impl Default for TopicOptions {
     fn default() -> Self {
         TopicOptions {
             log: LogOptions::default(),
             retention: Retention::Limits,
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
         }
     }
 }
@@ -93,6 +100,19 @@ impl TopicOptions {
         self
     }
 
+    /// How long a record's id ([`crate::Record::id`]) is remembered: a
+    /// publish of a record with the id of one published within the window
+    /// before appends nothing and returns that one's offset, also after a
+    /// crash and reopen. Measured by record timestamps (the append time
+    /// unless the publisher set one). Default [`DEFAULT_DEDUPE_WINDOW`];
+    /// `Duration::ZERO` turns it off (an id is then only a header). Records
+    /// with ids are published one at a time: a batch of several with an id
+    /// among them is refused.
+    pub fn dedupe_window(mut self, window: Duration) -> Self {
+        self.dedupe_window = window;
+        self
+    }
+
     pub(crate) fn durability_mode(&self) -> Durability {
         self.log.durability
     }
@@ -107,6 +127,7 @@ impl TopicOptions {
             ("max_bytes", a.retention_bytes == b.retention_bytes),
             ("max_age", a.retention_age == b.retention_age),
             ("retention", self.retention == other.retention),
+            ("dedupe_window", self.dedupe_window == other.dedupe_window),
         ]
         .into_iter()
         .find(|(_, same)| !same)
@@ -124,6 +145,22 @@ pub(crate) fn check_same_options(name: &str, open: &TopicOptions, asked: &TopicO
              or use Bus::topic, which returns it as it is"
         ))),
         None => Ok(()),
+    }
+}
+
+/// [`Error::InvalidArgument`] for a batch of several records with an id
+/// among them while `options`' dedupe window is on: each record with an id
+/// is published on its own, so that each is deduplicated.
+pub(crate) fn check_batch_ids(options: &TopicOptions, records: &[Record<'_>]) -> Result<()> {
+    let refused = !options.dedupe_window.is_zero()
+        && records.len() > 1
+        && records.iter().any(|record| record.id_bytes().is_some());
+    match refused {
+        true => Err(Error::InvalidArgument(
+            "a batch with records with ids: publish records with ids one at a time, so that each is deduplicated"
+                .into(),
+        )),
+        false => Ok(()),
     }
 }
 
