@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::patterns::{
-    CorrelationId, GroupOptions, GroupStats, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats,
+    CorrelationId, GroupOptions, GroupStats, OnExpiry, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats,
 };
 use crate::record::{Record, StoredRecord};
 use crate::state::StateRepair;
@@ -161,6 +161,9 @@ pub(crate) trait GroupBackend {
     fn recv_async(&self) -> impl Future<Output = Result<Self::Delivery>> + Send;
     /// The group's position and counters.
     fn stats(&self) -> Result<GroupStats>;
+    /// What the group does with a record that expired before it was
+    /// handed out (its options'; the public layer applies it).
+    fn on_expiry(&self) -> OnExpiry;
 }
 
 /// One leased record of a group, settled once.

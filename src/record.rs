@@ -159,7 +159,11 @@ impl StoredRecord {
     }
 
     /// The first header named `name`.
+    #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
+        if self.view.header_count == 0 {
+            return None;
+        }
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 

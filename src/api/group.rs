@@ -12,14 +12,21 @@
 //!
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
 //! expires while the receiver is still working, leads to a redelivery.
+//!
+//! Expiry is applied here, once for both backends: a received record whose
+//! [`crate::headers::EXPIRES_AT`] has passed (by this process's wall clock)
+//! is settled as the group's [`OnExpiry`] says and the receive goes on to
+//! the next record; the caller never sees it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::api::RecvStream;
 use crate::backend::{DeliveryBackend, GroupBackend};
+use crate::clock::wall_ms;
 use crate::embedded::{LogDelivery, LogGroup};
 use crate::error::Result;
-use crate::patterns::GroupStats;
+use crate::log::{Async, Block, Wait, ready};
+use crate::patterns::{EXPIRED, GroupStats, OnExpiry, expired};
 use crate::record::StoredRecord;
 
 /// A consumer group: competing receivers sharing one topic. Cheap to
@@ -134,6 +141,12 @@ impl From<crate::nats::NatsDelivery> for Delivery {
     }
 }
 
+/// Whether the record of `delivery` expired (by this process's wall clock).
+#[inline]
+fn has_expired(delivery: &Delivery) -> bool {
+    expired(delivery.record(), wall_ms)
+}
+
 fn deliveries<D: Into<Delivery>>(batch: Vec<D>) -> Vec<Delivery> {
     batch.into_iter().map(Into::into).collect()
 }
@@ -146,9 +159,22 @@ impl Group {
     }
 
     /// The next record available to this group, waiting up to `timeout`.
+    /// Expired records are settled on the way (see [`OnExpiry`]).
     #[inline]
     pub fn recv(&self, timeout: Duration) -> Result<Option<Delivery>> {
-        dispatch!(AnyGroup, &self.backend, g => Ok(g.recv(timeout)?.map(Delivery::from)))
+        let deadline = Instant::now() + timeout;
+        let mut left = timeout;
+        loop {
+            let received = dispatch!(AnyGroup, &self.backend, g => g.recv(left)?.map(Delivery::from));
+            let Some(delivery) = received else {
+                return Ok(None);
+            };
+            if !has_expired(&delivery) {
+                return Ok(Some(delivery));
+            }
+            ready(self.settle_expired(delivery, Block))?;
+            left = deadline.saturating_duration_since(Instant::now());
+        }
     }
 
     /// Up to `max` records available to this group, waiting up to `timeout`
@@ -159,20 +185,76 @@ impl Group {
     /// the first comes from a waiting pull, the rest from one no-wait fetch.
     #[inline]
     pub fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>> {
-        dispatch!(AnyGroup, &self.backend, g => Ok(deliveries(g.recv_batch(max, timeout)?)))
+        let deadline = Instant::now() + timeout;
+        let mut left = timeout;
+        loop {
+            let batch = dispatch!(AnyGroup, &self.backend, g => deliveries(g.recv_batch(max, left)?));
+            if batch.is_empty() {
+                return Ok(batch);
+            }
+            let batch = self.unexpired_batch(batch)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            left = deadline.saturating_duration_since(Instant::now());
+        }
     }
 
     /// The next record available now, without waiting.
     #[inline]
     pub fn try_recv(&self) -> Result<Option<Delivery>> {
-        dispatch!(AnyGroup, &self.backend, g => Ok(g.try_recv()?.map(Delivery::from)))
+        loop {
+            let received = dispatch!(AnyGroup, &self.backend, g => g.try_recv()?.map(Delivery::from));
+            let Some(delivery) = received else {
+                return Ok(None);
+            };
+            if !has_expired(&delivery) {
+                return Ok(Some(delivery));
+            }
+            ready(self.settle_expired(delivery, Block))?;
+        }
     }
 
     /// Up to `max` records available now (embedded: leased with one state
     /// write; on NATS: one no-wait fetch).
     #[inline]
     pub fn try_recv_batch(&self, max: usize) -> Result<Vec<Delivery>> {
-        dispatch!(AnyGroup, &self.backend, g => Ok(deliveries(g.try_recv_batch(max)?)))
+        loop {
+            let batch = dispatch!(AnyGroup, &self.backend, g => deliveries(g.try_recv_batch(max)?));
+            if batch.is_empty() {
+                return Ok(batch);
+            }
+            let batch = self.unexpired_batch(batch)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Settles `delivery`, whose record expired, as the group's
+    /// [`OnExpiry`] says (waiting as `W` says).
+    async fn settle_expired<W: Wait>(&self, delivery: Delivery, _: W) -> Result<()> {
+        let on_expiry = dispatch!(AnyGroup, &self.backend, g => g.on_expiry());
+        match (on_expiry, W::BLOCKS) {
+            (OnExpiry::DeadLetter, true) => delivery.reject(EXPIRED)?,
+            (OnExpiry::DeadLetter, false) => delivery.reject_async(EXPIRED).await?,
+            (OnExpiry::Drop, true) => delivery.ack()?,
+            (OnExpiry::Drop, false) => delivery.ack_async().await?,
+        }
+        Ok(())
+    }
+
+    /// The deliveries of `batch` whose records did not expire (the others
+    /// settled, see [`Group::settle_expired`]).
+    fn unexpired_batch(&self, batch: Vec<Delivery>) -> Result<Vec<Delivery>> {
+        let mut kept = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            match has_expired(&delivery) {
+                true => ready(self.settle_expired(delivery, Block))?,
+                false => kept.push(delivery),
+            }
+        }
+        Ok(kept)
     }
 
     /// The next record, waiting as long as it takes (async, any executor).
@@ -181,7 +263,13 @@ impl Group {
     /// released at once but counts one more attempt ([`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md)).
     #[inline]
     pub async fn recv_async(&self) -> Result<Delivery> {
-        dispatch!(AnyGroup, &self.backend, g => Ok(g.recv_async().await?.into()))
+        loop {
+            let delivery: Delivery = dispatch!(AnyGroup, &self.backend, g => g.recv_async().await?.into());
+            if !has_expired(&delivery) {
+                return Ok(delivery);
+            }
+            self.settle_expired(delivery, Async).await?;
+        }
     }
 
     /// The deliveries, as a [`futures_core::Stream`] of

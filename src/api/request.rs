@@ -16,12 +16,15 @@ use std::time::{Duration, Instant};
 
 use crate::api::Topic;
 use crate::backend::RequesterBackend;
+use crate::clock::wall_ms;
 use crate::embedded::LogRequester;
 use crate::error::{Error, Result};
 use crate::log::{Async, Block, Wait, ready};
 use crate::patterns::CorrelationId;
 use crate::patterns::Reply;
 use crate::patterns::ReplyCheck;
+use crate::patterns::expires_after;
+use crate::patterns::headers::EXPIRES_AT;
 use crate::patterns::request_record;
 use crate::record::Record;
 
@@ -94,10 +97,17 @@ impl Requester {
     }
 
     /// Sends `record` to `service` and waits up to `timeout` for the reply.
-    /// On timeout the error names the id; a late reply stays collectable
-    /// with [`Requester::reply_for`].
+    /// The request carries its deadline ([`crate::headers::EXPIRES_AT`]):
+    /// a responder that receives it later does not serve it, but settles
+    /// it as its group's [`crate::OnExpiry`] says (dead-lettered as
+    /// `expired` by default). On timeout the error names the id; a reply
+    /// sent in time that arrives late stays collectable with
+    /// [`Requester::reply_for`].
     pub fn request(&self, service: &str, record: &Record<'_>, timeout: Duration) -> Result<Reply> {
-        let id = self.send_request(service, record)?;
+        let id = CorrelationId::new();
+        let expires_at = expires_after(wall_ms(), timeout);
+        let record = record.clone().header(EXPIRES_AT, expires_at.as_bytes());
+        ready(self.publish_request(&self.topic(service)?, id, &record, Block))?;
         self.reply_for(id, timeout)
     }
 

@@ -46,7 +46,8 @@ use crate::error::{Error, Result};
 use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
-    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, dead_letter_topic, is_dead_letter_of,
+    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, OnExpiry, dead_letter_topic,
+    is_dead_letter_of,
 };
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
@@ -254,6 +255,10 @@ impl GroupBackend for LogGroup {
 
     fn stats(&self) -> Result<GroupStats> {
         self.inner.stats()
+    }
+
+    fn on_expiry(&self) -> OnExpiry {
+        self.inner.options().on_expiry
     }
 }
 

@@ -19,13 +19,14 @@ use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
 use crate::clock::wall_ms;
 use crate::error::Result;
-use crate::patterns::{GroupOptions, GroupStats};
+use crate::patterns::{GroupOptions, GroupStats, OnExpiry};
 
 /// A consumer group on JetStream. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct NatsGroup {
     topic: NatsTopic,
     consumer: GroupConsumer,
+    on_expiry: OnExpiry,
 }
 
 impl NatsGroup {
@@ -39,7 +40,11 @@ impl NatsGroup {
         let spec = GroupSpec::from_group_options(options);
         let dead_letters = topic.shared().dead_letter_spec();
         let consumer = GroupConsumer::open(&bus.client, topic.name(), name, spec, dead_letters)?;
-        Ok(NatsGroup { topic, consumer })
+        Ok(NatsGroup {
+            topic,
+            consumer,
+            on_expiry: options.on_expiry,
+        })
     }
 }
 
@@ -73,6 +78,10 @@ impl GroupBackend for NatsGroup {
     async fn recv_async(&self) -> Result<NatsDelivery> {
         self.topic.shared().bus.check_open()?;
         self.consumer.recv_async().await
+    }
+
+    fn on_expiry(&self) -> OnExpiry {
+        self.on_expiry
     }
 
     fn stats(&self) -> Result<GroupStats> {

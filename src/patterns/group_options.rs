@@ -34,6 +34,22 @@ pub struct GroupOptions {
     pub dead_letter: bool,
     /// Where a new group starts (default: the earliest record).
     pub start: StartAt,
+    /// What the group does with an expired record (see
+    /// [`crate::headers::EXPIRES_AT`]) instead of handing it out.
+    pub on_expiry: OnExpiry,
+}
+
+/// What a consumer group does with a record that expired (its
+/// [`crate::headers::EXPIRES_AT`] passed) before the group handed it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnExpiry {
+    /// Dead-letter it with the reason `expired` (as
+    /// [`crate::Delivery::reject`] would; dropped if the group does not
+    /// dead-letter). The default.
+    #[default]
+    DeadLetter,
+    /// Drop it: it counts as acked.
+    Drop,
 }
 
 impl Default for GroupOptions {
@@ -43,6 +59,7 @@ impl Default for GroupOptions {
             retry: RetryPolicy::default(),
             dead_letter: true,
             start: StartAt::Earliest,
+            on_expiry: OnExpiry::DeadLetter,
         }
     }
 }
@@ -95,6 +112,13 @@ impl GroupOptions {
     /// Where a new group starts (an existing group resumes where it was).
     pub fn start(mut self, start: StartAt) -> Self {
         self.start = start;
+        self
+    }
+
+    /// What the group does with a record that expired before it was
+    /// handed out (default [`OnExpiry::DeadLetter`]).
+    pub fn on_expiry(mut self, on_expiry: OnExpiry) -> Self {
+        self.on_expiry = on_expiry;
         self
     }
 

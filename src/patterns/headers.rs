@@ -31,5 +31,10 @@ pub const LAST_FAILURE: &str = "logbus-last-failure-ms";
 pub const LAST_REASON: &str = "logbus-last-reason";
 /// Idempotent publishing: the publisher's id of a record ([`crate::Record::id`]).
 pub use crate::record::MESSAGE_ID;
+/// Expiry: the time (ms since the Unix epoch, decimal) from which no
+/// consumer group hands the record out: at or after it, a group settles it
+/// as its [`crate::GroupOptions::on_expiry`] says instead. Requests carry
+/// their requester's deadline in it.
+pub const EXPIRES_AT: &str = "logbus-expires-at-ms";
 /// Redrive: times the record was moved back from a dead-letter topic.
 pub const REDRIVE_COUNT: &str = "logbus-redrive-count";

@@ -7,6 +7,7 @@
 
 mod correlation;
 mod dead_letter;
+mod expiry;
 mod group_machine;
 mod group_options;
 mod group_state;
@@ -23,10 +24,11 @@ pub(crate) use dead_letter::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, REDRIVE_GROUP, Redriven, check_redrive_source, header_str,
     is_dead_letter_of,
 };
+pub(crate) use expiry::{EXPIRED, expired, expires_after};
 #[cfg(feature = "nats")]
 pub(crate) use group_machine::push_failure;
 pub(crate) use group_machine::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
-pub use group_options::{GroupOptions, GroupStats};
+pub use group_options::{GroupOptions, GroupStats, OnExpiry};
 pub use group_state::GroupSummary;
 #[cfg(feature = "internals")]
 pub(crate) use group_state::unsettled_offsets;
