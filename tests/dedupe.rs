@@ -51,6 +51,37 @@ backend_tests! {
         bus.close().expect("close");
     }
 
+    /// Four threads publish the same ids at once, each in its own order:
+    /// every id is stored once and every thread gets its one offset.
+    fn concurrent_publishes_of_one_id_store_it_once(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        let ids: Vec<String> = (0..40).map(|i| format!("order-{i}")).collect();
+        let seen: Vec<Vec<(String, u64)>> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..4)
+                .map(|t| {
+                    let (orders, ids) = (&orders, &ids);
+                    scope.spawn(move || {
+                        let mut order: Vec<&String> = ids.iter().collect();
+                        order.rotate_left(t * 10);
+                        order
+                            .into_iter()
+                            .map(|id| (id.clone(), orders.publish(&Record::new(b"order").id(id)).expect("publish")))
+                            .collect()
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().expect("publisher")).collect()
+        });
+        let mut offsets = BTreeMap::new();
+        for (id, offset) in seen.into_iter().flatten() {
+            assert_eq!(*offsets.entry(id.clone()).or_insert(offset), offset, "{id}");
+        }
+        assert_eq!(offsets.len(), 40);
+        assert_eq!(orders.end_offset(), 40, "an id was stored twice");
+        bus.close().expect("close");
+    }
+
     /// With the window off, an id is only a header.
     fn with_the_window_off_an_id_is_only_a_header(backend: &TestBackend) {
         let bus = backend.open();
