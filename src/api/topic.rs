@@ -2,7 +2,7 @@
 //! subscriptions and consumer groups read, on either backend.
 //!
 //! [`Topic`] holds one backend (see `docs/BACKENDS.md`): the embedded
-//! [`LogTopic`] (a [`Log`] in the bus directory) or, with the `nats`
+//! [`LogTopic`] (a [`crate::Log`] in the bus directory) or, with the `nats`
 //! feature, a JetStream stream. Each method is one call into the backend;
 //! the options and stats types here are shared by both.
 //!
