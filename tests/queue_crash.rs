@@ -28,6 +28,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ use common::child::{
 };
 use common::groups::group_options;
 use common::records::OffsetRecord;
+use logbus::storage::{Fault, SimStorage};
 use logbus::{
     Bus, BusOptions, Delivery, Durability, GroupOptions, Record, StoredRecord, TopicOptions, headers,
 };
@@ -665,4 +667,80 @@ fn kill_nine_during_publish_and_consume_loses_nothing_and_never_redelivers_an_ac
 fn kill_nine_hundreds_of_times_during_publish_and_consume_loses_nothing() {
     let totals = kill_nine_mixed(600, 60);
     assert!(totals.published > 0 && totals.acked > 0, "{totals:?}");
+}
+
+/// Acks the records of a fresh group on `sim` one at a time, under
+/// `Always`; before ack `inject.0`, injects a sync failure after `inject.1`
+/// more syncs. Each ack's syncs and outcome, up to the first failure, and
+/// what the group's next receive gave after it.
+fn ack_all(sim: &SimStorage, inject: Option<(usize, u64)>) -> (Vec<(u64, bool)>, bool) {
+    let options = BusOptions::default()
+        .storage(Arc::new(sim.clone()))
+        .topic_defaults(TopicOptions::default().durability(Durability::Always));
+    let bus = Bus::open(Path::new("/sim/bus"), options).unwrap();
+    let jobs = bus.topic("jobs").unwrap();
+    let values: Vec<String> = (0..400).map(|i| format!("job {i}")).collect();
+    let records: Vec<Record> = values.iter().map(Record::new).collect();
+    jobs.publish_batch(&records).unwrap();
+    let workers = jobs.group("workers", GroupOptions::default()).unwrap();
+    let mut acks = Vec::new();
+    for i in 0..records.len() {
+        let delivery = workers.try_recv().unwrap().expect("a delivery");
+        if let Some((at, after)) = inject
+            && at == i
+        {
+            sim.inject(Fault::SyncError { after });
+        }
+        let before = sim.sync_count();
+        let acked = delivery.ack();
+        acks.push((sim.sync_count() - before, acked.is_ok()));
+        if acked.is_err() || inject.is_some_and(|(at, _)| at == i) {
+            break;
+        }
+    }
+    let next_works = workers.try_recv().is_ok();
+    drop(workers);
+    drop(jobs);
+    drop(bus);
+    (acks, next_works)
+}
+
+/// An ack whose `Acked` event was synced returns `Ok` even when the state
+/// snapshot written after it then fails to sync: the ack is durable (a
+/// reopen does not deliver the record again), and the failed sync, which
+/// latched the group's state log, fails the group's next operation.
+#[test]
+fn an_ack_is_ok_once_durable_even_if_the_snapshot_after_it_fails() {
+    let (acks, _) = ack_all(&SimStorage::new(), None);
+    let usual = acks.iter().map(|(syncs, _)| *syncs).min().unwrap();
+    let (snapshot_at, (syncs, _)) = acks
+        .iter()
+        .enumerate()
+        .find(|(_, (syncs, _))| *syncs > usual)
+        .expect("an ack that also wrote a snapshot");
+    assert!(acks.iter().all(|(_, ok)| *ok));
+
+    let sim = SimStorage::new();
+    let (acks, next_works) = ack_all(&sim, Some((snapshot_at, syncs - 1)));
+    assert_eq!(acks.len(), snapshot_at + 1);
+    assert!(acks[snapshot_at].1, "the ack was durable, yet returned an error");
+    assert!(!next_works, "the failed snapshot sync was not reported");
+
+    sim.clear_faults();
+    let bus = Bus::open(
+        Path::new("/sim/bus"),
+        BusOptions::default().storage(Arc::new(sim.clone())),
+    )
+    .unwrap();
+    let workers = bus
+        .topic("jobs")
+        .unwrap()
+        .group("workers", GroupOptions::default())
+        .unwrap();
+    let next = workers.try_recv().unwrap().expect("a delivery");
+    assert_eq!(
+        next.record().offset(),
+        snapshot_at as u64 + 1,
+        "an acked record came back"
+    );
 }

@@ -534,9 +534,14 @@ impl GroupInner {
             if report {
                 state.reported_floor = Some(floor);
             }
-            // Under the state lock: see the module doc.
-            if self.log.wants_snapshot(state.machine.len()) {
-                self.log.write_snapshot(&state.machine.snapshot())?;
+            // Under the state lock: see the module doc. A failed snapshot
+            // fails nothing already settled (its event is durable): the
+            // snapshot stays due, and a failed sync latched the state log,
+            // so the group's next operation reports it.
+            if self.log.wants_snapshot(state.machine.len())
+                && let Err(_error) = self.log.write_snapshot(&state.machine.snapshot())
+            {
+                trace_event!(error, topic = self.topic.name(), group = %self.consumer.name(), error = %_error, "state snapshot failed");
             }
             report.then_some(floor)
         };
