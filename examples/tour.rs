@@ -27,6 +27,7 @@ fn main() -> logbus::Result<()> {
     tour.publish_subscribe()?;
     tour.idempotent_publish()?;
     tour.queues()?;
+    tour.scheduled()?;
     tour.dead_letters()?;
     tour.request_reply()?;
     tour.scatter_gather()?;
@@ -243,6 +244,29 @@ impl Tour {
         });
         println!("3 competing workers handled {done:?} jobs: each exactly once");
         println!("group low watermark {}\n", workers.stats()?.low_watermark);
+        Ok(())
+    }
+
+    /// A record scheduled for later waits without holding up the others.
+    fn scheduled(&self) -> logbus::Result<()> {
+        println!("== scheduled delivery");
+        let reminders = self.bus.topic(&self.name("reminders"))?;
+        let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        let in_300_ms = (since_epoch.unwrap_or_default().as_millis() + 300).to_string();
+        reminders.publish(&Record::new("in 300 ms").header(headers::NOT_BEFORE, &in_300_ms))?;
+        reminders.publish(&Record::new("now"))?;
+        let senders = reminders.group("senders", GroupOptions::default())?;
+        let started = Instant::now();
+        for _ in 0..2 {
+            let delivery = senders.recv(Duration::from_secs(5))?.ok_or(Error::Closed)?;
+            println!(
+                "after {:>3} ms: {:?}",
+                started.elapsed().as_millis(),
+                String::from_utf8_lossy(delivery.record().value())
+            );
+            delivery.ack()?;
+        }
+        println!();
         Ok(())
     }
 

@@ -164,6 +164,9 @@ pub(crate) trait GroupBackend {
     /// What the group does with a record that expired before it was
     /// handed out (its options'; the public layer applies it).
     fn on_expiry(&self) -> OnExpiry;
+    /// The group's clock (ms since the Unix epoch), by which records expire
+    /// and fall due.
+    fn now_ms(&self) -> i64;
 }
 
 /// One leased record of a group, settled once.

@@ -14,19 +14,20 @@
 //! expires while the receiver is still working, leads to a redelivery.
 //!
 //! Expiry is applied here, once for both backends: a received record whose
-//! [`crate::headers::EXPIRES_AT`] has passed (by this process's wall clock)
-//! is settled as the group's [`OnExpiry`] says and the receive goes on to
-//! the next record; the caller never sees it.
+//! [`crate::headers::EXPIRES_AT`] has passed (by the group's clock) is
+//! settled as the group's [`OnExpiry`] says and the receive goes on to the
+//! next record; the caller never sees it. So is a record received before
+//! its [`crate::headers::NOT_BEFORE`] (only NATS hands one out: the
+//! embedded group machine keeps it back), which is released until then.
 
 use std::time::{Duration, Instant};
 
 use crate::api::RecvStream;
 use crate::backend::{DeliveryBackend, GroupBackend};
-use crate::clock::wall_ms;
 use crate::embedded::{LogDelivery, LogGroup};
 use crate::error::Result;
 use crate::log::{Async, Block, Wait, ready};
-use crate::patterns::{EXPIRED, GroupStats, OnExpiry, expired};
+use crate::patterns::{EXPIRED, GroupStats, OnExpiry, SCHEDULED, expired, not_before};
 use crate::record::StoredRecord;
 
 /// A consumer group: competing receivers sharing one topic. Cheap to
@@ -141,10 +142,12 @@ impl From<crate::nats::NatsDelivery> for Delivery {
     }
 }
 
-/// Whether the record of `delivery` expired (by this process's wall clock).
-#[inline]
-fn has_expired(delivery: &Delivery) -> bool {
-    expired(delivery.record(), wall_ms)
+/// Why a received record is not handed out.
+enum Withheld {
+    /// Its expiry passed.
+    Expired,
+    /// It is scheduled this much later.
+    Early(Duration),
 }
 
 fn deliveries<D: Into<Delivery>>(batch: Vec<D>) -> Vec<Delivery> {
@@ -169,10 +172,10 @@ impl Group {
             let Some(delivery) = received else {
                 return Ok(None);
             };
-            if !has_expired(&delivery) {
-                return Ok(Some(delivery));
+            match self.withheld(&delivery) {
+                None => return Ok(Some(delivery)),
+                Some(withheld) => ready(self.settle_withheld(delivery, withheld, Block))?,
             }
-            ready(self.settle_expired(delivery, Block))?;
             left = deadline.saturating_duration_since(Instant::now());
         }
     }
@@ -192,7 +195,7 @@ impl Group {
             if batch.is_empty() {
                 return Ok(batch);
             }
-            let batch = self.unexpired_batch(batch)?;
+            let batch = self.deliverable(batch)?;
             if !batch.is_empty() {
                 return Ok(batch);
             }
@@ -208,10 +211,10 @@ impl Group {
             let Some(delivery) = received else {
                 return Ok(None);
             };
-            if !has_expired(&delivery) {
-                return Ok(Some(delivery));
+            match self.withheld(&delivery) {
+                None => return Ok(Some(delivery)),
+                Some(withheld) => ready(self.settle_withheld(delivery, withheld, Block))?,
             }
-            ready(self.settle_expired(delivery, Block))?;
         }
     }
 
@@ -224,34 +227,49 @@ impl Group {
             if batch.is_empty() {
                 return Ok(batch);
             }
-            let batch = self.unexpired_batch(batch)?;
+            let batch = self.deliverable(batch)?;
             if !batch.is_empty() {
                 return Ok(batch);
             }
         }
     }
 
-    /// Settles `delivery`, whose record expired, as the group's
-    /// [`OnExpiry`] says (waiting as `W` says).
-    async fn settle_expired<W: Wait>(&self, delivery: Delivery, _: W) -> Result<()> {
-        let on_expiry = dispatch!(AnyGroup, &self.backend, g => g.on_expiry());
-        match (on_expiry, W::BLOCKS) {
-            (OnExpiry::DeadLetter, true) => delivery.reject(EXPIRED)?,
-            (OnExpiry::DeadLetter, false) => delivery.reject_async(EXPIRED).await?,
-            (OnExpiry::Drop, true) => delivery.ack()?,
-            (OnExpiry::Drop, false) => delivery.ack_async().await?,
+    /// Why `delivery` is not to be handed out, if it is not: its record
+    /// expired, or is scheduled later (by the group's clock).
+    #[inline]
+    fn withheld(&self, delivery: &Delivery) -> Option<Withheld> {
+        let record = delivery.record();
+        let now = || dispatch!(AnyGroup, &self.backend, g => g.now_ms());
+        if expired(record, now) {
+            return Some(Withheld::Expired);
         }
-        Ok(())
+        let early_ms = not_before(record)?.saturating_sub(now());
+        (early_ms > 0).then(|| Withheld::Early(Duration::from_millis(early_ms.unsigned_abs())))
     }
 
-    /// The deliveries of `batch` whose records did not expire (the others
-    /// settled, see [`Group::settle_expired`]).
-    fn unexpired_batch(&self, batch: Vec<Delivery>) -> Result<Vec<Delivery>> {
+    /// Settles `delivery` as `withheld` says (waiting as `W` says): an
+    /// expired record as the group's [`OnExpiry`] says, an early one
+    /// released until its time.
+    async fn settle_withheld<W: Wait>(&self, delivery: Delivery, withheld: Withheld, _: W) -> Result<()> {
+        let on_expiry = dispatch!(AnyGroup, &self.backend, g => g.on_expiry());
+        match (withheld, on_expiry, W::BLOCKS) {
+            (Withheld::Expired, OnExpiry::DeadLetter, true) => delivery.reject(EXPIRED),
+            (Withheld::Expired, OnExpiry::DeadLetter, false) => delivery.reject_async(EXPIRED).await,
+            (Withheld::Expired, OnExpiry::Drop, true) => delivery.ack(),
+            (Withheld::Expired, OnExpiry::Drop, false) => delivery.ack_async().await,
+            (Withheld::Early(delay), _, true) => delivery.nack_with_delay(SCHEDULED, delay),
+            (Withheld::Early(delay), _, false) => delivery.nack_with_delay_async(SCHEDULED, delay).await,
+        }
+    }
+
+    /// The deliveries of `batch` to hand out (the others settled, see
+    /// [`Group::settle_withheld`]).
+    fn deliverable(&self, batch: Vec<Delivery>) -> Result<Vec<Delivery>> {
         let mut kept = Vec::with_capacity(batch.len());
         for delivery in batch {
-            match has_expired(&delivery) {
-                true => ready(self.settle_expired(delivery, Block))?,
-                false => kept.push(delivery),
+            match self.withheld(&delivery) {
+                Some(withheld) => ready(self.settle_withheld(delivery, withheld, Block))?,
+                None => kept.push(delivery),
             }
         }
         Ok(kept)
@@ -265,10 +283,10 @@ impl Group {
     pub async fn recv_async(&self) -> Result<Delivery> {
         loop {
             let delivery: Delivery = dispatch!(AnyGroup, &self.backend, g => g.recv_async().await?.into());
-            if !has_expired(&delivery) {
-                return Ok(delivery);
+            match self.withheld(&delivery) {
+                None => return Ok(delivery),
+                Some(withheld) => self.settle_withheld(delivery, withheld, Async).await?,
             }
-            self.settle_expired(delivery, Async).await?;
         }
     }
 

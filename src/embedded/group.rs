@@ -47,7 +47,7 @@ use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, OnExpiry, dead_letter_topic,
-    is_dead_letter_of,
+    is_dead_letter_of, not_before,
 };
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
@@ -120,6 +120,14 @@ impl Source for TopicRecords<'_> {
         };
         self.read.push(record);
         Ok(true)
+    }
+
+    fn not_before(&self) -> Option<i64> {
+        self.read.last().and_then(not_before)
+    }
+
+    fn put_back(&mut self) {
+        self.read.pop();
     }
 }
 
@@ -259,6 +267,10 @@ impl GroupBackend for LogGroup {
 
     fn on_expiry(&self) -> OnExpiry {
         self.inner.options().on_expiry
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.now_ms()
     }
 }
 

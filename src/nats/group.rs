@@ -84,6 +84,10 @@ impl GroupBackend for NatsGroup {
         self.on_expiry
     }
 
+    fn now_ms(&self) -> i64 {
+        wall_ms()
+    }
+
     fn stats(&self) -> Result<GroupStats> {
         let shared = self.topic.shared();
         shared.bus.check_open()?;

@@ -29,7 +29,12 @@
 //! the next snapshot), a failed dead letter's "due" mark (a rejected record
 //! whose intent was not persisted is an ordinary record after a crash, as
 //! docs/SEMANTICS.md says) and records passed because retention removed
-//! them (replay brings them back; the driver passes them again). The
+//! them (replay brings them back; the driver passes them again), and a
+//! scheduled record's wait: a record whose source names a time before which
+//! it may not be handed out is kept Available until then, without an event
+//! and without counting an attempt; after a crash it comes back as a new
+//! record, or as an Available gap below a later `Delivered`, and the next
+//! pick keeps it back again. The
 //! failure of a nack or reject that dead-letters is persisted by the
 //! dead-letter intent.
 //!
@@ -41,6 +46,7 @@
 //! | Available, due, attempts < max, not dead | acquire | Leased | `Delivered` |
 //! | Available, due, attempts ≥ max or dead step set | acquire | DeadLettering (claim) | — |
 //! | Available, source lost it | acquire | Done | — |
+//! | (new offset) or Available, due, scheduled later by its record | acquire | Available from that time | — |
 //! | Leased, lease ended | acquire / expire | Available after backoff | — |
 //! | Leased (own token) or Available (same attempt, dead step unset) | ack | Done | `Acked` |
 //! | same | nack, attempt < max | Available after delay or backoff | `Released` |
@@ -90,6 +96,12 @@ pub(crate) trait Source {
     fn next_new(&mut self) -> Result<Option<u64>>;
     /// Whether the topic still holds `offset` (retention may have removed it).
     fn holds(&mut self, offset: u64) -> Result<bool>;
+    /// The time before which the record that `next_new` or `holds` just
+    /// found may not be handed out, if it names one.
+    fn not_before(&self) -> Option<i64>;
+    /// Forgets the record `next_new` or `holds` just found: it is not
+    /// leased now.
+    fn put_back(&mut self);
 }
 
 /// A record leased to a delivery: which record, which attempt, and the
@@ -390,6 +402,11 @@ impl GroupMachine {
                 Ok(None) => break,
                 Err(e) => return Err(self.abandon(acquired, first, now, e)),
             };
+            if let Some(not_before_ms) = source.not_before().filter(|&at| at > now) {
+                source.put_back();
+                self.defer(offset, not_before_ms);
+                continue;
+            }
             let event = StateEvent::Delivered {
                 offset,
                 attempt: attempts + 1,
@@ -435,6 +452,17 @@ impl GroupMachine {
             false => self.next_offset = offset,
         }
         Ok(Some(Candidate::New(offset)))
+    }
+
+    /// Keeps `offset`, which its record schedules for `not_before_ms`,
+    /// Available until then: admitted if new, no attempt counted, no event
+    /// (see the module doc).
+    fn defer(&mut self, offset: u64, not_before_ms: i64) {
+        self.next_offset = self.next_offset.max(offset + 1);
+        self.entries
+            .entry(offset)
+            .or_insert_with(|| Entry::new(not_before_ms));
+        self.schedule(offset, not_before_ms);
     }
 
     /// Forgets what the state held about `offset` and admits it as a new
@@ -759,6 +787,12 @@ mod tests {
         fn holds(&mut self, _offset: u64) -> Result<bool> {
             Ok(true)
         }
+
+        fn not_before(&self) -> Option<i64> {
+            None
+        }
+
+        fn put_back(&mut self) {}
     }
 
     #[test]

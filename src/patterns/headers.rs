@@ -31,6 +31,10 @@ pub const LAST_FAILURE: &str = "logbus-last-failure-ms";
 pub const LAST_REASON: &str = "logbus-last-reason";
 /// Idempotent publishing: the publisher's id of a record ([`crate::Record::id`]).
 pub use crate::record::MESSAGE_ID;
+/// Scheduled delivery: the time (ms since the Unix epoch, decimal) before
+/// which no consumer group hands the record out. The records behind it are
+/// not held up; subscriptions read it in offset order as any other.
+pub const NOT_BEFORE: &str = "logbus-not-before-ms";
 /// Expiry: the time (ms since the Unix epoch, decimal) from which no
 /// consumer group hands the record out: at or after it, a group settles it
 /// as its [`crate::GroupOptions::on_expiry`] says instead. Requests carry

@@ -7,7 +7,6 @@
 
 mod correlation;
 mod dead_letter;
-mod expiry;
 mod group_machine;
 mod group_options;
 mod group_state;
@@ -15,6 +14,7 @@ pub mod headers;
 mod names;
 mod retry;
 mod start;
+mod timing;
 mod topic_options;
 
 pub use correlation::{CorrelationId, Reply, inbox_topic};
@@ -24,7 +24,6 @@ pub(crate) use dead_letter::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, REDRIVE_GROUP, Redriven, check_redrive_source, header_str,
     is_dead_letter_of,
 };
-pub(crate) use expiry::{EXPIRED, expired, expires_after};
 #[cfg(feature = "nats")]
 pub(crate) use group_machine::push_failure;
 pub(crate) use group_machine::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
@@ -40,5 +39,6 @@ pub(crate) use names::{validate_dead_letter_source, validate_requester_name, val
 pub use retry::{Backoff, RetryPolicy};
 pub use start::StartAt;
 pub(crate) use start::check_commit;
+pub(crate) use timing::{EXPIRED, SCHEDULED, expired, expires_after, not_before};
 pub use topic_options::{ConsumerStats, DEFAULT_DEDUPE_WINDOW, Retention, TopicOptions, TopicStats};
 pub(crate) use topic_options::{check_batch_ids, check_same_options};

@@ -112,6 +112,12 @@ impl Source for Published {
     fn holds(&mut self, offset: u64) -> Result<bool> {
         Ok(offset < self.end)
     }
+
+    fn not_before(&self) -> Option<i64> {
+        None
+    }
+
+    fn put_back(&mut self) {}
 }
 
 /// The state log's view of a machine, as far as a crash keeps it: for each

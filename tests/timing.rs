@@ -1,8 +1,10 @@
-//! Expiry: a record whose `logbus-expires-at-ms` header has passed is not
-//! handed out by a consumer group: it is dead-lettered with the reason
-//! `expired` (or dropped, by `GroupOptions::on_expiry`), on both backends;
-//! a request carries its requester's deadline, so a responder does not
-//! serve one its requester gave up on.
+//! When a consumer group hands a record out, by its headers. Expiry: a
+//! record whose `logbus-expires-at-ms` has passed is not handed out but
+//! dead-lettered with the reason `expired` (or dropped, by
+//! `GroupOptions::on_expiry`); a request carries its requester's deadline,
+//! so a responder does not serve one its requester gave up on. Scheduled
+//! delivery: a record is not handed out before its `logbus-not-before-ms`,
+//! and does not hold up the records behind it, also across a reopen.
 
 #[macro_use]
 mod common;
@@ -10,8 +12,9 @@ mod common;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::groups::group_options;
-use logbus::headers::{EXPIRES_AT, LAST_REASON};
-use logbus::{Bus, Error, GroupOptions, OnExpiry, Record, StartAt};
+use logbus::clock::SimClock;
+use logbus::headers::{EXPIRES_AT, LAST_REASON, NOT_BEFORE};
+use logbus::{Bus, BusOptions, Error, GroupOptions, OnExpiry, Record, StartAt};
 
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -36,6 +39,29 @@ fn records(bus: &Bus, topic: &str) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
 }
 
 backend_tests! {
+    /// A record scheduled 1.5 s ahead is handed out after the one behind
+    /// it and not before its time. (On NATS the early hand-out it is
+    /// released from counts as a delivery: its attempt may be 2.)
+    fn a_scheduled_record_is_not_handed_out_before_its_time(backend: &TestBackend) {
+        let bus = backend.open();
+        let jobs = bus.topic("jobs").expect("topic");
+        let at = now_ms() + 1500;
+        jobs.publish(&Record::new(b"later").header(NOT_BEFORE, &at.to_string())).expect("publish");
+        jobs.publish(&Record::new(b"now")).expect("publish");
+        let workers = jobs
+            .group("workers", group_options(Duration::from_secs(60), 3, Duration::ZERO))
+            .expect("group");
+        let first = workers.recv(Duration::from_secs(30)).expect("recv").expect("a delivery");
+        assert_eq!(first.record().value(), b"now");
+        first.ack().expect("ack");
+        let later = workers.recv(Duration::from_secs(30)).expect("recv").expect("the scheduled record");
+        assert_eq!(later.record().value(), b"later");
+        assert!(now_ms() >= at, "handed out {} ms early", at - now_ms());
+        later.ack().expect("ack");
+        assert!(workers.try_recv().expect("recv").is_none());
+        bus.close().expect("close");
+    }
+
     /// Expired records are dead-lettered as `expired` on the way to the
     /// next one; one that expires later, or never, is delivered.
     fn an_expired_record_is_dead_lettered_not_delivered(backend: &TestBackend) {
@@ -113,4 +139,40 @@ backend_tests! {
         assert_eq!(reply.expect("reply").value(), b"3.20");
         bus.close().expect("close");
     }
+}
+
+/// Embedded, on a simulated clock: a scheduled record waits for its time
+/// without counting an attempt or holding up the records behind it, keeps
+/// its schedule across a reopen (the schedule is the record's), and a
+/// `recv` waiting past its time gets it.
+#[test]
+fn a_scheduled_record_keeps_its_time_across_a_reopen_and_counts_no_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = SimClock::new();
+    let open = || Bus::open(dir.path(), BusOptions::default().clock(clock.clone())).unwrap();
+    let options = || group_options(Duration::from_secs(60), 1, Duration::ZERO);
+    let bus = open();
+    let jobs = bus.topic("jobs").unwrap();
+    let at = (clock.now_ms() + 60_000).to_string();
+    jobs.publish(&Record::new(b"later").header(NOT_BEFORE, &at))
+        .unwrap();
+    jobs.publish(&Record::new(b"now")).unwrap();
+    let workers = jobs.group("workers", options()).unwrap();
+    let first = workers.try_recv().unwrap().expect("the record behind it");
+    assert_eq!((first.record().value(), first.attempt()), (&b"now"[..], 1));
+    first.ack().unwrap();
+    assert!(workers.try_recv().unwrap().is_none());
+    assert_eq!(workers.stats().unwrap().low_watermark, 0, "kept, not passed");
+    drop((workers, jobs));
+    bus.close().unwrap();
+
+    let bus = open();
+    let workers = bus.topic("jobs").unwrap().group("workers", options()).unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert!(workers.try_recv().unwrap().is_none(), "a second early");
+    let later = workers.recv(Duration::from_secs(5)).unwrap().expect("due");
+    assert_eq!((later.record().value(), later.attempt()), (&b"later"[..], 1));
+    later.ack().unwrap();
+    assert_eq!(workers.stats().unwrap().low_watermark, 2);
+    bus.close().unwrap();
 }
