@@ -1,13 +1,14 @@
 //! Model test of the group state machine alone: no storage, no threads, no
-//! sleeps. Random sequences of publish, acquire (single and batch), ack,
-//! nack (with and without a delay), reject, lease extension, clock
+//! sleeps. Random sequences of publish (also of records scheduled for
+//! later), acquire (single and batch), ack, nack (with and without a delay), reject, lease extension, clock
 //! advances, dead-letter faults, snapshots and crashes (between commands,
 //! after a batch was persisted but before it was handed out, and in the
 //! middle of a dead letter) drive a [`GroupMachine`] with an explicit clock,
 //! through a small driver that persists events the way `src/embedded/group.rs` does,
 //! beside a plain model of every record. After every step the test checks:
 //! - a record is leased to at most one holder at a time (a new lease only
-//!   once the previous one ended or was settled);
+//!   once the previous one ended or was settled), and never before the
+//!   time its record is scheduled for (waiting counts no attempt);
 //! - attempts grow by exactly one per lease and never decrease, and each
 //!   lease's `Delivered` is persisted before it is handed out;
 //! - a record goes to the dead-letter topic only after exactly
@@ -49,6 +50,8 @@ enum DlqFault {
 #[derive(Debug, Clone)]
 enum Action {
     Publish(u64),
+    /// One record scheduled this many ms after now.
+    PublishScheduled(u16),
     Acquire(usize),
     /// Persists a batch's attempts, then crashes before handing it out.
     AcquireThenCrash(usize),
@@ -76,6 +79,8 @@ struct Rec {
     /// End of the lease while the record is leased.
     until: Option<i64>,
     not_before: i64,
+    /// The time the record itself is scheduled for (its header), or 0.
+    schedule: i64,
     acked: bool,
     dead: bool,
     /// Rejected, or its dead letter failed: never delivered again (until a
@@ -98,6 +103,10 @@ impl Rec {
 struct Published {
     next: u64,
     end: u64,
+    /// Each record's schedule (0: none).
+    schedules: Vec<i64>,
+    /// The offset `next_new` or `holds` found last.
+    found: Option<u64>,
 }
 
 impl Source for Published {
@@ -106,18 +115,23 @@ impl Source for Published {
             return Ok(None);
         }
         self.next += 1;
-        Ok(Some(self.next - 1))
+        self.found = Some(self.next - 1);
+        Ok(self.found)
     }
 
     fn holds(&mut self, offset: u64) -> Result<bool> {
+        self.found = Some(offset);
         Ok(offset < self.end)
     }
 
     fn not_before(&self) -> Option<i64> {
-        None
+        let schedule = self.schedules[self.found? as usize];
+        (schedule > 0).then_some(schedule)
     }
 
-    fn put_back(&mut self) {}
+    fn put_back(&mut self) {
+        self.found = None;
+    }
 }
 
 /// The state log's view of a machine, as far as a crash keeps it: for each
@@ -227,6 +241,8 @@ impl Harness {
             let mut topic = Published {
                 next: self.cursor,
                 end: self.end,
+                schedules: self.recs.iter().map(|rec| rec.schedule).collect(),
+                found: None,
             };
             let dead = self
                 .machine
@@ -480,7 +496,8 @@ impl Harness {
             if std::mem::take(&mut rec.open_on_disk) {
                 rec.disk_not_before = released;
             }
-            rec.not_before = rec.disk_not_before;
+            // A scheduled record waits for its time again: it is its own.
+            rec.not_before = rec.disk_not_before.max(rec.schedule);
             rec.until = None;
             rec.holder = None;
             // A dead letter's failure is remembered only through its intent.
@@ -493,6 +510,16 @@ impl Harness {
             Action::Publish(n) => {
                 self.end += n;
                 self.recs.resize(self.end as usize, Rec::default());
+                Ok(())
+            }
+            Action::PublishScheduled(after_ms) => {
+                let schedule = self.now + i64::from(after_ms);
+                self.end += 1;
+                self.recs.push(Rec {
+                    not_before: schedule,
+                    schedule,
+                    ..Rec::default()
+                });
                 Ok(())
             }
             Action::Acquire(max) => self.acquire(max, false),
@@ -621,6 +648,7 @@ fn action() -> impl Strategy<Value = Action> {
     ];
     prop_oneof![
         6 => (1u64..=4).prop_map(Action::Publish),
+        2 => (1u16..100).prop_map(Action::PublishScheduled),
         8 => (1usize..=5).prop_map(Action::Acquire),
         1 => (1usize..=5).prop_map(Action::AcquireThenCrash),
         5 => any::<usize>().prop_map(Action::Ack),
