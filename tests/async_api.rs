@@ -18,7 +18,9 @@ use common::groups::group_options;
 use common::storage::{Hooked, Hooks};
 use futures::StreamExt;
 use logbus::storage::SimStorage;
-use logbus::{Bus, BusOptions, Durability, Gather, Recipients, Record, StartAt, StopReason, TopicOptions};
+use logbus::{
+    Bus, BusOptions, Durability, Gather, Group, Recipients, Record, StartAt, StopReason, Topic, TopicOptions,
+};
 
 fn always() -> TopicOptions {
     TopicOptions::default().durability(Durability::Always)
@@ -202,6 +204,17 @@ fn gated_bus(dir: &Path) -> (Bus, Arc<Gate>) {
     (Bus::open(dir, options).unwrap(), gate)
 }
 
+/// A gated bus with one record on the topic "jobs" and its group "workers"
+/// (60 s lease, 5 attempts, no backoff).
+fn gated_job() -> (Bus, Arc<Gate>, Topic, Group) {
+    let (bus, gate) = gated_bus(Path::new("/sim/bus"));
+    let jobs = bus.topic("jobs").unwrap();
+    jobs.publish(&Record::new(b"job")).unwrap();
+    let options = group_options(Duration::from_secs(60), 5, Duration::ZERO);
+    let workers = jobs.group("workers", options).unwrap();
+    (bus, gate, jobs, workers)
+}
+
 #[test]
 fn an_always_publish_async_leaves_the_executor_free_while_it_syncs() {
     let (bus, gate) = gated_bus(Path::new("/sim/bus"));
@@ -250,15 +263,7 @@ fn a_dropped_publish_async_wrote_nothing_before_its_first_poll_and_its_record_af
 
 #[test]
 fn a_dropped_ack_async_released_the_record_before_its_first_poll_and_acked_it_after() {
-    let (bus, gate) = gated_bus(Path::new("/sim/bus"));
-    let jobs = bus.topic("jobs").unwrap();
-    jobs.publish(&Record::new(b"job")).unwrap();
-    let workers = jobs
-        .group(
-            "workers",
-            group_options(Duration::from_secs(60), 5, Duration::ZERO),
-        )
-        .unwrap();
+    let (_bus, gate, jobs, workers) = gated_job();
 
     let first = workers.try_recv().unwrap().expect("a delivery");
     drop(first.ack_async()); // never polled: dropped unsettled, so released
@@ -278,15 +283,7 @@ fn a_dropped_ack_async_released_the_record_before_its_first_poll_and_acked_it_af
 
 #[test]
 fn a_dropped_nack_async_redelivers_and_a_dropped_commit_async_commits_nothing_yet() {
-    let (bus, gate) = gated_bus(Path::new("/sim/bus"));
-    let jobs = bus.topic("jobs").unwrap();
-    jobs.publish(&Record::new(b"job")).unwrap();
-    let workers = jobs
-        .group(
-            "workers",
-            group_options(Duration::from_secs(60), 5, Duration::ZERO),
-        )
-        .unwrap();
+    let (_bus, gate, jobs, workers) = gated_job();
     let mut audit = jobs.subscribe("audit", StartAt::Earliest).unwrap();
     assert!(audit.try_recv().unwrap().is_some());
 
@@ -464,15 +461,7 @@ backend_tests! {
 
 #[test]
 fn a_group_recv_async_dropped_while_its_lease_syncs_hands_nothing_out() {
-    let (bus, gate) = gated_bus(Path::new("/sim/bus"));
-    let jobs = bus.topic("jobs").unwrap();
-    jobs.publish(&Record::new(b"job")).unwrap();
-    let workers = jobs
-        .group(
-            "workers",
-            group_options(Duration::from_secs(60), 5, Duration::ZERO),
-        )
-        .unwrap();
+    let (_bus, gate, _jobs, workers) = gated_job();
     gate.close();
     // Leased, its attempt written, then cut short while that syncs.
     assert!(poll_once(workers.recv_async()).is_pending());
