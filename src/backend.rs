@@ -33,7 +33,7 @@ use crate::patterns::{
     CorrelationId, GroupOptions, GroupStats, OnExpiry, Reply, ReplyCheck, StartAt, TopicOptions, TopicStats,
 };
 use crate::record::{Record, StoredRecord};
-use crate::state::StateRepair;
+use crate::state::{ConsumerId, StateRepair};
 
 /// A bus: named topics and requesters on one store.
 pub(crate) trait BusBackend {
@@ -54,6 +54,17 @@ pub(crate) trait BusBackend {
     fn stats(&self) -> Result<Vec<TopicStats>>;
     /// Names of every stored topic, sorted.
     fn topic_names(&self) -> Result<Vec<String>>;
+    /// Deletes the durable subscription or group `consumer` of `topic`
+    /// (names already validated): its position and its hold on
+    /// `Interest`/`WorkQueue` retention; `Ok(false)` if there was none.
+    /// [`crate::Error::Locked`], deleting nothing, while it is open in
+    /// this process.
+    fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool>;
+    /// Deletes the topic `name` (already validated) with its dead-letter
+    /// topic and every consumer of both; `Ok(false)` if the topic did not
+    /// exist. [`crate::Error::Locked`], deleting nothing, while a handle
+    /// of this process holds one of the topics.
+    fn delete_topic(&self, name: &str) -> Result<bool>;
     /// Closes the bus: every later call on it or its handles is `Closed`.
     fn close(&self) -> Result<()>;
 }

@@ -12,7 +12,9 @@ use crate::embedded::{BusOptions, LogBus};
 use crate::error::Result;
 use crate::patterns::check_redrive_source;
 use crate::patterns::{GroupOptions, TopicOptions, TopicStats, check_same_options};
+use crate::patterns::{validate_name, validate_topic_name};
 use crate::record::{Record, StoredRecord};
+use crate::state::ConsumerId;
 
 /// Named topics and the patterns built on them. Cheap to clone; `Send +
 /// Sync`. Every handle taken from it (topics, subscriptions, groups,
@@ -148,6 +150,50 @@ impl Bus {
         let dlq = self.topic(dlq_topic)?;
         let republish = |source: &str, record: &Record<'_>, dlq_offset| dispatch!(AnyBus, &self.backend, b => b.topic(source)?.publish_redriven(record, dlq_topic, dlq_offset));
         redrive(&dlq, republish, filter)
+    }
+
+    /// Deletes the durable subscription `name` of `topic`: its committed
+    /// offset, and with it its hold on [`crate::Retention::Interest`]
+    /// retention (which an abandoned subscription would keep forever).
+    /// Returns whether it existed. Fails with [`crate::Error::Locked`],
+    /// deleting nothing, while the subscription is open in this process.
+    /// Durable once it returns: a crash after it never brings the
+    /// subscription back (see `docs/SEMANTICS.md`, "Deleting"); a
+    /// subscription opened under the name later starts afresh.
+    #[inline]
+    pub fn delete_subscription(&self, topic: &str, name: &str) -> Result<bool> {
+        self.delete_consumer(topic, ConsumerId::Subscription(name.to_owned()))
+    }
+
+    /// Deletes the consumer group `name` of `topic`: its position, its
+    /// records in flight and its hold on [`crate::Retention::Interest`]
+    /// and [`crate::Retention::WorkQueue`] retention. Returns whether it
+    /// existed. Fails with [`crate::Error::Locked`], deleting nothing,
+    /// while a handle of the group is open in this process. Records it
+    /// already dead-lettered stay in the dead-letter topic.
+    #[inline]
+    pub fn delete_group(&self, topic: &str, name: &str) -> Result<bool> {
+        self.delete_consumer(topic, ConsumerId::Group(name.to_owned()))
+    }
+
+    fn delete_consumer(&self, topic: &str, consumer: ConsumerId) -> Result<bool> {
+        validate_topic_name(topic)?;
+        validate_name(consumer.kind().label(), consumer.name())?;
+        dispatch!(AnyBus, &self.backend, b => b.delete_consumer(topic, &consumer))
+    }
+
+    /// Deletes the topic `name` with its records, its dead-letter topic
+    /// `<name>.dlq` (unless it is one itself) and the state of every
+    /// consumer of both (for a requester's inbox, its correlation index
+    /// too). Returns whether the topic existed. Fails with
+    /// [`crate::Error::Locked`], deleting nothing, while this process
+    /// holds a handle of either topic (a [`Topic`], or a subscription,
+    /// group, responder or requester taken from it). A topic opened under
+    /// the name later is a new, empty one, whose offsets start at 0.
+    #[inline]
+    pub fn delete_topic(&self, name: &str) -> Result<bool> {
+        validate_topic_name(name)?;
+        dispatch!(AnyBus, &self.backend, b => b.delete_topic(name))
     }
 
     /// Records what [`Bus::stats`] reports through the [`metrics`] facade

@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::inspect::{consumers_in, open_topic_read_only};
 use crate::io::{LockGuard, StdStorage, Storage};
 use crate::log::SyncStats;
-use crate::patterns::validate_topic_name;
 use crate::patterns::{ConsumerStats, CorrelationId, TopicOptions, TopicStats};
+use crate::patterns::{deleted_with, requester_of_inbox, validate_topic_name};
 use crate::state::RecoveryMode;
 use crate::state::{BusLayout, ConsumerId};
 
@@ -121,6 +121,7 @@ impl LogBus {
         let layout = BusLayout::new(options.storage.clone(), dir);
         layout.create()?;
         let guard = layout.lock()?;
+        layout.remove_deleted()?;
         let open = Arc::new_cyclic(|open| OpenBus {
             inner: Arc::new(BusInner {
                 layout,
@@ -173,6 +174,14 @@ impl BusBackend for LogBus {
         Ok(names)
     }
 
+    fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool> {
+        self.inner().delete_consumer(topic, consumer)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<bool> {
+        self.inner().delete_topic(name)
+    }
+
     fn close(&self) -> Result<()> {
         self.inner().close()
     }
@@ -222,6 +231,50 @@ impl BusInner {
         let topic = LogTopic::open(self.clone(), name, options)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic.keeping_open(open))
+    }
+
+    /// Deletes the stored state of `consumer` of `topic`, through the topic
+    /// if it is open (which then stops counting it for retention).
+    pub(crate) fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool> {
+        self.check_open()?;
+        // Held while the topic is not open, so that it does not open
+        // meanwhile; released before deleting through an open topic (which
+        // takes its groups' lock, held by a group opening its dead-letter
+        // topic through this table).
+        let topics = lock(&self.topics);
+        match topics.get(topic).cloned() {
+            Some(open) => {
+                drop(topics);
+                open.delete_consumer(consumer)
+            }
+            None => self.layout.delete_consumer(topic, consumer),
+        }
+    }
+
+    /// Deletes `topic`, its dead-letter topic and every consumer's state
+    /// (and, for a requester's inbox, its correlation index), in the
+    /// order of [`deleted_with`]. [`Error::Locked`] while one of them is
+    /// open through a handle.
+    pub(crate) fn delete_topic(&self, name: &str) -> Result<bool> {
+        self.check_open()?;
+        let mut topics = lock(&self.topics);
+        let deleted = deleted_with(name);
+        for topic in &deleted {
+            if topics.get(topic).is_some_and(LogTopic::in_use) {
+                return Err(Error::Locked(self.layout.topic_dir(topic)));
+            }
+        }
+        let mut existed = false;
+        for topic in &deleted {
+            if let Some(open) = topics.remove(topic) {
+                open.close()?;
+            }
+            existed = self.layout.delete_topic(topic)?;
+            if let Some(requester) = requester_of_inbox(topic) {
+                self.layout.delete_correlation_index(requester)?;
+            }
+        }
+        Ok(existed)
     }
 
     fn close(&self) -> Result<()> {

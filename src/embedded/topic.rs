@@ -182,18 +182,45 @@ impl LogTopic {
     /// their files in the background, so an ack never waits for (or fails
     /// because of) a deletion.
     pub(crate) fn set_position(&self, consumer: &ConsumerId, position: u64) -> Result<()> {
+        self.change_positions(|positions| match positions.get_mut(consumer) {
+            Some(stored) => *stored = position,
+            None => {
+                positions.insert(consumer.clone(), position);
+            }
+        });
+        Ok(())
+    }
+
+    /// Changes the tracked positions of the consumers and releases what
+    /// every one of them then passed (see [`LogTopic::set_position`]).
+    fn change_positions(&self, change: impl FnOnce(&mut HashMap<ConsumerId, u64>)) {
         let floor = {
             let mut positions = lock(&self.inner.positions);
-            match positions.get_mut(consumer) {
-                Some(stored) => *stored = position,
-                None => drop(positions.insert(consumer.clone(), position)),
-            }
+            change(&mut positions);
             retention_floor(self.inner.options.retention, &positions)
         };
         if let Some(floor) = floor {
             self.inner.log.release_before(floor);
         }
-        Ok(())
+    }
+
+    /// Deletes the stored state of `consumer` (see
+    /// [`BusLayout::delete_consumer`]): it no longer holds back retention,
+    /// and the segments every remaining consumer passed go at once.
+    /// [`Error::Locked`] while it is open. Group opens wait meanwhile.
+    pub(crate) fn delete_consumer(&self, consumer: &ConsumerId) -> Result<bool> {
+        let _groups = lock(&self.inner.groups);
+        let deleted = self.inner.bus.layout().delete_consumer(self.name(), consumer)?;
+        self.change_positions(|positions| {
+            positions.remove(consumer);
+        });
+        Ok(deleted)
+    }
+
+    /// True while a handle other than the bus's own table holds the topic
+    /// (a topic handle, or a subscription, group or requester of it).
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
     }
 
     /// Wakes every receiver waiting on this topic.
@@ -336,6 +363,7 @@ fn stored_positions(
     let mut positions = HashMap::new();
     for kind in ConsumerKind::ALL {
         layout.finish_interrupted_repairs(kind, topic)?;
+        layout.remove_deleted_consumers(kind, topic)?;
         for consumer in layout.consumers(kind, topic)? {
             if validate_name(kind.label(), consumer.name()).is_err() {
                 continue;

@@ -143,6 +143,11 @@ impl Storage for CheckedStorage {
             .run("remove", always_harmless, || self.inner.remove(path))
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        self.latch
+            .run("remove directory", always_harmless, || self.inner.remove_dir(dir))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.latch
             .run("rename", always_harmless, || self.inner.rename(from, to))

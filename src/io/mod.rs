@@ -18,6 +18,7 @@ pub(crate) use checked::CheckedStorage;
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) use mmap::pin_current_thread_to_cpu0;
 pub use overlay::OverlayStorage;
+pub(crate) use seam::remove_tree;
 pub use seam::{LockGuard, MappedFile, Storage, StorageFile, read_exact_at};
 #[cfg(feature = "test-util")]
 pub use sim::{Fault, SimStorage};

@@ -163,6 +163,13 @@ impl Storage for OverlayStorage {
     }
 
     /// Refused: the overlay shows what recovery would do, and recovery
+    /// never removes a directory (only deleting a consumer or a topic
+    /// does, after renaming it).
+    fn remove_dir(&self, _dir: &Path) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    /// Refused: the overlay shows what recovery would do, and recovery
     /// never renames (only repairing consumer state does).
     fn rename(&self, _from: &Path, _to: &Path) -> io::Result<()> {
         Err(io::ErrorKind::Unsupported.into())

@@ -28,6 +28,9 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn map(&self, path: &Path, min_len: u64) -> io::Result<Box<dyn MappedFile>>;
     /// Removes a file.
     fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Removes the empty directory `dir`. Durable once its parent is
+    /// synced with [`Storage::sync_dir`].
+    fn remove_dir(&self, dir: &Path) -> io::Result<()>;
     /// Renames a file or directory; `to` must not exist. Durable once
     /// both parents are synced with [`Storage::sync_dir`].
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -93,6 +96,19 @@ pub trait MappedFile: Send + Sync + Debug {
     fn set_len(&mut self, len: u64) -> io::Result<()>;
     /// Makes the mapped bytes and the file length durable.
     fn sync(&self) -> io::Result<()>;
+}
+
+/// Removes `dir` and everything under it, depth first: an entry that can
+/// be listed is a directory, any other is removed as a file. Stops at the
+/// first failure, leaving the rest in place.
+pub(crate) fn remove_tree(storage: &dyn Storage, dir: &Path) -> io::Result<()> {
+    for entry in storage.list(dir)? {
+        match storage.list(&entry) {
+            Ok(_) => remove_tree(storage, &entry)?,
+            Err(_) => storage.remove(&entry)?,
+        }
+    }
+    storage.remove_dir(dir)
 }
 
 /// Fills `buf` from `pos`, failing with `UnexpectedEof` if the file is shorter.

@@ -59,8 +59,8 @@ pub enum Fault {
         /// Directory syncs that still succeed first.
         after: u64,
     },
-    /// The file removal after `after` more successful ones fails with EIO,
-    /// removing nothing.
+    /// The removal (of a file or an empty directory) after `after` more
+    /// successful ones fails with EIO, removing nothing.
     RemoveError {
         /// Removals that still succeed first.
         after: u64,
@@ -406,6 +406,26 @@ impl Storage for SimStorage {
             .remove(path)
             .map(drop)
             .ok_or_else(|| io::ErrorKind::NotFound.into())
+    }
+
+    /// Removes `dir` if it holds no file and no directory (counted and
+    /// failed as a removal by [`Fault::RemoveError`]). The removal is
+    /// durable at once, and with it the removals of the files it held:
+    /// a power loss brings none of them back.
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut state = lock(&self.state);
+        state.check_alive(state.epoch)?;
+        state.on_op(Op::Remove)?;
+        if !state.dirs.contains(dir) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let inside = |p: &PathBuf| p.parent() == Some(dir);
+        if state.files.keys().any(inside) || state.dirs.iter().any(inside) {
+            return Err(io::ErrorKind::DirectoryNotEmpty.into());
+        }
+        state.dirs.remove(dir);
+        state.durable.retain(|p, _| !p.starts_with(dir));
+        Ok(())
     }
 
     /// Moves every file and directory at or under `from`; the move is

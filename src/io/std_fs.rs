@@ -89,6 +89,10 @@ impl Storage for StdStorage {
         fs::remove_file(path).map_err(context("remove", path))
     }
 
+    fn remove_dir(&self, dir: &Path) -> io::Result<()> {
+        fs::remove_dir(dir).map_err(context("remove directory", dir))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match fs::exists(to)? {
             true => Err(io::ErrorKind::AlreadyExists.into()),

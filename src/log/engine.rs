@@ -154,6 +154,15 @@ pub(crate) fn is_log_file_name(name: &str) -> bool {
     name == CHECKPOINT_FILE || parse_segment_name(name).is_some_and(|(_, ext)| ext == DATA_EXT)
 }
 
+/// Takes the lock of the log directory `dir` as [`Log::open`] does, without
+/// opening the log: [`Error::Locked`] while a handle (of this process or
+/// another) has it open. For deleting a log's directory.
+pub(crate) fn lock_log_dir(storage: &dyn Storage, dir: &Path) -> Result<LockGuard> {
+    storage
+        .lock(&dir.join(LOCK_FILE))?
+        .ok_or_else(|| Error::Locked(dir.to_path_buf()))
+}
+
 impl Log {
     /// Opens (creating if needed) the log in `dir`, recovering from any
     /// crash. Fails with [`Error::Locked`] if another handle owns `dir`.
@@ -162,9 +171,7 @@ impl Log {
         let dir = dir.as_ref().to_path_buf();
         let storage = CheckedStorage::new(options.storage.clone());
         storage.create_dir_all(&dir)?;
-        let guard = storage
-            .lock(&dir.join(LOCK_FILE))?
-            .ok_or_else(|| Error::Locked(dir.clone()))?;
+        let guard = lock_log_dir(&storage, &dir)?;
         let recovered = recover(&storage, &dir, &options, options.clock.now_ms())?;
         let active = recovered.segments.last().cloned().ok_or(Error::Closed)?;
         active.reserve(active.limit().end_pos, &options);

@@ -17,7 +17,7 @@ mod view;
 pub use durability::SyncStats;
 pub(crate) use durability::{Async, Block, Wait, ready};
 pub use engine::Log;
-pub(crate) use engine::is_log_file_name;
+pub(crate) use engine::{is_log_file_name, lock_log_dir};
 pub use options::{Durability, LogOptions, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use reader::{Cursor, Position};
 pub(crate) use recovery::parse_segment_name;

@@ -106,6 +106,11 @@ pub fn inbox_topic(name: &str) -> String {
     format!("{name}.inbox")
 }
 
+/// The requester whose inbox `topic` is, if it is named as one.
+pub(crate) fn requester_of_inbox(topic: &str) -> Option<&str> {
+    topic.strip_suffix(".inbox").filter(|name| !name.is_empty())
+}
+
 /// The request as published: `record` plus the `correlation-id` and
 /// `reply-to` headers.
 pub(crate) fn request_record<'a>(record: &Record<'a>, id_text: &'a str, inbox: &'a str) -> Record<'a> {

@@ -17,6 +17,7 @@ mod start;
 mod timing;
 mod topic_options;
 
+pub(crate) use correlation::requester_of_inbox;
 pub use correlation::{CorrelationId, Reply, inbox_topic};
 pub(crate) use correlation::{ReplyCheck, request_record};
 pub use dead_letter::dead_letter_topic;
@@ -32,6 +33,7 @@ pub use group_state::GroupSummary;
 #[cfg(feature = "internals")]
 pub(crate) use group_state::unsettled_offsets;
 pub(crate) use group_state::{recovered_commit, recovered_low_watermark, summarize_group};
+pub(crate) use names::deleted_with;
 pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]
 pub(crate) use names::{derived, needed_dead_letter_topic};

@@ -46,6 +46,15 @@ pub(crate) fn needed_dead_letter_topic(topic: &str) -> Option<String> {
     (!topic.ends_with(&dlq)).then(|| dead_letter_topic(topic))
 }
 
+/// What deleting `topic` deletes, in order: its dead-letter topic (unless
+/// it is one itself), then the topic. Children first, so a deletion cut
+/// short leaves the topic, never its dead letters without it.
+pub(crate) fn deleted_with(topic: &str) -> Vec<String> {
+    let mut topics: Vec<String> = needed_dead_letter_topic(topic).into_iter().collect();
+    topics.push(topic.to_owned());
+    topics
+}
+
 /// Checks a topic name and its dead-letter topic's (see the module doc).
 pub(crate) fn validate_topic_name(name: &str) -> Result<()> {
     validate_topic_as("topic", name)

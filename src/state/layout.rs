@@ -13,10 +13,24 @@
 //! <bus>/state/{subscriptions,groups}/<topic>/.<name>.damaged-<unix ms>/
 //!                                                    a damaged state log moved aside
 //! <bus>/state/inboxes/<requester>/correlation.cix    a requester's correlation index
+//! <bus>/topics/.<topic>.deleted/, <bus>/state/{subscriptions,groups}/.<topic>.deleted/,
+//! <bus>/state/{subscriptions,groups}/<topic>/.<name>.deleted/,
+//! <bus>/state/inboxes/.<requester>.deleted/
+//!                                                    a deleted directory (a tombstone) being removed
 //! ```
 //!
-//! Hidden names (starting with `.`) are never consumer names, so a listing
-//! of consumers skips them. The files inside a topic's or a state log's
+//! Hidden names (starting with `.`) are never topic or consumer names, so a
+//! listing of topics or consumers skips them.
+//!
+//! Deleting is crash-safe by a tombstone: the directory is renamed to its
+//! hidden sibling `.<name>.deleted` and the parent synced (from then on it
+//! is deleted: nothing reads a tombstone), then the tombstone's files are
+//! removed. A crash, or a failed removal, leaves the tombstone, which the
+//! next open of the bus (topics, a topic's consumer directories,
+//! requesters' indexes) or of the topic (its consumers) removes. A topic is
+//! deleted consumers first, its own log last, so a deletion cut short
+//! leaves the topic with some consumers fewer, never consumers without
+//! their topic. The files inside a topic's or a state log's
 //! directory (segments, indexes, checkpoint) are the log's own
 //! (`src/log/`), not part of this layout.
 
@@ -25,8 +39,8 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::StateEvent;
-use crate::io::{LockGuard, OverlayStorage, Storage};
-use crate::log::{Durability, Log, LogOptions, is_log_file_name};
+use crate::io::{LockGuard, OverlayStorage, Storage, remove_tree};
+use crate::log::{Durability, Log, LogOptions, is_log_file_name, lock_log_dir};
 use crate::state::repair::{finish_interrupted_repairs, repair};
 use crate::state::{CorrelationIndex, Damaged, StateLog, StateRepair};
 
@@ -37,6 +51,9 @@ const INBOXES_DIR: &str = "inboxes";
 const CORRELATION_INDEX_FILE: &str = "correlation.cix";
 /// Suffix of the hidden sibling a repaired state log is built in.
 const REPAIRING_SUFFIX: &str = ".repairing";
+/// Suffix of the hidden sibling a deleted directory is renamed to before
+/// its files are removed (its tombstone).
+const DELETED_SUFFIX: &str = ".deleted";
 
 /// Which consumer a tracked position belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,6 +154,113 @@ impl BusLayout {
         Ok(())
     }
 
+    /// Removes the tombstones of topics and requesters' indexes whose
+    /// deletion was cut short (see the module doc). Run by the owner when
+    /// the bus opens, after taking its lock.
+    pub(crate) fn remove_deleted(&self) -> Result<()> {
+        let state = self.root.join(STATE_DIR);
+        let kind_dirs = ConsumerKind::ALL.map(|kind| state.join(kind.dir_name()));
+        for parent in kind_dirs
+            .iter()
+            .chain([&self.root.join(TOPICS_DIR), &state.join(INBOXES_DIR)])
+        {
+            self.remove_tombstones(parent)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the tombstones of the `kind` consumers of `topic` whose
+    /// deletion was cut short. Run when the topic opens.
+    pub(crate) fn remove_deleted_consumers(&self, kind: ConsumerKind, topic: &str) -> Result<()> {
+        self.remove_tombstones(&self.kind_dir(kind, topic))
+    }
+
+    /// Removes every tombstone in `parent` (none if it does not exist).
+    /// One whose files cannot be removed is left for the next time: it is
+    /// never read, so it holds nothing up.
+    fn remove_tombstones(&self, parent: &Path) -> Result<()> {
+        for entry in self.list_if_any(parent)? {
+            let name = entry.file_name().and_then(|name| name.to_str()).unwrap_or("");
+            if name.starts_with('.') && name.ends_with(DELETED_SUFFIX) {
+                self.remove_tombstone(&entry);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_tombstone(&self, tombstone: &Path) {
+        if let Err(_error) = remove_tree(self.storage.as_ref(), tombstone) {
+            trace_event!(warn, dir = %tombstone.display(), error = %_error, "removing a deleted directory failed; retried at the next open");
+        }
+    }
+
+    /// Deletes the directory `dir` through its tombstone (see the module
+    /// doc): once this returns `Ok`, the deletion is durable. A stale
+    /// tombstone of the same name is removed first.
+    fn delete_dir(&self, dir: &Path) -> Result<()> {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name().and_then(|n| n.to_str())) else {
+            return Err(Error::InvalidArgument(format!("cannot delete {}", dir.display())));
+        };
+        let tombstone = parent.join(format!(".{name}{DELETED_SUFFIX}"));
+        if self.is_dir(&tombstone) {
+            remove_tree(self.storage.as_ref(), &tombstone)?;
+        }
+        self.storage.rename(dir, &tombstone)?;
+        self.storage.sync_dir(parent)?;
+        self.remove_tombstone(&tombstone);
+        Ok(())
+    }
+
+    /// Deletes the log directory `dir` if there is one: [`Error::Locked`]
+    /// while it is open (its lock is held until it is renamed); `Ok(false)`
+    /// if there is none.
+    fn delete_log_dir(&self, dir: &Path) -> Result<bool> {
+        if !self.is_dir(dir) {
+            return Ok(false);
+        }
+        let _owner = lock_log_dir(self.storage.as_ref(), dir)?;
+        self.delete_dir(dir)?;
+        Ok(true)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        self.storage.list(path).is_ok()
+    }
+
+    /// Deletes the state log of `consumer` of `topic`, durably; `Ok(false)`
+    /// if it has none, [`Error::Locked`] (changing nothing) while it is
+    /// open.
+    pub(crate) fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool> {
+        self.delete_log_dir(self.state_dir(topic, consumer).path())
+    }
+
+    /// Deletes `topic`: the state logs of its consumers, then its log;
+    /// `Ok(false)` if it has no log. [`Error::Locked`] while the topic or
+    /// one of its consumers is open (the consumers before it are deleted
+    /// by then).
+    pub(crate) fn delete_topic(&self, topic: &str) -> Result<bool> {
+        for kind in ConsumerKind::ALL {
+            for consumer in self.consumers(kind, topic)? {
+                self.delete_consumer(topic, &consumer)?;
+            }
+            let kind_dir = self.kind_dir(kind, topic);
+            if self.is_dir(&kind_dir) {
+                self.delete_dir(&kind_dir)?;
+            }
+        }
+        self.delete_log_dir(&self.topic_dir(topic))
+    }
+
+    /// Deletes the correlation index of the requester `requester`, if it
+    /// has one.
+    pub(crate) fn delete_correlation_index(&self, requester: &str) -> Result<()> {
+        let dir = self.inbox_dir(requester);
+        if self.is_dir(&dir) {
+            self.delete_dir(&dir)?;
+        }
+        Ok(())
+    }
+
     fn refuse_log_directory(&self) -> Result<()> {
         let holds_log = self
             .list_if_any(&self.root)?
@@ -168,7 +292,7 @@ impl BusLayout {
             .ok_or_else(|| Error::Locked(self.root.clone()))
     }
 
-    fn topic_dir(&self, topic: &str) -> PathBuf {
+    pub(crate) fn topic_dir(&self, topic: &str) -> PathBuf {
         self.root.join(TOPICS_DIR).join(topic)
     }
 
@@ -271,6 +395,10 @@ impl BusLayout {
         repair(&self.storage, durability, &state_dir, damaged)
     }
 
+    fn inbox_dir(&self, requester: &str) -> PathBuf {
+        self.root.join(STATE_DIR).join(INBOXES_DIR).join(requester)
+    }
+
     /// Opens the correlation index of the requester `requester`, creating
     /// its directory; returns it and whether it was trusted (see
     /// [`CorrelationIndex::open`]).
@@ -279,7 +407,7 @@ impl BusLayout {
         requester: &str,
         inbox_start: u64,
     ) -> Result<(CorrelationIndex, bool)> {
-        let dir = self.root.join(STATE_DIR).join(INBOXES_DIR).join(requester);
+        let dir = self.inbox_dir(requester);
         self.storage.create_dir_all(&dir)?;
         let path = dir.join(CORRELATION_INDEX_FILE);
         Ok(CorrelationIndex::open(self.storage.as_ref(), &path, inbox_start)?)

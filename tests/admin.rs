@@ -1,0 +1,237 @@
+//! Admin operations: deleting a durable subscription, a consumer group or
+//! a whole topic (with its dead-letter topic and every consumer's state).
+//!
+//! - On both backends: a deleted consumer is gone after a reopen and one
+//!   opened under its name starts afresh; a deleted topic is no longer
+//!   listed and reopens empty; deleting what is open in this process is
+//!   refused with `Error::Locked` and deletes nothing.
+//! - Embedded, on the simulated disk: a deletion cut short between its
+//!   tombstone rename and the removal of the files (a failed removal, then
+//!   a power loss) leaves no live consumer or topic, and the next open
+//!   removes the leftovers.
+//! - Embedded, `Retention::Interest`: deleting an abandoned subscription
+//!   lets retention move on at once.
+
+#[macro_use]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::maintenance::eventually;
+use logbus::storage::{Fault, SimStorage};
+use logbus::{
+    Bus, BusOptions, ConsumerId, Durability, Error, GroupOptions, Record, Retention, StartAt, TopicOptions,
+};
+
+const SHORT: Duration = Duration::from_millis(200);
+
+fn consumers(bus: &Bus, topic: &str) -> Vec<ConsumerId> {
+    let stats = bus.topic(topic).expect("topic").stats().expect("stats");
+    stats.consumers.into_iter().map(|c| c.id).collect()
+}
+
+backend_tests! {
+    /// A subscription and a group, each deleted once closed: gone from the
+    /// topic's stats (also after a reopen), deleted once only, and opened
+    /// again under the same names they start where a new one starts.
+    fn a_deleted_subscription_or_group_is_gone_and_its_name_starts_afresh(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        for value in [b"a", b"b", b"c"] {
+            orders.publish(&Record::new(value)).expect("publish");
+        }
+        let mut audit = orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        while audit.recv(SHORT).expect("recv").is_some() {}
+        audit.commit().expect("commit");
+        let billing = orders.group("billing", GroupOptions::default()).expect("group");
+        for _ in 0..3 {
+            billing.recv(SHORT).expect("recv").expect("a record").ack().expect("ack");
+        }
+
+        assert!(matches!(bus.delete_subscription("orders", "audit"), Err(Error::Locked(_))));
+        assert!(matches!(bus.delete_group("orders", "billing"), Err(Error::Locked(_))));
+        assert_eq!(consumers(&bus, "orders").len(), 2, "a refused deletion deletes nothing");
+        drop((audit, billing));
+
+        assert!(bus.delete_subscription("orders", "audit").expect("delete"));
+        assert!(bus.delete_group("orders", "billing").expect("delete"));
+        assert!(!bus.delete_subscription("orders", "audit").expect("again"));
+        assert!(!bus.delete_group("orders", "billing").expect("again"));
+        assert!(!bus.delete_group("orders", "never").expect("none"));
+        assert!(consumers(&bus, "orders").is_empty());
+        drop(orders);
+        bus.close().expect("close");
+
+        let bus = backend.open();
+        assert!(consumers(&bus, "orders").is_empty());
+        let orders = bus.topic("orders").expect("topic");
+        let mut audit = orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        assert_eq!(audit.recv(SHORT).expect("recv").map(|r| r.offset()), Some(0));
+        let billing = orders.group("billing", GroupOptions::default()).expect("group");
+        let first = billing.recv(SHORT).expect("recv").expect("a record");
+        assert_eq!((first.record().offset(), first.attempt()), (0, 1));
+    }
+
+    /// A topic whose group dead-lettered a record: deleting it is refused
+    /// while a handle lives, then takes the topic and its dead-letter topic;
+    /// the name opens a new, empty topic without consumers.
+    fn a_deleted_topic_takes_its_dead_letters_and_consumers_with_it(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        orders.publish(&Record::new(b"poison")).expect("publish");
+        orders.publish(&Record::new(b"fine")).expect("publish");
+        orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        let billing = orders.group("billing", GroupOptions::default()).expect("group");
+        billing.recv(SHORT).expect("recv").expect("a record").reject("bad").expect("reject");
+        assert!(bus.topic_names().expect("names").contains(&"orders.dlq".to_owned()));
+
+        assert!(matches!(bus.delete_topic("orders"), Err(Error::Locked(_))));
+        drop(billing);
+        assert!(matches!(bus.delete_topic("orders"), Err(Error::Locked(_))));
+        assert!(bus.topic_names().expect("names").contains(&"orders".to_owned()));
+        drop(orders);
+
+        assert!(bus.delete_topic("orders").expect("delete"));
+        assert!(!bus.delete_topic("orders").expect("again"));
+        let names = bus.topic_names().expect("names");
+        assert!(!names.iter().any(|n| n.starts_with("orders")), "{names:?}");
+        bus.close().expect("close");
+
+        let bus = backend.open();
+        assert!(bus.topic_names().expect("names").is_empty());
+        let orders = bus.topic("orders").expect("a new topic");
+        assert_eq!((orders.start_offset(), orders.end_offset()), (0, 0));
+        assert!(consumers(&bus, "orders").is_empty());
+        assert_eq!(orders.publish(&Record::new(b"new")).expect("publish"), 0);
+    }
+}
+
+fn sim_bus(sim: &SimStorage) -> Bus {
+    let options = BusOptions::default().storage(Arc::new(sim.clone()));
+    Bus::open(Path::new("/sim/bus"), options).expect("open")
+}
+
+fn tombstones(sim: &SimStorage) -> Vec<PathBuf> {
+    let deleted = |path: &PathBuf| {
+        path.iter()
+            .any(|part| part.to_string_lossy().ends_with(".deleted"))
+    };
+    sim.files().into_iter().filter(deleted).collect()
+}
+
+/// The removal after the tombstone's rename fails, then the power goes:
+/// the subscription and the group are gone all the same, and the next
+/// open of their topic removes what was left of them.
+#[test]
+fn a_consumer_deletion_cut_short_after_its_rename_leaves_no_consumer_and_is_finished_at_the_next_open() {
+    let sim = SimStorage::new();
+    {
+        let bus = sim_bus(&sim);
+        let orders = bus.topic("orders").expect("topic");
+        orders.publish(&Record::new(b"a")).expect("publish");
+        let mut audit = orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        audit.recv(SHORT).expect("recv");
+        audit.commit().expect("commit");
+        orders.group("billing", GroupOptions::default()).expect("group");
+        drop(audit);
+        bus.close().expect("close");
+    }
+    let bus = sim_bus(&sim);
+    for (delete, name) in [
+        (Bus::delete_subscription as fn(&Bus, &str, &str) -> _, "audit"),
+        (Bus::delete_group, "billing"),
+    ] {
+        sim.inject(Fault::RemoveError { after: 0 });
+        assert!(delete(&bus, "orders", name).expect("deleted once renamed"));
+    }
+    assert!(
+        !tombstones(&sim).is_empty(),
+        "the failed removals left their tombstones"
+    );
+    drop(bus);
+    sim.power_loss(3);
+
+    let bus = sim_bus(&sim);
+    assert!(consumers(&bus, "orders").is_empty());
+    assert!(tombstones(&sim).is_empty(), "{:?}", tombstones(&sim));
+    let mut audit = bus
+        .topic("orders")
+        .unwrap()
+        .subscribe("audit", StartAt::Latest)
+        .unwrap();
+    assert_eq!(audit.position(), 1, "a new subscription, not the deleted one");
+    assert!(audit.try_recv().unwrap().is_none());
+}
+
+/// The same for a topic: after its rename it is gone, dead-letter topic
+/// and consumers with it, and the next open of the bus removes the rest.
+#[test]
+fn a_topic_deletion_cut_short_after_its_rename_leaves_no_topic_and_is_finished_at_the_next_open() {
+    let sim = SimStorage::new();
+    {
+        let bus = sim_bus(&sim);
+        let orders = bus.topic("orders").expect("topic");
+        orders.publish(&Record::new(b"a")).expect("publish");
+        orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        let billing = orders.group("billing", GroupOptions::default()).expect("group");
+        billing.recv(SHORT).unwrap().unwrap().reject("bad").unwrap();
+        bus.close().expect("close");
+    }
+    let bus = sim_bus(&sim);
+    sim.inject(Fault::RemoveError { after: 0 });
+    assert!(bus.delete_topic("orders").expect("deleted once renamed"));
+    assert!(bus.topic_names().unwrap().is_empty());
+    assert!(
+        !tombstones(&sim).is_empty(),
+        "the failed removal left a tombstone"
+    );
+    drop(bus);
+    sim.power_loss(5);
+
+    let bus = sim_bus(&sim);
+    assert!(bus.topic_names().unwrap().is_empty());
+    assert!(tombstones(&sim).is_empty(), "{:?}", tombstones(&sim));
+    let orders = bus.topic("orders").unwrap();
+    assert_eq!(orders.end_offset(), 0);
+    assert!(consumers(&bus, "orders").is_empty());
+}
+
+/// Under `Interest`, a subscription nobody reads any more keeps every
+/// record; deleting it lets the segments the group acked go at once.
+#[test]
+fn retention_moves_on_once_an_abandoned_subscription_is_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let options = TopicOptions::default()
+        .durability(Durability::Os)
+        .segment_bytes(1024)
+        .retention(Retention::Interest);
+    let orders = bus.topic_with("orders", options).unwrap();
+    drop(orders.subscribe("abandoned", StartAt::Earliest).unwrap());
+    let billing = orders.group("billing", GroupOptions::default()).unwrap();
+    for i in 0..200 {
+        orders
+            .publish(&Record::new(format!("record {i:04}").as_bytes()))
+            .unwrap();
+    }
+    while let Some(delivery) = billing.try_recv().unwrap() {
+        delivery.ack().unwrap();
+    }
+    assert_eq!(
+        orders.start_offset(),
+        0,
+        "the abandoned subscription holds every record"
+    );
+
+    assert!(bus.delete_subscription("orders", "abandoned").unwrap());
+    assert!(orders.start_offset() > 100, "start {}", orders.start_offset());
+    let segments = || {
+        std::fs::read_dir(dir.path().join("topics/orders"))
+            .unwrap()
+            .count()
+    };
+    let before = segments();
+    eventually("released segment files deleted", || segments() < before);
+}
