@@ -14,16 +14,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::client::NatsClient;
-use super::failures::failure_stream_name;
-use super::names::{check_length, reply_subject};
+use super::client::StreamSpec;
+use super::failures::{FailureStore, failure_stream_name};
+use super::names::{check_length, consumer_name, reply_subject, stream_name};
 use super::options::NatsOptions;
 use super::requester::NatsRequester;
 use super::topic::NatsTopic;
 use crate::backend::{BoxFuture, BusBackend, ReplySink, TopicBackend};
 use crate::error::{Error, Result};
 use crate::patterns::{CorrelationId, TopicOptions, TopicStats, inbox_topic};
-use crate::patterns::{derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name};
+use crate::patterns::{
+    deleted_with, derived, needed_dead_letter_topic, validate_requester_name, validate_topic_name,
+};
 use crate::record::Record;
+use crate::state::ConsumerId;
 
 /// A connection to NATS JetStream used as a bus. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -97,6 +101,44 @@ impl NatsShared {
         let topic = NatsTopic::open(self.clone(), name, &spec, options)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic.keeping_open(open))
+    }
+
+    /// Deletes the durable consumer of `consumer` on the stream of `topic`
+    /// (and a group's stored failures), unless it is open in this process.
+    fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool> {
+        self.check_open()?;
+        let open = lock(&self.topics).get(topic).cloned();
+        if let Some(open) = &open {
+            open.shared().check_not_open(consumer)?;
+        }
+        let deleted = self.client.delete_consumer(topic, &consumer_name(consumer))?;
+        if let ConsumerId::Group(group) = consumer {
+            let failures = FailureStore::new(self.client.js().clone(), topic, group, &StreamSpec::default());
+            self.client.block_on(failures.forget_group())??;
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes the streams of `name` and of its dead-letter topic, with
+    /// their consumers and their groups' failure streams, unless a handle
+    /// of this process holds one of the topics.
+    fn delete_topic(&self, name: &str) -> Result<bool> {
+        self.check_open()?;
+        let mut topics = lock(&self.topics);
+        let deleted = deleted_with(name);
+        for topic in &deleted {
+            if let Some(open) = topics.get(topic).filter(|t| t.in_use()) {
+                let path = format!("nats:{}", stream_name(open.name()));
+                return Err(Error::Locked(path.into()));
+            }
+        }
+        let mut existed = false;
+        for topic in &deleted {
+            topics.remove(topic);
+            self.client.delete_stream(&failure_stream_name(topic))?;
+            existed = self.client.delete_stream(&stream_name(topic))?;
+        }
+        Ok(existed)
     }
 
     fn close(&self) -> Result<()> {
@@ -197,6 +239,14 @@ impl BusBackend for NatsBus {
     fn topic_names(&self) -> Result<Vec<String>> {
         self.shared().check_open()?;
         self.shared().client.topic_names()
+    }
+
+    fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool> {
+        self.shared().delete_consumer(topic, consumer)
+    }
+
+    fn delete_topic(&self, name: &str) -> Result<bool> {
+        self.shared().delete_topic(name)
     }
 
     fn close(&self) -> Result<()> {

@@ -10,7 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::ErrorCode;
+use async_nats::jetstream::context::{GetStreamErrorKind, PublishErrorKind};
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
@@ -433,6 +435,46 @@ impl NatsClient {
                 Ok(m) => stored_record(Some(&m.headers), &m.payload, m.sequence, millis(&m.time)).map(Some),
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
                 Err(e) => Err(nats_error("get message", e)),
+            }
+        })?
+    }
+
+    /// Deletes the stream named `stream`; `Ok(false)` if there was none.
+    pub(crate) fn delete_stream(&self, stream: &str) -> Result<bool> {
+        self.block_on(async {
+            match self.js().delete_stream(stream).await {
+                Ok(_) => Ok(true),
+                Err(e) => match e.kind() {
+                    GetStreamErrorKind::JetStream(error)
+                        if error.error_code() == ErrorCode::STREAM_NOT_FOUND =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(nats_error("delete stream", e)),
+                },
+            }
+        })?
+    }
+
+    /// Deletes the durable consumer `consumer` of the stream of `topic`;
+    /// `Ok(false)` if there was none (or no stream).
+    pub(crate) fn delete_consumer(&self, topic: &str, consumer: &str) -> Result<bool> {
+        self.block_on(async {
+            let deleted = self
+                .js()
+                .delete_consumer_from_stream(consumer, stream_name(topic))
+                .await;
+            match deleted {
+                Ok(_) => Ok(true),
+                Err(e) => match e.kind() {
+                    ConsumerErrorKind::JetStream(error)
+                        if [ErrorCode::CONSUMER_NOT_FOUND, ErrorCode::STREAM_NOT_FOUND]
+                            .contains(&error.error_code()) =>
+                    {
+                        Ok(false)
+                    }
+                    _ => Err(nats_error("delete consumer", e)),
+                },
             }
         })?
     }

@@ -131,8 +131,17 @@ impl FailureStore {
     /// Forgets the failures of the record at stream `sequence` (it is
     /// settled).
     pub(crate) fn forget(&self, sequence: u64) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.purge(self.subject(sequence))
+    }
+
+    /// Forgets the failures of every record of the group (it is deleted).
+    pub(crate) fn forget_group(&self) -> impl Future<Output = Result<()>> + Send + 'static {
+        self.purge(format!("{}.>", self.shared.group_prefix))
+    }
+
+    /// Purges the failures stored on `subject` (a wildcard for several).
+    fn purge(&self, subject: String) -> impl Future<Output = Result<()>> + Send + 'static {
         let shared = self.shared.clone();
-        let subject = self.subject(sequence);
         async move {
             if !shared.exists().await? {
                 return Ok(());

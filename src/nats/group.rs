@@ -10,20 +10,24 @@
 //!   messages); [`NatsGroup::stats`] asks it, and only the counters
 //!   (acked, redelivered, dead-lettered) are this process's own.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::consumer::{GroupConsumer, GroupSpec, NatsDelivery};
-use super::topic::NatsTopic;
+use super::topic::{ConsumerClaim, NatsTopic};
 use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
 use crate::clock::wall_ms;
 use crate::error::Result;
 use crate::patterns::{GroupOptions, GroupStats, OnExpiry};
+use crate::state::ConsumerId;
 
 /// A consumer group on JetStream. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct NatsGroup {
+    /// Held while a handle of the group lives: no deletion meanwhile.
+    _claim: Arc<ConsumerClaim>,
     topic: NatsTopic,
     consumer: GroupConsumer,
     on_expiry: OnExpiry,
@@ -39,8 +43,10 @@ impl NatsGroup {
         bus.check_open()?;
         let spec = GroupSpec::from_group_options(options);
         let dead_letters = topic.shared().dead_letter_spec();
+        let claim = Arc::new(topic.claim(ConsumerId::Group(name.to_owned()))?);
         let consumer = GroupConsumer::open(&bus.client, topic.name(), name, spec, dead_letters)?;
         Ok(NatsGroup {
+            _claim: claim,
             topic,
             consumer,
             on_expiry: options.on_expiry,

@@ -97,6 +97,14 @@ pub fn subscription_consumer_name(name: &str) -> String {
     format!("s_{}", token(name))
 }
 
+/// The durable consumer of `consumer`.
+pub(crate) fn consumer_name(consumer: &ConsumerId) -> String {
+    match consumer {
+        ConsumerId::Subscription(name) => subscription_consumer_name(name),
+        ConsumerId::Group(name) => group_consumer_name(name),
+    }
+}
+
 /// The logbus consumer a durable consumer's name belongs to, if it is one
 /// of logbus's (ephemeral consumers have names chosen by the server).
 pub(crate) fn consumer_of_name(consumer: &str) -> Option<ConsumerId> {

@@ -47,7 +47,7 @@ use super::codec::{millis, stored_record};
 use super::consumer::{MAX_PULL_WAIT, MIN_PULL_WAIT, deliver_policy, pull_one};
 use super::error::nats_error;
 use super::names::{stream_name, subscription_consumer_name};
-use super::topic::{NatsTopic, SubscriptionClaim};
+use super::topic::{ConsumerClaim, NatsTopic};
 use crate::backend::{SubscriptionBackend, TopicBackend};
 use crate::error::Result;
 use crate::patterns::StartAt;
@@ -71,7 +71,7 @@ type Pull = JoinHandle<Result<Option<Message>>>;
 pub(crate) struct NatsSubscription {
     topic: NatsTopic,
     /// The durable name, held for this process; `None` when ephemeral.
-    durable: Option<SubscriptionClaim>,
+    durable: Option<ConsumerClaim>,
     consumer: PullConsumer,
     received: VecDeque<(u64, Message)>,
     /// Consumer sequence of the last delivery.
@@ -236,7 +236,7 @@ async fn recreate(js: Context, stream: String, old: String, config: pull::Config
 impl NatsSubscription {
     pub(crate) fn durable(
         topic: NatsTopic,
-        claim: SubscriptionClaim,
+        claim: ConsumerClaim,
         start: StartAt,
     ) -> Result<NatsSubscription> {
         let client = &topic.shared().bus.client;
@@ -250,7 +250,7 @@ impl NatsSubscription {
         Ok(NatsSubscription::new(topic, None, opened))
     }
 
-    fn new(topic: NatsTopic, durable: Option<SubscriptionClaim>, opened: Opened) -> NatsSubscription {
+    fn new(topic: NatsTopic, durable: Option<ConsumerClaim>, opened: Opened) -> NatsSubscription {
         let start = opened.stream.start_offset;
         topic.shared().note_end(opened.stream.end_offset);
         NatsSubscription {
@@ -425,7 +425,7 @@ impl SubscriptionBackend for NatsSubscription {
     }
 
     fn name(&self) -> Option<&str> {
-        self.durable.as_ref().map(SubscriptionClaim::name)
+        self.durable.as_ref().map(ConsumerClaim::name)
     }
 
     fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {

@@ -18,8 +18,10 @@
 //! - A durable subscription is open at most once per topic in this
 //!   process (a second open is [`Error::Locked`]); processes do not
 //!   exclude each other (`docs/NATS.md`, "Locks").
+//! - A consumer (subscription or group) open in this process holds a
+//!   [`ConsumerClaim`]; deleting it is refused while one lives.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -38,8 +40,8 @@ use super::codec::encode_headers;
 use super::error::{nats_error, publish_error};
 use super::group::NatsGroup;
 use super::names::{
-    check_length, consumer_of_name, group_consumer_name, stream_name, subscription_consumer_name,
-    topic_subject,
+    check_length, consumer_name, consumer_of_name, group_consumer_name, stream_name,
+    subscription_consumer_name, topic_subject,
 };
 use super::subscription::{NatsSubscription, committed_of};
 use crate::backend::{ReplySink, TopicBackend};
@@ -75,30 +77,37 @@ pub(crate) struct TopicShared {
     /// name each other, so no publish of this process may come between).
     /// An async lock: the publishes hold it across their round trips.
     publishing: tokio::sync::RwLock<()>,
-    /// Durable subscriptions open in this process.
-    open_subscriptions: Mutex<HashSet<String>>,
+    /// Durable consumers open in this process, with their open handles.
+    open_consumers: Mutex<HashMap<ConsumerId, usize>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A durable subscription's name, taken for as long as this is alive.
+/// A durable consumer's name, taken for as long as this is alive: by a
+/// durable subscription alone, by a group's handles together.
 #[derive(Debug)]
-pub(crate) struct SubscriptionClaim {
+pub(crate) struct ConsumerClaim {
     topic: Arc<TopicShared>,
-    name: String,
+    consumer: ConsumerId,
 }
 
-impl SubscriptionClaim {
+impl ConsumerClaim {
     pub(crate) fn name(&self) -> &str {
-        &self.name
+        self.consumer.name()
     }
 }
 
-impl Drop for SubscriptionClaim {
+impl Drop for ConsumerClaim {
     fn drop(&mut self) {
-        lock(&self.topic.open_subscriptions).remove(&self.name);
+        let mut open = lock(&self.topic.open_consumers);
+        if let Some(count) = open.get_mut(&self.consumer) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.consumer);
+            }
+        }
     }
 }
 
@@ -128,6 +137,20 @@ impl TopicShared {
         }
     }
 
+    /// [`Error::Locked`] naming `consumer`'s durable consumer.
+    fn locked(&self, consumer: &ConsumerId) -> Error {
+        let path = format!("nats:{}/{}", stream_name(&self.name), consumer_name(consumer));
+        Error::Locked(PathBuf::from(path))
+    }
+
+    /// [`Error::Locked`] while `consumer` is open in this process.
+    pub(crate) fn check_not_open(&self, consumer: &ConsumerId) -> Result<()> {
+        match lock(&self.open_consumers).contains_key(consumer) {
+            true => Err(self.locked(consumer)),
+            false => Ok(()),
+        }
+    }
+
     fn note_state(&self, state: &StreamState) {
         self.start_offset.fetch_max(state.start_offset, Ordering::AcqRel);
         self.note_end(state.end_offset);
@@ -153,7 +176,7 @@ impl NatsTopic {
             start_offset: AtomicU64::new(state.start_offset),
             end_offset: AtomicU64::new(state.end_offset),
             publishing: tokio::sync::RwLock::new(()),
-            open_subscriptions: Mutex::new(HashSet::new()),
+            open_consumers: Mutex::new(HashMap::new()),
         };
         Ok(NatsTopic {
             shared: Arc::new(shared),
@@ -287,18 +310,27 @@ impl NatsTopic {
         })
     }
 
-    /// Takes the name of a durable subscription for this process.
-    fn claim(&self, name: &str) -> Result<SubscriptionClaim> {
+    /// Takes the name of `consumer` for this process: a subscription's
+    /// only if no handle has it ([`Error::Locked`] otherwise), a group's
+    /// beside its other handles.
+    pub(crate) fn claim(&self, consumer: ConsumerId) -> Result<ConsumerClaim> {
         let shared = &self.shared;
-        if !lock(&shared.open_subscriptions).insert(name.to_owned()) {
-            let consumer = subscription_consumer_name(name);
-            let path = format!("nats:{}/{consumer}", stream_name(&shared.name));
-            return Err(Error::Locked(PathBuf::from(path)));
+        let mut open = lock(&shared.open_consumers);
+        let count = open.entry(consumer.clone()).or_insert(0);
+        if *count > 0 && matches!(consumer, ConsumerId::Subscription(_)) {
+            return Err(shared.locked(&consumer));
         }
-        Ok(SubscriptionClaim {
+        *count += 1;
+        Ok(ConsumerClaim {
             topic: shared.clone(),
-            name: name.to_owned(),
+            consumer,
         })
+    }
+
+    /// True while a handle other than the bus's own table holds the topic
+    /// (a topic handle, or a subscription or group of it).
+    pub(crate) fn in_use(&self) -> bool {
+        Arc::strong_count(&self.shared) > 1
     }
 }
 
@@ -356,7 +388,7 @@ impl TopicBackend for NatsTopic {
     fn subscribe(&self, name: &str, start: StartAt) -> Result<NatsSubscription> {
         self.shared.bus.check_open()?;
         check_length("subscription", name, &subscription_consumer_name(name))?;
-        let claim = self.claim(name)?;
+        let claim = self.claim(ConsumerId::Subscription(name.to_owned()))?;
         NatsSubscription::durable(self.clone(), claim, start)
     }
 
