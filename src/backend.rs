@@ -114,6 +114,10 @@ pub(crate) trait TopicBackend {
     fn start_offset(&self) -> u64;
     /// Positions and counters of the topic and its durable consumers.
     fn stats(&self) -> Result<TopicStats>;
+    /// Removes every record stored so far, whatever retention and the
+    /// consumers say; offsets are not reused. The offset the topic then
+    /// starts at (its end when purged).
+    fn purge(&self) -> Result<u64>;
     /// Consumer state repaired since the topic opened; none where the
     /// backend keeps consumer state elsewhere.
     fn state_repairs(&self) -> Vec<StateRepair> {

@@ -11,6 +11,10 @@
 //!   removes the leftovers.
 //! - Embedded, `Retention::Interest`: deleting an abandoned subscription
 //!   lets retention move on at once.
+//! - Purging a topic (both backends) removes its records but not its
+//!   offsets: the next record gets the old end offset, a subscription
+//!   counts what it missed, a group never hands out a purged record; the
+//!   purge survives a reopen (embedded: a power loss too).
 
 #[macro_use]
 mod common;
@@ -106,6 +110,72 @@ backend_tests! {
         assert!(consumers(&bus, "orders").is_empty());
         assert_eq!(orders.publish(&Record::new(b"new")).expect("publish"), 0);
     }
+
+    /// Five records, a subscription that committed two and a group with
+    /// one in flight; the purge empties the topic, offsets go on, and the
+    /// consumers resume at the new start.
+    fn a_purged_topic_keeps_its_offsets_and_its_consumers_move_to_the_new_start(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        for i in 0..5u8 {
+            orders.publish(&Record::new(&[i])).expect("publish");
+        }
+        let mut audit = orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        for _ in 0..2 {
+            audit.recv(SHORT).expect("recv").expect("a record");
+        }
+        audit.commit().expect("commit");
+        let billing = orders.group("billing", GroupOptions::default()).expect("group");
+        let in_flight = billing.recv(SHORT).expect("recv").expect("a record");
+        assert_eq!(in_flight.record().offset(), 0);
+
+        assert_eq!(orders.purge().expect("purge"), 5);
+        assert_eq!((orders.start_offset(), orders.end_offset()), (5, 5));
+        assert_eq!(orders.publish(&Record::new(b"after")).expect("publish"), 5);
+
+        let next = audit.recv(SHORT).expect("recv").expect("the record after the purge");
+        assert_eq!((next.offset(), next.value()), (5, &b"after"[..]));
+        assert_eq!(audit.skipped(), 3);
+        in_flight.nack_with_delay("purged meanwhile", Duration::ZERO).expect("settled");
+        let next = billing.recv(SHORT).expect("recv").expect("the record after the purge");
+        assert_eq!((next.record().offset(), next.attempt()), (5, 1));
+        next.ack().expect("ack");
+        assert!(billing.try_recv().expect("try_recv").is_none(), "no purged record comes back");
+        drop((audit, billing, orders));
+        bus.close().expect("close");
+
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        orders.stats().expect("stats");
+        assert_eq!((orders.start_offset(), orders.end_offset()), (5, 6));
+        assert_eq!(orders.purge().expect("purge again"), 6);
+        assert_eq!(orders.purge().expect("an empty topic"), 6);
+    }
+}
+
+/// A purge that returned is durable: a power loss right after it brings
+/// no record back, and the next record still gets the next offset.
+#[test]
+fn a_purge_survives_a_power_loss_right_after_it() {
+    let sim = SimStorage::new();
+    let options = TopicOptions::default().segment_bytes(1024);
+    {
+        let bus = sim_bus(&sim);
+        let orders = bus.topic_with("orders", options.clone()).unwrap();
+        for i in 0..100 {
+            orders
+                .publish(&Record::new(format!("record {i:04}").as_bytes()))
+                .unwrap();
+        }
+        assert_eq!(orders.purge().unwrap(), 100);
+        drop(orders);
+        drop(bus);
+        sim.power_loss(11);
+    }
+    let bus = sim_bus(&sim);
+    let orders = bus.topic_with("orders", options).unwrap();
+    assert_eq!((orders.start_offset(), orders.end_offset()), (100, 100));
+    assert_eq!(orders.publish(&Record::new(b"next")).unwrap(), 100);
 }
 
 fn sim_bus(sim: &SimStorage) -> Bus {

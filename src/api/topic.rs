@@ -202,6 +202,22 @@ impl Topic {
         dispatch!(AnyTopic, &self.backend, t => t.stats())
     }
 
+    /// Removes every record the topic holds now, whatever its retention and
+    /// its consumers' positions say (its dead-letter topic is a topic of
+    /// its own: purge it apart). Offsets are not reused: the topic then
+    /// starts at its end offset, which this returns, and the next record
+    /// gets that offset. Consumers positioned below it move to it as they
+    /// do when retention overtakes them: a subscription counts the records
+    /// it never received in [`Subscription::skipped`], a group never hands
+    /// out a record below it again (a delivery already handed out can
+    /// still be settled). Records published while the purge runs may
+    /// stay. Embedded, it is durable when it returns (the segments' files
+    /// are deleted by then).
+    #[inline]
+    pub fn purge(&self) -> Result<u64> {
+        dispatch!(AnyTopic, &self.backend, t => t.purge())
+    }
+
     /// The consumer state logs of this topic repaired since the bus opened
     /// it, under [`crate::RecoveryMode::MoveAsideDamagedState`]: which
     /// consumer, where its damaged state went, what was lost and where it

@@ -336,6 +336,14 @@ impl TopicBackend for LogTopic {
         })
     }
 
+    /// Through the log's retention (`Log::purge`); receivers waiting on the
+    /// topic are woken to find their position moved.
+    fn purge(&self) -> Result<u64> {
+        let start = self.inner.log.purge()?;
+        self.wake_waiters();
+        Ok(start)
+    }
+
     fn state_repairs(&self) -> Vec<StateRepair> {
         lock(&self.inner.repairs).clone()
     }

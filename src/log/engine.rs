@@ -405,6 +405,27 @@ impl Log {
         Ok(removed)
     }
 
+    /// Removes every record written so far, by retention's own path: the
+    /// active segment is sealed if it holds a record (as a roll does), and
+    /// every segment below the end goes, its files deleted before this
+    /// returns. Offsets are not reused: the log then starts at its end,
+    /// which it returns. Records appended meanwhile stay.
+    pub(crate) fn purge(&self) -> Result<u64> {
+        let end = {
+            let mut writer = self.shared.writer();
+            self.shared.check_open()?;
+            self.shared.commit.check()?;
+            if writer.position > SEGMENT_HEADER_LEN as u64 {
+                self.shared
+                    .roll(&mut writer)
+                    .map_err(|e| self.shared.latched_or(e))?;
+            }
+            writer.next_offset
+        };
+        self.truncate_before(end)?;
+        Ok(end)
+    }
+
     /// Removes whole sealed segments whose records all lie below `offset`
     /// (readers stop seeing them at once) and leaves the deletion of their
     /// files to background maintenance: for acks and commits, which must

@@ -479,6 +479,16 @@ impl NatsClient {
         })?
     }
 
+    /// Purges every message of the stream of `topic`; its state after.
+    pub(crate) fn purge_stream(&self, topic: &str) -> Result<StreamState> {
+        let stream = stream_name(topic);
+        self.block_on(async {
+            let handle = self.stream_of(topic).await?;
+            handle.purge().await.map_err(|e| nats_error("purge stream", e))
+        })??;
+        Ok(StreamState::from(&self.stream_info(&stream)?.state))
+    }
+
     /// The state of `consumer` on the stream of `topic`.
     pub fn consumer_state(&self, topic: &str, consumer: &str) -> Result<ConsumerState> {
         self.block_on(async {

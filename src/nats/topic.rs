@@ -414,6 +414,14 @@ impl TopicBackend for NatsTopic {
         self.shared.start_offset()
     }
 
+    fn purge(&self) -> Result<u64> {
+        let shared = &self.shared;
+        shared.bus.check_open()?;
+        let state = shared.bus.client.purge_stream(&shared.name)?;
+        shared.note_state(&state);
+        Ok(state.start_offset)
+    }
+
     fn stats(&self) -> Result<TopicStats> {
         let shared = &self.shared;
         shared.bus.check_open()?;
