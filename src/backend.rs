@@ -146,6 +146,10 @@ pub(crate) trait SubscriptionBackend {
     fn commit_async(&mut self) -> impl Future<Output = Result<()>> + Send;
     /// Commits `next_offset`; past the topic's end is `InvalidArgument`.
     fn commit_offset(&mut self, next_offset: u64) -> Result<()>;
+    /// Moves the subscription to `to` and commits it there (durable): the
+    /// next record received is the first at or after it still stored. An
+    /// offset past the end is `InvalidArgument`. The offset moved to.
+    fn seek(&mut self, to: StartAt) -> Result<u64>;
     /// The committed offset.
     fn committed(&self) -> u64;
     /// The offset of the next record received.
@@ -176,6 +180,11 @@ pub(crate) trait GroupBackend {
     fn recv_async(&self) -> impl Future<Output = Result<Self::Delivery>> + Send;
     /// The group's position and counters.
     fn stats(&self) -> Result<GroupStats>;
+    /// Moves the group to `to`, durably: every record from there on is
+    /// delivered as new, none before it again; deliveries handed out
+    /// before no longer settle their records. An offset past the end is
+    /// `InvalidArgument`. The offset moved to.
+    fn seek(&self, to: StartAt) -> Result<u64>;
     /// What the group does with a record that expired before it was
     /// handed out (its options'; the public layer applies it).
     fn on_expiry(&self) -> OnExpiry;

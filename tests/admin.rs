@@ -15,21 +15,43 @@
 //!   offsets: the next record gets the old end offset, a subscription
 //!   counts what it missed, a group never hands out a purged record; the
 //!   purge survives a reopen (embedded: a power loss too).
+//! - Seeking a subscription or a group (both backends) to an offset, a
+//!   time, the earliest or the latest record moves it there durably (it
+//!   survives a reopen; embedded, a power loss); a group delivers from
+//!   there as new, and (embedded) a delivery handed out before the seek
+//!   gets `LeaseExpired`.
 
 #[macro_use]
 mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::TestBackend;
 use common::maintenance::eventually;
 use logbus::storage::{Fault, SimStorage};
 use logbus::{
-    Bus, BusOptions, ConsumerId, Durability, Error, GroupOptions, Record, Retention, StartAt, TopicOptions,
+    Bus, BusOptions, ConsumerId, Durability, Error, GroupOptions, Record, Retention, StartAt, Topic,
+    TopicOptions,
 };
 
 const SHORT: Duration = Duration::from_millis(200);
+
+/// Publishes `0..5`, then (20 ms later) `5..10`; the time between them.
+fn five_then_five(topic: &Topic) -> i64 {
+    let publish = |range: std::ops::Range<u8>| {
+        for i in range {
+            topic.publish(&Record::new(&[i])).expect("publish");
+        }
+    };
+    publish(0..5);
+    std::thread::sleep(Duration::from_millis(20));
+    let between = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    std::thread::sleep(Duration::from_millis(20));
+    publish(5..10);
+    between
+}
 
 fn consumers(bus: &Bus, topic: &str) -> Vec<ConsumerId> {
     let stats = bus.topic(topic).expect("topic").stats().expect("stats");
@@ -151,6 +173,78 @@ backend_tests! {
         assert_eq!(orders.purge().expect("purge again"), 6);
         assert_eq!(orders.purge().expect("an empty topic"), 6);
     }
+
+    /// A subscription that read everything seeks back to an offset (its
+    /// commit follows, so a reopen resumes there), to a time, to either
+    /// end; past the end is refused.
+    fn a_subscription_seeks_to_an_offset_or_a_time_and_keeps_it_across_a_reopen(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        let between = five_then_five(&orders);
+        let mut audit = orders.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        while audit.recv(SHORT).expect("recv").is_some() {}
+        audit.commit().expect("commit");
+
+        assert_eq!(audit.seek(StartAt::Offset(3)).expect("seek"), 3);
+        assert_eq!(audit.committed(), 3);
+        assert_eq!(audit.recv(SHORT).expect("recv").map(|r| r.offset()), Some(3));
+        assert!(matches!(audit.seek(StartAt::Offset(11)), Err(Error::InvalidArgument(_))));
+        assert_eq!(audit.committed(), 3, "a refused seek moves nothing");
+        assert_eq!(audit.seek(StartAt::Timestamp(between)).expect("seek"), 5);
+        assert_eq!(audit.recv(SHORT).expect("recv").map(|r| r.offset()), Some(5));
+        assert_eq!(audit.seek(StartAt::Latest).expect("seek"), 10);
+        assert!(audit.recv(SHORT).expect("recv").is_none());
+        assert_eq!(audit.seek(StartAt::Earliest).expect("seek"), 0);
+        assert_eq!(audit.seek(StartAt::Offset(7)).expect("seek"), 7);
+        drop((audit, orders));
+        bus.close().expect("close");
+
+        let bus = backend.open();
+        let mut audit = bus.topic("orders").unwrap().subscribe("audit", StartAt::Earliest).unwrap();
+        assert_eq!(audit.recv(SHORT).expect("recv").map(|r| r.offset()), Some(7));
+    }
+
+    /// A group that acked everything but one in flight seeks back: the
+    /// records from there come again as new (attempt 1), the one in flight
+    /// no longer settles (embedded: `LeaseExpired`), and a reopen resumes
+    /// at the seek; then a seek to a time.
+    fn a_group_seeks_back_and_delivers_again_from_there_across_a_reopen(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        let between = five_then_five(&orders);
+        let billing = orders.group("billing", GroupOptions::default()).expect("group");
+        for _ in 0..9 {
+            billing.recv(SHORT).expect("recv").expect("a record").ack().expect("ack");
+        }
+        let in_flight = billing.recv(SHORT).expect("recv").expect("the last record");
+        assert_eq!(in_flight.record().offset(), 9);
+
+        assert_eq!(billing.seek(StartAt::Offset(2)).expect("seek"), 2);
+        match backend {
+            TestBackend::Embedded { .. } => {
+                assert!(matches!(in_flight.ack(), Err(Error::LeaseExpired { offset: 9 })));
+            }
+            // JetStream cannot tell the old consumer's deliveries apart:
+            // docs/NATS.md, "Admin operations".
+            #[cfg(feature = "nats")]
+            TestBackend::Nats { .. } => drop(in_flight),
+        }
+        assert!(matches!(billing.seek(StartAt::Offset(11)), Err(Error::InvalidArgument(_))));
+        let again = billing.recv(SHORT).expect("recv").expect("a record again");
+        assert_eq!((again.record().offset(), again.attempt()), (2, 1));
+        again.ack().expect("ack");
+        drop((billing, orders));
+        bus.close().expect("close");
+
+        let bus = backend.open();
+        let billing = bus.topic("orders").unwrap().group("billing", GroupOptions::default()).unwrap();
+        let next = billing.recv(SHORT).expect("recv").expect("a record");
+        assert_eq!(next.record().offset(), 3);
+        drop(next);
+        assert_eq!(billing.seek(StartAt::Timestamp(between)).expect("seek"), 5);
+        let next = billing.recv(SHORT).expect("recv").expect("a record");
+        assert_eq!((next.record().offset(), next.attempt()), (5, 1));
+    }
 }
 
 /// A purge that returned is durable: a power loss right after it brings
@@ -176,6 +270,37 @@ fn a_purge_survives_a_power_loss_right_after_it() {
     let orders = bus.topic_with("orders", options).unwrap();
     assert_eq!((orders.start_offset(), orders.end_offset()), (100, 100));
     assert_eq!(orders.publish(&Record::new(b"next")).unwrap(), 100);
+}
+
+/// A group's seek is durable when it returns: a power loss right after
+/// it reopens the group at the seek.
+#[test]
+fn a_group_seek_survives_a_power_loss_right_after_it() {
+    let sim = SimStorage::new();
+    {
+        let bus = sim_bus(&sim);
+        let orders = bus.topic("orders").unwrap();
+        for i in 0..5u8 {
+            orders.publish(&Record::new(&[i])).unwrap();
+        }
+        let billing = orders.group("billing", GroupOptions::default()).unwrap();
+        while let Some(delivery) = billing.try_recv().unwrap() {
+            delivery.ack().unwrap();
+        }
+        assert_eq!(billing.seek(StartAt::Offset(1)).unwrap(), 1);
+        drop((billing, orders));
+        drop(bus);
+        sim.power_loss(13);
+    }
+    let bus = sim_bus(&sim);
+    let billing = bus
+        .topic("orders")
+        .unwrap()
+        .group("billing", GroupOptions::default())
+        .unwrap();
+    assert_eq!(billing.stats().unwrap().low_watermark, 1);
+    let next = billing.try_recv().unwrap().expect("a record");
+    assert_eq!((next.record().offset(), next.attempt()), (1, 1));
 }
 
 fn sim_bus(sim: &SimStorage) -> Bus {

@@ -27,7 +27,7 @@ use crate::backend::{DeliveryBackend, GroupBackend};
 use crate::embedded::{LogDelivery, LogGroup};
 use crate::error::Result;
 use crate::log::{Async, Block, Wait, ready};
-use crate::patterns::{EXPIRED, GroupStats, OnExpiry, SCHEDULED, expired, not_before};
+use crate::patterns::{EXPIRED, GroupStats, OnExpiry, SCHEDULED, StartAt, expired, not_before};
 use crate::record::StoredRecord;
 
 /// A consumer group: competing receivers sharing one topic. Cheap to
@@ -324,6 +324,23 @@ impl Group {
     #[inline]
     pub fn stats(&self) -> Result<GroupStats> {
         dispatch!(AnyGroup, &self.backend, g => g.stats())
+    }
+
+    /// Moves the group to `to` (an offset, a time: the first record stamped
+    /// at or after it, the earliest or the latest record), for every
+    /// receiver of the group and durably (embedded: a snapshot of its state
+    /// log; on NATS the consumer is recreated there): every record from
+    /// there on is delivered as new, with fresh attempts, and none before
+    /// it again. Returns the offset it moved to (below the topic's start:
+    /// the start). The group may be receiving meanwhile: a delivery handed
+    /// out before the seek no longer settles its record (embedded: its
+    /// `ack`, `nack` and `reject` fail with [`crate::Error::LeaseExpired`]).
+    /// An offset past the topic's end is [`crate::Error::InvalidArgument`]
+    /// and moves nothing; so is a seek while the group is writing a dead
+    /// letter (embedded; seek again).
+    #[inline]
+    pub fn seek(&self, to: StartAt) -> Result<u64> {
+        dispatch!(AnyGroup, &self.backend, g => g.seek(to))
     }
 }
 

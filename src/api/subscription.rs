@@ -13,6 +13,7 @@ use crate::api::RecvStream;
 use crate::backend::SubscriptionBackend;
 use crate::embedded::LogSubscription;
 use crate::error::Result;
+use crate::patterns::StartAt;
 use crate::record::StoredRecord;
 
 /// A reader of every record of a topic. Not shared between threads: each
@@ -163,6 +164,18 @@ impl Subscription {
     #[inline]
     pub fn commit_offset(&mut self, next_offset: u64) -> Result<()> {
         dispatch!(AnySubscription, &mut self.backend, s => s.commit_offset(next_offset))
+    }
+
+    /// Moves the subscription to `to` (an offset, a time: the first record
+    /// stamped at or after it, the earliest or the latest record) and
+    /// commits it there, durably: the next record received is the first
+    /// still stored at or after it, also after a restart. Returns the
+    /// offset it moved to (below the topic's start: the start). An offset
+    /// past the topic's end is [`crate::Error::InvalidArgument`] and moves
+    /// nothing. On NATS the durable consumer is recreated there.
+    #[inline]
+    pub fn seek(&mut self, to: StartAt) -> Result<u64> {
+        dispatch!(AnySubscription, &mut self.backend, s => s.seek(to))
     }
 
     /// The committed offset.

@@ -41,12 +41,12 @@ use std::time::Duration;
 
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::clock::Clock;
-use crate::embedded::{LogTopic, record_age};
+use crate::embedded::{LogTopic, record_age, seek_offset};
 use crate::error::{Error, Result};
 use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
-    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, OnExpiry, dead_letter_topic,
+    DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, OnExpiry, StartAt, dead_letter_topic,
     is_dead_letter_of, not_before,
 };
 use crate::record::StoredRecord;
@@ -263,6 +263,10 @@ impl GroupBackend for LogGroup {
 
     fn stats(&self) -> Result<GroupStats> {
         self.inner.stats()
+    }
+
+    fn seek(&self, to: StartAt) -> Result<u64> {
+        self.inner.seek(to)
     }
 
     fn on_expiry(&self) -> OnExpiry {
@@ -534,6 +538,27 @@ impl GroupInner {
     fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<()> {
         let until_ms = self.now_ms().saturating_add(millis(by));
         lock(&self.state).machine.extend(lease, until_ms)
+    }
+
+    /// Moves the group to `to` (see [`GroupMachine::seek`]): the snapshot
+    /// that says so is written under the state lock, like every snapshot,
+    /// and applied once it is durable; the cursor follows, and the topic
+    /// learns the new position (a seek back holds retention back again,
+    /// as far as the records are still there).
+    fn seek(&self, to: StartAt) -> Result<u64> {
+        let log = self.topic.log();
+        let offset = seek_offset(log, to)?;
+        {
+            let mut state = lock(&self.state);
+            let event = state.machine.seek(offset)?;
+            self.log.write_snapshot(std::slice::from_ref(&event))?;
+            state.machine.apply(&event);
+            state.cursor = log.cursor(Position::Offset(offset))?;
+            state.reported_floor = Some(offset);
+        }
+        self.topic.set_position(&self.consumer, offset)?;
+        self.topic.wake_waiters();
+        Ok(offset)
     }
 
     /// Prunes settled entries below the low watermark, reports it to the

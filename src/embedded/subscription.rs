@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{SubscriptionBackend, TopicBackend};
-use crate::embedded::LogTopic;
+use crate::embedded::{LogTopic, seek_offset};
 use crate::error::Result;
 use crate::format::StateEvent;
 use crate::log::{Async, Block, Cursor, Position, Wait, ready};
@@ -160,6 +160,15 @@ impl SubscriptionBackend for LogSubscription {
 
     async fn commit_async(&mut self) -> Result<()> {
         self.commit_in(self.cursor.offset(), Async).await
+    }
+
+    /// Commits the offset sought to (so the seek survives a restart) and
+    /// moves the cursor there.
+    fn seek(&mut self, to: StartAt) -> Result<u64> {
+        let offset = seek_offset(self.topic.log(), to)?;
+        self.commit_offset(offset)?;
+        self.cursor = self.topic.log().cursor(Position::Offset(offset))?;
+        Ok(offset)
     }
 
     fn committed(&self) -> u64 {

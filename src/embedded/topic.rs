@@ -31,6 +31,7 @@ use crate::log::{Async, Block, Durability, Log, Wait, ready};
 use crate::patterns::GroupOptions;
 use crate::patterns::StartAt;
 use crate::patterns::check_batch_ids;
+use crate::patterns::check_commit;
 use crate::patterns::recovered_commit;
 use crate::patterns::recovered_low_watermark;
 use crate::patterns::validate_name;
@@ -347,6 +348,17 @@ impl TopicBackend for LogTopic {
     fn state_repairs(&self) -> Vec<StateRepair> {
         lock(&self.inner.repairs).clone()
     }
+}
+
+/// The offset a consumer of `log` seeking to `to` moves to: the first
+/// record at or after it that is still stored (a timestamp: the first
+/// record stamped at or after it). An offset past the end is
+/// [`Error::InvalidArgument`], as a commit there is.
+pub(crate) fn seek_offset(log: &Log, to: StartAt) -> Result<u64> {
+    if let StartAt::Offset(offset) = to {
+        check_commit(offset, log.end_offset())?;
+    }
+    Ok(log.cursor(to.into())?.offset())
 }
 
 /// The offset below which retention may delete, if the mode has one.

@@ -19,6 +19,7 @@ use super::codec::{encode_headers, millis, stored_record};
 use super::error::nats_error;
 use super::failures::FailureStore;
 use super::names::{group_consumer_name, stream_name, topic_subject};
+use super::subscription::seek_offset;
 use crate::backend::DeliveryBackend;
 use crate::clock::wall_ms;
 use crate::error::{Error, Result};
@@ -290,6 +291,40 @@ impl GroupConsumer {
                 return Ok(Some(delivery));
             }
         }
+    }
+
+    /// Recreates the group's consumer (same name and configuration) to
+    /// deliver from the offset `to` resolves to, and forgets the failures
+    /// of its records. The handles of this process pull from it by name.
+    pub(crate) fn seek(&self, to: StartAt) -> Result<u64> {
+        let shared = &self.shared;
+        let bus = &shared.bus;
+        let name = group_consumer_name(&shared.group);
+        bus.block_on(async {
+            let offset = seek_offset(bus.js(), &shared.topic, to).await?;
+            let stream = bus.stream_of(&shared.topic).await?;
+            let info = stream
+                .consumer_info(&name)
+                .await
+                .map_err(|e| nats_error("consumer info", e))?;
+            let config = pull::Config {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: offset + 1,
+                },
+                ..pull::Config::try_from_consumer_config(info.config.clone())
+                    .map_err(|e| nats_error("consumer config", e))?
+            };
+            stream
+                .delete_consumer(&name)
+                .await
+                .map_err(|e| nats_error("delete consumer", e))?;
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| nats_error("create consumer", e))?;
+            shared.failures.forget_group().await?;
+            Ok(offset)
+        })?
     }
 
     /// The group's name.

@@ -20,7 +20,7 @@ use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
 use crate::clock::wall_ms;
 use crate::error::Result;
-use crate::patterns::{GroupOptions, GroupStats, OnExpiry};
+use crate::patterns::{GroupOptions, GroupStats, OnExpiry, StartAt};
 use crate::state::ConsumerId;
 
 /// A consumer group on JetStream. Cheap to clone.
@@ -84,6 +84,11 @@ impl GroupBackend for NatsGroup {
     async fn recv_async(&self) -> Result<NatsDelivery> {
         self.topic.shared().bus.check_open()?;
         self.consumer.recv_async().await
+    }
+
+    fn seek(&self, to: StartAt) -> Result<u64> {
+        self.topic.shared().bus.check_open()?;
+        self.consumer.seek(to)
     }
 
     fn on_expiry(&self) -> OnExpiry {

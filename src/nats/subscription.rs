@@ -166,6 +166,17 @@ async fn resolve_start<I>(stream: &Stream<I>, state: &StreamState, start: StartA
     })
 }
 
+/// The offset a consumer of `topic` seeking to `to` moves to: the first
+/// record at or after it still stored. An offset past the end is
+/// [`crate::Error::InvalidArgument`], as a commit there is.
+pub(crate) async fn seek_offset(js: &Context, topic: &str, to: StartAt) -> Result<u64> {
+    let (stream, state) = stream_of(js, topic).await?;
+    if let StartAt::Offset(offset) = to {
+        check_commit(offset, state.end_offset)?;
+    }
+    Ok(resolve_start(&stream, &state, to).await?.max(state.start_offset))
+}
+
 /// Opens the durable subscription `name` of `topic` (see the module doc).
 async fn open_durable(js: &Context, topic: &str, name: &str, start: StartAt) -> Result<Opened> {
     let (stream, state) = stream_of(js, topic).await?;
@@ -465,6 +476,16 @@ impl SubscriptionBackend for NatsSubscription {
         // The position follows a received record, so it is within the
         // topic: no end to check.
         self.commit_offset_async(self.position).await
+    }
+
+    /// Recreates the consumer at the offset sought (committing it, for a
+    /// durable subscription).
+    fn seek(&mut self, to: StartAt) -> Result<u64> {
+        self.check_open()?;
+        let client = self.client().clone();
+        let offset = client.block_on(seek_offset(client.js(), self.topic.name(), to))??;
+        client.block_on(self.reposition(offset))??;
+        Ok(offset)
     }
 
     fn committed(&self) -> u64 {

@@ -668,6 +668,25 @@ impl GroupMachine {
         events
     }
 
+    /// The event that moves the group to `offset` (a seek): a snapshot
+    /// with no entries, so every record from `offset` on is new and
+    /// nothing below it is delivered again. To persist, then
+    /// [`GroupMachine::apply`]. Deliveries open before it then get
+    /// [`Error::LeaseExpired`] (their entry is gone, and tokens keep
+    /// growing). Refused while a dead letter is being written (its
+    /// outcome would land on the group after the seek).
+    pub(crate) fn seek(&self, offset: u64) -> Result<StateEvent> {
+        if let Some((at, _)) = (self.entries.iter()).find(|(_, e)| e.status == Status::DeadLettering) {
+            return Err(Error::InvalidArgument(format!(
+                "the record at offset {at} is being dead-lettered: seek again once that is done"
+            )));
+        }
+        Ok(StateEvent::Snapshot {
+            next_offset: offset,
+            entries: Vec::new(),
+        })
+    }
+
     /// Records `offset` as the next the topic can give: records below it
     /// that were never admitted are gone (retention).
     pub(crate) fn pass_to(&mut self, offset: u64) {
