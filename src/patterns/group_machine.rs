@@ -58,6 +58,7 @@
 //! | DeadLettering | dead-letter done | Done | `DeadLettered` |
 //! | DeadLettering | dead-letter failed | Available after backoff, due to be dead-lettered | — |
 //! | Leased (after replay) | recover | Available after backoff | `Released` |
+//! | anything, no record DeadLettering | seek | no entry, new from the offset sought | `Snapshot` (no entries) |
 //!
 //! `apply` folds events with the same rules, idempotently and only
 //! growing: `Delivered` admits its offset (and any skipped below it) and
@@ -790,6 +791,8 @@ impl GroupMachine {
 
 #[cfg(test)]
 mod model;
+#[cfg(test)]
+mod seek;
 
 #[cfg(test)]
 mod tests {
