@@ -20,6 +20,9 @@
 //!   survives a reopen; embedded, a power loss); a group delivers from
 //!   there as new, and (embedded) a delivery handed out before the seek
 //!   gets `LeaseExpired`.
+//! - A requester restarted lists the requests it sent that still wait
+//!   (`pending`) and resumes a scatter from its id alone (both backends):
+//!   both are noted in its inbox when sent.
 
 #[macro_use]
 mod common;
@@ -32,8 +35,8 @@ use common::TestBackend;
 use common::maintenance::eventually;
 use logbus::storage::{Fault, SimStorage};
 use logbus::{
-    Bus, BusOptions, ConsumerId, Durability, Error, GroupOptions, Record, Retention, StartAt, Topic,
-    TopicOptions,
+    Bus, BusOptions, ConsumerId, Durability, Error, Gather, GroupOptions, Recipients, Record, Retention,
+    StartAt, StopReason, Topic, TopicOptions,
 };
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -172,6 +175,51 @@ backend_tests! {
         assert_eq!((orders.start_offset(), orders.end_offset()), (5, 6));
         assert_eq!(orders.purge().expect("purge again"), 6);
         assert_eq!(orders.purge().expect("an empty topic"), 6);
+    }
+
+    /// Two requests and a scatter, one request and one recipient answered:
+    /// the other two are pending, also after a reopen; the scatter resumes
+    /// from its id with its recipients, and once every reply is in nothing
+    /// is pending.
+    fn a_restarted_requester_lists_what_is_pending_and_resumes_a_scatter_from_its_id(backend: &TestBackend) {
+        let (first, second, scatter) = {
+            let bus = backend.open();
+            let pricing = bus.responder("pricing").expect("responder");
+            let (eu, _us) = (bus.responder("eu").expect("eu"), bus.responder("us").expect("us"));
+            let checkout = bus.requester("checkout").expect("requester");
+            assert!(checkout.pending().expect("pending").is_empty());
+            let first = checkout.send_request("pricing", &Record::new(b"basket 1")).expect("send");
+            let second = checkout.send_request("pricing", &Record::new(b"basket 2")).expect("send");
+            let everyone = Recipients::Services(vec!["eu".into(), "us".into()]);
+            let scatter = checkout.scatter(everyone, &Record::new(b"sku 7")).expect("scatter").id();
+            checkout.request("pricing", &Record::new(b"not noted"), Duration::ZERO).ok();
+            let request = pricing.recv(SHORT).expect("recv").expect("the first request");
+            request.reply(&Record::new(b"12.50")).expect("reply");
+            eu.recv(SHORT).expect("recv").expect("the scatter").reply(&Record::new(b"3.20")).expect("reply");
+            assert_eq!(checkout.pending().expect("pending"), [second, scatter]);
+            drop((pricing, eu, checkout));
+            bus.close().expect("close");
+            (first, second, scatter)
+        };
+
+        let bus = backend.open();
+        let checkout = bus.requester("checkout").expect("requester");
+        assert_eq!(checkout.pending().expect("pending"), [second, scatter]);
+        let resumed = checkout.resume_scatter(scatter).expect("noted when sent");
+        assert_eq!(resumed.recipients(), ["eu", "us"]);
+        let us = bus.responder("us").expect("us");
+        us.recv(SHORT).expect("recv").expect("the scatter").reply(&Record::new(b"3.10")).expect("reply");
+        let gathered = resumed.gather(Gather::all(SHORT)).expect("gather");
+        assert_eq!((gathered.stopped, gathered.replies.len()), (StopReason::All, 2));
+        assert_eq!(checkout.pending().expect("pending"), [second]);
+        assert!(matches!(checkout.resume_scatter(second), Err(Error::InvalidArgument(_))));
+        assert!(matches!(checkout.resume_scatter(first), Err(Error::InvalidArgument(_))));
+
+        let pricing = bus.responder("pricing").expect("responder");
+        while let Some(request) = pricing.recv(SHORT).expect("recv") {
+            request.reply(&Record::new(b"9.99")).ok();
+        }
+        assert!(checkout.pending().expect("pending").is_empty());
     }
 
     /// A subscription that read everything seeks back to an offset (its

@@ -240,7 +240,7 @@ backend_tests! {
         let bus = backend.open();
         let y = bus.responder("y").unwrap();
         y.recv(TIMEOUT).unwrap().unwrap().reply(&Record::new(b"from y")).unwrap();
-        let scatter = bus.requester("gatherer").unwrap().resume_scatter(id, recipients);
+        let scatter = bus.requester("gatherer").unwrap().resume_scatter_with(id, recipients);
         let all = scatter.gather(Gather::all(TIMEOUT)).unwrap();
         assert_eq!(all.stopped, StopReason::All);
         assert_eq!(all.replies.len(), 2);

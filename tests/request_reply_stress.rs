@@ -548,7 +548,7 @@ fn gatherer_that_restarts_resumes_its_scatter_and_sees_the_replies_sent_while_it
     }
     let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
     let requester = bus.requester("gatherer").expect("requester");
-    let scatter = requester.resume_scatter(id, services.clone());
+    let scatter = requester.resume_scatter_with(id, services.clone());
     let started = Instant::now();
     let gathered = scatter
         .gather(Gather::all(Duration::from_secs(20)))

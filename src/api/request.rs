@@ -26,7 +26,22 @@ use crate::patterns::ReplyCheck;
 use crate::patterns::expires_after;
 use crate::patterns::headers::EXPIRES_AT;
 use crate::patterns::request_record;
+use crate::patterns::{Ledger, StartAt, sent_record};
 use crate::record::Record;
+
+/// How long reading the inbox for [`Requester::pending`] waits for a record
+/// it knows is there (NATS: a pull's round trip) before it takes the
+/// inbox as read.
+const LEDGER_READ_WAIT: Duration = Duration::from_secs(1);
+
+/// Publishes `record` to `topic`, waiting as `W` says (blocking, or on the
+/// async path).
+async fn publish_in<W: Wait>(topic: &Topic, record: &Record<'_>, _: W) -> Result<u64> {
+    match W::BLOCKS {
+        true => topic.publish(record),
+        false => topic.publish_async(record).await,
+    }
+}
 
 /// Sends requests and collects their replies from its own inbox topic.
 /// Cheap to clone; share it between threads.
@@ -112,10 +127,58 @@ impl Requester {
     }
 
     /// Sends `record` to `service` without waiting; collect the reply later.
+    /// The id is noted in the inbox first, so [`Requester::pending`] lists
+    /// it until a reply arrives, also after a restart.
     pub fn send_request(&self, service: &str, record: &Record<'_>) -> Result<CorrelationId> {
         let id = CorrelationId::new();
-        ready(self.publish_request(&self.topic(service)?, id, record, Block))?;
+        let service = self.topic(service)?;
+        ready(self.note_sent(id, None, Block))?;
+        ready(self.publish_request(&service, id, record, Block))?;
         Ok(id)
+    }
+
+    /// The requests sent through this requester's name with
+    /// [`Requester::send_request`] or a scatter (before a restart too)
+    /// that still wait: a request without a reply, a scatter with a
+    /// recipient that has not replied; oldest first. Read from the inbox
+    /// (from its first record: the cost follows the inbox's size, which its
+    /// retention bounds), so a request whose note retention removed is not
+    /// listed. A request whose publish failed after its note (a crash
+    /// between the two) is listed and never answered. [`Requester::request`]
+    /// and [`Requester::request_async`], which wait for their reply in the
+    /// call, note nothing.
+    pub fn pending(&self) -> Result<Vec<CorrelationId>> {
+        Ok(self.ledger()?.pending())
+    }
+
+    /// The sent notes and replies of the inbox, read from its start to
+    /// its end as of now.
+    pub(crate) fn ledger(&self) -> Result<Ledger> {
+        let inbox = self.topic(self.inbox())?;
+        let end = inbox.stats()?.end_offset;
+        let mut reader = inbox.subscribe_ephemeral(StartAt::Earliest)?;
+        let mut ledger = Ledger::default();
+        while reader.position() < end {
+            match reader.recv(LEDGER_READ_WAIT)? {
+                Some(record) => ledger.read(&record),
+                None => break,
+            }
+        }
+        Ok(ledger)
+    }
+
+    /// Notes `id` as sent in the inbox (a scatter's with its recipients),
+    /// before the request goes out; see `patterns/sent.rs`.
+    pub(crate) async fn note_sent<W: Wait>(
+        &self,
+        id: CorrelationId,
+        scatter: Option<&[String]>,
+        wait: W,
+    ) -> Result<()> {
+        let id_text = id.to_string();
+        let inbox = self.topic(self.inbox())?;
+        publish_in(&inbox, &sent_record(&id_text, scatter), wait).await?;
+        Ok(())
     }
 
     /// The topic `name` on this requester's bus.
@@ -131,14 +194,11 @@ impl Requester {
         topic: &Topic,
         id: CorrelationId,
         record: &Record<'_>,
-        _: W,
+        wait: W,
     ) -> Result<u64> {
         let id_text = id.to_string();
         let request = request_record(record, &id_text, self.inbox());
-        match W::BLOCKS {
-            true => topic.publish(&request),
-            false => topic.publish_async(&request).await,
-        }
+        publish_in(topic, &request, wait).await
     }
 
     /// The first reply to `id`, waiting up to `timeout`. Works for ids sent

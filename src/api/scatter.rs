@@ -6,13 +6,14 @@
 //! topic as their group names. Replies are counted once per recipient (a
 //! redelivered request may be answered twice; the first answer counts).
 //! Because replies live in the inbox, a gatherer that restarts resumes with
-//! [`Requester::resume_scatter`] and loses nothing that was replied.
+//! [`Requester::resume_scatter`] (the recipients were noted in the inbox
+//! when it was sent) and loses nothing that was replied.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use crate::api::Requester;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::log::{Async, Block, Wait, ready};
 use crate::patterns::{CorrelationId, Reply, ReplyCheck};
 use crate::record::Record;
@@ -160,13 +161,13 @@ impl Requester {
         wait: W,
     ) -> Result<Scatter> {
         let id = CorrelationId::new();
-        let names = match recipients {
+        let (topics, names) = match recipients {
             Recipients::Services(services) => {
-                for service in &services {
-                    self.publish_request(&self.topic(service)?, id, record, wait)
-                        .await?;
-                }
-                services
+                let topics = services
+                    .iter()
+                    .map(|s| self.topic(s))
+                    .collect::<Result<Vec<_>>>()?;
+                (topics, services)
             }
             Recipients::GroupsOf(topic) => {
                 let topic = self.topic(&topic)?;
@@ -179,16 +180,34 @@ impl Requester {
                         ConsumerId::Subscription(_) => None,
                     })
                     .collect();
-                self.publish_request(&topic, id, record, wait).await?;
-                groups
+                (vec![topic], groups)
             }
         };
-        Ok(self.resume_scatter(id, names))
+        self.note_sent(id, Some(&names), wait).await?;
+        for topic in &topics {
+            self.publish_request(topic, id, record, wait).await?;
+        }
+        Ok(self.resume_scatter_with(id, names))
     }
 
-    /// A handle on a scatter sent earlier (for instance before a restart):
-    /// gathering reads the replies already in the inbox.
-    pub fn resume_scatter(&self, id: CorrelationId, recipients: Vec<String>) -> Scatter {
+    /// The scatter `id` sent earlier through this requester's name (for
+    /// instance before a restart), with the recipients noted in the inbox
+    /// when it was sent: gathering reads the replies already there. Reads
+    /// the inbox from its start (see [`Requester::pending`]).
+    /// [`crate::Error::InvalidArgument`] if no scatter `id` is noted there
+    /// (retention removed its note, or it was sent by another requester):
+    /// [`Requester::resume_scatter_with`] takes the recipients instead.
+    pub fn resume_scatter(&self, id: CorrelationId) -> Result<Scatter> {
+        let ledger = self.ledger()?;
+        let recipients = ledger.recipients(id).ok_or_else(|| {
+            Error::InvalidArgument(format!("no scatter {id} is noted in the inbox {}", self.inbox()))
+        })?;
+        Ok(self.resume_scatter_with(id, recipients.to_vec()))
+    }
+
+    /// A handle on a scatter sent earlier to `recipients`: gathering reads
+    /// the replies already in the inbox.
+    pub fn resume_scatter_with(&self, id: CorrelationId, recipients: Vec<String>) -> Scatter {
         Scatter {
             requester: self.clone(),
             id,

@@ -42,3 +42,11 @@ pub const NOT_BEFORE: &str = "logbus-not-before-ms";
 pub const EXPIRES_AT: &str = "logbus-expires-at-ms";
 /// Redrive: times the record was moved back from a dead-letter topic.
 pub const REDRIVE_COUNT: &str = "logbus-redrive-count";
+/// Request-reply: on a record a requester writes to its own inbox before
+/// a request it collects later (`send_request`, a scatter), the request's
+/// correlation id. Such a record is not a reply (it has no
+/// `correlation-id`); its value says `request` or `scatter`.
+pub const SENT_ID: &str = "logbus-sent-id";
+/// Scatter-gather: on the record of [`SENT_ID`] of a scatter, one
+/// recipient each (repeated).
+pub const RECIPIENT: &str = "logbus-recipient";

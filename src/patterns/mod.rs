@@ -1,6 +1,7 @@
 //! What the messaging patterns need that no backend owns: names and their
 //! rules, header names, retry policies and backoff, the dead-letter record
-//! and redrive, and the replay of a group's state.
+//! and redrive, what a requester noted as sent, and the replay of a
+//! group's state.
 //!
 //! Nothing here touches files, and nothing here imports a backend or the
 //! public handles.
@@ -13,6 +14,7 @@ mod group_state;
 pub mod headers;
 mod names;
 mod retry;
+mod sent;
 mod start;
 mod timing;
 mod topic_options;
@@ -39,6 +41,7 @@ pub use names::{MAX_NAME_BYTES, validate_name};
 pub(crate) use names::{derived, needed_dead_letter_topic};
 pub(crate) use names::{validate_dead_letter_source, validate_requester_name, validate_topic_name};
 pub use retry::{Backoff, RetryPolicy};
+pub(crate) use sent::{Ledger, sent_record};
 pub use start::StartAt;
 pub(crate) use start::check_commit;
 pub(crate) use timing::{EXPIRED, SCHEDULED, expired, expires_after, not_before};
