@@ -32,8 +32,10 @@ impl Dump {
     /// cannot be read is reported and the others still are.
     pub(crate) fn bus(&mut self, dir: &Path) -> Result<(), Failure> {
         let topics_dir = dir.join("topics");
+        // Hidden names are never topics: a deleted topic's tombstone.
         let mut topics: Vec<String> = std::fs::read_dir(&topics_dir)?
             .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| !name.starts_with('.'))
             .collect();
         topics.sort();
         let mut logs = BTreeMap::new();
@@ -195,6 +197,8 @@ impl Dump {
     }
 
     fn inbox(&self, inbox: &str, records: &[StoredRecord]) -> Result<(), Failure> {
+        // The requester's notes of what it sent are not replies.
+        let records: Vec<&StoredRecord> = records.iter().filter(|r| correlation_id(r).is_some()).collect();
         self.out.item(
             "inbox",
             &[
@@ -202,7 +206,6 @@ impl Dump {
                 ("replies", Value::Num(records.len() as i128)),
             ],
         )?;
-        let records: Vec<&StoredRecord> = records.iter().collect();
         for record in self.limited(&records) {
             let id = correlation_id(record)
                 .map(|id| id.to_string())

@@ -104,7 +104,9 @@ fn bus_view_shows_topics_consumers_dead_letters_and_requests() {
         "{out}"
     );
     assert!(out.contains("last_reason=card declined"), "{out}");
-    assert!(out.contains("reply topic=checkout.inbox offset=0"), "{out}");
+    // Offset 0 is the requester's note of the first request (not a reply).
+    assert!(out.contains("inbox topic=checkout.inbox replies=1"), "{out}");
+    assert!(out.contains("reply topic=checkout.inbox offset=1"), "{out}");
     assert_eq!(out.matches("pending_request topic=pricing").count(), 1, "{out}");
 }
 
