@@ -75,9 +75,10 @@ backend_tests! {
         while audit.recv(SHORT).expect("recv").is_some() {}
         audit.commit().expect("commit");
         let billing = orders.group("billing", GroupOptions::default()).expect("group");
-        for _ in 0..3 {
+        for _ in 0..2 {
             billing.recv(SHORT).expect("recv").expect("a record").ack().expect("ack");
         }
+        billing.recv(SHORT).expect("recv").expect("a record").reject("bad").expect("reject");
 
         assert!(matches!(bus.delete_subscription("orders", "audit"), Err(Error::Locked(_))));
         assert!(matches!(bus.delete_group("orders", "billing"), Err(Error::Locked(_))));
@@ -90,7 +91,10 @@ backend_tests! {
         assert!(!bus.delete_group("orders", "billing").expect("again"));
         assert!(!bus.delete_group("orders", "never").expect("none"));
         assert!(consumers(&bus, "orders").is_empty());
-        drop(orders);
+        let dlq = bus.topic("orders.dlq").expect("dead-letter topic");
+        dlq.stats().expect("stats");
+        assert_eq!(dlq.end_offset(), 1, "the group's dead letter stays");
+        drop((orders, dlq));
         bus.close().expect("close");
 
         let bus = backend.open();
@@ -445,14 +449,37 @@ fn a_topic_deletion_cut_short_after_its_rename_leaves_no_topic_and_is_finished_a
 /// record; deleting it lets the segments the group acked go at once.
 #[test]
 fn retention_moves_on_once_an_abandoned_subscription_is_deleted() {
+    retention_moves_on_once_deleted(Retention::Interest, |topic| {
+        drop(topic.subscribe("abandoned", StartAt::Earliest).unwrap());
+        Bus::delete_subscription
+    });
+}
+
+/// The same under `WorkQueue`, where only groups hold records back: an
+/// abandoned group.
+#[test]
+fn work_queue_retention_moves_on_once_an_abandoned_group_is_deleted() {
+    retention_moves_on_once_deleted(Retention::WorkQueue, |topic| {
+        drop(topic.group("abandoned", GroupOptions::default()).unwrap());
+        Bus::delete_group
+    });
+}
+
+/// A topic under `retention` with a consumer `abandon` creates (returning
+/// how to delete it) and a group that acks everything: nothing goes until
+/// the abandoned consumer is deleted, then the acked segments do.
+fn retention_moves_on_once_deleted(
+    retention: Retention,
+    abandon: impl FnOnce(&Topic) -> fn(&Bus, &str, &str) -> logbus::Result<bool>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
     let options = TopicOptions::default()
         .durability(Durability::Os)
         .segment_bytes(1024)
-        .retention(Retention::Interest);
+        .retention(retention);
     let orders = bus.topic_with("orders", options).unwrap();
-    drop(orders.subscribe("abandoned", StartAt::Earliest).unwrap());
+    let delete = abandon(&orders);
     let billing = orders.group("billing", GroupOptions::default()).unwrap();
     for i in 0..200 {
         orders
@@ -465,10 +492,10 @@ fn retention_moves_on_once_an_abandoned_subscription_is_deleted() {
     assert_eq!(
         orders.start_offset(),
         0,
-        "the abandoned subscription holds every record"
+        "the abandoned consumer holds every record"
     );
 
-    assert!(bus.delete_subscription("orders", "abandoned").unwrap());
+    assert!(delete(&bus, "orders", "abandoned").unwrap());
     assert!(orders.start_offset() > 100, "start {}", orders.start_offset());
     let segments = || {
         std::fs::read_dir(dir.path().join("topics/orders"))
