@@ -510,6 +510,37 @@ mod tests {
         assert!(bus.consumers(ConsumerKind::Group, "none").unwrap().is_empty());
     }
 
+    /// A tombstone (`.<name>.deleted`, as the module doc says) is never a
+    /// consumer or a topic and goes at the next sweep; a deletion renames
+    /// the directory there and removes it.
+    #[test]
+    fn a_tombstone_is_never_a_consumer_or_topic_and_the_next_open_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = BusLayout::new(Arc::new(StdStorage), dir.path());
+        bus.create().unwrap();
+        let groups = dir.path().join("state/groups/orders");
+        for name in ["kept", ".gone.deleted"] {
+            std::fs::create_dir_all(groups.join(name)).unwrap();
+            std::fs::write(groups.join(name).join("00000000000000000000.log"), b"x").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("topics/.old.deleted/sub")).unwrap();
+        assert_eq!(
+            bus.consumers(ConsumerKind::Group, "orders").unwrap(),
+            [ConsumerId::Group("kept".into())]
+        );
+
+        bus.remove_deleted_consumers(ConsumerKind::Group, "orders")
+            .unwrap();
+        bus.remove_deleted().unwrap();
+        assert!(!groups.join(".gone.deleted").exists());
+        assert!(!dir.path().join("topics/.old.deleted").exists());
+
+        let kept = ConsumerId::Group("kept".into());
+        assert!(bus.delete_consumer("orders", &kept).unwrap());
+        assert!(!bus.delete_consumer("orders", &kept).unwrap());
+        assert_eq!(std::fs::read_dir(&groups).unwrap().count(), 0);
+    }
+
     #[test]
     fn hidden_entries_are_not_consumers_and_a_lone_repaired_log_is_an_interrupted_repair() {
         let dir = tempfile::tempdir().unwrap();
