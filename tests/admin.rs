@@ -324,6 +324,25 @@ fn a_purge_survives_a_power_loss_right_after_it() {
     assert_eq!(orders.publish(&Record::new(b"next")).unwrap(), 100);
 }
 
+/// The note goes first: a request whose publish then fails (here: too
+/// large for the service topic) is still listed as pending, as one cut
+/// short by a crash would be, and is never answered.
+#[test]
+fn a_request_whose_publish_fails_after_its_note_stays_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    bus.topic_with("pricing", TopicOptions::default().max_record_bytes(256))
+        .unwrap();
+    let checkout = bus.requester("checkout").unwrap();
+    let refused = checkout.send_request("pricing", &Record::new(&[0u8; 512]));
+    assert!(
+        matches!(refused, Err(Error::RecordTooLarge { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(checkout.pending().unwrap().len(), 1);
+    assert_eq!(bus.topic("pricing").unwrap().end_offset(), 0);
+}
+
 /// A group's seek is durable when it returns: a power loss right after
 /// it reopens the group at the seek.
 #[test]
