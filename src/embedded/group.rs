@@ -47,7 +47,7 @@ use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, OnExpiry, dead_letter_topic,
-    is_dead_letter_of, not_before,
+    is_dead_letter_of, key_hash, not_before,
 };
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
@@ -129,6 +129,10 @@ impl Source for TopicRecords<'_> {
     fn put_back(&mut self) {
         self.read.pop();
     }
+
+    fn key(&self) -> Option<u64> {
+        self.read.last().and_then(key_hash)
+    }
 }
 
 /// Deliveries leased by one poll and not yet handed out.
@@ -165,7 +169,7 @@ impl LogGroup {
             true => topic.log().cursor(options.start.into())?.offset(),
             false => 0,
         };
-        let machine = GroupMachine::replay(&events, start, fastrand::Rng::new());
+        let machine = GroupMachine::replay(&events, start, fastrand::Rng::new()).ordered(options.ordering);
         let cursor = topic.log().cursor(Position::Offset(machine.next_offset()))?;
         let state = GroupState {
             machine,
@@ -192,9 +196,16 @@ impl LogGroup {
 
     /// Applies `options`' lease, retry policy and dead-letter setting to
     /// the group (every handle, from the next decision on); `start` only
-    /// applies when a group is created.
+    /// applies when a group is created; `ordering` may not change.
     pub(crate) fn reconfigure(&self, options: GroupOptions) -> Result<()> {
         options.validate_for(self.inner.topic.name())?;
+        if options.ordering != self.inner.options().ordering {
+            return Err(Error::InvalidArgument(format!(
+                "group {} is open with ordering {:?}: its ordering cannot change until every handle is dropped",
+                self.inner.consumer.name(),
+                self.inner.options().ordering
+            )));
+        }
         *self.inner.options.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(options);
         self.inner.open_dlq();
         Ok(())

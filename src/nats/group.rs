@@ -18,8 +18,8 @@ use super::topic::NatsTopic;
 use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
 use crate::clock::wall_ms;
-use crate::error::Result;
-use crate::patterns::{GroupOptions, GroupStats, OnExpiry};
+use crate::error::{Error, Result};
+use crate::patterns::{DeliveryOrder, GroupOptions, GroupStats, OnExpiry};
 
 /// A consumer group on JetStream. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -35,6 +35,14 @@ impl NatsGroup {
     /// and attempts (AckWait, MaxDeliver).
     pub(crate) fn open(topic: NatsTopic, name: &str, options: &GroupOptions) -> Result<NatsGroup> {
         options.validate_for(topic.name())?;
+        if options.ordering != DeliveryOrder::Unordered {
+            // A JetStream consumer's max-ack-pending counts a whole
+            // consumer, not a key.
+            return Err(Error::Unsupported {
+                backend: "nats",
+                feature: "per-key ordering (DeliveryOrder::PerKey)",
+            });
+        }
         let bus = &topic.shared().bus;
         bus.check_open()?;
         let spec = GroupSpec::from_group_options(options);

@@ -11,8 +11,17 @@
 //!   entry or was passed without one (removed by retention before it was
 //!   read); an offset below `next_offset` without an entry is settled;
 //! - an entry is Available (in `ready`, by due time), Leased (in `leases`,
-//!   by lease end, to exactly one token), DeadLettering (claimed by one
-//!   driver call writing its dead letter: in neither set) or Done;
+//!   by lease end, to exactly one token), Blocked (a per-key group's
+//!   record behind an unsettled earlier one of its key: in neither set),
+//!   DeadLettering (claimed by one driver call writing its dead letter: in
+//!   neither set) or Done;
+//! - in a per-key group ([`DeliveryOrder::PerKey`]), of the unsettled
+//!   records of one key only the lowest may be anything but Blocked: a
+//!   record is leased only once every earlier record of its key is Done,
+//!   so no two records of a key are ever leased together (a record whose
+//!   key the machine has not learned yet is not leased: the keys of
+//!   replayed entries are learned from the source before the first lease;
+//!   the first [`MAX_BLOCKED`] Blocked entries stop reading ahead);
 //! - a lease is granted only by applying a `Delivered` event, which the
 //!   command returns for the driver to persist before the hand-out; attempts
 //!   only grow, except when [`GroupMachine::unlease`] takes back a lease
@@ -34,7 +43,9 @@
 //! it may not be handed out is kept Available until then, without an event
 //! and without counting an attempt; after a crash it comes back as a new
 //! record, or as an Available gap below a later `Delivered`, and the next
-//! pick keeps it back again. The
+//! pick keeps it back again. Keys and Blocked: a crash forgets them, and
+//! the replayed state learns them again from the records (a Blocked
+//! record was never leased, so it has no event, or only a gap entry). The
 //! failure of a nack or reject that dead-letters is persisted by the
 //! dead-letter intent.
 //!
@@ -47,6 +58,8 @@
 //! | Available, due, attempts ≥ max or dead step set | acquire | DeadLettering (claim) | — |
 //! | Available, source lost it | acquire | Done | — |
 //! | (new offset) or Available, due, scheduled later by its record | acquire | Available from that time | — |
+//! | (new offset), per-key, its key has an unsettled record | acquire | Blocked | — |
+//! | Blocked, the last earlier record of its key becomes Done | (any) | Available | — |
 //! | Leased, lease ended | acquire / expire | Available after backoff | — |
 //! | Leased (own token) or Available (same attempt, dead step unset) | ack | Done | `Acked` |
 //! | same | nack, attempt < max | Available after delay or backoff | `Released` |
@@ -66,11 +79,18 @@
 //! Done; `Snapshot` replaces everything. An event about an offset below
 //! `next_offset` without an entry (settled and pruned) changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
+use crate::patterns::group_options::DeliveryOrder;
 use crate::patterns::retry::RetryPolicy;
+
+/// Most records a per-key group keeps admitted behind busy keys: past that
+/// it reads no further ahead until some of them are handed out (as Kafka's
+/// share groups bound the records they lock), so one busy key with a long
+/// backlog costs bounded memory.
+pub(crate) const MAX_BLOCKED: usize = 10_000;
 
 /// Appends a failure, keeping the most recent [`MAX_FAILURES_KEPT`].
 pub(crate) fn push_failure(failures: &mut Vec<Failure>, failure: Failure) {
@@ -102,6 +122,9 @@ pub(crate) trait Source {
     /// Forgets the record `next_new` or `holds` just found: it is not
     /// leased now.
     fn put_back(&mut self);
+    /// A hash of the key of the record `next_new` or `holds` just found,
+    /// if it has a key (asked only of a per-key group).
+    fn key(&self) -> Option<u64>;
 }
 
 /// A record leased to a delivery: which record, which attempt, and the
@@ -154,8 +177,18 @@ pub(crate) enum Nacked {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    Available { not_before_ms: i64 },
-    Leased { token: u64, until_ms: i64 },
+    Available {
+        not_before_ms: i64,
+    },
+    /// Available, but an earlier record of its key is not settled yet (a
+    /// per-key group only); Available once every earlier one is.
+    Blocked {
+        not_before_ms: i64,
+    },
+    Leased {
+        token: u64,
+        until_ms: i64,
+    },
     DeadLettering,
     Done,
 }
@@ -178,6 +211,8 @@ struct Entry {
     status: Status,
     failures: Vec<Failure>,
     dead: DeadStep,
+    /// The hash of its record's key, once a per-key group learned it.
+    key: Option<u64>,
 }
 
 impl Entry {
@@ -187,8 +222,22 @@ impl Entry {
             status: Status::Available { not_before_ms },
             failures: Vec::new(),
             dead: DeadStep::No,
+            key: None,
         }
     }
+}
+
+/// What a per-key group knows of its records' keys (volatile: learned from
+/// the records, again after a crash).
+#[derive(Debug, Default)]
+struct Keys {
+    /// Each key's unsettled records. Only the lowest may be anything but
+    /// Blocked; every other one is Blocked.
+    members: HashMap<u64, BTreeSet<u64>>,
+    /// Whether the keys of the entries a replay restored are learned.
+    learned: bool,
+    /// Entries Blocked now.
+    blocked: usize,
 }
 
 /// A consumer group's delivery state (see the module doc).
@@ -200,6 +249,8 @@ pub(crate) struct GroupMachine {
     leases: BTreeSet<(i64, u64)>,
     next_token: u64,
     rng: fastrand::Rng,
+    ordering: DeliveryOrder,
+    keys: Keys,
 }
 
 fn failure(at_ms: i64, reason: &str) -> Failure {
@@ -219,7 +270,16 @@ impl GroupMachine {
             leases: BTreeSet::new(),
             next_token: 1,
             rng,
+            ordering: DeliveryOrder::Unordered,
+            keys: Keys::default(),
         }
+    }
+
+    /// The same machine, handing out records in `ordering`; set before the
+    /// first acquire.
+    pub(crate) fn ordered(mut self, ordering: DeliveryOrder) -> GroupMachine {
+        self.ordering = ordering;
+        self
     }
 
     /// The state `events` (a state log from its last snapshot) lead to,
@@ -269,6 +329,7 @@ impl GroupMachine {
         self.entries.clear();
         self.ready.clear();
         self.leases.clear();
+        self.keys = Keys::default();
         for saved in entries {
             let mut entry = Entry::new(saved.not_before_ms);
             entry.attempts = saved.attempts;
@@ -341,14 +402,87 @@ impl GroupMachine {
         match entry.status {
             Status::Available { not_before_ms } => self.ready.remove(&(not_before_ms, offset)),
             Status::Leased { until_ms, .. } => self.leases.remove(&(until_ms, offset)),
+            Status::Blocked { .. } => {
+                self.keys.blocked -= 1;
+                false
+            }
             Status::DeadLettering | Status::Done => false,
         };
         match status {
             Status::Available { not_before_ms } => self.ready.insert((not_before_ms, offset)),
             Status::Leased { until_ms, .. } => self.leases.insert((until_ms, offset)),
+            Status::Blocked { .. } => {
+                self.keys.blocked += 1;
+                false
+            }
             Status::DeadLettering | Status::Done => false,
         };
         entry.status = status;
+        if let (Status::Done, Some(key)) = (status, entry.key) {
+            self.leave_key(offset, key);
+        }
+    }
+
+    /// Records `offset`'s key (a per-key group): it joins the key's
+    /// unsettled records.
+    fn join_key(&mut self, offset: u64, key: Option<u64>) {
+        let (Some(key), Some(entry)) = (key, self.entries.get_mut(&offset)) else {
+            return;
+        };
+        entry.key = Some(key);
+        self.keys.members.entry(key).or_default().insert(offset);
+    }
+
+    /// Whether `key` has an unsettled record.
+    fn key_busy(&self, key: u64) -> bool {
+        self.keys.members.contains_key(&key)
+    }
+
+    /// `offset`, of `key`, is settled: the key's next record may go out.
+    fn leave_key(&mut self, offset: u64, key: u64) {
+        let Some(members) = self.keys.members.get_mut(&key) else {
+            return;
+        };
+        members.remove(&offset);
+        let Some(&next) = members.first() else {
+            self.keys.members.remove(&key);
+            return;
+        };
+        if let Some(Status::Blocked { not_before_ms }) = self.entries.get(&next).map(|e| e.status) {
+            self.schedule(next, not_before_ms);
+        }
+    }
+
+    /// A per-key group learns the keys of the unsettled entries a replay
+    /// restored, once, before its first lease: of each key the lowest
+    /// goes on, the others wait (Blocked).
+    fn learn_keys(&mut self, source: &mut impl Source) -> Result<()> {
+        if self.ordering == DeliveryOrder::Unordered || self.keys.learned {
+            return Ok(());
+        }
+        let unknown: Vec<u64> = (self.entries.iter())
+            .filter(|(_, e)| e.status != Status::Done && e.key.is_none())
+            .map(|(offset, _)| *offset)
+            .collect();
+        for offset in unknown {
+            if !source.holds(offset)? {
+                continue;
+            }
+            let key = source.key();
+            source.put_back();
+            let Some(key) = key else {
+                continue;
+            };
+            let busy = self.key_busy(key);
+            self.join_key(offset, Some(key));
+            if let (true, Some(Status::Available { not_before_ms })) =
+                (busy, self.entries.get(&offset).map(|e| e.status))
+            {
+                self.set_status(offset, Status::Blocked { not_before_ms });
+            }
+        }
+        self.keys.learned = true;
+        Ok(())
     }
 
     fn schedule(&mut self, offset: u64, not_before_ms: i64) {
@@ -374,10 +508,23 @@ impl GroupMachine {
         acquired: &mut Acquired,
     ) -> Result<Option<Claim>> {
         self.expire(now, rules);
+        self.learn_keys(source)?;
         let first = acquired.leases.len();
         while acquired.leases.len() < max {
+            let mut new_key = None;
             let (offset, attempts) = match self.candidate(now, source) {
-                Ok(Some(Candidate::New(offset))) => (offset, 0),
+                Ok(Some(Candidate::New(offset))) => {
+                    if self.ordering == DeliveryOrder::PerKey {
+                        new_key = source.key();
+                    }
+                    if let Some(key) = new_key.filter(|&key| self.key_busy(key)) {
+                        source.put_back();
+                        self.admit(offset, Status::Blocked { not_before_ms: 0 });
+                        self.join_key(offset, Some(key));
+                        continue;
+                    }
+                    (offset, 0)
+                }
                 Ok(Some(Candidate::Due(offset))) => {
                     let Some(entry) = self.entries.get(&offset) else {
                         break;
@@ -404,7 +551,8 @@ impl GroupMachine {
             };
             if let Some(not_before_ms) = source.not_before().filter(|&at| at > now) {
                 source.put_back();
-                self.defer(offset, not_before_ms);
+                self.admit(offset, Status::Available { not_before_ms });
+                self.join_key(offset, new_key);
                 continue;
             }
             let event = StateEvent::Delivered {
@@ -413,6 +561,7 @@ impl GroupMachine {
                 lease_until_ms: now.saturating_add(rules.lease_ms),
             };
             self.apply(&event);
+            self.join_key(offset, new_key);
             acquired.leases.push(Lease {
                 offset,
                 attempt: attempts + 1,
@@ -440,6 +589,9 @@ impl GroupMachine {
         {
             return Ok(Some(Candidate::Due(offset)));
         }
+        if self.keys.blocked >= MAX_BLOCKED {
+            return Ok(None);
+        }
         let Some(offset) = source.next_new()? else {
             return Ok(None);
         };
@@ -454,15 +606,14 @@ impl GroupMachine {
         Ok(Some(Candidate::New(offset)))
     }
 
-    /// Keeps `offset`, which its record schedules for `not_before_ms`,
-    /// Available until then: admitted if new, no attempt counted, no event
-    /// (see the module doc).
-    fn defer(&mut self, offset: u64, not_before_ms: i64) {
+    /// Keeps `offset` from going out now, `status` saying until when:
+    /// Available at the time its record schedules it for, or Blocked
+    /// behind its key. Admitted if new; no attempt counted, no event (see
+    /// the module doc).
+    fn admit(&mut self, offset: u64, status: Status) {
         self.next_offset = self.next_offset.max(offset + 1);
-        self.entries
-            .entry(offset)
-            .or_insert_with(|| Entry::new(not_before_ms));
-        self.schedule(offset, not_before_ms);
+        self.entries.entry(offset).or_insert_with(|| Entry::new(0));
+        self.set_status(offset, status);
     }
 
     /// Forgets what the state held about `offset` and admits it as a new
@@ -741,7 +892,7 @@ impl GroupMachine {
                 offset: *offset,
                 attempts: entry.attempts,
                 not_before_ms: match entry.status {
-                    Status::Available { not_before_ms } => not_before_ms,
+                    Status::Available { not_before_ms } | Status::Blocked { not_before_ms } => not_before_ms,
                     _ => 0,
                 },
                 done: entry.status == Status::Done,
@@ -793,6 +944,10 @@ mod tests {
         }
 
         fn put_back(&mut self) {}
+
+        fn key(&self) -> Option<u64> {
+            None
+        }
     }
 
     #[test]

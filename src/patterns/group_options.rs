@@ -37,6 +37,25 @@ pub struct GroupOptions {
     /// What the group does with an expired record (see
     /// [`crate::headers::EXPIRES_AT`]) instead of handing it out.
     pub on_expiry: OnExpiry,
+    /// Whether records of one key go out one at a time, in offset order.
+    pub ordering: DeliveryOrder,
+}
+
+/// In what order a consumer group hands out records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryOrder {
+    /// Any receiver gets any record as soon as it is due: records go out
+    /// in parallel in roughly offset order, redeliveries whenever they fall
+    /// due (the default).
+    #[default]
+    Unordered,
+    /// Records with the same key (see [`crate::Record::key`]) go out one
+    /// at a time and in offset order: a record is handed out only once
+    /// every earlier record of its key was acked or dead-lettered, while
+    /// records of other keys go to other receivers in parallel. A record
+    /// that keeps failing holds back its key, and only its key, until it is
+    /// dead-lettered. Records without a key are unordered.
+    PerKey,
 }
 
 /// What a consumer group does with a record that expired (its
@@ -60,6 +79,7 @@ impl Default for GroupOptions {
             dead_letter: true,
             start: StartAt::Earliest,
             on_expiry: OnExpiry::DeadLetter,
+            ordering: DeliveryOrder::Unordered,
         }
     }
 }
@@ -119,6 +139,14 @@ impl GroupOptions {
     /// handed out (default [`OnExpiry::DeadLetter`]).
     pub fn on_expiry(mut self, on_expiry: OnExpiry) -> Self {
         self.on_expiry = on_expiry;
+        self
+    }
+
+    /// Whether records of one key go out one at a time, in offset order
+    /// (default [`DeliveryOrder::Unordered`]; the embedded backend only).
+    /// Fixed while the group is open in this process.
+    pub fn ordering(mut self, ordering: DeliveryOrder) -> Self {
+        self.ordering = ordering;
         self
     }
 

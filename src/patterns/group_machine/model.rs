@@ -1,6 +1,6 @@
 //! Model test of the group state machine alone: no storage, no threads, no
-//! sleeps. Random sequences of publish (also of records scheduled for
-//! later), acquire (single and batch), ack, nack (with and without a delay), reject, lease extension, clock
+//! sleeps. Random sequences of publish (of records with or without one of
+//! a few keys, also of records scheduled for later), acquire (single and batch), ack, nack (with and without a delay), reject, lease extension, clock
 //! advances, dead-letter faults, snapshots and crashes (between commands,
 //! after a batch was persisted but before it was handed out, and in the
 //! middle of a dead letter) drive a [`GroupMachine`] with an explicit clock,
@@ -9,6 +9,10 @@
 //! - a record is leased to at most one holder at a time (a new lease only
 //!   once the previous one ended or was settled), and never before the
 //!   time its record is scheduled for (waiting counts no attempt);
+//! - in a per-key group, a record with a key is leased only once every
+//!   earlier record of its key is acked or dead-lettered and no other
+//!   record of its key is leased: one at a time per key, in offset order,
+//!   through redeliveries, dead letters and crashes;
 //! - attempts grow by exactly one per lease and never decrease, and each
 //!   lease's `Delivered` is persisted before it is handed out;
 //! - a record goes to the dead-letter topic only after exactly
@@ -49,9 +53,10 @@ enum DlqFault {
 
 #[derive(Debug, Clone)]
 enum Action {
-    Publish(u64),
+    /// Records with these keys (`None`: no key).
+    Publish(Vec<Option<u8>>),
     /// One record scheduled this many ms after now.
-    PublishScheduled(u16),
+    PublishScheduled(u16, Option<u8>),
     Acquire(usize),
     /// Persists a batch's attempts, then crashes before handing it out.
     AcquireThenCrash(usize),
@@ -68,6 +73,7 @@ enum Action {
 #[derive(Debug, Clone, Copy)]
 struct Config {
     rules: Rules,
+    ordering: DeliveryOrder,
 }
 
 /// What the model knows of one published record.
@@ -81,6 +87,7 @@ struct Rec {
     not_before: i64,
     /// The time the record itself is scheduled for (its header), or 0.
     schedule: i64,
+    key: Option<u8>,
     acked: bool,
     dead: bool,
     /// Rejected, or its dead letter failed: never delivered again (until a
@@ -103,8 +110,8 @@ impl Rec {
 struct Published {
     next: u64,
     end: u64,
-    /// Each record's schedule (0: none).
-    schedules: Vec<i64>,
+    /// Each record's schedule (0: none) and key.
+    records: Vec<(i64, Option<u8>)>,
     /// The offset `next_new` or `holds` found last.
     found: Option<u64>,
 }
@@ -125,12 +132,16 @@ impl Source for Published {
     }
 
     fn not_before(&self) -> Option<i64> {
-        let schedule = self.schedules[self.found? as usize];
+        let (schedule, _) = self.records[self.found? as usize];
         (schedule > 0).then_some(schedule)
     }
 
     fn put_back(&mut self) {
         self.found = None;
+    }
+
+    fn key(&self) -> Option<u64> {
+        self.records[self.found? as usize].1.map(u64::from)
     }
 }
 
@@ -160,6 +171,7 @@ fn project(machine: &GroupMachine) -> Projection {
 
 struct Harness {
     rules: Rules,
+    ordering: DeliveryOrder,
     now: i64,
     machine: GroupMachine,
     /// Every event persisted, in order (snapshots included).
@@ -183,9 +195,10 @@ struct Crashed;
 
 impl Harness {
     fn new(cfg: Config) -> Harness {
-        let machine = GroupMachine::new(0, fastrand::Rng::with_seed(7));
+        let machine = GroupMachine::new(0, fastrand::Rng::with_seed(7)).ordered(cfg.ordering);
         let mut harness = Harness {
             rules: cfg.rules,
+            ordering: cfg.ordering,
             now: START_MS,
             log: machine.snapshot(),
             machine,
@@ -229,7 +242,22 @@ impl Harness {
     /// Whether the model has work for an acquire at `now`: a record to
     /// lease or to dead-letter.
     fn has_work(&self) -> bool {
-        (self.recs.iter()).any(|rec| !rec.settled() && rec.until.is_none() && rec.not_before <= self.now)
+        (self.recs.iter().enumerate()).any(|(offset, rec)| {
+            !rec.settled() && rec.until.is_none() && rec.not_before <= self.now && self.key_free(offset)
+        })
+    }
+
+    /// Whether a per-key group may hand out `offset` as far as its key
+    /// goes: every earlier record of the key is settled, and no other one
+    /// is leased.
+    fn key_free(&self, offset: usize) -> bool {
+        let key = self.recs[offset].key;
+        if self.ordering == DeliveryOrder::Unordered || key.is_none() {
+            return true;
+        }
+        (self.recs.iter().enumerate())
+            .filter(|(other, rec)| *other != offset && rec.key == key)
+            .all(|(other, rec)| (other > offset || rec.settled()) && rec.until.is_none())
     }
 
     /// Like `src/embedded/group.rs`'s poll: acquire, dead-letter what it claims,
@@ -241,7 +269,7 @@ impl Harness {
             let mut topic = Published {
                 next: self.cursor,
                 end: self.end,
-                schedules: self.recs.iter().map(|rec| rec.schedule).collect(),
+                records: self.recs.iter().map(|rec| (rec.schedule, rec.key)).collect(),
                 found: None,
             };
             let dead = self
@@ -312,6 +340,12 @@ impl Harness {
             rec.not_before <= now,
             "offset {} leased before due: {rec:?}",
             lease.offset
+        );
+        assert!(
+            self.key_free(lease.offset as usize),
+            "offset {} leased out of its key's order: {:?}",
+            lease.offset,
+            self.recs
         );
         assert_eq!(
             lease.attempt,
@@ -483,7 +517,8 @@ impl Harness {
 
     /// The process dies: the machine is rebuilt from the persisted events.
     fn crash(&mut self) {
-        let mut machine = GroupMachine::replay(&self.log, 0, fastrand::Rng::with_seed(9));
+        let mut machine =
+            GroupMachine::replay(&self.log, 0, fastrand::Rng::with_seed(9)).ordered(self.ordering);
         let released = machine.recover(self.now, &self.rules);
         self.log.extend(released);
         machine.prune();
@@ -507,17 +542,21 @@ impl Harness {
 
     fn step(&mut self, action: &Action) {
         let crashed = match *action {
-            Action::Publish(n) => {
-                self.end += n;
-                self.recs.resize(self.end as usize, Rec::default());
+            Action::Publish(ref keys) => {
+                self.end += keys.len() as u64;
+                self.recs.extend(keys.iter().map(|&key| Rec {
+                    key,
+                    ..Rec::default()
+                }));
                 Ok(())
             }
-            Action::PublishScheduled(after_ms) => {
+            Action::PublishScheduled(after_ms, key) => {
                 let schedule = self.now + i64::from(after_ms);
                 self.end += 1;
                 self.recs.push(Rec {
                     not_before: schedule,
                     schedule,
+                    key,
                     ..Rec::default()
                 });
                 Ok(())
@@ -646,9 +685,10 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(DlqFault::CrashAfterIntent),
         1 => Just(DlqFault::CrashAfterLetter),
     ];
+    let key = prop::option::weighted(0.8, 0u8..3);
     prop_oneof![
-        6 => (1u64..=4).prop_map(Action::Publish),
-        2 => (1u16..100).prop_map(Action::PublishScheduled),
+        6 => prop::collection::vec(key.clone(), 1..=4).prop_map(Action::Publish),
+        2 => (1u16..100, key).prop_map(|(after_ms, key)| Action::PublishScheduled(after_ms, key)),
         8 => (1usize..=5).prop_map(Action::Acquire),
         1 => (1usize..=5).prop_map(Action::AcquireThenCrash),
         5 => any::<usize>().prop_map(Action::Ack),
@@ -672,14 +712,16 @@ fn config() -> impl Strategy<Value = Config> {
             jitter: false,
         }),
     ];
-    (1u32..=4, prop_oneof![Just(20i64), Just(1000)], backoff).prop_map(|(max_attempts, lease_ms, backoff)| {
-        Config {
+    let ordering = prop_oneof![Just(DeliveryOrder::Unordered), Just(DeliveryOrder::PerKey)];
+    (1u32..=4, prop_oneof![Just(20i64), Just(1000)], backoff, ordering).prop_map(
+        |(max_attempts, lease_ms, backoff, ordering)| Config {
             rules: Rules {
                 lease_ms,
                 retry: RetryPolicy::default().max_attempts(max_attempts).backoff(backoff),
             },
-        }
-    })
+            ordering,
+        },
+    )
 }
 
 proptest! {
