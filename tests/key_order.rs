@@ -1,8 +1,10 @@
 //! Per-key ordered consumer groups (`DeliveryOrder::PerKey`): records of
 //! one key go out one at a time and in offset order while other keys go to
 //! other receivers in parallel; a failing record holds back only its key,
-//! until it is dead-lettered; a reopened group keeps the order of the
-//! records it had admitted. The NATS backend refuses the option.
+//! until it is dead-lettered (or, with `OnDeadLetter::ParkKey`, until it is
+//! redriven and its redrive acked, also across a reopen); a reopened group
+//! keeps the order of the records it had admitted. The NATS backend
+//! refuses the option.
 //! (The group machine's model test checks the same through random
 //! failures and crashes.)
 
@@ -16,7 +18,10 @@ use std::time::Duration;
 
 use common::TestBackend;
 use common::groups::group_options;
-use logbus::{Bus, BusOptions, DeliveryOrder, Error, GroupOptions, Record, StartAt, dead_letter_topic};
+use logbus::{
+    Bus, BusOptions, DeliveryOrder, Error, Group, GroupOptions, OnDeadLetter, Record, StartAt,
+    dead_letter_topic,
+};
 
 const KEYS: usize = 4;
 const PER_KEY: usize = 100;
@@ -209,6 +214,80 @@ fn a_reopened_group_keeps_the_order_of_the_records_it_had_admitted() {
     }
     let of = |key: &str| -> Vec<usize> { order.iter().filter(|(k, _)| k == key).map(|(_, s)| *s).collect() };
     assert_eq!((of("a"), of("b")), (vec![0, 1, 2], vec![0, 1]));
+    bus.close().expect("close");
+}
+
+/// The values a receive hands out now, acked, in hand-out order.
+fn take(group: &Group) -> Vec<String> {
+    let batch = group.try_recv_batch(10).expect("recv");
+    let values = batch
+        .iter()
+        .map(|d| String::from_utf8(d.record().value().to_vec()).expect("utf-8"))
+        .collect();
+    batch.into_iter().for_each(|d| d.ack().expect("ack"));
+    values
+}
+
+/// With `OnDeadLetter::ParkKey` a dead letter parks its key: the key's
+/// later records wait, across a reopen, until the dead letter is redriven
+/// and its redrive acked; the redrive goes out first. Other keys go on.
+#[test]
+fn a_parked_key_waits_for_the_redrive_of_its_dead_letter_across_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = per_key(group_options(Duration::from_secs(60), 1, Duration::ZERO))
+        .on_dead_letter(OnDeadLetter::ParkKey);
+    {
+        let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
+        let jobs = bus.topic("jobs").expect("topic");
+        for (key, seq) in [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1)] {
+            jobs.publish(&Record::new(&keyed(key, seq)).key(key))
+                .expect("publish");
+        }
+        let workers = jobs.group("workers", options.clone()).expect("group");
+        let first = workers.try_recv_batch(10).expect("recv");
+        let values: Vec<_> = first.iter().map(|d| d.record().value().to_vec()).collect();
+        assert_eq!(values, [keyed("a", 0), keyed("b", 0)]);
+        let mut first = first.into_iter();
+        first.next().expect("a/0").reject("poison").expect("reject");
+        first.next().expect("b/0").ack().expect("ack");
+        assert_eq!(take(&workers), ["b/1"], "a is parked, b goes on");
+        assert!(take(&workers).is_empty());
+        bus.close().expect("close");
+    }
+    let bus = Bus::open(dir.path(), BusOptions::default()).expect("reopen");
+    let workers = bus
+        .topic("jobs")
+        .expect("topic")
+        .group("workers", options)
+        .expect("group");
+    assert!(take(&workers).is_empty(), "a stays parked across a reopen");
+    let moved = bus
+        .redrive(&dead_letter_topic("jobs"), |_| true)
+        .expect("redrive");
+    assert_eq!(moved, 1);
+    let redriven = workers.try_recv().expect("recv").expect("the redrive of a/0");
+    assert_eq!(redriven.record().value(), b"a/0");
+    assert!(take(&workers).is_empty(), "a/1 waits until the redrive is acked");
+    redriven.ack().expect("ack");
+    assert_eq!(take(&workers), ["a/1"]);
+    assert_eq!(take(&workers), ["a/2"]);
+    assert!(take(&workers).is_empty());
+    let stats = workers.stats().expect("stats");
+    assert_eq!((stats.lag, stats.in_flight), (0, 0), "{stats:?}");
+    bus.close().expect("close");
+}
+
+/// Parking needs per-key ordering and dead letters to redrive.
+#[test]
+fn parking_keys_needs_per_key_ordering_and_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
+    let jobs = bus.topic("jobs").expect("topic");
+    let park = GroupOptions::default().on_dead_letter(OnDeadLetter::ParkKey);
+    for options in [park.clone(), per_key(park).dead_letter(false)] {
+        let group = jobs.group("workers", options);
+        assert!(matches!(group, Err(Error::InvalidArgument(_))), "{group:?}");
+    }
     bus.close().expect("close");
 }
 

@@ -14,14 +14,14 @@
 //!   by lease end, to exactly one token), Blocked (a per-key group's
 //!   record behind an unsettled earlier one of its key: in neither set),
 //!   DeadLettering (claimed by one driver call writing its dead letter: in
-//!   neither set) or Done;
-//! - in a per-key group ([`DeliveryOrder::PerKey`]), of the unsettled
-//!   records of one key only the lowest may be anything but Blocked: a
-//!   record is leased only once every earlier record of its key is Done,
-//!   so no two records of a key are ever leased together (a record whose
-//!   key the machine has not learned yet is not leased: the keys of
-//!   replayed entries are learned from the source before the first lease;
-//!   the first [`MAX_BLOCKED`] Blocked entries stop reading ahead);
+//!   neither set), Parked (dead-lettered, holding its key until a redrive:
+//!   in neither set) or Done;
+//! - in a per-key group ([`DeliveryOrder::PerKey`]) no two records of a
+//!   key are ever leased together, and a record is leased only in its
+//!   key's turn (`group_machine/keys.rs` states the rules: offset order,
+//!   and behind a Parked record only redriven records); the keys of
+//!   replayed entries are learned from the source before the first lease,
+//!   and [`MAX_BLOCKED`] Blocked entries stop reading ahead;
 //! - a lease is granted only by applying a `Delivered` event, which the
 //!   command returns for the driver to persist before the hand-out; attempts
 //!   only grow, except when [`GroupMachine::unlease`] takes back a lease
@@ -60,6 +60,8 @@
 //! | (new offset) or Available, due, scheduled later by its record | acquire | Available from that time | — |
 //! | (new offset), per-key, its key has an unsettled record | acquire | Blocked | — |
 //! | Blocked, the last earlier record of its key becomes Done | (any) | Available | — |
+//! | DeadLettering, keyed, the group parks keys | dead-letter done | Parked | — |
+//! | Parked, a redriven record of its key becomes Done | (any) | Done | `DeadLettered` (owed) |
 //! | Leased, lease ended | acquire / expire | Available after backoff | — |
 //! | Leased (own token) or Available (same attempt, dead step unset) | ack | Done | `Acked` |
 //! | same | nack, attempt < max | Available after delay or backoff | `Released` |
@@ -79,12 +81,13 @@
 //! Done; `Snapshot` replaces everything. An event about an offset below
 //! `next_offset` without an entry (settled and pruned) changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
-use crate::patterns::group_options::DeliveryOrder;
+use crate::patterns::group_options::{DeliveryOrder, OnDeadLetter};
 use crate::patterns::retry::RetryPolicy;
+use keys::Keys;
 
 /// Most records a per-key group keeps admitted behind busy keys: past that
 /// it reads no further ahead until some of them are handed out (as Kafka's
@@ -125,6 +128,9 @@ pub(crate) trait Source {
     /// A hash of the key of the record `next_new` or `holds` just found,
     /// if it has a key (asked only of a per-key group).
     fn key(&self) -> Option<u64>;
+    /// Whether the record `next_new` or `holds` just found was put back by
+    /// a redrive (asked only of a group that parks keys).
+    fn redriven(&self) -> bool;
 }
 
 /// A record leased to a delivery: which record, which attempt, and the
@@ -180,11 +186,14 @@ enum Status {
     Available {
         not_before_ms: i64,
     },
-    /// Available, but an earlier record of its key is not settled yet (a
-    /// per-key group only); Available once every earlier one is.
+    /// Available, but not its key's turn yet (a per-key group only, see
+    /// `keys.rs`).
     Blocked {
         not_before_ms: i64,
     },
+    /// In the dead-letter topic, holding its key until a redrive (a group
+    /// that parks keys only): not settled, never leased again.
+    Parked,
     Leased {
         token: u64,
         until_ms: i64,
@@ -213,6 +222,8 @@ struct Entry {
     dead: DeadStep,
     /// The hash of its record's key, once a per-key group learned it.
     key: Option<u64>,
+    /// Its record was put back by a redrive (learned with the key).
+    redriven: bool,
 }
 
 impl Entry {
@@ -223,21 +234,9 @@ impl Entry {
             failures: Vec::new(),
             dead: DeadStep::No,
             key: None,
+            redriven: false,
         }
     }
-}
-
-/// What a per-key group knows of its records' keys (volatile: learned from
-/// the records, again after a crash).
-#[derive(Debug, Default)]
-struct Keys {
-    /// Each key's unsettled records. Only the lowest may be anything but
-    /// Blocked; every other one is Blocked.
-    members: HashMap<u64, BTreeSet<u64>>,
-    /// Whether the keys of the entries a replay restored are learned.
-    learned: bool,
-    /// Entries Blocked now.
-    blocked: usize,
 }
 
 /// A consumer group's delivery state (see the module doc).
@@ -250,7 +249,11 @@ pub(crate) struct GroupMachine {
     next_token: u64,
     rng: fastrand::Rng,
     ordering: DeliveryOrder,
+    on_dead_letter: OnDeadLetter,
     keys: Keys,
+    /// Events that settled records as a side effect of a command, to
+    /// persist ahead of its own (see `keys.rs`).
+    owed: Vec<StateEvent>,
 }
 
 fn failure(at_ms: i64, reason: &str) -> Failure {
@@ -271,15 +274,25 @@ impl GroupMachine {
             next_token: 1,
             rng,
             ordering: DeliveryOrder::Unordered,
+            on_dead_letter: OnDeadLetter::Continue,
             keys: Keys::default(),
+            owed: Vec::new(),
         }
     }
 
-    /// The same machine, handing out records in `ordering`; set before the
-    /// first acquire.
-    pub(crate) fn ordered(mut self, ordering: DeliveryOrder) -> GroupMachine {
+    /// The same machine, handing out records in `ordering` and, per key,
+    /// doing `on_dead_letter` after a dead letter; set before the first
+    /// acquire.
+    pub(crate) fn ordered(mut self, ordering: DeliveryOrder, on_dead_letter: OnDeadLetter) -> GroupMachine {
         self.ordering = ordering;
+        self.on_dead_letter = on_dead_letter;
         self
+    }
+
+    /// The events earlier commands settled records with as a side effect:
+    /// the driver persists them ahead of the event of the command it runs.
+    pub(crate) fn take_owed(&mut self) -> Vec<StateEvent> {
+        std::mem::take(&mut self.owed)
     }
 
     /// The state `events` (a state log from its last snapshot) lead to,
@@ -329,7 +342,7 @@ impl GroupMachine {
         self.entries.clear();
         self.ready.clear();
         self.leases.clear();
-        self.keys = Keys::default();
+        self.forget_keys();
         for saved in entries {
             let mut entry = Entry::new(saved.not_before_ms);
             entry.attempts = saved.attempts;
@@ -406,7 +419,7 @@ impl GroupMachine {
                 self.keys.blocked -= 1;
                 false
             }
-            Status::DeadLettering | Status::Done => false,
+            Status::DeadLettering | Status::Parked | Status::Done => false,
         };
         match status {
             Status::Available { not_before_ms } => self.ready.insert((not_before_ms, offset)),
@@ -415,74 +428,12 @@ impl GroupMachine {
                 self.keys.blocked += 1;
                 false
             }
-            Status::DeadLettering | Status::Done => false,
+            Status::DeadLettering | Status::Parked | Status::Done => false,
         };
         entry.status = status;
         if let (Status::Done, Some(key)) = (status, entry.key) {
             self.leave_key(offset, key);
         }
-    }
-
-    /// Records `offset`'s key (a per-key group): it joins the key's
-    /// unsettled records.
-    fn join_key(&mut self, offset: u64, key: Option<u64>) {
-        let (Some(key), Some(entry)) = (key, self.entries.get_mut(&offset)) else {
-            return;
-        };
-        entry.key = Some(key);
-        self.keys.members.entry(key).or_default().insert(offset);
-    }
-
-    /// Whether `key` has an unsettled record.
-    fn key_busy(&self, key: u64) -> bool {
-        self.keys.members.contains_key(&key)
-    }
-
-    /// `offset`, of `key`, is settled: the key's next record may go out.
-    fn leave_key(&mut self, offset: u64, key: u64) {
-        let Some(members) = self.keys.members.get_mut(&key) else {
-            return;
-        };
-        members.remove(&offset);
-        let Some(&next) = members.first() else {
-            self.keys.members.remove(&key);
-            return;
-        };
-        if let Some(Status::Blocked { not_before_ms }) = self.entries.get(&next).map(|e| e.status) {
-            self.schedule(next, not_before_ms);
-        }
-    }
-
-    /// A per-key group learns the keys of the unsettled entries a replay
-    /// restored, once, before its first lease: of each key the lowest
-    /// goes on, the others wait (Blocked).
-    fn learn_keys(&mut self, source: &mut impl Source) -> Result<()> {
-        if self.ordering == DeliveryOrder::Unordered || self.keys.learned {
-            return Ok(());
-        }
-        let unknown: Vec<u64> = (self.entries.iter())
-            .filter(|(_, e)| e.status != Status::Done && e.key.is_none())
-            .map(|(offset, _)| *offset)
-            .collect();
-        for offset in unknown {
-            if !source.holds(offset)? {
-                continue;
-            }
-            let key = source.key();
-            source.put_back();
-            let Some(key) = key else {
-                continue;
-            };
-            let busy = self.key_busy(key);
-            self.join_key(offset, Some(key));
-            if let (true, Some(Status::Available { not_before_ms })) =
-                (busy, self.entries.get(&offset).map(|e| e.status))
-            {
-                self.set_status(offset, Status::Blocked { not_before_ms });
-            }
-        }
-        self.keys.learned = true;
-        Ok(())
     }
 
     fn schedule(&mut self, offset: u64, not_before_ms: i64) {
@@ -514,13 +465,11 @@ impl GroupMachine {
             let mut new_key = None;
             let (offset, attempts) = match self.candidate(now, source) {
                 Ok(Some(Candidate::New(offset))) => {
-                    if self.ordering == DeliveryOrder::PerKey {
-                        new_key = source.key();
-                    }
+                    new_key = self.key_of_found(source);
                     if let Some(key) = new_key.filter(|&key| self.key_busy(key)) {
                         source.put_back();
-                        self.admit(offset, Status::Blocked { not_before_ms: 0 });
-                        self.join_key(offset, Some(key));
+                        self.admit(offset, Status::Available { not_before_ms: 0 });
+                        self.join_key(offset, key);
                         continue;
                     }
                     (offset, 0)
@@ -552,7 +501,9 @@ impl GroupMachine {
             if let Some(not_before_ms) = source.not_before().filter(|&at| at > now) {
                 source.put_back();
                 self.admit(offset, Status::Available { not_before_ms });
-                self.join_key(offset, new_key);
+                if let Some(key) = new_key {
+                    self.join_key(offset, key);
+                }
                 continue;
             }
             let event = StateEvent::Delivered {
@@ -561,7 +512,9 @@ impl GroupMachine {
                 lease_until_ms: now.saturating_add(rules.lease_ms),
             };
             self.apply(&event);
-            self.join_key(offset, new_key);
+            if let Some(key) = new_key {
+                self.join_key(offset, key);
+            }
             acquired.leases.push(Lease {
                 offset,
                 attempt: attempts + 1,
@@ -569,15 +522,20 @@ impl GroupMachine {
             });
             acquired.events.push(event);
         }
+        acquired.events.append(&mut self.owed);
         Ok(None)
     }
 
     /// Takes back what the failed acquire that started with `first`
     /// leases in `acquired` leased.
     fn abandon(&mut self, acquired: &mut Acquired, first: usize, now: i64, error: Error) -> Error {
-        self.unlease(&acquired.leases[first..], now);
+        let leased = &acquired.leases[first..];
+        self.unlease(leased, now);
+        acquired.events.retain(|event| match event {
+            StateEvent::Delivered { offset, .. } => !leased.iter().any(|lease| lease.offset == *offset),
+            _ => true,
+        });
         acquired.leases.truncate(first);
-        acquired.events.truncate(first);
         error
     }
 
@@ -772,11 +730,17 @@ impl GroupMachine {
             .map(|e| (e.attempts, e.failures.clone()))
     }
 
-    /// The claimed record is in the dead-letter topic (or dropped).
-    pub(crate) fn dead_letter_done(&mut self, offset: u64) -> StateEvent {
+    /// The claimed record is in the dead-letter topic (or dropped): Done,
+    /// or in a group that parks keys, Parked, its `DeadLettered` owed
+    /// until its key resumes (`None` then).
+    pub(crate) fn dead_letter_done(&mut self, offset: u64) -> Option<StateEvent> {
+        if let Some(key) = self.parks(offset) {
+            self.park(offset, key);
+            return None;
+        }
         let event = StateEvent::DeadLettered(offset);
         self.apply(&event);
-        event
+        Some(event)
     }
 
     /// The claimed record's dead letter failed: it stays, never delivered
@@ -920,6 +884,7 @@ impl GroupMachine {
     }
 }
 
+mod keys;
 #[cfg(test)]
 mod model;
 
@@ -947,6 +912,10 @@ mod tests {
 
         fn key(&self) -> Option<u64> {
             None
+        }
+
+        fn redriven(&self) -> bool {
+            false
         }
     }
 

@@ -4,6 +4,7 @@
 
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 
+use crate::patterns::headers;
 use crate::record::StoredRecord;
 
 /// The hash of `record`'s key; `None` for a record without a key (which a
@@ -11,4 +12,10 @@ use crate::record::StoredRecord;
 pub(crate) fn key_hash(record: &StoredRecord) -> Option<u64> {
     let key = record.key();
     (!key.is_empty()).then(|| BuildHasherDefault::<DefaultHasher>::default().hash_one(key))
+}
+
+/// Whether `record` was put back by a redrive (it carries
+/// [`headers::REDRIVE_COUNT`]).
+pub(crate) fn is_redriven(record: &StoredRecord) -> bool {
+    record.header(headers::REDRIVE_COUNT).is_some()
 }

@@ -28,12 +28,12 @@ pub(crate) use dead_letter::{
 #[cfg(feature = "nats")]
 pub(crate) use group_machine::push_failure;
 pub(crate) use group_machine::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
-pub use group_options::{DeliveryOrder, GroupOptions, GroupStats, OnExpiry};
+pub use group_options::{DeliveryOrder, GroupOptions, GroupStats, OnDeadLetter, OnExpiry};
 pub use group_state::GroupSummary;
 #[cfg(feature = "internals")]
 pub(crate) use group_state::unsettled_offsets;
 pub(crate) use group_state::{recovered_commit, recovered_low_watermark, summarize_group};
-pub(crate) use key_order::key_hash;
+pub(crate) use key_order::{is_redriven, key_hash};
 pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]
 pub(crate) use names::{derived, needed_dead_letter_topic};
