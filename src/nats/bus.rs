@@ -136,7 +136,7 @@ impl ReplySink for NatsShared {
 
 impl NatsBus {
     pub(crate) fn connect(urls: &str, options: NatsOptions) -> Result<NatsBus> {
-        let client = NatsClient::connect(urls, options.timeout)?;
+        let client = NatsClient::connect_on(urls, options.timeout, &options.runtime)?;
         let open = Arc::new_cyclic(|open| OpenBus {
             shared: Arc::new(NatsShared {
                 client,
