@@ -521,10 +521,18 @@ mod nats_runtime {
         // Publish-subscribe.
         let jobs = bus.topic("jobs").expect("topic from the runtime's block_on");
         let mut audit = jobs.subscribe("audit", StartAt::Earliest).expect("subscribe");
-        assert_eq!(jobs.publish_async(&Record::new(b"a")).await.expect("publish_async"), 0);
+        assert_eq!(
+            jobs.publish_async(&Record::new(b"a"))
+                .await
+                .expect("publish_async"),
+            0
+        );
         let (jobs, mut audit) = tokio::spawn(async move {
             assert_eq!(jobs.publish(&Record::new(b"b")).expect("publish from a task"), 1);
-            let record = audit.recv(Duration::from_secs(30)).expect("recv").expect("a record");
+            let record = audit
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a record");
             assert_eq!(record.value(), b"a");
             (jobs, audit)
         })
@@ -542,7 +550,10 @@ mod nats_runtime {
 
         // A queue.
         let workers = jobs
-            .group("workers", group_options(Duration::from_secs(60), 5, Duration::ZERO))
+            .group(
+                "workers",
+                group_options(Duration::from_secs(60), 5, Duration::ZERO),
+            )
             .expect("group");
         let first = workers.recv_async().await.expect("recv_async");
         first.nack_async("once more").await.expect("nack_async");
@@ -550,7 +561,10 @@ mod nats_runtime {
         let acked = tokio::spawn(async move {
             let mut acked = Vec::new();
             while acked.len() < 2 {
-                let delivery = again.recv(Duration::from_secs(30)).expect("recv").expect("a delivery");
+                let delivery = again
+                    .recv(Duration::from_secs(30))
+                    .expect("recv")
+                    .expect("a delivery");
                 acked.push(delivery.record().value().to_vec());
                 delivery.ack().expect("ack from a task");
             }
@@ -572,16 +586,25 @@ mod nats_runtime {
         let checkout = bus.requester("checkout").expect("requester");
         let serving = pricing.clone();
         let served = tokio::spawn(async move {
-            let request = serving.recv(Duration::from_secs(30)).expect("recv").expect("a request");
+            let request = serving
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a request");
             request.reply(&Record::new(b"3.20")).expect("reply from a task");
         });
-        let reply = checkout.request_async("pricing", &Record::new(b"sku-7")).await.expect("request_async");
+        let reply = checkout
+            .request_async("pricing", &Record::new(b"sku-7"))
+            .await
+            .expect("request_async");
         assert_eq!(reply.value(), b"3.20");
         served.await.expect("join");
         let serving = pricing.clone();
         let served = tokio::spawn(async move {
             let request = serving.recv_async().await.expect("recv_async");
-            request.reply_async(&Record::new(b"3.30")).await.expect("reply_async");
+            request
+                .reply_async(&Record::new(b"3.30"))
+                .await
+                .expect("reply_async");
         });
         let asking = checkout.clone();
         let reply = tokio::spawn(async move {
@@ -602,20 +625,33 @@ mod nats_runtime {
             .expect("scatter_async");
         let serving = pricing.clone();
         let served = tokio::spawn(async move {
-            let request = serving.recv(Duration::from_secs(30)).expect("recv").expect("a request");
+            let request = serving
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a request");
             request.reply(&Record::new(b"4.00")).expect("reply");
         });
-        let gathered = scatter.gather_async(Gather::all(Duration::from_secs(30))).await.expect("gather_async");
+        let gathered = scatter
+            .gather_async(Gather::all(Duration::from_secs(30)))
+            .await
+            .expect("gather_async");
         assert_eq!((gathered.replies.len(), gathered.stopped), (1, StopReason::All));
         served.await.expect("join");
         let serving = pricing.clone();
         let served = tokio::spawn(async move {
             let request = serving.recv_async().await.expect("recv_async");
-            request.reply_async(&Record::new(b"4.10")).await.expect("reply_async");
+            request
+                .reply_async(&Record::new(b"4.10"))
+                .await
+                .expect("reply_async");
         });
         let gathered = tokio::spawn(async move {
-            let scatter = checkout.scatter(services, &Record::new(b"quote")).expect("scatter");
-            scatter.gather(Gather::all(Duration::from_secs(30))).expect("gather from a task")
+            let scatter = checkout
+                .scatter(services, &Record::new(b"quote"))
+                .expect("scatter");
+            scatter
+                .gather(Gather::all(Duration::from_secs(30)))
+                .expect("gather from a task")
         })
         .await
         .expect("join");
@@ -688,7 +724,10 @@ mod nats_runtime {
             let bus = Bus::connect_nats(&url, NatsOptions::default()).expect("connect");
             let jobs = bus.topic("jobs").expect("topic");
             let workers = jobs
-                .group("workers", group_options(Duration::from_secs(60), 5, Duration::ZERO))
+                .group(
+                    "workers",
+                    group_options(Duration::from_secs(60), 5, Duration::ZERO),
+                )
                 .expect("group");
             jobs.publish_async(&Record::new(b"a")).await.expect("publish");
             let delivery = workers.recv_async().await.expect("a delivery");
@@ -712,12 +751,17 @@ mod nats_runtime {
                 futures::executor::block_on(jobs.publish_async(&Record::new(b"b"))).map(drop),
             );
             closed("recv", workers.recv(Duration::from_secs(5)).map(drop));
-            closed("recv_async", futures::executor::block_on(workers.recv_async()).map(drop));
+            closed(
+                "recv_async",
+                futures::executor::block_on(workers.recv_async()).map(drop),
+            );
             closed("subscription recv", audit.recv(Duration::from_secs(5)).map(drop));
             closed("ack", delivery.ack());
             closed(
                 "request",
-                checkout.request("pricing", &Record::new(b"sku"), Duration::from_secs(5)).map(drop),
+                checkout
+                    .request("pricing", &Record::new(b"sku"), Duration::from_secs(5))
+                    .map(drop),
             );
             closed("responder recv", pricing.recv(Duration::from_secs(5)).map(drop));
             closed("stats", jobs.stats().map(drop));
@@ -733,7 +777,8 @@ mod nats_runtime {
     /// work, and the bus outlives it; `private_runtime(true)` does the same
     /// inside a multi-thread runtime.
     #[test]
-    fn inside_a_current_thread_runtime_or_when_asked_the_bus_runs_on_a_private_runtime_that_outlives_the_callers() {
+    fn inside_a_current_thread_runtime_or_when_asked_the_bus_runs_on_a_private_runtime_that_outlives_the_callers()
+     {
         let Some(backend) = TestBackend::nats() else {
             return;
         };
@@ -743,24 +788,45 @@ mod nats_runtime {
             .build()
             .expect("runtime");
         let (bus, jobs) = current.block_on(async {
-            let refused = Bus::connect_nats(&url, NatsOptions::default().runtime(tokio::runtime::Handle::current()));
+            let refused = Bus::connect_nats(
+                &url,
+                NatsOptions::default().runtime(tokio::runtime::Handle::current()),
+            );
             assert!(matches!(refused, Err(Error::InvalidArgument(_))), "{refused:?}");
             let bus = Bus::connect_nats(&url, NatsOptions::default()).expect("connect");
             assert!(threads_named(PRIVATE_THREAD) > 0);
             let jobs = bus.topic("jobs").expect("topic");
             let workers = jobs
-                .group("workers", group_options(Duration::from_secs(60), 5, Duration::ZERO))
+                .group(
+                    "workers",
+                    group_options(Duration::from_secs(60), 5, Duration::ZERO),
+                )
                 .expect("group");
-            assert_eq!(jobs.publish_async(&Record::new(b"a")).await.expect("publish_async"), 0);
-            assert_eq!(jobs.publish(&Record::new(b"b")).expect("publish from the task"), 1);
+            assert_eq!(
+                jobs.publish_async(&Record::new(b"a"))
+                    .await
+                    .expect("publish_async"),
+                0
+            );
+            assert_eq!(
+                jobs.publish(&Record::new(b"b")).expect("publish from the task"),
+                1
+            );
             let delivery = workers.recv_async().await.expect("recv_async");
             delivery.ack().expect("ack from the task");
-            let delivery = workers.recv(Duration::from_secs(30)).expect("recv").expect("a delivery");
+            let delivery = workers
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a delivery");
             delivery.ack_async().await.expect("ack_async");
             (bus, jobs)
         });
         drop(current);
-        assert_eq!(jobs.publish(&Record::new(b"c")).expect("publish after the runtime"), 2);
+        assert_eq!(
+            jobs.publish(&Record::new(b"c"))
+                .expect("publish after the runtime"),
+            2
+        );
         bus.close().expect("close");
 
         let multi = tokio::runtime::Builder::new_multi_thread()
@@ -771,11 +837,20 @@ mod nats_runtime {
         let (bus, jobs) = multi.block_on(async {
             let bus = Bus::connect_nats(&url, NatsOptions::default().private_runtime(true)).expect("connect");
             let jobs = bus.topic("jobs").expect("topic");
-            assert_eq!(jobs.publish_async(&Record::new(b"d")).await.expect("publish_async"), 3);
+            assert_eq!(
+                jobs.publish_async(&Record::new(b"d"))
+                    .await
+                    .expect("publish_async"),
+                3
+            );
             (bus, jobs)
         });
         drop(multi);
-        assert_eq!(jobs.publish(&Record::new(b"e")).expect("publish after the runtime"), 4);
+        assert_eq!(
+            jobs.publish(&Record::new(b"e"))
+                .expect("publish after the runtime"),
+            4
+        );
         bus.close().expect("close");
     }
 }

@@ -597,9 +597,7 @@ struct PendingPull {
 impl PendingPull {
     fn start(shared: &GroupShared) -> PendingPull {
         let consumer = shared.consumer.clone();
-        let pull = shared
-            .bus
-            .spawn(pull_one(consumer, Some(ASYNC_PULL_WAIT)));
+        let pull = shared.bus.spawn(pull_one(consumer, Some(ASYNC_PULL_WAIT)));
         PendingPull {
             bus: shared.bus.clone(),
             pull: Some(pull),

@@ -242,7 +242,11 @@ impl NatsSubscription {
         start: StartAt,
     ) -> Result<NatsSubscription> {
         let client = &topic.shared().bus.client;
-        let (js, name, durable) = (client.js().clone(), topic.name().to_owned(), claim.name().to_owned());
+        let (js, name, durable) = (
+            client.js().clone(),
+            topic.name().to_owned(),
+            claim.name().to_owned(),
+        );
         let opened = client.block_on(async move { open_durable(&js, &name, &durable, start).await })??;
         Ok(NatsSubscription::new(topic, Some(claim), opened))
     }
