@@ -720,7 +720,7 @@ mod nats_runtime {
             .enable_all()
             .build()
             .expect("runtime");
-        let (bus, jobs, workers, audit, delivery, checkout, pricing) = runtime.block_on(async {
+        let (bus, jobs, workers, audit, deliveries, checkout, pricing) = runtime.block_on(async {
             let bus = Bus::connect_nats(&url, NatsOptions::default()).expect("connect");
             let jobs = bus.topic("jobs").expect("topic");
             let workers = jobs
@@ -729,14 +729,18 @@ mod nats_runtime {
                     group_options(Duration::from_secs(60), 5, Duration::ZERO),
                 )
                 .expect("group");
-            jobs.publish_async(&Record::new(b"a")).await.expect("publish");
-            let delivery = workers.recv_async().await.expect("a delivery");
+            let batch = [Record::new(b"a"), Record::new(b"b")];
+            jobs.publish_batch_async(&batch).await.expect("publish");
+            let deliveries = [
+                workers.recv_async().await.expect("a delivery"),
+                workers.recv_async().await.expect("a delivery"),
+            ];
             let mut audit = jobs.subscribe("audit", StartAt::Latest).expect("subscribe");
             // A receive cut short: its pull (of nothing yet) stays in flight.
             assert!(poll_once(audit.recv_async()).is_pending());
             let checkout = bus.requester("checkout").expect("requester");
             let pricing = bus.responder("pricing").expect("responder");
-            (bus, jobs, workers, audit, delivery, checkout, pricing)
+            (bus, jobs, workers, audit, deliveries, checkout, pricing)
         });
         drop(runtime);
         let closed = |what: &str, result: logbus::Result<()>| match result {
@@ -745,6 +749,7 @@ mod nats_runtime {
         };
         within(Duration::from_secs(30), move || {
             let mut audit = audit;
+            let [delivery, unsettled] = deliveries;
             closed("publish", jobs.publish(&Record::new(b"b")).map(drop));
             closed(
                 "publish_async",
@@ -757,6 +762,9 @@ mod nats_runtime {
             );
             closed("subscription recv", audit.recv(Duration::from_secs(5)).map(drop));
             closed("ack", delivery.ack());
+            drop(unsettled);
+            let ephemeral = jobs.subscribe_ephemeral(StartAt::Latest).map(drop);
+            closed("ephemeral subscription", ephemeral);
             closed(
                 "request",
                 checkout
