@@ -24,16 +24,38 @@
 //! event).
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{DeadStep, GroupMachine, Source, Status};
 use crate::error::Result;
 use crate::format::StateEvent;
 use crate::patterns::group_options::{DeliveryOrder, OnDeadLetter};
 
+/// Hashes a key hash to itself: the map's keys are hashes already.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in all the same.
+        for &byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(byte);
+        }
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
 /// What a per-key group knows of its records' keys.
 #[derive(Debug, Default)]
 pub(super) struct Keys {
-    queues: HashMap<u64, KeyQueue>,
+    queues: HashMap<u64, KeyQueue, BuildHasherDefault<KeyHashHasher>>,
     /// Whether the keys of the entries a replay restored are learned.
     learned: bool,
     /// Entries Blocked now.
