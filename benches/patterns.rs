@@ -6,6 +6,9 @@
 //!   (the enqueue-then-dequeue workload of docs/PERFORMANCE.md);
 //!   `queue/1_receiver_batches_of_100` receives with `try_recv_batch(100)`
 //!   (one state write leases 100 records) and acks each;
+//!   `queue/4_receivers_1000_keys_{unordered,per_key}`: the same with 4
+//!   receivers, each record keyed with one of 1000 keys at random, in an
+//!   unordered and in a per-key ordered group (`DeliveryOrder::PerKey`);
 //! - `fanout/{1,4,16}_subscriptions`: publish 1000 records one by one, then
 //!   each of K durable subscriptions reads all of them and commits;
 //!   throughput counts the 1000 x K deliveries;
@@ -30,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use logbus::{
-    Bus, BusOptions, Durability, Gather, Group, GroupOptions, Recipients, Record, StartAt, StopReason,
-    Subscription, Topic, TopicOptions,
+    Bus, BusOptions, DeliveryOrder, Durability, Gather, Group, GroupOptions, Recipients, Record, StartAt,
+    StopReason, Subscription, Topic, TopicOptions,
 };
 use tempfile::TempDir;
 
@@ -63,13 +66,18 @@ fn value_number(value: &[u8]) -> u64 {
     u64::from_le_bytes(value[..8].try_into().expect("8 bytes"))
 }
 
-/// Publishes `MESSAGES_PER_ITERATION` numbered values one record at a time.
-fn publish_numbered(topic: &Topic) -> Range<u64> {
+/// Publishes `MESSAGES_PER_ITERATION` numbered values one record at a
+/// time; with `keys` > 0 each record gets one of that many keys at random.
+fn publish_numbered(topic: &Topic, keys: u32) -> Range<u64> {
     let first = topic.end_offset();
+    let mut rng = fastrand::Rng::with_seed(first);
     for number in 0..MESSAGES_PER_ITERATION {
-        topic
-            .publish(&Record::new(&numbered_value(number)))
-            .expect("publish");
+        let value = numbered_value(number);
+        let key = match keys {
+            0 => String::new(),
+            keys => format!("key-{}", rng.u32(..keys)),
+        };
+        topic.publish(&Record::new(&value).key(&key)).expect("publish");
     }
     first..topic.end_offset()
 }
@@ -77,18 +85,27 @@ fn publish_numbered(topic: &Topic) -> Range<u64> {
 fn queue(c: &mut Criterion) {
     let mut bench = c.benchmark_group("queue");
     bench.throughput(Throughput::Elements(MESSAGES_PER_ITERATION));
-    for (name, receivers, batch) in [
-        ("1_receivers", 1usize, 1usize),
-        ("4_receivers", 4, 1),
-        ("1_receiver_batches_of_100", 1, 100),
+    for (name, receivers, batch, keys, ordering) in [
+        ("1_receivers", 1usize, 1usize, 0, DeliveryOrder::Unordered),
+        ("4_receivers", 4, 1, 0, DeliveryOrder::Unordered),
+        ("1_receiver_batches_of_100", 1, 100, 0, DeliveryOrder::Unordered),
+        (
+            "4_receivers_1000_keys_unordered",
+            4,
+            1,
+            1000,
+            DeliveryOrder::Unordered,
+        ),
+        ("4_receivers_1000_keys_per_key", 4, 1, 1000, DeliveryOrder::PerKey),
     ] {
         let (_dir, bus) = fresh_bus();
         let topic = bus.topic("jobs").expect("topic");
-        let group = topic.group("workers", GroupOptions::default()).expect("group");
+        let options = GroupOptions::default().ordering(ordering);
+        let group = topic.group("workers", options).expect("group");
         bench.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| send_and_drain(&topic, &group, receivers, batch))
+                    .map(|_| send_and_drain(&topic, &group, receivers, batch, keys))
                     .sum()
             })
         });
@@ -101,7 +118,7 @@ fn queue(c: &mut Criterion) {
 /// receive up to `batch` at a time and ack until the group is empty.
 /// Checks that every number was received exactly once and nothing is left
 /// in flight.
-fn send_and_drain(topic: &Topic, group: &Group, receivers: usize, batch: usize) -> Duration {
+fn send_and_drain(topic: &Topic, group: &Group, receivers: usize, batch: usize, keys: u32) -> Duration {
     let go = Barrier::new(receivers + 1);
     let (elapsed, mut numbers) = std::thread::scope(|scope| {
         let threads: Vec<_> = (0..receivers)
@@ -113,7 +130,7 @@ fn send_and_drain(topic: &Topic, group: &Group, receivers: usize, batch: usize) 
             })
             .collect();
         let started = Instant::now();
-        publish_numbered(topic);
+        publish_numbered(topic, keys);
         go.wait();
         let numbers: Vec<u64> = threads
             .into_iter()
@@ -164,7 +181,7 @@ fn fanout(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let started = Instant::now();
                 for _ in 0..iters {
-                    let published = publish_numbered(&topic);
+                    let published = publish_numbered(&topic, 0);
                     for reader in &mut readers {
                         read_all(reader, &published);
                     }

@@ -8,6 +8,12 @@
 //! inside the runtime: the handles are opened with blocking calls on the
 //! runtime's blocking threads (`spawn_blocking`, `smol::unblock`), then
 //! every step is awaited.
+//!
+//! On NATS, a bus connected inside a multi-thread tokio runtime (here from
+//! `spawn_blocking`) runs its connection on that runtime, with no thread of
+//! logbus's own, and lives as long as it: the blocking calls after the
+//! service ran come before the runtime is dropped. Under smol (no tokio
+//! runtime) the bus runs on a private runtime of its own.
 
 use std::time::Duration;
 
@@ -34,26 +40,32 @@ fn main() -> logbus::Result<()> {
         Some(url) => Service::open(connect_nats(&url)?, true),
         None => Service::open(Bus::open(&path, BusOptions::default())?, false),
     };
-    let service = if args.iter().any(|a| a == "--smol") {
+    let (service, runtime) = if args.iter().any(|a| a == "--smol") {
         println!("on smol");
-        smol::block_on(async {
+        let service = smol::block_on(async {
             let mut service = smol::unblock(open).await?;
             service.run().await?;
             Ok::<_, Error>(service)
-        })?
+        })?;
+        (service, None)
     } else {
         println!("on tokio (multi-thread)");
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        runtime.block_on(async {
+        let service = runtime.block_on(async {
             let opening = tokio::task::spawn_blocking(open);
             let mut service = opening.await.expect("the opening thread panicked")?;
             service.run().await?;
             Ok::<_, Error>(service)
-        })?
+        })?;
+        (service, Some(runtime))
     };
-    // A blocking call, after the runtime (on NATS it asks the server).
+    // A blocking call, outside the async code (on NATS it asks the server,
+    // over the runtime's connection: the runtime is still running).
     println!("billing: {:?}", service.billing.stats()?);
-    service.bus.close()
+    service.bus.close()?;
+    drop(service);
+    drop(runtime);
+    Ok(())
 }
 
 #[cfg(feature = "nats")]

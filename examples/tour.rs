@@ -13,9 +13,12 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use logbus::{
-    Backoff, Bus, BusOptions, Durability, Error, Gather, GroupOptions, Log, LogOptions, Position, Recipients,
-    Record, RetryPolicy, StartAt, headers,
+    Backoff, Bus, BusOptions, DeliveryOrder, Durability, Error, Gather, GroupOptions, Log, LogOptions,
+    Position, Recipients, Record, RetryPolicy, StartAt, headers,
 };
 
 fn main() -> logbus::Result<()> {
@@ -27,6 +30,7 @@ fn main() -> logbus::Result<()> {
     tour.publish_subscribe()?;
     tour.idempotent_publish()?;
     tour.queues()?;
+    tour.per_key_ordering()?;
     tour.scheduled()?;
     tour.dead_letters()?;
     tour.request_reply()?;
@@ -244,6 +248,54 @@ impl Tour {
         });
         println!("3 competing workers handled {done:?} jobs: each exactly once");
         println!("group low watermark {}\n", workers.stats()?.low_watermark);
+        Ok(())
+    }
+
+    /// Records of one key (an account) go out one at a time, in order,
+    /// while the accounts are worked on in parallel.
+    fn per_key_ordering(&self) -> logbus::Result<()> {
+        println!("== per-key ordering");
+        let ledger = self.bus.topic(&self.name("ledger"))?;
+        for step in 0..4 {
+            for account in ["alice", "bob", "carol"] {
+                let entry = format!("{account} step {step}");
+                ledger.publish(&Record::new(entry.as_bytes()).key(account))?;
+            }
+        }
+        let options = GroupOptions::default().ordering(DeliveryOrder::PerKey);
+        let posters = match ledger.group("posters", options) {
+            Ok(posters) => posters,
+            Err(e @ Error::Unsupported { .. }) => {
+                println!(
+                    "{e}
+"
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let posted: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
+        std::thread::scope(|scope| {
+            for worker in 0..3 {
+                let (posters, posted) = (&posters, &posted);
+                scope.spawn(move || {
+                    while let Some(delivery) = posters.recv(Duration::from_millis(50)).expect("recv") {
+                        let account = String::from_utf8_lossy(delivery.record().key()).into_owned();
+                        let entry = String::from_utf8_lossy(delivery.record().value()).into_owned();
+                        let mut posted = posted.lock().expect("posted");
+                        posted
+                            .entry(account)
+                            .or_default()
+                            .push(format!("{entry} (worker {worker})"));
+                        delivery.ack().expect("ack");
+                    }
+                });
+            }
+        });
+        for (account, entries) in posted.into_inner().expect("posted") {
+            println!("{account}: {}", entries.join(", "));
+        }
+        println!("each account's entries in order, one at a time; accounts in parallel\n");
         Ok(())
     }
 

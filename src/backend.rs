@@ -19,7 +19,8 @@
 //! The `*_async` methods are the same operations as futures any executor
 //! can await (no runtime of the caller's is needed: the embedded backend
 //! waits on `event_listener` notifications and leaves syncs to a log's sync
-//! thread, NATS runs each step on its private runtime). Awaiting one never
+//! thread, NATS runs each step as a task on the connection's runtime and
+//! awaits its join handle). Awaiting one never
 //! blocks the executor's thread on a sync or a round trip. Each says what a
 //! future dropped before it completed did (cancellation): nothing that
 //! breaks at-least-once delivery, but an effect may have happened.

@@ -85,6 +85,16 @@ pub enum Error {
         message: String,
     },
 
+    /// The backend cannot do what was asked: JetStream cannot express it
+    /// (docs/NATS.md lists what the NATS backend does differently).
+    #[error("the {backend} backend does not support {feature}")]
+    Unsupported {
+        /// Which backend (`"nats"`).
+        backend: &'static str,
+        /// What it does not support.
+        feature: &'static str,
+    },
+
     /// A remote backend has nobody to serve the operation right now (NATS
     /// "no responders": no stream leader during a cluster failover, or no
     /// server at all). Retrying later may succeed.

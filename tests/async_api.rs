@@ -472,3 +472,393 @@ fn a_group_recv_async_dropped_while_its_lease_syncs_hands_nothing_out() {
     delivery.ack().unwrap();
     assert!(!gate.timed_out());
 }
+
+/// Where the NATS bus runs its connection: on the caller's multi-thread
+/// runtime when connected inside one (no thread or runtime of logbus's
+/// own), on a private runtime inside a current-thread runtime or when
+/// asked; and what a bus does once the caller's runtime is gone.
+#[cfg(feature = "nats")]
+mod nats_runtime {
+    use std::sync::mpsc;
+
+    use common::TestBackend;
+    use common::child::{self, Running};
+    use logbus::{Error, NatsOptions};
+
+    use super::*;
+
+    /// The child's entry point, by its full name.
+    const ENTRY_POINT: &str = "nats_runtime::child_on_the_callers_runtime_entry_point";
+    /// Carries the server's URL to the child.
+    const URL_ENV: &str = "LOGBUS_TEST_NATS_URL";
+    /// The private runtime's thread.
+    const PRIVATE_THREAD: &str = "logbus-nats";
+
+    /// Threads of this process named `name` (`/proc/self/task/*/comm`).
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
+    /// Runs `call` on a thread of its own and returns its result, failing
+    /// the test if it takes longer than `limit` (a call that hangs).
+    fn within<T: Send + 'static>(limit: Duration, call: impl FnOnce() -> T + Send + 'static) -> T {
+        let (send, result) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = send.send(call());
+        });
+        result.recv_timeout(limit).expect("the calls returned in time")
+    }
+
+    /// Every pattern on `bus`, each with async calls and with blocking
+    /// calls made from tasks (on a one-worker runtime: a blocking call that
+    /// kept its worker would leave the connection's tasks nobody to run
+    /// them) and from `spawn_blocking`.
+    async fn every_pattern_async_and_blocking(bus: &Bus) {
+        // Publish-subscribe.
+        let jobs = bus.topic("jobs").expect("topic from the runtime's block_on");
+        let mut audit = jobs.subscribe("audit", StartAt::Earliest).expect("subscribe");
+        assert_eq!(
+            jobs.publish_async(&Record::new(b"a"))
+                .await
+                .expect("publish_async"),
+            0
+        );
+        let (jobs, mut audit) = tokio::spawn(async move {
+            assert_eq!(jobs.publish(&Record::new(b"b")).expect("publish from a task"), 1);
+            let record = audit
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a record");
+            assert_eq!(record.value(), b"a");
+            (jobs, audit)
+        })
+        .await
+        .expect("join");
+        assert_eq!(audit.recv_async().await.expect("recv_async").value(), b"b");
+        audit.commit_async().await.expect("commit_async");
+        let mut audit = tokio::task::spawn_blocking(move || {
+            audit.commit().expect("commit from spawn_blocking");
+            audit
+        })
+        .await
+        .expect("join");
+        assert_eq!(audit.committed(), 2);
+
+        // A queue.
+        let workers = jobs
+            .group(
+                "workers",
+                group_options(Duration::from_secs(60), 5, Duration::ZERO),
+            )
+            .expect("group");
+        let first = workers.recv_async().await.expect("recv_async");
+        first.nack_async("once more").await.expect("nack_async");
+        let again = workers.clone();
+        let acked = tokio::spawn(async move {
+            let mut acked = Vec::new();
+            while acked.len() < 2 {
+                let delivery = again
+                    .recv(Duration::from_secs(30))
+                    .expect("recv")
+                    .expect("a delivery");
+                acked.push(delivery.record().value().to_vec());
+                delivery.ack().expect("ack from a task");
+            }
+            acked.sort();
+            acked
+        })
+        .await
+        .expect("join");
+        assert_eq!(acked, [b"a", b"b"]);
+        let batch = [Record::new(b"c"), Record::new(b"d")];
+        assert_eq!(jobs.publish_batch_async(&batch).await.expect("batch"), 2..4);
+        let delivery = workers.recv_async().await.expect("recv_async");
+        delivery.ack_async().await.expect("ack_async");
+        assert!(audit.recv(Duration::from_secs(30)).expect("recv").is_some());
+
+        // Request-reply: a blocking responder in a task, an async request;
+        // then an async responder in a task, a blocking request.
+        let pricing = bus.responder("pricing").expect("responder");
+        let checkout = bus.requester("checkout").expect("requester");
+        let serving = pricing.clone();
+        let served = tokio::spawn(async move {
+            let request = serving
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a request");
+            request.reply(&Record::new(b"3.20")).expect("reply from a task");
+        });
+        let reply = checkout
+            .request_async("pricing", &Record::new(b"sku-7"))
+            .await
+            .expect("request_async");
+        assert_eq!(reply.value(), b"3.20");
+        served.await.expect("join");
+        let serving = pricing.clone();
+        let served = tokio::spawn(async move {
+            let request = serving.recv_async().await.expect("recv_async");
+            request
+                .reply_async(&Record::new(b"3.30"))
+                .await
+                .expect("reply_async");
+        });
+        let asking = checkout.clone();
+        let reply = tokio::spawn(async move {
+            asking
+                .request("pricing", &Record::new(b"sku-8"), Duration::from_secs(30))
+                .expect("request from a task")
+        })
+        .await
+        .expect("join");
+        assert_eq!(reply.value(), b"3.30");
+        served.await.expect("join");
+
+        // Scatter-gather, async and blocking.
+        let services = Recipients::Services(vec!["pricing".to_owned()]);
+        let scatter = checkout
+            .scatter_async(services.clone(), &Record::new(b"quote"))
+            .await
+            .expect("scatter_async");
+        let serving = pricing.clone();
+        let served = tokio::spawn(async move {
+            let request = serving
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a request");
+            request.reply(&Record::new(b"4.00")).expect("reply");
+        });
+        let gathered = scatter
+            .gather_async(Gather::all(Duration::from_secs(30)))
+            .await
+            .expect("gather_async");
+        assert_eq!((gathered.replies.len(), gathered.stopped), (1, StopReason::All));
+        served.await.expect("join");
+        let serving = pricing.clone();
+        let served = tokio::spawn(async move {
+            let request = serving.recv_async().await.expect("recv_async");
+            request
+                .reply_async(&Record::new(b"4.10"))
+                .await
+                .expect("reply_async");
+        });
+        let gathered = tokio::spawn(async move {
+            let scatter = checkout
+                .scatter(services, &Record::new(b"quote"))
+                .expect("scatter");
+            scatter
+                .gather(Gather::all(Duration::from_secs(30)))
+                .expect("gather from a task")
+        })
+        .await
+        .expect("join");
+        assert_eq!((gathered.replies.len(), gathered.stopped), (1, StopReason::All));
+        served.await.expect("join");
+    }
+
+    /// The child: connects from a task of a multi-thread runtime with one
+    /// worker, runs every pattern, and checks that no thread of logbus's
+    /// own runtime exists (alone in its process, so other tests' buses
+    /// cannot start one).
+    #[test]
+    fn child_on_the_callers_runtime_entry_point() {
+        let Some((_mode, _dir)) = child::role() else {
+            return;
+        };
+        let url = std::env::var(URL_ENV).expect("the server's URL");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let bus = tokio::spawn(async move { Bus::connect_nats(&url, NatsOptions::default()) })
+                .await
+                .expect("join")
+                .expect("connect from a task");
+            every_pattern_async_and_blocking(&bus).await;
+            assert_eq!(threads_named(PRIVATE_THREAD), 0, "a runtime of logbus's own");
+            bus.close().expect("close");
+        });
+        child::report("done");
+    }
+
+    /// Connected inside a multi-thread runtime, the bus uses it: every
+    /// pattern works with async and blocking calls, also from the
+    /// runtime's only worker, and no `logbus-nats` thread exists (checked
+    /// in a child process of its own).
+    #[test]
+    fn connected_inside_a_multi_thread_runtime_every_pattern_runs_on_it_and_no_thread_of_logbus_exists() {
+        let Some(backend) = TestBackend::nats() else {
+            return;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut command = child::command(&[], ENTRY_POINT, "callers-runtime", dir.path());
+        command.env(URL_ENV, backend.nats_url().expect("a NATS backend"));
+        let reports = Running::spawn(command, |line| Some(line.trim().to_owned()))
+            .wait()
+            .expect_success();
+        assert_eq!(reports, ["done"]);
+    }
+
+    /// Once the runtime the bus was connected on is dropped, every call on
+    /// the bus and its handles (blocking or async, on another executor)
+    /// fails at once with `Closed`, and dropping the handles, also a
+    /// delivery unsettled and a subscription with a pull in flight, does
+    /// not panic.
+    #[test]
+    fn after_the_callers_runtime_is_dropped_every_call_fails_closed_without_a_panic() {
+        let Some(backend) = TestBackend::nats() else {
+            return;
+        };
+        let url = backend.nats_url().expect("a NATS backend");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (bus, jobs, workers, audit, deliveries, checkout, pricing) = runtime.block_on(async {
+            let bus = Bus::connect_nats(&url, NatsOptions::default()).expect("connect");
+            let jobs = bus.topic("jobs").expect("topic");
+            let workers = jobs
+                .group(
+                    "workers",
+                    group_options(Duration::from_secs(60), 5, Duration::ZERO),
+                )
+                .expect("group");
+            let batch = [Record::new(b"a"), Record::new(b"b")];
+            jobs.publish_batch_async(&batch).await.expect("publish");
+            let deliveries = [
+                workers.recv_async().await.expect("a delivery"),
+                workers.recv_async().await.expect("a delivery"),
+            ];
+            let mut audit = jobs.subscribe("audit", StartAt::Latest).expect("subscribe");
+            // A receive cut short: its pull (of nothing yet) stays in flight.
+            assert!(poll_once(audit.recv_async()).is_pending());
+            let checkout = bus.requester("checkout").expect("requester");
+            let pricing = bus.responder("pricing").expect("responder");
+            (bus, jobs, workers, audit, deliveries, checkout, pricing)
+        });
+        drop(runtime);
+        let closed = |what: &str, result: logbus::Result<()>| match result {
+            Err(Error::Closed) => {}
+            other => panic!("{what}: {other:?}, expected Closed"),
+        };
+        within(Duration::from_secs(30), move || {
+            let mut audit = audit;
+            let [delivery, unsettled] = deliveries;
+            closed("publish", jobs.publish(&Record::new(b"b")).map(drop));
+            closed(
+                "publish_async",
+                futures::executor::block_on(jobs.publish_async(&Record::new(b"b"))).map(drop),
+            );
+            closed("recv", workers.recv(Duration::from_secs(5)).map(drop));
+            closed(
+                "recv_async",
+                futures::executor::block_on(workers.recv_async()).map(drop),
+            );
+            closed("subscription recv", audit.recv(Duration::from_secs(5)).map(drop));
+            closed("ack", delivery.ack());
+            drop(unsettled);
+            let ephemeral = jobs.subscribe_ephemeral(StartAt::Latest).map(drop);
+            closed("ephemeral subscription", ephemeral);
+            closed(
+                "request",
+                checkout
+                    .request("pricing", &Record::new(b"sku"), Duration::from_secs(5))
+                    .map(drop),
+            );
+            closed("responder recv", pricing.recv(Duration::from_secs(5)).map(drop));
+            closed("stats", jobs.stats().map(drop));
+            closed("topic", bus.topic("other").map(drop));
+            drop((audit, workers, pricing, checkout, jobs));
+            closed("close", bus.close());
+        });
+    }
+
+    /// Inside a current-thread runtime the bus runs on a private runtime
+    /// (a runtime of the caller's of that flavor is refused by
+    /// `NatsOptions::runtime`), so blocking calls from its only thread
+    /// work, and the bus outlives it; `private_runtime(true)` does the same
+    /// inside a multi-thread runtime.
+    #[test]
+    fn inside_a_current_thread_runtime_or_when_asked_the_bus_runs_on_a_private_runtime_that_outlives_the_callers()
+     {
+        let Some(backend) = TestBackend::nats() else {
+            return;
+        };
+        let url = backend.nats_url().expect("a NATS backend");
+        let current = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (bus, jobs) = current.block_on(async {
+            let refused = Bus::connect_nats(
+                &url,
+                NatsOptions::default().runtime(tokio::runtime::Handle::current()),
+            );
+            assert!(matches!(refused, Err(Error::InvalidArgument(_))), "{refused:?}");
+            let bus = Bus::connect_nats(&url, NatsOptions::default()).expect("connect");
+            assert!(threads_named(PRIVATE_THREAD) > 0);
+            let jobs = bus.topic("jobs").expect("topic");
+            let workers = jobs
+                .group(
+                    "workers",
+                    group_options(Duration::from_secs(60), 5, Duration::ZERO),
+                )
+                .expect("group");
+            assert_eq!(
+                jobs.publish_async(&Record::new(b"a"))
+                    .await
+                    .expect("publish_async"),
+                0
+            );
+            assert_eq!(
+                jobs.publish(&Record::new(b"b")).expect("publish from the task"),
+                1
+            );
+            let delivery = workers.recv_async().await.expect("recv_async");
+            delivery.ack().expect("ack from the task");
+            let delivery = workers
+                .recv(Duration::from_secs(30))
+                .expect("recv")
+                .expect("a delivery");
+            delivery.ack_async().await.expect("ack_async");
+            (bus, jobs)
+        });
+        drop(current);
+        assert_eq!(
+            jobs.publish(&Record::new(b"c"))
+                .expect("publish after the runtime"),
+            2
+        );
+        bus.close().expect("close");
+
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (bus, jobs) = multi.block_on(async {
+            let bus = Bus::connect_nats(&url, NatsOptions::default().private_runtime(true)).expect("connect");
+            let jobs = bus.topic("jobs").expect("topic");
+            assert_eq!(
+                jobs.publish_async(&Record::new(b"d"))
+                    .await
+                    .expect("publish_async"),
+                3
+            );
+            (bus, jobs)
+        });
+        drop(multi);
+        assert_eq!(
+            jobs.publish(&Record::new(b"e"))
+                .expect("publish after the runtime"),
+            4
+        );
+        bus.close().expect("close");
+    }
+}

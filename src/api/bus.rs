@@ -66,6 +66,15 @@ impl Bus {
     /// `nats://127.0.0.1:4222`; with several, the client fails over between
     /// them). Topics are streams on the server: see [`docs/NATS.md`](https://github.com/logbus/logbus/blob/main/docs/NATS.md) for the
     /// mapping and where the semantics differ from the embedded bus.
+    ///
+    /// Called inside a multi-thread tokio runtime, the connection runs on
+    /// that runtime (no thread of logbus's own) and the bus lives as long
+    /// as it: once the runtime shut down, every call fails with
+    /// [`crate::Error::Closed`]. Elsewhere (a plain thread, a
+    /// current-thread runtime, another executor) it runs on a private
+    /// runtime with one thread. [`crate::NatsOptions`] ("The runtime")
+    /// chooses otherwise; every call works from any thread and executor
+    /// either way.
     #[cfg(feature = "nats")]
     #[inline]
     pub fn connect_nats(urls: &str, options: crate::nats::NatsOptions) -> Result<Bus> {

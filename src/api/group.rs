@@ -389,7 +389,7 @@ impl Delivery {
     /// [`Delivery::ack`] as a future, for any executor; awaiting it never
     /// blocks the thread on a sync (embedded, under
     /// [`crate::Durability::Always`], the log's sync thread runs it) or a
-    /// round trip (NATS: its own runtime runs it).
+    /// round trip (NATS: a task on the connection's runtime runs it).
     ///
     /// Cancellation: dropped before its first poll, the delivery is dropped
     /// unsettled (released for redelivery, as a nack); dropped later, the

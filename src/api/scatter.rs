@@ -239,7 +239,7 @@ impl Scatter {
     /// thread (embedded: the bus's timer thread wakes it). Cancellation:
     /// gathering only reads, so a dropped future loses nothing; the replies
     /// stay in the inbox for another gather. On NATS each read and wait
-    /// runs on the backend's own runtime.
+    /// runs as a task on the connection's runtime.
     ///
     /// ```
     /// use std::time::Duration;

@@ -111,7 +111,7 @@ impl Topic {
     /// embedded, the record is written when the future is first polled
     /// and, under [`crate::Durability::Always`], the future then waits for a
     /// sync run by the log's sync thread; on NATS the publish and its
-    /// acknowledgement run on the backend's own runtime.
+    /// acknowledgement run as a task on the connection's runtime.
     ///
     /// Cancellation: a future dropped before its first poll did nothing;
     /// dropped later, the record may be stored (embedded: it is, and

@@ -47,7 +47,7 @@ use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
 use crate::patterns::{
     DEAD_LETTER_HEADROOM_BYTES, DeadLetter, GroupOptions, GroupStats, OnExpiry, StartAt, dead_letter_topic,
-    is_dead_letter_of, not_before,
+    is_dead_letter_of, is_redriven, key_hash, not_before,
 };
 use crate::record::StoredRecord;
 use crate::state::ConsumerId;
@@ -129,6 +129,14 @@ impl Source for TopicRecords<'_> {
     fn put_back(&mut self) {
         self.read.pop();
     }
+
+    fn key(&self) -> Option<u64> {
+        self.read.last().and_then(key_hash)
+    }
+
+    fn redriven(&self) -> bool {
+        self.read.last().is_some_and(is_redriven)
+    }
 }
 
 /// Deliveries leased by one poll and not yet handed out.
@@ -165,7 +173,8 @@ impl LogGroup {
             true => topic.log().cursor(options.start.into())?.offset(),
             false => 0,
         };
-        let machine = GroupMachine::replay(&events, start, fastrand::Rng::new());
+        let machine = GroupMachine::replay(&events, start, fastrand::Rng::new())
+            .ordered(options.ordering, options.on_dead_letter);
         let cursor = topic.log().cursor(Position::Offset(machine.next_offset()))?;
         let state = GroupState {
             machine,
@@ -192,9 +201,19 @@ impl LogGroup {
 
     /// Applies `options`' lease, retry policy and dead-letter setting to
     /// the group (every handle, from the next decision on); `start` only
-    /// applies when a group is created.
+    /// applies when a group is created; `ordering` and `on_dead_letter`
+    /// may not change.
     pub(crate) fn reconfigure(&self, options: GroupOptions) -> Result<()> {
         options.validate_for(self.inner.topic.name())?;
+        let open = self.inner.options();
+        if (options.ordering, options.on_dead_letter) != (open.ordering, open.on_dead_letter) {
+            return Err(Error::InvalidArgument(format!(
+                "group {} is open with {:?} and {:?}: they cannot change until every handle is dropped",
+                self.inner.consumer.name(),
+                open.ordering,
+                open.on_dead_letter
+            )));
+        }
         *self.inner.options.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(options);
         self.inner.open_dlq();
         Ok(())
@@ -488,16 +507,34 @@ impl GroupInner {
     /// ack, a failure to persist leaves it Done in memory: the persisted
     /// intent (or its exhausted attempts) settles it again after a reopen.
     async fn confirm_dead_letter<W: Wait>(&self, offset: u64, wait: W) -> Result<()> {
-        let done = lock(&self.state).machine.dead_letter_done(offset);
-        self.log.append_in(&[done], wait).await?;
+        let events = {
+            let machine = &mut lock(&self.state).machine;
+            let done = machine.dead_letter_done(offset);
+            let mut events = machine.take_owed();
+            events.extend(done);
+            events
+        };
+        if !events.is_empty() {
+            self.log.append_in(&events, wait).await?;
+        }
         self.dead_lettered.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     #[inline]
     async fn ack<W: Wait>(&self, lease: &Lease, wait: W) -> Result<()> {
-        let acked = lock(&self.state).machine.ack(lease)?;
-        self.log.append_in(&[acked], wait).await?;
+        let (mut owed, acked) = {
+            let machine = &mut lock(&self.state).machine;
+            let acked = machine.ack(lease)?;
+            (machine.take_owed(), acked)
+        };
+        match owed.is_empty() {
+            true => self.log.append_in(&[acked], wait).await?,
+            false => {
+                owed.push(acked);
+                self.log.append_in(&owed, wait).await?
+            }
+        }
         self.acked.fetch_add(1, Ordering::Relaxed);
         self.after_settle()
     }
@@ -553,6 +590,10 @@ impl GroupInner {
             let event = state.machine.seek(offset)?;
             self.log.write_snapshot(std::slice::from_ref(&event))?;
             state.machine.apply(&event);
+            // Events owed (a parked key's dead letter) are of records the
+            // snapshot forgets: written after it, one would settle a
+            // record admitted again since.
+            drop(state.machine.take_owed());
             state.cursor = log.cursor(Position::Offset(offset))?;
             state.reported_floor = Some(offset);
         }

@@ -6,8 +6,9 @@
 //! through them subscriptions, groups and requesters) keeps it open: the
 //! bus closes when the last [`crate::Bus`] and the last handle are dropped,
 //! or earlier through [`crate::Bus::close`]. After a close every operation
-//! fails with [`Error::Closed`]; the private runtime lives until the last
-//! handle is dropped.
+//! fails with [`Error::Closed`]; a private runtime lives until the last
+//! handle is dropped. A bus on the caller's runtime fails every operation
+//! with [`Error::Closed`] once that runtime shut down (`client.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,7 +179,7 @@ impl ReplySink for NatsShared {
 
 impl NatsBus {
     pub(crate) fn connect(urls: &str, options: NatsOptions) -> Result<NatsBus> {
-        let client = NatsClient::connect(urls, options.timeout)?;
+        let client = NatsClient::connect_on(urls, options.timeout, &options.runtime)?;
         let open = Arc::new_cyclic(|open| OpenBus {
             shared: Arc::new(NatsShared {
                 client,

@@ -1,10 +1,37 @@
-//! The blocking facade: one connection and one JetStream context driven by
-//! a private tokio runtime (one worker thread), so that callers on any
-//! thread get logbus's blocking API: a plain thread, tokio's
-//! `spawn_blocking` and `block_in_place`, even a task of another runtime
-//! (whose thread it then blocks, as any blocking I/O would). Only the
-//! private runtime's own thread may not block: it drives the connection
-//! the call would wait for.
+//! The connection and the one place that decides where its futures run.
+//!
+//! One async-nats connection and one JetStream context per bus, driven by
+//! a tokio runtime: the caller's multi-thread runtime when the bus was
+//! connected inside one (or was given one with [`NatsOptions::runtime`]),
+//! else a private runtime with one worker thread named `logbus-nats`
+//! ([`NatsOptions::private_runtime`] forces it).
+//!
+//! Invariants:
+//! - Every async-nats future, and every tokio timer, is polled only inside
+//!   a task spawned on the connection's runtime ([`NatsClient::run`],
+//!   [`NatsClient::spawn`], [`NatsClient::block_on`]); a caller, blocking
+//!   or async, on any executor, only ever awaits the task's `JoinHandle`,
+//!   which needs no runtime. So a runtime that shut down (the caller's,
+//!   dropped while the bus lived on) never panics a call: a task spawned
+//!   on it is cancelled at once, and its join error is
+//!   [`Error::Closed`] (see [`join_error`]).
+//! - The futures the blocking calls wait for with [`wait`] are of two
+//!   kinds only: a task's join ([`NatsClient::block_on`]), or one of the
+//!   backend's own step sequences whose every server call is a
+//!   [`NatsClient::run`] (a subscription's receive, a delivery's settle).
+//! - A blocking wait on a worker thread of a multi-thread runtime gives the
+//!   worker up for the wait (`tokio::task::block_in_place`), so a call
+//!   from a task of the connection's own runtime does not take a worker
+//!   its task needs; anywhere else (a plain thread, `spawn_blocking`, a
+//!   current-thread runtime, another executor) it parks the thread.
+//! - Nothing here holds the runtime's shutdown: a private runtime is shut
+//!   down without blocking when the last handle goes; the caller's is the
+//!   caller's, and tasks on either hold the JetStream context, never the
+//!   [`NatsClient`], so a private runtime is never dropped from one of its
+//!   own tasks.
+//!
+//! [`NatsOptions::runtime`]: super::NatsOptions::runtime
+//! [`NatsOptions::private_runtime`]: super::NatsOptions::private_runtime
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,10 +43,13 @@ use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::{HeaderMap, ServerAddr};
 use bytes::Bytes;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::task::{JoinError, JoinHandle};
 
 use super::codec::{encode_headers, millis, stored_record};
 use super::error::{connect_error, nats_error, publish_error};
 use super::names::{stream_name, topic_of_stream, topic_subject};
+use super::options::RuntimeChoice;
 use crate::error::{Error, Result};
 use crate::patterns::{Retention, TopicOptions};
 use crate::record::{Record, StoredRecord};
@@ -27,20 +57,43 @@ use crate::record::{Record, StoredRecord};
 /// The name of the private runtime's thread.
 const RUNTIME_THREAD: &str = "logbus-nats";
 
-/// [`NatsClient::block_on`] on `handle`'s runtime. Not tokio's
-/// `Handle::block_on`, which panics inside any runtime's task, nor a
-/// `futures` executor, which panics inside another one's `block_on`:
-/// pollster parks the thread between polls and minds neither.
-fn block_on_in<F: Future>(handle: &tokio::runtime::Handle, future: F) -> Result<F::Output> {
-    if std::thread::current().name() == Some(RUNTIME_THREAD) {
-        return Err(Error::InvalidArgument(
-            "a blocking logbus call was made on the NATS backend's own runtime thread, which it would wait for; \
-             use the *_async methods there"
-                .into(),
-        ));
+/// Blocks the calling thread until `future` completes; `future` must need
+/// no runtime of its own to be polled (see the module invariants). On a
+/// worker thread of a multi-thread runtime the worker is given up for the
+/// wait (`block_in_place`: its other tasks move to another thread, and so
+/// a task it waits for can run); `block_in_place` would panic on a
+/// current-thread runtime, which is never given up: the wait blocks its
+/// thread as any blocking I/O does. pollster parks the thread between
+/// polls and minds no runtime (tokio's `block_on` panics inside one,
+/// `futures::executor`'s inside another `block_on`).
+pub(crate) fn wait<F: Future>(future: F) -> F::Output {
+    let on_multi_thread =
+        Handle::try_current().is_ok_and(|current| current.runtime_flavor() == RuntimeFlavor::MultiThread);
+    match on_multi_thread {
+        true => tokio::task::block_in_place(|| pollster::block_on(future)),
+        false => pollster::block_on(future),
     }
-    let _context = handle.enter();
-    Ok(pollster::block_on(future))
+}
+
+/// A task of the connection's runtime that did not complete: cancelled
+/// because that runtime shut down (the connection went with it), or
+/// panicked (a bug of the client's).
+pub(crate) fn join_error(error: JoinError) -> Error {
+    match error.is_cancelled() {
+        true => Error::Closed,
+        false => nats_error("task", error),
+    }
+}
+
+/// Runs `future` as a task on `handle`'s runtime and waits for it from any
+/// executor (the join handle is a plain future). Dropping the returned
+/// future does not cancel `future`.
+async fn run_on<F>(handle: &Handle, future: F) -> Result<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    handle.spawn(future).await.map_err(join_error)
 }
 
 /// How a topic's stream is configured when it is first created.
@@ -176,8 +229,10 @@ pub struct NatsClient {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    _runtime: PrivateRuntime,
-    handle: tokio::runtime::Handle,
+    /// `None` on the caller's runtime.
+    _private: Option<PrivateRuntime>,
+    /// The connection's runtime: every task of this client runs there.
+    handle: Handle,
     pub(crate) client: async_nats::Client,
     pub(crate) js: jetstream::Context,
     /// How long to wait for an answer of the server (also the time a
@@ -199,27 +254,59 @@ impl Drop for PrivateRuntime {
     }
 }
 
+/// The runtime `choice` names for a connection made on this thread, and
+/// the private runtime if it is one of logbus's own.
+fn runtime_for(choice: &RuntimeChoice) -> Result<(Handle, Option<PrivateRuntime>)> {
+    let caller = match choice {
+        RuntimeChoice::Private => None,
+        RuntimeChoice::Handle(handle) => match handle.runtime_flavor() {
+            RuntimeFlavor::MultiThread => Some(handle.clone()),
+            flavor => {
+                return Err(Error::InvalidArgument(format!(
+                    "NatsOptions::runtime needs a multi-thread tokio runtime, got a {flavor:?} one: a \
+                     current-thread runtime runs nothing while its thread waits in a blocking call \
+                     (leave the runtime out to get logbus's own)"
+                )));
+            }
+        },
+        RuntimeChoice::Auto => Handle::try_current()
+            .ok()
+            .filter(|current| current.runtime_flavor() == RuntimeFlavor::MultiThread),
+    };
+    if let Some(handle) = caller {
+        return Ok((handle, None));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(RUNTIME_THREAD)
+        .enable_all()
+        .build()?;
+    Ok((runtime.handle().clone(), Some(PrivateRuntime(Some(runtime)))))
+}
+
 impl NatsClient {
     /// Connects to `urls` (comma-separated, e.g. `nats://127.0.0.1:4222`);
-    /// with several, the client fails over between them.
+    /// with several, the client fails over between them. The connection
+    /// runs on the caller's multi-thread runtime if there is one, else on
+    /// a private one.
     pub fn connect(urls: &str, timeout: Duration) -> Result<NatsClient> {
+        NatsClient::connect_on(urls, timeout, &RuntimeChoice::Auto)
+    }
+
+    /// [`NatsClient::connect`] on the runtime `runtime` names (the module
+    /// doc).
+    pub(crate) fn connect_on(urls: &str, timeout: Duration, runtime: &RuntimeChoice) -> Result<NatsClient> {
         let addrs = urls
             .split(',')
             .map(|u| u.trim().parse::<ServerAddr>())
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::InvalidArgument(format!("bad NATS url in {urls:?}: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(RUNTIME_THREAD)
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
-        let runtime = PrivateRuntime(Some(runtime));
+        let (handle, private) = runtime_for(runtime)?;
         let connect = async_nats::ConnectOptions::new()
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
             .connect(addrs);
-        let client = block_on_in(&handle, connect)?.map_err(connect_error)?;
+        let client = wait(run_on(&handle, connect))?.map_err(connect_error)?;
         // The context spawns its acker task: inside the runtime.
         let js = {
             let _entered = handle.enter();
@@ -229,7 +316,7 @@ impl NatsClient {
         };
         Ok(NatsClient {
             inner: Arc::new(Inner {
-                _runtime: runtime,
+                _private: private,
                 handle,
                 client,
                 js,
@@ -238,27 +325,34 @@ impl NatsClient {
         })
     }
 
-    /// Polls `future` on the calling thread, in the private runtime's
-    /// context (its timers and sockets are driven by the runtime's
-    /// thread), until it completes. Works from any thread but the private
-    /// runtime's own (refused: it would wait for itself).
-    pub(crate) fn block_on<F: Future>(&self, future: F) -> Result<F::Output> {
-        block_on_in(&self.inner.handle, future)
+    /// Runs `future` as a task on the connection's runtime and blocks the
+    /// calling thread until it completes ([`wait`]). Works from any thread,
+    /// also a task of the connection's own runtime; [`Error::Closed`] if
+    /// that runtime shut down.
+    pub(crate) fn block_on<F>(&self, future: F) -> Result<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        wait(self.run(future))
     }
 
-    /// Runs `future` on the private runtime and waits for it from any
-    /// executor (the join handle is a plain future). Dropping the returned
-    /// future does not cancel `future`.
+    /// Runs `future` as a task on the connection's runtime and waits for it
+    /// from any executor (the join handle is a plain future). Dropping the
+    /// returned future does not cancel `future`. [`Error::Closed`] if that
+    /// runtime shut down.
     pub(crate) async fn run<F>(&self, future: F) -> Result<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        self.spawn(future).await.map_err(|e| nats_error("task", e))
+        run_on(&self.inner.handle, future).await
     }
 
-    /// Starts `future` on the private runtime.
-    pub(crate) fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    /// Starts `future` as a task on the connection's runtime. On a runtime
+    /// that shut down it never runs, and the join handle says so (a
+    /// cancelled [`JoinError`]).
+    pub(crate) fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
@@ -266,9 +360,16 @@ impl NatsClient {
         self.inner.handle.spawn(future)
     }
 
+    /// Waits `duration` on the connection's runtime's timer, from any
+    /// executor.
+    pub(crate) async fn sleep(&self, duration: Duration) -> Result<()> {
+        self.run(tokio::time::sleep(duration)).await
+    }
+
     /// Flushes what was sent and closes the connection.
     pub(crate) fn close(&self) -> Result<()> {
-        self.block_on(self.client().drain())?
+        let client = self.client().clone();
+        self.block_on(async move { client.drain().await })?
             .map_err(|e| nats_error("close", e))
     }
 
@@ -287,8 +388,8 @@ impl NatsClient {
         self.block_on(self.ensure_stream_task(topic, spec))?
     }
 
-    /// [`NatsClient::ensure_stream`] as a task for the private runtime
-    /// (it holds the JetStream context, not this client).
+    /// [`NatsClient::ensure_stream`] as a task for the connection's
+    /// runtime (it holds the JetStream context, not this client).
     pub(crate) fn ensure_stream_task(
         &self,
         topic: &str,
@@ -319,19 +420,27 @@ impl NatsClient {
             .and_then(|c| c.leader))
     }
 
-    /// A handle on the stream of `topic` (no info round trip).
-    pub(crate) async fn stream_of(&self, topic: &str) -> Result<stream::Stream<()>> {
-        self.js()
-            .get_stream_no_info(stream_name(topic))
-            .await
-            .map_err(|e| nats_error("get stream", e))
+    /// A handle on the stream of `topic` (no info round trip), as a step
+    /// of a task for the connection's runtime.
+    pub(crate) fn stream_of(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<stream::Stream<()>>> + Send + 'static + use<> {
+        let js = self.js().clone();
+        let name = stream_name(topic);
+        async move {
+            js.get_stream_no_info(name)
+                .await
+                .map_err(|e| nats_error("get stream", e))
+        }
     }
 
     /// The server's information on the stream named `stream`.
     fn stream_info(&self, stream: &str) -> Result<stream::Info> {
-        self.block_on(async {
-            let mut stream = self
-                .js()
+        let js = self.js().clone();
+        let stream = stream.to_owned();
+        self.block_on(async move {
+            let mut stream = js
                 .get_stream(stream)
                 .await
                 .map_err(|e| nats_error("get stream", e))?;
@@ -346,9 +455,9 @@ impl NatsClient {
     /// Names of the topics with a stream on the server.
     pub(crate) fn topic_names(&self) -> Result<Vec<String>> {
         use futures_util::TryStreamExt;
-        self.block_on(async {
-            let names: Vec<String> = self
-                .js()
+        let js = self.js().clone();
+        self.block_on(async move {
+            let names: Vec<String> = js
                 .stream_names()
                 .try_collect()
                 .await
@@ -372,7 +481,7 @@ impl NatsClient {
         self.block_on(self.publish_to_task(subject, record, msg_id)?)?
     }
 
-    /// [`NatsClient::publish_to`] as a task for the private runtime.
+    /// [`NatsClient::publish_to`] as a task for the connection's runtime.
     pub(crate) fn publish_to_task(
         &self,
         subject: String,
@@ -386,8 +495,8 @@ impl NatsClient {
         Ok(self.publish_task(subject, headers, Bytes::copy_from_slice(record.value())))
     }
 
-    /// A publish waiting for its PubAck, as a task for the private runtime
-    /// (it holds the JetStream context, not this client): the offset and
+    /// A publish waiting for its PubAck, as a task for the connection's
+    /// runtime (it holds the JetStream context, not this client): the offset and
     /// whether the server took it for a duplicate.
     ///
     /// While the stream has no leader (a cluster electing one after a node
@@ -402,8 +511,9 @@ impl NatsClient {
         payload: Bytes,
     ) -> impl Future<Output = Result<(u64, bool)>> + Send + 'static + use<> {
         let js = self.js().clone();
-        let deadline = tokio::time::Instant::now() + self.inner.timeout;
+        let timeout = self.inner.timeout;
         async move {
+            let deadline = tokio::time::Instant::now() + timeout;
             let mut pause = Duration::from_millis(25);
             loop {
                 let attempt = async {
@@ -429,8 +539,9 @@ impl NatsClient {
     /// The record at `offset` of `topic`, if stored.
     pub(crate) fn read(&self, topic: &str, offset: u64) -> Result<Option<StoredRecord>> {
         use async_nats::jetstream::stream::RawMessageErrorKind;
-        self.block_on(async {
-            let stream = self.stream_of(topic).await?;
+        let stream = self.stream_of(topic);
+        self.block_on(async move {
+            let stream = stream.await?;
             match stream.get_raw_message(offset + 1).await {
                 Ok(m) => stored_record(Some(&m.headers), &m.payload, m.sequence, millis(&m.time)).map(Some),
                 Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
@@ -441,8 +552,9 @@ impl NatsClient {
 
     /// Deletes the stream named `stream`; `Ok(false)` if there was none.
     pub(crate) fn delete_stream(&self, stream: &str) -> Result<bool> {
-        self.block_on(async {
-            match self.js().delete_stream(stream).await {
+        let (js, stream) = (self.js().clone(), stream.to_owned());
+        self.block_on(async move {
+            match js.delete_stream(stream).await {
                 Ok(_) => Ok(true),
                 Err(e) => match e.kind() {
                     GetStreamErrorKind::JetStream(error)
@@ -459,11 +571,9 @@ impl NatsClient {
     /// Deletes the durable consumer `consumer` of the stream of `topic`;
     /// `Ok(false)` if there was none (or no stream).
     pub(crate) fn delete_consumer(&self, topic: &str, consumer: &str) -> Result<bool> {
-        self.block_on(async {
-            let deleted = self
-                .js()
-                .delete_consumer_from_stream(consumer, stream_name(topic))
-                .await;
+        let (js, consumer, stream) = (self.js().clone(), consumer.to_owned(), stream_name(topic));
+        self.block_on(async move {
+            let deleted = js.delete_consumer_from_stream(consumer, stream).await;
             match deleted {
                 Ok(_) => Ok(true),
                 Err(e) => match e.kind() {
@@ -481,18 +591,19 @@ impl NatsClient {
 
     /// Purges every message of the stream of `topic`; its state after.
     pub(crate) fn purge_stream(&self, topic: &str) -> Result<StreamState> {
-        let stream = stream_name(topic);
-        self.block_on(async {
-            let handle = self.stream_of(topic).await?;
+        let handle = self.stream_of(topic);
+        self.block_on(async move {
+            let handle = handle.await?;
             handle.purge().await.map_err(|e| nats_error("purge stream", e))
         })??;
-        Ok(StreamState::from(&self.stream_info(&stream)?.state))
+        Ok(StreamState::from(&self.stream_info(&stream_name(topic))?.state))
     }
 
     /// The state of `consumer` on the stream of `topic`.
     pub fn consumer_state(&self, topic: &str, consumer: &str) -> Result<ConsumerState> {
-        self.block_on(async {
-            let stream = self.stream_of(topic).await?;
+        let (stream, consumer) = (self.stream_of(topic), consumer.to_owned());
+        self.block_on(async move {
+            let stream = stream.await?;
             let info = stream
                 .consumer_info(consumer)
                 .await

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::task::JoinHandle;
 
-use super::client::{ConsumerState, NatsClient, StreamSpec};
+use super::client::{ConsumerState, NatsClient, StreamSpec, join_error, wait};
 use super::codec::{encode_headers, millis, stored_record};
 use super::error::nats_error;
 use super::failures::FailureStore;
@@ -165,8 +165,8 @@ pub struct GroupConsumer {
 }
 
 /// Pulls up to `max` messages available now (a no-wait fetch): those
-/// that came within [`PULL_GRACE`].
-async fn pull_now(consumer: &PullConsumer, max: usize) -> Result<Vec<async_nats::jetstream::Message>> {
+/// that came within [`PULL_GRACE`]. A task for the connection's runtime.
+async fn pull_now(consumer: PullConsumer, max: usize) -> Result<Vec<async_nats::jetstream::Message>> {
     let mut messages = Vec::with_capacity(max);
     let pull = async {
         let mut batch = consumer
@@ -187,9 +187,10 @@ async fn pull_now(consumer: &PullConsumer, max: usize) -> Result<Vec<async_nats:
 }
 
 /// Pulls one message, waiting up to `wait` (no wait when `None` or short),
-/// and at most [`PULL_GRACE`] longer for the server's answer.
+/// and at most [`PULL_GRACE`] longer for the server's answer. A task for
+/// the connection's runtime.
 pub(crate) async fn pull_one(
-    consumer: &PullConsumer,
+    consumer: PullConsumer,
     wait: Option<Duration>,
 ) -> Result<Option<async_nats::jetstream::Message>> {
     let wait = wait.filter(|wait| *wait >= MIN_PULL_WAIT);
@@ -227,19 +228,21 @@ impl GroupConsumer {
         dead_letters: StreamSpec,
     ) -> Result<GroupConsumer> {
         let config = spec.config(group)?;
-        let consumer = bus.block_on(async {
-            let stream = bus.stream_of(topic).await?;
+        let (stream, name) = (bus.stream_of(topic), group_consumer_name(group));
+        let (lease, max_deliver) = (spec.lease, spec.max_deliver);
+        let consumer = bus.block_on(async move {
+            let stream = stream.await?;
             let consumer: PullConsumer = stream
-                .get_or_create_consumer(&group_consumer_name(group), config)
+                .get_or_create_consumer(&name, config)
                 .await
                 .map_err(|e| nats_error("create consumer", e))?;
             let existing = &consumer.cached_info().config;
-            if existing.ack_wait == spec.lease && existing.max_deliver == spec.max_deliver {
+            if existing.ack_wait == lease && existing.max_deliver == max_deliver {
                 return Ok(consumer);
             }
             let updated = pull::Config {
-                ack_wait: spec.lease,
-                max_deliver: spec.max_deliver,
+                ack_wait: lease,
+                max_deliver,
                 ..pull::Config::try_from_consumer_config(existing.clone())
                     .map_err(|e| nats_error("consumer config", e))?
             };
@@ -270,7 +273,7 @@ impl GroupConsumer {
         let deadline = Instant::now() + timeout;
         loop {
             let wait = deadline.saturating_duration_since(Instant::now());
-            let consumer = &self.shared.consumer;
+            let consumer = self.shared.consumer.clone();
             let Some(message) = self.shared.bus.block_on(pull_one(consumer, Some(wait)))?? else {
                 return Ok(None);
             };
@@ -283,7 +286,7 @@ impl GroupConsumer {
     /// The next delivery available now.
     pub fn try_recv(&self) -> Result<Option<NatsDelivery>> {
         loop {
-            let consumer = &self.shared.consumer;
+            let consumer = self.shared.consumer.clone();
             let Some(message) = self.shared.bus.block_on(pull_one(consumer, None))?? else {
                 return Ok(None);
             };
@@ -297,12 +300,12 @@ impl GroupConsumer {
     /// deliver from the offset `to` resolves to, and forgets the failures
     /// of its records. The handles of this process pull from it by name.
     pub(crate) fn seek(&self, to: StartAt) -> Result<u64> {
-        let shared = &self.shared;
-        let bus = &shared.bus;
+        let shared = self.shared.clone();
         let name = group_consumer_name(&shared.group);
-        bus.block_on(async {
-            let offset = seek_offset(bus.js(), &shared.topic, to).await?;
-            let stream = bus.stream_of(&shared.topic).await?;
+        let stream = shared.bus.stream_of(&shared.topic);
+        self.shared.bus.block_on(async move {
+            let offset = seek_offset(shared.bus.js(), &shared.topic, to).await?;
+            let stream = stream.await?;
             let info = stream
                 .consumer_info(&name)
                 .await
@@ -352,7 +355,8 @@ impl GroupConsumer {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let messages = self.shared.bus.block_on(pull_now(&self.shared.consumer, max))??;
+        let consumer = self.shared.consumer.clone();
+        let messages = self.shared.bus.block_on(pull_now(consumer, max))??;
         let mut batch = Vec::with_capacity(messages.len());
         for message in messages {
             batch.extend(self.admit(message)?);
@@ -366,7 +370,7 @@ impl GroupConsumer {
     }
 
     /// The next delivery, waiting as long as it takes. The pulls run on
-    /// the private runtime, so any executor can await this. If the future
+    /// the connection's runtime, so any executor can await this. If the future
     /// is dropped while a pull is out (which the server cannot cancel),
     /// whatever the pull brings within its few seconds is nak'd without
     /// delay: redelivered at once, but as one more attempt.
@@ -444,7 +448,7 @@ impl NatsDelivery {
     }
 
     /// Sends `kind` and waits for the server to confirm it (an ack sent
-    /// with a reply subject), as a task for the private runtime: once it
+    /// with a reply subject), as a task for the connection's runtime: once it
     /// completes the server has the ack.
     fn settle_task(&mut self, kind: AckKind) -> Result<impl Future<Output = Result<()>> + Send + 'static> {
         let message = self.take()?;
@@ -467,15 +471,15 @@ impl NatsDelivery {
         self.message = None;
     }
 
-    /// Blocks on [`NatsDelivery::dead_letter_async`].
+    /// Blocks on [`NatsDelivery::dead_letter_async`] (whose steps are
+    /// tasks: [`wait`] may poll it).
     fn dead_letter(self, reason: &str) -> Result<()> {
-        let bus = self.group.bus.clone();
-        bus.block_on(self.dead_letter_async(reason))?
+        wait(self.dead_letter_async(reason))
     }
 
     /// Publishes the dead letter to `<topic>.dlq` and waits for its
     /// PubAck, then terms the original (confirmed); each step runs on the
-    /// private runtime, so any executor can await this. A crash in between
+    /// connection's runtime, so any executor can await this. A crash in between
     /// redelivers the original, and the dead letter published again carries
     /// the same `Nats-Msg-Id`, which the stream drops within its duplicate
     /// window.
@@ -544,26 +548,26 @@ impl DeliveryBackend for NatsDelivery {
         self.attempt
     }
 
+    // The blocking settles wait for the async ones, whose steps are tasks
+    // (so [`wait`] may poll them).
+
     fn ack(self) -> Result<()> {
-        let bus = self.group.bus.clone();
-        bus.block_on(self.ack_async())?
+        wait(self.ack_async())
     }
 
     fn nack(self, reason: &str) -> Result<()> {
-        let bus = self.group.bus.clone();
-        bus.block_on(self.nack_async(reason, None))?
+        wait(self.nack_async(reason, None))
     }
 
     fn nack_with_delay(self, reason: &str, delay: Duration) -> Result<()> {
-        let bus = self.group.bus.clone();
-        bus.block_on(self.nack_async(reason, Some(delay)))?
+        wait(self.nack_async(reason, Some(delay)))
     }
 
     fn reject(self, reason: &str) -> Result<()> {
         self.dead_letter(reason)
     }
 
-    // The async ones run each step on the private runtime: a future
+    // The async ones run each step on the connection's runtime: a future
     // dropped after it sent a step leaves that step to finish there.
 
     async fn ack_async(mut self) -> Result<()> {
@@ -603,19 +607,20 @@ impl DeliveryBackend for NatsDelivery {
     }
 
     fn extend_lease(&mut self, _by: Duration) -> Result<()> {
-        let message = self.message.as_ref().ok_or(Error::Closed)?;
+        let message = self.message.clone().ok_or(Error::Closed)?;
         let bus = &self.group.bus;
-        bus.block_on(async {
+        let client = bus.client().clone();
+        bus.block_on(async move {
             message
                 .ack_with(AckKind::Progress)
                 .await
                 .map_err(|e| nats_error("progress", e))?;
-            bus.client().flush().await.map_err(|e| nats_error("flush", e))
+            client.flush().await.map_err(|e| nats_error("flush", e))
         })?
     }
 }
 
-/// A pull on the private runtime for [`GroupConsumer::recv_async`]. Dropped
+/// A pull on the connection's runtime for [`GroupConsumer::recv_async`]. Dropped
 /// before its result was taken (the future awaiting it was cancelled), it
 /// naks whatever the pull brings, without delay, so that no message waits
 /// out a lease nobody holds.
@@ -627,9 +632,7 @@ struct PendingPull {
 impl PendingPull {
     fn start(shared: &GroupShared) -> PendingPull {
         let consumer = shared.consumer.clone();
-        let pull = shared
-            .bus
-            .spawn(async move { pull_one(&consumer, Some(ASYNC_PULL_WAIT)).await });
+        let pull = shared.bus.spawn(pull_one(consumer, Some(ASYNC_PULL_WAIT)));
         PendingPull {
             bus: shared.bus.clone(),
             pull: Some(pull),
@@ -641,7 +644,7 @@ impl PendingPull {
         let pull = self.pull.as_mut().ok_or(Error::Closed)?;
         let joined = pull.await;
         self.pull = None;
-        joined.map_err(|e| nats_error("pull", e))?
+        joined.map_err(join_error)?
     }
 }
 

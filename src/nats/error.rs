@@ -9,7 +9,8 @@
 //!   [`Error::Backend`] with the operation and the client's message.
 //! - A bus closed by this process is [`Error::Closed`], decided before any
 //!   client call (the client's own "closed" errors do not say whose close
-//!   it was).
+//!   it was). So is any call on a bus whose runtime (the caller's) shut
+//!   down: the task it spawned there was cancelled (`client::join_error`).
 //!
 //! Request timeouts ([`Error::Timeout`] with the correlation id) are
 //! mapped where requests are made.

@@ -19,8 +19,8 @@ use super::topic::{ConsumerClaim, NatsTopic};
 use crate::backend::GroupBackend;
 use crate::backend::TopicBackend;
 use crate::clock::wall_ms;
-use crate::error::Result;
-use crate::patterns::{GroupOptions, GroupStats, OnExpiry, StartAt};
+use crate::error::{Error, Result};
+use crate::patterns::{DeliveryOrder, GroupOptions, GroupStats, OnExpiry, StartAt};
 use crate::state::ConsumerId;
 
 /// A consumer group on JetStream. Cheap to clone.
@@ -39,6 +39,14 @@ impl NatsGroup {
     /// and attempts (AckWait, MaxDeliver).
     pub(crate) fn open(topic: NatsTopic, name: &str, options: &GroupOptions) -> Result<NatsGroup> {
         options.validate_for(topic.name())?;
+        if options.ordering != DeliveryOrder::Unordered {
+            // A JetStream consumer's max-ack-pending counts a whole
+            // consumer, not a key.
+            return Err(Error::Unsupported {
+                backend: "nats",
+                feature: "per-key ordering (DeliveryOrder::PerKey)",
+            });
+        }
         let bus = &topic.shared().bus;
         bus.check_open()?;
         let spec = GroupSpec::from_group_options(options);

@@ -11,8 +11,9 @@
 //!
 //! Documented here: [`NatsOptions`], the names logbus gives streams,
 //! consumers and subjects (for operators and foreign clients), and the
-//! headers of the record codec. Below the public types: `NatsClient`, a
-//! blocking facade over a private tokio runtime (public only for
+//! headers of the record codec. Below the public types: `NatsClient`, the
+//! connection and the one place that decides where its futures run (the
+//! caller's multi-thread tokio runtime or a private one; public only for
 //! `tests/nats_cluster.rs`, which asks it for a stream's leader and
 //! positions; hidden from the documentation and not part of the API), and
 //! `GroupConsumer`, the durable pull consumer a group shares. Nothing in

@@ -1,5 +1,6 @@
-//! [`NatsOptions`]: how [`crate::Bus::connect_nats`] connects and how the
-//! streams of new topics are configured.
+//! [`NatsOptions`]: how [`crate::Bus::connect_nats`] connects, on which
+//! tokio runtime the connection runs, and how the streams of new topics
+//! are configured.
 
 use std::time::Duration;
 
@@ -21,6 +22,28 @@ pub enum NatsStorage {
 /// Options for [`crate::Bus::connect_nats`]. Builder-style; every option
 /// has a default.
 ///
+/// # The runtime
+///
+/// The connection (async-nats's connection task, and every request logbus
+/// makes) runs on a tokio runtime:
+/// - by default, when `connect_nats` is called inside a **multi-thread**
+///   tokio runtime (`#[tokio::main]`, a task, `spawn_blocking`), on that
+///   runtime: logbus starts no thread or runtime of its own;
+/// - otherwise (a plain thread, a current-thread runtime, another
+///   executor), on a private runtime with one worker thread
+///   (`logbus-nats`), shut down when the bus and its last handle are
+///   dropped;
+/// - [`NatsOptions::runtime`] names the runtime (a multi-thread one),
+///   [`NatsOptions::private_runtime`] forces the private one.
+///
+/// Either way every call works from any thread and executor: the async
+/// calls await a task of the connection's runtime, and the blocking calls
+/// wait for it (on a worker thread of a multi-thread runtime through
+/// `tokio::task::block_in_place`, so the worker's other tasks move on).
+/// A connection on the caller's runtime lives as long as that runtime:
+/// once it shut down, every call on the bus or a handle from it fails with
+/// [`crate::Error::Closed`] (connect again on a running one).
+///
 /// ```no_run
 /// use std::time::Duration;
 /// use logbus::{Bus, NatsOptions, NatsStorage, TopicOptions};
@@ -40,6 +63,19 @@ pub struct NatsOptions {
     pub(crate) storage: NatsStorage,
     pub(crate) timeout: Duration,
     pub(crate) topic_defaults: TopicOptions,
+    pub(crate) runtime: RuntimeChoice,
+}
+
+/// Which runtime the connection runs on (see [`NatsOptions`]).
+#[derive(Debug, Clone, Default)]
+pub(crate) enum RuntimeChoice {
+    /// The caller's if it is a multi-thread runtime, else a private one.
+    #[default]
+    Auto,
+    /// A private runtime.
+    Private,
+    /// This runtime (checked at connect: multi-thread only).
+    Handle(tokio::runtime::Handle),
 }
 
 impl Default for NatsOptions {
@@ -49,6 +85,7 @@ impl Default for NatsOptions {
             storage: NatsStorage::File,
             timeout: Duration::from_secs(5),
             topic_defaults: TopicOptions::default(),
+            runtime: RuntimeChoice::Auto,
         }
     }
 }
@@ -77,6 +114,42 @@ impl NatsOptions {
     /// Options for topics opened with [`crate::Bus::topic`].
     pub fn topic_defaults(mut self, options: TopicOptions) -> Self {
         self.topic_defaults = options;
+        self
+    }
+
+    /// Runs the connection on the multi-thread tokio runtime of `handle`
+    /// (for instance `tokio::runtime::Handle::current()` captured earlier,
+    /// to connect from a thread outside it). The bus is usable while that
+    /// runtime runs; after it shut down every call fails with
+    /// [`crate::Error::Closed`]. A current-thread runtime is refused by
+    /// [`crate::Bus::connect_nats`] with [`crate::Error::InvalidArgument`]:
+    /// a blocking call on its thread would wait for tasks that only that
+    /// thread runs. Replaces an earlier [`NatsOptions::private_runtime`].
+    ///
+    /// ```no_run
+    /// use logbus::{Bus, NatsOptions};
+    /// # fn main() -> logbus::Result<()> {
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let options = NatsOptions::default().runtime(runtime.handle().clone());
+    /// let bus = Bus::connect_nats("nats://127.0.0.1:4222", options)?;
+    /// # drop(bus);
+    /// # Ok(()) }
+    /// ```
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = RuntimeChoice::Handle(handle);
+        self
+    }
+
+    /// `true`: runs the connection on a private runtime (one worker thread
+    /// named `logbus-nats`) even inside a multi-thread tokio runtime, so
+    /// that the bus outlives the caller's runtime. `false` (the default):
+    /// the caller's multi-thread runtime if there is one (see
+    /// [`NatsOptions`]). Replaces an earlier [`NatsOptions::runtime`].
+    pub fn private_runtime(mut self, private: bool) -> Self {
+        self.runtime = match private {
+            true => RuntimeChoice::Private,
+            false => RuntimeChoice::Auto,
+        };
         self
     }
 

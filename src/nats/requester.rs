@@ -43,7 +43,7 @@ impl NatsRequester {
     }
 
     /// The replies to `id` stored now, oldest first, as a task for the
-    /// private runtime (it holds a JetStream context, not this requester).
+    /// connection's runtime (it holds a JetStream context, not this requester).
     /// Only records carrying `id` in their `correlation-id` header count:
     /// anything else published to the subject is not a reply.
     fn replies_task(
@@ -80,6 +80,22 @@ impl NatsRequester {
         client.flush().await.map_err(|e| nats_error("flush", e))?;
         Ok(subscriber)
     }
+
+    /// Waits on `wake` until a message comes or `deadline` passes, as a
+    /// task for the connection's runtime (its timer is there), which hands
+    /// the subscription back. [`Error::Closed`] when the subscription
+    /// ended: it ends only when the connection is drained, i.e. this
+    /// process closed the bus.
+    async fn wait_task(
+        mut wake: async_nats::Subscriber,
+        deadline: std::time::Instant,
+    ) -> Result<async_nats::Subscriber> {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, wake.next()).await {
+            Ok(None) => Err(Error::Closed),
+            Ok(Some(_)) | Err(_) => Ok(wake),
+        }
+    }
 }
 
 impl RequesterBackend for NatsRequester {
@@ -108,14 +124,7 @@ impl RequesterBackend for NatsRequester {
             match check()? {
                 ReplyCheck::Done(value) => return Ok(value),
                 ReplyCheck::WaitUntil(deadline) => {
-                    let deadline = tokio::time::Instant::from_std(deadline);
-                    let woken =
-                        client.block_on(async { tokio::time::timeout_at(deadline, wake.next()).await })?;
-                    if let Ok(None) = woken {
-                        // The subscription ends only when the connection is
-                        // drained: this process closed the bus.
-                        return Err(Error::Closed);
-                    }
+                    wake = client.block_on(Self::wait_task(wake, deadline))??;
                 }
             }
         }
@@ -138,19 +147,7 @@ impl RequesterBackend for NatsRequester {
             match check(records.into_iter().map(|r| self.found(r)).collect()) {
                 ReplyCheck::Done(value) => return Ok(value),
                 ReplyCheck::WaitUntil(deadline) => {
-                    // The timer is the private runtime's: the wait runs
-                    // there and hands the subscription back.
-                    let deadline = tokio::time::Instant::from_std(deadline);
-                    let (woken, subscriber) = client
-                        .run(async move {
-                            let woken = tokio::time::timeout_at(deadline, wake.next()).await;
-                            (woken, wake)
-                        })
-                        .await?;
-                    if let Ok(None) = woken {
-                        return Err(Error::Closed); // the bus was closed
-                    }
-                    wake = subscriber;
+                    wake = client.run(Self::wait_task(wake, deadline)).await??;
                 }
             }
         }

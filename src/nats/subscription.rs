@@ -20,18 +20,19 @@
 //!   pull): the consumer is recreated at the committed offset (durable:
 //!   the lost record comes again, at-least-once) or at the position
 //!   (ephemeral).
-//! - Every pull runs on the private runtime and is kept in `pending` until
+//! - Every pull runs on the connection's runtime and is kept in `pending` until
 //!   its result is used, so cancelling `recv_async` loses nothing; a
 //!   durable subscription dropped with a pull pending naks what that pull
 //!   brings, so the record is delivered again at once.
 //! - `received` holds, oldest first, the records received since the last
 //!   commit with their ack handles (durable only); `position` is the
 //!   offset after the last record received.
-//! - Every server call goes through [`NatsClient::run`], so the async
-//!   methods work on any executor and the blocking ones are `block_on` of
-//!   the same code. Tasks on the private runtime hold the JetStream
-//!   context, never the [`NatsClient`] that owns the runtime, so the
-//!   runtime is never dropped from one of its own tasks.
+//! - Every server call, and every timer, is a task of the connection's
+//!   runtime ([`NatsClient::run`], [`NatsClient::spawn`],
+//!   [`NatsClient::sleep`]), so the async methods work on any executor and
+//!   the blocking ones [`wait`] for the same code. Tasks hold the
+//!   JetStream context, never the [`NatsClient`] that owns a private
+//!   runtime, so that runtime is never dropped from one of its own tasks.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -40,9 +41,10 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pu
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::{AckKind, Context, Message};
+use futures_util::future::Either;
 use tokio::task::JoinHandle;
 
-use super::client::{NatsClient, StreamState};
+use super::client::{NatsClient, StreamState, join_error, wait};
 use super::codec::{millis, stored_record};
 use super::consumer::{MAX_PULL_WAIT, MIN_PULL_WAIT, deliver_policy, pull_one};
 use super::error::nats_error;
@@ -251,13 +253,19 @@ impl NatsSubscription {
         start: StartAt,
     ) -> Result<NatsSubscription> {
         let client = &topic.shared().bus.client;
-        let opened = client.block_on(open_durable(client.js(), topic.name(), claim.name(), start))??;
+        let (js, name, durable) = (
+            client.js().clone(),
+            topic.name().to_owned(),
+            claim.name().to_owned(),
+        );
+        let opened = client.block_on(async move { open_durable(&js, &name, &durable, start).await })??;
         Ok(NatsSubscription::new(topic, Some(claim), opened))
     }
 
     pub(crate) fn ephemeral(topic: NatsTopic, start: StartAt) -> Result<NatsSubscription> {
         let client = &topic.shared().bus.client;
-        let opened = client.block_on(open_ephemeral(client.js(), topic.name(), start))??;
+        let (js, name) = (client.js().clone(), topic.name().to_owned());
+        let opened = client.block_on(async move { open_ephemeral(&js, &name, start).await })??;
         Ok(NatsSubscription::new(topic, None, opened))
     }
 
@@ -325,18 +333,22 @@ impl NatsSubscription {
                 let consumer = self.consumer.clone();
                 let wait = wait.map_or(MAX_PULL_WAIT, |w| w.min(MAX_PULL_WAIT));
                 let client = &self.topic.shared().bus.client;
-                none.insert(client.spawn(async move { pull_one(&consumer, Some(wait)).await }))
+                none.insert(client.spawn(pull_one(consumer, Some(wait))))
             }
         };
         let joined = match wait {
-            Some(wait) if inherited => match tokio::time::timeout(wait, pending).await {
-                Ok(joined) => joined,
-                Err(_elapsed) => return Ok(None),
-            },
+            Some(wait) if inherited => {
+                // The timer runs on the connection's runtime too.
+                let sleep = std::pin::pin!(self.topic.shared().bus.client.sleep(wait));
+                match futures_util::future::select(pending, sleep).await {
+                    Either::Left((joined, _sleep)) => joined,
+                    Either::Right((slept, _pending)) => return slept.map(|()| None),
+                }
+            }
             _ => pending.await,
         };
         self.pending = None;
-        joined.map_err(|e| nats_error("pull", e))?
+        joined.map_err(join_error)?
     }
 
     /// Takes a delivered message in; `None` if it revealed a lost delivery
@@ -439,9 +451,11 @@ impl SubscriptionBackend for NatsSubscription {
         self.durable.as_ref().map(ConsumerClaim::name)
     }
 
+    // The blocking calls wait for the async code, whose every server call
+    // and timer is a task (the module invariants), as [`wait`] requires.
+
     fn recv(&mut self, timeout: Duration) -> Result<Option<StoredRecord>> {
-        let client = self.client().clone();
-        client.block_on(self.receive(Some(timeout)))?
+        wait(self.receive(Some(timeout)))
     }
 
     fn try_recv(&mut self) -> Result<Option<StoredRecord>> {
@@ -467,8 +481,7 @@ impl SubscriptionBackend for NatsSubscription {
             self.topic.stats()?;
         }
         check_commit(next_offset, self.topic.end_offset())?;
-        let client = self.client().clone();
-        client.block_on(self.commit_offset_async(next_offset))?
+        wait(self.commit_offset_async(next_offset))
     }
 
     async fn commit_async(&mut self) -> Result<()> {
@@ -482,9 +495,11 @@ impl SubscriptionBackend for NatsSubscription {
     /// durable subscription).
     fn seek(&mut self, to: StartAt) -> Result<u64> {
         self.check_open()?;
-        let client = self.client().clone();
-        let offset = client.block_on(seek_offset(client.js(), self.topic.name(), to))??;
-        client.block_on(self.reposition(offset))??;
+        let (js, topic) = (self.client().js().clone(), self.topic.name().to_owned());
+        let offset = self
+            .client()
+            .block_on(async move { seek_offset(&js, &topic, to).await })??;
+        wait(self.reposition(offset))?;
         Ok(offset)
     }
 

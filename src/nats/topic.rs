@@ -223,7 +223,7 @@ impl NatsTopic {
     }
 
     /// The publish of `record` with one JetStream header if given (a
-    /// message id), as a task for the private runtime: its offset.
+    /// message id), as a task for the connection's runtime: its offset.
     fn publish_task(
         &self,
         record: &Record<'_>,
@@ -247,8 +247,8 @@ impl NatsTopic {
         })
     }
 
-    /// The publish of `records` as one batch, as a task for the private
-    /// runtime: each record carries a `Nats-Msg-Id` and names its
+    /// The publish of `records` as one batch, as a task for the
+    /// connection's runtime: each record carries a `Nats-Msg-Id` and names its
     /// predecessor's as the expected last one, so the batch is stored
     /// contiguously or up to the first failure (the error says which
     /// offsets were stored).
@@ -426,10 +426,10 @@ impl TopicBackend for NatsTopic {
         let shared = &self.shared;
         shared.bus.check_open()?;
         let client = &shared.bus.client;
-        let (state, infos) = client.block_on(async {
-            let mut stream = client
-                .js()
-                .get_stream(stream_name(&shared.name))
+        let (js, stream) = (client.js().clone(), stream_name(&shared.name));
+        let (state, infos) = client.block_on(async move {
+            let mut stream = js
+                .get_stream(stream)
                 .await
                 .map_err(|e| nats_error("get stream", e))?;
             let info = stream.info().await.map_err(|e| nats_error("stream info", e))?;

@@ -11,8 +11,17 @@
 //!   entry or was passed without one (removed by retention before it was
 //!   read); an offset below `next_offset` without an entry is settled;
 //! - an entry is Available (in `ready`, by due time), Leased (in `leases`,
-//!   by lease end, to exactly one token), DeadLettering (claimed by one
-//!   driver call writing its dead letter: in neither set) or Done;
+//!   by lease end, to exactly one token), Blocked (a per-key group's
+//!   record behind an unsettled earlier one of its key: in neither set),
+//!   DeadLettering (claimed by one driver call writing its dead letter: in
+//!   neither set), Parked (dead-lettered, holding its key until a redrive:
+//!   in neither set) or Done;
+//! - in a per-key group ([`DeliveryOrder::PerKey`]) no two records of a
+//!   key are ever leased together, and a record is leased only in its
+//!   key's turn (`group_machine/keys.rs` states the rules: offset order,
+//!   and behind a Parked record only redriven records); the keys of
+//!   replayed entries are learned from the source before the first lease,
+//!   and [`MAX_BLOCKED`] Blocked entries stop reading ahead;
 //! - a lease is granted only by applying a `Delivered` event, which the
 //!   command returns for the driver to persist before the hand-out; attempts
 //!   only grow, except when [`GroupMachine::unlease`] takes back a lease
@@ -34,7 +43,9 @@
 //! it may not be handed out is kept Available until then, without an event
 //! and without counting an attempt; after a crash it comes back as a new
 //! record, or as an Available gap below a later `Delivered`, and the next
-//! pick keeps it back again. The
+//! pick keeps it back again. Keys and Blocked: a crash forgets them, and
+//! the replayed state learns them again from the records (a Blocked
+//! record was never leased, so it has no event, or only a gap entry). The
 //! failure of a nack or reject that dead-letters is persisted by the
 //! dead-letter intent.
 //!
@@ -47,6 +58,10 @@
 //! | Available, due, attempts ≥ max or dead step set | acquire | DeadLettering (claim) | — |
 //! | Available, source lost it | acquire | Done | — |
 //! | (new offset) or Available, due, scheduled later by its record | acquire | Available from that time | — |
+//! | (new offset), per-key, its key has an unsettled record | acquire | Blocked | — |
+//! | Blocked, the last earlier record of its key becomes Done | (any) | Available | — |
+//! | DeadLettering, keyed, the group parks keys | dead-letter done | Parked | — |
+//! | Parked, a redriven record of its key becomes Done | (any) | Done | `DeadLettered` (owed) |
 //! | Leased, lease ended | acquire / expire | Available after backoff | — |
 //! | Leased (own token) or Available (same attempt, dead step unset) | ack | Done | `Acked` |
 //! | same | nack, attempt < max | Available after delay or backoff | `Released` |
@@ -71,7 +86,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
+use crate::patterns::group_options::{DeliveryOrder, OnDeadLetter};
 use crate::patterns::retry::RetryPolicy;
+use keys::Keys;
+
+/// Most records a per-key group keeps admitted behind busy keys: past that
+/// it reads no further ahead until some of them are handed out (as Kafka's
+/// share groups bound the records they lock), so one busy key with a long
+/// backlog costs bounded memory.
+pub(crate) const MAX_BLOCKED: usize = 10_000;
 
 /// Appends a failure, keeping the most recent [`MAX_FAILURES_KEPT`].
 pub(crate) fn push_failure(failures: &mut Vec<Failure>, failure: Failure) {
@@ -103,6 +126,12 @@ pub(crate) trait Source {
     /// Forgets the record `next_new` or `holds` just found: it is not
     /// leased now.
     fn put_back(&mut self);
+    /// A hash of the key of the record `next_new` or `holds` just found,
+    /// if it has a key (asked only of a per-key group).
+    fn key(&self) -> Option<u64>;
+    /// Whether the record `next_new` or `holds` just found was put back by
+    /// a redrive (asked only of a group that parks keys).
+    fn redriven(&self) -> bool;
 }
 
 /// A record leased to a delivery: which record, which attempt, and the
@@ -155,8 +184,21 @@ pub(crate) enum Nacked {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    Available { not_before_ms: i64 },
-    Leased { token: u64, until_ms: i64 },
+    Available {
+        not_before_ms: i64,
+    },
+    /// Available, but not its key's turn yet (a per-key group only, see
+    /// `keys.rs`).
+    Blocked {
+        not_before_ms: i64,
+    },
+    /// In the dead-letter topic, holding its key until a redrive (a group
+    /// that parks keys only): not settled, never leased again.
+    Parked,
+    Leased {
+        token: u64,
+        until_ms: i64,
+    },
     DeadLettering,
     Done,
 }
@@ -179,6 +221,10 @@ struct Entry {
     status: Status,
     failures: Vec<Failure>,
     dead: DeadStep,
+    /// The hash of its record's key, once a per-key group learned it.
+    key: Option<u64>,
+    /// Its record was put back by a redrive (learned with the key).
+    redriven: bool,
 }
 
 impl Entry {
@@ -188,6 +234,8 @@ impl Entry {
             status: Status::Available { not_before_ms },
             failures: Vec::new(),
             dead: DeadStep::No,
+            key: None,
+            redriven: false,
         }
     }
 }
@@ -201,6 +249,12 @@ pub(crate) struct GroupMachine {
     leases: BTreeSet<(i64, u64)>,
     next_token: u64,
     rng: fastrand::Rng,
+    ordering: DeliveryOrder,
+    on_dead_letter: OnDeadLetter,
+    keys: Keys,
+    /// Events that settled records as a side effect of a command, to
+    /// persist ahead of its own (see `keys.rs`).
+    owed: Vec<StateEvent>,
 }
 
 fn failure(at_ms: i64, reason: &str) -> Failure {
@@ -220,7 +274,26 @@ impl GroupMachine {
             leases: BTreeSet::new(),
             next_token: 1,
             rng,
+            ordering: DeliveryOrder::Unordered,
+            on_dead_letter: OnDeadLetter::Continue,
+            keys: Keys::default(),
+            owed: Vec::new(),
         }
+    }
+
+    /// The same machine, handing out records in `ordering` and, per key,
+    /// doing `on_dead_letter` after a dead letter; set before the first
+    /// acquire.
+    pub(crate) fn ordered(mut self, ordering: DeliveryOrder, on_dead_letter: OnDeadLetter) -> GroupMachine {
+        self.ordering = ordering;
+        self.on_dead_letter = on_dead_letter;
+        self
+    }
+
+    /// The events earlier commands settled records with as a side effect:
+    /// the driver persists them ahead of the event of the command it runs.
+    pub(crate) fn take_owed(&mut self) -> Vec<StateEvent> {
+        std::mem::take(&mut self.owed)
     }
 
     /// The state `events` (a state log from its last snapshot) lead to,
@@ -270,6 +343,7 @@ impl GroupMachine {
         self.entries.clear();
         self.ready.clear();
         self.leases.clear();
+        self.forget_keys();
         for saved in entries {
             let mut entry = Entry::new(saved.not_before_ms);
             entry.attempts = saved.attempts;
@@ -342,14 +416,25 @@ impl GroupMachine {
         match entry.status {
             Status::Available { not_before_ms } => self.ready.remove(&(not_before_ms, offset)),
             Status::Leased { until_ms, .. } => self.leases.remove(&(until_ms, offset)),
-            Status::DeadLettering | Status::Done => false,
+            Status::Blocked { .. } => {
+                self.keys.blocked -= 1;
+                false
+            }
+            Status::DeadLettering | Status::Parked | Status::Done => false,
         };
         match status {
             Status::Available { not_before_ms } => self.ready.insert((not_before_ms, offset)),
             Status::Leased { until_ms, .. } => self.leases.insert((until_ms, offset)),
-            Status::DeadLettering | Status::Done => false,
+            Status::Blocked { .. } => {
+                self.keys.blocked += 1;
+                false
+            }
+            Status::DeadLettering | Status::Parked | Status::Done => false,
         };
         entry.status = status;
+        if let (Status::Done, Some(key)) = (status, entry.key) {
+            self.leave_key(offset, key);
+        }
     }
 
     fn schedule(&mut self, offset: u64, not_before_ms: i64) {
@@ -375,10 +460,21 @@ impl GroupMachine {
         acquired: &mut Acquired,
     ) -> Result<Option<Claim>> {
         self.expire(now, rules);
+        self.learn_keys(source)?;
         let first = acquired.leases.len();
         while acquired.leases.len() < max {
+            let mut new_key = None;
             let (offset, attempts) = match self.candidate(now, source) {
-                Ok(Some(Candidate::New(offset))) => (offset, 0),
+                Ok(Some(Candidate::New(offset))) => {
+                    new_key = self.key_of_found(source);
+                    if let Some(key) = new_key.filter(|&key| self.key_busy(key)) {
+                        source.put_back();
+                        self.admit(offset, Status::Available { not_before_ms: 0 });
+                        self.join_key(offset, key);
+                        continue;
+                    }
+                    (offset, 0)
+                }
                 Ok(Some(Candidate::Due(offset))) => {
                     let Some(entry) = self.entries.get(&offset) else {
                         break;
@@ -405,7 +501,10 @@ impl GroupMachine {
             };
             if let Some(not_before_ms) = source.not_before().filter(|&at| at > now) {
                 source.put_back();
-                self.defer(offset, not_before_ms);
+                self.admit(offset, Status::Available { not_before_ms });
+                if let Some(key) = new_key {
+                    self.join_key(offset, key);
+                }
                 continue;
             }
             let event = StateEvent::Delivered {
@@ -414,6 +513,9 @@ impl GroupMachine {
                 lease_until_ms: now.saturating_add(rules.lease_ms),
             };
             self.apply(&event);
+            if let Some(key) = new_key {
+                self.join_key(offset, key);
+            }
             acquired.leases.push(Lease {
                 offset,
                 attempt: attempts + 1,
@@ -421,15 +523,20 @@ impl GroupMachine {
             });
             acquired.events.push(event);
         }
+        acquired.events.append(&mut self.owed);
         Ok(None)
     }
 
     /// Takes back what the failed acquire that started with `first`
     /// leases in `acquired` leased.
     fn abandon(&mut self, acquired: &mut Acquired, first: usize, now: i64, error: Error) -> Error {
-        self.unlease(&acquired.leases[first..], now);
+        let leased = &acquired.leases[first..];
+        self.unlease(leased, now);
+        acquired.events.retain(|event| match event {
+            StateEvent::Delivered { offset, .. } => !leased.iter().any(|lease| lease.offset == *offset),
+            _ => true,
+        });
         acquired.leases.truncate(first);
-        acquired.events.truncate(first);
         error
     }
 
@@ -440,6 +547,9 @@ impl GroupMachine {
             && not_before_ms <= now
         {
             return Ok(Some(Candidate::Due(offset)));
+        }
+        if self.keys.blocked >= MAX_BLOCKED {
+            return Ok(None);
         }
         let Some(offset) = source.next_new()? else {
             return Ok(None);
@@ -455,15 +565,14 @@ impl GroupMachine {
         Ok(Some(Candidate::New(offset)))
     }
 
-    /// Keeps `offset`, which its record schedules for `not_before_ms`,
-    /// Available until then: admitted if new, no attempt counted, no event
-    /// (see the module doc).
-    fn defer(&mut self, offset: u64, not_before_ms: i64) {
+    /// Keeps `offset` from going out now, `status` saying until when:
+    /// Available at the time its record schedules it for, or Blocked
+    /// behind its key. Admitted if new; no attempt counted, no event (see
+    /// the module doc).
+    fn admit(&mut self, offset: u64, status: Status) {
         self.next_offset = self.next_offset.max(offset + 1);
-        self.entries
-            .entry(offset)
-            .or_insert_with(|| Entry::new(not_before_ms));
-        self.schedule(offset, not_before_ms);
+        self.entries.entry(offset).or_insert_with(|| Entry::new(0));
+        self.set_status(offset, status);
     }
 
     /// Forgets what the state held about `offset` and admits it as a new
@@ -622,11 +731,17 @@ impl GroupMachine {
             .map(|e| (e.attempts, e.failures.clone()))
     }
 
-    /// The claimed record is in the dead-letter topic (or dropped).
-    pub(crate) fn dead_letter_done(&mut self, offset: u64) -> StateEvent {
+    /// The claimed record is in the dead-letter topic (or dropped): Done,
+    /// or in a group that parks keys, Parked, its `DeadLettered` owed
+    /// until its key resumes (`None` then).
+    pub(crate) fn dead_letter_done(&mut self, offset: u64) -> Option<StateEvent> {
+        if let Some(key) = self.parks(offset) {
+            self.park(offset, key);
+            return None;
+        }
         let event = StateEvent::DeadLettered(offset);
         self.apply(&event);
-        event
+        Some(event)
     }
 
     /// The claimed record's dead letter failed: it stays, never delivered
@@ -675,7 +790,8 @@ impl GroupMachine {
     /// [`GroupMachine::apply`]. Deliveries open before it then get
     /// [`Error::LeaseExpired`] (their entry is gone, and tokens keep
     /// growing). Refused while a dead letter is being written (its
-    /// outcome would land on the group after the seek).
+    /// outcome would land on the group after the seek). Events owed
+    /// before it are of records it forgets: the driver drops them.
     pub(crate) fn seek(&self, offset: u64) -> Result<StateEvent> {
         if let Some((at, _)) = (self.entries.iter()).find(|(_, e)| e.status == Status::DeadLettering) {
             return Err(Error::InvalidArgument(format!(
@@ -761,7 +877,7 @@ impl GroupMachine {
                 offset: *offset,
                 attempts: entry.attempts,
                 not_before_ms: match entry.status {
-                    Status::Available { not_before_ms } => not_before_ms,
+                    Status::Available { not_before_ms } | Status::Blocked { not_before_ms } => not_before_ms,
                     _ => 0,
                 },
                 done: entry.status == Status::Done,
@@ -789,6 +905,7 @@ impl GroupMachine {
     }
 }
 
+mod keys;
 #[cfg(test)]
 mod model;
 #[cfg(test)]
@@ -815,6 +932,14 @@ mod tests {
         }
 
         fn put_back(&mut self) {}
+
+        fn key(&self) -> Option<u64> {
+            None
+        }
+
+        fn redriven(&self) -> bool {
+            false
+        }
     }
 
     #[test]

@@ -37,6 +37,44 @@ pub struct GroupOptions {
     /// What the group does with an expired record (see
     /// [`crate::headers::EXPIRES_AT`]) instead of handing it out.
     pub on_expiry: OnExpiry,
+    /// Whether records of one key go out one at a time, in offset order.
+    pub ordering: DeliveryOrder,
+    /// What a per-key group does with a key after one of its records was
+    /// dead-lettered.
+    pub on_dead_letter: OnDeadLetter,
+}
+
+/// What a per-key group ([`DeliveryOrder::PerKey`]) does with a key once
+/// one of its records was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDeadLetter {
+    /// The key goes on with its next record (the default).
+    #[default]
+    Continue,
+    /// The key is parked: its later records wait until a redriven record
+    /// of the key (see [`crate::Bus::redrive`]) was handed out and acked
+    /// (or dead-lettered in its turn, which parks the key again). The
+    /// redriven record goes out ahead of the ones that waited, so the key's
+    /// order is the order it would have had without the failure. Other
+    /// keys go on meanwhile.
+    ParkKey,
+}
+
+/// In what order a consumer group hands out records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeliveryOrder {
+    /// Any receiver gets any record as soon as it is due: records go out
+    /// in parallel in roughly offset order, redeliveries whenever they fall
+    /// due (the default).
+    #[default]
+    Unordered,
+    /// Records with the same key (see [`crate::Record::key`]) go out one
+    /// at a time and in offset order: a record is handed out only once
+    /// every earlier record of its key was acked or dead-lettered, while
+    /// records of other keys go to other receivers in parallel. A record
+    /// that keeps failing holds back its key, and only its key, until it is
+    /// dead-lettered. Records without a key are unordered.
+    PerKey,
 }
 
 /// What a consumer group does with a record that expired (its
@@ -60,6 +98,8 @@ impl Default for GroupOptions {
             dead_letter: true,
             start: StartAt::Earliest,
             on_expiry: OnExpiry::DeadLetter,
+            ordering: DeliveryOrder::Unordered,
+            on_dead_letter: OnDeadLetter::Continue,
         }
     }
 }
@@ -122,13 +162,37 @@ impl GroupOptions {
         self
     }
 
-    /// [`Error::InvalidArgument`] unless attempts and lease are positive
-    /// and, when dead-lettering, the dead-letter topic of `topic` has a
-    /// valid name.
+    /// Whether records of one key go out one at a time, in offset order
+    /// (default [`DeliveryOrder::Unordered`]; the embedded backend only).
+    /// Fixed while the group is open in this process.
+    pub fn ordering(mut self, ordering: DeliveryOrder) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
+    /// What a per-key group does with a key once one of its records was
+    /// dead-lettered (default [`OnDeadLetter::Continue`]).
+    /// [`OnDeadLetter::ParkKey`] needs [`DeliveryOrder::PerKey`] and dead
+    /// letters (`dead_letter(true)`, the default). Fixed while the group is
+    /// open in this process.
+    pub fn on_dead_letter(mut self, on_dead_letter: OnDeadLetter) -> Self {
+        self.on_dead_letter = on_dead_letter;
+        self
+    }
+
+    /// [`Error::InvalidArgument`] unless attempts and lease are positive,
+    /// a parking group orders per key and dead-letters, and, when
+    /// dead-lettering, the dead-letter topic of `topic` has a valid name.
     pub(crate) fn validate_for(&self, topic: &str) -> Result<()> {
         if self.retry.max_attempts == 0 || self.lease.is_zero() {
             return Err(Error::InvalidArgument(
                 "max_attempts and lease must be positive".into(),
+            ));
+        }
+        let parks = self.on_dead_letter == OnDeadLetter::ParkKey;
+        if parks && (self.ordering != DeliveryOrder::PerKey || !self.dead_letter) {
+            return Err(Error::InvalidArgument(
+                "OnDeadLetter::ParkKey needs DeliveryOrder::PerKey and dead_letter(true)".into(),
             ));
         }
         match self.dead_letter {

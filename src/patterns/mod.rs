@@ -12,6 +12,7 @@ mod group_machine;
 mod group_options;
 mod group_state;
 pub mod headers;
+mod key_order;
 mod names;
 mod retry;
 mod sent;
@@ -30,11 +31,12 @@ pub(crate) use dead_letter::{
 #[cfg(feature = "nats")]
 pub(crate) use group_machine::push_failure;
 pub(crate) use group_machine::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
-pub use group_options::{GroupOptions, GroupStats, OnExpiry};
+pub use group_options::{DeliveryOrder, GroupOptions, GroupStats, OnDeadLetter, OnExpiry};
 pub use group_state::GroupSummary;
 #[cfg(feature = "internals")]
 pub(crate) use group_state::unsettled_offsets;
 pub(crate) use group_state::{recovered_commit, recovered_low_watermark, summarize_group};
+pub(crate) use key_order::{is_redriven, key_hash};
 pub(crate) use names::deleted_with;
 pub use names::{MAX_NAME_BYTES, validate_name};
 #[cfg(feature = "nats")]

@@ -62,6 +62,15 @@ impl TestBackend {
         })
     }
 
+    /// The URL of this test's NATS server; `None` on the embedded backend.
+    #[cfg(feature = "nats")]
+    pub fn nats_url(&self) -> Option<String> {
+        match self {
+            TestBackend::Nats { server, .. } => Some(server.url()),
+            TestBackend::Embedded { .. } => None,
+        }
+    }
+
     /// Opens a bus on this backend: the same directory or server each time.
     pub fn open(&self) -> Bus {
         match self {

@@ -1,6 +1,6 @@
 //! Model test of the group state machine alone: no storage, no threads, no
-//! sleeps. Random sequences of publish (also of records scheduled for
-//! later), acquire (single and batch), ack, nack (with and without a delay), reject, lease extension, clock
+//! sleeps. Random sequences of publish (of records with or without one of
+//! a few keys, also of records scheduled for later), acquire (single and batch), ack, nack (with and without a delay), reject, lease extension, clock
 //! advances, dead-letter faults, snapshots and crashes (between commands,
 //! after a batch was persisted but before it was handed out, and in the
 //! middle of a dead letter) drive a [`GroupMachine`] with an explicit clock,
@@ -9,6 +9,13 @@
 //! - a record is leased to at most one holder at a time (a new lease only
 //!   once the previous one ended or was settled), and never before the
 //!   time its record is scheduled for (waiting counts no attempt);
+//! - in a per-key group, a record with a key is leased only once every
+//!   earlier record of its key is acked or dead-lettered and no other
+//!   record of its key is leased: one at a time per key, in offset order,
+//!   through redeliveries, dead letters and crashes; in a group that parks
+//!   keys, once a record of a key is dead-lettered only a redriven record
+//!   of the key goes out until one is acked (redrives are published at
+//!   random, and for every parked key when draining);
 //! - attempts grow by exactly one per lease and never decrease, and each
 //!   lease's `Delivered` is persisted before it is handed out;
 //! - a record goes to the dead-letter topic only after exactly
@@ -25,6 +32,7 @@
 //! Each case ends by draining: every published record is then acked or
 //! dead-lettered, exactly one of the two.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -49,9 +57,12 @@ enum DlqFault {
 
 #[derive(Debug, Clone)]
 enum Action {
-    Publish(u64),
+    /// Records with these keys (`None`: no key).
+    Publish(Vec<Option<u8>>),
     /// One record scheduled this many ms after now.
-    PublishScheduled(u16),
+    PublishScheduled(u16, Option<u8>),
+    /// Redrives the nth dead letter: a new record with its key.
+    Redrive(usize),
     Acquire(usize),
     /// Persists a batch's attempts, then crashes before handing it out.
     AcquireThenCrash(usize),
@@ -68,6 +79,8 @@ enum Action {
 #[derive(Debug, Clone, Copy)]
 struct Config {
     rules: Rules,
+    ordering: DeliveryOrder,
+    on_dead_letter: OnDeadLetter,
 }
 
 /// What the model knows of one published record.
@@ -81,6 +94,9 @@ struct Rec {
     not_before: i64,
     /// The time the record itself is scheduled for (its header), or 0.
     schedule: i64,
+    key: Option<u8>,
+    /// Published by a redrive.
+    redriven: bool,
     acked: bool,
     dead: bool,
     /// Rejected, or its dead letter failed: never delivered again (until a
@@ -103,8 +119,8 @@ impl Rec {
 struct Published {
     next: u64,
     end: u64,
-    /// Each record's schedule (0: none).
-    schedules: Vec<i64>,
+    /// Each record's schedule (0: none), key and whether it is redriven.
+    records: Vec<(i64, Option<u8>, bool)>,
     /// The offset `next_new` or `holds` found last.
     found: Option<u64>,
 }
@@ -125,12 +141,20 @@ impl Source for Published {
     }
 
     fn not_before(&self) -> Option<i64> {
-        let schedule = self.schedules[self.found? as usize];
+        let (schedule, _, _) = self.records[self.found? as usize];
         (schedule > 0).then_some(schedule)
     }
 
     fn put_back(&mut self) {
         self.found = None;
+    }
+
+    fn key(&self) -> Option<u64> {
+        self.records[self.found? as usize].1.map(u64::from)
+    }
+
+    fn redriven(&self) -> bool {
+        self.found.is_some_and(|found| self.records[found as usize].2)
     }
 }
 
@@ -160,6 +184,10 @@ fn project(machine: &GroupMachine) -> Projection {
 
 struct Harness {
     rules: Rules,
+    ordering: DeliveryOrder,
+    on_dead_letter: OnDeadLetter,
+    /// Parked keys, with the dead-lettered record each is parked behind.
+    parked: HashMap<u8, u64>,
     now: i64,
     machine: GroupMachine,
     /// Every event persisted, in order (snapshots included).
@@ -183,9 +211,13 @@ struct Crashed;
 
 impl Harness {
     fn new(cfg: Config) -> Harness {
-        let machine = GroupMachine::new(0, fastrand::Rng::with_seed(7));
+        let machine =
+            GroupMachine::new(0, fastrand::Rng::with_seed(7)).ordered(cfg.ordering, cfg.on_dead_letter);
         let mut harness = Harness {
             rules: cfg.rules,
+            ordering: cfg.ordering,
+            on_dead_letter: cfg.on_dead_letter,
+            parked: HashMap::new(),
             now: START_MS,
             log: machine.snapshot(),
             machine,
@@ -229,7 +261,66 @@ impl Harness {
     /// Whether the model has work for an acquire at `now`: a record to
     /// lease or to dead-letter.
     fn has_work(&self) -> bool {
-        (self.recs.iter()).any(|rec| !rec.settled() && rec.until.is_none() && rec.not_before <= self.now)
+        (self.recs.iter().enumerate()).any(|(offset, rec)| {
+            !rec.settled() && rec.until.is_none() && rec.not_before <= self.now && self.key_free(offset)
+        })
+    }
+
+    /// Whether a per-key group may hand out `offset` as far as its key
+    /// goes: no other record of the key is leased, and every earlier one
+    /// is settled; while the key is parked, only the lowest unsettled
+    /// redriven record may go.
+    fn key_free(&self, offset: usize) -> bool {
+        let Some(key) = self.recs[offset]
+            .key
+            .filter(|_| self.ordering == DeliveryOrder::PerKey)
+        else {
+            return true;
+        };
+        let parked = self.parked.contains_key(&key);
+        if parked && !self.recs[offset].redriven {
+            return false;
+        }
+        (self.recs.iter().enumerate())
+            .filter(|(other, rec)| *other != offset && rec.key == Some(key))
+            .all(|(other, rec)| {
+                let in_turn = other > offset || rec.settled() || (parked && !rec.redriven);
+                in_turn && rec.until.is_none()
+            })
+    }
+
+    /// The model of parking: whether a dead letter of `offset` parks its key.
+    fn parks(&self, offset: u64) -> Option<u8> {
+        match self.on_dead_letter {
+            OnDeadLetter::ParkKey => self.recs[offset as usize].key,
+            OnDeadLetter::Continue => None,
+        }
+    }
+
+    /// Persists what settling `offset` owes and `event`; a redriven
+    /// record acked resumes its parked key.
+    fn acked(&mut self, offset: u64, event: StateEvent) {
+        self.log.extend(self.machine.take_owed());
+        self.log.push(event);
+        let rec = self.rec(offset);
+        rec.acked = true;
+        if let (true, Some(key)) = (rec.redriven, rec.key) {
+            self.parked.remove(&key);
+        }
+    }
+
+    /// A redrive of the nth dead letter: a new record with its key.
+    fn redrive(&mut self, nth: usize) {
+        if self.dlq.is_empty() {
+            return;
+        }
+        let key = self.recs[self.dlq[nth % self.dlq.len()] as usize].key;
+        self.end += 1;
+        self.recs.push(Rec {
+            key,
+            redriven: true,
+            ..Rec::default()
+        });
     }
 
     /// Like `src/embedded/group.rs`'s poll: acquire, dead-letter what it claims,
@@ -241,7 +332,9 @@ impl Harness {
             let mut topic = Published {
                 next: self.cursor,
                 end: self.end,
-                schedules: self.recs.iter().map(|rec| rec.schedule).collect(),
+                records: (self.recs.iter())
+                    .map(|rec| (rec.schedule, rec.key, rec.redriven))
+                    .collect(),
                 found: None,
             };
             let dead = self
@@ -313,6 +406,12 @@ impl Harness {
             "offset {} leased before due: {rec:?}",
             lease.offset
         );
+        assert!(
+            self.key_free(lease.offset as usize),
+            "offset {} leased out of its key's order: {:?}",
+            lease.offset,
+            self.recs
+        );
         assert_eq!(
             lease.attempt,
             rec.attempts + 1,
@@ -336,9 +435,16 @@ impl Harness {
     /// exactly `max_attempts` failed deliveries, or an earlier try.
     fn check_claim(&self, claim: Claim, by_holder: bool) {
         let rec = &self.recs[claim.offset as usize];
-        assert!(!rec.settled(), "settled offset {} claimed: {rec:?}", claim.offset);
+        // A crash takes a key's parking with it: its dead letter is found
+        // again and parks the key again.
+        let parked = self.parked.values().any(|&offset| offset == claim.offset);
+        assert!(
+            !rec.settled() || parked,
+            "settled offset {} claimed: {rec:?}",
+            claim.offset
+        );
         assert_eq!(claim.intended.is_some(), rec.intended);
-        if !by_holder && !rec.dying {
+        if !by_holder && !rec.dying && !parked {
             assert_eq!(
                 rec.attempts, self.rules.retry.max_attempts,
                 "offset {} claimed early",
@@ -382,7 +488,14 @@ impl Harness {
             return Ok(Err(()));
         }
         let done = self.machine.dead_letter_done(offset);
-        self.log.push(done);
+        self.log.extend(self.machine.take_owed());
+        match self.parks(offset) {
+            Some(key) => {
+                assert_eq!(done, None, "a dead letter of a parking key settles nothing");
+                self.parked.insert(key, offset);
+            }
+            None => self.log.push(done.expect("a dead letter settles its record")),
+        }
         self.rec(offset).dead = true;
         Ok(Ok(()))
     }
@@ -413,10 +526,10 @@ impl Harness {
         let owned = self.owns(&lease);
         let now = self.now;
         let result = match *action {
-            Action::Ack(_) => self.machine.ack(&lease).map(|event| {
-                self.log.push(event);
-                self.rec(lease.offset).acked = true;
-            }),
+            Action::Ack(_) => self
+                .machine
+                .ack(&lease)
+                .map(|event| self.acked(lease.offset, event)),
             Action::Nack(_, delay) => self.nack(&lease, delay.map(i64::from)),
             Action::Reject(_) => match self.machine.reject(&lease, "rejected", now) {
                 Ok(claim) => {
@@ -483,7 +596,8 @@ impl Harness {
 
     /// The process dies: the machine is rebuilt from the persisted events.
     fn crash(&mut self) {
-        let mut machine = GroupMachine::replay(&self.log, 0, fastrand::Rng::with_seed(9));
+        let mut machine = GroupMachine::replay(&self.log, 0, fastrand::Rng::with_seed(9))
+            .ordered(self.ordering, self.on_dead_letter);
         let released = machine.recover(self.now, &self.rules);
         self.log.extend(released);
         machine.prune();
@@ -507,19 +621,27 @@ impl Harness {
 
     fn step(&mut self, action: &Action) {
         let crashed = match *action {
-            Action::Publish(n) => {
-                self.end += n;
-                self.recs.resize(self.end as usize, Rec::default());
+            Action::Publish(ref keys) => {
+                self.end += keys.len() as u64;
+                self.recs.extend(keys.iter().map(|&key| Rec {
+                    key,
+                    ..Rec::default()
+                }));
                 Ok(())
             }
-            Action::PublishScheduled(after_ms) => {
+            Action::PublishScheduled(after_ms, key) => {
                 let schedule = self.now + i64::from(after_ms);
                 self.end += 1;
                 self.recs.push(Rec {
                     not_before: schedule,
                     schedule,
+                    key,
                     ..Rec::default()
                 });
+                Ok(())
+            }
+            Action::Redrive(nth) => {
+                self.redrive(nth);
                 Ok(())
             }
             Action::Acquire(max) => self.acquire(max, false),
@@ -605,6 +727,23 @@ impl Harness {
         }
     }
 
+    /// Redrives each parked key that has no redriven record waiting.
+    fn redrive_parked(&mut self) {
+        let parked: Vec<(u8, u64)> = self.parked.iter().map(|(&key, &offset)| (key, offset)).collect();
+        for (key, offset) in parked {
+            let waiting =
+                (self.recs.iter()).any(|rec| rec.key == Some(key) && rec.redriven && !rec.settled());
+            if !waiting {
+                let nth = self
+                    .dlq
+                    .iter()
+                    .position(|&dead| dead == offset)
+                    .expect("parked in the DLQ");
+                self.redrive(nth);
+            }
+        }
+    }
+
     /// Acks everything, past every delay and lease, until every record is
     /// settled (a bounded number of rounds: nothing may be stuck).
     fn drain(&mut self) {
@@ -613,15 +752,15 @@ impl Harness {
         for round in 0.. {
             assert!(round < 1000, "drain does not end");
             self.now += 10_000_000;
+            self.redrive_parked();
             self.acquire(8, false).ok().expect("no crash without a fault");
             for lease in std::mem::take(&mut self.open) {
                 let acked = self.machine.ack(&lease).expect("the holder acks");
-                self.log.push(acked);
-                self.rec(lease.offset).acked = true;
+                self.acked(lease.offset, acked);
             }
             self.machine.prune();
             self.check();
-            if self.recs.iter().all(Rec::settled) {
+            if self.recs.iter().all(Rec::settled) && self.parked.is_empty() {
                 break;
             }
         }
@@ -646,9 +785,11 @@ fn action() -> impl Strategy<Value = Action> {
         1 => Just(DlqFault::CrashAfterIntent),
         1 => Just(DlqFault::CrashAfterLetter),
     ];
+    let key = prop::option::weighted(0.8, 0u8..3);
     prop_oneof![
-        6 => (1u64..=4).prop_map(Action::Publish),
-        2 => (1u16..100).prop_map(Action::PublishScheduled),
+        1 => any::<usize>().prop_map(Action::Redrive),
+        6 => prop::collection::vec(key.clone(), 1..=4).prop_map(Action::Publish),
+        2 => (1u16..100, key).prop_map(|(after_ms, key)| Action::PublishScheduled(after_ms, key)),
         8 => (1usize..=5).prop_map(Action::Acquire),
         1 => (1usize..=5).prop_map(Action::AcquireThenCrash),
         5 => any::<usize>().prop_map(Action::Ack),
@@ -672,14 +813,21 @@ fn config() -> impl Strategy<Value = Config> {
             jitter: false,
         }),
     ];
-    (1u32..=4, prop_oneof![Just(20i64), Just(1000)], backoff).prop_map(|(max_attempts, lease_ms, backoff)| {
-        Config {
+    let ordering = prop_oneof![
+        Just((DeliveryOrder::Unordered, OnDeadLetter::Continue)),
+        Just((DeliveryOrder::PerKey, OnDeadLetter::Continue)),
+        Just((DeliveryOrder::PerKey, OnDeadLetter::ParkKey)),
+    ];
+    (1u32..=4, prop_oneof![Just(20i64), Just(1000)], backoff, ordering).prop_map(
+        |(max_attempts, lease_ms, backoff, (ordering, on_dead_letter))| Config {
             rules: Rules {
                 lease_ms,
                 retry: RetryPolicy::default().max_attempts(max_attempts).backoff(backoff),
             },
-        }
-    })
+            ordering,
+            on_dead_letter,
+        },
+    )
 }
 
 proptest! {

@@ -21,6 +21,14 @@ impl Source for Records {
     }
 
     fn put_back(&mut self) {}
+
+    fn key(&self) -> Option<u64> {
+        None
+    }
+
+    fn redriven(&self) -> bool {
+        false
+    }
 }
 
 #[test]
