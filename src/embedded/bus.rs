@@ -247,7 +247,7 @@ impl BusInner {
                 drop(topics);
                 open.delete_consumer(consumer)
             }
-            None => self.layout.delete_consumer(topic, consumer),
+            None => self.layout.delete_consumer(topic, consumer, || ()),
         }
     }
 

@@ -207,15 +207,18 @@ impl LogTopic {
 
     /// Deletes the stored state of `consumer` (see
     /// [`BusLayout::delete_consumer`]): it no longer holds back retention,
-    /// and the segments every remaining consumer passed go at once.
-    /// [`Error::Locked`] while it is open. Group opens wait meanwhile.
+    /// and the segments every remaining consumer passed go at once. Its
+    /// position is dropped before a consumer under its name can open (and
+    /// report its own). [`Error::Locked`] while it is open. Group opens
+    /// wait meanwhile.
     pub(crate) fn delete_consumer(&self, consumer: &ConsumerId) -> Result<bool> {
         let _groups = lock(&self.inner.groups);
-        let deleted = self.inner.bus.layout().delete_consumer(self.name(), consumer)?;
-        self.change_positions(|positions| {
-            positions.remove(consumer);
-        });
-        Ok(deleted)
+        let layout = self.inner.bus.layout();
+        layout.delete_consumer(self.name(), consumer, || {
+            self.change_positions(|positions| {
+                positions.remove(consumer);
+            });
+        })
     }
 
     /// True while a handle other than the bus's own table holds the topic

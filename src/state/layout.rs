@@ -211,15 +211,17 @@ impl BusLayout {
         Ok(())
     }
 
-    /// Deletes the log directory `dir` if there is one: [`Error::Locked`]
-    /// while it is open (its lock is held until it is renamed); `Ok(false)`
-    /// if there is none.
-    fn delete_log_dir(&self, dir: &Path) -> Result<bool> {
+    /// Deletes the log directory `dir` if there is one, then runs
+    /// `deleted` while still holding the log's lock, so nothing opens a log
+    /// under the name before it ran: [`Error::Locked`] while it is open;
+    /// `Ok(false)` if there is none.
+    fn delete_log_dir(&self, dir: &Path, deleted: impl FnOnce()) -> Result<bool> {
         if !self.is_dir(dir) {
             return Ok(false);
         }
         let _owner = lock_log_dir(self.storage.as_ref(), dir)?;
         self.delete_dir(dir)?;
+        deleted();
         Ok(true)
     }
 
@@ -227,11 +229,17 @@ impl BusLayout {
         self.storage.list(path).is_ok()
     }
 
-    /// Deletes the state log of `consumer` of `topic`, durably; `Ok(false)`
-    /// if it has none, [`Error::Locked`] (changing nothing) while it is
-    /// open.
-    pub(crate) fn delete_consumer(&self, topic: &str, consumer: &ConsumerId) -> Result<bool> {
-        self.delete_log_dir(self.state_dir(topic, consumer).path())
+    /// Deletes the state log of `consumer` of `topic`, durably, then runs
+    /// `deleted` before the consumer can be opened again (a new one under
+    /// its name); `Ok(false)` if it has none, [`Error::Locked`] (changing
+    /// nothing) while it is open.
+    pub(crate) fn delete_consumer(
+        &self,
+        topic: &str,
+        consumer: &ConsumerId,
+        deleted: impl FnOnce(),
+    ) -> Result<bool> {
+        self.delete_log_dir(self.state_dir(topic, consumer).path(), deleted)
     }
 
     /// Deletes `topic`: the state logs of its consumers, then its log;
@@ -241,14 +249,14 @@ impl BusLayout {
     pub(crate) fn delete_topic(&self, topic: &str) -> Result<bool> {
         for kind in ConsumerKind::ALL {
             for consumer in self.consumers(kind, topic)? {
-                self.delete_consumer(topic, &consumer)?;
+                self.delete_consumer(topic, &consumer, || ())?;
             }
             let kind_dir = self.kind_dir(kind, topic);
             if self.is_dir(&kind_dir) {
                 self.delete_dir(&kind_dir)?;
             }
         }
-        self.delete_log_dir(&self.topic_dir(topic))
+        self.delete_log_dir(&self.topic_dir(topic), || ())
     }
 
     /// Deletes the correlation index of the requester `requester`, if it
@@ -536,8 +544,8 @@ mod tests {
         assert!(!dir.path().join("topics/.old.deleted").exists());
 
         let kept = ConsumerId::Group("kept".into());
-        assert!(bus.delete_consumer("orders", &kept).unwrap());
-        assert!(!bus.delete_consumer("orders", &kept).unwrap());
+        assert!(bus.delete_consumer("orders", &kept, || ()).unwrap());
+        assert!(!bus.delete_consumer("orders", &kept, || ()).unwrap());
         assert_eq!(std::fs::read_dir(&groups).unwrap().count(), 0);
     }
 
