@@ -493,6 +493,28 @@ fn a_topic_deletion_cut_short_after_its_rename_leaves_no_topic_and_is_finished_a
     assert!(consumers(&bus, "orders").is_empty());
 }
 
+/// A requester's inbox is a topic like any other, and deleting it takes
+/// the requester's correlation index too; refused while the requester is
+/// open.
+#[test]
+fn deleting_a_requesters_inbox_deletes_its_correlation_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let checkout = bus.requester("checkout").unwrap();
+    checkout.send_request("pricing", &Record::new(b"q")).unwrap();
+    let index = dir.path().join("state/inboxes/checkout");
+    assert!(index.exists());
+    assert!(matches!(
+        bus.delete_topic("checkout.inbox"),
+        Err(Error::Locked(_))
+    ));
+    drop(checkout);
+    assert!(bus.delete_topic("checkout.inbox").unwrap());
+    assert!(!index.exists());
+    assert!(!dir.path().join("topics/checkout.inbox").exists());
+    assert!(bus.requester("checkout").unwrap().pending().unwrap().is_empty());
+}
+
 /// Under `Interest`, a subscription nobody reads any more keeps every
 /// record; deleting it lets the segments the group acked go at once.
 #[test]
