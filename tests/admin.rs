@@ -36,7 +36,7 @@ use common::maintenance::eventually;
 use logbus::storage::{Fault, SimStorage};
 use logbus::{
     Bus, BusOptions, ConsumerId, DeliveryOrder, Durability, Error, Gather, GroupOptions, Recipients, Record,
-    Retention, StartAt, StopReason, Topic, TopicOptions,
+    Retention, RetryPolicy, StartAt, StopReason, Topic, TopicOptions,
 };
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -179,6 +179,35 @@ backend_tests! {
         assert_eq!((orders.start_offset(), orders.end_offset()), (5, 6));
         assert_eq!(orders.purge().expect("purge again"), 6);
         assert_eq!(orders.purge().expect("an empty topic"), 6);
+    }
+
+    /// A group failed a record once, was deleted and created again: the
+    /// new group's dead letter of that record lists only its own failure
+    /// (on NATS the deletion purged the group's stored failures).
+    fn a_group_created_again_after_its_deletion_keeps_none_of_the_old_failures(backend: &TestBackend) {
+        let bus = backend.open();
+        let orders = bus.topic("orders").expect("topic");
+        orders.publish(&Record::new(b"poison")).expect("publish");
+        let retry = |attempts| GroupOptions::default().retry(RetryPolicy::default().max_attempts(attempts));
+        let billing = orders.group("billing", retry(2)).expect("group");
+        billing.recv(SHORT).expect("recv").expect("a record").nack("old failure").expect("nack");
+        drop(billing);
+        assert!(bus.delete_group("orders", "billing").expect("delete"));
+
+        let billing = orders.group("billing", retry(2)).expect("group again");
+        let first = billing.recv(SHORT).expect("recv").expect("the record again");
+        assert_eq!(first.attempt(), 1);
+        first.nack_with_delay("new failure", Duration::ZERO).expect("nack");
+        let second = billing.recv(SHORT).expect("recv").expect("its second attempt");
+        second.nack("new failure").expect("dead-lettered");
+        let mut dlq = bus.topic("orders.dlq").expect("dlq").subscribe_ephemeral(StartAt::Earliest).expect("read");
+        let letter = dlq.recv(SHORT).expect("recv").expect("the dead letter");
+        let failures: Vec<String> = (letter.headers())
+            .filter(|(name, _)| *name == "logbus-failure")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures.iter().all(|f| f.ends_with("new failure")), "{failures:?}");
     }
 
     /// Two requests and a scatter, one request and one recipient answered:
