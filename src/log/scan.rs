@@ -5,7 +5,10 @@
 //! allocation per chunk, not one per record; and none at all once the
 //! frames of the last chunk were dropped: the next chunk is read into the
 //! same buffer (no zeroing, no fresh pages to fault in). It never reads
-//! past `limit`.
+//! past `limit`. A scanner given the file's bytes up front
+//! ([`FrameScanner::preloaded`], a sealed segment's mapping) slices frames
+//! out of them instead and reads nothing below their end. Either way every
+//! frame is decoded, CRC included, each time it is scanned.
 
 use std::sync::Arc;
 
@@ -64,6 +67,14 @@ impl FrameScanner {
             chunk_start: position,
             chunk_bytes,
         }
+    }
+
+    /// Starts from `frames`, the file's bytes from its start: frames
+    /// below their end are sliced from them, never read from the file.
+    pub(crate) fn preloaded(mut self, frames: Bytes) -> Self {
+        self.chunk = frames;
+        self.chunk_start = 0;
+        self
     }
 
     /// Position of the next frame.
