@@ -101,12 +101,13 @@ pub(crate) fn read_record(segment: &Segment, offset: u64) -> Result<StoredRecord
     next_record(segment, &mut scanner, offset)
 }
 
+#[inline]
 fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Result<StoredRecord> {
     let position = scanner.position();
-    match scanner.next_frame().map_err(|e| scan_error(segment, e))? {
-        Some(frame) if frame.view.offset == offset => Ok(StoredRecord::from_frame(frame.bytes, frame.view)),
+    match scanner.next_record().map_err(|e| scan_error(segment, e))? {
+        Some(record) if record.offset() == offset => Ok(record),
         found => {
-            let found = found.map_or(u64::MAX, |s| s.view.offset);
+            let found = found.map_or(u64::MAX, |r| r.offset());
             let kind = CorruptKind::OffsetMismatch {
                 expected: offset,
                 found,
