@@ -9,10 +9,11 @@
 //!   `Durability::Always`, one that is not yet durable);
 //! - index entries point at frame starts below `limit.end_pos` (checked by
 //!   readers anyway: indexes are hints);
-//! - once [`Segment::seal`]ed (a later segment exists), the data file's
-//!   first `limit.end_pos` bytes are final: no logbus process writes them
-//!   or cuts the file below them again, so cursors may read them through
-//!   a mapping ([`Segment::sealed_frames`]) that records borrow from.
+//! - once sealed ([`Segment::mark_sealed`]: a later segment exists), the
+//!   data file's first `limit.end_pos` bytes are final: no logbus process
+//!   writes them or cuts the file below them again, so cursors may read
+//!   them through a mapping ([`Segment::sealed_frames`]) that records
+//!   borrow from.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -324,7 +325,7 @@ impl Segment {
 
     /// Notes that a later segment exists: the data file was trimmed to its
     /// frames and synced, its limit is final, and nothing writes it again.
-    pub(crate) fn seal(&self) {
+    pub(crate) fn mark_sealed(&self) {
         self.sealed.store(true, Ordering::Release);
     }
 
@@ -463,7 +464,7 @@ mod tests {
             segment.sealed_frames().is_none(),
             "the active segment is read, not mapped"
         );
-        segment.seal();
+        segment.mark_sealed();
         let mapped = segment.sealed_frames().expect("a sealed segment is mapped");
         let mut file = vec![0; end_pos as usize];
         read_exact_at(segment.file().as_ref(), &mut file, 0).unwrap();
