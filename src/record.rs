@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::format::{FrameView, HeaderIter, encoded_len};
+use crate::format::{FRAME_HEADER_LEN, FrameView, HeaderIter, encoded_len};
 
 /// The header [`Record::id`] sets: a publisher's id for the record, by
 /// which a topic recognizes the same record published again.
@@ -109,43 +109,69 @@ impl<'a> Record<'a> {
 }
 
 /// A record read back from a log. Cloning is cheap: the bytes are shared.
+///
+/// What they are shared with: a buffer the log read them into, or, for
+/// records a cursor read from a sealed segment, a read-only mapping of
+/// that segment's file. A record (or its [`StoredRecord::value_bytes`])
+/// keeps that buffer or mapping alive until the last one is dropped, and
+/// a mapping keeps its file's disk space even after retention deleted the
+/// segment: copy what you keep for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The whole frame: one shared buffer per record, however many fields.
     frame: Bytes,
-    /// Where the fields lie in `frame` (checked when it was decoded).
-    view: FrameView,
+    offset: u64,
+    timestamp: i64,
+    /// Where the key ends and the headers start (the key starts after the
+    /// frame's fixed fields).
+    key_end: u32,
+    /// Where the headers end and the value starts (the value runs to the
+    /// frame's end). Both positions were checked when the frame was
+    /// decoded, and fit in `u32` as frames do.
+    value_start: u32,
+    header_count: u16,
 }
 
 impl StoredRecord {
-    /// Builds the record from a frame's bytes and their decoded layout.
-    pub(crate) fn from_frame(frame: Bytes, view: FrameView) -> Self {
-        StoredRecord { frame, view }
+    /// Builds the record from a frame's bytes and their decoded layout:
+    /// kept as the few positions the layout follows from, so a record is
+    /// small to move.
+    #[inline]
+    pub(crate) fn from_frame(mut frame: Bytes, view: FrameView) -> Self {
+        frame.truncate(view.len);
+        StoredRecord {
+            frame,
+            offset: view.offset,
+            timestamp: view.timestamp,
+            key_end: view.key.end as u32,
+            value_start: view.value.start as u32,
+            header_count: view.header_count,
+        }
     }
 
     /// The bytes of one field (the decoder checked that it lies in the frame).
-    fn field(&self, range: &Range<usize>) -> &[u8] {
-        self.frame.get(range.clone()).unwrap_or_default()
+    fn field(&self, range: Range<usize>) -> &[u8] {
+        self.frame.get(range).unwrap_or_default()
     }
 
     /// The record's offset in its log.
     pub fn offset(&self) -> u64 {
-        self.view.offset
+        self.offset
     }
 
     /// Milliseconds since the Unix epoch.
     pub fn timestamp(&self) -> i64 {
-        self.view.timestamp
+        self.timestamp
     }
 
     /// The key (empty if none was set).
     pub fn key(&self) -> &[u8] {
-        self.field(&self.view.key)
+        self.field(FRAME_HEADER_LEN..self.key_end as usize)
     }
 
     /// The value.
     pub fn value(&self) -> &[u8] {
-        self.field(&self.view.value)
+        self.field(self.value_start as usize..self.frame.len())
     }
 
     /// The value as shared bytes, without copying.
@@ -155,13 +181,14 @@ impl StoredRecord {
 
     /// The headers, in the order they were added.
     pub fn headers(&self) -> HeaderIter<'_> {
-        HeaderIter::new(self.field(&self.view.headers), self.view.header_count)
+        let headers = self.field(self.key_end as usize..self.value_start as usize);
+        HeaderIter::new(headers, self.header_count)
     }
 
     /// The first header named `name`.
     #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        if self.view.header_count == 0 {
+        if self.header_count == 0 {
             return None;
         }
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)

@@ -172,6 +172,31 @@ fn truncate_before_removes_whole_segments_below_the_offset() {
     assert_eq!(log.read(150).unwrap().unwrap().value(), &value(150)[..]);
 }
 
+/// A cursor reads sealed segments through a mapping its records borrow
+/// (no copy): they stay whole after the log deletes those segments and
+/// after it closes.
+#[test]
+fn records_read_from_sealed_segments_outlive_their_files_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    for i in 0..300 {
+        log.append(&Record::new(&value(i)).key(b"k").header("h", b"x"))
+            .unwrap();
+    }
+    let mut cursor = log.cursor(Position::Earliest).unwrap();
+    let records: Vec<_> = std::iter::from_fn(|| cursor.next().unwrap()).collect();
+    assert_eq!(records.len(), 300);
+    assert!(log.truncate_before(300).unwrap() > 0);
+    log.close().unwrap();
+    drop(log);
+    drop(dir);
+    for (i, record) in (0..).zip(&records) {
+        assert_eq!(record.offset(), i);
+        assert_eq!(record.value(), &value(i)[..]);
+        assert_eq!((record.key(), record.header("h")), (&b"k"[..], Some(&b"x"[..])));
+    }
+}
+
 #[test]
 fn operations_after_close_fail_with_closed() {
     let dir = tempfile::tempdir().unwrap();

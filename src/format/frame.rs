@@ -111,6 +111,7 @@ pub fn encode_frame(
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+#[inline]
 fn frame_crc(frame: &[u8]) -> u32 {
     // `Hasher::new` detects the CPU's features each time; a copy of one
     // made once does not.
@@ -122,6 +123,7 @@ fn frame_crc(frame: &[u8]) -> u32 {
 }
 
 /// Reads and range-checks the length field at the start of `buf`.
+#[inline]
 pub fn frame_len(buf: &[u8]) -> Result<usize, FrameError> {
     let Some(len_bytes) = buf.get(0..4) else {
         return Err(FrameError::Incomplete { needed: 4 });
@@ -137,6 +139,7 @@ pub fn frame_len(buf: &[u8]) -> Result<usize, FrameError> {
 }
 
 /// Decodes the frame at the start of `buf`, checking its CRC and layout.
+#[inline]
 pub fn decode_frame(buf: &[u8]) -> Result<FrameView, FrameError> {
     let len = frame_len(buf)?;
     if buf.len() < len {
@@ -159,7 +162,10 @@ pub fn decode_frame(buf: &[u8]) -> Result<FrameView, FrameError> {
     if key.end > len {
         return Err(malformed("key overruns frame"));
     }
-    let headers_end = skip_headers(frame, key.end, header_count)?;
+    let headers_end = match header_count {
+        0 => key.end,
+        _ => skip_headers(frame, key.end, header_count)?,
+    };
     let value = headers_end..headers_end.saturating_add(value_len);
     if value.end != len {
         return Err(malformed("field lengths do not add up to frame length"));

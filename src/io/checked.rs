@@ -31,6 +31,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
+
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// The first failure that latched, shared by a storage and its files.
@@ -205,6 +207,10 @@ impl StorageFile for CheckedFile {
         self.latch.run("writeback", always_harmless, || {
             self.file.start_writeback(pos, len)
         })
+    }
+
+    fn map_final(&self, len: u64) -> io::Result<Option<Bytes>> {
+        self.file.map_final(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {

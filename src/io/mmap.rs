@@ -1,14 +1,21 @@
-//! Memory mappings: index files read and written as byte slices, and the
-//! write window of a preallocated data file. The only module allowed
-//! `unsafe`.
+//! Memory mappings: index files read and written as byte slices, the
+//! write window of a preallocated data file, and the final bytes of a
+//! sealed data file, read without copying ([`map_final`]). The only module
+//! allowed `unsafe`.
 //!
-//! Soundness rests on three invariants, each upheld by the callers:
+//! Soundness rests on these invariants, each upheld by the callers:
 //! - the owning directory is locked (`Storage::lock`), so no other logbus
 //!   process truncates or rewrites a mapped file;
 //! - a mapped file is only resized through [`MmapFile::set_len`], which
 //!   drops the mapping before changing the length and maps again after;
 //! - the mapping's length is the file's length at mapping time, so every
-//!   slice handed out lies inside the file.
+//!   slice handed out lies inside the file;
+//! - the bytes [`map_final`] maps are never written or cut again, by any
+//!   logbus process, even after the log closes (they may outlive it in a
+//!   record a caller keeps): only sealed segments are mapped so, and
+//!   logbus neither writes nor shortens a sealed segment (recovery reports
+//!   damage in one as corruption instead of cutting it); retention only
+//!   unlinks it, and an unlinked file stays readable through its mapping.
 //!
 //! Growing a file writes zeros instead of leaving a hole: the first store
 //! into a page of a hole must allocate a block, and on a full file system
@@ -24,6 +31,7 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use super::seam::MappedFile;
@@ -115,6 +123,26 @@ impl MappedFile for MmapFile {
         };
         sync().map_err(context("sync mapped", &self.path))
     }
+}
+
+/// The first `len` bytes of `file` (cut to its length), mapped read-only
+/// and shared without copying: slicing the result costs a reference count,
+/// and the mapping goes when the last slice does. The caller promises that
+/// those bytes are final (see the module docs).
+pub(super) fn map_final(file: &File, len: u64) -> io::Result<Bytes> {
+    let len = len.min(file.metadata()?.len());
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: the caller maps only bytes no logbus process writes or cuts
+    // again (a sealed segment's frames, see the module docs), and the
+    // directory lock kept every other logbus process away while they were
+    // written; the mapping covers no more than the file's current length.
+    // A party outside logbus cutting the file could still make a read
+    // raise SIGBUS, as with every mapped file here.
+    let map = unsafe { MmapOptions::new().len(len).map(file)? };
+    Ok(Bytes::from_owner(map))
 }
 
 /// A preallocated file mapped for writing: a write inside it is a copy into

@@ -8,6 +8,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 /// Held for as long as a directory is owned; dropping it releases the lock.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
 
@@ -78,6 +80,17 @@ pub trait StorageFile: Send + Sync + Debug {
     fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
         let _ = (pos, len);
         Ok(())
+    }
+    /// The first `len` bytes of the file (at most its length) as shared
+    /// bytes without copying them, or `None` if the backend cannot (the
+    /// default; callers then read). For a file whose first `len` bytes
+    /// are final: the caller never writes them or cuts the file below
+    /// `len` again (logbus asks this only of sealed segments). The real
+    /// file system maps them read-only, and a mapping's pages vanish if
+    /// the file is cut below them (reading one then raises `SIGBUS`).
+    fn map_final(&self, len: u64) -> io::Result<Option<Bytes>> {
+        let _ = len;
+        Ok(None)
     }
     /// Makes written data durable (fdatasync), including data written
     /// into a preallocated file's mapping.

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::mmap::{MmapFile, WriteWindow, next_data, start_writeback};
+use bytes::Bytes;
+
+use super::mmap::{MmapFile, WriteWindow, map_final, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// Storage on the operating system's file system. Files are created with
@@ -236,6 +238,12 @@ impl StorageFile for StdFile {
 
     fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
         start_writeback(&self.file, pos, len).map_err(context("start writeback of", &self.path))
+    }
+
+    fn map_final(&self, len: u64) -> io::Result<Option<Bytes>> {
+        map_final(&self.file, len)
+            .map(Some)
+            .map_err(context("map", &self.path))
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -125,7 +125,13 @@ impl GroupCommit {
         if state.durable_end < target && self.check().is_ok() {
             state.waiting.push(Reverse(target));
             state.peak = state.peak.max(state.waiting.len());
-            self.arrived.notify_one();
+            // A gathering leader waits for the previous round's count: it
+            // is woken once that many wait, not by every arrival (on a
+            // busy machine each needless wake takes a core from the
+            // appenders it waits for).
+            if state.waiting.len() >= state.previous_peak {
+                self.arrived.notify_one();
+            }
         }
         loop {
             self.check()?;

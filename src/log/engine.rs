@@ -649,6 +649,7 @@ impl Shared {
         self.commit.mark_durable(extent.end_offset);
         let next = Arc::new(self.create_segment(extent.end_offset)?);
         self.segments_mut().push(next.clone());
+        sealed.mark_sealed();
         writer.active = next;
         writer.position = SEGMENT_HEADER_LEN as u64;
         writer.writeback_from = writer.position;

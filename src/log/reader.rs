@@ -1,13 +1,17 @@
 //! Reading: random reads by offset and [`Cursor`]s that read forward.
 //!
 //! A cursor keeps its segment and a chunked scanner, so sequential reads
-//! cost one file read per chunk and no allocation per record. It never reads
+//! cost one file read per chunk and no allocation per record; in a sealed
+//! segment it reads through a mapping instead (no read, no copy: its
+//! records borrow the mapped bytes). It never reads
 //! past a segment's readable limit, and it checks that every frame carries
 //! the offset it expects, so a wrong index entry or damaged data is an
 //! error, never a wrong record.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use bytes::Bytes;
 
 use super::engine::Shared;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
@@ -39,14 +43,24 @@ fn scan_error(segment: &Segment, error: ScanError) -> Error {
     }
 }
 
-/// A scanner over `segment` positioned at the frame of `offset`. Starts at
-/// the index's hint; if the hint is wrong, falls back to the segment start.
-fn scanner_at(segment: &Segment, offset: u64, chunk_bytes: usize) -> Result<FrameScanner> {
+/// A scanner over `segment` positioned at the frame of `offset`, reading
+/// `chunk_bytes` at a time, or slicing `frames` (the segment's mapped
+/// bytes) when given. Starts at the index's hint; if the hint is wrong,
+/// falls back to the segment start.
+fn scanner_at(
+    segment: &Segment,
+    offset: u64,
+    chunk_bytes: usize,
+    frames: Option<Bytes>,
+) -> Result<FrameScanner> {
     let limit = segment.limit().end_pos;
     let hint = segment.scan_start(offset);
     let mut last_error = None;
     for start in [hint, SEGMENT_HEADER_LEN as u64] {
         let mut scanner = FrameScanner::new(segment.file().clone(), start, limit, chunk_bytes);
+        if let Some(frames) = &frames {
+            scanner = scanner.preloaded(frames.clone());
+        }
         match skip_to(&mut scanner, offset) {
             Ok(()) => return Ok(scanner),
             Err(e) => last_error = Some(scan_error(segment, e)),
@@ -83,16 +97,17 @@ fn skip_to(scanner: &mut FrameScanner, offset: u64) -> Result<(), ScanError> {
 
 /// Reads the record at `offset`, which lies below `segment`'s limit.
 pub(crate) fn read_record(segment: &Segment, offset: u64) -> Result<StoredRecord> {
-    let mut scanner = scanner_at(segment, offset, RANDOM_READ_CHUNK_BYTES)?;
+    let mut scanner = scanner_at(segment, offset, RANDOM_READ_CHUNK_BYTES, None)?;
     next_record(segment, &mut scanner, offset)
 }
 
+#[inline]
 fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Result<StoredRecord> {
     let position = scanner.position();
-    match scanner.next_frame().map_err(|e| scan_error(segment, e))? {
-        Some(frame) if frame.view.offset == offset => Ok(StoredRecord::from_frame(frame.bytes, frame.view)),
+    match scanner.next_record().map_err(|e| scan_error(segment, e))? {
+        Some(record) if record.offset() == offset => Ok(record),
         found => {
-            let found = found.map_or(u64::MAX, |s| s.view.offset);
+            let found = found.map_or(u64::MAX, |r| r.offset());
             let kind = CorruptKind::OffsetMismatch {
                 expected: offset,
                 found,
@@ -196,7 +211,8 @@ impl Cursor {
             if same || self.next_offset >= limit.end_offset {
                 return Ok(None);
             }
-            let scanner = scanner_at(&segment, self.next_offset, SCAN_CHUNK_BYTES)?;
+            let frames = segment.sealed_frames();
+            let scanner = scanner_at(&segment, self.next_offset, SCAN_CHUNK_BYTES, frames)?;
             self.current = Some(Reading {
                 segment,
                 scanner,
@@ -250,7 +266,7 @@ fn offset_for_timestamp(log: &Shared, timestamp: i64) -> Result<u64> {
         if start >= limit.end_offset {
             continue;
         }
-        let mut scanner = scanner_at(segment, start, SCAN_CHUNK_BYTES)?;
+        let mut scanner = scanner_at(segment, start, SCAN_CHUNK_BYTES, None)?;
         for offset in start..limit.end_offset {
             let record = next_record(segment, &mut scanner, offset)?;
             if record.timestamp() >= timestamp {

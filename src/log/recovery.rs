@@ -406,6 +406,7 @@ fn recover_sealed(segment: &Segment, next: &Segment, report: &mut RecoveryReport
         end_pos: len,
     });
     segment.refresh_max_timestamp();
+    segment.mark_sealed();
     Ok(())
 }
 

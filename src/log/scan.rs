@@ -1,11 +1,16 @@
 //! Sequential frame scanning over a segment file, in chunks.
 //!
 //! The scanner reads `chunk_bytes` at a time into one shared buffer and
-//! hands out frames as slices of it, so reading many small records costs one
+//! hands out records sharing slices of it ([`FrameScanner::next_record`];
+//! [`FrameScanner::next_frame`] gives only where a frame lies and what it
+//! holds), so reading many small records costs one
 //! allocation per chunk, not one per record; and none at all once the
 //! frames of the last chunk were dropped: the next chunk is read into the
 //! same buffer (no zeroing, no fresh pages to fault in). It never reads
-//! past `limit`.
+//! past `limit`. A scanner given the file's bytes up front
+//! ([`FrameScanner::preloaded`], a sealed segment's mapping) slices frames
+//! out of them instead and reads nothing below their end. Either way every
+//! frame is decoded, CRC included, each time it is scanned.
 
 use std::sync::Arc;
 
@@ -14,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::CorruptKind;
 use crate::format::{FRAME_HEADER_LEN, FrameError, FrameView, decode_frame, frame_len};
 use crate::io::{StorageFile, read_exact_at};
+use crate::record::StoredRecord;
 
 /// Default chunk size for sequential reads.
 pub(crate) const SCAN_CHUNK_BYTES: usize = 256 << 10;
@@ -25,8 +31,6 @@ pub(crate) struct Scanned {
     pub position: u64,
     /// The decoded layout.
     pub view: FrameView,
-    /// The frame's bytes.
-    pub bytes: Bytes,
 }
 
 /// Why a scan stopped before `limit`.
@@ -66,6 +70,14 @@ impl FrameScanner {
         }
     }
 
+    /// Starts from `frames`, the file's bytes from its start: frames
+    /// below their end are sliced from them, never read from the file.
+    pub(crate) fn preloaded(mut self, frames: Bytes) -> Self {
+        self.chunk = frames;
+        self.chunk_start = 0;
+        self
+    }
+
     /// Position of the next frame.
     pub(crate) fn position(&self) -> u64 {
         self.position
@@ -83,6 +95,26 @@ impl FrameScanner {
 
     /// The next frame, `None` at `limit`.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Scanned>, ScanError> {
+        let scanned = self.next_view()?;
+        Ok(scanned.map(|(position, view)| Scanned { position, view }))
+    }
+
+    /// The next frame as a record, sharing the frame's bytes, `None` at
+    /// `limit`: [`Self::next_frame`] for readers, built in place.
+    #[inline]
+    pub(crate) fn next_record(&mut self) -> Result<Option<StoredRecord>, ScanError> {
+        let Some((position, view)) = self.next_view()? else {
+            return Ok(None);
+        };
+        let start = (position - self.chunk_start) as usize;
+        let bytes = self.chunk.slice(start..start + view.len);
+        Ok(Some(StoredRecord::from_frame(bytes, view)))
+    }
+
+    /// Decodes the frame at `position` (CRC included) and moves past it;
+    /// its position and layout, `None` at `limit`.
+    #[inline(always)]
+    fn next_view(&mut self) -> Result<Option<(u64, FrameView)>, ScanError> {
         if self.position >= self.limit {
             return Ok(None);
         }
@@ -106,14 +138,8 @@ impl FrameScanner {
             Err(FrameError::Corrupt(kind)) => return Err(invalid(kind)),
             Err(FrameError::Incomplete { needed }) => return Err(invalid(truncated(needed, available))),
         };
-        let start = (position - self.chunk_start) as usize;
-        let bytes = self.chunk.slice(start..start + len);
         self.position += len as u64;
-        Ok(Some(Scanned {
-            position,
-            view,
-            bytes,
-        }))
+        Ok(Some((position, view)))
     }
 
     /// The buffered bytes from `position`, at least `want` of them unless

@@ -8,11 +8,18 @@
 //!   never see a frame that is still being written (or, under
 //!   `Durability::Always`, one that is not yet durable);
 //! - index entries point at frame starts below `limit.end_pos` (checked by
-//!   readers anyway: indexes are hints).
+//!   readers anyway: indexes are hints);
+//! - once sealed ([`Segment::mark_sealed`]: a later segment exists), the
+//!   data file's first `limit.end_pos` bytes are final: no logbus process
+//!   writes them or cuts the file below them again, so cursors may read
+//!   them through a mapping ([`Segment::sealed_frames`]) that records
+//!   borrow from.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
 
 use super::options::LogOptions;
 use crate::error::{Error, Result};
@@ -55,6 +62,9 @@ pub(crate) struct Segment {
     /// by the appender); `u64::MAX` once a reservation failed, so appends
     /// to this segment stop trying (as when it reached `segment_bytes`).
     reserved: AtomicU64,
+    /// Set once a later segment exists: the frames below the limit are
+    /// final (see the module docs).
+    sealed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -279,6 +289,7 @@ impl Segment {
             }),
             max_timestamp: AtomicI64::new(i64::MIN),
             reserved: AtomicU64::new(0),
+            sealed: AtomicBool::new(false),
         }
     }
 
@@ -308,6 +319,29 @@ impl Segment {
             Err(_error) => {
                 trace_event!(debug, file = %self.path.display(), error = %_error, "segment not preallocated");
                 self.reserved.store(u64::MAX, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Notes that a later segment exists: the data file was trimmed to its
+    /// frames and synced, its limit is final, and nothing writes it again.
+    pub(crate) fn mark_sealed(&self) {
+        self.sealed.store(true, Ordering::Release);
+    }
+
+    /// A sealed segment's data file up to its limit, mapped: frames read
+    /// from it are shared, not copied. `None` while the segment is active,
+    /// or if its storage does not map files or mapping failed (callers
+    /// then read the file).
+    pub(crate) fn sealed_frames(&self) -> Option<Bytes> {
+        if !self.sealed.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.file.map_final(self.limit().end_pos) {
+            Ok(frames) => frames,
+            Err(_error) => {
+                trace_event!(debug, file = %self.path.display(), error = %_error, "sealed segment not mapped");
+                None
             }
         }
     }
@@ -403,5 +437,37 @@ impl Segment {
     /// Bytes the segment occupies on disk (data file).
     pub(crate) fn size_bytes(&self) -> u64 {
         self.limit().end_pos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::StdStorage;
+
+    #[test]
+    fn only_a_sealed_segment_on_the_real_file_system_is_mapped_and_only_up_to_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = Segment::create(&StdStorage, dir.path(), 0, 64, 16, 0).unwrap();
+        let frames = [7u8; 100];
+        let end_pos = SEGMENT_HEADER_LEN as u64 + frames.len() as u64;
+        segment
+            .file()
+            .write_all_at(&frames, SEGMENT_HEADER_LEN as u64)
+            .unwrap();
+        segment.file().write_all_at(&[9; 50], end_pos).unwrap();
+        segment.set_limit(Extent {
+            end_offset: 1,
+            end_pos,
+        });
+        assert!(
+            segment.sealed_frames().is_none(),
+            "the active segment is read, not mapped"
+        );
+        segment.mark_sealed();
+        let mapped = segment.sealed_frames().expect("a sealed segment is mapped");
+        let mut file = vec![0; end_pos as usize];
+        read_exact_at(segment.file().as_ref(), &mut file, 0).unwrap();
+        assert_eq!(&mapped[..], &file[..]);
     }
 }
