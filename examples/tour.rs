@@ -35,6 +35,7 @@ fn main() -> logbus::Result<()> {
     tour.dead_letters()?;
     tour.request_reply()?;
     tour.scatter_gather()?;
+    tour.admin()?;
     for topic in tour.bus.stats()? {
         let consumers: Vec<String> = topic
             .consumers
@@ -393,6 +394,48 @@ impl Tour {
             String::from_utf8_lossy(later.value())
         );
         server.join().expect("server thread")?;
+        println!();
+        Ok(())
+    }
+
+    /// Seek a group back, purge a topic, list pending requests, delete
+    /// what is no longer needed.
+    fn admin(&self) -> logbus::Result<()> {
+        println!("== admin operations");
+        let audit = self.bus.topic(&self.name("audit"))?;
+        for i in 0..5 {
+            audit.publish(&Record::new(format!("event {i}").as_bytes()))?;
+        }
+        let replayers = audit.group("replayers", GroupOptions::default())?;
+        while let Some(delivery) = replayers.try_recv()? {
+            delivery.ack()?;
+        }
+        let back_to = replayers.seek(StartAt::Offset(3))?;
+        let again: Vec<u64> = std::iter::from_fn(|| replayers.try_recv().ok().flatten())
+            .map(|delivery| {
+                let offset = delivery.record().offset();
+                delivery.ack().map(|()| offset)
+            })
+            .collect::<logbus::Result<_>>()?;
+        println!("group seeked back to {back_to}: delivered {again:?} again");
+        let next = audit.purge()?;
+        println!(
+            "purged: records start at {next}, offsets go on from {}",
+            audit.end_offset()
+        );
+        let client = self.bus.requester(&self.name("auditor"))?;
+        let id = client.send_request(&self.name("nobody-serves-this"), &Record::new(b"ping"))?;
+        let pending = client.pending()?;
+        println!(
+            "pending requests: {} (ours: {})",
+            pending.len(),
+            pending.contains(&id)
+        );
+        drop(replayers);
+        println!(
+            "group deleted: {}",
+            self.bus.delete_group(&self.name("audit"), "replayers")?
+        );
         println!();
         Ok(())
     }
