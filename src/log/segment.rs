@@ -337,13 +337,10 @@ impl Segment {
         if !self.sealed.load(Ordering::Acquire) {
             return None;
         }
-        match self.file.map_final(self.limit().end_pos) {
-            Ok(frames) => frames,
-            Err(_error) => {
-                trace_event!(debug, file = %self.path.display(), error = %_error, "sealed segment not mapped");
-                None
-            }
-        }
+        let mapped = self.file.map_final(self.limit().end_pos).inspect_err(|_error| {
+            trace_event!(debug, file = %self.path.display(), error = %_error, "sealed segment not mapped");
+        });
+        mapped.ok().flatten()
     }
 
     /// Cuts the data file to its frames (dropping any reservation) and
