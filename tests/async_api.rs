@@ -494,6 +494,30 @@ mod nats_runtime {
     /// The private runtime's thread.
     const PRIVATE_THREAD: &str = "logbus-nats";
 
+    /// A task of the current runtime that serves one request of
+    /// `responder` with blocking calls, replying `reply`.
+    fn serve_blocking(responder: &logbus::Responder, reply: &'static [u8]) -> tokio::task::JoinHandle<()> {
+        let responder = responder.clone();
+        tokio::spawn(async move {
+            let request = (responder.recv(Duration::from_secs(30)))
+                .expect("recv")
+                .expect("a request");
+            request.reply(&Record::new(reply)).expect("reply from a task");
+        })
+    }
+
+    /// [`serve_blocking`] with the async calls.
+    fn serve_async(responder: &logbus::Responder, reply: &'static [u8]) -> tokio::task::JoinHandle<()> {
+        let responder = responder.clone();
+        tokio::spawn(async move {
+            let request = responder.recv_async().await.expect("recv_async");
+            request
+                .reply_async(&Record::new(reply))
+                .await
+                .expect("reply_async");
+        })
+    }
+
     /// Threads of this process named `name` (`/proc/self/task/*/comm`).
     fn threads_named(name: &str) -> usize {
         std::fs::read_dir("/proc/self/task")
@@ -584,28 +608,14 @@ mod nats_runtime {
         // then an async responder in a task, a blocking request.
         let pricing = bus.responder("pricing").expect("responder");
         let checkout = bus.requester("checkout").expect("requester");
-        let serving = pricing.clone();
-        let served = tokio::spawn(async move {
-            let request = serving
-                .recv(Duration::from_secs(30))
-                .expect("recv")
-                .expect("a request");
-            request.reply(&Record::new(b"3.20")).expect("reply from a task");
-        });
+        let served = serve_blocking(&pricing, b"3.20");
         let reply = checkout
             .request_async("pricing", &Record::new(b"sku-7"))
             .await
             .expect("request_async");
         assert_eq!(reply.value(), b"3.20");
         served.await.expect("join");
-        let serving = pricing.clone();
-        let served = tokio::spawn(async move {
-            let request = serving.recv_async().await.expect("recv_async");
-            request
-                .reply_async(&Record::new(b"3.30"))
-                .await
-                .expect("reply_async");
-        });
+        let served = serve_async(&pricing, b"3.30");
         let asking = checkout.clone();
         let reply = tokio::spawn(async move {
             asking
@@ -623,28 +633,14 @@ mod nats_runtime {
             .scatter_async(services.clone(), &Record::new(b"quote"))
             .await
             .expect("scatter_async");
-        let serving = pricing.clone();
-        let served = tokio::spawn(async move {
-            let request = serving
-                .recv(Duration::from_secs(30))
-                .expect("recv")
-                .expect("a request");
-            request.reply(&Record::new(b"4.00")).expect("reply");
-        });
+        let served = serve_blocking(&pricing, b"4.00");
         let gathered = scatter
             .gather_async(Gather::all(Duration::from_secs(30)))
             .await
             .expect("gather_async");
         assert_eq!((gathered.replies.len(), gathered.stopped), (1, StopReason::All));
         served.await.expect("join");
-        let serving = pricing.clone();
-        let served = tokio::spawn(async move {
-            let request = serving.recv_async().await.expect("recv_async");
-            request
-                .reply_async(&Record::new(b"4.10"))
-                .await
-                .expect("reply_async");
-        });
+        let served = serve_async(&pricing, b"4.10");
         let gathered = tokio::spawn(async move {
             let scatter = checkout
                 .scatter(services, &Record::new(b"quote"))

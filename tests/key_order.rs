@@ -19,8 +19,8 @@ use std::time::Duration;
 use common::TestBackend;
 use common::groups::group_options;
 use logbus::{
-    Bus, BusOptions, DeliveryOrder, Error, Group, GroupOptions, OnDeadLetter, Record, StartAt,
-    dead_letter_topic,
+    Bus, BusOptions, Delivery, DeliveryOrder, Error, Group, GroupOptions, OnDeadLetter, Record, StartAt,
+    Topic, dead_letter_topic,
 };
 
 const KEYS: usize = 4;
@@ -33,6 +33,22 @@ fn per_key(options: GroupOptions) -> GroupOptions {
 /// A record of `key` whose value is `key/seq`.
 fn keyed(key: &str, seq: usize) -> Vec<u8> {
     format!("{key}/{seq}").into_bytes()
+}
+
+/// Publishes `key/seq` records, each keyed with its key.
+fn publish_keyed(topic: &Topic, records: &[(&str, usize)]) {
+    for &(key, seq) in records {
+        topic
+            .publish(&Record::new(&keyed(key, seq)).key(key))
+            .expect("publish");
+    }
+}
+
+/// The values of `deliveries`, in order.
+fn texts(deliveries: &[Delivery]) -> Vec<String> {
+    (deliveries.iter())
+        .map(|d| String::from_utf8(d.record().value().to_vec()).expect("utf-8"))
+        .collect()
 }
 
 fn value(group_delivery: &[u8]) -> (String, usize) {
@@ -125,17 +141,13 @@ fn a_failing_record_holds_back_only_its_key_until_it_is_dead_lettered() {
     let dir = tempfile::tempdir().expect("tempdir");
     let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
     let jobs = bus.topic("jobs").expect("topic");
-    for (key, seq) in [("a", 0), ("a", 1), ("b", 0), ("b", 1), ("", 0), ("", 1)] {
-        jobs.publish(&Record::new(&keyed(key, seq)).key(key))
-            .expect("publish");
-    }
+    publish_keyed(&jobs, &[("a", 0), ("a", 1), ("b", 0), ("b", 1), ("", 0), ("", 1)]);
     let options = per_key(group_options(Duration::from_secs(60), 2, Duration::ZERO));
     let workers = jobs.group("workers", options).expect("group");
 
     let first = workers.try_recv_batch(10).expect("recv");
-    let values: Vec<_> = first.iter().map(|d| d.record().value().to_vec()).collect();
     // One record of each key; records without a key are unordered.
-    assert_eq!(values, [keyed("a", 0), keyed("b", 0), keyed("", 0), keyed("", 1)]);
+    assert_eq!(texts(&first), ["a/0", "b/0", "/0", "/1"]);
     let mut first = first.into_iter();
     first.next().expect("a/0").nack("poison").expect("nack");
     for delivery in first {
@@ -143,8 +155,7 @@ fn a_failing_record_holds_back_only_its_key_until_it_is_dead_lettered() {
     }
     let mut second = workers.try_recv_batch(10).expect("recv");
     second.sort_by_key(|d| d.record().offset());
-    let values: Vec<_> = second.iter().map(|d| d.record().value().to_vec()).collect();
-    assert_eq!(values, [keyed("a", 0), keyed("b", 1)], "a/1 waits for a/0");
+    assert_eq!(texts(&second), ["a/0", "b/1"], "a/1 waits for a/0");
     assert!(
         workers.try_recv().expect("recv").is_none(),
         "a/1 waits while a/0 is held"
@@ -154,8 +165,7 @@ fn a_failing_record_holds_back_only_its_key_until_it_is_dead_lettered() {
     second.next().expect("a/0").nack("poison again").expect("nack");
     second.next().expect("b/1").ack().expect("ack");
     let third = workers.try_recv_batch(10).expect("recv");
-    let values: Vec<_> = third.iter().map(|d| d.record().value().to_vec()).collect();
-    assert_eq!(values, [keyed("a", 1)]);
+    assert_eq!(texts(&third), ["a/1"]);
     third.into_iter().for_each(|d| d.ack().expect("ack"));
     let dlq = bus.topic(&dead_letter_topic("jobs")).expect("dlq");
     let mut dead = dlq.subscribe_ephemeral(StartAt::Earliest).expect("subscribe");
@@ -176,14 +186,10 @@ fn a_reopened_group_keeps_the_order_of_the_records_it_had_admitted() {
     {
         let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
         let jobs = bus.topic("jobs").expect("topic");
-        for (key, seq) in [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1)] {
-            jobs.publish(&Record::new(&keyed(key, seq)).key(key))
-                .expect("publish");
-        }
+        publish_keyed(&jobs, &[("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1)]);
         let workers = jobs.group("workers", options.clone()).expect("group");
         let held = workers.try_recv_batch(10).expect("recv");
-        let values: Vec<_> = held.iter().map(|d| d.record().value().to_vec()).collect();
-        assert_eq!(values, [keyed("a", 0), keyed("b", 0)]);
+        assert_eq!(texts(&held), ["a/0", "b/0"]);
         bus.close().expect("close");
     }
     let bus = Bus::open(dir.path(), BusOptions::default()).expect("reopen");
@@ -220,10 +226,7 @@ fn a_reopened_group_keeps_the_order_of_the_records_it_had_admitted() {
 /// The values a receive hands out now, acked, in hand-out order.
 fn take(group: &Group) -> Vec<String> {
     let batch = group.try_recv_batch(10).expect("recv");
-    let values = batch
-        .iter()
-        .map(|d| String::from_utf8(d.record().value().to_vec()).expect("utf-8"))
-        .collect();
+    let values = texts(&batch);
     batch.into_iter().for_each(|d| d.ack().expect("ack"));
     values
 }
@@ -239,14 +242,10 @@ fn a_parked_key_waits_for_the_redrive_of_its_dead_letter_across_a_reopen() {
     {
         let bus = Bus::open(dir.path(), BusOptions::default()).expect("open");
         let jobs = bus.topic("jobs").expect("topic");
-        for (key, seq) in [("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1)] {
-            jobs.publish(&Record::new(&keyed(key, seq)).key(key))
-                .expect("publish");
-        }
+        publish_keyed(&jobs, &[("a", 0), ("a", 1), ("b", 0), ("a", 2), ("b", 1)]);
         let workers = jobs.group("workers", options.clone()).expect("group");
         let first = workers.try_recv_batch(10).expect("recv");
-        let values: Vec<_> = first.iter().map(|d| d.record().value().to_vec()).collect();
-        assert_eq!(values, [keyed("a", 0), keyed("b", 0)]);
+        assert_eq!(texts(&first), ["a/0", "b/0"]);
         let mut first = first.into_iter();
         first.next().expect("a/0").reject("poison").expect("reject");
         first.next().expect("b/0").ack().expect("ack");

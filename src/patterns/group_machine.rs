@@ -915,8 +915,9 @@ mod seek;
 mod tests {
     use super::*;
 
-    /// A topic holding `offsets`, read from the first.
-    struct Topic(std::ops::Range<u64>);
+    /// A topic holding `offsets`, read from the first, with no keys,
+    /// schedules or redrives.
+    pub(super) struct Topic(pub(super) std::ops::Range<u64>);
 
     impl Source for Topic {
         fn next_new(&mut self) -> Result<Option<u64>> {

@@ -2,34 +2,8 @@
 //! then get `LeaseExpired`) and is refused while a record is claimed for
 //! dead-lettering, whose outcome would otherwise land after it.
 
+use super::tests::Topic;
 use super::*;
-
-/// A topic holding `0..n`, read from the first.
-struct Records(std::ops::Range<u64>);
-
-impl Source for Records {
-    fn next_new(&mut self) -> Result<Option<u64>> {
-        Ok(self.0.next())
-    }
-
-    fn holds(&mut self, _offset: u64) -> Result<bool> {
-        Ok(true)
-    }
-
-    fn not_before(&self) -> Option<i64> {
-        None
-    }
-
-    fn put_back(&mut self) {}
-
-    fn key(&self) -> Option<u64> {
-        None
-    }
-
-    fn redriven(&self) -> bool {
-        false
-    }
-}
 
 #[test]
 fn a_seek_is_refused_while_a_dead_letter_is_under_way_and_drops_every_entry_otherwise() {
@@ -39,7 +13,7 @@ fn a_seek_is_refused_while_a_dead_letter_is_under_way_and_drops_every_entry_othe
     };
     let mut machine = GroupMachine::new(0, fastrand::Rng::with_seed(1));
     let mut acquired = Acquired::default();
-    let claim = machine.acquire(0, 2, &rules, &mut Records(0..5), &mut acquired);
+    let claim = machine.acquire(0, 2, &rules, &mut Topic(0..5), &mut acquired);
     assert!(claim.unwrap().is_none());
     let [first, second] = acquired.leases[..] else {
         panic!("two leases: {:?}", acquired.leases)
