@@ -12,15 +12,18 @@
 mod common;
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::TestBackend;
 use common::groups::group_options;
+use logbus::storage::SimStorage;
 use logbus::{
-    Bus, BusOptions, Delivery, DeliveryOrder, Error, Group, GroupOptions, OnDeadLetter, Record, StartAt,
-    Topic, dead_letter_topic,
+    Bus, BusOptions, Delivery, DeliveryOrder, Durability, Error, Group, GroupOptions, OnDeadLetter, Record,
+    StartAt, Topic, TopicOptions, dead_letter_topic,
 };
 
 const KEYS: usize = 4;
@@ -274,6 +277,60 @@ fn a_parked_key_waits_for_the_redrive_of_its_dead_letter_across_a_reopen() {
     let stats = workers.stats().expect("stats");
     assert_eq!((stats.lag, stats.in_flight), (0, 0), "{stats:?}");
     bus.close().expect("close");
+}
+
+/// A power loss keeps a parked key parked, and after the redrive's ack
+/// keeps it resumed: the parked record's `DeadLettered` is durable with
+/// that ack (every state write here syncs), never without it.
+#[test]
+fn a_parked_key_and_its_resumption_survive_power_losses() {
+    for seed in 0..8 {
+        let sim = SimStorage::new();
+        let topics = TopicOptions::default().durability(Durability::Always);
+        let options = BusOptions::default()
+            .storage(Arc::new(sim.clone()))
+            .topic_defaults(topics);
+        let open = || Bus::open(Path::new("/sim/bus"), options.clone()).expect("open");
+        let group_options = per_key(group_options(Duration::from_secs(60), 1, Duration::ZERO))
+            .on_dead_letter(OnDeadLetter::ParkKey);
+        let workers = |bus: &Bus| {
+            bus.topic("jobs")
+                .expect("topic")
+                .group("workers", group_options.clone())
+                .expect("group")
+        };
+        let bus = open();
+        publish_keyed(&bus.topic("jobs").expect("topic"), &[("a", 0), ("a", 1)]);
+        let group = workers(&bus);
+        let poison = group.try_recv().expect("recv").expect("a/0");
+        poison.reject("poison").expect("reject");
+        drop(group);
+        drop(bus);
+        sim.power_loss(seed);
+
+        let bus = open();
+        assert!(take(&workers(&bus)).is_empty(), "seed {seed}: a stays parked");
+        assert_eq!(
+            bus.redrive(&dead_letter_topic("jobs"), |_| true)
+                .expect("redrive"),
+            1
+        );
+        assert_eq!(
+            take(&workers(&bus)),
+            ["a/0"],
+            "seed {seed}: the redrive goes first"
+        );
+        drop(bus);
+        sim.power_loss(seed + 100);
+
+        let bus = open();
+        assert_eq!(
+            take(&workers(&bus)),
+            ["a/1"],
+            "seed {seed}: a resumed, the redrive not redelivered"
+        );
+        assert!(take(&workers(&bus)).is_empty());
+    }
 }
 
 /// Parking needs per-key ordering and dead letters to redrive.
