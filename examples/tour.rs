@@ -5,6 +5,11 @@
 //! publish-subscribe, queues (consumer groups), dead-letter queues,
 //! request-reply and scatter-gather.
 //!
+//! Last, several processes on the one bus directory: two worker processes
+//! (this example started again with `--worker`) join the bus, share a
+//! queue with each other, answer requests, and one of them takes over the
+//! directory when the tour's process closes its bus (docs/PROCESSES.md).
+//!
 //! With `--features nats -- --nats nats://127.0.0.1:4222` (several URLs
 //! comma-separated, `--replicas 3` on a cluster) the same five patterns run
 //! on NATS JetStream; the raw log has no NATS form and is skipped. Each run
@@ -23,6 +28,9 @@ use logbus::{
 
 fn main() -> logbus::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(dir) = option(&args, "--worker")? {
+        return worker(std::path::Path::new(&dir));
+    }
     let tour = match option(&args, "--nats")? {
         Some(urls) => Tour::nats(&urls, option(&args, "--replicas")?)?,
         None => Tour::embedded()?,
@@ -49,6 +57,10 @@ fn main() -> logbus::Result<()> {
             consumers.join(", ")
         );
     }
+    if let Some(dir) = &tour.bus_dir {
+        println!();
+        several_processes(&tour.bus, dir)?;
+    }
     tour.bus.close()
 }
 
@@ -67,6 +79,8 @@ fn option(args: &[String], flag: &str) -> logbus::Result<Option<String>> {
 struct Tour {
     bus: Bus,
     run: String,
+    /// The bus directory of an embedded tour.
+    bus_dir: Option<std::path::PathBuf>,
     /// Keeps the temporary directory of an embedded tour.
     _dir: Option<tempfile::TempDir>,
 }
@@ -84,6 +98,7 @@ impl Tour {
         Ok(Tour {
             bus: Bus::open(dir.join("bus"), BusOptions::default())?,
             run: String::new(),
+            bus_dir: Some(dir.join("bus")),
             _dir: Some(temporary),
         })
     }
@@ -100,7 +115,12 @@ impl Tour {
         let bus = Bus::connect_nats(urls, options)?;
         let run = format!("tour-{}.", logbus::CorrelationId::new().as_u128() >> 80);
         println!("logbus tour on NATS JetStream at {urls} ({replicas} replicas), topics {run}*\n");
-        Ok(Tour { bus, run, _dir: None })
+        Ok(Tour {
+            bus,
+            run,
+            bus_dir: None,
+            _dir: None,
+        })
     }
 
     #[cfg(not(feature = "nats"))]
@@ -477,4 +497,130 @@ impl Tour {
         println!();
         Ok(())
     }
+}
+
+/// Two worker processes join the tour's bus: they share the queue `jobs`
+/// and answer `whoami`; then the tour's process closes its bus, one worker
+/// takes the directory over, and the tour joins it to send the last jobs.
+fn several_processes(bus: &Bus, dir: &std::path::Path) -> logbus::Result<()> {
+    println!("== several processes on one directory");
+    let exe = std::env::current_exe()?;
+    let mut workers: Vec<std::process::Child> = (0..2)
+        .map(|_| std::process::Command::new(&exe).arg("--worker").arg(dir).spawn())
+        .collect::<std::io::Result<_>>()?;
+    let jobs = bus.topic("jobs")?;
+    let mut results = bus.topic("results")?.subscribe("tour", StartAt::Earliest)?;
+    for job in 0..20 {
+        jobs.publish(&Record::new(format!("job {job}").as_bytes()))?;
+    }
+    let by_pid = count_results(&mut results, 20)?;
+    println!(
+        "this process {} owns the bus; 20 jobs done by worker processes {by_pid:?}",
+        std::process::id()
+    );
+    let reply = bus
+        .requester("tour")?
+        .request("whoami", &Record::new(b"?"), Duration::from_secs(5))?;
+    println!(
+        "whoami answered by process {}",
+        String::from_utf8_lossy(reply.value())
+    );
+
+    bus.close()?;
+    let joined = Bus::open(dir, BusOptions::default())?;
+    let jobs = joined.topic("jobs")?;
+    for job in 20..24 {
+        jobs.publish(&Record::new(format!("job {job}").as_bytes()))?;
+    }
+    let mut results = joined.topic("results")?.subscribe("tour", StartAt::Earliest)?;
+    let by_pid = count_results(&mut results, 4)?;
+    println!(
+        "closed; a worker took the directory over, and this process joined it: 4 more jobs done by {by_pid:?}"
+    );
+    // A worker that owns the bus closes it when it stops.
+    for i in 0..workers.len() {
+        publish_once(&jobs, &Record::new(b"stop").id(&format!("stop-{i}")))?;
+    }
+    for worker in &mut workers {
+        worker.wait()?;
+    }
+    joined.close()?;
+    println!();
+    Ok(())
+}
+
+/// Publishes `record` (which has an id), again while the process that
+/// owns the bus goes away during the call (`Unavailable`: the outcome is
+/// unknown); the id makes the topic store it once.
+fn publish_once(topic: &logbus::Topic, record: &Record<'_>) -> logbus::Result<u64> {
+    loop {
+        match topic.publish(record) {
+            Err(Error::Unavailable { .. }) => continue,
+            published => return published,
+        }
+    }
+}
+
+/// Receives `count` results (`done <job> by <pid>`); how many each pid did.
+fn count_results(
+    results: &mut logbus::Subscription,
+    count: usize,
+) -> logbus::Result<BTreeMap<String, usize>> {
+    let mut by_pid = BTreeMap::new();
+    for _ in 0..count {
+        let record = results
+            .recv(Duration::from_secs(10))?
+            .ok_or_else(|| Error::InvalidArgument("a worker process did not answer".into()))?;
+        let text = String::from_utf8_lossy(record.value()).into_owned();
+        let pid = text.rsplit(' ').next().unwrap_or_default().to_owned();
+        *by_pid.entry(pid).or_default() += 1;
+    }
+    results.commit()?;
+    Ok(by_pid)
+}
+
+/// A worker process (`--worker <bus dir>`): joins the bus, takes jobs
+/// from the queue `jobs` and publishes what it did to `results`, and
+/// answers `whoami` with its pid, until it receives `stop`.
+fn worker(dir: &std::path::Path) -> logbus::Result<()> {
+    let bus = Bus::open(dir, BusOptions::default())?;
+    let pid = std::process::id().to_string();
+    let responder = bus.responder("whoami")?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answering = {
+        let (stop, pid) = (stop.clone(), pid.clone());
+        std::thread::spawn(move || -> logbus::Result<()> {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Some(request) = responder.recv(Duration::from_millis(100))? {
+                    // Lost with an owner that goes away: the requester
+                    // times out, as for any lost reply.
+                    let _ = request.reply(&Record::new(pid.as_bytes()));
+                }
+            }
+            Ok(())
+        })
+    };
+    let jobs = bus.queue("jobs")?;
+    let results = bus.topic("results")?;
+    loop {
+        let Some(job) = jobs.recv(Duration::from_millis(100))? else {
+            continue;
+        };
+        if job.record().value() == b"stop" {
+            job.ack()?;
+            break;
+        }
+        let job_name = String::from_utf8_lossy(job.record().value()).into_owned();
+        let done = format!("done {job_name} by {pid}");
+        publish_once(&results, &Record::new(done.as_bytes()).id(&job_name))?;
+        // An ack cut short by an owner that goes away leaves the job to be
+        // done again: its result has the same id, stored once.
+        match job.ack() {
+            Ok(()) | Err(Error::Unavailable { .. } | Error::LeaseExpired { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    answering.join().expect("the answering thread")?;
+    bus.close()
 }

@@ -7,6 +7,9 @@
 //!   `index_entries`, `checkpoint`, `state_event`,
 //!   `correlation_index`): each must return a value or an error, never
 //!   panic, and whatever decodes must re-encode to the same bytes;
+//! - the messages between processes on one bus directory (`wire`,
+//!   feature `processes`): requests, answers and hellos decoded from raw
+//!   bytes, re-encoding what decodes;
 //! - whole logs: `segment_recovery` opens a log over arbitrary file
 //!   contents, and `log_ops` runs a sequence of operations with crashes
 //!   against a model of the durability contract.
@@ -19,10 +22,14 @@
 mod correlation;
 mod log_ops;
 mod recovery;
+#[cfg(feature = "processes")]
+mod wire;
 
 pub use correlation::correlation_index;
 pub use log_ops::{Op, RecordSpec, encode_ops, log_ops};
 pub use recovery::{RecoveryInput, SegmentFiles, segment_recovery};
+#[cfg(feature = "processes")]
+pub use wire::{wire, wire_seeds};
 
 use crate::format::{
     CHECKPOINT_LEN, Checkpoint, FRAME_HEADER_LEN, FrameError, HeaderIter, INDEX_HEADER_LEN, IndexKind,
@@ -49,6 +56,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("correlation_index", correlation_index),
     ("segment_recovery", segment_recovery),
     ("log_ops", log_ops),
+    #[cfg(feature = "processes")]
+    ("wire", wire),
 ];
 
 /// A cursor over fuzz input that never fails: past the end it yields zeros

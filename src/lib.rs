@@ -175,8 +175,14 @@ mod log;
 pub mod nats;
 mod patterns;
 mod record;
+#[cfg(feature = "processes")]
+mod remote;
+#[cfg(feature = "processes")]
+mod serve;
 mod state;
 pub mod storage;
+#[cfg(feature = "processes")]
+mod wire;
 
 pub use api::Bus;
 pub use api::{

@@ -101,6 +101,12 @@ impl<'a> Record<'a> {
         self.timestamp.unwrap_or(now)
     }
 
+    #[cfg(feature = "processes")]
+    /// The timestamp [`Record::timestamp`] set, if any.
+    pub(crate) fn own_timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
     /// Bytes this record takes on disk, or `None` if a field is too long
     /// for the format.
     pub fn encoded_len(&self) -> Option<usize> {
@@ -152,6 +158,12 @@ impl StoredRecord {
     /// The bytes of one field (the decoder checked that it lies in the frame).
     fn field(&self, range: Range<usize>) -> &[u8] {
         self.frame.get(range).unwrap_or_default()
+    }
+
+    #[cfg(feature = "processes")]
+    /// The whole frame, as the log stores it (CRC included).
+    pub(crate) fn frame(&self) -> &Bytes {
+        &self.frame
     }
 
     /// The record's offset in its log.

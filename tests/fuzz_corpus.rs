@@ -134,6 +134,7 @@ fn seeds() -> Seeds {
     seeds.insert("correlation_index", correlation_seeds());
     seeds.insert("segment_recovery", recovery_seeds());
     seeds.insert("log_ops", log_ops_seeds());
+    seeds.insert("wire", logbus::fuzzing::wire_seeds());
     for files in seeds.values_mut() {
         files.extend(edge_cases());
     }

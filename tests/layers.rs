@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[(&str, u32)] = &[
     ("api", 90),
     ("dispatch", 90),
+    ("serve", 85),
     ("embedded", 80),
     ("nats", 80),
+    ("remote", 80),
+    ("wire", 75),
     ("backend", 70),
     ("inspect", 65),
     ("patterns", 60),

@@ -475,11 +475,9 @@ backend_tests! {
         assert_eq!(topic.publish_batch(&batch).expect("large batch"), 3..603);
         assert_eq!(topic.end_offset(), 603);
         match backend {
-            // One process owns the directory: no other publisher exists.
-            TestBackend::Embedded { dir } => {
-                let second = Bus::open(dir.path(), logbus::BusOptions::default());
-                assert!(matches!(second, Err(logbus::Error::Locked(_))), "{second:?}");
-            }
+            // Another process's publisher goes through the directory's
+            // owner, which writes each batch at once: none interleaves.
+            TestBackend::Embedded { dir } => batches_never_interleave_embedded(dir.path(), &topic),
             #[cfg(feature = "nats")]
             TestBackend::Nats { .. } => batches_interleaved_on_nats(backend, &topic),
         }
@@ -554,6 +552,40 @@ backend_tests! {
 /// published: some batch fails, every stored batch record sits at the
 /// offsets the batch reported (a failed one's prefix included), and no
 /// other batch record was stored.
+fn batches_never_interleave_embedded(dir: &std::path::Path, topic: &Topic) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let other = Bus::open(dir, logbus::BusOptions::default()).expect("a second open joins the owner");
+    let other_topic = other.topic("news").expect("topic");
+    let stop = AtomicBool::new(false);
+    let values: Vec<String> = (0..50).map(|i| format!("batch record {i}")).collect();
+    let batch: Vec<Record> = values.iter().map(Record::new).collect();
+    let stored = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                other_topic.publish(&Record::new(b"interloper")).expect("publish");
+            }
+        });
+        let stored: Vec<_> = (0..50)
+            .map(|_| topic.publish_batch(&batch).expect("batch"))
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        stored
+    });
+    for range in stored {
+        let mut cursor = topic
+            .log()
+            .expect("embedded")
+            .cursor(logbus::Position::Offset(range.start))
+            .expect("cursor");
+        for expected in &values {
+            assert_eq!(
+                cursor.next().expect("read").expect("record").value(),
+                expected.as_bytes()
+            );
+        }
+    }
+}
+
 #[cfg(feature = "nats")]
 fn batches_interleaved_on_nats(backend: &TestBackend, topic: &Topic) {
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -252,13 +252,23 @@ fn dump_reads_a_bus_while_its_owner_has_it_open_and_changes_nothing() {
         out.contains("topic topic=live start_offset=0 end_offset=5"),
         "{out}"
     );
-    // The owner still holds its lock and keeps working.
+    // The owner still holds its lock and keeps working, serving another
+    // process's writer beside the dump.
     topic.publish(&Record::new(b"after the dump")).unwrap();
     assert!(matches!(
-        Bus::open(dir.path(), BusOptions::default()),
+        Bus::open(dir.path(), BusOptions::default().exclusive(true)),
         Err(logbus::Error::Locked(_))
     ));
-    assert_eq!(topic.end_offset(), 6);
+    let joined = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    joined
+        .topic("live")
+        .unwrap()
+        .publish(&Record::new(b"joined"))
+        .unwrap();
+    assert_eq!(topic.end_offset(), 7);
+    let (code, out, err) = dump(&[dir.path().to_str().unwrap(), "--verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("end_offset=7"), "{out}");
 }
 
 /// The state log files of `orders`'s group `billing` in the sample bus.

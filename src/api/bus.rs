@@ -44,21 +44,76 @@ enum AnyBus {
     Log(LogBus),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsBus),
+    #[cfg(feature = "processes")]
+    Remote(crate::remote::RemoteBus),
 }
 
-// Zero cost without the `nats` feature: the one-variant enum has no
+// Zero cost without the `nats` and `processes` features: the one-variant enum has no
 // discriminant, so a `Bus` is exactly the embedded handle.
-#[cfg(not(feature = "nats"))]
+#[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Bus>() == size_of::<LogBus>());
+
+/// Joins `dir` if a process serves it, else opens it as its owner and
+/// serves it, or joins the owner once it serves (an owner that just took
+/// the lock, or one that is gone and whose place this process takes).
+#[cfg(feature = "processes")]
+fn open_shared(dir: &Path, options: BusOptions) -> Result<Bus> {
+    use crate::remote::{RemoteBus, Takeover};
+    let layout = crate::state::BusLayout::new(options.storage.clone(), dir);
+    let socket = layout
+        .socket_path()
+        .ok_or(crate::Error::Locked(dir.to_path_buf()))?;
+    let owned_dir = dir.to_path_buf();
+    let owned_options = options.clone();
+    let takeover: Takeover = std::sync::Arc::new(move || {
+        own(&owned_dir, &owned_options).map(|bus| Box::new(bus) as Box<dyn std::any::Any + Send + Sync>)
+    });
+    let backend = match RemoteBus::join_served(socket.clone(), takeover.clone())? {
+        Some(joined) => AnyBus::Remote(joined),
+        None => match own(dir, &options) {
+            Ok(bus) => AnyBus::Log(bus),
+            Err(crate::Error::Locked(_)) => AnyBus::Remote(RemoteBus::join(socket, takeover)?),
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Bus { backend })
+}
+
+/// Opens `dir` as its owner and serves it on its socket.
+#[cfg(feature = "processes")]
+fn own(dir: &Path, options: &BusOptions) -> Result<LogBus> {
+    let bus = LogBus::open(dir, options.clone())?;
+    if let Some(socket) = bus.layout().socket_path() {
+        crate::serve::serve(&bus, socket)?;
+    }
+    Ok(bus)
+}
 
 impl Bus {
     /// Opens (creating if needed) the embedded bus in `dir`. Fails with
-    /// [`crate::Error::Locked`] if another handle owns it, and with
     /// [`crate::Error::InvalidArgument`] if `dir` holds a [`crate::Log`].
+    ///
+    /// Several processes may open one directory (feature `processes`, on
+    /// by default; see [`docs/PROCESSES.md`](https://github.com/logbus/logbus/blob/main/docs/PROCESSES.md)):
+    /// the first owns it and serves it to the others over a socket in the
+    /// directory; the others join it, and when the owner goes (closes the
+    /// bus, exits, is killed) one of them takes over. Every pattern works
+    /// across them. With [`BusOptions::exclusive`], without the feature,
+    /// or on a storage other than the host's files, a directory another
+    /// handle owns fails with [`crate::Error::Locked`] instead.
     #[inline]
     pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
+        #[cfg(feature = "processes")]
+        if options.shared() {
+            return open_shared(dir.as_ref(), options);
+        }
+        let bus = LogBus::open(dir.as_ref(), options)?;
+        #[cfg(feature = "processes")]
+        if let Some(socket) = bus.layout().socket_path() {
+            crate::serve::refuse(&bus, socket)?;
+        }
         Ok(Bus {
-            backend: AnyBus::Log(LogBus::open(dir.as_ref(), options)?),
+            backend: AnyBus::Log(bus),
         })
     }
 

@@ -59,6 +59,8 @@ enum AnyGroup {
     Log(LogGroup),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsGroup),
+    #[cfg(feature = "processes")]
+    Remote(crate::remote::RemoteGroup),
 }
 
 /// A record leased to one receiver. Settle it with [`Delivery::ack`],
@@ -95,14 +97,36 @@ enum AnyDelivery {
     /// client handle, which would otherwise size every embedded delivery.
     #[cfg(feature = "nats")]
     Nats(Box<crate::nats::NatsDelivery>),
+    #[cfg(feature = "processes")]
+    Remote(crate::remote::RemoteDelivery),
 }
 
-// Zero cost without the `nats` feature: the one-variant enums have no
+// Zero cost without the `nats` and `processes` features: the one-variant enums have no
 // discriminant, so a `Group` and a `Delivery` are exactly the embedded ones.
-#[cfg(not(feature = "nats"))]
+#[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Group>() == size_of::<LogGroup>());
-#[cfg(not(feature = "nats"))]
+#[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Delivery>() == size_of::<LogDelivery>());
+
+#[cfg(feature = "processes")]
+impl From<crate::remote::RemoteDelivery> for Delivery {
+    #[inline]
+    fn from(backend: crate::remote::RemoteDelivery) -> Delivery {
+        Delivery {
+            backend: AnyDelivery::Remote(backend),
+        }
+    }
+}
+
+#[cfg(feature = "processes")]
+impl From<crate::remote::RemoteGroup> for Group {
+    #[inline]
+    fn from(backend: crate::remote::RemoteGroup) -> Group {
+        Group {
+            backend: AnyGroup::Remote(backend),
+        }
+    }
+}
 
 impl From<LogGroup> for Group {
     #[inline]

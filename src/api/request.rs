@@ -78,12 +78,24 @@ enum AnyRequester {
     Log(LogRequester),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsRequester),
+    #[cfg(feature = "processes")]
+    Remote(crate::remote::RemoteRequester),
 }
 
-// Zero cost without the `nats` feature: the one-variant enum has no
+// Zero cost without the `nats` and `processes` features: the one-variant enum has no
 // discriminant, so a `Requester` is exactly the embedded one.
-#[cfg(not(feature = "nats"))]
+#[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Requester>() == size_of::<LogRequester>());
+
+#[cfg(feature = "processes")]
+impl From<crate::remote::RemoteRequester> for Requester {
+    #[inline]
+    fn from(backend: crate::remote::RemoteRequester) -> Requester {
+        Requester {
+            backend: AnyRequester::Remote(backend),
+        }
+    }
+}
 
 impl From<LogRequester> for Requester {
     #[inline]

@@ -47,12 +47,24 @@ enum AnySubscription {
     /// 1 KiB), which would otherwise size every embedded subscription.
     #[cfg(feature = "nats")]
     Nats(Box<crate::nats::NatsSubscription>),
+    #[cfg(feature = "processes")]
+    Remote(crate::remote::RemoteSubscription),
 }
 
-// Zero cost without the `nats` feature: the one-variant enum has no
+// Zero cost without the `nats` and `processes` features: the one-variant enum has no
 // discriminant, so a `Subscription` is exactly the embedded handle.
-#[cfg(not(feature = "nats"))]
+#[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Subscription>() == size_of::<LogSubscription>());
+
+#[cfg(feature = "processes")]
+impl From<crate::remote::RemoteSubscription> for Subscription {
+    #[inline]
+    fn from(backend: crate::remote::RemoteSubscription) -> Subscription {
+        Subscription {
+            backend: AnySubscription::Remote(backend),
+        }
+    }
+}
 
 impl From<LogSubscription> for Subscription {
     #[inline]

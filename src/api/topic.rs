@@ -49,12 +49,24 @@ enum AnyTopic {
     Log(LogTopic),
     #[cfg(feature = "nats")]
     Nats(crate::nats::NatsTopic),
+    #[cfg(feature = "processes")]
+    Remote(crate::remote::RemoteTopic),
 }
 
-// Zero cost without the `nats` feature: the one-variant enum has no
+// Zero cost without the `nats` and `processes` features: the one-variant enum has no
 // discriminant, so a `Topic` is exactly the embedded handle.
-#[cfg(not(feature = "nats"))]
+#[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Topic>() == size_of::<LogTopic>());
+
+#[cfg(feature = "processes")]
+impl From<crate::remote::RemoteTopic> for Topic {
+    #[inline]
+    fn from(backend: crate::remote::RemoteTopic) -> Topic {
+        Topic {
+            backend: AnyTopic::Remote(backend),
+        }
+    }
+}
 
 impl From<LogTopic> for Topic {
     #[inline]
@@ -242,6 +254,8 @@ impl Topic {
             AnyTopic::Log(t) => Some(LogView::new(t.log())),
             #[cfg(feature = "nats")]
             AnyTopic::Nats(_) => None,
+            #[cfg(feature = "processes")]
+            AnyTopic::Remote(_) => None,
         }
     }
 }

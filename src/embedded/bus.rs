@@ -29,6 +29,7 @@ pub struct BusOptions {
     pub(crate) topic_defaults: TopicOptions,
     pub(crate) recovery: RecoveryMode,
     pub(crate) clock: Clock,
+    pub(crate) exclusive: bool,
 }
 
 impl Default for BusOptions {
@@ -38,6 +39,7 @@ impl Default for BusOptions {
             topic_defaults: TopicOptions::default(),
             recovery: RecoveryMode::default(),
             clock: Clock::Real,
+            exclusive: false,
         }
     }
 }
@@ -54,6 +56,22 @@ impl BusOptions {
     pub fn recovery(mut self, mode: RecoveryMode) -> Self {
         self.recovery = mode;
         self
+    }
+
+    /// Keeps the bus directory to this handle (default false): no other
+    /// process joins it, and opening it while another handle owns it fails
+    /// with [`crate::Error::Locked`]. Without it (feature `processes`),
+    /// the owner serves the directory to every process that opens it.
+    pub fn exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Whether the bus is served to, or joined from, other processes: not
+    /// exclusive, on the host's files.
+    #[cfg(feature = "processes")]
+    pub(crate) fn shared(&self) -> bool {
+        !self.exclusive && self.storage.host_files()
     }
 
     /// Uses another storage backend (default: the real file system; tests
@@ -110,6 +128,32 @@ pub(crate) struct BusInner {
     wakeups: Wakeups,
     /// Upgraded for each handle handed out; gone once the last handle is.
     open: Weak<OpenBus>,
+    /// Run first when the bus closes (the owner's server stops there).
+    on_close: Mutex<Vec<CloseHook>>,
+}
+
+/// Something to do when the bus closes, before its lock is released.
+pub(crate) struct CloseHook(Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for CloseHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CloseHook")
+    }
+}
+
+#[cfg(feature = "processes")]
+/// A [`LogBus`] that does not keep the bus open.
+#[derive(Clone, Debug)]
+pub(crate) struct WeakLogBus(Weak<OpenBus>);
+
+#[cfg(feature = "processes")]
+impl WeakLogBus {
+    /// The bus, unless it closed.
+    pub(crate) fn upgrade(&self) -> Option<LogBus> {
+        let open = self.0.upgrade()?;
+        open.inner.check_open().ok()?;
+        Some(LogBus { open })
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,6 +175,7 @@ impl LogBus {
                 lock: Mutex::new(Some(guard)),
                 wakeups: Wakeups::default(),
                 open: open.clone(),
+                on_close: Mutex::new(Vec::new()),
             }),
         });
         Ok(LogBus { open })
@@ -138,6 +183,24 @@ impl LogBus {
 
     fn inner(&self) -> &Arc<BusInner> {
         &self.open.inner
+    }
+
+    #[cfg(feature = "processes")]
+    /// This bus without keeping it open.
+    pub(crate) fn downgrade(&self) -> WeakLogBus {
+        WeakLogBus(Arc::downgrade(&self.open))
+    }
+
+    #[cfg(feature = "processes")]
+    /// Runs `hook` when the bus closes, before its lock is released.
+    pub(crate) fn on_close(&self, hook: Box<dyn FnOnce() + Send>) {
+        lock(&self.inner().on_close).push(CloseHook(hook));
+    }
+
+    #[cfg(feature = "processes")]
+    /// The bus directory's layout.
+    pub(crate) fn layout(&self) -> &BusLayout {
+        &self.inner().layout
     }
 }
 
@@ -278,6 +341,8 @@ impl BusInner {
     }
 
     fn close(&self) -> Result<()> {
+        let hooks = std::mem::take(&mut *lock(&self.on_close));
+        hooks.into_iter().for_each(|hook| (hook.0)());
         // Requesters first: marking an index clean syncs its inbox topic.
         let requesters: Vec<Arc<RequesterInner>> = lock(&self.requesters)
             .drain()

@@ -16,6 +16,8 @@ mod topic;
 mod wakeup;
 
 pub use bus::BusOptions;
+#[cfg(feature = "processes")]
+pub(crate) use bus::WeakLogBus;
 pub(crate) use bus::{BusInner, LogBus, LogReplies, OpenBus};
 pub(crate) use group::{GroupInner, LogDelivery, LogGroup};
 pub(crate) use requester::{LogRequester, RequesterInner};

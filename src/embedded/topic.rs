@@ -64,6 +64,10 @@ pub(crate) struct TopicInner {
     repairs: Mutex<Vec<StateRepair>>,
 }
 
+/// How long opening a group waits for its previous instance, whose last
+/// handle is being dropped, to release the group's state log.
+const DYING_GROUP_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -278,16 +282,37 @@ impl TopicBackend for LogTopic {
         LogSubscription::ephemeral(self.clone(), start)
     }
 
+    /// The group's one [`GroupInner`] per name: shared while a handle
+    /// lives. When the last handle is being dropped on another thread (a
+    /// process that joined the bus hung up), its state log is still locked
+    /// for an instant: the open waits for it instead of failing.
     fn group(&self, name: &str, options: GroupOptions) -> Result<LogGroup> {
-        let mut groups = lock(&self.inner.groups);
-        if let Some(inner) = groups.get(name).and_then(Weak::upgrade) {
-            let group = LogGroup { inner };
-            group.reconfigure(options)?;
-            return Ok(group);
+        let deadline = std::time::Instant::now() + DYING_GROUP_GRACE;
+        loop {
+            let mut groups = lock(&self.inner.groups);
+            let dying = match groups.get(name) {
+                Some(weak) => match weak.upgrade() {
+                    Some(inner) => {
+                        let group = LogGroup { inner };
+                        group.reconfigure(options)?;
+                        return Ok(group);
+                    }
+                    None => true,
+                },
+                None => false,
+            };
+            match LogGroup::open(self.clone(), name, options.clone()) {
+                Ok(group) => {
+                    groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
+                    return Ok(group);
+                }
+                Err(Error::Locked(_)) if dying && std::time::Instant::now() < deadline => {
+                    drop(groups);
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let group = LogGroup::open(self.clone(), name, options)?;
-        groups.insert(name.to_owned(), Arc::downgrade(&group.inner));
-        Ok(group)
     }
 
     fn reply_sink(&self) -> Arc<dyn ReplySink> {

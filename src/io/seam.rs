@@ -43,6 +43,12 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// Takes the exclusive lock on `path` (created if missing), or returns
     /// `None` if someone else holds it.
     fn lock(&self, path: &Path) -> io::Result<Option<LockGuard>>;
+    /// Whether these are the host's files, which other processes see too
+    /// (so the lock holder may serve them to other processes over a
+    /// socket beside them). False unless a storage says so.
+    fn host_files(&self) -> bool {
+        false
+    }
 }
 
 /// An open file.

@@ -59,6 +59,10 @@ pub(super) fn open_owner_only(path: &Path, create: bool) -> io::Result<File> {
 }
 
 impl Storage for StdStorage {
+    fn host_files(&self) -> bool {
+        true
+    }
+
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         DirBuilder::new()
             .recursive(true)

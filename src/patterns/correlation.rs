@@ -32,6 +32,12 @@ impl CorrelationId {
         self.0
     }
 
+    #[cfg(feature = "processes")]
+    /// The id `value` is, `None` for zero (never an id).
+    pub(crate) fn from_u128(value: u128) -> Option<Self> {
+        (value != 0).then_some(CorrelationId(value))
+    }
+
     /// Parses the header form; `None` unless 32 hex digits of a non-zero id.
     pub fn from_header(value: &[u8]) -> Option<Self> {
         std::str::from_utf8(value).ok()?.parse().ok()

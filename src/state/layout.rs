@@ -45,6 +45,9 @@ use crate::state::repair::{finish_interrupted_repairs, repair};
 use crate::state::{CorrelationIndex, Damaged, StateLog, StateRepair};
 
 const LOCK_FILE: &str = ".lock";
+/// Name of the socket the lock holder serves the bus on.
+#[cfg(feature = "processes")]
+const SOCKET_FILE: &str = ".socket";
 const TOPICS_DIR: &str = "topics";
 const STATE_DIR: &str = "state";
 const INBOXES_DIR: &str = "inboxes";
@@ -298,6 +301,14 @@ impl BusLayout {
         self.storage
             .lock(&self.root.join(LOCK_FILE))?
             .ok_or_else(|| Error::Locked(self.root.clone()))
+    }
+
+    #[cfg(feature = "processes")]
+    /// Where the lock holder serves the bus to other processes: the
+    /// socket in the bus directory, `None` unless the storage is the
+    /// host's files.
+    pub(crate) fn socket_path(&self) -> Option<PathBuf> {
+        self.storage.host_files().then(|| self.root.join(SOCKET_FILE))
     }
 
     pub(crate) fn topic_dir(&self, topic: &str) -> PathBuf {

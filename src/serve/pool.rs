@@ -1,0 +1,80 @@
+//! The owner's worker threads: one runs each request of a joined process,
+//! so a receive that waits never holds up the others. Threads start when
+//! every one is busy and end after [`IDLE`] without work.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long a worker waits for work before it ends.
+const IDLE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Jobs {
+    queue: VecDeque<Job>,
+    idle: usize,
+}
+
+/// Cheap to clone: clones share the workers.
+#[derive(Clone, Default)]
+pub(crate) struct Pool {
+    shared: Arc<(Mutex<Jobs>, Condvar)>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+fn lock(jobs: &Mutex<Jobs>) -> MutexGuard<'_, Jobs> {
+    jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Pool {
+    /// Runs `job` on an idle worker, or on a new one if none is idle.
+    pub(crate) fn run(&self, job: impl FnOnce() + Send + 'static) {
+        let (jobs, wake) = &*self.shared;
+        let mut guard = lock(jobs);
+        guard.queue.push_back(Box::new(job));
+        if guard.idle > guard.queue.len() - 1 {
+            drop(guard);
+            wake.notify_one();
+            return;
+        }
+        drop(guard);
+        let shared = self.shared.clone();
+        let started = std::thread::Builder::new()
+            .name("logbus-owner".into())
+            .spawn(move || work(&shared));
+        if started.is_err() {
+            // No thread to be had: an idle one (or the next to free up)
+            // takes the job.
+            wake.notify_one();
+        }
+    }
+}
+
+fn work(shared: &(Mutex<Jobs>, Condvar)) {
+    let (jobs, wake) = shared;
+    let mut guard = lock(jobs);
+    loop {
+        if let Some(job) = guard.queue.pop_front() {
+            drop(guard);
+            job();
+            guard = lock(jobs);
+            continue;
+        }
+        guard.idle += 1;
+        let (next, timeout) = wake
+            .wait_timeout(guard, IDLE)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        guard = next;
+        guard.idle -= 1;
+        if timeout.timed_out() && guard.queue.is_empty() {
+            return;
+        }
+    }
+}
