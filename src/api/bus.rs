@@ -53,24 +53,21 @@ enum AnyBus {
 #[cfg(not(any(feature = "nats", feature = "processes")))]
 const _: () = assert!(size_of::<Bus>() == size_of::<LogBus>());
 
-/// Joins `dir` if a process serves it, else opens it as its owner and
-/// serves it, or joins the owner once it serves (an owner that just took
-/// the lock, or one that is gone and whose place this process takes).
+/// Joins `dir` if a process serves it at `socket`, else opens it as its
+/// owner and serves it, or joins the owner once it serves (an owner that
+/// just took the lock, or one that is gone and whose place this process
+/// takes).
 #[cfg(feature = "processes")]
-fn open_shared(dir: &Path, options: BusOptions) -> Result<Bus> {
+fn open_shared(dir: &Path, socket: std::path::PathBuf, options: BusOptions) -> Result<Bus> {
     use crate::remote::{RemoteBus, Takeover};
-    let layout = crate::state::BusLayout::new(options.storage.clone(), dir);
-    let socket = layout
-        .socket_path()
-        .ok_or(crate::Error::Locked(dir.to_path_buf()))?;
-    let owned_dir = dir.to_path_buf();
-    let owned_options = options.clone();
+    let (owned_dir, owned_socket, owned_options) = (dir.to_path_buf(), socket.clone(), options.clone());
     let takeover: Takeover = std::sync::Arc::new(move || {
-        own(&owned_dir, &owned_options).map(|bus| Box::new(bus) as Box<dyn std::any::Any + Send + Sync>)
+        own(&owned_dir, &owned_socket, &owned_options)
+            .map(|bus| Box::new(bus) as Box<dyn std::any::Any + Send + Sync>)
     });
     let backend = match RemoteBus::join_served(socket.clone(), takeover.clone())? {
         Some(joined) => AnyBus::Remote(joined),
-        None => match own(dir, &options) {
+        None => match own(dir, &socket, &options) {
             Ok(bus) => AnyBus::Log(bus),
             Err(crate::Error::Locked(_)) => AnyBus::Remote(RemoteBus::join(socket, takeover)?),
             Err(e) => return Err(e),
@@ -79,14 +76,22 @@ fn open_shared(dir: &Path, options: BusOptions) -> Result<Bus> {
     Ok(Bus { backend })
 }
 
-/// Opens `dir` as its owner and serves it on its socket.
+/// Opens `dir` as its owner and serves it at `socket`.
 #[cfg(feature = "processes")]
-fn own(dir: &Path, options: &BusOptions) -> Result<LogBus> {
+fn own(dir: &Path, socket: &Path, options: &BusOptions) -> Result<LogBus> {
     let bus = LogBus::open(dir, options.clone())?;
-    if let Some(socket) = bus.layout().socket_path() {
-        crate::serve::serve(&bus, socket)?;
-    }
+    crate::serve::serve(&bus, socket.to_path_buf())?;
     Ok(bus)
+}
+
+/// Opens `dir` as its owner, serving no one (an exclusive bus).
+#[cfg(feature = "processes")]
+fn own_alone(dir: &Path, socket: std::path::PathBuf, options: BusOptions) -> Result<Bus> {
+    let bus = LogBus::open(dir, options)?;
+    crate::serve::refuse(&bus, socket)?;
+    Ok(Bus {
+        backend: AnyBus::Log(bus),
+    })
 }
 
 impl Bus {
@@ -103,17 +108,16 @@ impl Bus {
     /// handle owns fails with [`crate::Error::Locked`] instead.
     #[inline]
     pub fn open(dir: impl AsRef<Path>, options: BusOptions) -> Result<Bus> {
+        let dir = dir.as_ref();
         #[cfg(feature = "processes")]
-        if options.shared() {
-            return open_shared(dir.as_ref(), options);
-        }
-        let bus = LogBus::open(dir.as_ref(), options)?;
-        #[cfg(feature = "processes")]
-        if let Some(socket) = bus.layout().socket_path() {
-            crate::serve::refuse(&bus, socket)?;
+        if let Some(socket) = options.socket_path(dir) {
+            return match options.exclusive {
+                false => open_shared(dir, socket, options),
+                true => own_alone(dir, socket, options),
+            };
         }
         Ok(Bus {
-            backend: AnyBus::Log(bus),
+            backend: AnyBus::Log(LogBus::open(dir, options)?),
         })
     }
 

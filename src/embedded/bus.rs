@@ -30,6 +30,9 @@ pub struct BusOptions {
     pub(crate) recovery: RecoveryMode,
     pub(crate) clock: Clock,
     pub(crate) exclusive: bool,
+    /// Where to serve or join the bus, whatever the storage (tests).
+    #[cfg(all(feature = "processes", feature = "test-util"))]
+    socket: Option<std::path::PathBuf>,
 }
 
 impl Default for BusOptions {
@@ -40,6 +43,8 @@ impl Default for BusOptions {
             recovery: RecoveryMode::default(),
             clock: Clock::Real,
             exclusive: false,
+            #[cfg(all(feature = "processes", feature = "test-util"))]
+            socket: None,
         }
     }
 }
@@ -67,11 +72,26 @@ impl BusOptions {
         self
     }
 
-    /// Whether the bus is served to, or joined from, other processes: not
-    /// exclusive, on the host's files.
+    /// Serves the bus at `socket` when this handle owns it, and joins it
+    /// there otherwise, whatever the storage (feature `test-util`): for
+    /// tests of several processes on a simulated storage, whose handles
+    /// share one `SimStorage` in one process.
+    #[cfg(all(feature = "processes", feature = "test-util"))]
+    pub fn socket(mut self, socket: impl Into<std::path::PathBuf>) -> Self {
+        self.socket = Some(socket.into());
+        self
+    }
+
+    /// Where the bus in `dir` is served to other processes: the socket in
+    /// the directory, `None` on a storage other than the host's files
+    /// (then every handle but the owner gets `Error::Locked`).
     #[cfg(feature = "processes")]
-    pub(crate) fn shared(&self) -> bool {
-        !self.exclusive && self.storage.host_files()
+    pub(crate) fn socket_path(&self, dir: &Path) -> Option<std::path::PathBuf> {
+        #[cfg(feature = "test-util")]
+        if let Some(socket) = &self.socket {
+            return Some(socket.clone());
+        }
+        BusLayout::new(self.storage.clone(), dir).socket_path()
     }
 
     /// Uses another storage backend (default: the real file system; tests
@@ -195,12 +215,6 @@ impl LogBus {
     /// Runs `hook` when the bus closes, before its lock is released.
     pub(crate) fn on_close(&self, hook: Box<dyn FnOnce() + Send>) {
         lock(&self.inner().on_close).push(CloseHook(hook));
-    }
-
-    #[cfg(feature = "processes")]
-    /// The bus directory's layout.
-    pub(crate) fn layout(&self) -> &BusLayout {
-        &self.inner().layout
     }
 }
 
