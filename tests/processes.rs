@@ -1,4 +1,14 @@
-//! Several processes on one bus directory (docs/PROCESSES.md).
+//! Several processes on one bus directory (docs/PROCESSES.md), as two
+//! handles of one directory in one process: the second open joins the
+//! first, which serves it over the bus socket exactly as it serves
+//! another process. Every pattern crosses: publish-subscribe both ways,
+//! competing receivers, async receives (and one dropped while pending),
+//! a dropped delivery, dead letters and redrive, request-reply,
+//! scatter-gather, a durable subscription's one reader; a joined handle
+//! takes over when the owner closes; an exclusive bus refuses to be
+//! joined. The crash tests are `tests/processes_crash.rs`.
+
+mod common;
 
 use std::time::Duration;
 
@@ -6,11 +16,18 @@ use logbus::{Bus, BusOptions, GroupOptions, Record, StartAt};
 
 const WAIT: Duration = Duration::from_secs(5);
 
-#[test]
-fn a_second_open_joins_the_owner_and_every_pattern_crosses() {
+/// A bus directory opened twice: by its owner, then by a handle that joins
+/// it through the socket.
+fn owner_and_joined() -> (tempfile::TempDir, Bus, Bus) {
     let dir = tempfile::tempdir().unwrap();
     let owner = Bus::open(dir.path(), BusOptions::default()).unwrap();
     let joined = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    (dir, owner, joined)
+}
+
+#[test]
+fn a_second_open_joins_the_owner_and_every_pattern_crosses() {
+    let (_dir, owner, joined) = owner_and_joined();
 
     let offset = joined
         .topic("orders")
@@ -77,9 +94,7 @@ fn a_second_open_joins_the_owner_and_every_pattern_crosses() {
 
 #[test]
 fn a_joined_handle_takes_over_when_the_owner_closes() {
-    let dir = tempfile::tempdir().unwrap();
-    let owner = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    let joined = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let (_dir, owner, joined) = owner_and_joined();
     let topic = joined.topic("orders").unwrap();
     topic.publish(&Record::new(b"before")).unwrap();
     owner.close().unwrap();
@@ -98,4 +113,135 @@ fn an_exclusive_bus_is_locked() {
         Bus::open(dir.path(), BusOptions::default()),
         Err(logbus::Error::Locked(_))
     ));
+}
+
+fn quick_retries() -> GroupOptions {
+    GroupOptions::default()
+        .retry(logbus::RetryPolicy::default().backoff(logbus::Backoff::Fixed(Duration::ZERO)))
+}
+
+#[test]
+fn async_receives_cross_and_a_dropped_one_takes_nothing() {
+    let (_dir, owner, joined) = owner_and_joined();
+    let topic = owner.topic("orders").unwrap();
+    let group = joined
+        .topic("orders")
+        .unwrap()
+        .group("billing", quick_retries())
+        .unwrap();
+    let mut sub = joined
+        .topic("orders")
+        .unwrap()
+        .subscribe("audit", StartAt::Earliest)
+        .unwrap();
+
+    // Dropped while pending: the owner stops waiting for it.
+    assert!(common::futures::poll_once(group.recv_async()).is_pending());
+    topic.publish(&Record::new(b"one")).unwrap();
+    let delivery = common::futures::poll_until_ready(group.recv_async()).unwrap();
+    assert_eq!((delivery.record().value(), delivery.attempt()), (&b"one"[..], 1));
+    delivery.ack().unwrap();
+    assert_eq!(
+        common::futures::poll_until_ready(sub.recv_async())
+            .unwrap()
+            .value(),
+        b"one"
+    );
+    let stats = owner
+        .topic("orders")
+        .unwrap()
+        .group("billing", quick_retries())
+        .unwrap()
+        .stats()
+        .unwrap();
+    assert_eq!((stats.acked, stats.in_flight), (1, 0));
+}
+
+#[test]
+fn a_delivery_a_joined_handle_drops_is_delivered_again() {
+    let (_dir, owner, joined) = owner_and_joined();
+    owner
+        .topic("orders")
+        .unwrap()
+        .publish(&Record::new(b"one"))
+        .unwrap();
+    let theirs = joined
+        .topic("orders")
+        .unwrap()
+        .group("billing", quick_retries())
+        .unwrap();
+    drop(theirs.recv(WAIT).unwrap().unwrap());
+    let ours = owner
+        .topic("orders")
+        .unwrap()
+        .group("billing", quick_retries())
+        .unwrap();
+    let again = ours.recv(WAIT).unwrap().expect("released by the owner");
+    assert_eq!((again.record().value(), again.attempt()), (&b"one"[..], 2));
+    again.ack().unwrap();
+}
+
+#[test]
+fn dead_letters_and_redrive_from_a_joined_handle() {
+    let (_dir, owner, joined) = owner_and_joined();
+    let options = GroupOptions::default()
+        .dead_letter(true)
+        .retry(logbus::RetryPolicy::default().max_attempts(1));
+    let group = joined.topic("orders").unwrap().group("billing", options).unwrap();
+    joined
+        .topic("orders")
+        .unwrap()
+        .publish(&Record::new(b"poison"))
+        .unwrap();
+    group.recv(WAIT).unwrap().unwrap().nack("bad").unwrap();
+    let dlq = owner.topic("orders.dlq").unwrap();
+    assert_eq!(dlq.end_offset(), 1, "dead-lettered once, in the owner's files");
+    assert_eq!(joined.redrive("orders.dlq", |_| true).unwrap(), 1);
+    let redriven = group.recv(WAIT).unwrap().expect("redriven");
+    assert_eq!(
+        (redriven.record().value(), redriven.attempt()),
+        (&b"poison"[..], 1)
+    );
+    redriven.ack().unwrap();
+}
+
+#[test]
+fn a_scatter_gathers_from_responders_of_both_handles() {
+    let (_dir, owner, joined) = owner_and_joined();
+    let servers: Vec<_> = [(&owner, "east"), (&joined, "west")]
+        .into_iter()
+        .map(|(bus, name)| {
+            let responder = bus.responder(name).unwrap();
+            std::thread::spawn(move || {
+                let request = responder.recv(WAIT).unwrap().unwrap();
+                request.reply(&Record::new(b"ok")).unwrap();
+            })
+        })
+        .collect();
+    let requester = joined.requester("planner").unwrap();
+    let services = logbus::Recipients::Services(vec!["east".into(), "west".into()]);
+    let scatter = requester.scatter(services, &Record::new(b"?")).unwrap();
+    let gathered = scatter.gather(logbus::Gather::all(WAIT)).unwrap();
+    assert_eq!(gathered.replies.len(), 2, "{gathered:?}");
+    servers.into_iter().for_each(|s| s.join().unwrap());
+}
+
+#[test]
+fn a_durable_subscription_has_one_reader_across_processes() {
+    let (_dir, owner, joined) = owner_and_joined();
+    let topic = owner.topic("orders").unwrap();
+    topic.publish(&Record::new(b"one")).unwrap();
+    let mut ours = topic.subscribe("audit", StartAt::Earliest).unwrap();
+    assert_eq!(ours.recv(WAIT).unwrap().unwrap().value(), b"one");
+    ours.commit().unwrap();
+    let theirs = joined.topic("orders").unwrap();
+    assert!(matches!(
+        theirs.subscribe("audit", StartAt::Earliest),
+        Err(logbus::Error::Locked(_))
+    ));
+    drop(ours);
+    topic.publish(&Record::new(b"two")).unwrap();
+    let mut sub = theirs.subscribe("audit", StartAt::Earliest).unwrap();
+    assert_eq!(sub.committed(), 1);
+    assert_eq!(sub.recv(WAIT).unwrap().unwrap().value(), b"two");
 }

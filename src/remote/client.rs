@@ -30,8 +30,8 @@ use event_listener::{Event, Listener};
 
 use crate::error::{Error, Result};
 use crate::wire::{
-    ANSWER, Enc, Handle, REQUEST, Request, Response, check_hello, decode_answer, hello, read_message, socket,
-    write_message,
+    ANSWER, Enc, Handle, OWNER, REQUEST, Request, Response, check_hello, decode_answer, hello, read_message,
+    socket, write_message,
 };
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -50,7 +50,7 @@ const OWNER_WAIT: Duration = Duration::from_secs(30);
 /// The error of a call whose owner went away before it answered.
 pub(crate) fn owner_lost() -> Error {
     Error::Unavailable {
-        backend: "owner process",
+        backend: OWNER,
         message: "the process serving the bus went away during the call; whether it took effect is unknown"
             .into(),
     }
@@ -325,7 +325,7 @@ impl Client {
             }
             if Instant::now() >= deadline {
                 return Err(Error::Unavailable {
-                    backend: "owner process",
+                    backend: OWNER,
                     message: format!(
                         "another process holds the bus directory's lock but serves nothing at {}",
                         self.socket.display()

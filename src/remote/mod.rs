@@ -24,11 +24,12 @@ pub(crate) use subscription::RemoteSubscription;
 pub(crate) use topic::RemoteTopic;
 
 use crate::error::Error;
+use crate::wire::OWNER;
 
 /// The owner answered with a response of another kind than asked for.
 fn unexpected() -> Error {
     Error::Backend {
-        backend: "owner process",
+        backend: OWNER,
         message: "unexpected answer".into(),
     }
 }

@@ -21,7 +21,8 @@ pub(crate) struct RemoteSubscription {
     name: Option<String>,
     start: StartAt,
     auto_commit: bool,
-    state: SubState,
+    /// As the owner's last answer said (set while opening, from `&self`).
+    state: Mutex<SubState>,
     /// Whether a record was received: a new owner then resumes at
     /// `state.position` instead of `start`.
     moved: bool,
@@ -45,7 +46,7 @@ impl RemoteSubscription {
             name,
             start,
             auto_commit: true,
-            state: SubState::default(),
+            state: Mutex::new(SubState::default()),
             moved: false,
             bound: Mutex::new(None),
         };
@@ -62,9 +63,11 @@ impl RemoteSubscription {
                 name: self.name.clone(),
                 start: self.start,
             };
-            let Response::Subscription { handle, .. } = link.ask(&subscribe)? else {
+            let Response::Subscription { handle, state } = link.ask(&subscribe)? else {
                 return Err(unexpected());
             };
+            let position = self.state().position;
+            self.noted(state);
             if !self.auto_commit {
                 link.ask(&Request::SubAutoCommit {
                     sub: handle,
@@ -74,16 +77,23 @@ impl RemoteSubscription {
             if self.moved {
                 let seek = Request::SubSeek {
                     sub: handle,
-                    to: StartAt::Offset(self.state.position),
+                    to: StartAt::Offset(position),
                 };
-                link.ask(&seek)?;
+                match link.ask(&seek)? {
+                    Response::Sub(state) => self.noted(state),
+                    _ => return Err(unexpected()),
+                }
             }
             Ok(handle)
         })
     }
 
-    fn noted(&mut self, state: SubState) {
-        self.state = state;
+    fn noted(&self, state: SubState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    fn state(&self) -> SubState {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The first record of a receive's answer.
@@ -201,15 +211,15 @@ impl SubscriptionBackend for RemoteSubscription {
         })?;
         self.position_changed(response)?;
         self.moved = true;
-        Ok(self.state.position)
+        Ok(self.state().position)
     }
 
     fn committed(&self) -> u64 {
-        self.state.committed
+        self.state().committed
     }
 
     fn position(&self) -> u64 {
-        self.state.position
+        self.state().position
     }
 
     fn lag(&self) -> u64 {
@@ -220,11 +230,11 @@ impl SubscriptionBackend for RemoteSubscription {
             })
         }) {
             Ok(Response::Sub(state)) => state.lag,
-            _ => self.state.lag,
+            _ => self.state().lag,
         }
     }
 
     fn skipped(&self) -> u64 {
-        self.state.skipped
+        self.state().skipped
     }
 }

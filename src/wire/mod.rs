@@ -35,6 +35,9 @@ use crate::error::{Error, Result};
 use crate::format::FORMAT_VERSION;
 use crate::log::SEGMENT_BYTES_MAX;
 
+/// How errors about the other side name it.
+pub(crate) const OWNER: &str = "owner process";
+
 /// The protocol's version: both sides must speak the same.
 pub(crate) const PROTOCOL_VERSION: u16 = 1;
 const MAGIC: [u8; 4] = *b"LBUS";
@@ -92,7 +95,7 @@ pub(crate) fn check_hello(body: Bytes) -> Result<u32> {
     let magic = [dec.u8(), dec.u8(), dec.u8(), dec.u8()];
     let versions = (dec.u16(), dec.u16(), dec.u32());
     let refused = |message: String| Error::Unavailable {
-        backend: "owner process",
+        backend: OWNER,
         message,
     };
     match (magic, versions) {
@@ -164,6 +167,13 @@ fn put_error(enc: &mut Enc, error: &Error) {
         Error::Closed => {
             enc.u8(8);
         }
+        // An owner's error that was itself relayed: its message as it is.
+        Error::Backend {
+            backend: OWNER,
+            message,
+        } => {
+            enc.u8(0).str(message);
+        }
         other => {
             enc.u8(0).str(&other.to_string());
         }
@@ -173,7 +183,7 @@ fn put_error(enc: &mut Enc, error: &Error) {
 fn get_error(dec: &mut Dec) -> Decoded<Error> {
     Ok(match dec.u8()? {
         0 => Error::Backend {
-            backend: "owner process",
+            backend: OWNER,
             message: dec.string()?,
         },
         1 => {
@@ -203,8 +213,34 @@ fn get_error(dec: &mut Dec) -> Decoded<Error> {
 impl From<WireError> for Error {
     fn from(error: WireError) -> Error {
         Error::Backend {
-            backend: "owner process",
+            backend: OWNER,
             message: format!("malformed message: {}", error.0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hello_of_another_version_is_refused_naming_both() {
+        assert_eq!(check_hello(hello().into()).unwrap(), std::process::id());
+        let mut theirs = hello();
+        theirs[4..6].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        let error = check_hello(theirs.into()).unwrap_err().to_string();
+        let (them, us) = (PROTOCOL_VERSION + 1, PROTOCOL_VERSION);
+        assert!(
+            error.contains(&format!("protocol {them}")) && error.contains(&format!("protocol {us}")),
+            "{error}"
+        );
+        assert!(check_hello(Bytes::from_static(b"GET / HTTP/1.1")).is_err());
+    }
+
+    #[test]
+    fn a_message_longer_than_the_bound_is_refused_before_it_is_read() {
+        let mut input: &[u8] = &u32::MAX.to_le_bytes();
+        let error = read_message(&mut input).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 }

@@ -38,6 +38,15 @@ pub enum Workload {
     /// The same with the whole process (requester, responder and the bus's
     /// threads) pinned to one CPU.
     RequestReplyPinned,
+    /// Ping-pong through two topics between the bus's owner and a receiver
+    /// waiting in `recv`: a thread of the same process, or another process
+    /// that joined the bus (logbus only). Latency: from the publish call
+    /// to the receiver's `recv` returning (one way).
+    WakeInProcess,
+    WakeAcrossProcesses,
+    /// Publish 100 B values one call each from a process that joined the
+    /// bus (through its owner, `Durability::Os`; logbus only).
+    PublishJoined,
     /// A bus with 10 topics holding one record each: the disk it allocates
     /// while open (logbus only).
     DiskPerTopic,
@@ -47,7 +56,7 @@ pub enum Workload {
     OpenAfterCrash,
 }
 
-pub const WORKLOADS: [Workload; 12] = [
+pub const WORKLOADS: [Workload; 15] = [
     Workload::Append100,
     Workload::AppendBatch100,
     Workload::Append1K,
@@ -58,6 +67,9 @@ pub const WORKLOADS: [Workload; 12] = [
     Workload::Queue,
     Workload::RequestReply,
     Workload::RequestReplyPinned,
+    Workload::WakeInProcess,
+    Workload::WakeAcrossProcesses,
+    Workload::PublishJoined,
     Workload::DiskPerTopic,
     Workload::OpenAfterCrash,
 ];
@@ -75,6 +87,9 @@ impl Workload {
             Workload::Queue => "queue_100",
             Workload::RequestReply => "request_reply_100",
             Workload::RequestReplyPinned => "request_reply_pinned_100",
+            Workload::WakeInProcess => "wake_1_process_100",
+            Workload::WakeAcrossProcesses => "wake_2_processes_100",
+            Workload::PublishJoined => "publish_joined_100",
             Workload::DiskPerTopic => "disk_10_topics",
             Workload::OpenAfterCrash => "open_after_roll_crash",
         }
@@ -94,6 +109,11 @@ impl Workload {
             Workload::RequestReplyPinned => {
                 "request-reply round trip, 100 B, Durability::Os, one CPU (msg/s)"
             }
+            Workload::WakeInProcess => "ping-pong to a receiver in recv, same process, 100 B (round trips/s)",
+            Workload::WakeAcrossProcesses => {
+                "ping-pong to a receiver in recv, another process, 100 B (round trips/s)"
+            }
+            Workload::PublishJoined => "publish 100 B from a joined process, Durability::Os (msg/s)",
             Workload::DiskPerTopic => "10 topics with one record each, bus open",
             Workload::OpenAfterCrash => "open after a kill right after a segment roll",
         }
@@ -106,6 +126,9 @@ impl Workload {
             self,
             Workload::RequestReply
                 | Workload::RequestReplyPinned
+                | Workload::WakeInProcess
+                | Workload::WakeAcrossProcesses
+                | Workload::PublishJoined
                 | Workload::DiskPerTopic
                 | Workload::OpenAfterCrash
         )
@@ -158,6 +181,8 @@ impl Workload {
                 | Workload::Durable16
                 | Workload::RequestReply
                 | Workload::RequestReplyPinned
+                | Workload::WakeInProcess
+                | Workload::WakeAcrossProcesses
         )
     }
 
@@ -172,6 +197,8 @@ impl Workload {
             Workload::Durable16 => (4_000, 1024, 16),
             Workload::Queue => (50_000, 100, 1),
             Workload::RequestReply | Workload::RequestReplyPinned => (5_000, 100, 1),
+            Workload::WakeInProcess | Workload::WakeAcrossProcesses => (5_000, 100, 1),
+            Workload::PublishJoined => (50_000, 100, 1),
             Workload::DiskPerTopic => (10, 100, 1),
             Workload::OpenAfterCrash => (100, 1024, 1),
         };

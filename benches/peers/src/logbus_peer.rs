@@ -1,8 +1,10 @@
 //! logbus: a `Log` under `Durability::Os` (appends, reads), `Durability::Always`
 //! (durable cases, group commit), and for the queue a topic with a consumer
-//! group, both under `Durability::Os`; request-reply (also on one CPU), the
-//! disk 10 topics allocate, and the open after a writer was killed right
-//! after a segment roll.
+//! group, both under `Durability::Os`; request-reply (also on one CPU), a
+//! ping-pong to a receiver in the same process or in another one that
+//! joined the bus, publishing from a joined process, the disk 10 topics
+//! allocate, and the open after a writer was killed right after a segment
+//! roll.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
@@ -157,6 +159,135 @@ pub fn request_reply(bus: Bus, spec: &Spec, values: &Values) -> Res<Outcome> {
     let checked = verifier.check(n, true)?;
     bus.close()?;
     Ok(Outcome::with_latencies(elapsed, latencies, checked))
+}
+
+/// Nanoseconds since the Unix epoch: one clock for every process of the
+/// host, so a receiver measures how long ago another process published.
+fn wall_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// The receiving side of the ping-pong (`--echo DIR N` in another
+/// process, or a thread): `n` times, waits in `recv` for a ping and
+/// answers with how long ago it was published (in its first 8 bytes).
+pub fn echo(bus: &Bus, n: u64) -> Res<()> {
+    let mut pings = bus.topic("ping")?.subscribe("echo", logbus::StartAt::Earliest)?;
+    let pongs = bus.topic("pong")?;
+    for _ in 0..n {
+        let ping = pings.recv(RECV_TIMEOUT)?.ok_or("no ping came")?;
+        let woke = wall_nanos();
+        let sent = u64::from_le_bytes(ping.value()[..8].try_into()?);
+        let mut pong = ping.value().to_vec();
+        pong[..8].copy_from_slice(&woke.saturating_sub(sent).to_le_bytes());
+        pongs.publish(&Record::new(&pong))?;
+    }
+    Ok(())
+}
+
+/// The ping-pong: this process owns the bus and publishes each ping (its
+/// first 8 bytes the time of the publish call), the receiver (a thread, or
+/// `--echo` in another process that joins the bus) answers; the latency
+/// is the one-way time it measured.
+fn wake(dir: &Path, spec: &Spec, values: &Values, across: bool) -> Res<Outcome> {
+    let bus = open_bus(dir)?;
+    let n = spec.n;
+    let receiver: Box<dyn FnOnce() -> Res<()>> = if across {
+        let child = Command::new(std::env::current_exe()?)
+            .arg("--echo")
+            .arg(dir)
+            .arg(n.to_string())
+            .spawn()?;
+        Box::new(move || {
+            let status = child.wait_with_output()?.status;
+            match status.success() {
+                true => Ok(()),
+                false => Err(format!("the echo process failed: {status}").into()),
+            }
+        })
+    } else {
+        let bus = bus.clone();
+        let thread = std::thread::spawn(move || echo(&bus, n).map_err(|e| e.to_string()));
+        Box::new(move || {
+            thread
+                .join()
+                .map_err(|_| "the echo thread panicked")?
+                .map_err(Into::into)
+        })
+    };
+    let pings = bus.topic("ping")?;
+    let mut pongs = bus
+        .topic("pong")?
+        .subscribe("pinger", logbus::StartAt::Earliest)?;
+    let mut verifier = Verifier::new(spec.size);
+    let mut latencies = Vec::with_capacity(n as usize);
+    let started = Instant::now();
+    for i in 0..n {
+        let mut value = values.buffer(i);
+        let original = value[..8].to_vec();
+        value[..8].copy_from_slice(&wall_nanos().to_le_bytes());
+        pings.publish(&Record::new(&value))?;
+        let pong = pongs.recv(RECV_TIMEOUT)?.ok_or("no pong came")?;
+        latencies.push(Duration::from_nanos(u64::from_le_bytes(
+            pong.value()[..8].try_into()?,
+        )));
+        value[..8].copy_from_slice(&original);
+        if pong.value()[8..] != value[8..] {
+            return Err(format!("pong {i} does not echo its ping").into());
+        }
+        verifier.see(&value);
+    }
+    let elapsed = started.elapsed();
+    receiver()?;
+    let checked = verifier.check(n, true)?;
+    bus.close()?;
+    Ok(Outcome::with_latencies(elapsed, latencies, checked))
+}
+
+/// `--publish-joined DIR N SIZE`: joins the bus in `dir` and publishes
+/// `n` values one call each; prints the seconds it took.
+pub fn publish_joined(dir: &Path, n: u64, size: usize) -> Res<()> {
+    let bus = open_bus(dir)?;
+    let topic = bus.topic("jobs")?;
+    let values = Values::new(size);
+    let started = Instant::now();
+    values.each(n, |_, value| {
+        topic.publish(&Record::new(value))?;
+        Ok(())
+    })?;
+    println!("{:.6}", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Another process joins this process's bus and publishes `spec.n`
+/// values; the timed part is its publishing; this process reads them back.
+fn publish_from_joined(dir: &Path, spec: &Spec) -> Res<Outcome> {
+    let bus = open_bus(dir)?;
+    let output = Command::new(std::env::current_exe()?)
+        .arg("--publish-joined")
+        .arg(dir)
+        .arg(spec.n.to_string())
+        .arg(spec.size.to_string())
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        return Err(format!("the joined publisher failed: {}", output.status).into());
+    }
+    let secs: f64 = String::from_utf8_lossy(&output.stdout).trim().parse()?;
+    let topic = bus.topic("jobs")?;
+    let checked = crate::common::verify(spec, true, |verifier| {
+        let mut cursor = topic
+            .log()
+            .ok_or("an embedded topic")?
+            .cursor(Position::Earliest)?;
+        while let Some(record) = cursor.next()? {
+            verifier.see(record.value());
+        }
+        Ok(())
+    })?;
+    bus.close()?;
+    Ok(Outcome::new(Duration::from_secs_f64(secs), checked))
 }
 
 /// Pins this thread, and every thread it starts from now on, to the first
@@ -367,6 +498,9 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
             pin_to_one_cpu()?;
             request_reply(open_bus(dir)?, spec, &values)?
         }
+        Workload::WakeInProcess => wake(dir, spec, &values, false)?,
+        Workload::WakeAcrossProcesses => wake(dir, spec, &values, true)?,
+        Workload::PublishJoined => publish_from_joined(dir, spec)?,
         Workload::DiskPerTopic => disk_per_topic(dir, spec, &values)?,
         Workload::OpenAfterCrash => open_after_crash(dir, spec)?,
     };

@@ -369,6 +369,24 @@ fn main() -> ExitCode {
                 .and_then(|tail| logbus_peer::crash_writer(Path::new(dir), tail)),
             _ => Err("usage: --crash-writer DIR RECORDS".into()),
         }
+    } else if mode.as_deref() == Some("--echo") {
+        let rest: Vec<String> = args.skip(1).collect();
+        match rest.as_slice() {
+            [dir, n] => n.parse().map_err(Into::into).and_then(|n| {
+                let bus = logbus_peer::open_bus(Path::new(dir))?;
+                logbus_peer::echo(&bus, n)
+            }),
+            _ => Err("usage: --echo DIR N".into()),
+        }
+    } else if mode.as_deref() == Some("--publish-joined") {
+        let rest: Vec<String> = args.skip(1).collect();
+        match rest.as_slice() {
+            [dir, n, size] => match (n.parse(), size.parse()) {
+                (Ok(n), Ok(size)) => logbus_peer::publish_joined(Path::new(dir), n, size),
+                _ => Err("N and SIZE are numbers".into()),
+            },
+            _ => Err("usage: --publish-joined DIR N SIZE".into()),
+        }
     } else if mode.as_deref() == Some("--case") {
         let rest: Vec<String> = args.skip(1).collect();
         match rest.as_slice() {
