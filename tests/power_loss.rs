@@ -14,135 +14,29 @@
 //! fixed workload at every sync and at every write, with several power-loss
 //! seeds each. Figures are printed (run with `--nocapture` to see them).
 
+mod common;
+
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::Arc;
 
+use common::writers::{Expected, Op, ThreadAttempt, random_ops, verify_threads};
 use fastrand::Rng;
 use logbus::storage::{Fault, SimStorage};
-use logbus::{Durability, Log, LogOptions, Position, Record, StoredRecord};
+use logbus::{Durability, Log, LogOptions, Position, Record};
 
 const DIR: &str = "/sim/log";
 const SEGMENT_HEADER_BYTES: u64 = 32;
 
-/// What a record must read back as: every field the caller chose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Expected {
-    key: Vec<u8>,
-    headers: Vec<(String, Vec<u8>)>,
-    value: Vec<u8>,
-    timestamp: i64,
-}
-
-impl Expected {
-    fn record(&self) -> Record<'_> {
-        let record = Record::new(&self.value).key(&self.key).timestamp(self.timestamp);
-        self.headers.iter().fold(record, |record, (name, value)| {
-            record.header(name.as_str(), value)
-        })
-    }
-
-    fn of(stored: &StoredRecord) -> Expected {
-        Expected {
-            key: stored.key().to_vec(),
-            headers: stored
-                .headers()
-                .map(|(n, v)| (n.to_string(), v.to_vec()))
-                .collect(),
-            value: stored.value().to_vec(),
-            timestamp: stored.timestamp(),
+/// Runs `op`; the offsets it was given, or why it failed.
+fn append(log: &Log, op: &Op) -> logbus::Result<Range<u64>> {
+    match op {
+        Op::Append(record) => log.append(&record.record()).map(|offset| offset..offset + 1),
+        Op::Batch(records) => {
+            let records: Vec<Record<'_>> = records.iter().map(Expected::record).collect();
+            log.append_batch(&records)
         }
     }
-
-    fn encoded_len(&self) -> u64 {
-        self.record().encoded_len().expect("test records are small") as u64
-    }
-
-    fn random(rng: &mut Rng, id: Option<String>) -> Expected {
-        let value_len = if rng.u8(..5) == 0 { 0 } else { rng.usize(1..120) };
-        let key_len = if rng.bool() { 0 } else { rng.usize(1..16) };
-        let mut headers: Vec<(String, Vec<u8>)> =
-            id.map(|id| ("id".into(), id.into_bytes())).into_iter().collect();
-        for _ in 0..rng.usize(0..3) {
-            let name = ["trace", "h", "", "content-type"][rng.usize(..4)];
-            let len = rng.usize(0..12);
-            headers.push((name.into(), random_bytes(rng, len)));
-        }
-        Expected {
-            key: random_bytes(rng, key_len),
-            headers,
-            value: random_bytes(rng, value_len),
-            timestamp: rng.i64(0..4_000_000_000_000),
-        }
-    }
-}
-
-fn random_bytes(rng: &mut Rng, len: usize) -> Vec<u8> {
-    (0..len).map(|_| rng.u8(..)).collect()
-}
-
-/// One call of the workload.
-#[derive(Debug, Clone)]
-enum Op {
-    Append(Expected),
-    Batch(Vec<Expected>),
-}
-
-impl Op {
-    fn records(&self) -> &[Expected] {
-        match self {
-            Op::Append(record) => std::slice::from_ref(record),
-            Op::Batch(records) => records,
-        }
-    }
-
-    /// Runs the call; the offsets it was given, or why it failed.
-    fn run(&self, log: &Log) -> logbus::Result<Range<u64>> {
-        match self {
-            Op::Append(record) => log.append(&record.record()).map(|offset| offset..offset + 1),
-            Op::Batch(records) => {
-                let records: Vec<Record<'_>> = records.iter().map(Expected::record).collect();
-                log.append_batch(&records)
-            }
-        }
-    }
-}
-
-/// Random ops whose batches fit in `room` bytes. With `thread`, every record
-/// carries an `id` header `thread:index:position-in-batch`.
-fn random_ops(rng: &mut Rng, count: usize, room: u64, thread: Option<usize>) -> Vec<Op> {
-    let mut next_index = 0usize;
-    let mut ops = Vec::with_capacity(count);
-    for _ in 0..count {
-        let batch = rng.u8(..3) == 0;
-        let wanted = if batch { rng.usize(0..=5) } else { 1 };
-        let mut records: Vec<Expected> = Vec::new();
-        let mut bytes = 0;
-        for position in 0..wanted {
-            let id = thread.map(|t| format!("{t}:{next_index}:{position}"));
-            let record = Expected::random(rng, id);
-            if bytes + record.encoded_len() > room {
-                break;
-            }
-            bytes += record.encoded_len();
-            next_index += 1;
-            records.push(record);
-        }
-        match (batch, records.pop()) {
-            (false, Some(record)) => ops.push(Op::Append(record)),
-            (_, last) => {
-                records.extend(last);
-                ops.push(Op::Batch(records));
-            }
-        }
-    }
-    ops
-}
-
-fn id_of(header: Option<&[u8]>) -> Option<(usize, usize, usize)> {
-    let text = std::str::from_utf8(header?).ok()?;
-    let mut parts = text.split(':').map(|p| p.parse::<usize>().ok());
-    Some((parts.next()??, parts.next()??, parts.next()??))
 }
 
 /// Log shape of a trial: small segments and index intervals so rolls and
@@ -234,7 +128,7 @@ fn run_single_writer(log: &Log, sim: &SimStorage, ops: &[Op], context: &str) -> 
     for op in ops {
         let start = attempted.len() as u64;
         attempted.extend_from_slice(op.records());
-        match op.run(log) {
+        match append(log, op) {
             Ok(range) => {
                 assert_eq!(range, start..attempted.len() as u64, "{context}: wrong offsets");
                 acknowledged = attempted.len();
@@ -368,89 +262,14 @@ fn single_writer_trial(seed: u64, stats: &mut Stats) {
     check_after_power_loss(&sim, shape, &attempt, &mut rng, &context, stats);
 }
 
-/// What one of several writers attempted, and the offset of each record
-/// that was acknowledged.
-struct ThreadAttempt {
-    attempted: Vec<Expected>,
-    offsets: Vec<Option<u64>>,
-}
-
 fn run_thread(log: &Log, sim: &SimStorage, ops: &[Op]) -> ThreadAttempt {
-    let mut attempt = ThreadAttempt {
-        attempted: Vec::new(),
-        offsets: Vec::new(),
-    };
+    let mut attempt = ThreadAttempt::default();
     for op in ops {
-        attempt.attempted.extend_from_slice(op.records());
-        match op.run(log) {
-            Ok(range) => {
-                assert_eq!(range.end - range.start, op.records().len() as u64);
-                attempt.offsets.extend(range.map(Some));
-            }
-            Err(e) => {
-                assert!(sim.is_halted(), "append failed without a crash: {e}");
-                break;
-            }
+        if !attempt.note(op, append(log, op), sim) {
+            break;
         }
     }
     attempt
-}
-
-/// Checks a log written by several threads: each thread's records appear
-/// in its call order as a gap-free prefix of what it attempted, acknowledged
-/// ones at their acknowledged offsets, batches unsplit. Returns the log's
-/// records in offset order.
-fn verify_threads(log: &Log, threads: &[ThreadAttempt], context: &str) -> Vec<Expected> {
-    assert_eq!(log.start_offset(), 0, "{context}");
-    let end = log.end_offset();
-    let mut next_index = vec![0usize; threads.len()];
-    let mut previous: Option<(usize, usize, usize)> = None;
-    let mut cursor = log.cursor(Position::Earliest).unwrap();
-    let mut present = Vec::new();
-    for offset in 0..end {
-        let read = log.read(offset).unwrap();
-        let read = read.unwrap_or_else(|| panic!("{context}: offset {offset} below end {end} is missing"));
-        assert_eq!(
-            cursor.next().unwrap().as_ref(),
-            Some(&read),
-            "{context}: cursor and read disagree"
-        );
-        let (thread, index, position) = id_of(read.header("id"))
-            .unwrap_or_else(|| panic!("{context}: record {offset} was never written"));
-        let attempt = &threads[thread];
-        assert_eq!(
-            index, next_index[thread],
-            "{context}: thread {thread} reordered or gapped at {offset}"
-        );
-        next_index[thread] += 1;
-        assert_eq!(
-            Expected::of(&read),
-            attempt.attempted[index],
-            "{context}: offset {offset} differs"
-        );
-        if let Some(Some(acknowledged)) = attempt.offsets.get(index) {
-            assert_eq!(*acknowledged, offset, "{context}: acknowledged record moved");
-        }
-        if position > 0 {
-            assert_eq!(
-                previous,
-                Some((thread, index - 1, position - 1)),
-                "{context}: batch split at {offset}"
-            );
-        }
-        previous = Some((thread, index, position));
-        present.push(attempt.attempted[index].clone());
-    }
-    assert!(cursor.next().unwrap().is_none(), "{context}");
-    for (thread, attempt) in threads.iter().enumerate() {
-        let acknowledged = attempt.offsets.len();
-        assert!(
-            next_index[thread] >= acknowledged,
-            "{context}: thread {thread} lost {} acknowledged records",
-            acknowledged - next_index[thread]
-        );
-    }
-    present
 }
 
 fn three_writer_trial(seed: u64, stats: &mut Stats) {

@@ -13,6 +13,7 @@ pub mod nats_server;
 pub mod proptests;
 pub mod records;
 pub mod storage;
+pub mod writers;
 
 #[allow(unused_imports)]
 pub use backends::TestBackend;
