@@ -121,7 +121,7 @@ fn quick_retries() -> GroupOptions {
 }
 
 #[test]
-fn async_receives_cross_and_a_dropped_one_takes_nothing() {
+fn async_receives_cross_and_a_dropped_one_keeps_nothing() {
     let (_dir, owner, joined) = owner_and_joined();
     let topic = owner.topic("orders").unwrap();
     let group = joined
@@ -135,11 +135,14 @@ fn async_receives_cross_and_a_dropped_one_takes_nothing() {
         .subscribe("audit", StartAt::Earliest)
         .unwrap();
 
-    // Dropped while pending: the owner stops waiting for it.
+    // Dropped while pending: the owner stops waiting for it, or, if the
+    // record came first, the joined handle releases what it took (its
+    // attempt counted, as for a dropped delivery).
     assert!(common::futures::poll_once(group.recv_async()).is_pending());
     topic.publish(&Record::new(b"one")).unwrap();
     let delivery = common::futures::poll_until_ready(group.recv_async()).unwrap();
-    assert_eq!((delivery.record().value(), delivery.attempt()), (&b"one"[..], 1));
+    assert_eq!(delivery.record().value(), b"one");
+    assert!(delivery.attempt() <= 2, "attempt {}", delivery.attempt());
     delivery.ack().unwrap();
     assert_eq!(
         common::futures::poll_until_ready(sub.recv_async())

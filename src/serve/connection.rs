@@ -22,6 +22,7 @@ use crate::backend::{
 };
 use crate::embedded::{LogBus, LogDelivery, LogGroup, LogRequester, LogSubscription, LogTopic};
 use crate::error::{Error, Result};
+use crate::log::Durability;
 use crate::patterns::CorrelationId;
 use crate::wire::{
     ANSWER, Dec, Handed, Handle, REQUEST, Request, Response, SubState, Wait, encode_answer, read_message,
@@ -104,6 +105,7 @@ impl Connection {
                         cancel.cancel();
                     }
                 }
+                request if connection.answers_at_once(&request) => connection.answer(call, request),
                 request => {
                     let connection = connection.clone();
                     pool.run(move || connection.answer(call, request));
@@ -115,6 +117,26 @@ impl Connection {
         cancels.iter().for_each(|cancel| cancel.cancel());
         lock(&connection.handles).clear();
         let _ = lock(&connection.writer).shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Whether `request` is run on the reader thread itself: it never
+    /// waits (for a record, a reply or a sync), so running it there saves
+    /// waking a worker and holds up the connection's next request no
+    /// longer than its own work does: publishes to a topic that does not
+    /// sync each append, and what only reads.
+    fn answers_at_once(&self, request: &Request) -> bool {
+        match request {
+            Request::Publish { topic, .. } | Request::PublishRedriven { topic, .. } => self
+                .topic(*topic)
+                .is_ok_and(|topic| topic.options().durability_mode() != Durability::Always),
+            Request::Offsets { .. }
+            | Request::TopicStats { .. }
+            | Request::SubPosition { .. }
+            | Request::GroupStats { .. }
+            | Request::Replies { .. }
+            | Request::InboxWait { wait: Wait::Now, .. } => true,
+            _ => false,
+        }
     }
 
     fn answer(&self, call: u64, request: Request) {
