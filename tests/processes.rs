@@ -105,6 +105,26 @@ fn a_joined_handle_takes_over_when_the_owner_closes() {
     assert_eq!(sub.recv(WAIT).unwrap().unwrap().value(), b"after");
 }
 
+/// Found by `tests/group_model.rs`: the owner ran a joined process's batch
+/// receive of none as a batch of one, leasing a record nobody asked for.
+#[test]
+fn a_joined_batch_of_none_leases_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let joined = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = joined.topic("jobs").unwrap();
+    let group = topic.group("workers", GroupOptions::default()).unwrap();
+    owner
+        .topic("jobs")
+        .unwrap()
+        .publish(&Record::new(b"one"))
+        .unwrap();
+    assert!(group.try_recv_batch(0).unwrap().is_empty());
+    assert!(group.recv_batch(0, WAIT).unwrap().is_empty());
+    let first = group.try_recv().unwrap().expect("still available");
+    assert_eq!(first.attempt(), 1);
+}
+
 #[test]
 fn an_exclusive_bus_is_locked() {
     let dir = tempfile::tempdir().unwrap();

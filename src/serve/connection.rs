@@ -333,7 +333,8 @@ impl Connection {
             Request::SubPosition { sub } => Response::Sub(sub_state(&lock(&*self.subscription(sub)?))),
             Request::GroupRecv { group, max, wait } => {
                 let group = self.group(group)?;
-                let max = max.max(1) as usize;
+                // As asked: a batch of none leases nothing.
+                let max = max as usize;
                 let taken = match wait {
                     Wait::Now => group.try_recv_batch(max)?,
                     Wait::For(timeout) => group.recv_batch(max, timeout)?,
