@@ -125,6 +125,30 @@ fn a_joined_batch_of_none_leases_nothing() {
     assert_eq!(first.attempt(), 1);
 }
 
+/// Found by `tests/group_model.rs`: dropping a delivery whose owner was
+/// gone linked again to release it, so the drop took the bus over (and
+/// kept it while the joined handle lived).
+#[test]
+fn dropping_a_delivery_of_an_owner_that_went_takes_nothing_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let joined = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = joined.topic("jobs").unwrap();
+    topic.publish(&Record::new(b"one")).unwrap();
+    let group = topic.group("workers", GroupOptions::default()).unwrap();
+    let delivery = group.try_recv().unwrap().expect("published");
+    owner.close().unwrap();
+    // Time for the joined handle to see its link end (until then a drop
+    // writes to the dead link, and takes nothing over either way).
+    std::thread::sleep(Duration::from_millis(100));
+    drop(delivery);
+    let next = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    assert!(
+        next.topic("jobs").unwrap().log().is_some(),
+        "the next open owns the bus"
+    );
+}
+
 #[test]
 fn an_exclusive_bus_is_locked() {
     let dir = tempfile::tempdir().unwrap();

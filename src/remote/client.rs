@@ -420,9 +420,16 @@ impl Client {
 
     /// Tells the owner a handle is no longer used, if its link still is.
     pub(crate) fn release(&self, bound: &Mutex<Option<(u64, Handle)>>) {
-        let Some((generation, handle)) = lock(bound).take() else {
-            return;
-        };
+        if let Some((generation, handle)) = lock(bound).take() {
+            self.release_on(generation, handle);
+        }
+    }
+
+    /// Tells the owner that `handle`, opened on the link `generation`, is
+    /// no longer used, if that link is still the live one. Never links
+    /// again: a handle of a lost owner went with it, and a drop must not
+    /// connect, let alone take the bus over.
+    pub(crate) fn release_on(&self, generation: u64, handle: Handle) {
         if let Some(link) = lock(&self.link).as_ref().filter(|l| l.generation == generation) {
             link.tell(&Request::Release { handle });
         }

@@ -225,10 +225,8 @@ impl RemoteDelivery {
 
 impl Drop for RemoteDelivery {
     fn drop(&mut self) {
-        if !self.settled
-            && let Ok(link) = self.link()
-        {
-            link.tell(&Request::Release { handle: self.handle });
+        if !self.settled {
+            self.client.release_on(self.generation, self.handle);
         }
     }
 }
