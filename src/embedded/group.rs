@@ -705,6 +705,15 @@ impl DeliveryBackend for LogDelivery {
 }
 
 impl LogDelivery {
+    /// Drops the delivery without releasing it: its lease is left to the
+    /// next open's recovery, as that of a delivery dropped after the bus
+    /// closed (for the deliveries a closing owner held for joined
+    /// processes).
+    #[cfg(feature = "processes")]
+    pub(crate) fn abandon(mut self) {
+        self.settled = true;
+    }
+
     // Each settles the delivery where it lies: the blocking calls poll
     // these once in place; the async ones move the delivery into their
     // future first and settle it on its first poll (dropped unpolled, the

@@ -6,7 +6,9 @@
 //! the answer that names it until the joined process releases it, a
 //! delivery is settled, or the connection ends; when it ends, dropping
 //! the table releases every delivery still held (as a dropped delivery
-//! does in one process) and closes the rest.
+//! does in one process), unless the owner is closing (it leaves their
+//! leases to the next owner's recovery, as those of its own), and closes
+//! the rest.
 
 use std::collections::HashMap;
 use std::io::BufReader;
@@ -79,8 +81,8 @@ pub(super) struct Connection {
 
 impl Connection {
     /// Serves `stream` until the joined process hangs up or the bus
-    /// closes (`stream` is shut down then).
-    pub(super) fn serve(bus: LogBus, stream: UnixStream, pool: &Pool) {
+    /// closes (`stopped` is set and `stream` shut down then).
+    pub(super) fn serve(bus: LogBus, stream: UnixStream, pool: &Pool, stopped: &AtomicBool) {
         let Ok(reading) = stream.try_clone() else { return };
         let connection = Arc::new(Connection {
             bus,
@@ -115,7 +117,18 @@ impl Connection {
         // Workers still running hold the connection; the handles go now.
         let cancels: Vec<Arc<Cancel>> = lock(&connection.cancels).drain().map(|(_, c)| c).collect();
         cancels.iter().for_each(|cancel| cancel.cancel());
-        lock(&connection.handles).clear();
+        let handles = std::mem::take(&mut *lock(&connection.handles));
+        // A joined process that went has its deliveries released. When the
+        // owner closes, their leases are left to the next owner's recovery,
+        // as those of its own deliveries: released now, they would write
+        // to a bus closing meanwhile, or not, as the race went.
+        let closing = stopped.load(Ordering::Acquire);
+        for opened in handles.into_values() {
+            match opened {
+                Opened::Delivery(delivery) if closing => delivery.abandon(),
+                opened => drop(opened),
+            }
+        }
         let _ = lock(&connection.writer).shutdown(std::net::Shutdown::Both);
     }
 

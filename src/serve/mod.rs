@@ -81,12 +81,12 @@ fn accept_all(listener: &UnixListener, bus: &WeakLogBus, listening: &Arc<Listeni
         streams.retain(|s| s.peer_addr().is_ok());
         streams.push(kept);
         drop(streams);
-        let pool = pool.clone();
+        let (pool, listening) = (pool.clone(), listening.clone());
         let _ = std::thread::Builder::new()
             .name("logbus-owner-connection".into())
             .spawn(move || {
                 if greet(&stream).is_ok() {
-                    Connection::serve(bus, stream, &pool);
+                    Connection::serve(bus, stream, &pool, &listening.stopped);
                 }
             });
     }
