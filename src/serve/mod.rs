@@ -72,10 +72,10 @@ fn accept_all(listener: &UnixListener, bus: &WeakLogBus, listening: &Arc<Listeni
     let pool = Pool::default();
     for stream in listener.incoming() {
         if listening.stopped.load(Ordering::Acquire) {
-            return;
+            break;
         }
         let Ok(stream) = stream else { continue };
-        let Some(bus) = bus.upgrade() else { return };
+        let Some(bus) = bus.upgrade() else { break };
         let Ok(kept) = stream.try_clone() else { continue };
         let mut streams = lock(&listening.streams);
         streams.retain(|s| s.peer_addr().is_ok());
@@ -90,6 +90,7 @@ fn accept_all(listener: &UnixListener, bus: &WeakLogBus, listening: &Arc<Listeni
                 }
             });
     }
+    pool.close();
 }
 
 /// Exchanges hellos: the joined process speaks first.

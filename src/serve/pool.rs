@@ -1,6 +1,7 @@
 //! The owner's worker threads: one runs each request of a joined process,
 //! so a receive that waits never holds up the others. Threads start when
-//! every one is busy and end after [`IDLE`] without work.
+//! every one is busy and end after [`IDLE`] without work, or as soon as
+//! they have none once the pool is closed (the bus closed).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -15,6 +16,8 @@ type Job = Box<dyn FnOnce() + Send>;
 struct Jobs {
     queue: VecDeque<Job>,
     idle: usize,
+    /// No more work is coming but what is under way: idle workers end.
+    closed: bool,
 }
 
 /// Cheap to clone: clones share the workers.
@@ -55,6 +58,16 @@ impl Pool {
             wake.notify_one();
         }
     }
+
+    /// Ends the workers as soon as they have no job (the bus closed: the
+    /// rest of a connection's requests still run), rather than after
+    /// [`IDLE`]: a process that opens and closes buses keeps no threads
+    /// of those it closed.
+    pub(crate) fn close(&self) {
+        let (jobs, wake) = &*self.shared;
+        lock(jobs).closed = true;
+        wake.notify_all();
+    }
 }
 
 fn work(shared: &(Mutex<Jobs>, Condvar)) {
@@ -66,6 +79,9 @@ fn work(shared: &(Mutex<Jobs>, Condvar)) {
             job();
             guard = lock(jobs);
             continue;
+        }
+        if guard.closed {
+            return;
         }
         guard.idle += 1;
         let (next, timeout) = wake
