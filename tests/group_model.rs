@@ -42,11 +42,29 @@
 //! leaves it so (an ack, reject, delivery or delayed nack that failed in a
 //! crash may or may not have been persisted).
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 256).
+//! Two handles of the bus run the operations, as two processes would: the
+//! owner, which opened the bus and serves it at a socket in the case's own
+//! temporary directory (`BusOptions::socket`), and a second `Bus::open` of
+//! the same directory on the same `SimStorage` and `SimClock`, which joined
+//! it through that socket (`src/remote/`; the owner runs its calls in
+//! `src/serve/`). Each publish and receive picks one of them at random, and
+//! a delivery is settled, extended or dropped through the handle that
+//! received it: records published through one are received through the
+//! other, and the deliveries of both compete for the same records. A joined
+//! receive with a timeout waits on the owner, which moves the clock there
+//! as for its own. Every check above holds whichever handle acted, and the
+//! group's stats read the same through both; only `recv_async` stays on
+//! the owner (see `Harness::receive`). A power loss or a clean reopen ends
+//! both handles: the owner opens the bus again, then the joined handle
+//! joins it again.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 160, which take about
+//! as long as 256 did with one handle: each call of the joined handle is a
+//! round trip to the owner's threads).
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -105,10 +123,19 @@ impl Receive {
 
 const TRY_RECV: Receive = Receive::Try(None);
 
+/// Which handle of the bus runs an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The one that owns the bus and serves it.
+    Owner,
+    /// The one joined to it through its socket.
+    Joined,
+}
+
 #[derive(Debug, Clone)]
 enum Action {
-    Publish(usize),
-    Receive(Receive),
+    Publish(usize, Via),
+    Receive(Receive, Via),
     Ack(usize),
     Nack(usize),
     NackWithDelay(usize, u64),
@@ -133,8 +160,8 @@ enum Action {
 
 #[derive(Debug, Clone, Copy)]
 enum MidOp {
-    Publish(usize),
-    Receive(Receive),
+    Publish(usize, Via),
+    Receive(Receive, Via),
     Ack(usize),
     /// A nack with this delay in ms (0: none).
     Nack(usize, u64),
@@ -236,6 +263,8 @@ impl Rec {
 struct Open {
     id: u64,
     delivery: Delivery,
+    /// The handle that received it, through which it settles.
+    via: Via,
     offset: u64,
     attempt: u32,
     /// When its lease ends (ms on the simulated clock).
@@ -251,22 +280,52 @@ struct Expect {
     reason: Option<String>,
 }
 
-struct Live {
+/// One handle of the bus, and the topic and group opened through it.
+struct Handles {
     bus: Bus,
     topic: Topic,
-    dlq: Topic,
     group: Group,
+}
+
+struct Live {
+    owner: Handles,
+    joined: Handles,
+    /// The dead letters, read through the owner (a joined topic has no
+    /// `log()`).
+    dlq: Topic,
+}
+
+impl Live {
+    fn via(&self, via: Via) -> &Handles {
+        match via {
+            Via::Owner => &self.owner,
+            Via::Joined => &self.joined,
+        }
+    }
 }
 
 struct Harness {
     cfg: Config,
     sim: SimStorage,
     clock: SimClock,
+    /// Holds the socket the owner serves at.
+    socket_dir: tempfile::TempDir,
     live: Option<Live>,
     recs: Vec<Rec>,
     open: Vec<Open>,
     next_id: u64,
     dlq_seen: u64,
+}
+
+/// Closes the owner while its socket is there: its close wakes its
+/// listener through the socket (were the socket's directory gone first,
+/// the listener would wait for a connection for ever).
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if self.live.is_some() {
+            let _ = self.close();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,6 +367,7 @@ impl Harness {
             cfg,
             sim: SimStorage::new(),
             clock: SimClock::new(),
+            socket_dir: tempfile::tempdir().unwrap(),
             live: None,
             recs: Vec::new(),
             open: Vec::new(),
@@ -329,24 +389,44 @@ impl Harness {
         }
     }
 
-    /// Opens the bus; the topic may hold up to `uncertain` records more than
-    /// the model knows of (a publish that failed in a crash, which took no
-    /// time on the clock since: they were published now).
-    fn reopen(&mut self, uncertain: usize) {
-        assert!(self.live.is_none() && self.open.is_empty());
+    /// Where the owner serves the bus.
+    fn socket(&self) -> PathBuf {
+        self.socket_dir.path().join("bus.sock")
+    }
+
+    /// Opens the bus on the simulated storage and clock, and the group
+    /// through it: the first open owns the bus and serves it at the case's
+    /// socket, a second one joins it there.
+    fn open_handles(&self) -> Handles {
         let topic_options = TopicOptions::default()
             .durability(Durability::Always)
             .segment_bytes(self.cfg.segment_bytes);
         let options = BusOptions::default()
             .storage(Arc::new(self.sim.clone()))
             .clock(self.clock.clone())
-            .topic_defaults(topic_options);
+            .topic_defaults(topic_options)
+            .socket(self.socket());
         let bus = Bus::open(Path::new(DIR), options).unwrap();
         let topic = bus.topic(TOPIC).unwrap();
-        let dlq = bus.topic(DLQ).unwrap();
         let group_options = group_options(self.lease(), self.cfg.max_attempts, Duration::ZERO);
         let group = topic.group(GROUP, group_options).unwrap();
-        let end = topic.end_offset() as usize;
+        Handles { bus, topic, group }
+    }
+
+    /// Opens the bus, then joins it; the topic may hold up to `uncertain`
+    /// records more than the model knows of (a publish that failed in a
+    /// crash, which took no time on the clock since: they were published
+    /// now).
+    fn reopen(&mut self, uncertain: usize) {
+        assert!(self.live.is_none() && self.open.is_empty());
+        let owner = self.open_handles();
+        let joined = self.open_handles();
+        assert!(
+            owner.topic.log().is_some() && joined.topic.log().is_none(),
+            "the first open owns the bus, the second joins it"
+        );
+        let dlq = owner.bus.topic(DLQ).unwrap();
+        let end = owner.topic.end_offset() as usize;
         let known = self.recs.len();
         assert!(
             (known..=known + uncertain).contains(&end),
@@ -355,12 +435,7 @@ impl Harness {
         let now = self.clock.now_ms();
         self.recs.resize_with(end, || Rec::published(now));
         assert!(dlq.end_offset() >= self.dlq_seen, "dead letters vanished");
-        self.live = Some(Live {
-            bus,
-            topic,
-            dlq,
-            group,
-        });
+        self.live = Some(Live { owner, joined, dlq });
     }
 
     /// Checks a record published by the model (or a dead letter of one):
@@ -531,8 +606,9 @@ impl Harness {
         self.mark_stale(holder);
     }
 
-    fn publish(&mut self, n: usize, crashing: bool) -> usize {
-        let start = self.live().topic.end_offset();
+    fn publish(&mut self, n: usize, via: Via, crashing: bool) -> usize {
+        // The owner's end: a joined topic's is the last it learnt.
+        let start = self.live().owner.topic.end_offset();
         let texts: Vec<(String, String, String)> = (start..start + n as u64)
             .map(|o| (format!("v{o}"), format!("k{o}"), o.to_string()))
             .collect();
@@ -540,7 +616,7 @@ impl Harness {
             .iter()
             .map(|(v, k, h)| Record::new(v).key(k).header("origin", h))
             .collect();
-        match self.live().topic.publish_batch(&records) {
+        match self.live().via(via).topic.publish_batch(&records) {
             Ok(range) => {
                 assert_eq!(range, start..start + n as u64);
                 assert_eq!(start as usize, self.recs.len());
@@ -556,18 +632,27 @@ impl Harness {
         }
     }
 
-    fn receive(&mut self, how: Receive, crashing: bool) -> Span {
+    fn receive(&mut self, how: Receive, via: Via, crashing: bool) -> Span {
         // `recv_async` would wait for (jump to) a long lease's end, which a
         // case must not reach: then it is a `try_recv`.
         let how = match how {
             Receive::Async if !self.cfg.short_lease && !self.open.is_empty() => TRY_RECV,
             how => how,
         };
-        let group = self.live().group.clone();
+        // `recv_async` runs on the owner: a joined handle's first poll
+        // only sends the request (the answer needs a round trip), so polled
+        // once it is always pending, and the owner's worker it left waiting
+        // might yet jump the clock or lease a record before it reads the
+        // cancel.
+        let via = match how {
+            Receive::Async => Via::Owner,
+            _ => via,
+        };
+        let group = self.live().via(via).group.clone();
         let dues = self.due_moments();
         let (result, span) = timed(&self.clock, || call(&group, how));
         match result {
-            Ok(deliveries) => self.received(how, deliveries, span, &dues),
+            Ok(deliveries) => self.received(how, via, deliveries, span, &dues),
             Err(e) if crashing => {
                 let _ = e;
                 // Any record it could have picked may have had its delivery
@@ -588,7 +673,7 @@ impl Harness {
     /// each delivery as a single receive, distinct and available then; a
     /// short batch means nothing else surely was (a pending `recv_async`:
     /// nor will be, without another step).
-    fn received(&mut self, how: Receive, deliveries: Vec<Delivery>, span: Span, dues: &[i64]) {
+    fn received(&mut self, how: Receive, via: Via, deliveries: Vec<Delivery>, span: Span, dues: &[i64]) {
         let max = how.max();
         let returned = span.end;
         assert!(
@@ -618,7 +703,7 @@ impl Harness {
         }
         let short = deliveries.len() < max;
         for delivery in deliveries {
-            self.delivered(delivery, Span::at(returned));
+            self.delivered(delivery, via, Span::at(returned));
         }
         if short {
             // A pending `recv_async` waits for activity: nothing is to fall due.
@@ -630,7 +715,7 @@ impl Harness {
         }
     }
 
-    fn delivered(&mut self, delivery: Delivery, span: Span) {
+    fn delivered(&mut self, delivery: Delivery, via: Via, span: Span) {
         let offset = delivery.record().offset();
         let attempt = delivery.attempt();
         assert!(
@@ -659,6 +744,7 @@ impl Harness {
         self.open.push(Open {
             id,
             delivery,
+            via,
             offset,
             attempt,
             lease_end: span.end + ms(self.lease()),
@@ -692,6 +778,7 @@ impl Harness {
             Settle::Reject => delivery.reject(&reason),
             Settle::Drop => {
                 drop(delivery);
+                self.released(open.via);
                 Ok(())
             }
         });
@@ -749,6 +836,16 @@ impl Harness {
         (span, None)
     }
 
+    /// Returns once the owner released a delivery just dropped through
+    /// `via`. A joined delivery's drop only tells the owner (a drop has no
+    /// answer to wait for); the owner reads a joined handle's messages in
+    /// order, so it answers that handle's next call after the release.
+    fn released(&self, via: Via) {
+        if via == Via::Joined {
+            self.live().joined.group.stats().unwrap();
+        }
+    }
+
     /// Moves the `index`-th open delivery's lease end to `quarters`
     /// quarter leases from now; a stale delivery cannot.
     fn extend(&mut self, index: usize, quarters: u32) {
@@ -780,10 +877,22 @@ impl Harness {
         }
     }
 
-    fn power_loss(&mut self, seed: u64, poll: Option<Span>, expected: &[Expect], uncertain: usize) {
-        self.sim.power_loss(seed);
+    /// Closes the owner, which hangs up on the joined handle, then forgets
+    /// both handles and every delivery: `close`'s result.
+    fn close(&mut self) -> logbus::Result<()> {
+        let closed = self.live().owner.bus.close();
+        // Deliveries dropped after close cannot write (the closing owner
+        // left the joined handle's too); the reopen releases them.
         self.abandon_deliveries();
         self.live = None;
+        closed
+    }
+
+    fn power_loss(&mut self, seed: u64, poll: Option<Span>, expected: &[Expect], uncertain: usize) {
+        self.sim.power_loss(seed);
+        // Its storage is gone: the old owner's close writes nothing, but
+        // it stops serving before the next owner opens.
+        let _ = self.close();
         self.reopen(uncertain);
         self.observe_dlq(poll, expected);
     }
@@ -795,8 +904,8 @@ impl Harness {
         let mut uncertain = 0;
         let has_open = !self.open.is_empty();
         match op {
-            MidOp::Publish(n) => uncertain = self.publish(n, true),
-            MidOp::Receive(how) => poll = Some(self.receive(how, true)),
+            MidOp::Publish(n, via) => uncertain = self.publish(n, via, true),
+            MidOp::Receive(how, via) => poll = Some(self.receive(how, via, true)),
             MidOp::Ack(i) if has_open => drop(self.settle(i, Settle::Ack, true)),
             MidOp::Nack(i, _) | MidOp::Reject(i) if has_open => {
                 let how = match op {
@@ -820,10 +929,7 @@ impl Harness {
                 self.observe_dlq(Some(span), expect.as_slice());
             }
         }
-        self.live().bus.close().unwrap();
-        // Deliveries dropped after close cannot write; the reopen releases them.
-        self.abandon_deliveries();
-        self.live = None;
+        self.close().unwrap();
         self.reopen(0);
         self.observe_dlq(None, &[]);
     }
@@ -857,12 +963,12 @@ impl Harness {
             return;
         }
         match *action {
-            Action::Publish(n) => {
-                self.publish(n, false);
+            Action::Publish(n, via) => {
+                self.publish(n, via, false);
                 self.observe_dlq(None, &[]);
             }
-            Action::Receive(how) => {
-                let span = self.receive(how, false);
+            Action::Receive(how, via) => {
+                let span = self.receive(how, via, false);
                 self.observe_dlq(Some(span), &[]);
             }
             Action::Extend(i, quarters) if has_open => self.extend(i, quarters),
@@ -876,9 +982,11 @@ impl Harness {
 
     /// The group's stats against the model: the low watermark never
     /// passes a record surely unsettled, and the oldest unacked age is the
-    /// time since the record at the low watermark was published.
+    /// time since the record at the low watermark was published. The
+    /// joined handle reads the same.
     fn check_stats(&self) {
-        let stats = self.live().group.stats().unwrap();
+        let stats = self.live().owner.group.stats().unwrap();
+        assert_eq!(self.live().joined.group.stats().unwrap(), stats, "joined stats");
         let unsettled = |r: &Rec| !r.acked && !r.dead && !r.maybe_acked;
         let first_unsettled = self.recs.iter().position(unsettled).unwrap_or(self.recs.len());
         assert!(
@@ -896,15 +1004,16 @@ impl Harness {
         );
     }
 
-    /// Acks everything left, then checks that every record was acked or
-    /// dead-lettered exactly once, and stays so after another power loss.
-    fn drain(&mut self, seed: u64) {
+    /// Acks everything left, receiving through `via`, then checks that
+    /// every record was acked or dead-lettered exactly once, and stays so
+    /// after another power loss.
+    fn drain(&mut self, seed: u64, via: Via) {
         while !self.open.is_empty() {
             let (span, _) = self.settle(0, Settle::Ack, false);
             self.observe_dlq(Some(span), &[]);
         }
         loop {
-            let span = self.receive(TRY_RECV, false);
+            let span = self.receive(TRY_RECV, via, false);
             self.observe_dlq(Some(span), &[]);
             if !self.open.is_empty() {
                 let (span, _) = self.settle(0, Settle::Ack, false);
@@ -926,7 +1035,7 @@ impl Harness {
                 let rec = &self.recs[offset as usize];
                 assert!(rec.delay.is_some(), "offset {offset} is lost: {rec:?}");
             }
-            let span = self.receive(Receive::Timed(None, DRAIN_TIMEOUT_MS), false);
+            let span = self.receive(Receive::Timed(None, DRAIN_TIMEOUT_MS), via, false);
             self.observe_dlq(Some(span), &[]);
             let dead = pending.iter().any(|&o| self.recs[o as usize].dead);
             assert!(
@@ -942,7 +1051,7 @@ impl Harness {
         }
         self.check_settled();
         self.power_loss(seed, None, &[], 0);
-        let (again, span) = timed(&self.clock, || self.live().group.try_recv().unwrap());
+        let (again, span) = timed(&self.clock, || self.live().via(via).group.try_recv().unwrap());
         assert!(again.is_none(), "redelivered after the drain and a power loss");
         self.observe_dlq(Some(span), &[]);
         self.check_settled();
@@ -961,10 +1070,15 @@ impl Harness {
             dead,
             "dead letters beyond one per record"
         );
-        let stats = self.live().group.stats().unwrap();
+        let stats = self.live().owner.group.stats().unwrap();
         assert_eq!(stats.low_watermark, self.recs.len() as u64);
         assert_eq!(stats.oldest_unacked_age, None);
     }
+}
+
+/// Either handle, as likely.
+fn via() -> impl Strategy<Value = Via> {
+    prop_oneof![Just(Via::Owner), Just(Via::Joined)]
 }
 
 fn receive() -> impl Strategy<Value = Receive> {
@@ -984,8 +1098,8 @@ fn delay_ms() -> impl Strategy<Value = u64> {
 
 fn action() -> impl Strategy<Value = Action> {
     let mid_op = prop_oneof![
-        (1usize..=3).prop_map(MidOp::Publish),
-        receive().prop_map(MidOp::Receive),
+        (1usize..=3, via()).prop_map(|(n, via)| MidOp::Publish(n, via)),
+        (receive(), via()).prop_map(|(how, via)| MidOp::Receive(how, via)),
         any::<usize>().prop_map(MidOp::Ack),
         (any::<usize>(), delay_ms()).prop_map(|(i, ms)| MidOp::Nack(i, ms)),
         any::<usize>().prop_map(MidOp::Reject),
@@ -998,8 +1112,8 @@ fn action() -> impl Strategy<Value = Action> {
         1..=MAX_STEP_MS
     ];
     prop_oneof![
-        6 => (1usize..=4).prop_map(Action::Publish),
-        13 => receive().prop_map(Action::Receive),
+        6 => (1usize..=4, via()).prop_map(|(n, via)| Action::Publish(n, via)),
+        13 => (receive(), via()).prop_map(|(how, via)| Action::Receive(how, via)),
         5 => any::<usize>().prop_map(Action::Ack),
         3 => any::<usize>().prop_map(Action::Nack),
         2 => (any::<usize>(), delay_ms()).prop_map(|(i, ms)| Action::NackWithDelay(i, ms)),
@@ -1028,21 +1142,22 @@ fn config() -> impl Strategy<Value = Config> {
 }
 
 proptest! {
-    // 256 cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
+    // 160 cases unless `PROPTEST_CASES` says otherwise; a fixed seed unless
     // `PROPTEST_RNG_SEED` does. Failures are kept in `proptest-regressions/`.
-    #![proptest_config(proptests::config(256, 1, 0x0106_5b05, "proptest-regressions/group_model.txt"))]
+    #![proptest_config(proptests::config(160, 1, 0x0106_5b05, "proptest-regressions/group_model.txt"))]
 
     #[test]
     fn group_matches_its_model_through_failures_crashes_and_reopens(
         cfg in config(),
         actions in prop::collection::vec(action(), 1..60),
         final_seed in any::<u64>(),
+        drain_via in via(),
     ) {
         let mut harness = Harness::new(cfg);
         for action in &actions {
             harness.step(action);
         }
-        harness.drain(final_seed);
+        harness.drain(final_seed, drain_via);
     }
 }
 
@@ -1058,23 +1173,23 @@ fn dead_letter_resolved_by_recovery_is_never_delivered_again() {
     };
     let mut harness = Harness::new(cfg);
     let steps = [
-        Action::Publish(2),
-        Action::Receive(TRY_RECV),
-        Action::Receive(TRY_RECV),
+        Action::Publish(2, Via::Owner),
+        Action::Receive(TRY_RECV, Via::Owner),
+        Action::Receive(TRY_RECV, Via::Owner),
         // Intent and dead letter synced; the power goes before the outcome.
         Action::PowerLossDuring {
             op: MidOp::Reject(1),
             syncs: 2,
             seed: 1,
         },
-        Action::Receive(TRY_RECV),
-        Action::Receive(TRY_RECV),
+        Action::Receive(TRY_RECV, Via::Owner),
+        Action::Receive(TRY_RECV, Via::Owner),
     ];
     for step in &steps {
         harness.step(step);
     }
     assert!(harness.recs[1].dead && harness.live().dlq.end_offset() == 1);
-    harness.drain(2);
+    harness.drain(2, Via::Owner);
 }
 
 /// Found by the model: a receive that dead-lettered an exhausted record
@@ -1089,19 +1204,48 @@ fn dead_lettering_during_a_receive_advances_the_low_watermark() {
     };
     let mut harness = Harness::new(cfg);
     let steps = [
-        Action::Publish(1),
-        Action::Receive(TRY_RECV),
+        Action::Publish(1, Via::Owner),
+        Action::Receive(TRY_RECV, Via::Owner),
         Action::PowerLoss(1),
-        Action::Receive(TRY_RECV),
+        Action::Receive(TRY_RECV, Via::Owner),
         Action::PowerLoss(2),
-        Action::Receive(TRY_RECV),
+        Action::Receive(TRY_RECV, Via::Owner),
     ];
     for step in &steps {
         harness.step(step);
     }
     assert!(harness.recs[0].dead);
-    let stats = harness.live().group.stats().unwrap();
+    let stats = harness.live().owner.group.stats().unwrap();
     assert_eq!((stats.low_watermark, stats.dead_lettered), (1, 1));
+}
+
+/// Found by the model: a closing owner released the deliveries it held for
+/// the joined handle (dead-lettering one at its last attempt before the
+/// reopen), or left them, as a race with its own close went. Like its own
+/// deliveries, they are left to the next owner's recovery. The race went
+/// the wrong way in about one round in four.
+#[test]
+fn a_closing_owner_leaves_the_joined_handle_deliveries_to_recovery() {
+    let cfg = Config {
+        max_attempts: 2,
+        short_lease: false,
+        segment_bytes: 8192,
+    };
+    let steps = [
+        Action::Publish(1, Via::Owner),
+        Action::Receive(TRY_RECV, Via::Joined),
+        Action::Nack(0),
+        Action::Receive(TRY_RECV, Via::Joined),
+        Action::CleanReopen { drop_first: false },
+    ];
+    for _round in 0..20 {
+        let mut harness = Harness::new(cfg);
+        for step in &steps {
+            harness.step(step);
+        }
+        harness.drain(0, Via::Joined);
+        assert!(harness.recs[0].dead);
+    }
 }
 
 /// A bus on a fresh simulated clock, with a group on `jobs` whose leases
