@@ -292,3 +292,31 @@ fn a_durable_subscription_has_one_reader_across_processes() {
     assert_eq!(sub.committed(), 1);
     assert_eq!(sub.recv(WAIT).unwrap().unwrap().value(), b"two");
 }
+
+#[test]
+fn appenders_in_two_joined_processes_share_the_owners_syncs() {
+    const THREADS: usize = 8;
+    const EACH: usize = 25;
+    let (dir, owner, joined) = owner_and_joined();
+    let other = Bus::open(dir.path(), BusOptions::default()).unwrap();
+    let topic = owner.topic("orders").unwrap();
+    let before = topic.stats().unwrap().sync.syncs;
+    std::thread::scope(|scope| {
+        for (t, bus) in (0..THREADS).map(|t| (t, if t % 2 == 0 { &joined } else { &other })) {
+            let topic = bus.topic("orders").unwrap();
+            scope.spawn(move || {
+                for i in 0..EACH {
+                    let value = format!("{t}-{i}");
+                    topic.publish(&Record::new(value.as_bytes())).unwrap();
+                }
+            });
+        }
+    });
+    let publishes = (THREADS * EACH) as u64;
+    assert_eq!(topic.end_offset(), publishes);
+    let syncs = topic.stats().unwrap().sync.syncs - before;
+    // Durability::Always (the default): each publish returned once synced,
+    // but publishes in flight together shared the owner's syncs.
+    assert!(syncs < publishes, "{syncs} syncs for {publishes} publishes");
+    eprintln!("{syncs} syncs for {publishes} publishes from two joined processes");
+}
