@@ -42,7 +42,10 @@ struct Listening {
 /// Starts serving `bus` (open, with its lock held) at `path`: binds the
 /// socket and starts the listener thread, which ends when the bus closes.
 pub(crate) fn serve(bus: &LogBus, path: PathBuf) -> Result<()> {
-    let listener = socket::bind(&path)?;
+    let listener = socket::bind(&path).map_err(|e| {
+        let context = format!("serve the bus to other processes at {}: {e}", path.display());
+        std::io::Error::new(e.kind(), context)
+    })?;
     let listening = Arc::new(Listening {
         path,
         stopped: AtomicBool::new(false),
