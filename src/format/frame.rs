@@ -91,18 +91,22 @@ pub fn encode_frame(
     let start = out.len();
     let len = encoded_len(key, headers, value).unwrap_or(0);
     out.reserve(len);
-    out.extend_from_slice(&(len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&offset.to_le_bytes());
-    out.extend_from_slice(&timestamp.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&(headers.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    // The fixed fields built in place and appended at once (the CRC is
+    // filled in last).
+    let mut fixed = [0u8; FRAME_HEADER_LEN];
+    fixed[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    fixed[8..16].copy_from_slice(&offset.to_le_bytes());
+    fixed[16..24].copy_from_slice(&timestamp.to_le_bytes());
+    fixed[26..28].copy_from_slice(&(headers.len() as u16).to_le_bytes());
+    fixed[28..32].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    fixed[32..36].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fixed);
     out.extend_from_slice(key);
     for (name, value) in headers {
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        let mut entry = [0u8; HEADER_ENTRY_FIXED];
+        entry[0..2].copy_from_slice(&(name.len() as u16).to_le_bytes());
+        entry[2..6].copy_from_slice(&(value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&entry);
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(value);
     }

@@ -571,14 +571,7 @@ impl Shared {
         }
         let mark = active.index_mark();
         let written = active.file().write_all_at(frames, *position).map_err(Error::from);
-        let indexed = written.and_then(|()| {
-            placed
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, &(frame_position, timestamp))| {
-                    active.record_appended(*next_offset + i as u64, frame_position, timestamp)
-                })
-        });
+        let indexed = written.and_then(|()| active.records_appended(*next_offset, placed));
         if let Err(e) = indexed {
             undo_partial_write(active, *position, mark);
             return Err(e);

@@ -391,11 +391,22 @@ impl Segment {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
-    /// Notes an appended record in the indexes and the timestamp summary.
+    /// Notes one appended record (see [`Segment::records_appended`]).
     pub(crate) fn record_appended(&self, offset: u64, position: u64, timestamp: i64) -> Result<()> {
+        self.records_appended(offset, &[(position, timestamp)])
+    }
+
+    /// Notes appended records in the indexes and the timestamp summary:
+    /// `placed` holds each one's position and timestamp, the first at
+    /// `first_offset` and the others after it. One lock for the batch.
+    pub(crate) fn records_appended(&self, first_offset: u64, placed: &[(u64, i64)]) -> Result<()> {
         let mut indexes = self.indexes();
-        indexes.record((offset - self.base) as u32, position, timestamp)?;
-        self.max_timestamp.fetch_max(timestamp, Ordering::AcqRel);
+        let mut newest = i64::MIN;
+        for (relative, &(position, timestamp)) in (first_offset - self.base..).zip(placed) {
+            indexes.record(relative as u32, position, timestamp)?;
+            newest = newest.max(timestamp);
+        }
+        self.max_timestamp.fetch_max(newest, Ordering::AcqRel);
         Ok(())
     }
 
