@@ -139,6 +139,7 @@ pub fn wire_seeds() -> Vec<(String, Vec<u8>)> {
                 state: SubState::default(),
             }),
         ),
+        ("replies", Ok(Response::Replies(vec![stored.clone()]))),
         (
             "deliveries",
             Ok(Response::Deliveries(vec![Handed {

@@ -96,7 +96,7 @@ impl RemoteRequester {
 
     fn found(response: Response) -> Result<Vec<Reply>> {
         match response {
-            Response::Records { records, .. } => Ok(records.into_iter().map(Reply::new).collect()),
+            Response::Replies(records) => Ok(records.into_iter().map(Reply::new).collect()),
             _ => Err(unexpected()),
         }
     }

@@ -393,10 +393,7 @@ impl Connection {
                 let id = CorrelationId::from_u128(id)
                     .ok_or_else(|| Error::InvalidArgument("correlation id 0".into()))?;
                 let replies = self.requester(requester)?.replies(id)?;
-                Response::Records {
-                    records: replies.into_iter().map(|r| r.record().clone()).collect(),
-                    state: SubState::default(),
-                }
+                Response::Replies(replies.into_iter().map(|r| r.record().clone()).collect())
             }
             Request::InboxWait {
                 requester,

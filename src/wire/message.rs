@@ -408,6 +408,8 @@ pub(crate) enum Response {
         records: Vec<StoredRecord>,
         state: SubState,
     },
+    /// A requester's replies to one id, first first.
+    Replies(Vec<StoredRecord>),
     Sub(SubState),
     Offsets {
         start: u64,
@@ -460,10 +462,7 @@ impl Response {
             Response::Subscription { handle, state } => put_sub(enc.u8(9).u64(*handle), state),
             Response::Group { handle, on_expiry } => put_on_expiry(enc.u8(10).u64(*handle), *on_expiry),
             Response::Records { records, state } => {
-                enc.u8(11).u32(records.len() as u32);
-                for record in records {
-                    enc.stored(record);
-                }
+                put_stored_records(enc.u8(11), records);
                 put_sub(enc, state);
             }
             Response::Sub(state) => put_sub(enc.u8(12), state),
@@ -479,6 +478,7 @@ impl Response {
                 }
             }
             Response::GroupStats(stats) => put_group_stats(enc.u8(15), stats),
+            Response::Replies(records) => put_stored_records(enc.u8(16), records),
         }
     }
 
@@ -514,14 +514,10 @@ impl Response {
                 handle: dec.u64()?,
                 on_expiry: get_on_expiry(dec)?,
             },
-            11 => {
-                let count = dec.count(4)?;
-                let records = (0..count).map(|_| dec.stored()).collect::<Decoded<_>>()?;
-                Response::Records {
-                    records,
-                    state: get_sub(dec)?,
-                }
-            }
+            11 => Response::Records {
+                records: stored_records(dec)?,
+                state: get_sub(dec)?,
+            },
             12 => Response::Sub(get_sub(dec)?),
             13 => Response::Offsets {
                 start: dec.u64()?,
@@ -540,11 +536,24 @@ impl Response {
                 Response::Deliveries(handed)
             }
             15 => Response::GroupStats(get_group_stats(dec)?),
+            16 => Response::Replies(stored_records(dec)?),
             _ => return Err(WireError("unknown response")),
         };
         dec.finish()?;
         Ok(response)
     }
+}
+
+fn put_stored_records(enc: &mut Enc, records: &[StoredRecord]) {
+    enc.u32(records.len() as u32);
+    for record in records {
+        enc.stored(record);
+    }
+}
+
+fn stored_records(dec: &mut Dec) -> Decoded<Vec<StoredRecord>> {
+    let count = dec.count(4)?;
+    (0..count).map(|_| dec.stored()).collect()
 }
 
 fn put_sub(enc: &mut Enc, state: &SubState) {
