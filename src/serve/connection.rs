@@ -107,10 +107,11 @@ impl Connection {
                         cancel.cancel();
                     }
                 }
-                request if connection.answers_at_once(&request) => connection.answer(call, request),
+                request if connection.answers_at_once(&request) => connection.answer(call, request, None),
                 request => {
+                    let cancel = connection.cancellable(call, &request);
                     let connection = connection.clone();
-                    pool.run(move || connection.answer(call, request));
+                    pool.run(move || connection.answer(call, request, cancel));
                 }
             }
         }
@@ -152,8 +153,11 @@ impl Connection {
         }
     }
 
-    fn answer(&self, call: u64, request: Request) {
-        let cancel = matches!(
+    /// The cancel of a request that waits until something comes (an async
+    /// receive), registered before the request runs, so that a cancel read
+    /// right after it finds it.
+    fn cancellable(&self, call: u64, request: &Request) -> Option<Arc<Cancel>> {
+        let waits_forever = matches!(
             request,
             Request::SubRecv {
                 wait: Wait::Forever,
@@ -165,12 +169,15 @@ impl Connection {
                 wait: Wait::Forever,
                 ..
             }
-        )
-        .then(|| {
+        );
+        waits_forever.then(|| {
             let cancel = Arc::new(Cancel::default());
             lock(&self.cancels).insert(call, cancel.clone());
             cancel
-        });
+        })
+    }
+
+    fn answer(&self, call: u64, request: Request, cancel: Option<Arc<Cancel>>) {
         let answer = self.run(request, cancel.as_deref());
         if cancel.is_some() {
             lock(&self.cancels).remove(&call);
