@@ -303,7 +303,7 @@ fn run(cycles: u64, pause: Duration) {
 
 #[test]
 fn publishers_and_consumers_killed_at_random_lose_nothing() {
-    run(120, Duration::from_millis(40));
+    run(200, Duration::from_millis(40));
 }
 
 #[test]
