@@ -14,6 +14,7 @@
 mod connection;
 mod pool;
 
+use std::collections::HashMap;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,8 +36,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Listening {
     path: PathBuf,
     stopped: AtomicBool,
-    /// A clone of each connection's stream, to shut it down at close.
-    streams: Mutex<Vec<UnixStream>>,
+    /// A clone of each live connection's stream, by number, to shut it
+    /// down at close (a connection takes its own out when it ends).
+    streams: Mutex<HashMap<u64, UnixStream>>,
 }
 
 /// Starts serving `bus` (open, with its lock held) at `path`: binds the
@@ -49,7 +51,7 @@ pub(crate) fn serve(bus: &LogBus, path: PathBuf) -> Result<()> {
     let listening = Arc::new(Listening {
         path,
         stopped: AtomicBool::new(false),
-        streams: Mutex::new(Vec::new()),
+        streams: Mutex::new(HashMap::new()),
     });
     let stopping = listening.clone();
     bus.on_close(Box::new(move || stop(&stopping)));
@@ -73,25 +75,26 @@ pub(crate) fn refuse(bus: &LogBus, path: PathBuf) -> Result<()> {
 
 fn accept_all(listener: &UnixListener, bus: &WeakLogBus, listening: &Arc<Listening>) {
     let pool = Pool::default();
-    for stream in listener.incoming() {
+    for (number, stream) in (0u64..).zip(listener.incoming()) {
         if listening.stopped.load(Ordering::Acquire) {
             break;
         }
         let Ok(stream) = stream else { continue };
         let Some(bus) = bus.upgrade() else { break };
         let Ok(kept) = stream.try_clone() else { continue };
-        let mut streams = lock(&listening.streams);
-        streams.retain(|s| s.peer_addr().is_ok());
-        streams.push(kept);
-        drop(streams);
-        let (pool, listening) = (pool.clone(), listening.clone());
-        let _ = std::thread::Builder::new()
+        lock(&listening.streams).insert(number, kept);
+        let (pool, theirs) = (pool.clone(), listening.clone());
+        let started = std::thread::Builder::new()
             .name("logbus-owner-connection".into())
             .spawn(move || {
                 if greet(&stream).is_ok() {
-                    Connection::serve(bus, stream, &pool, &listening.stopped);
+                    Connection::serve(bus, stream, &pool, &theirs.stopped);
                 }
+                lock(&theirs.streams).remove(&number);
             });
+        if started.is_err() {
+            lock(&listening.streams).remove(&number);
+        }
     }
     pool.close();
 }
@@ -110,8 +113,44 @@ fn stop(listening: &Listening) {
     listening.stopped.store(true, Ordering::Release);
     // Wakes the listener's `accept`, which then sees `stopped`.
     let _ = socket::connect(&listening.path);
-    for stream in lock(&listening.streams).drain(..) {
+    for (_, stream) in lock(&listening.streams).drain() {
         let _ = stream.shutdown(std::net::Shutdown::Both);
     }
     let _ = std::fs::remove_file(&listening.path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::BusOptions;
+
+    #[test]
+    fn a_connection_that_ended_leaves_no_stream_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = LogBus::open(dir.path(), BusOptions::default().exclusive(true)).unwrap();
+        let path = dir.path().join("test.socket");
+        let listener = socket::bind(&path).unwrap();
+        let listening = Arc::new(Listening {
+            path: path.clone(),
+            stopped: AtomicBool::new(false),
+            streams: Mutex::new(HashMap::new()),
+        });
+        let (weak, theirs) = (bus.downgrade(), listening.clone());
+        let accepting = std::thread::spawn(move || accept_all(&listener, &weak, &theirs));
+        for _ in 0..20 {
+            let stream = socket::connect(&path).unwrap();
+            write_message(&mut &stream, 0, 0, &hello()).unwrap();
+            check_hello(read_message(&mut &stream).unwrap().2).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !lock(&listening.streams).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "streams of ended connections are kept"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        stop(&listening);
+        accepting.join().unwrap();
+    }
 }
