@@ -81,8 +81,10 @@ pub(crate) trait TopicBackend {
     fn name(&self) -> &str;
     /// The options the topic was opened with.
     fn options(&self) -> &TopicOptions;
-    /// Appends `record`; its offset.
-    fn publish(&self, record: &Record<'_>) -> Result<u64>;
+    /// Appends `record`; its offset. By default a batch of one.
+    fn publish(&self, record: &Record<'_>) -> Result<u64> {
+        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
+    }
     /// Appends `records` in order, at consecutive offsets; a failure may
     /// leave a prefix stored.
     fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>>;

@@ -249,10 +249,6 @@ impl TopicBackend for LogTopic {
         &self.inner.options
     }
 
-    fn publish(&self, record: &Record<'_>) -> Result<u64> {
-        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
-    }
-
     fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         ready(self.publish_in(records, Block))
     }

@@ -153,10 +153,6 @@ impl TopicBackend for RemoteTopic {
         &self.shared.options
     }
 
-    fn publish(&self, record: &Record<'_>) -> Result<u64> {
-        Ok(self.publish_batch(std::slice::from_ref(record))?.start)
-    }
-
     fn publish_batch(&self, records: &[Record<'_>]) -> Result<Range<u64>> {
         let records = owned(records)?;
         let response = self
