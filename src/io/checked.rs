@@ -14,7 +14,7 @@
 //! | `preallocate` | never | on failure the length is unchanged (the seam's contract) |
 //! | `start_writeback` | never | a hint; a writeback error is reported by the next sync, which latches |
 //! | `remove`, `rename` | never | atomic: a failed one leaves the entry as it was |
-//! | reads, `size`, `list`, `next_data`, `open`, `map`, `lock`, `create_dir_all` | never | nothing the log relies on changed |
+//! | reads, `size`, `list`, `next_data`, `open`, `map`, `lock`, `create_dir_all`, `prefault_reservations` | never | nothing the log relies on changed |
 //!
 //! Once latched, every operation that changes files (writes, length
 //! changes, syncs, removals, renames) fails at once with the first
@@ -197,6 +197,10 @@ impl StorageFile for CheckedFile {
     fn preallocate(&self, len: u64) -> io::Result<()> {
         self.latch
             .run("preallocation", always_harmless, || self.file.preallocate(len))
+    }
+
+    fn prefault_reservations(&self, enabled: bool) {
+        self.file.prefault_reservations(enabled);
     }
 
     fn next_data(&self, from: u64) -> io::Result<Option<Range<u64>>> {

@@ -30,10 +30,12 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
+use super::prefault::Prefaulter;
 use super::seam::MappedFile;
 use super::std_fs::{context, open_owner_only};
 
@@ -158,13 +160,25 @@ pub(super) fn map_final(file: &File, len: u64) -> io::Result<Bytes> {
 /// Writing takes `&mut self`, so no two writes into the mapping race.
 #[derive(Debug)]
 pub(super) struct WriteWindow {
-    map: MmapRaw,
+    /// Shared with the prefault thread while it faults a range in.
+    map: Arc<MmapRaw>,
+    /// Whether pages are faulted in ahead of the writes.
+    prefault: bool,
+    /// Where the range handed to the prefault thread ends (a multiple of
+    /// [`PREFAULT_STEP`]).
+    prefaulted: usize,
 }
 
+/// How far ahead of a write the window's pages are faulted in, and in
+/// steps of how much (see `prefault.rs`).
+const PREFAULT_AHEAD: usize = 512 << 10;
+const PREFAULT_STEP: usize = 256 << 10;
+
 impl WriteWindow {
-    /// Extends `file` to `len` bytes with reserved blocks and maps it. On
-    /// failure the file keeps its length.
-    pub(super) fn reserve(file: &File, len: u64) -> io::Result<WriteWindow> {
+    /// Extends `file` to `len` bytes with reserved blocks and maps it,
+    /// faulting its pages in ahead of the writes if `prefault` (see
+    /// `prefault.rs`). On failure the file keeps its length.
+    pub(super) fn reserve(file: &File, len: u64, prefault: bool) -> io::Result<WriteWindow> {
         let old_len = file.metadata()?.len();
         if len <= old_len || usize::try_from(len).is_err() {
             return Err(io::ErrorKind::InvalidInput.into());
@@ -178,7 +192,11 @@ impl WriteWindow {
         // before changing the file's length; the mapping covers exactly
         // the `len` bytes just reserved.
         let map = MmapOptions::new().len(len as usize).map_raw(file)?;
-        Ok(WriteWindow { map })
+        Ok(WriteWindow {
+            map: Arc::new(map),
+            prefault,
+            prefaulted: 0,
+        })
     }
 
     /// Copies `buf` to `pos` if it lies inside the window; false (nothing
@@ -187,20 +205,31 @@ impl WriteWindow {
         let Ok(start) = usize::try_from(pos) else {
             return false;
         };
-        if start
-            .checked_add(buf.len())
-            .is_none_or(|end| end > self.map.len())
-        {
+        let Some(end) = start.checked_add(buf.len()).filter(|&end| end <= self.map.len()) else {
             return false;
+        };
+        if self.prefault {
+            self.prefault_ahead_of(start, end);
         }
         // SAFETY: `start + buf.len()` is within the mapping (checked
         // above), which stays mapped while `self` lives; `&mut self` rules
-        // out a concurrent write through this window, and `buf` is ordinary
+        // out a concurrent write through this window (the prefault thread
+        // only advises the kernel, see `prefault.rs`), and `buf` is ordinary
         // memory, so the ranges cannot overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.as_mut_ptr().add(start), buf.len());
         }
         true
+    }
+
+    /// Has the prefault thread fault in the pages up to [`PREFAULT_AHEAD`]
+    /// past `end`, from `start` on, unless it was asked already.
+    fn prefault_ahead_of(&mut self, start: usize, end: usize) {
+        self.prefaulted = self.prefaulted.max(start - start % PREFAULT_STEP);
+        while self.prefaulted < end + PREFAULT_AHEAD && self.prefaulted < self.map.len() {
+            Prefaulter::request(&self.map, self.prefaulted, PREFAULT_STEP);
+            self.prefaulted += PREFAULT_STEP;
+        }
     }
 }
 

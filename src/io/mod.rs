@@ -9,6 +9,7 @@
 mod checked;
 mod mmap;
 mod overlay;
+mod prefault;
 mod seam;
 #[cfg(feature = "test-util")]
 mod sim;

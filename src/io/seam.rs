@@ -73,6 +73,14 @@ pub trait StorageFile: Send + Sync + Debug {
         let _ = len;
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Whether the space later [`StorageFile::preallocate`] calls reserve
+    /// is made ready for writing before the writes come (the real file
+    /// system faults its mapped pages in on a thread of its own). Worth it
+    /// only where appends are not each synced: a page made ready is dirty,
+    /// so a sync writes back its zeros too. A hint; the default ignores it.
+    fn prefault_reservations(&self, enabled: bool) {
+        let _ = enabled;
+    }
     /// The first region at or after `from` that may hold data, or `None`
     /// if the rest of the file is a hole (reads as zeros without being
     /// stored). The default treats the whole rest of the file as data.

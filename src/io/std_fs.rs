@@ -12,6 +12,7 @@ use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,7 @@ impl Storage for StdStorage {
             file: open_owner_only(path, create).map_err(context("open", path))?,
             path: path.to_path_buf(),
             window: Mutex::new(None),
+            prefault: AtomicBool::new(false),
         }))
     }
 
@@ -84,6 +86,7 @@ impl Storage for StdStorage {
             file: File::open(path).map_err(context("open", path))?,
             path: path.to_path_buf(),
             window: Mutex::new(None),
+            prefault: AtomicBool::new(false),
         }))
     }
 
@@ -191,6 +194,9 @@ struct StdFile {
     path: PathBuf,
     /// Dropped (unmapped) before the file's length changes.
     window: Mutex<Option<WriteWindow>>,
+    /// Whether the next reservation's pages are faulted in ahead of the
+    /// writes (`StorageFile::prefault_reservations`).
+    prefault: AtomicBool,
 }
 
 impl StdFile {
@@ -232,8 +238,15 @@ impl StorageFile for StdFile {
     fn preallocate(&self, len: u64) -> io::Result<()> {
         let mut window = self.window();
         *window = None;
-        *window = Some(WriteWindow::reserve(&self.file, len).map_err(context("preallocate", &self.path))?);
+        let prefault = self.prefault.load(Ordering::Relaxed);
+        let reserved =
+            WriteWindow::reserve(&self.file, len, prefault).map_err(context("preallocate", &self.path))?;
+        *window = Some(reserved);
         Ok(())
+    }
+
+    fn prefault_reservations(&self, enabled: bool) {
+        self.prefault.store(enabled, Ordering::Relaxed);
     }
 
     fn next_data(&self, from: u64) -> io::Result<Option<Range<u64>>> {
@@ -318,6 +331,31 @@ mod tests {
         file.preallocate(64 << 10).unwrap();
         file.write_all_at(b"!", 9).unwrap();
         assert_eq!(&read_all(file.as_ref())[..10], b"keptafter!");
+    }
+
+    #[test]
+    fn a_prefaulted_window_reads_back_what_was_written_and_survives_being_cut_while_faulting() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
+        file.prefault_reservations(true);
+        let mut expected = Vec::new();
+        for round in 0..3u8 {
+            file.preallocate(expected.len() as u64 + (4 << 20)).unwrap();
+            // Sequential small writes hand range after range to the
+            // prefault thread; the cut below drops the window (and the
+            // file's tail) while it may still be faulting them in.
+            for i in 0..200u8 {
+                let bytes = pattern(1000, round.wrapping_mul(7).wrapping_add(i));
+                file.write_all_at(&bytes, expected.len() as u64).unwrap();
+                expected.extend_from_slice(&bytes);
+            }
+            file.set_len(expected.len() as u64).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(read_all(file.as_ref()), expected);
+        file.sync_data().unwrap();
+        let reopened = StdStorage.open(&dir.path().join("f"), false).unwrap();
+        assert_eq!(read_all(reopened.as_ref()), expected);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use super::options::LogOptions;
+use super::options::{Durability, LogOptions};
 use crate::error::{Error, Result};
 use crate::format::{
     Checkpoint, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_segment_header,
@@ -314,6 +314,8 @@ impl Segment {
             len = len.saturating_mul(2);
         }
         let len = len.min(options.segment_bytes);
+        self.file
+            .prefault_reservations(options.durability != Durability::Always);
         match self.file.preallocate(len) {
             Ok(()) => self.reserved.store(len, Ordering::Relaxed),
             Err(_error) => {
