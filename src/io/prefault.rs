@@ -4,14 +4,20 @@
 //!
 //! Without it, the first store into each page of a preallocated segment
 //! faults: the kernel allocates a page-cache page, zero-fills it (the
-//! blocks are reserved but unwritten) and maps it, and only then does the
-//! copy overwrite the zeros. [`Prefaulter::request`] hands a range to the
-//! `logbus-prefault` thread, which maps it readable with
-//! `MADV_POPULATE_READ`; the store then only takes the cheaper
-//! write-protect fault that marks the page dirty. Read, not write: a page
-//! populated for writing is dirty at once, so a sync would write back the
-//! zeros ahead of the data, and recovery's hole search (`SEEK_DATA`) would
-//! see the unused reservation as data.
+//! blocks are reserved but unwritten), maps it and marks it dirty, and
+//! only then does the copy overwrite the zeros. [`Prefaulter::request`]
+//! hands a range to the `logbus-prefault` thread, which faults it in
+//! writable with `MADV_POPULATE_WRITE`, so the store takes no fault.
+//! (`MADV_POPULATE_READ` was measured too: the store then still takes a
+//! write-protect fault per page, and appends were no faster.)
+//!
+//! A page faulted in writable is dirty at once: a sync writes its zeros
+//! back ahead of the data, and once written back the file system reports
+//! it as data, not as a hole. So only logs that do not sync every append
+//! ask for it (`StorageFile::prefault_reservations`), and recovery reads
+//! no further than the checkpoint's write limit anyway, which lies below
+//! the prefaulted pages. Sealing and closing trim them off with the rest
+//! of the reservation.
 //!
 //! Invariants:
 //! - the thread only calls `madvise` on a mapping it holds a reference to
