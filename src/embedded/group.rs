@@ -148,17 +148,39 @@ struct Batch {
     records: Vec<StoredRecord>,
 }
 
+/// The most records a batch kept as a thread's spare has room for (a few
+/// KiB): larger ones are freed.
+const SPARE_BATCH_RECORDS: usize = 64;
+
+thread_local! {
+    /// This thread's last batch, emptied, its vectors' buffers kept: a
+    /// poll takes it instead of allocating three vectors.
+    static SPARE_BATCH: std::cell::Cell<Batch> = std::cell::Cell::new(Batch::default());
+}
+
 impl Batch {
+    /// An empty batch with room for `max` (at most 1,024) records: this
+    /// thread's spare one if it has it.
     #[inline]
     fn with_capacity(max: usize) -> Batch {
-        let capacity = max.min(1024);
-        Batch {
-            acquired: Acquired {
-                leases: Vec::with_capacity(capacity),
-                events: Vec::with_capacity(capacity),
-                passed: false,
-            },
-            records: Vec::with_capacity(capacity),
+        let mut batch = SPARE_BATCH.take();
+        let room = max.min(1024);
+        batch.acquired.leases.reserve(room);
+        batch.acquired.events.reserve(room);
+        batch.records.reserve(room);
+        batch
+    }
+
+    /// Keeps this batch's buffers (emptied) as the thread's spare, unless
+    /// they grew past [`SPARE_BATCH_RECORDS`].
+    #[inline]
+    fn recycle(mut self) {
+        if self.records.capacity() <= SPARE_BATCH_RECORDS {
+            self.acquired.leases.clear();
+            self.acquired.events.clear();
+            self.acquired.passed = false;
+            self.records.clear();
+            SPARE_BATCH.set(self);
         }
     }
 }
@@ -399,7 +421,10 @@ impl GroupInner {
             false => {
                 // Attempts are durable before hand-out: one state write.
                 self.log.append_in(&leasing.batch.acquired.events, wait).await?;
-                self.hand_out(leasing.into_batch())
+                let mut batch = leasing.into_batch();
+                let deliveries = self.hand_out(&mut batch);
+                batch.recycle();
+                deliveries
             }
         };
         if settled {
@@ -431,15 +456,16 @@ impl GroupInner {
         Ok((dead, machine.next_due()))
     }
 
-    /// Hands out the records of `batch`, its attempts persisted.
+    /// Hands out the records of `batch`, its attempts persisted, leaving
+    /// it empty.
     #[inline]
-    fn hand_out(self: &Arc<Self>, batch: Batch) -> Vec<LogDelivery> {
-        let leases = batch.acquired.leases;
+    fn hand_out(self: &Arc<Self>, batch: &mut Batch) -> Vec<LogDelivery> {
+        let leases = &mut batch.acquired.leases;
         let redelivered = leases.iter().filter(|lease| lease.attempt > 1).count();
         self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
         leases
-            .into_iter()
-            .zip(batch.records)
+            .drain(..)
+            .zip(batch.records.drain(..))
             .map(|(lease, record)| LogDelivery {
                 group: self.clone(),
                 record,

@@ -105,46 +105,52 @@ impl StateEvent {
     /// Encodes the event.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the event's encoding to `out` (a buffer kept across events
+    /// saves an allocation each).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         match self {
-            StateEvent::Committed(offset) => put_tag_u64(&mut out, COMMITTED, *offset),
+            StateEvent::Committed(offset) => put_tag_u64(out, COMMITTED, *offset),
             StateEvent::Delivered {
                 offset,
                 attempt,
                 lease_until_ms,
             } => {
-                put_tag_u64(&mut out, DELIVERED, *offset);
+                put_tag_u64(out, DELIVERED, *offset);
                 out.extend_from_slice(&attempt.to_le_bytes());
                 out.extend_from_slice(&lease_until_ms.to_le_bytes());
             }
-            StateEvent::Acked(offset) => put_tag_u64(&mut out, ACKED, *offset),
+            StateEvent::Acked(offset) => put_tag_u64(out, ACKED, *offset),
             StateEvent::Released {
                 offset,
                 not_before_ms,
                 failure,
             } => {
-                put_tag_u64(&mut out, RELEASED, *offset);
+                put_tag_u64(out, RELEASED, *offset);
                 out.extend_from_slice(&not_before_ms.to_le_bytes());
-                put_failure(&mut out, failure);
+                put_failure(out, failure);
             }
             StateEvent::DeadIntent {
                 offset,
                 dlq_end,
                 failure,
             } => {
-                put_tag_u64(&mut out, DEAD_INTENT, *offset);
+                put_tag_u64(out, DEAD_INTENT, *offset);
                 out.extend_from_slice(&dlq_end.to_le_bytes());
-                put_failure(&mut out, failure);
+                put_failure(out, failure);
             }
-            StateEvent::DeadLettered(offset) => put_tag_u64(&mut out, DEAD_LETTERED, *offset),
+            StateEvent::DeadLettered(offset) => put_tag_u64(out, DEAD_LETTERED, *offset),
             StateEvent::Snapshot { next_offset, entries } => {
-                put_tag_u64(&mut out, SNAPSHOT, *next_offset);
+                put_tag_u64(out, SNAPSHOT, *next_offset);
                 out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
                 for entry in entries {
-                    put_entry(&mut out, entry);
+                    put_entry(out, entry);
                 }
             }
         }
-        out
     }
 
     /// Decodes an event, rejecting unknown tags, short input and trailing bytes.

@@ -7,6 +7,7 @@
 //! log therefore holds at most one segment of history beyond the live
 //! state plus the events since the last snapshot.
 
+use std::cell::RefCell;
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -113,18 +114,47 @@ impl StateLog {
     }
 
     /// Writes `events` with one write, one record each (durable once
-    /// [`Wait::after_write`] says so).
+    /// [`Wait::after_write`] says so). They are encoded into one buffer of
+    /// this thread's, kept across calls, so writing an event allocates
+    /// nothing.
     fn write_events(&self, events: &[StateEvent]) -> Result<Range<u64>> {
-        if let [event] = events {
-            // The common case (one ack, one delivery), without the batch's
-            // two vectors.
-            return self
-                .log
-                .write(std::slice::from_ref(&Record::new(&event.encode())));
+        /// The largest encoding buffer a thread keeps between writes.
+        const KEPT_BUFFER_BYTES: usize = 64 << 10;
+        thread_local! {
+            static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
-        let encoded: Vec<Vec<u8>> = events.iter().map(StateEvent::encode).collect();
-        let records: Vec<Record<'_>> = encoded.iter().map(Record::new).collect();
-        self.log.write(&records)
+        ENCODED.with(|encoded| {
+            // A write never writes state events itself, so the buffer is
+            // free; should that change, a fresh one serves.
+            let mut fresh = Vec::new();
+            let mut borrowed = encoded.try_borrow_mut();
+            let buffer = borrowed.as_deref_mut().unwrap_or(&mut fresh);
+            buffer.clear();
+            let written = match events {
+                // The common case (one ack, one delivery): no vector of records.
+                [event] => {
+                    event.encode_into(buffer);
+                    self.log.write(std::slice::from_ref(&Record::new(buffer)))
+                }
+                _ => {
+                    let mut ends = Vec::with_capacity(events.len());
+                    for event in events {
+                        event.encode_into(buffer);
+                        ends.push(buffer.len());
+                    }
+                    let starts = std::iter::once(0).chain(ends.iter().copied());
+                    let records: Vec<Record<'_>> = (starts.zip(&ends))
+                        .map(|(start, &end)| Record::new(&buffer[start..end]))
+                        .collect();
+                    self.log.write(&records)
+                }
+            };
+            // A thread keeps no more than a small buffer after a snapshot.
+            if buffer.capacity() > KEPT_BUFFER_BYTES {
+                *buffer = Vec::new();
+            }
+            written
+        })
     }
 
     pub(crate) fn close(&self) -> Result<()> {
