@@ -102,7 +102,9 @@ const DEAD_LETTERED: u8 = 6;
 const SNAPSHOT: u8 = 7;
 
 impl StateEvent {
-    /// Encodes the event.
+    /// Encodes the event (for the fuzzers and tests: the library encodes
+    /// into a buffer it keeps, [`StateEvent::encode_into`]).
+    #[cfg(any(test, feature = "internals", feature = "test-util"))]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32);
         self.encode_into(&mut out);
