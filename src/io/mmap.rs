@@ -23,7 +23,10 @@
 //! fail the resize with `ENOSPC` instead, which callers handle. A data
 //! file's [`WriteWindow`] reserves its blocks with `fallocate` instead (no
 //! zeros to write, same guarantee), and is dropped before its file's length
-//! changes.
+//! changes. Its mapping may outlive it for a moment on the prefault thread
+//! (`prefault.rs`), which never reads or writes through it: it only asks
+//! the kernel to fault pages in, which fails with an error, never SIGBUS,
+//! where the file was cut.
 #![allow(unsafe_code)]
 
 use std::fs::File;
