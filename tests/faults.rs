@@ -587,6 +587,72 @@ fn os_durability_keeps_everything_appended_before_flush_through_power_loss() {
     }
 }
 
+/// Under `Os` a roll's seal runs on a thread of its own
+/// (`logbus-sealer`), and appends go on into the new segment meanwhile. A
+/// power loss while it is under way (here the process dies at the seal's
+/// first sync) keeps everything flushed before and a prefix of the rest:
+/// the sealed segment may be cut, and the new segment then goes with it.
+#[test]
+fn power_loss_while_a_roll_is_sealed_in_the_background_keeps_a_prefix() {
+    let segment_count = |sim: &SimStorage| {
+        (sim.files().iter())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .count()
+    };
+    let mut sealed_segment_cut = 0;
+    for seed in 0..40 {
+        let context = format!("power loss seed {seed}");
+        let sim = SimStorage::new();
+        let log = Log::open(DIR, options(&sim, Durability::Os, 1024)).unwrap();
+        let all: Vec<Vec<u8>> = (0..80)
+            .map(|i| value("s", i, 40 + (i as usize * 7) % 30))
+            .collect();
+        for (i, v) in all[..20].iter().enumerate() {
+            assert_eq!(log.append(&record(v)).unwrap(), i as u64);
+        }
+        log.flush().unwrap();
+        let segments = segment_count(&sim);
+        sim.inject(Fault::HaltAfterSyncs { after: 0 });
+        // Appends until a roll and a few records into the new segment, or
+        // until the dead process fails one.
+        let mut acknowledged = 20;
+        let mut after_roll = 0;
+        while acknowledged < all.len() && after_roll < 5 {
+            // The append that rolls may fail already: the seal it started
+            // may have died first.
+            let appended = log.append(&record(&all[acknowledged]));
+            if segment_count(&sim) > segments {
+                after_roll += 1;
+            }
+            if appended.is_err() {
+                break;
+            }
+            acknowledged += 1;
+        }
+        assert!(after_roll > 0, "{context}: no roll");
+        drop(log);
+        sim.power_loss(seed);
+        let log = Log::open(DIR, options(&sim, Durability::Os, 1024)).unwrap();
+        let report = log.recovery_report().clone();
+        let end = log.end_offset() as usize;
+        assert!(end <= acknowledged, "{context}: records nobody wrote");
+        assert_holds(&log, &all[..end], 0, &context);
+        assert!(end >= 20, "{context}: flushed records lost");
+        if !report.removed_files.is_empty() {
+            sealed_segment_cut += 1;
+        }
+        assert_eq!(log.append(&record(&all[end])).unwrap(), end as u64, "{context}");
+        log.close().unwrap();
+        let log = Log::open(DIR, options(&sim, Durability::Os, 1024)).unwrap();
+        assert!(log.recovery_report().is_pristine(), "{context}");
+        assert_holds(&log, &all[..=end], 0, &context);
+    }
+    assert!(
+        sealed_segment_cut > 0,
+        "no power loss cut the sealed segment and took the new one"
+    );
+}
+
 /// Runs two appenders and a reader until a random crash; returns what the
 /// reader saw.
 fn read_while_appending_until_crash(sim: &SimStorage, log: &Log, rng: &mut Rng) -> Vec<StoredRecord> {

@@ -110,11 +110,10 @@ impl IndexFile {
         self.map.sync()
     }
 
-    /// Trims the file to its used entries and makes it durable.
-    pub(crate) fn seal(&mut self) -> io::Result<()> {
+    /// Trims the file to its used entries (durable once synced).
+    pub(crate) fn trim(&mut self) -> io::Result<()> {
         let len = INDEX_HEADER_LEN + self.used * self.kind.entry_len();
-        self.map.set_len(len as u64)?;
-        self.map.sync()
+        self.map.set_len(len as u64)
     }
 
     pub(crate) fn path(&self) -> &Path {

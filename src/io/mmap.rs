@@ -13,9 +13,11 @@
 //! - the bytes [`map_final`] maps are never written or cut again, by any
 //!   logbus process, even after the log closes (they may outlive it in a
 //!   record a caller keeps): only sealed segments are mapped so, and
-//!   logbus neither writes nor shortens a sealed segment (recovery reports
-//!   damage in one as corruption instead of cutting it); retention only
-//!   unlinks it, and an unlinked file stays readable through its mapping.
+//!   logbus neither writes nor shortens a sealed segment (recovery, before
+//!   any of this process's readers exists, may cut one whose seal a crash
+//!   interrupted; later damage is reported as corruption instead of cut);
+//!   retention only unlinks it, and an unlinked file stays readable through
+//!   its mapping.
 //!
 //! Growing a file writes zeros instead of leaving a hole: the first store
 //! into a page of a hole must allocate a block, and on a full file system
@@ -108,8 +110,11 @@ impl MappedFile for MmapFile {
 
     fn set_len(&mut self, len: u64) -> io::Result<()> {
         let mut resize_and_map = || {
+            // The pages stay in the page cache when unmapped (the mapping
+            // is shared): handing them over needs no wait for the disk
+            // (`MS_ASYNC`), and `sync` makes them durable.
             if let Some(map) = self.map.take() {
-                map.flush()?;
+                map.flush_async()?;
             }
             let resized = resize(&self.file, len);
             // Map again even if growing failed, so the entries stay readable.
@@ -121,6 +126,10 @@ impl MappedFile for MmapFile {
 
     fn sync(&self) -> io::Result<()> {
         let sync = || {
+            // Linux's `fsync` writes back pages dirtied through a shared
+            // mapping too (`msync` would be a second sync of the same
+            // pages); other systems need `msync` for them.
+            #[cfg(not(target_os = "linux"))]
             if let Some(map) = &self.map {
                 map.flush()?;
             }

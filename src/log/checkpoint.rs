@@ -111,7 +111,8 @@ impl CheckpointWriter {
         let mut last = self.last();
         let recorded = self.recorded();
         let current = last.filter(|c| c.base_offset == segment.base());
-        // The segment's header was synced when it was created, so its
+        // The segment's header was synced by the seal of the roll that
+        // created it (no limit is raised before that seal is done), so its
         // first frame position is durable when no checkpoint names a later
         // one.
         let durable = current.unwrap_or(Checkpoint {
@@ -182,8 +183,11 @@ impl CheckpointWriter {
             write_limit_units: limit.map_or(0, |limit| Checkpoint::units_for(extent.end_pos, limit)),
         };
         // The indexes go first, so that a durable checkpoint comes with
-        // durable index entries below it.
-        segment.indexes().sync()?;
+        // durable index entries below it (none below the first frame:
+        // recovery rebuilds indexes whose header is not durable).
+        if extent.end_pos > SEGMENT_HEADER_LEN as u64 {
+            segment.indexes().sync()?;
+        }
         if self.file.write_all_at(&checkpoint.encode(), 0).is_err() {
             return Ok(());
         }

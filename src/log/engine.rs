@@ -12,6 +12,12 @@
 //! `io/checked.rs` for which failures latch); the log asks it before every
 //! write and never poisons itself by hand.
 //!
+//! Rolls: an append that fills the active segment seals it and creates the
+//! next one without waiting for a sync; the seal that makes both durable
+//! (`seal.rs`) runs in place under `Always` and on a `logbus-sealer` thread
+//! otherwise, and the next roll, a sync of the active segment and `close`
+//! wait for it first.
+//!
 //! Retention: deciding which segments go takes them out of the segment list
 //! at once (at open, after a roll, on [`Log::release_before`], and on the
 //! explicit calls), without I/O; deleting their files is background
@@ -32,6 +38,7 @@ use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segment_name, recover};
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
 use super::retired::RetiredSegments;
+use super::seal::Seal;
 use super::segment::{DATA_EXT, Extent, IndexMark, Segment};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -50,6 +57,18 @@ const WRITEBACK_STEP_BYTES: u64 = 4 << 20;
 fn undo_partial_write(segment: &Segment, position: u64, mark: IndexMark) {
     segment.rewind_index(mark);
     let _ = segment.file().set_len(position);
+}
+
+/// Waits for the seal the last roll started on its own thread, if any, and
+/// returns its failure. A no-op on that thread itself (it may drop the last
+/// handle and close the log).
+fn finish_seal(writer: &mut Writer) -> std::io::Result<()> {
+    match writer.sealing.take() {
+        Some(thread) if thread.thread().id() != std::thread::current().id() => thread
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the segment seal thread panicked"))),
+        _ => Ok(()),
+    }
 }
 
 /// Starts writeback of what the writer wrote since the last step, once a
@@ -103,13 +122,13 @@ pub(crate) struct Shared {
     /// check it per record without taking the list's lock.
     start: AtomicU64,
     writer: Mutex<Writer>,
-    commit: GroupCommit,
+    commit: Arc<GroupCommit>,
     pub(crate) activity: Activity,
     closed: AtomicBool,
     report: RecoveryReport,
     flusher: Mutex<Option<Flusher>>,
     lock: Mutex<Option<LockGuard>>,
-    checkpoint: CheckpointWriter,
+    checkpoint: Arc<CheckpointWriter>,
 }
 
 #[derive(Debug)]
@@ -133,6 +152,10 @@ struct Writer {
     /// `CheckpointWriter::recorded` when `write_limit` was set: once it
     /// changes, the next append may lower the limit.
     limit_recorded: u64,
+    /// The seal of the segment before the active one, running on its own
+    /// thread (`seal.rs`): until it is done no checkpoint names the active
+    /// segment, so its appends raise no write limit.
+    sealing: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 impl Writer {
@@ -190,8 +213,9 @@ impl Log {
                 writeback_from: extent.end_pos,
                 write_limit: 0,
                 limit_recorded: 0,
+                sealing: None,
             }),
-            commit: GroupCommit::new(extent.end_offset, storage.clone()),
+            commit: Arc::new(GroupCommit::new(extent.end_offset, storage.clone())),
             retired: RetiredSegments::new(dir.clone(), storage.clone()),
             storage,
             start: AtomicU64::new(recovered.segments.first().map_or(0, |s| s.base())),
@@ -201,7 +225,7 @@ impl Log {
             closed: AtomicBool::new(false),
             flusher: Mutex::new(None),
             lock: Mutex::new(Some(guard)),
-            checkpoint,
+            checkpoint: Arc::new(checkpoint),
             dir,
             options,
         });
@@ -543,6 +567,7 @@ impl Shared {
         writer.active.reserve(end, &self.options);
         if self.options.preallocate
             && (end > writer.write_limit || writer.limit_recorded != self.checkpoint.recorded())
+            && self.seal_done(writer)?
         {
             (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
         }
@@ -606,10 +631,12 @@ impl Shared {
         Ok(total)
     }
 
-    /// Syncs the active segment; everything written before is then durable.
+    /// Syncs the active segment (after the seal of the one before, if it
+    /// is under way); everything written before is then durable.
     fn sync_written(&self) -> std::io::Result<u64> {
         let (segment, extent) = {
-            let writer = self.writer();
+            let mut writer = self.writer();
+            finish_seal(&mut writer)?;
             (writer.active.clone(), writer.extent())
         };
         self.checkpoint.sync_covers()?;
@@ -625,47 +652,75 @@ impl Shared {
         self.commit.wait_durable(target, || self.sync_written())
     }
 
-    /// Seals the active segment and starts the next one. A failed sync or
-    /// length change latches the storage; any other failure (a full disk
-    /// above all, which only touched the new, empty segment) leaves the
-    /// roll to be retried by the next append.
+    /// Seals the active segment and starts the next one: cuts the sealed
+    /// segment's files to their frames and creates the successor without
+    /// syncing, then makes both durable (`seal.rs`), in place under
+    /// `Always` and on a thread of its own otherwise, after waiting for
+    /// the previous roll's. A failed sync or length change latches the
+    /// storage; any other failure (a full disk above all, which only
+    /// touched the new, empty segment) leaves the roll to be retried by the
+    /// next append.
     fn roll(&self, writer: &mut Writer) -> Result<()> {
+        finish_seal(writer)?;
         let sealed = writer.active.clone();
         let extent = writer.extent();
-        sealed.trim(extent.end_pos)?;
+        sealed.cut(extent.end_pos)?;
         // Until the successor exists, every append retries the roll at this
         // same base, so a half-created successor is rewritten, never left
         // behind with records after it in the sealed segment.
         writer.roll_pending = true;
-        sealed.indexes().seal()?;
-        sealed.advance_limit(extent);
-        self.commit.mark_durable(extent.end_offset);
+        sealed.indexes().trim()?;
         let next = Arc::new(self.create_segment(extent.end_offset)?);
         self.segments_mut().push(next.clone());
         sealed.mark_sealed();
-        writer.active = next;
+        writer.active = next.clone();
         writer.position = SEGMENT_HEADER_LEN as u64;
         writer.writeback_from = writer.position;
         writer.write_limit = 0;
         writer.roll_pending = false;
-        self.checkpoint.record(&writer.active, writer.extent(), true)?;
+        let seal = Seal {
+            sealed,
+            end: extent,
+            next,
+            checkpoint: self.checkpoint.clone(),
+            commit: self.commit.clone(),
+            storage: self.storage.clone(),
+            dir: self.dir.clone(),
+        };
+        match self.options.durability {
+            Durability::Always => seal.run()?,
+            _ => writer.sealing = seal.spawn()?,
+        }
         self.activity.notify();
         self.retire(None);
         Ok(())
     }
 
-    /// Creates the segment starting at `base`, durably, directory entry included.
+    /// Whether no seal is under way, reaping one that finished (and
+    /// returning its failure).
+    fn seal_done(&self, writer: &mut Writer) -> Result<bool> {
+        if writer
+            .sealing
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished())
+        {
+            return Ok(false);
+        }
+        finish_seal(writer)?;
+        Ok(true)
+    }
+
+    /// Creates the segment starting at `base`, its header written but not
+    /// synced (a roll's seal syncs it and the directory entry).
     fn create_segment(&self, base: u64) -> Result<Segment> {
-        let storage = &self.storage;
         let segment = Segment::create(
-            storage,
+            &self.storage,
             &self.dir,
             base,
             self.options.index_interval_bytes,
             self.options.index_capacity(),
             self.clock().now_ms(),
         )?;
-        storage.sync_dir(&self.dir)?;
         segment.reserve(SEGMENT_HEADER_LEN as u64, &self.options);
         Ok(segment)
     }
@@ -715,7 +770,8 @@ impl Shared {
     }
 
     fn write_clean_marker(&self) -> Result<()> {
-        let writer = self.writer();
+        let mut writer = self.writer();
+        finish_seal(&mut writer)?;
         self.commit.check()?;
         writer.active.trim(writer.position)?;
         self.checkpoint.record(&writer.active, writer.extent(), true)?;

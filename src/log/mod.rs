@@ -11,6 +11,7 @@ mod recovery;
 mod retention;
 mod retired;
 mod scan;
+mod seal;
 mod segment;
 mod view;
 

@@ -3,18 +3,23 @@
 //! Rules:
 //! - The segment scan is the truth; indexes are hints, rebuilt when missing
 //!   or invalid, and verified on every use.
-//! - Sealed segments (all but the last) were synced and their indexes
-//!   trimmed and synced before the next segment was created, so they are
-//!   whole: damage inside them is [`Error::Corrupt`], never truncated away.
-//! - Each sealed segment must end exactly where the next one begins; a
-//!   deleted segment or a cut sealed segment is [`Error::Corrupt`]
+//! - The checkpoint names a segment only once every segment before it was
+//!   sealed and synced, indexes included (`seal.rs`), so those are whole:
+//!   damage inside them is [`Error::Corrupt`], never truncated away.
+//! - Each of those must end exactly where the next one begins; a deleted
+//!   segment or a cut one is [`Error::Corrupt`]
 //!   ([`CorruptKind::OffsetGap`]). Sealing trimmed the file to its frames,
 //!   so scanning the frames after its last index entry (at most
 //!   `index_interval_bytes` plus one record) finds its end without reading
 //!   the rest.
-//! - Only the last (active) segment can hold unsynced bytes, so only it is
-//!   scanned in full, and recovery cost is bounded by one segment, not by
-//!   the log.
+//! - Only the segment the checkpoint names and those after it can hold
+//!   unsynced bytes: the last (active) one, and the one before it while
+//!   its seal ran in the background. Each is scanned like the active one;
+//!   one that ends short of the next base is where the log ends now (its
+//!   tail never reached the disk), and the segments after it go. So
+//!   recovery cost is bounded by two segments, not by the log. Without a
+//!   valid checkpoint the segment before the last is checked as a sealed
+//!   one first, and recovered as unsynced only if that check fails.
 //!   After a crash, the scan starts at the recovery checkpoint: a position
 //!   the log wrote to `.checkpoint` after syncing up to it, so the cost is
 //!   the unsynced tail plus at most 1 MiB.
@@ -39,10 +44,11 @@
 //! | no segment files | create segment 0 |
 //! | `.idx` or `.tix` without its `.log` | delete it |
 //! | last segment's header torn, no valid frame after it, `.checkpoint` not naming it | delete the segment (crash while creating it) |
+//! | last segment with a bad header and valid frames after it, `.checkpoint` naming an earlier segment or none | write its header again from its name, then as below (its roll's seal had not synced the header) |
 //! | last segment's header invalid and `.checkpoint` naming it (its header was synced) | `Error::Corrupt`, nothing deleted |
 //! | a segment's header names a newer format version | `Error::Corrupt` (`UnsupportedVersion`), nothing deleted |
 //! | a segment's header invalid, otherwise | `Error::Corrupt` |
-//! | sealed segment's index valid | scan from its last entry to the end of the file |
+//! | a segment before the one `.checkpoint` names, index valid | scan from its last entry to the end of the file |
 //! | sealed segment's index missing or invalid, or its last entry not at a frame with its offset | rebuild it by scanning; a bad frame there is `Error::Corrupt` |
 //! | either scan of a sealed segment meets a bad frame | `Error::Corrupt`, nothing changed |
 //! | a sealed segment ends before or after the next segment's base (a segment deleted, or cut at a frame boundary) | `Error::Corrupt` (`OffsetGap`, naming both files), nothing changed |
@@ -50,6 +56,10 @@
 //! | that entry does not point at a valid frame with its offset, or the last time entry names a record past the end | treat the index as invalid (next row) |
 //! | last segment after a crash, `.checkpoint` valid and naming it | keep index entries below the checkpoint, scan from it |
 //! | last segment otherwise | scan all of it, rebuilding its indexes |
+//! | `.checkpoint` names a segment before the last (a seal was under way) | scan it and each later one like the last segment (rows above and below) |
+//! | such a segment ends at the next one's base | seal it (trim and sync its indexes) and go on to the next |
+//! | such a segment ends short of the next one's base | it ends the log: delete the segments after it, report their files |
+//! | no valid `.checkpoint`, and the segment before the last fails the checks of a sealed one | recover it as if `.checkpoint` named it |
 //! | that scan meets a bad frame below a checkpoint of this segment (synced data) with whole frames after it | `Error::Corrupt`, nothing truncated |
 //! | that scan meets zeros from past the checkpoint to the end of the file, or to the checkpoint's write limit (unused preallocated space) | truncate there, report nothing |
 //! | that scan meets a bad frame or an offset gap | truncate there, report it |
@@ -148,7 +158,15 @@ pub(crate) fn recover(
         report.removed_files.push(orphan.clone());
     }
     let checkpoint = read_checkpoint(storage, dir)?;
-    let mut segments = open_segments(storage, dir, options, &listing.bases, checkpoint, &mut report)?;
+    let mut segments = open_segments(
+        storage,
+        dir,
+        options,
+        &listing.bases,
+        checkpoint,
+        now_ms,
+        &mut report,
+    )?;
     if segments.is_empty() {
         let base = listing.bases.last().copied().unwrap_or(0);
         let segment = Segment::create(
@@ -159,17 +177,91 @@ pub(crate) fn recover(
             options.index_capacity(),
             now_ms,
         )?;
+        segment.file().sync_all()?;
         segments.push(Arc::new(segment));
     }
     storage.sync_dir(dir)?;
-    for pair in segments.windows(2) {
-        recover_sealed(&pair[0], &pair[1], &mut report)?;
+    let clean = report.clean_shutdown;
+    let named = checkpoint.and_then(|c| segments.iter().position(|s| s.base() == c.base_offset));
+    let last = segments.len() - 1;
+    let synced_until = named.unwrap_or(last);
+    let mut unsynced_from = synced_until;
+    for i in 0..synced_until {
+        match recover_sealed(&segments[i], &segments[i + 1], &mut report) {
+            // Without a checkpoint to say how far syncs got, the segment
+            // before the last may be one whose seal was under way.
+            Err(e) if e.is_corruption() && named.is_none() && !clean && i + 1 == last => {
+                unsynced_from = i;
+            }
+            other => other?,
+        }
     }
-    if let Some(last) = segments.last() {
-        recover_active(last, report.clean_shutdown, checkpoint, options, &mut report)?;
-    }
+    recover_unsynced(
+        storage,
+        dir,
+        &mut segments,
+        unsynced_from,
+        clean,
+        checkpoint,
+        options,
+        &mut report,
+    )?;
     report.segments = segments.len();
     Ok(Recovered { segments, report })
+}
+
+/// Recovers the segments from `from` on, which syncs may not have reached
+/// (see the module doc): each is scanned like the active one; one that
+/// ends short of the next segment's base is where the log now ends, and
+/// the segments after it are deleted (their records follow a gap).
+#[allow(clippy::too_many_arguments)]
+fn recover_unsynced(
+    storage: &dyn Storage,
+    dir: &Path,
+    segments: &mut Vec<Arc<Segment>>,
+    from: usize,
+    clean: bool,
+    checkpoint: Option<Checkpoint>,
+    options: &LogOptions,
+    report: &mut RecoveryReport,
+) -> Result<()> {
+    for i in from..segments.len() {
+        let segment = segments[i].clone();
+        let is_last = i + 1 == segments.len();
+        recover_active(&segment, clean && is_last, checkpoint, options, report)?;
+        let Some(next) = segments.get(i + 1) else {
+            return Ok(());
+        };
+        let end = segment.limit().end_offset;
+        if end > next.base() {
+            let kind = CorruptKind::OffsetGap {
+                expected: next.base(),
+                found: end,
+                next_segment: next.path().to_path_buf(),
+            };
+            return Err(Error::corrupt(segment.path(), segment.limit().end_pos, kind));
+        }
+        if end < next.base() {
+            for removed in segments.drain(i + 1..) {
+                remove_segment_files(storage, dir, removed.base(), report);
+            }
+            storage.sync_dir(dir)?;
+            return Ok(());
+        }
+        segment.indexes().seal()?;
+        segment.mark_sealed();
+    }
+    Ok(())
+}
+
+/// Deletes a segment's data and index files, reporting those it deleted.
+fn remove_segment_files(storage: &dyn Storage, dir: &Path, base: u64, report: &mut RecoveryReport) {
+    for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
+        let path = segment_file(dir, base, ext);
+        if storage.remove(&path).is_ok() {
+            report.removed_files.push(path);
+        }
+    }
 }
 
 /// The recognised files of a log directory.
@@ -226,6 +318,7 @@ fn open_segments(
     options: &LogOptions,
     bases: &[u64],
     checkpoint: Option<Checkpoint>,
+    now_ms: i64,
     report: &mut RecoveryReport,
 ) -> Result<Vec<Arc<Segment>>> {
     let mut segments = Vec::with_capacity(bases.len());
@@ -235,23 +328,38 @@ fn open_segments(
         let synced = checkpoint.is_some_and(|c| c.base_offset == base);
         match Segment::open(storage, dir, base, options.index_interval_bytes) {
             Ok(segment) => segments.push(Arc::new(segment)),
-            Err(e)
-                if may_be_torn(&e)
-                    && i + 1 == bases.len()
-                    && !synced
-                    && torn_creation(storage, dir, base)? =>
-            {
-                for ext in [DATA_EXT, OFFSET_INDEX_EXT, TIME_INDEX_EXT] {
-                    let path = segment_file(dir, base, ext);
-                    if storage.remove(&path).is_ok() {
-                        report.removed_files.push(path);
-                    }
+            Err(e) if may_be_torn(&e) && i + 1 == bases.len() && !synced => {
+                if torn_creation(storage, dir, base)? {
+                    remove_segment_files(storage, dir, base, report);
+                } else if checkpoint.is_none_or(|c| c.base_offset < base) {
+                    // Created by a roll whose seal was under way (the
+                    // checkpoint still names an earlier segment, perhaps
+                    // one retention removed since): its header was not
+                    // synced, but frames written after it were (by
+                    // writeback). Its name gives the header back.
+                    rewrite_header(storage, dir, base, now_ms)?;
+                    let segment = Segment::open(storage, dir, base, options.index_interval_bytes)?;
+                    segments.push(Arc::new(segment));
+                } else {
+                    return Err(e);
                 }
             }
             Err(e) => return Err(e),
         }
     }
     Ok(segments)
+}
+
+/// Writes the header of the segment starting at `base` again, durably.
+fn rewrite_header(storage: &dyn Storage, dir: &Path, base: u64, now_ms: i64) -> Result<()> {
+    let file = storage.open(&segment_file(dir, base, DATA_EXT), false)?;
+    let header = crate::format::SegmentHeader {
+        base_offset: base,
+        created_ms: now_ms,
+    };
+    file.write_all_at(&header.encode(), 0)?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// A header error that a crash while creating the segment can produce. A

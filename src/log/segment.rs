@@ -202,9 +202,16 @@ impl Indexes {
     /// Records the final maximum timestamp and trims both files to their
     /// entries, durably.
     pub(crate) fn seal(&mut self) -> Result<()> {
+        self.trim()?;
+        Ok(self.sync()?)
+    }
+
+    /// Records the final maximum timestamp and trims both files to their
+    /// entries, not durably: [`Indexes::sync`] makes that durable.
+    pub(crate) fn trim(&mut self) -> Result<()> {
         self.push_time_entry()?;
-        self.offsets.seal()?;
-        self.times.seal()?;
+        self.offsets.trim()?;
+        self.times.trim()?;
         Ok(())
     }
 
@@ -232,7 +239,8 @@ impl Indexes {
 }
 
 impl Segment {
-    /// Creates a new, empty segment durably (the caller syncs the directory).
+    /// Creates a new, empty segment: its header written, nothing synced
+    /// (the caller syncs the file and the directory).
     pub(crate) fn create(
         storage: &dyn Storage,
         dir: &Path,
@@ -249,7 +257,6 @@ impl Segment {
             created_ms: now_ms,
         };
         file.write_all_at(&header.encode(), 0)?;
-        file.sync_all()?;
         let mut indexes = Indexes::open(storage, dir, base, interval)?;
         indexes.reset(base, capacity)?;
         Ok(Self::assemble(base, path, file, indexes))
@@ -325,8 +332,9 @@ impl Segment {
         }
     }
 
-    /// Notes that a later segment exists: the data file was trimmed to its
-    /// frames and synced, its limit is final, and nothing writes it again.
+    /// Notes that a later segment exists: the data file was cut to its
+    /// frames (synced by the roll's seal, `seal.rs`), its limit is final,
+    /// and nothing writes it again.
     pub(crate) fn mark_sealed(&self) {
         self.sealed.store(true, Ordering::Release);
     }
@@ -346,13 +354,22 @@ impl Segment {
     }
 
     /// Cuts the data file to its frames (dropping any reservation) and
-    /// makes that durable: done before a segment is sealed or closed.
+    /// makes that durable: done before a segment is closed.
     pub(crate) fn trim(&self, end_pos: u64) -> std::io::Result<()> {
+        match self.cut(end_pos)? {
+            true => self.file.sync_all(),
+            false => self.file.sync_data(),
+        }
+    }
+
+    /// Cuts the data file to its frames (dropping any reservation), not
+    /// durably; true if its length changed.
+    pub(crate) fn cut(&self, end_pos: u64) -> std::io::Result<bool> {
         if self.file.size()? == end_pos {
-            return self.file.sync_data();
+            return Ok(false);
         }
         self.file.set_len(end_pos)?;
-        self.file.sync_all()
+        Ok(true)
     }
 
     pub(crate) fn base(&self) -> u64 {
