@@ -22,6 +22,7 @@ use crate::log::Position;
 use crate::patterns::headers;
 use crate::patterns::validate_requester_name;
 use crate::patterns::{CorrelationId, Reply, ReplyCheck, inbox_topic};
+use crate::record::StoredRecord;
 use crate::state::CorrelationIndex;
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,7 +66,7 @@ impl LogRequester {
         requesters.retain(|_, r| r.strong_count() > 0);
         requesters.insert(name.to_owned(), Arc::downgrade(&requester.inner));
         drop(requesters);
-        requester.inner.catch_up()?;
+        requester.inner.catch_up(None)?;
         Ok(requester)
     }
 }
@@ -82,15 +83,20 @@ impl RequesterBackend for LogRequester {
     }
 
     fn replies(&self, id: CorrelationId) -> Result<Vec<Reply>> {
-        self.inner.catch_up()?;
+        // Replies that arrived since the last call are read once, here.
+        let mut fresh = self.inner.catch_up(Some(id))?;
         let offsets = lock(&self.inner.index)
             .as_ref()
             .ok_or(Error::Closed)?
             .find(id.as_u128());
         let mut replies = Vec::with_capacity(offsets.len());
         for offset in offsets {
-            let Some(record) = self.inner.inbox.log().read(offset)? else {
-                continue;
+            let record = match fresh.iter().position(|record| record.offset() == offset) {
+                Some(at) => fresh.swap_remove(at),
+                None => match self.inner.inbox.log().read(offset)? {
+                    Some(record) => record,
+                    None => continue,
+                },
             };
             if record
                 .header(headers::CORRELATION_ID)
@@ -173,15 +179,17 @@ impl RequesterInner {
         Ok(())
     }
 
-    /// Indexes inbox records appended since the last call.
-    fn catch_up(&self) -> Result<()> {
+    /// Indexes inbox records appended since the last call; returns those
+    /// of them that answer `wanted`.
+    fn catch_up(&self, wanted: Option<CorrelationId>) -> Result<Vec<StoredRecord>> {
+        let mut answers = Vec::new();
         let mut index = lock(&self.index);
         let index = index.as_mut().ok_or(Error::Closed)?;
         let end = self.inbox.end_offset();
         let start = self.inbox.start_offset();
         let from = index.indexed_through().max(start);
         if from >= end {
-            return Ok(());
+            return Ok(answers);
         }
         let mut cursor = self.inbox.log().cursor(Position::Offset(from))?;
         while let Some(record) = cursor.next()? {
@@ -190,10 +198,13 @@ impl RequesterInner {
                 .and_then(CorrelationId::from_header)
             {
                 index.insert(id.as_u128(), record.offset(), start)?;
+                if wanted == Some(id) {
+                    answers.push(record);
+                }
             }
         }
         index.set_indexed_through(cursor.offset());
-        Ok(())
+        Ok(answers)
     }
 }
 
