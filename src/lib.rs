@@ -199,8 +199,9 @@ pub use log::{
 pub use nats::{NatsOptions, NatsStorage};
 pub use patterns::headers;
 pub use patterns::{
-    Backoff, ConsumerStats, CorrelationId, DeliveryOrder, GroupOptions, GroupStats, OnDeadLetter, OnExpiry,
-    Reply, Retention, RetryPolicy, StartAt, TopicOptions, TopicStats, dead_letter_topic, inbox_topic,
+    Backoff, ConsumerStats, CorrelationId, DeliveryOrder, GroupOptions, GroupStats, MAX_PREFETCH,
+    OnDeadLetter, OnExpiry, Reply, Retention, RetryPolicy, StartAt, TopicOptions, TopicStats,
+    dead_letter_topic, inbox_topic,
 };
 pub use patterns::{DEFAULT_DEDUPE_WINDOW, MAX_NAME_BYTES, validate_name};
 pub use record::{Record, StoredRecord};

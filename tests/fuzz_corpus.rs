@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use logbus::format::{
-    Checkpoint, EntryState, FRAME_MAX_BYTES, Failure, IndexKind, OffsetEntry, SegmentHeader, StateEvent,
-    TimeEntry, encode_frame, encode_index_header,
+    Checkpoint, EntryState, FRAME_MAX_BYTES, Failure, IndexKind, MAX_DELIVERED_RUN, OffsetEntry,
+    SegmentHeader, StateEvent, TimeEntry, encode_frame, encode_index_header,
 };
 use logbus::fuzzing::{Op, RecordSpec, RecoveryInput, SegmentFiles, TARGETS, Target, encode_ops};
 use logbus::internals::CorrelationTable;
@@ -323,6 +323,15 @@ fn state_event_seeds() -> Vec<(String, Vec<u8>)> {
                 lease_until_ms: -3,
             },
         ),
+        (
+            "delivered-run",
+            StateEvent::DeliveredRun {
+                offset: 1,
+                count: MAX_DELIVERED_RUN,
+                attempt: 1,
+                lease_until_ms: 3,
+            },
+        ),
         ("acked", StateEvent::Acked(4)),
         (
             "released",
@@ -359,7 +368,7 @@ fn state_event_seeds() -> Vec<(String, Vec<u8>)> {
     long.extend_from_slice(&1100u16.to_le_bytes());
     long.extend(std::iter::repeat_n(b'r', 1100));
     seeds.push(seed("reason-longer-than-kept", long));
-    seeds.push(seed("unknown-tag", [8, 0, 0]));
+    seeds.push(seed("unknown-tag", [9, 0, 0]));
     seeds.push(seed(
         "snapshot-count-max",
         [7, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff],

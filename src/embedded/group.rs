@@ -35,6 +35,7 @@
 //! Delivery is at-least-once: an ack lost in a crash, or a lease that
 //! expires while the receiver is still working, leads to a redelivery.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
@@ -84,6 +85,10 @@ struct GroupState {
     /// reported, so a new group holds back `Interest`/`WorkQueue` retention
     /// from the start, not only once it has acked something.
     reported_floor: Option<u64>,
+    /// Records a receive leased beyond what it returned
+    /// (`GroupOptions::prefetch`), their `Delivered` persisted, for the
+    /// next receives: handed out while still leased to their lease.
+    prefetched: VecDeque<(Lease, StoredRecord)>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -92,6 +97,13 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn rules_of(options: &GroupOptions) -> Rules {
+    Rules {
+        lease_ms: millis(options.lease),
+        retry: options.retry,
+    }
 }
 
 /// The topic as the machine sees it while acquiring: new records come from
@@ -202,6 +214,7 @@ impl LogGroup {
             machine,
             cursor,
             reported_floor: None,
+            prefetched: VecDeque::new(),
         };
         let inner = GroupInner {
             topic,
@@ -349,11 +362,7 @@ impl GroupInner {
     }
 
     fn rules(&self) -> Rules {
-        let options = self.options();
-        Rules {
-            lease_ms: millis(options.lease),
-            retry: options.retry,
-        }
+        rules_of(&self.options())
     }
 
     /// Opens the dead-letter topic ahead of the first dead letter, if the
@@ -391,9 +400,11 @@ impl GroupInner {
         ready(self.poll_in(max, Block))
     }
 
-    /// [`GroupInner::poll`], waiting for syncs as `wait` says. A future
-    /// dropped before it completed hands nothing out: its leases are taken
-    /// back (`Leasing`), as after a failure.
+    /// [`GroupInner::poll`], waiting for syncs as `wait` says: records
+    /// prefetched by an earlier receive first, then leases of its own, as
+    /// many as the prefetch says, the ones it does not return kept. A
+    /// future dropped before it completed hands nothing out: its leases are
+    /// taken back (`Leasing`), as after a failure.
     #[inline]
     async fn poll_in<W: Wait>(
         self: &Arc<Self>,
@@ -401,14 +412,26 @@ impl GroupInner {
         wait: W,
     ) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
-        let rules = self.rules();
+        let options = self.options();
+        let rules = rules_of(&options);
+        let mut deliveries = self.take_prefetched(max, &rules);
+        if max > 0 && deliveries.len() == max {
+            return Ok((deliveries, None));
+        }
+        let want = max - deliveries.len();
+        // A prefetched record's attempt counts even if it is never handed
+        // out: not when it would be the only one, nor for a receive of none.
+        let lease = match want > 0 && options.retry.max_attempts > 1 {
+            true => want.max(options.prefetch),
+            false => want,
+        };
         let mut leasing = Leasing {
             group: self,
-            batch: Batch::with_capacity(max),
+            batch: Batch::with_capacity(lease),
         };
         let mut settled = false;
         let next_due = loop {
-            let (claim, next_due) = self.acquire(max, &rules, &mut leasing.batch)?;
+            let (claim, next_due) = self.acquire(lease, &rules, &mut leasing.batch)?;
             let Some(claim) = claim else {
                 break next_due;
             };
@@ -416,21 +439,46 @@ impl GroupInner {
             self.dead_letter_in(claim, wait).await?;
         };
         settled |= leasing.batch.acquired.passed;
-        let deliveries = match leasing.batch.records.is_empty() {
-            true => Vec::new(),
-            false => {
-                // Attempts are durable before hand-out: one state write.
-                self.log.append_in(&leasing.batch.acquired.events, wait).await?;
-                let mut batch = leasing.into_batch();
-                let deliveries = self.hand_out(&mut batch);
-                batch.recycle();
-                deliveries
-            }
-        };
+        if !leasing.batch.records.is_empty() {
+            // Attempts are durable before hand-out: one state write.
+            self.log.append_in(&leasing.batch.acquired.events, wait).await?;
+            let mut batch = leasing.into_batch();
+            self.hand_out(&mut batch, want, &mut deliveries);
+            batch.recycle();
+        }
         if settled {
             self.after_settle()?;
         }
         Ok((deliveries, next_due))
+    }
+
+    /// Up to `max` records an earlier receive prefetched, each still leased
+    /// to its lease; one with less than half its lease left gets a fresh
+    /// one. Those whose lease ran out (they are due again) are dropped.
+    fn take_prefetched(self: &Arc<Self>, max: usize, rules: &Rules) -> Vec<LogDelivery> {
+        let mut deliveries = Vec::new();
+        let mut state = lock(&self.state);
+        if state.prefetched.is_empty() {
+            return deliveries;
+        }
+        let now = self.now_ms();
+        state.machine.expire(now, rules);
+        while deliveries.len() < max {
+            let Some((lease, record)) = state.prefetched.pop_front() else {
+                break;
+            };
+            let Some(until_ms) = state.machine.lease_end(&lease) else {
+                continue;
+            };
+            if until_ms.saturating_sub(now) < rules.lease_ms / 2 {
+                // Still its lease: extending it cannot fail.
+                let _ = state.machine.extend(&lease, now.saturating_add(rules.lease_ms));
+            }
+            deliveries.push(self.delivery(lease, record));
+        }
+        drop(state);
+        self.count_redeliveries(deliveries.iter().map(|d| &d.lease));
+        deliveries
     }
 
     /// Runs the machine's acquire under the lock, adding the leases and
@@ -456,23 +504,35 @@ impl GroupInner {
         Ok((dead, machine.next_due()))
     }
 
-    /// Hands out the records of `batch`, its attempts persisted, leaving
-    /// it empty.
+    /// Hands out the first `want` records of `batch`, its attempts
+    /// persisted, into `deliveries`, and keeps the rest for the next
+    /// receives; leaves `batch` empty.
     #[inline]
-    fn hand_out(self: &Arc<Self>, batch: &mut Batch) -> Vec<LogDelivery> {
-        let leases = &mut batch.acquired.leases;
-        let redelivered = leases.iter().filter(|lease| lease.attempt > 1).count();
-        self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
-        leases
-            .drain(..)
-            .zip(batch.records.drain(..))
-            .map(|(lease, record)| LogDelivery {
-                group: self.clone(),
-                record,
-                lease,
-                settled: false,
-            })
-            .collect()
+    fn hand_out(self: &Arc<Self>, batch: &mut Batch, want: usize, deliveries: &mut Vec<LogDelivery>) {
+        let leases = &batch.acquired.leases;
+        self.count_redeliveries(leases.iter().take(want));
+        let mut leased = batch.acquired.leases.drain(..).zip(batch.records.drain(..));
+        deliveries.extend((leased.by_ref().take(want)).map(|(lease, record)| self.delivery(lease, record)));
+        if leased.len() > 0 {
+            lock(&self.state).prefetched.extend(leased);
+        }
+    }
+
+    fn delivery(self: &Arc<Self>, lease: Lease, record: StoredRecord) -> LogDelivery {
+        LogDelivery {
+            group: self.clone(),
+            record,
+            lease,
+            settled: false,
+        }
+    }
+
+    /// Counts the redeliveries among `leases`, handed out now.
+    fn count_redeliveries<'a>(&self, leases: impl Iterator<Item = &'a Lease>) {
+        let redelivered = leases.filter(|lease| lease.attempt > 1).count();
+        if redelivered > 0 {
+            self.redeliveries.fetch_add(redelivered as u64, Ordering::Relaxed);
+        }
     }
 
     /// Writes the claimed record to the dead-letter topic (exactly once,
@@ -620,6 +680,7 @@ impl GroupInner {
             // snapshot forgets: written after it, one would settle a
             // record admitted again since.
             drop(state.machine.take_owed());
+            state.prefetched.clear();
             state.cursor = log.cursor(Position::Offset(offset))?;
             state.reported_floor = Some(offset);
         }

@@ -32,4 +32,6 @@ pub use index_entry::{
 pub use segment_header::{
     FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, decode_segment_header,
 };
-pub use state::{EntryState, Failure, MAX_FAILURES_KEPT, MAX_REASON_BYTES, StateEvent, truncate_utf8};
+pub use state::{
+    EntryState, Failure, MAX_DELIVERED_RUN, MAX_FAILURES_KEPT, MAX_REASON_BYTES, StateEvent, truncate_utf8,
+};

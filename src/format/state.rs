@@ -11,12 +11,20 @@
 //! 5 DeadIntent    | offset u64 | dlq_end u64 | failure
 //! 6 DeadLettered  | offset u64
 //! 7 Snapshot      | next_offset u64 | count u32 | count x entry
+//! 8 DeliveredRun  | offset u64 | count u32 | attempt u32 | lease_until_ms i64
 //! entry   := offset u64 | attempts u32 | not_before_ms i64 | done u8 | failures u8 | failures x failure
 //! failure := at_ms i64 | reason_len u16 | reason (UTF-8)
 //! ```
+//!
+//! A `DeliveredRun` is `count` `Delivered` events of the consecutive offsets
+//! from `offset` with one attempt and lease end (what one receive that
+//! leases new records persists), `count` from 1 to [`MAX_DELIVERED_RUN`].
 
 use crate::error::CorruptKind;
 
+/// Most records one [`StateEvent::DeliveredRun`] covers: a bound on what
+/// one decoded event makes a replay do.
+pub const MAX_DELIVERED_RUN: u32 = 4096;
 /// Most failures remembered per record (oldest dropped first).
 pub const MAX_FAILURES_KEPT: usize = 16;
 /// Longest failure reason kept, in bytes (longer ones are cut).
@@ -55,6 +63,18 @@ pub enum StateEvent {
     Delivered {
         /// Topic offset.
         offset: u64,
+        /// Attempt number, from 1.
+        attempt: u32,
+        /// Lease end, ms since the Unix epoch.
+        lease_until_ms: i64,
+    },
+    /// Records `offset..offset + count` were handed out, each as a
+    /// `Delivered` with this attempt and lease end would say.
+    DeliveredRun {
+        /// Topic offset of the first.
+        offset: u64,
+        /// How many, from 1 to [`MAX_DELIVERED_RUN`].
+        count: u32,
         /// Attempt number, from 1.
         attempt: u32,
         /// Lease end, ms since the Unix epoch.
@@ -100,6 +120,7 @@ const RELEASED: u8 = 4;
 const DEAD_INTENT: u8 = 5;
 const DEAD_LETTERED: u8 = 6;
 const SNAPSHOT: u8 = 7;
+const DELIVERED_RUN: u8 = 8;
 
 impl StateEvent {
     /// Encodes the event (for the fuzzers and tests: the library encodes
@@ -122,6 +143,17 @@ impl StateEvent {
                 lease_until_ms,
             } => {
                 put_tag_u64(out, DELIVERED, *offset);
+                out.extend_from_slice(&attempt.to_le_bytes());
+                out.extend_from_slice(&lease_until_ms.to_le_bytes());
+            }
+            StateEvent::DeliveredRun {
+                offset,
+                count,
+                attempt,
+                lease_until_ms,
+            } => {
+                put_tag_u64(out, DELIVERED_RUN, *offset);
+                out.extend_from_slice(&count.to_le_bytes());
                 out.extend_from_slice(&attempt.to_le_bytes());
                 out.extend_from_slice(&lease_until_ms.to_le_bytes());
             }
@@ -165,6 +197,20 @@ impl StateEvent {
                 attempt: input.u32()?,
                 lease_until_ms: input.i64()?,
             },
+            DELIVERED_RUN => {
+                let offset = input.u64()?;
+                let count = input.u32()?;
+                if !(1..=MAX_DELIVERED_RUN).contains(&count) || offset.checked_add(u64::from(count)).is_none()
+                {
+                    return Err(CorruptKind::Malformed("delivered run of a bad length"));
+                }
+                StateEvent::DeliveredRun {
+                    offset,
+                    count,
+                    attempt: input.u32()?,
+                    lease_until_ms: input.i64()?,
+                }
+            }
             ACKED => StateEvent::Acked(input.u64()?),
             RELEASED => StateEvent::Released {
                 offset: input.u64()?,
@@ -319,6 +365,12 @@ mod tests {
                 attempt: 2,
                 lease_until_ms: -3,
             },
+            StateEvent::DeliveredRun {
+                offset: 11,
+                count: MAX_DELIVERED_RUN,
+                attempt: 1,
+                lease_until_ms: 12,
+            },
             StateEvent::Acked(4),
             StateEvent::Released {
                 offset: 5,
@@ -351,6 +403,19 @@ mod tests {
             let mut longer = bytes.clone();
             longer.push(0);
             assert!(StateEvent::decode(&longer).is_err());
+        }
+    }
+
+    #[test]
+    fn a_delivered_run_of_no_record_too_many_or_past_the_last_offset_is_refused() {
+        for (offset, count) in [(0, 0), (0, MAX_DELIVERED_RUN + 1), (u64::MAX - 1, 2)] {
+            let run = StateEvent::DeliveredRun {
+                offset,
+                count,
+                attempt: 1,
+                lease_until_ms: 0,
+            };
+            assert!(StateEvent::decode(&run.encode()).is_err(), "{offset} + {count}");
         }
     }
 

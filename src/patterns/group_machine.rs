@@ -85,7 +85,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::format::{EntryState, Failure, MAX_FAILURES_KEPT, StateEvent};
+use crate::format::{EntryState, Failure, MAX_DELIVERED_RUN, MAX_FAILURES_KEPT, StateEvent};
 use crate::patterns::group_options::{DeliveryOrder, OnDeadLetter};
 use crate::patterns::retry::RetryPolicy;
 use keys::Keys;
@@ -95,6 +95,51 @@ use keys::Keys;
 /// share groups bound the records they lock), so one busy key with a long
 /// backlog costs bounded memory.
 pub(crate) const MAX_BLOCKED: usize = 10_000;
+
+/// Appends `event` (a `Delivered`) to `events`, into the run the last
+/// event from `first` on is if it extends it: one receive that leases
+/// consecutive new records persists one event.
+fn push_delivered(events: &mut Vec<StateEvent>, first: usize, event: StateEvent) {
+    let StateEvent::Delivered {
+        offset,
+        attempt,
+        lease_until_ms,
+    } = event
+    else {
+        return events.push(event);
+    };
+    let run = match events.last() {
+        Some(&StateEvent::Delivered {
+            offset: start,
+            attempt: a,
+            lease_until_ms: until,
+        }) => Some((start, 1, a, until)),
+        Some(&StateEvent::DeliveredRun {
+            offset: start,
+            count,
+            attempt: a,
+            lease_until_ms: until,
+        }) => Some((start, count, a, until)),
+        _ => None,
+    };
+    match run {
+        Some((start, count, a, until))
+            if events.len() > first
+                && (a, until) == (attempt, lease_until_ms)
+                && start.checked_add(u64::from(count)) == Some(offset)
+                && count < MAX_DELIVERED_RUN =>
+        {
+            let last = events.len() - 1;
+            events[last] = StateEvent::DeliveredRun {
+                offset: start,
+                count: count + 1,
+                attempt,
+                lease_until_ms,
+            };
+        }
+        _ => events.push(event),
+    }
+}
 
 /// Appends a failure, keeping the most recent [`MAX_FAILURES_KEPT`].
 pub(crate) fn push_failure(failures: &mut Vec<Failure>, failure: Failure) {
@@ -316,6 +361,16 @@ impl GroupMachine {
                 attempt,
                 lease_until_ms,
             } => self.delivered(*offset, *attempt, *lease_until_ms),
+            StateEvent::DeliveredRun {
+                offset,
+                count,
+                attempt,
+                lease_until_ms,
+            } => {
+                for offset in *offset..offset.saturating_add(u64::from(*count)) {
+                    self.delivered(offset, *attempt, *lease_until_ms);
+                }
+            }
             StateEvent::Released {
                 offset,
                 not_before_ms,
@@ -462,6 +517,7 @@ impl GroupMachine {
         self.expire(now, rules);
         self.learn_keys(source)?;
         let first = acquired.leases.len();
+        let first_event = acquired.events.len();
         while acquired.leases.len() < max {
             let mut new_key = None;
             let (offset, attempts) = match self.candidate(now, source) {
@@ -492,12 +548,12 @@ impl GroupMachine {
                         }
                         Err(e) => {
                             self.schedule(offset, now);
-                            return Err(self.abandon(acquired, first, now, e));
+                            return Err(self.abandon(acquired, (first, first_event), now, e));
                         }
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return Err(self.abandon(acquired, first, now, e)),
+                Err(e) => return Err(self.abandon(acquired, (first, first_event), now, e)),
             };
             if let Some(not_before_ms) = source.not_before().filter(|&at| at > now) {
                 source.put_back();
@@ -521,21 +577,24 @@ impl GroupMachine {
                 attempt: attempts + 1,
                 token: self.next_token - 1,
             });
-            acquired.events.push(event);
+            push_delivered(&mut acquired.events, first_event, event);
         }
         acquired.events.append(&mut self.owed);
         Ok(None)
     }
 
     /// Takes back what the failed acquire that started with `first`
-    /// leases in `acquired` leased.
-    fn abandon(&mut self, acquired: &mut Acquired, first: usize, now: i64, error: Error) -> Error {
-        let leased = &acquired.leases[first..];
-        self.unlease(leased, now);
-        acquired.events.retain(|event| match event {
-            StateEvent::Delivered { offset, .. } => !leased.iter().any(|lease| lease.offset == *offset),
-            _ => true,
-        });
+    /// leases and `first_event` events in `acquired` leased: its events
+    /// are its leases' (owed ones are added only when it succeeds).
+    fn abandon(
+        &mut self,
+        acquired: &mut Acquired,
+        (first, first_event): (usize, usize),
+        now: i64,
+        error: Error,
+    ) -> Error {
+        self.unlease(&acquired.leases[first..], now);
+        acquired.events.truncate(first_event);
         acquired.leases.truncate(first);
         error
     }
@@ -646,6 +705,14 @@ impl GroupMachine {
         match owned {
             true => Ok(()),
             false => Err(Error::LeaseExpired { offset: lease.offset }),
+        }
+    }
+
+    /// When `lease`'s lease ends, if its record is still leased to it.
+    pub(crate) fn lease_end(&self, lease: &Lease) -> Option<i64> {
+        match self.entries.get(&lease.offset)?.status {
+            Status::Leased { token, until_ms } if token == lease.token => Some(until_ms),
+            _ => None,
         }
     }
 
@@ -940,6 +1007,32 @@ mod tests {
 
         fn redriven(&self) -> bool {
             false
+        }
+    }
+
+    #[test]
+    fn new_records_leased_together_persist_as_one_run_that_replays_to_the_same_state() {
+        let rules = Rules {
+            lease_ms: 1000,
+            retry: RetryPolicy::default(),
+        };
+        let mut machine = GroupMachine::new(0, fastrand::Rng::with_seed(1));
+        let mut acquired = Acquired::default();
+        machine
+            .acquire(100, 5, &rules, &mut Topic(0..5), &mut acquired)
+            .unwrap();
+        let run = StateEvent::DeliveredRun {
+            offset: 0,
+            count: 5,
+            attempt: 1,
+            lease_until_ms: 1100,
+        };
+        assert_eq!(acquired.events, [run]);
+        let replayed = GroupMachine::replay(&acquired.events, 0, fastrand::Rng::with_seed(1));
+        assert_eq!(replayed.snapshot(), machine.snapshot());
+        assert_eq!(replayed.in_flight(), 5);
+        for lease in &acquired.leases {
+            assert_eq!(replayed.lease_end(lease), Some(1100));
         }
     }
 

@@ -42,7 +42,13 @@ pub struct GroupOptions {
     /// What a per-key group does with a key after one of its records was
     /// dead-lettered.
     pub on_dead_letter: OnDeadLetter,
+    /// How many records one receive leases at most (default 1: only what
+    /// it returns). See [`GroupOptions::prefetch`].
+    pub prefetch: usize,
 }
+
+/// The most records [`GroupOptions::prefetch`] takes.
+pub const MAX_PREFETCH: usize = 1024;
 
 /// What a per-key group ([`DeliveryOrder::PerKey`]) does with a key once
 /// one of its records was dead-lettered.
@@ -100,6 +106,7 @@ impl Default for GroupOptions {
             on_expiry: OnExpiry::DeadLetter,
             ordering: DeliveryOrder::Unordered,
             on_dead_letter: OnDeadLetter::Continue,
+            prefetch: 1,
         }
     }
 }
@@ -180,7 +187,25 @@ impl GroupOptions {
         self
     }
 
+    /// Lets a receive lease up to `prefetch` records (1 to
+    /// [`MAX_PREFETCH`]; default 1) with one state write, and keep those it
+    /// does not return for the group's next receives in this process, as
+    /// RabbitMQ's prefetch or Kafka's `max.poll.records` do. A record's
+    /// attempt counts from when it was leased; one kept that long gets a
+    /// fresh lease when it is handed out once half of its lease is gone,
+    /// and one whose lease ran out meanwhile is redelivered like any. A
+    /// record kept and never handed out when the process stops (or the
+    /// group's last handle is dropped) counts that attempt, as a delivery
+    /// open at a crash does. The records kept count in
+    /// [`GroupStats::in_flight`]. The embedded backend only: on NATS the
+    /// pull consumer fetches as it does without it.
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
+        self
+    }
+
     /// [`Error::InvalidArgument`] unless attempts and lease are positive,
+    /// the prefetch is 1 to [`MAX_PREFETCH`],
     /// a parking group orders per key and dead-letters, and, when
     /// dead-lettering, the dead-letter topic of `topic` has a valid name.
     pub(crate) fn validate_for(&self, topic: &str) -> Result<()> {
@@ -188,6 +213,12 @@ impl GroupOptions {
             return Err(Error::InvalidArgument(
                 "max_attempts and lease must be positive".into(),
             ));
+        }
+        if !(1..=MAX_PREFETCH).contains(&self.prefetch) {
+            return Err(Error::InvalidArgument(format!(
+                "prefetch must be 1 to {MAX_PREFETCH}, not {}",
+                self.prefetch
+            )));
         }
         let parks = self.on_dead_letter == OnDeadLetter::ParkKey;
         if parks && (self.ordering != DeliveryOrder::PerKey || !self.dead_letter) {

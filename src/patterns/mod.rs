@@ -31,7 +31,7 @@ pub(crate) use dead_letter::{
 #[cfg(feature = "nats")]
 pub(crate) use group_machine::push_failure;
 pub(crate) use group_machine::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
-pub use group_options::{DeliveryOrder, GroupOptions, GroupStats, OnDeadLetter, OnExpiry};
+pub use group_options::{DeliveryOrder, GroupOptions, GroupStats, MAX_PREFETCH, OnDeadLetter, OnExpiry};
 pub use group_state::GroupSummary;
 #[cfg(feature = "internals")]
 pub(crate) use group_state::unsettled_offsets;

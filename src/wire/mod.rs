@@ -39,7 +39,7 @@ use crate::log::SEGMENT_BYTES_MAX;
 pub(crate) const OWNER: &str = "owner process";
 
 /// The protocol's version: both sides must speak the same.
-pub(crate) const PROTOCOL_VERSION: u16 = 1;
+pub(crate) const PROTOCOL_VERSION: u16 = 2;
 const MAGIC: [u8; 4] = *b"LBUS";
 /// A message's upper bound: the largest batch (a whole segment) and room
 /// for its framing.

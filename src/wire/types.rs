@@ -113,7 +113,8 @@ pub(crate) fn put_group_options(enc: &mut Enc, options: &GroupOptions) {
     .u8(match options.on_dead_letter {
         OnDeadLetter::Continue => 0,
         OnDeadLetter::ParkKey => 1,
-    });
+    })
+    .u32(u32::try_from(options.prefetch).unwrap_or(u32::MAX));
 }
 
 pub(crate) fn get_group_options(dec: &mut Dec) -> Decoded<GroupOptions> {
@@ -145,6 +146,7 @@ pub(crate) fn get_group_options(dec: &mut Dec) -> Decoded<GroupOptions> {
         1 => OnDeadLetter::ParkKey,
         _ => return Err(bad("bad dead-letter action")),
     };
+    let prefetch = dec.u32()? as usize;
     Ok(GroupOptions {
         lease,
         retry: RetryPolicy {
@@ -156,6 +158,7 @@ pub(crate) fn get_group_options(dec: &mut Dec) -> Decoded<GroupOptions> {
         on_expiry,
         ordering,
         on_dead_letter,
+        prefetch,
     })
 }
 
@@ -317,7 +320,8 @@ mod tests {
             .start(StartAt::Timestamp(-5))
             .on_expiry(OnExpiry::Drop)
             .ordering(DeliveryOrder::PerKey)
-            .on_dead_letter(OnDeadLetter::ParkKey);
+            .on_dead_letter(OnDeadLetter::ParkKey)
+            .prefetch(64);
         assert_eq!(
             round_trip(&options, put_group_options, get_group_options),
             options

@@ -83,11 +83,15 @@ fn settle(verifier: &mut Verifier, delivery: Delivery) -> Res<()> {
     Ok(())
 }
 
+/// How many records one receive of the queue case leases
+/// (`GroupOptions::prefetch`; RabbitMQ and Kafka consumers prefetch too).
+const QUEUE_PREFETCH: usize = 64;
+
 /// Publishes `spec.n` values to a topic, then receives and acks them all
 /// through one consumer group; closes the bus.
 pub fn queue(bus: Bus, spec: &Spec, values: &Values, receive: Receive) -> Res<Outcome> {
     let topic = bus.topic("jobs")?;
-    let group = topic.group("workers", GroupOptions::default())?;
+    let group = topic.group("workers", GroupOptions::default().prefetch(QUEUE_PREFETCH))?;
     let started = Instant::now();
     values.each(spec.n, |_, value| {
         topic.publish(&Record::new(value))?;

@@ -355,8 +355,9 @@ impl Harness {
             }
         }
         let Acquired { leases, events, .. } = acquired;
-        assert_eq!(events.len(), leases.len());
-        for (lease, event) in leases.iter().zip(&events) {
+        let delivered = one_per_record(&events);
+        assert_eq!(delivered.len(), leases.len());
+        for (lease, event) in leases.iter().zip(&delivered) {
             let persisted = StateEvent::Delivered {
                 offset: lease.offset,
                 attempt: lease.attempt,
@@ -848,4 +849,28 @@ proptest! {
         }
         harness.drain();
     }
+}
+
+/// `events` with each `DeliveredRun` written out as the `Delivered` of
+/// each of its records.
+fn one_per_record(events: &[StateEvent]) -> Vec<StateEvent> {
+    let mut out = Vec::new();
+    for event in events {
+        match *event {
+            StateEvent::DeliveredRun {
+                offset,
+                count,
+                attempt,
+                lease_until_ms,
+            } => out.extend(
+                (offset..offset + u64::from(count)).map(|offset| StateEvent::Delivered {
+                    offset,
+                    attempt,
+                    lease_until_ms,
+                }),
+            ),
+            _ => out.push(event.clone()),
+        }
+    }
+    out
 }
