@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use logbus::clock::SimClock;
-use logbus::{Backoff, Bus, BusOptions, Error, GroupOptions, Record, RetryPolicy, StartAt};
+use logbus::{Backoff, Bus, BusOptions, Error, Group, GroupOptions, Record, RetryPolicy, StartAt};
 
 fn options(prefetch: usize) -> GroupOptions {
     GroupOptions::default()
@@ -30,6 +30,31 @@ fn publish(bus: &Bus, count: u64) {
     }
 }
 
+/// A bus in `dir` with `count` records on `jobs` and the group `workers`
+/// on it, with `prefetch`.
+fn jobs(dir: &std::path::Path, count: u64, prefetch: usize) -> (Bus, Group) {
+    let bus = Bus::open(dir, BusOptions::default()).unwrap();
+    publish(&bus, count);
+    let group = bus
+        .topic("jobs")
+        .unwrap()
+        .group("workers", options(prefetch))
+        .unwrap();
+    (bus, group)
+}
+
+/// Receives and acks everything available; each record's offset and
+/// attempt.
+fn drain(group: &Group) -> Vec<(u64, u32)> {
+    std::iter::from_fn(|| group.try_recv().unwrap())
+        .map(|delivery| {
+            let seen = (delivery.record().offset(), delivery.attempt());
+            delivery.ack().unwrap();
+            seen
+        })
+        .collect()
+}
+
 fn state_log_records(dir: &std::path::Path) -> u64 {
     let state = dir.join("state/groups/jobs/workers");
     logbus::Log::open(&state, logbus::LogOptions::default())
@@ -40,21 +65,16 @@ fn state_log_records(dir: &std::path::Path) -> u64 {
 #[test]
 fn records_go_out_once_in_order_with_one_state_write_per_prefetch() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    publish(&bus, 100);
-    let group = bus.topic("jobs").unwrap().group("workers", options(16)).unwrap();
+    let (bus, group) = jobs(dir.path(), 100, 16);
     let before = group.stats().unwrap();
     assert_eq!(before.in_flight, 0);
     let first = group.try_recv().unwrap().expect("a record");
     assert_eq!(group.stats().unwrap().in_flight, 16, "the kept ones are leased");
     first.ack().unwrap();
-    let mut seen = vec![0];
-    while let Some(delivery) = group.try_recv().unwrap() {
-        assert_eq!(delivery.attempt(), 1);
-        seen.push(delivery.record().offset());
-        delivery.ack().unwrap();
-    }
-    assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    assert_eq!(
+        drain(&group),
+        (1..100).map(|offset| (offset, 1)).collect::<Vec<_>>()
+    );
     let stats = group.stats().unwrap();
     assert_eq!((stats.in_flight, stats.lag, stats.acked), (0, 0, 100));
     drop(group);
@@ -68,9 +88,7 @@ fn records_go_out_once_in_order_with_one_state_write_per_prefetch() {
 #[test]
 fn concurrent_receivers_never_share_a_record() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    publish(&bus, 400);
-    let group = bus.topic("jobs").unwrap().group("workers", options(8)).unwrap();
+    let (bus, group) = jobs(dir.path(), 400, 8);
     let seen: Vec<Vec<u64>> = std::thread::scope(|scope| {
         let receivers: Vec<_> = (0..4)
             .map(|_| {
@@ -126,51 +144,31 @@ fn a_kept_record_gets_a_fresh_lease_when_handed_out_late_and_is_redelivered_once
 #[test]
 fn a_seek_drops_the_kept_records() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    publish(&bus, 10);
-    let group = bus.topic("jobs").unwrap().group("workers", options(5)).unwrap();
+    let (bus, group) = jobs(dir.path(), 10, 5);
     group.try_recv().unwrap().expect("offset 0").ack().unwrap();
     group.seek(StartAt::Offset(7)).unwrap();
-    let offsets: Vec<u64> = std::iter::from_fn(|| group.try_recv().unwrap())
-        .map(|delivery| {
-            let offset = delivery.record().offset();
-            delivery.ack().unwrap();
-            offset
-        })
-        .collect();
-    assert_eq!(offsets, [7, 8, 9]);
+    assert_eq!(drain(&group), [(7, 1), (8, 1), (9, 1)]);
     bus.close().unwrap();
 }
 
 #[test]
 fn records_kept_when_the_bus_closes_count_their_attempt() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    publish(&bus, 5);
-    let group = bus.topic("jobs").unwrap().group("workers", options(4)).unwrap();
+    let (bus, group) = jobs(dir.path(), 5, 4);
     group.try_recv().unwrap().expect("offset 0").ack().unwrap();
     drop(group);
     bus.close().unwrap();
 
     let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
     let group = bus.topic("jobs").unwrap().group("workers", options(1)).unwrap();
-    let attempts: Vec<(u64, u32)> = std::iter::from_fn(|| group.try_recv().unwrap())
-        .map(|delivery| {
-            let seen = (delivery.record().offset(), delivery.attempt());
-            delivery.ack().unwrap();
-            seen
-        })
-        .collect();
-    assert_eq!(attempts, [(1, 2), (2, 2), (3, 2), (4, 1)]);
+    assert_eq!(drain(&group), [(1, 2), (2, 2), (3, 2), (4, 1)]);
     bus.close().unwrap();
 }
 
 #[test]
 fn a_receive_of_none_leases_none() {
     let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::open(dir.path(), BusOptions::default()).unwrap();
-    publish(&bus, 3);
-    let group = bus.topic("jobs").unwrap().group("workers", options(8)).unwrap();
+    let (bus, group) = jobs(dir.path(), 3, 8);
     assert!(group.try_recv_batch(0).unwrap().is_empty());
     assert!(group.recv_batch(0, Duration::from_secs(1)).unwrap().is_empty());
     assert_eq!(group.stats().unwrap().in_flight, 0);
