@@ -419,6 +419,19 @@ backend_tests! {
         bus.close().expect("close");
     }
 
+    /// On NATS the cancelled receive leaves its pull pending, and the next
+    /// receive waits for it on the connection's timer, from a thread of no
+    /// runtime (this once panicked making that timer outside the runtime).
+    fn a_receive_after_a_cancelled_recv_async_waits_out_its_timeout(backend: &TestBackend) {
+        let (bus, topic) = open(backend);
+        let mut sub = topic.subscribe("s", StartAt::Earliest).expect("sub");
+        assert!(poll_once(sub.recv_async()).is_pending(), "nothing published yet");
+        assert!(sub.recv(Duration::from_millis(200)).expect("recv").is_none());
+        publish(&topic, 0..1);
+        assert_eq!(check(&sub.recv(TIMEOUT).expect("recv").expect("record 0")), 0);
+        bus.close().expect("close");
+    }
+
     /// Also after a reopen, before any topic is opened again.
     fn topic_names_and_bus_stats_list_the_stored_topics_sorted(backend: &TestBackend) {
         let bus = backend.open();

@@ -361,9 +361,10 @@ impl NatsClient {
     }
 
     /// Waits `duration` on the connection's runtime's timer, from any
-    /// executor.
+    /// executor. The timer is made inside the task: making one needs the
+    /// runtime's context, which the caller's thread may not have.
     pub(crate) async fn sleep(&self, duration: Duration) -> Result<()> {
-        self.run(tokio::time::sleep(duration)).await
+        self.run(async move { tokio::time::sleep(duration).await }).await
     }
 
     /// Flushes what was sent and closes the connection.
