@@ -60,14 +60,14 @@ fn undo_partial_write(segment: &Segment, position: u64, mark: IndexMark) {
 }
 
 /// Waits for the seal the last roll started on its own thread, if any, and
-/// returns its failure. A no-op on that thread itself (it may drop the last
-/// handle and close the log).
+/// returns its failure. (That thread holds no handle of the log, so it
+/// never closes it and never gets here.)
 fn finish_seal(writer: &mut Writer) -> std::io::Result<()> {
     match writer.sealing.take() {
-        Some(thread) if thread.thread().id() != std::thread::current().id() => thread
+        Some(thread) => thread
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the segment seal thread panicked"))),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
