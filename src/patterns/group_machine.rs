@@ -82,12 +82,14 @@
 //! Done; `Snapshot` replaces everything. An event about an offset below
 //! `next_offset` without an entry (settled and pruned) changes nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use crate::error::{Error, Result};
 use crate::format::{EntryState, Failure, MAX_DELIVERED_RUN, MAX_FAILURES_KEPT, StateEvent};
 use crate::patterns::group_options::{DeliveryOrder, OnDeadLetter};
 use crate::patterns::retry::RetryPolicy;
+use deadlines::Deadlines;
+use entries::Entries;
 use keys::Keys;
 
 /// Most records a per-key group keeps admitted behind busy keys: past that
@@ -289,9 +291,9 @@ impl Entry {
 #[derive(Debug)]
 pub(crate) struct GroupMachine {
     next_offset: u64,
-    entries: BTreeMap<u64, Entry>,
+    entries: Entries<Entry>,
     ready: BTreeSet<(i64, u64)>,
-    leases: BTreeSet<(i64, u64)>,
+    leases: Deadlines,
     next_token: u64,
     rng: fastrand::Rng,
     ordering: DeliveryOrder,
@@ -314,9 +316,9 @@ impl GroupMachine {
     pub(crate) fn new(start: u64, rng: fastrand::Rng) -> GroupMachine {
         GroupMachine {
             next_offset: start,
-            entries: BTreeMap::new(),
+            entries: Entries::default(),
             ready: BTreeSet::new(),
-            leases: BTreeSet::new(),
+            leases: Deadlines::default(),
             next_token: 1,
             rng,
             ordering: DeliveryOrder::Unordered,
@@ -432,7 +434,7 @@ impl GroupMachine {
                     ..Entry::new(0)
                 },
             );
-            self.leases.insert((until_ms, offset));
+            self.leases.insert(until_ms, offset);
             return;
         }
         let Some(entry) = self.unsettled(offset) else {
@@ -460,17 +462,20 @@ impl GroupMachine {
 
     /// The entry of `offset` unless it is Done or gone.
     fn unsettled(&mut self, offset: u64) -> Option<&mut Entry> {
-        self.entries.get_mut(&offset).filter(|e| e.status != Status::Done)
+        self.entries.get_mut(offset).filter(|e| e.status != Status::Done)
     }
 
     /// Sets the status of `offset`, keeping `ready` and `leases` in step.
     fn set_status(&mut self, offset: u64, status: Status) {
-        let Some(entry) = self.entries.get_mut(&offset) else {
+        let Some(entry) = self.entries.get_mut(offset) else {
             return;
         };
         match entry.status {
             Status::Available { not_before_ms } => self.ready.remove(&(not_before_ms, offset)),
-            Status::Leased { until_ms, .. } => self.leases.remove(&(until_ms, offset)),
+            Status::Leased { until_ms, .. } => {
+                self.leases.remove(until_ms, offset);
+                false
+            }
             Status::Blocked { .. } => {
                 self.keys.blocked -= 1;
                 false
@@ -479,7 +484,10 @@ impl GroupMachine {
         };
         match status {
             Status::Available { not_before_ms } => self.ready.insert((not_before_ms, offset)),
-            Status::Leased { until_ms, .. } => self.leases.insert((until_ms, offset)),
+            Status::Leased { until_ms, .. } => {
+                self.leases.insert(until_ms, offset);
+                false
+            }
             Status::Blocked { .. } => {
                 self.keys.blocked += 1;
                 false
@@ -532,7 +540,7 @@ impl GroupMachine {
                     (offset, 0)
                 }
                 Ok(Some(Candidate::Due(offset))) => {
-                    let Some(entry) = self.entries.get(&offset) else {
+                    let Some(entry) = self.entries.get(offset) else {
                         break;
                     };
                     let attempts = entry.attempts;
@@ -630,7 +638,9 @@ impl GroupMachine {
     /// the module doc).
     fn admit(&mut self, offset: u64, status: Status) {
         self.next_offset = self.next_offset.max(offset + 1);
-        self.entries.entry(offset).or_insert_with(|| Entry::new(0));
+        if self.entries.get(offset).is_none() {
+            self.entries.insert(offset, Entry::new(0));
+        }
         self.set_status(offset, status);
     }
 
@@ -643,7 +653,7 @@ impl GroupMachine {
 
     fn claim(&mut self, offset: u64) -> Claim {
         self.set_status(offset, Status::DeadLettering);
-        let intended = match self.entries.get(&offset).map(|e| e.dead) {
+        let intended = match self.entries.get(offset).map(|e| e.dead) {
             Some(DeadStep::Intended { dlq_end }) => Some(dlq_end),
             _ => None,
         };
@@ -652,10 +662,10 @@ impl GroupMachine {
 
     /// Releases every lease that ended by `now` (volatile: not persisted).
     pub(crate) fn expire(&mut self, now: i64, rules: &Rules) {
-        while let Some(&(until_ms, offset)) = self.leases.first()
+        while let Some((until_ms, offset)) = self.leases.first()
             && until_ms <= now
         {
-            let attempts = self.entries.get(&offset).map_or(0, |e| e.attempts);
+            let attempts = self.entries.get(offset).map_or(0, |e| e.attempts);
             trace_event!(
                 info,
                 offset,
@@ -663,7 +673,7 @@ impl GroupMachine {
                 "lease expired; record will be redelivered"
             );
             let not_before_ms = now.saturating_add(self.backoff_ms(rules, attempts));
-            if let Some(entry) = self.entries.get_mut(&offset) {
+            if let Some(entry) = self.entries.get_mut(offset) {
                 push_failure(&mut entry.failures, failure(now, "lease expired"));
             }
             self.schedule(offset, not_before_ms);
@@ -675,7 +685,7 @@ impl GroupMachine {
     /// as before. A lease that ended and went elsewhere meanwhile is left.
     pub(crate) fn unlease(&mut self, leases: &[Lease], now: i64) {
         for lease in leases {
-            let Some(entry) = self.entries.get_mut(&lease.offset) else {
+            let Some(entry) = self.entries.get_mut(lease.offset) else {
                 continue;
             };
             if matches!(entry.status, Status::Leased { token, .. } if token == lease.token) {
@@ -689,7 +699,7 @@ impl GroupMachine {
     /// leased to its token, or released by lease expiry and neither handed
     /// out since nor on its way to the dead-letter topic.
     fn owns(&self, lease: &Lease) -> Result<()> {
-        let owned = match self.entries.get(&lease.offset) {
+        let owned = match self.entries.get(lease.offset) {
             Some(Entry {
                 status: Status::Leased { token, .. },
                 ..
@@ -710,7 +720,7 @@ impl GroupMachine {
 
     /// When `lease`'s lease ends, if its record is still leased to it.
     pub(crate) fn lease_end(&self, lease: &Lease) -> Option<i64> {
-        match self.entries.get(&lease.offset)?.status {
+        match self.entries.get(lease.offset)?.status {
             Status::Leased { token, until_ms } if token == lease.token => Some(until_ms),
             _ => None,
         }
@@ -763,7 +773,7 @@ impl GroupMachine {
 
     /// Notes the failure (its intent will persist it) and claims the record.
     fn fail_to_dead_letter(&mut self, offset: u64, reason: &str, now: i64) -> Claim {
-        if let Some(entry) = self.entries.get_mut(&offset) {
+        if let Some(entry) = self.entries.get_mut(offset) {
             push_failure(&mut entry.failures, failure(now, reason));
         }
         self.claim(offset)
@@ -781,7 +791,7 @@ impl GroupMachine {
     /// dead-letter topic that ends at `dlq_end`, with the failure that
     /// sent it there; to persist before the dead letter is written.
     pub(crate) fn intend(&mut self, offset: u64, dlq_end: u64, now: i64) -> StateEvent {
-        let last = self.entries.get(&offset).and_then(|e| e.failures.last().cloned());
+        let last = self.entries.get(offset).and_then(|e| e.failures.last().cloned());
         let event = StateEvent::DeadIntent {
             offset,
             dlq_end,
@@ -793,9 +803,7 @@ impl GroupMachine {
 
     /// The attempts and failures of `offset`, for its dead letter.
     pub(crate) fn letter(&self, offset: u64) -> Option<(u32, Vec<Failure>)> {
-        self.entries
-            .get(&offset)
-            .map(|e| (e.attempts, e.failures.clone()))
+        self.entries.get(offset).map(|e| (e.attempts, e.failures.clone()))
     }
 
     /// The claimed record is in the dead-letter topic (or dropped): Done,
@@ -815,7 +823,7 @@ impl GroupMachine {
     /// again, due to be dead-lettered after backoff. Does nothing unless
     /// the record is still claimed.
     pub(crate) fn dead_letter_failed(&mut self, offset: u64, now: i64, rules: &Rules) {
-        let Some(entry) = self.entries.get_mut(&offset) else {
+        let Some(entry) = self.entries.get_mut(offset) else {
             return;
         };
         if entry.status != Status::DeadLettering {
@@ -836,7 +844,7 @@ impl GroupMachine {
             .entries
             .iter()
             .filter(|(_, e)| matches!(e.status, Status::Leased { .. }))
-            .map(|(offset, e)| (*offset, e.attempts))
+            .map(|(offset, e)| (offset, e.attempts))
             .collect();
         let mut events = Vec::with_capacity(open.len());
         for (offset, attempts) in open {
@@ -879,11 +887,10 @@ impl GroupMachine {
 
     /// Drops the Done entries below the low watermark; returns it.
     pub(crate) fn prune(&mut self) -> u64 {
-        while let Some(entry) = self.entries.first_entry() {
-            if entry.get().status != Status::Done {
-                break;
-            }
-            entry.remove();
+        while let Some((_, entry)) = self.entries.first()
+            && entry.status == Status::Done
+        {
+            self.entries.pop_first();
         }
         self.low_watermark()
     }
@@ -893,7 +900,7 @@ impl GroupMachine {
         self.entries
             .iter()
             .find(|(_, e)| e.status != Status::Done)
-            .map_or(self.next_offset, |(offset, _)| *offset)
+            .map_or(self.next_offset, |(offset, _)| offset)
     }
 
     /// The next offset never admitted.
@@ -918,10 +925,10 @@ impl GroupMachine {
 
     /// When the next delayed record falls due or lease ends.
     pub(crate) fn next_due(&self) -> Option<i64> {
-        [self.ready.first(), self.leases.first()]
+        [self.ready.first().copied(), self.leases.first()]
             .into_iter()
             .flatten()
-            .map(|(t, _)| *t)
+            .map(|(t, _)| t)
             .min()
     }
 
@@ -931,7 +938,7 @@ impl GroupMachine {
         self.entries
             .iter()
             .filter(|(_, e)| e.status != Status::Done)
-            .map(|(offset, e)| (*offset, e.attempts, matches!(e.dead, DeadStep::Intended { .. })))
+            .map(|(offset, e)| (offset, e.attempts, matches!(e.dead, DeadStep::Intended { .. })))
     }
 
     /// The events that restate the whole state: a snapshot, then the
@@ -941,7 +948,7 @@ impl GroupMachine {
             .entries
             .iter()
             .map(|(offset, entry)| EntryState {
-                offset: *offset,
+                offset,
                 attempts: entry.attempts,
                 not_before_ms: match entry.status {
                     Status::Available { not_before_ms } | Status::Blocked { not_before_ms } => not_before_ms,
@@ -961,7 +968,7 @@ impl GroupMachine {
             .filter_map(|(offset, entry)| match entry.dead {
                 DeadStep::Intended { dlq_end } if entry.status != Status::Done => {
                     Some(StateEvent::DeadIntent {
-                        offset: *offset,
+                        offset,
                         dlq_end,
                         failure: entry.failures.last().cloned()?,
                     })
@@ -972,6 +979,8 @@ impl GroupMachine {
     }
 }
 
+mod deadlines;
+mod entries;
 mod keys;
 #[cfg(test)]
 mod model;

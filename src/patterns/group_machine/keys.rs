@@ -107,7 +107,7 @@ impl GroupMachine {
     /// `offset`, a record of `key`, joins the key's unsettled records:
     /// active if it is the key's only one, else Blocked until its turn.
     pub(super) fn join_key(&mut self, offset: u64, key: RecordKey) {
-        let Some(entry) = self.entries.get_mut(&offset) else {
+        let Some(entry) = self.entries.get_mut(offset) else {
             return;
         };
         entry.key = Some(key.hash);
@@ -167,7 +167,7 @@ impl GroupMachine {
         if self.on_dead_letter != OnDeadLetter::ParkKey {
             return None;
         }
-        self.entries.get(&offset)?.key
+        self.entries.get(offset)?.key
     }
 
     fn settle_parked(&mut self, parked: u64) {
@@ -188,7 +188,7 @@ impl GroupMachine {
         let next = match queue.parked {
             None => queue.waiting.first().copied(),
             Some(_) => (queue.waiting.iter())
-                .find(|offset| self.entries.get(offset).is_some_and(|e| e.redriven))
+                .find(|&&offset| self.entries.get(offset).is_some_and(|e| e.redriven))
                 .copied(),
         };
         let Some(next) = next else {
@@ -199,7 +199,7 @@ impl GroupMachine {
         };
         queue.waiting.remove(&next);
         queue.active = Some(next);
-        if let Some(Status::Blocked { not_before_ms }) = self.entries.get(&next).map(|e| e.status) {
+        if let Some(Status::Blocked { not_before_ms }) = self.entries.get(next).map(|e| e.status) {
             self.set_status(next, Status::Available { not_before_ms });
         }
     }
@@ -215,7 +215,7 @@ impl GroupMachine {
         }
         let mut unknown: Vec<(bool, u64)> = (self.entries.iter())
             .filter(|(_, e)| e.status != Status::Done && e.key.is_none())
-            .map(|(offset, e)| (!matches!(e.dead, DeadStep::Intended { .. }), *offset))
+            .map(|(offset, e)| (!matches!(e.dead, DeadStep::Intended { .. }), offset))
             .collect();
         unknown.sort_unstable();
         let unknown = unknown.into_iter().map(|(_, offset)| offset);

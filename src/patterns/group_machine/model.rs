@@ -167,7 +167,7 @@ type Projection = (u64, Vec<(u32, bool, bool)>);
 fn project(machine: &GroupMachine) -> Projection {
     let low = machine.low_watermark();
     let mut rows: Vec<(u32, bool, bool)> = (low..machine.next_offset())
-        .map(|offset| match machine.entries.get(&offset) {
+        .map(|offset| match machine.entries.get(offset) {
             Some(e) => {
                 let done = e.status == Status::Done;
                 let intended = matches!(e.dead, DeadStep::Intended { .. });
