@@ -110,34 +110,34 @@ fn push_delivered(events: &mut Vec<StateEvent>, first: usize, event: StateEvent)
     else {
         return events.push(event);
     };
-    let run = match events.last() {
-        Some(&StateEvent::Delivered {
-            offset: start,
-            attempt: a,
-            lease_until_ms: until,
-        }) => Some((start, 1, a, until)),
-        Some(&StateEvent::DeliveredRun {
+    let last = events.len().checked_sub(1).filter(|&last| last >= first);
+    let Some(last) = last.map(|last| &mut events[last]) else {
+        return events.push(event);
+    };
+    // Extended in place: neither event holds anything to drop.
+    match last {
+        StateEvent::DeliveredRun {
             offset: start,
             count,
             attempt: a,
             lease_until_ms: until,
-        }) => Some((start, count, a, until)),
-        _ => None,
-    };
-    match run {
-        Some((start, count, a, until))
-            if events.len() > first
-                && (a, until) == (attempt, lease_until_ms)
-                && start.checked_add(u64::from(count)) == Some(offset)
-                && count < MAX_DELIVERED_RUN =>
+        } if (*a, *until) == (attempt, lease_until_ms)
+            && start.checked_add(u64::from(*count)) == Some(offset)
+            && *count < MAX_DELIVERED_RUN =>
         {
-            let last = events.len() - 1;
-            events[last] = StateEvent::DeliveredRun {
-                offset: start,
-                count: count + 1,
+            *count += 1
+        }
+        &mut StateEvent::Delivered {
+            offset: previous,
+            attempt: a,
+            lease_until_ms: until,
+        } if (a, until) == (attempt, lease_until_ms) && previous.checked_add(1) == Some(offset) => {
+            *last = StateEvent::DeliveredRun {
+                offset: previous,
+                count: 2,
                 attempt,
                 lease_until_ms,
-            };
+            }
         }
         _ => events.push(event),
     }

@@ -20,14 +20,13 @@ impl Deadlines {
     /// Adds `offset` at `time`.
     pub(super) fn insert(&mut self, time: i64, offset: u64) {
         let offsets = self.by_time.entry(time).or_default();
-        let at = match offsets.back() {
+        match offsets.back() {
             Some(&last) if last >= offset => match offsets.binary_search(&offset) {
                 Ok(_) => return,
-                Err(at) => at,
+                Err(at) => offsets.insert(at, offset),
             },
-            _ => offsets.len(),
-        };
-        offsets.insert(at, offset);
+            _ => offsets.push_back(offset),
+        }
         self.len += 1;
     }
 

@@ -85,7 +85,7 @@ impl<E> Entries<E> {
                 .filter_map(|(index, slot)| Some((base + index as u64, slot?)));
             self.below.extend(moved);
             self.base = offset;
-        } else {
+        } else if offset > end {
             self.window
                 .resize_with(self.window.len() + (offset - end) as usize, || None);
         }
