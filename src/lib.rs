@@ -204,7 +204,7 @@ pub use patterns::{
     dead_letter_topic, inbox_topic,
 };
 pub use patterns::{DEFAULT_DEDUPE_WINDOW, MAX_NAME_BYTES, validate_name};
-pub use record::{Record, StoredRecord};
+pub use record::{Record, RecordRef, StoredRecord};
 pub use state::ConsumerId;
 pub use state::{RecoveryMode, StateRepair};
 

@@ -1,6 +1,8 @@
 //! Records: [`Record`] is what callers append (borrowed, zero-copy on the
 //! write path); [`StoredRecord`] is what reads return (the frame read from
-//! disk, shared without copying, and where its fields lie in it).
+//! disk, shared without copying, and where its fields lie in it), and
+//! [`RecordRef`] the same borrowed from a reader that hands out records
+//! without sharing them.
 
 use std::ops::Range;
 
@@ -114,6 +116,61 @@ impl<'a> Record<'a> {
     }
 }
 
+/// Where a stored frame's fields lie: kept as the few positions the
+/// layout follows from, so a record is small to move. Both positions were
+/// checked when the frame was decoded, and fit in `u32` as frames do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Layout {
+    offset: u64,
+    timestamp: i64,
+    /// Where the key ends and the headers start (the key starts after the
+    /// frame's fixed fields).
+    key_end: u32,
+    /// Where the headers end and the value starts (the value runs to the
+    /// frame's end).
+    value_start: u32,
+    header_count: u16,
+}
+
+impl Layout {
+    fn of(view: &FrameView) -> Layout {
+        Layout {
+            offset: view.offset,
+            timestamp: view.timestamp,
+            key_end: view.key.end as u32,
+            value_start: view.value.start as u32,
+            header_count: view.header_count,
+        }
+    }
+
+    /// The bytes of one field of `frame` (the decoder checked that it lies
+    /// in the frame).
+    fn field(frame: &[u8], range: Range<usize>) -> &[u8] {
+        frame.get(range).unwrap_or_default()
+    }
+
+    fn key<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
+        Layout::field(frame, FRAME_HEADER_LEN..self.key_end as usize)
+    }
+
+    fn value<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
+        Layout::field(frame, self.value_start as usize..frame.len())
+    }
+
+    fn headers<'f>(&self, frame: &'f [u8]) -> HeaderIter<'f> {
+        let headers = Layout::field(frame, self.key_end as usize..self.value_start as usize);
+        HeaderIter::new(headers, self.header_count)
+    }
+
+    #[inline]
+    fn header<'f>(&self, frame: &'f [u8], name: &str) -> Option<&'f [u8]> {
+        if self.header_count == 0 {
+            return None;
+        }
+        self.headers(frame).find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
 /// A record read back from a log. Cloning is cheap: the bytes are shared.
 ///
 /// What they are shared with: a buffer the log read them into, or, for
@@ -126,38 +183,18 @@ impl<'a> Record<'a> {
 pub struct StoredRecord {
     /// The whole frame: one shared buffer per record, however many fields.
     frame: Bytes,
-    offset: u64,
-    timestamp: i64,
-    /// Where the key ends and the headers start (the key starts after the
-    /// frame's fixed fields).
-    key_end: u32,
-    /// Where the headers end and the value starts (the value runs to the
-    /// frame's end). Both positions were checked when the frame was
-    /// decoded, and fit in `u32` as frames do.
-    value_start: u32,
-    header_count: u16,
+    layout: Layout,
 }
 
 impl StoredRecord {
-    /// Builds the record from a frame's bytes and their decoded layout:
-    /// kept as the few positions the layout follows from, so a record is
-    /// small to move.
+    /// Builds the record from a frame's bytes and their decoded layout.
     #[inline]
     pub(crate) fn from_frame(mut frame: Bytes, view: FrameView) -> Self {
         frame.truncate(view.len);
         StoredRecord {
             frame,
-            offset: view.offset,
-            timestamp: view.timestamp,
-            key_end: view.key.end as u32,
-            value_start: view.value.start as u32,
-            header_count: view.header_count,
+            layout: Layout::of(&view),
         }
-    }
-
-    /// The bytes of one field (the decoder checked that it lies in the frame).
-    fn field(&self, range: Range<usize>) -> &[u8] {
-        self.frame.get(range).unwrap_or_default()
     }
 
     #[cfg(feature = "processes")]
@@ -168,22 +205,22 @@ impl StoredRecord {
 
     /// The record's offset in its log.
     pub fn offset(&self) -> u64 {
-        self.offset
+        self.layout.offset
     }
 
     /// Milliseconds since the Unix epoch.
     pub fn timestamp(&self) -> i64 {
-        self.timestamp
+        self.layout.timestamp
     }
 
     /// The key (empty if none was set).
     pub fn key(&self) -> &[u8] {
-        self.field(FRAME_HEADER_LEN..self.key_end as usize)
+        self.layout.key(&self.frame)
     }
 
     /// The value.
     pub fn value(&self) -> &[u8] {
-        self.field(self.value_start as usize..self.frame.len())
+        self.layout.value(&self.frame)
     }
 
     /// The value as shared bytes, without copying.
@@ -193,21 +230,77 @@ impl StoredRecord {
 
     /// The headers, in the order they were added.
     pub fn headers(&self) -> HeaderIter<'_> {
-        let headers = self.field(self.key_end as usize..self.value_start as usize);
-        HeaderIter::new(headers, self.header_count)
+        self.layout.headers(&self.frame)
     }
 
     /// The first header named `name`.
     #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        if self.header_count == 0 {
-            return None;
-        }
-        self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.layout.header(&self.frame, name)
     }
 
     /// The id its publisher gave it ([`Record::id`]), if any.
     pub fn id(&self) -> Option<&[u8]> {
         self.header(MESSAGE_ID)
+    }
+}
+
+/// A record read back from a log, borrowed from the reader
+/// ([`Cursor::next_ref`](crate::Cursor::next_ref)): the same fields as a
+/// [`StoredRecord`], read where the log buffered or mapped them, with no
+/// reference count to take and drop; valid until the reader moves on.
+/// [`RecordRef::to_stored`] copies one to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef<'a> {
+    frame: &'a [u8],
+    layout: Layout,
+}
+
+impl<'a> RecordRef<'a> {
+    /// The record in `frame`, a frame with `view` its decoded layout.
+    #[inline]
+    pub(crate) fn from_frame(frame: &'a [u8], view: FrameView) -> Self {
+        RecordRef {
+            frame: frame.get(..view.len).unwrap_or(frame),
+            layout: Layout::of(&view),
+        }
+    }
+
+    /// The record's offset in its log.
+    pub fn offset(&self) -> u64 {
+        self.layout.offset
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn timestamp(&self) -> i64 {
+        self.layout.timestamp
+    }
+
+    /// The key (empty if none was set).
+    pub fn key(&self) -> &'a [u8] {
+        self.layout.key(self.frame)
+    }
+
+    /// The value.
+    pub fn value(&self) -> &'a [u8] {
+        self.layout.value(self.frame)
+    }
+
+    /// The headers, in the order they were added.
+    pub fn headers(&self) -> HeaderIter<'a> {
+        self.layout.headers(self.frame)
+    }
+
+    /// The first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.layout.header(self.frame, name)
+    }
+
+    /// The record, copied out of the reader's buffer to keep.
+    pub fn to_stored(&self) -> StoredRecord {
+        StoredRecord {
+            frame: Bytes::copy_from_slice(self.frame),
+            layout: self.layout,
+        }
     }
 }

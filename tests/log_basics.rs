@@ -197,6 +197,46 @@ fn records_read_from_sealed_segments_outlive_their_files_and_the_log() {
     }
 }
 
+/// A borrowed read (`Cursor::next_ref`) sees every record a shared one
+/// sees, field for field, across sealed (mapped) and active segments, skips
+/// what retention removed the same way, and waits for appends the same way.
+#[test]
+fn borrowed_reads_see_what_shared_reads_see_and_copy_out_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments().retention_bytes(4096)).unwrap();
+    let mut shared = log.cursor(Position::Earliest).unwrap();
+    let mut borrowed = log.cursor(Position::Earliest).unwrap();
+    for i in 0..300 {
+        let value = value(i);
+        let record = Record::new(&value)
+            .key(b"k")
+            .header("h", &value)
+            .timestamp(i as i64);
+        log.append(&record).unwrap();
+    }
+    let mut kept = Vec::new();
+    while let Some(record) = borrowed.next_ref().unwrap() {
+        let expected = shared.next().unwrap().expect("the same records");
+        assert_eq!(record.offset(), expected.offset());
+        assert_eq!(record.timestamp(), expected.timestamp());
+        assert_eq!(record.key(), expected.key());
+        assert_eq!(record.value(), expected.value());
+        assert!(record.headers().eq(expected.headers()));
+        assert_eq!(record.header("h"), expected.header("h"));
+        assert_eq!(record.to_stored(), expected);
+        kept.push(record.to_stored());
+    }
+    assert!(shared.next().unwrap().is_none());
+    assert!(log.start_offset() > 0, "retention removed the first segments");
+    assert_eq!((borrowed.skipped(), borrowed.offset()), (shared.skipped(), 300));
+    assert_eq!(kept.first().map(|r| r.offset()), Some(log.start_offset()));
+    log.append(&Record::new(b"late")).unwrap();
+    assert_eq!(
+        borrowed.next_ref().unwrap().map(|r| r.value()),
+        Some(&b"late"[..])
+    );
+}
+
 #[test]
 fn operations_after_close_fail_with_closed() {
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
 use super::segment::{Extent, Segment};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::SEGMENT_HEADER_LEN;
-use crate::record::StoredRecord;
+use crate::record::{RecordRef, StoredRecord};
 
 /// Chunk size for random reads: one index interval and then some.
 const RANDOM_READ_CHUNK_BYTES: usize = 16 << 10;
@@ -104,10 +104,34 @@ pub(crate) fn read_record(segment: &Segment, offset: u64) -> Result<StoredRecord
 #[inline]
 fn next_record(segment: &Segment, scanner: &mut FrameScanner, offset: u64) -> Result<StoredRecord> {
     let position = scanner.position();
-    match scanner.next_record().map_err(|e| scan_error(segment, e))? {
-        Some(record) if record.offset() == offset => Ok(record),
+    let found = scanner.next_record().map_err(|e| scan_error(segment, e))?;
+    expect_offset(segment, position, offset, found, StoredRecord::offset)
+}
+
+#[inline]
+fn next_record_ref<'s>(
+    segment: &Segment,
+    scanner: &'s mut FrameScanner,
+    offset: u64,
+) -> Result<RecordRef<'s>> {
+    let position = scanner.position();
+    let found = scanner.next_record_ref().map_err(|e| scan_error(segment, e))?;
+    expect_offset(segment, position, offset, found, RecordRef::offset)
+}
+
+/// `found`, the record scanned at `position`, if it is the one at `offset`.
+#[inline]
+fn expect_offset<R>(
+    segment: &Segment,
+    position: u64,
+    offset: u64,
+    found: Option<R>,
+    offset_of: impl Fn(&R) -> u64,
+) -> Result<R> {
+    match found {
+        Some(record) if offset_of(&record) == offset => Ok(record),
         found => {
-            let found = found.map_or(u64::MAX, |r| r.offset());
+            let found = found.map_or(u64::MAX, |r| offset_of(&r));
             let kind = CorruptKind::OffsetMismatch {
                 expected: offset,
                 found,
@@ -182,7 +206,68 @@ impl Cursor {
     /// The next record, or `None` if the cursor has read everything readable.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<StoredRecord>> {
+        self.read_next(next_record)
+    }
+
+    /// [`Cursor::next`], the record borrowed from the cursor's buffer (or
+    /// the sealed segment's mapping) instead of sharing it: no reference
+    /// count to take and drop per record. The record is valid until the
+    /// cursor moves on; [`RecordRef::to_stored`] copies one to keep.
+    ///
+    /// ```
+    /// use logbus::{Log, LogOptions, Position, Record};
+    /// # fn main() -> logbus::Result<()> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let log = Log::open(dir.path(), LogOptions::default())?;
+    /// log.append_batch(&[Record::new(b"a"), Record::new(b"b")])?;
+    /// let mut cursor = log.cursor(Position::Earliest)?;
+    /// let mut values = Vec::new();
+    /// while let Some(record) = cursor.next_ref()? {
+    ///     values.push(record.value().to_vec());
+    /// }
+    /// assert_eq!(values, [b"a", b"b"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn next_ref(&mut self) -> Result<Option<RecordRef<'_>>> {
+        self.read_next(next_record_ref)
+    }
+
+    /// Reads the record at the cursor with `read`, if there is one, and
+    /// moves past it.
+    #[inline]
+    fn read_next<'c, R>(
+        &'c mut self,
+        read: fn(&'c Segment, &'c mut FrameScanner, u64) -> Result<R>,
+    ) -> Result<Option<R>> {
+        if !self.at_readable()? {
+            return Ok(None);
+        }
+        let Some(reading) = &mut self.current else {
+            return Ok(None);
+        };
+        let record = read(&reading.segment, &mut reading.scanner, self.next_offset)?;
+        self.next_offset += 1;
+        Ok(Some(record))
+    }
+
+    /// Whether the record at `next_offset` is readable, `current` then
+    /// reading its segment.
+    #[inline]
+    fn at_readable(&mut self) -> Result<bool> {
         self.log.check_open()?;
+        let within = |reading: &Reading| self.next_offset < reading.limit.end_offset;
+        if self.current.as_ref().is_some_and(within) && self.next_offset >= self.log.start_offset() {
+            return Ok(true);
+        }
+        self.find_readable()
+    }
+
+    /// [`Cursor::at_readable`] past the end of what the cursor knew to be
+    /// readable, or behind the log's start: skips what retention removed,
+    /// refreshes the segment's limit, moves to the next segment at the end
+    /// of one.
+    #[cold]
+    fn find_readable(&mut self) -> Result<bool> {
         loop {
             // Checked before reading the current segment too: retention may
             // have removed it, and a removed record is skipped, not returned.
@@ -198,18 +283,16 @@ impl Cursor {
                     reading.scanner.extend_limit(reading.limit.end_pos);
                 }
                 if self.next_offset < reading.limit.end_offset {
-                    let record = next_record(&reading.segment, &mut reading.scanner, self.next_offset)?;
-                    self.next_offset += 1;
-                    return Ok(Some(record));
+                    return Ok(true);
                 }
             }
             let Some(segment) = self.log.segment_for(self.next_offset) else {
-                return Ok(None);
+                return Ok(false);
             };
             let same = (self.current.as_ref()).is_some_and(|r| Arc::ptr_eq(&r.segment, &segment));
             let limit = segment.limit();
             if same || self.next_offset >= limit.end_offset {
-                return Ok(None);
+                return Ok(false);
             }
             let frames = segment.sealed_frames();
             let scanner = scanner_at(&segment, self.next_offset, SCAN_CHUNK_BYTES, frames)?;

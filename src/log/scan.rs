@@ -1,7 +1,8 @@
 //! Sequential frame scanning over a segment file, in chunks.
 //!
 //! The scanner reads `chunk_bytes` at a time into one shared buffer and
-//! hands out records sharing slices of it ([`FrameScanner::next_record`];
+//! hands out records sharing slices of it ([`FrameScanner::next_record`],
+//! or borrowing them: [`FrameScanner::next_record_ref`];
 //! [`FrameScanner::next_frame`] gives only where a frame lies and what it
 //! holds), so reading many small records costs one
 //! allocation per chunk, not one per record; and none at all once the
@@ -19,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 use crate::error::CorruptKind;
 use crate::format::{FRAME_HEADER_LEN, FrameError, FrameView, decode_frame, frame_len};
 use crate::io::{StorageFile, read_exact_at};
-use crate::record::StoredRecord;
+use crate::record::{RecordRef, StoredRecord};
 
 /// Default chunk size for sequential reads.
 pub(crate) const SCAN_CHUNK_BYTES: usize = 256 << 10;
@@ -106,9 +107,29 @@ impl FrameScanner {
         let Some((position, view)) = self.next_view()? else {
             return Ok(None);
         };
-        let start = (position - self.chunk_start) as usize;
-        let bytes = self.chunk.slice(start..start + view.len);
+        let bytes = self.chunk.slice(self.buffered(position, view.len));
         Ok(Some(StoredRecord::from_frame(bytes, view)))
+    }
+
+    /// The next frame as a record borrowed from the scanner's buffer,
+    /// `None` at `limit`: [`Self::next_record`] without sharing the bytes.
+    #[inline]
+    pub(crate) fn next_record_ref(&mut self) -> Result<Option<RecordRef<'_>>, ScanError> {
+        let Some((position, view)) = self.next_view()? else {
+            return Ok(None);
+        };
+        let frame = self
+            .chunk
+            .get(self.buffered(position, view.len))
+            .unwrap_or_default();
+        Ok(Some(RecordRef::from_frame(frame, view)))
+    }
+
+    /// Where the `len` bytes at `position`, just decoded, lie in the buffer.
+    #[inline(always)]
+    fn buffered(&self, position: u64, len: usize) -> std::ops::Range<usize> {
+        let start = (position - self.chunk_start) as usize;
+        start..start + len
     }
 
     /// Decodes the frame at `position` (CRC included) and moves past it;

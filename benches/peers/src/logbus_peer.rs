@@ -28,7 +28,7 @@ fn open(dir: &Path, durability: Durability) -> Res<Log> {
 fn verify(log: &Log, spec: &Spec, ordered: bool) -> Res<Checked> {
     crate::common::verify(spec, ordered, |verifier| {
         let mut cursor = log.cursor(Position::Earliest)?;
-        while let Some(record) = cursor.next()? {
+        while let Some(record) = cursor.next_ref()? {
             verifier.see(record.value());
         }
         Ok(())
