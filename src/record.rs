@@ -167,7 +167,7 @@ impl Layout {
         if self.header_count == 0 {
             return None;
         }
-        self.headers(frame).find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.headers(frame).value_of(name)
     }
 }
 

@@ -187,9 +187,9 @@ impl Requester {
         scatter: Option<&[String]>,
         wait: W,
     ) -> Result<()> {
-        let id_text = id.to_string();
+        let id_text = id.hex();
         let inbox = self.topic(self.inbox())?;
-        publish_in(&inbox, &sent_record(&id_text, scatter), wait).await?;
+        publish_in(&inbox, &sent_record(id_text.as_str(), scatter), wait).await?;
         Ok(())
     }
 
@@ -208,8 +208,8 @@ impl Requester {
         record: &Record<'_>,
         wait: W,
     ) -> Result<u64> {
-        let id_text = id.to_string();
-        let request = request_record(record, &id_text, self.inbox());
+        let id_text = id.hex();
+        let request = request_record(record, id_text.as_str(), self.inbox());
         publish_in(topic, &request, wait).await
     }
 

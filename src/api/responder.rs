@@ -188,10 +188,10 @@ impl Request {
                 "request has no valid correlation-id or reply-to header".into(),
             ));
         };
-        let id_text = id.to_string();
+        let id_text = id.hex();
         let mut record = reply
             .clone()
-            .header(headers::CORRELATION_ID, id_text.as_bytes())
+            .header(headers::CORRELATION_ID, id_text.as_str().as_bytes())
             .header(headers::REPLIER, self.replier.as_bytes());
         if let Some(reason) = error {
             record = record.header(headers::REPLY_ERROR, reason.as_bytes());

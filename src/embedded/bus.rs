@@ -298,13 +298,15 @@ impl BusInner {
     }
 
     pub(crate) fn topic_with(self: &Arc<Self>, name: &str, options: TopicOptions) -> Result<LogTopic> {
-        validate_topic_name(name)?;
         self.check_open()?;
         let open = self.open.upgrade().ok_or(Error::Closed)?;
         let mut topics = lock(&self.topics);
+        // An open topic's name was checked when it opened (every reply
+        // looks its inbox up here).
         if let Some(topic) = topics.get(name) {
             return Ok(topic.keeping_open(open));
         }
+        validate_topic_name(name)?;
         let topic = LogTopic::open(self.clone(), name, options)?;
         topics.insert(name.to_owned(), topic.clone());
         Ok(topic.keeping_open(open))

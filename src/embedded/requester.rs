@@ -18,7 +18,7 @@ use crate::clock::wall_ms;
 use crate::embedded::BusInner;
 use crate::embedded::LogTopic;
 use crate::error::{Error, Result};
-use crate::log::Position;
+use crate::log::{Cursor, Position};
 use crate::patterns::headers;
 use crate::patterns::validate_requester_name;
 use crate::patterns::{CorrelationId, Reply, ReplyCheck, inbox_topic};
@@ -42,7 +42,17 @@ pub(crate) struct RequesterInner {
     /// `None` once the bus closed it: the mapping is gone, so a handle kept
     /// past its bus neither reads a file the next bus resizes nor marks the
     /// next bus's index clean.
-    index: Mutex<Option<CorrelationIndex>>,
+    index: Mutex<Option<Indexing>>,
+}
+
+/// The correlation index and the inbox cursor that feeds it.
+#[derive(Debug)]
+struct Indexing {
+    table: CorrelationIndex,
+    /// At the first inbox record not indexed yet, kept between calls so
+    /// that each reads only what arrived since (a new cursor would decode
+    /// every frame from the inbox's sparse index entry before it).
+    cursor: Option<Cursor>,
 }
 
 impl LogRequester {
@@ -60,7 +70,10 @@ impl LogRequester {
             inner: Arc::new(RequesterInner {
                 bus: bus.clone(),
                 inbox,
-                index: Mutex::new(Some(index)),
+                index: Mutex::new(Some(Indexing {
+                    table: index,
+                    cursor: None,
+                })),
             }),
         };
         requesters.retain(|_, r| r.strong_count() > 0);
@@ -88,6 +101,7 @@ impl RequesterBackend for LogRequester {
         let offsets = lock(&self.inner.index)
             .as_ref()
             .ok_or(Error::Closed)?
+            .table
             .find(id.as_u128());
         let mut replies = Vec::with_capacity(offsets.len());
         for offset in offsets {
@@ -153,7 +167,7 @@ impl RequesterBackend for LogRequester {
 
     fn close(&self) -> Result<()> {
         match lock(&self.inner.index).as_mut() {
-            Some(index) => self.inner.close_index(index),
+            Some(indexing) => self.inner.close_index(&mut indexing.table),
             None => Ok(()),
         }
     }
@@ -163,7 +177,7 @@ impl RequesterInner {
     /// Closes the index for good (the bus is closing).
     pub(crate) fn close(&self) -> Result<()> {
         match lock(&self.index).take() {
-            Some(mut index) => self.close_index(&mut index),
+            Some(mut indexing) => self.close_index(&mut indexing.table),
             None => Ok(()),
         }
     }
@@ -183,15 +197,18 @@ impl RequesterInner {
     /// of them that answer `wanted`.
     fn catch_up(&self, wanted: Option<CorrelationId>) -> Result<Vec<StoredRecord>> {
         let mut answers = Vec::new();
-        let mut index = lock(&self.index);
-        let index = index.as_mut().ok_or(Error::Closed)?;
+        let mut indexing = lock(&self.index);
+        let Indexing { table: index, cursor } = indexing.as_mut().ok_or(Error::Closed)?;
         let end = self.inbox.end_offset();
         let start = self.inbox.start_offset();
         let from = index.indexed_through().max(start);
         if from >= end {
             return Ok(answers);
         }
-        let mut cursor = self.inbox.log().cursor(Position::Offset(from))?;
+        let cursor = match cursor {
+            Some(cursor) if cursor.offset() == from => cursor,
+            cursor => cursor.insert(self.inbox.log().cursor(Position::Offset(from))?),
+        };
         while let Some(record) = cursor.next()? {
             if let Some(id) = record
                 .header(headers::CORRELATION_ID)

@@ -202,6 +202,9 @@ fn malformed(reason: &'static str) -> FrameError {
     FrameError::Corrupt(CorruptKind::Malformed(reason))
 }
 
+/// A header's name and value, the name not checked to be UTF-8.
+type RawHeader<'a> = (&'a [u8], &'a [u8]);
+
 /// Iterates the headers of a decoded frame as `(name, value)` pairs.
 #[derive(Debug, Clone)]
 pub struct HeaderIter<'a> {
@@ -221,6 +224,18 @@ impl<'a> HeaderIter<'a> {
     }
 
     fn next_checked(&mut self) -> Option<Result<(&'a str, &'a [u8]), &'static str>> {
+        Some(
+            self.next_raw()?
+                .and_then(|(name, value)| match std::str::from_utf8(name) {
+                    Ok(name) => Ok((name, value)),
+                    Err(_) => Err("header name is not UTF-8"),
+                }),
+        )
+    }
+
+    /// The next header, its name as bytes (not checked to be UTF-8).
+    #[inline]
+    fn next_raw(&mut self) -> Option<Result<RawHeader<'a>, &'static str>> {
         if self.remaining == 0 {
             return None;
         }
@@ -235,11 +250,23 @@ impl<'a> HeaderIter<'a> {
         let Some(value_end) = name_end.checked_add(value_len).filter(|&e| e <= rest.len()) else {
             return Some(Err("header overruns frame"));
         };
-        let Ok(name) = std::str::from_utf8(&rest[HEADER_ENTRY_FIXED..name_end]) else {
-            return Some(Err("header name is not UTF-8"));
-        };
         self.consumed += value_end;
-        Some(Ok((name, &rest[name_end..value_end])))
+        Some(Ok((
+            &rest[HEADER_ENTRY_FIXED..name_end],
+            &rest[name_end..value_end],
+        )))
+    }
+
+    /// The value of the first of the remaining headers named `name`: the
+    /// names compared as bytes, none decoded as text.
+    #[inline]
+    pub(crate) fn value_of(mut self, name: &str) -> Option<&'a [u8]> {
+        while let Some(Ok((found, value))) = self.next_raw() {
+            if found == name.as_bytes() {
+                return Some(value);
+            }
+        }
+        None
     }
 }
 

@@ -40,7 +40,40 @@ impl CorrelationId {
 
     /// Parses the header form; `None` unless 32 hex digits of a non-zero id.
     pub fn from_header(value: &[u8]) -> Option<Self> {
-        std::str::from_utf8(value).ok()?.parse().ok()
+        let digits: &[u8; 32] = value.try_into().ok()?;
+        let mut id = 0u128;
+        for &digit in digits {
+            let nibble = match digit {
+                b'0'..=b'9' => digit - b'0',
+                b'a'..=b'f' => digit - b'a' + 10,
+                b'A'..=b'F' => digit - b'A' + 10,
+                _ => return None,
+            };
+            id = id << 4 | u128::from(nibble);
+        }
+        (id != 0).then_some(CorrelationId(id))
+    }
+
+    /// The header form, 32 lowercase hex digits, written without the
+    /// formatting machinery (every request and reply writes one).
+    pub(crate) fn hex(self) -> HexId {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0u8; 32];
+        for (at, digit) in hex.iter_mut().enumerate() {
+            let nibble = (self.0 >> (4 * (31 - at))) & 0xf;
+            *digit = DIGITS[nibble as usize];
+        }
+        HexId(hex)
+    }
+}
+
+/// A correlation id's header form ([`CorrelationId::hex`]).
+pub(crate) struct HexId([u8; 32]);
+
+impl HexId {
+    pub(crate) fn as_str(&self) -> &str {
+        // Hex digits only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -52,7 +85,7 @@ impl Default for CorrelationId {
 
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
+        f.write_str(self.hex().as_str())
     }
 }
 
@@ -60,14 +93,8 @@ impl FromStr for CorrelationId {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::InvalidArgument(format!("{s:?} is not a correlation id"));
-        if s.len() != 32 {
-            return Err(bad());
-        }
-        match u128::from_str_radix(s, 16) {
-            Ok(0) | Err(_) => Err(bad()),
-            Ok(id) => Ok(CorrelationId(id)),
-        }
+        CorrelationId::from_header(s.as_bytes())
+            .ok_or_else(|| Error::InvalidArgument(format!("{s:?} is not a correlation id")))
     }
 }
 
@@ -131,4 +158,34 @@ pub(crate) fn request_record<'a>(record: &Record<'a>, id_text: &'a str, inbox: &
 pub(crate) enum ReplyCheck<T> {
     Done(T),
     WaitUntil(Instant),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_form_is_32_lowercase_hex_digits_and_parses_back() {
+        for value in [1, 0xabc, u128::MAX, 1 << 127, CorrelationId::new().as_u128()] {
+            let id = CorrelationId(value);
+            let hex = id.hex();
+            assert_eq!(hex.as_str(), format!("{value:032x}"));
+            assert_eq!(id.to_string(), hex.as_str());
+            assert_eq!(CorrelationId::from_header(hex.as_str().as_bytes()), Some(id));
+            let upper = hex.as_str().to_uppercase();
+            assert_eq!(upper.parse::<CorrelationId>().unwrap(), id);
+        }
+        let zero = "0".repeat(32);
+        for bad in [
+            "",
+            "abc",
+            &zero,
+            &"g".repeat(32),
+            &format!("+{}", "1".repeat(31)),
+            &"1".repeat(33),
+        ] {
+            assert_eq!(CorrelationId::from_header(bad.as_bytes()), None, "{bad:?}");
+            assert!(bad.parse::<CorrelationId>().is_err(), "{bad:?}");
+        }
+    }
 }
