@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::groups;
 use common::storage::{Hooked, Hooks};
+use logbus::clock::SimClock;
 use logbus::storage::{Fault, SimStorage, Storage};
 use logbus::{
     Bus, BusOptions, Durability, Error, Group, GroupOptions, Position, Record, TopicOptions, headers,
@@ -153,6 +154,55 @@ fn a_dead_letter_that_fails_with_an_io_error_stays_deliverable_across_a_reopen_a
     assert!(group.recv(SHORT).unwrap().is_none());
     assert_eq!(dead_letters(&bus), [0, 1, 2]);
     assert_eq!(group.stats().unwrap().low_watermark, 3);
+}
+
+/// A receive that took records kept by the prefetch and then fails (here
+/// on a dead letter it meets while leasing more) keeps them: the next
+/// receive hands them out on the same attempt, instead of their being
+/// released as failed attempts.
+#[test]
+fn a_receive_that_fails_keeps_the_prefetched_records_it_took() {
+    let sim = SimStorage::new();
+    let hooks = Arc::new(FailingDeadLetterTopic::default());
+    let clock = SimClock::new();
+    let topics = TopicOptions::default().durability(Durability::Always);
+    let options = BusOptions::default()
+        .storage(Arc::new(Hooked::shared(sim.clone(), hooks.clone())))
+        .clock(clock.clone())
+        .topic_defaults(topics);
+    let bus = Bus::open(BUS_DIR, options).unwrap();
+    let backoff = Duration::from_secs(1);
+    let group_options = groups::group_options(Duration::from_secs(600), 2, backoff).prefetch(4);
+    let group = bus.topic(TOPIC).unwrap().group("billing", group_options).unwrap();
+
+    // Record 0 fails twice; its dead letter fails: due again after backoff.
+    publish(&bus, 1);
+    nack_next(&group).unwrap();
+    clock.advance(backoff);
+    hooks.on.store(true, Ordering::SeqCst);
+    assert!(nack_next(&group).is_err());
+    // Records 1 to 3 are leased together: 1 goes out, 2 and 3 are kept.
+    publish(&bus, 3);
+    let first = group.try_recv().unwrap().expect("record 1");
+    assert_eq!((first.record().offset(), first.attempt()), (1, 1));
+    first.ack().unwrap();
+
+    // Record 0 falls due: a receive takes 2 and 3, meets 0, and its dead
+    // letter fails again (the dead-letter topic's log is poisoned now).
+    clock.advance(backoff);
+    assert!(group.try_recv_batch(3).is_err());
+    let batch = group.try_recv_batch(2).unwrap();
+    let got: Vec<(u64, u32)> = batch.iter().map(|d| (d.record().offset(), d.attempt())).collect();
+    assert_eq!(got, [(2, 1), (3, 1)], "kept, on their first attempt");
+    for delivery in batch {
+        delivery.ack().unwrap();
+    }
+    let stats = group.stats().unwrap();
+    assert_eq!(
+        (stats.low_watermark, stats.in_flight),
+        (0, 0),
+        "record 0 is still due"
+    );
 }
 
 #[test]

@@ -404,7 +404,8 @@ impl GroupInner {
     /// prefetched by an earlier receive first, then leases of its own, as
     /// many as the prefetch says, the ones it does not return kept. A
     /// future dropped before it completed hands nothing out: its leases are
-    /// taken back (`Leasing`), as after a failure.
+    /// taken back (`Leasing`), as after a failure, and the records it took
+    /// or leased for hand-out are kept again (`Taken`).
     #[inline]
     async fn poll_in<W: Wait>(
         self: &Arc<Self>,
@@ -414,11 +415,14 @@ impl GroupInner {
         self.topic.log().check_open()?;
         let options = self.options();
         let rules = rules_of(&options);
-        let mut deliveries = self.take_prefetched(max, &rules);
-        if max > 0 && deliveries.len() == max {
-            return Ok((deliveries, None));
+        let mut taken = Taken {
+            group: self,
+            deliveries: self.take_prefetched(max, &rules),
+        };
+        if max > 0 && taken.deliveries.len() == max {
+            return Ok((taken.hand_over(), None));
         }
-        let want = max - deliveries.len();
+        let want = max - taken.deliveries.len();
         // A prefetched record's attempt counts even if it is never handed
         // out: not when it would be the only one, nor for a receive of none.
         let lease = match want > 0 && options.retry.max_attempts > 1 {
@@ -443,13 +447,13 @@ impl GroupInner {
             // Attempts are durable before hand-out: one state write.
             self.log.append_in(&leasing.batch.acquired.events, wait).await?;
             let mut batch = leasing.into_batch();
-            self.hand_out(&mut batch, want, &mut deliveries);
+            self.hand_out(&mut batch, want, &mut taken.deliveries);
             batch.recycle();
         }
         if settled {
             self.after_settle()?;
         }
-        Ok((deliveries, next_due))
+        Ok((taken.hand_over(), next_due))
     }
 
     /// Up to `max` records an earlier receive prefetched, each still leased
@@ -476,8 +480,6 @@ impl GroupInner {
             }
             deliveries.push(self.delivery(lease, record));
         }
-        drop(state);
-        self.count_redeliveries(deliveries.iter().map(|d| &d.lease));
         deliveries
     }
 
@@ -509,8 +511,6 @@ impl GroupInner {
     /// receives; leaves `batch` empty.
     #[inline]
     fn hand_out(self: &Arc<Self>, batch: &mut Batch, want: usize, deliveries: &mut Vec<LogDelivery>) {
-        let leases = &batch.acquired.leases;
-        self.count_redeliveries(leases.iter().take(want));
         let mut leased = batch.acquired.leases.drain(..).zip(batch.records.drain(..));
         deliveries.extend((leased.by_ref().take(want)).map(|(lease, record)| self.delivery(lease, record)));
         if leased.len() > 0 {
@@ -831,6 +831,43 @@ impl Drop for LogDelivery {
             let reason = "delivery dropped without ack";
             // Best effort: if this fails, the lease expires instead.
             let _ = ready(self.group.release(&self.lease, reason, None, Block));
+        }
+    }
+}
+
+/// The deliveries of a poll under way: the records it took from the
+/// prefetched ones, then those it leased for hand-out. Dropped before the
+/// poll returned them (an error, or a dropped future), it keeps them again,
+/// still leased, first in line for the next receive, instead of releasing
+/// each as a failed attempt.
+struct Taken<'a> {
+    group: &'a GroupInner,
+    deliveries: Vec<LogDelivery>,
+}
+
+impl Taken<'_> {
+    /// The deliveries, handed out (and counted as redeliveries where they
+    /// are).
+    fn hand_over(self) -> Vec<LogDelivery> {
+        let mut this = std::mem::ManuallyDrop::new(self);
+        let deliveries = std::mem::take(&mut this.deliveries);
+        this.group.count_redeliveries(deliveries.iter().map(|d| &d.lease));
+        deliveries
+    }
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if self.deliveries.is_empty() {
+            return;
+        }
+        let mut state = lock(&self.group.state);
+        for mut delivery in self.deliveries.drain(..).rev() {
+            // Kept, not released: its lease stays.
+            delivery.settled = true;
+            state
+                .prefetched
+                .push_front((delivery.lease, delivery.record.clone()));
         }
     }
 }
