@@ -7,8 +7,10 @@
 //! first owns it and serves the others, and when the parent kills the
 //! owner one of the others takes over. Publishers publish records with
 //! ids and report each publish that returned; consumers share one group
-//! and report each record received and each ack that returned; every
-//! fiftieth record is poison, nacked until it is dead-lettered. The
+//! and report each record received and each ack that returned (the group
+//! prefetches: a receive leases up to four records and keeps the rest for
+//! the next); every fiftieth record is poison, nacked until it is
+//! dead-lettered. The
 //! parent kills a random child every few dozen milliseconds (the owner
 //! among them, about as often as any) and starts another in its place.
 //! At the end it kills every child, opens the directory itself, drains
@@ -39,8 +41,11 @@ const MAX_ATTEMPTS: u32 = 3;
 const PUBLISHERS: usize = 2;
 const CONSUMERS: usize = 2;
 
+/// Consumers prefetch: a kill often finds records leased and kept, a
+/// receive's batch handed out in part and acked in part.
 fn group_options() -> GroupOptions {
     GroupOptions::default()
+        .prefetch(4)
         .lease(Duration::from_secs(2))
         .dead_letter(true)
         .retry(
