@@ -263,29 +263,19 @@ impl GroupBackend for LogGroup {
     }
 
     fn recv(&self, timeout: Duration) -> Result<Option<LogDelivery>> {
-        Ok(self.recv_batch(1, timeout)?.pop())
+        receive_one(|spare| self.receive(1, timeout, spare))
     }
 
     fn recv_batch(&self, max: usize, timeout: Duration) -> Result<Vec<LogDelivery>> {
-        let clock = self.inner.clock();
-        let deadline = clock.now() + timeout;
-        loop {
-            let waiter = self.inner.topic.log().activity().waiter();
-            let (deliveries, next_due_ms) = self.inner.poll(max)?;
-            if !deliveries.is_empty() || max == 0 || clock.now() >= deadline {
-                return Ok(deliveries);
-            }
-            let wake = next_due_ms.map_or(deadline, |due| deadline.min(clock.instant_at_ms(due)));
-            waiter.wait_on(clock, wake);
-        }
+        self.receive(max, timeout, Vec::new())
     }
 
     fn try_recv(&self) -> Result<Option<LogDelivery>> {
-        Ok(self.try_recv_batch(1)?.pop())
+        receive_one(|spare| Ok(self.inner.poll(1, spare)?.0))
     }
 
     fn try_recv_batch(&self, max: usize) -> Result<Vec<LogDelivery>> {
-        Ok(self.inner.poll(max)?.0)
+        Ok(self.inner.poll(max, Vec::new())?.0)
     }
 
     async fn recv_async(&self) -> Result<LogDelivery> {
@@ -293,8 +283,8 @@ impl GroupBackend for LogGroup {
             let listener = self.inner.topic.log().activity().listen();
             // Inline (blocking) on a simulated clock.
             let (mut deliveries, next_due_ms) = match self.inner.clock().is_simulated() {
-                true => self.inner.poll_in(1, Block).await?,
-                false => self.inner.poll_in(1, Async).await?,
+                true => self.inner.poll_in(1, Block, Vec::new()).await?,
+                false => self.inner.poll_in(1, Async, Vec::new()).await?,
             };
             if let Some(delivery) = deliveries.pop() {
                 return Ok(delivery);
@@ -330,6 +320,42 @@ impl GroupBackend for LogGroup {
     fn now_ms(&self) -> i64 {
         self.inner.now_ms()
     }
+}
+
+impl LogGroup {
+    /// Up to `max` deliveries, added to `into` (empty), waiting up to
+    /// `timeout` for the first.
+    fn receive(&self, max: usize, timeout: Duration, mut into: Vec<LogDelivery>) -> Result<Vec<LogDelivery>> {
+        let clock = self.inner.clock();
+        let deadline = clock.now() + timeout;
+        loop {
+            let waiter = self.inner.topic.log().activity().waiter();
+            let (deliveries, next_due_ms) = self.inner.poll(max, into)?;
+            if !deliveries.is_empty() || max == 0 || clock.now() >= deadline {
+                return Ok(deliveries);
+            }
+            into = deliveries;
+            let wake = next_due_ms.map_or(deadline, |due| deadline.min(clock.instant_at_ms(due)));
+            waiter.wait_on(clock, wake);
+        }
+    }
+}
+
+/// Runs `receive` (of one record) with this thread's spare vector of
+/// deliveries, and keeps the vector, emptied, for the next: a receive of
+/// one record allocates none.
+fn receive_one(
+    receive: impl FnOnce(Vec<LogDelivery>) -> Result<Vec<LogDelivery>>,
+) -> Result<Option<LogDelivery>> {
+    thread_local! {
+        static SPARE_DELIVERIES: std::cell::Cell<Vec<LogDelivery>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut deliveries = receive(SPARE_DELIVERIES.take())?;
+    let delivery = deliveries.pop();
+    if deliveries.is_empty() {
+        SPARE_DELIVERIES.set(deliveries);
+    }
+    Ok(delivery)
 }
 
 impl GroupInner {
@@ -396,8 +422,8 @@ impl GroupInner {
     /// Hands out up to `max` deliverable records, dead-lettering exhausted
     /// ones met on the way; when there is none, returns when the next
     /// delayed one falls due.
-    fn poll(self: &Arc<Self>, max: usize) -> Result<(Vec<LogDelivery>, Option<i64>)> {
-        ready(self.poll_in(max, Block))
+    fn poll(self: &Arc<Self>, max: usize, into: Vec<LogDelivery>) -> Result<(Vec<LogDelivery>, Option<i64>)> {
+        ready(self.poll_in(max, Block, into))
     }
 
     /// [`GroupInner::poll`], waiting for syncs as `wait` says: records
@@ -411,14 +437,16 @@ impl GroupInner {
         self: &Arc<Self>,
         max: usize,
         wait: W,
+        into: Vec<LogDelivery>,
     ) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
         let options = self.options();
         let rules = rules_of(&options);
         let mut taken = Taken {
             group: self,
-            deliveries: self.take_prefetched(max, &rules),
+            deliveries: into,
         };
+        self.take_prefetched(max, &rules, &mut taken.deliveries);
         if max > 0 && taken.deliveries.len() == max {
             return Ok((taken.hand_over(), None));
         }
@@ -456,15 +484,16 @@ impl GroupInner {
         Ok((taken.hand_over(), next_due))
     }
 
-    /// Up to `max` records an earlier receive prefetched, each still leased
-    /// to its lease; one with less than half its lease left gets a fresh
-    /// one. Those whose lease ran out (they are due again) are dropped.
-    fn take_prefetched(self: &Arc<Self>, max: usize, rules: &Rules) -> Vec<LogDelivery> {
-        let mut deliveries = Vec::new();
+    /// Adds to `deliveries` up to `max` records an earlier receive
+    /// prefetched, each still leased to its lease; one with less than half
+    /// its lease left gets a fresh one. Those whose lease ran out (they are
+    /// due again) are dropped.
+    fn take_prefetched(self: &Arc<Self>, max: usize, rules: &Rules, deliveries: &mut Vec<LogDelivery>) {
         let mut state = lock(&self.state);
         if state.prefetched.is_empty() {
-            return deliveries;
+            return;
         }
+        deliveries.reserve(max.min(state.prefetched.len()));
         let now = self.now_ms();
         state.machine.expire(now, rules);
         while deliveries.len() < max {
@@ -480,7 +509,6 @@ impl GroupInner {
             }
             deliveries.push(self.delivery(lease, record));
         }
-        deliveries
     }
 
     /// Runs the machine's acquire under the lock, adding the leases and
