@@ -39,7 +39,7 @@ use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segme
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
 use super::retired::RetiredSegments;
 use super::seal::Seal;
-use super::segment::{DATA_EXT, Extent, IndexMark, Segment};
+use super::segment::{DATA_EXT, Extent, Segment};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
@@ -51,11 +51,10 @@ use crate::record::{Record, StoredRecord};
 /// little left to write instead of the whole segment.
 const WRITEBACK_STEP_BYTES: u64 = 4 << 20;
 
-/// Cuts a failed append's partial frames off and forgets their index
-/// entries, so the next append starts where this one did. A failed cut
+/// Cuts a failed append's partial frames off (a failed append left no index
+/// entries), so the next append starts where this one did. A failed cut
 /// latches the storage (the file's tail is then unknown).
-fn undo_partial_write(segment: &Segment, position: u64, mark: IndexMark) {
-    segment.rewind_index(mark);
+fn undo_partial_write(segment: &Segment, position: u64) {
     let _ = segment.file().set_len(position);
 }
 
@@ -594,11 +593,10 @@ impl Shared {
                 record.value(),
             );
         }
-        let mark = active.index_mark();
         let written = active.file().write_all_at(frames, *position).map_err(Error::from);
         let indexed = written.and_then(|()| active.records_appended(*next_offset, placed));
         if let Err(e) = indexed {
-            undo_partial_write(active, *position, mark);
+            undo_partial_write(active, *position);
             return Err(e);
         }
         *next_offset += records.len() as u64;

@@ -79,7 +79,7 @@ pub(crate) struct Indexes {
 
 /// Where the indexes stood before an append, to go back to if it fails.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct IndexMark {
+struct IndexMark {
     offsets: usize,
     times: usize,
     last_entry_pos: Option<u64>,
@@ -417,27 +417,25 @@ impl Segment {
 
     /// Notes appended records in the indexes and the timestamp summary:
     /// `placed` holds each one's position and timestamp, the first at
-    /// `first_offset` and the others after it. One lock for the batch.
+    /// `first_offset` and the others after it. One lock for the batch. If
+    /// an index cannot take them (its file could not grow), the indexes are
+    /// left as they were. Called by the log's one writer at a time.
     pub(crate) fn records_appended(&self, first_offset: u64, placed: &[(u64, i64)]) -> Result<()> {
         let mut indexes = self.indexes();
+        let mark = indexes.mark();
         let mut newest = i64::MIN;
         for (relative, &(position, timestamp)) in (first_offset - self.base..).zip(placed) {
-            indexes.record(relative as u32, position, timestamp)?;
+            if let Err(e) = indexes.record(relative as u32, position, timestamp) {
+                indexes.rewind(mark);
+                return Err(e);
+            }
             newest = newest.max(timestamp);
         }
-        self.max_timestamp.fetch_max(newest, Ordering::AcqRel);
+        // One writer: a plain store keeps the maximum.
+        if newest > self.max_timestamp.load(Ordering::Acquire) {
+            self.max_timestamp.store(newest, Ordering::Release);
+        }
         Ok(())
-    }
-
-    /// Where the indexes stand now (see [`Segment::rewind_index`]).
-    pub(crate) fn index_mark(&self) -> IndexMark {
-        self.indexes().mark()
-    }
-
-    /// Forgets the records noted since `mark` was taken (their append failed).
-    pub(crate) fn rewind_index(&self, mark: IndexMark) {
-        self.indexes().rewind(mark);
-        self.refresh_max_timestamp();
     }
 
     /// Refreshes the timestamp summary from the indexes (after a rebuild).
