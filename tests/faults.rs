@@ -458,6 +458,43 @@ fn a_full_disk_cannot_fail_an_append_inside_the_reservation() {
     }
 }
 
+/// Panics in the first sync a `logbus-sealer` thread makes: a bug in a
+/// seal, simulated.
+#[derive(Debug, Default)]
+struct PanickingSealer {
+    panicked: AtomicBool,
+}
+
+impl Hooks for PanickingSealer {
+    fn before_sync(&self) {
+        let sealer = std::thread::current().name() == Some("logbus-sealer");
+        if sealer && !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("a bug in a seal (simulated)");
+        }
+    }
+}
+
+/// A seal whose thread panicked runs again on the thread that waits for
+/// it (the next roll, a flush, close): the roll is sealed all the same, the
+/// appends go on, and what was flushed survives a power loss.
+#[test]
+fn a_seal_whose_thread_panics_runs_again_where_it_is_waited_for() {
+    let sim = SimStorage::new();
+    let hooks = Arc::new(PanickingSealer::default());
+    let hooked =
+        options(&sim, Durability::Os, 1024).storage(Arc::new(Hooked::shared(sim.clone(), hooks.clone())));
+    let log = Log::open(DIR, hooked).unwrap();
+    let values: Vec<Vec<u8>> = (0..60).map(|i| value("p", i, 50)).collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(log.append(&record(v)).unwrap(), i as u64, "through the rolls");
+    }
+    log.flush().unwrap();
+    assert!(hooks.panicked.load(Ordering::SeqCst), "no seal ran on its thread");
+    crash(&sim, log, 7);
+    let log = Log::open(DIR, options(&sim, Durability::Os, 1024)).unwrap();
+    assert_holds(&log, &values, 0, "after a seal's thread panicked");
+}
+
 /// A disk's fsync latency, for [`Hooked`] [`SimStorage`]. The simulated
 /// sync takes microseconds, so concurrent appenders rarely overlap and there
 /// is little to share; a real fsync takes about a millisecond, which is what

@@ -38,7 +38,7 @@ use super::reader::{Cursor, Position, read_record};
 use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segment_name, recover};
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
 use super::retired::RetiredSegments;
-use super::seal::Seal;
+use super::seal::{Seal, Sealing};
 use super::segment::{DATA_EXT, Extent, Segment};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
@@ -63,9 +63,7 @@ fn undo_partial_write(segment: &Segment, position: u64) {
 /// never closes it and never gets here.)
 fn finish_seal(writer: &mut Writer) -> std::io::Result<()> {
     match writer.sealing.take() {
-        Some(thread) => thread
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the segment seal thread panicked"))),
+        Some(sealing) => sealing.finish(),
         None => Ok(()),
     }
 }
@@ -154,7 +152,7 @@ struct Writer {
     /// The seal of the segment before the active one, running on its own
     /// thread (`seal.rs`): until it is done no checkpoint names the active
     /// segment, so its appends raise no write limit.
-    sealing: Option<JoinHandle<std::io::Result<()>>>,
+    sealing: Option<Sealing>,
 }
 
 impl Writer {
@@ -700,7 +698,7 @@ impl Shared {
         if writer
             .sealing
             .as_ref()
-            .is_some_and(|thread| !thread.is_finished())
+            .is_some_and(|sealing| !sealing.is_finished())
         {
             return Ok(false);
         }

@@ -63,14 +63,39 @@ impl Seal {
 
     /// Runs the seal on a `logbus-sealer` thread; in place if no thread
     /// can be started.
-    pub(super) fn spawn(self) -> std::io::Result<Option<std::thread::JoinHandle<std::io::Result<()>>>> {
+    pub(super) fn spawn(self) -> std::io::Result<Option<Sealing>> {
         let theirs = self.clone();
         match std::thread::Builder::new()
             .name("logbus-sealer".into())
             .spawn(move || theirs.run())
         {
-            Ok(thread) => Ok(Some(thread)),
+            Ok(thread) => Ok(Some(Sealing { thread, seal: self })),
             Err(_) => self.run().map(|()| None),
+        }
+    }
+}
+
+/// A seal under way on its thread.
+#[derive(Debug)]
+pub(super) struct Sealing {
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+    /// The seal it runs, to run again here should the thread panic: a
+    /// seal is idempotent (syncs, and records that only move forward).
+    seal: Seal,
+}
+
+impl Sealing {
+    /// Whether the thread is done (it may have failed).
+    pub(super) fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the seal and returns its failure. If its thread panicked
+    /// the seal runs again on this one, so a roll is never left unsealed.
+    pub(super) fn finish(self) -> std::io::Result<()> {
+        match self.thread.join() {
+            Ok(sealed) => sealed,
+            Err(_panicked) => self.seal.run(),
         }
     }
 }
