@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use crate::backend::{DeliveryBackend, GroupBackend, TopicBackend};
 use crate::clock::Clock;
-use crate::embedded::{LogTopic, record_age, seek_offset};
+use crate::embedded::{LogTopic, PositionSlot, record_age, seek_offset};
 use crate::error::{Error, Result};
 use crate::log::{Async, Block, Cursor, Log, Position, Wait, ready};
 use crate::patterns::{Acquired, Claim, GroupMachine, Lease, Nacked, Rules, Source};
@@ -74,6 +74,8 @@ pub(crate) struct GroupInner {
     redeliveries: AtomicU64,
     acked: AtomicU64,
     dead_lettered: AtomicU64,
+    /// Its low watermark in the topic's table of positions.
+    position: PositionSlot,
 }
 
 #[derive(Debug)]
@@ -226,6 +228,7 @@ impl LogGroup {
             redeliveries: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            position: PositionSlot::default(),
         };
         inner.recover(fresh)?;
         inner.open_dlq();
@@ -712,7 +715,7 @@ impl GroupInner {
             state.cursor = log.cursor(Position::Offset(offset))?;
             state.reported_floor = Some(offset);
         }
-        self.topic.set_position(&self.consumer, offset)?;
+        self.topic.set_position(&self.consumer, &self.position, offset)?;
         self.topic.wake_waiters();
         Ok(offset)
     }
@@ -739,7 +742,7 @@ impl GroupInner {
             report.then_some(floor)
         };
         if let Some(floor) = floor {
-            self.topic.set_position(&self.consumer, floor)?;
+            self.topic.set_position(&self.consumer, &self.position, floor)?;
         }
         Ok(())
     }

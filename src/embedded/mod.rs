@@ -22,5 +22,5 @@ pub(crate) use bus::{BusInner, LogBus, LogReplies, OpenBus};
 pub(crate) use group::{GroupInner, LogDelivery, LogGroup};
 pub(crate) use requester::{LogRequester, RequesterInner};
 pub(crate) use subscription::LogSubscription;
-pub(crate) use topic::{LogTopic, TopicInner, record_age, seek_offset};
+pub(crate) use topic::{LogTopic, PositionSlot, TopicInner, record_age, seek_offset};
 pub(crate) use wakeup::Wakeups;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{SubscriptionBackend, TopicBackend};
-use crate::embedded::{LogTopic, seek_offset};
+use crate::embedded::{LogTopic, PositionSlot, seek_offset};
 use crate::error::Result;
 use crate::format::StateEvent;
 use crate::log::{Async, Block, Cursor, Position, Wait, ready};
@@ -39,6 +39,9 @@ pub(crate) struct LogSubscription {
     topic: LogTopic,
     /// `None` for an ephemeral subscription.
     consumer: Option<ConsumerId>,
+    /// Its committed offset in the topic's table of positions (durable
+    /// subscriptions).
+    position: PositionSlot,
     cursor: Cursor,
     state: Option<Arc<StateLog>>,
     committed: u64,
@@ -64,11 +67,13 @@ impl LogSubscription {
         if events.is_empty() {
             state.write_snapshot(&[StateEvent::Committed(committed)])?;
         }
-        topic.set_position(&consumer, committed)?;
+        let position = PositionSlot::default();
+        topic.set_position(&consumer, &position, committed)?;
         let cursor = log.cursor(Position::Offset(committed))?;
         Ok(LogSubscription {
             topic,
             consumer: Some(consumer),
+            position,
             cursor,
             state: Some(state),
             committed,
@@ -83,6 +88,7 @@ impl LogSubscription {
         Ok(LogSubscription {
             topic,
             consumer: None,
+            position: PositionSlot::default(),
             cursor,
             state: None,
             committed,
@@ -108,7 +114,7 @@ impl LogSubscription {
             state
                 .write_snapshot_in(&[StateEvent::Committed(next_offset)], wait)
                 .await?;
-            self.topic.set_position(consumer, next_offset)?;
+            self.topic.set_position(consumer, &self.position, next_offset)?;
         }
         self.committed = next_offset;
         Ok(())

@@ -17,7 +17,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use crate::backend::{GroupBackend, ReplySink, TopicBackend};
@@ -58,13 +59,23 @@ pub(crate) struct TopicInner {
     pub(crate) options: TopicOptions,
     /// The ids published within the dedupe window, if it is on.
     ids: Option<IdWindow>,
-    /// A handful per topic: ordered by name, which costs an ack less to
-    /// find than hashing the name.
-    positions: Mutex<BTreeMap<ConsumerId, u64>>,
+    /// A handful per topic, ordered by name; each a slot its open
+    /// consumer holds too ([`PositionSlot`]).
+    positions: Mutex<Positions>,
     groups: Mutex<HashMap<String, Weak<GroupInner>>>,
     state_logs: Mutex<Vec<Weak<StateLog>>>,
     repairs: Mutex<Vec<StateRepair>>,
 }
+
+/// The durable positions of a topic's consumers.
+type Positions = BTreeMap<ConsumerId, Arc<AtomicU64>>;
+
+/// An open consumer's hold on its position in its topic's table: once
+/// reported, a new position is a store into the slot, with no lookup by
+/// name and no lock, unless the topic's retention needs the consumers'
+/// minimum ([`LogTopic::set_position`]).
+#[derive(Debug, Default)]
+pub(crate) struct PositionSlot(OnceLock<Arc<AtomicU64>>);
 
 /// How long opening a group waits for its previous instance, whose last
 /// handle is being dropped, to release the group's state log.
@@ -184,23 +195,42 @@ impl LogTopic {
         Ok((state, events))
     }
 
-    /// Records a consumer's durable position and applies interest-based
+    /// Records a consumer's durable position, through `slot` (the
+    /// consumer's own) once it is known, and applies interest-based
     /// retention: the segments every consumer passed leave the log at once,
     /// their files in the background, so an ack never waits for (or fails
-    /// because of) a deletion.
-    pub(crate) fn set_position(&self, consumer: &ConsumerId, position: u64) -> Result<()> {
-        self.change_positions(|positions| match positions.get_mut(consumer) {
-            Some(stored) => *stored = position,
-            None => {
-                positions.insert(consumer.clone(), position);
-            }
+    /// because of) a deletion. Under `Retention::Limits` no position
+    /// releases anything: a known slot takes the position alone.
+    pub(crate) fn set_position(
+        &self,
+        consumer: &ConsumerId,
+        slot: &PositionSlot,
+        position: u64,
+    ) -> Result<()> {
+        if let Some(stored) = slot.0.get()
+            && self.inner.options.retention == Retention::Limits
+        {
+            stored.store(position, Ordering::Release);
+            return Ok(());
+        }
+        self.change_positions(|positions| {
+            let stored = match positions.get(consumer) {
+                Some(stored) => stored.clone(),
+                None => {
+                    let stored = Arc::new(AtomicU64::new(position));
+                    positions.insert(consumer.clone(), stored.clone());
+                    stored
+                }
+            };
+            stored.store(position, Ordering::Release);
+            let _ = slot.0.set(stored);
         });
         Ok(())
     }
 
     /// Changes the tracked positions of the consumers and releases what
     /// every one of them then passed (see [`LogTopic::set_position`]).
-    fn change_positions(&self, change: impl FnOnce(&mut BTreeMap<ConsumerId, u64>)) {
+    fn change_positions(&self, change: impl FnOnce(&mut Positions)) {
         let floor = {
             let mut positions = lock(&self.inner.positions);
             change(&mut positions);
@@ -329,7 +359,7 @@ impl TopicBackend for LogTopic {
         let end_offset = self.end_offset();
         let positions: Vec<(ConsumerId, u64)> = lock(&self.inner.positions)
             .iter()
-            .map(|(id, p)| (id.clone(), *p))
+            .map(|(id, p)| (id.clone(), p.load(Ordering::Acquire)))
             .collect();
         let open_groups: Vec<LogGroup> = lock(&self.inner.groups)
             .values()
@@ -388,24 +418,20 @@ pub(crate) fn seek_offset(log: &Log, to: StartAt) -> Result<u64> {
 }
 
 /// The offset below which retention may delete, if the mode has one.
-fn retention_floor(retention: Retention, positions: &BTreeMap<ConsumerId, u64>) -> Option<u64> {
+fn retention_floor(retention: Retention, positions: &Positions) -> Option<u64> {
     let relevant = positions.iter().filter(|(id, _)| match retention {
         Retention::Limits => false,
         Retention::Interest => true,
         Retention::WorkQueue => matches!(id, ConsumerId::Group(_)),
     });
-    relevant.map(|(_, &p)| p).min()
+    relevant.map(|(_, p)| p.load(Ordering::Acquire)).min()
 }
 
 /// Reads the durable positions of every consumer of `topic` stored on disk;
 /// one whose state cannot be read is at 0 (see the module doc). Fails if
 /// the consumers cannot be listed: retention would not know whom to keep
 /// records for.
-fn stored_positions(
-    layout: &BusLayout,
-    topic: &str,
-    durability: Durability,
-) -> Result<BTreeMap<ConsumerId, u64>> {
+fn stored_positions(layout: &BusLayout, topic: &str, durability: Durability) -> Result<Positions> {
     let mut positions = BTreeMap::new();
     for kind in ConsumerKind::ALL {
         layout.finish_interrupted_repairs(kind, topic)?;
@@ -420,7 +446,7 @@ fn stored_positions(
                     trace_event!(error, topic, consumer = consumer.name(), error = %_error, "consumer state unreadable; its position counts as 0 until it is opened");
                 })
                 .unwrap_or(0);
-            positions.insert(consumer, position);
+            positions.insert(consumer, Arc::new(AtomicU64::new(position)));
         }
     }
     Ok(positions)
