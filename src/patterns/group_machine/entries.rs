@@ -62,8 +62,9 @@ impl<E> Entries<E> {
 
     /// Sets the entry of `offset`.
     pub(super) fn insert(&mut self, offset: u64, entry: E) {
-        let after_below = self.below.last_key_value().is_none_or(|(&last, _)| last < offset);
-        if self.window.is_empty() && after_below {
+        // An empty window starts at `offset`, unless entries below need it
+        // to stay above them.
+        if self.window.is_empty() && self.below.last_key_value().is_none_or(|(&last, _)| last < offset) {
             self.base = offset;
         }
         if let Some(index) = self.slot(offset) {
