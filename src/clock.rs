@@ -1,14 +1,24 @@
 //! The clock seam: where a bus reads the time and how it waits.
 //!
-//! A `Clock` gives two readings of one time: `now_ms` (ms since the Unix
+//! A `Clock` gives three readings of one time: `now_ms` (ms since the Unix
 //! epoch: record timestamps, lease ends, nack delays and backoff, failure
-//! times, stats ages) and `now` (an [`Instant`]: receive deadlines), and
-//! decides how a wait until an instant is served (`Clock::jump_to`).
+//! times, stats ages), `tick_ms` (the same as of the system's last clock
+//! tick, for the hot paths below) and `now` (an [`Instant`]: receive
+//! deadlines), and decides how a wait until an instant is served
+//! (`Clock::jump_to`).
 //!
 //! - The real clock (the default, and the only one without `test-util`)
-//!   reads the wall clock and `Instant::now()`; a wait blocks. It is a
-//!   field-less enum variant: reading it is a `match` and the system call
-//!   it always was, with no allocation and no virtual call.
+//!   reads the wall clock (`clock/system.rs`: `CLOCK_REALTIME`, and
+//!   `CLOCK_REALTIME_COARSE` for `tick_ms`) and `Instant::now()`; a wait
+//!   blocks. It is a field-less enum variant: reading it is a `match` and
+//!   a call into the C library's clock, with no allocation and no virtual
+//!   call. The coarse reading costs a copy where the precise one reads the
+//!   CPU's counter (reading clocks took a tenth of a queue message's
+//!   time), and it lags by up to a tick: so a time that starts a wait (a
+//!   lease, a delay) is always precise, and the coarse one only checks
+//!   whether one passed (a receive handing out records it kept: a lease
+//!   ends up to a tick late there, never early) or stamps what nothing
+//!   reads the time of (a state log's events).
 //! - The simulated clock, [`SimClock`] (feature `test-util`, set with
 //!   `BusOptions::clock`), stands still until the test advances it. A wait
 //!   on it never blocks: a receive with a timeout that finds nothing moves
@@ -25,22 +35,20 @@
 //! deadlines, `Durability::Interval` syncs, background maintenance, the
 //! correlation ids' time bits and the names of moved-aside state.
 //!
-//! Invariants: a simulated clock only moves forward, by
-//! [`SimClock::advance`] or a wait, and its two readings move together
-//! (`now_ms` is its start plus the whole ms `now` has moved); every handle
-//! of a bus reads the same clock.
+//! Invariants: `tick_ms` is never ahead of `now_ms`; a simulated clock
+//! only moves forward, by [`SimClock::advance`] or a wait, and its
+//! readings move together (`now_ms` and `tick_ms` are its start plus the
+//! whole ms `now` has moved); every handle of a bus reads the same clock.
 
 #[cfg(feature = "test-util")]
 use std::sync::Arc;
 #[cfg(feature = "test-util")]
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// Milliseconds since the Unix epoch on the wall clock.
-pub(crate) fn wall_ms() -> i64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX)
-}
+mod system;
+
+pub(crate) use system::wall_ms;
 
 /// The time as a bus sees it (see the module doc).
 #[derive(Debug, Clone, Default)]
@@ -58,6 +66,18 @@ impl Clock {
     pub(crate) fn now_ms(&self) -> i64 {
         match self {
             Clock::Real => wall_ms(),
+            #[cfg(feature = "test-util")]
+            Clock::Sim(sim) => sim.now_ms(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch as of the system's last clock
+    /// tick: never ahead of [`Clock::now_ms`], at most a tick (1 to 10 ms)
+    /// behind it, and cheaper to read. Only to check whether a time passed
+    /// (see the module doc), never to start one.
+    pub(crate) fn tick_ms(&self) -> i64 {
+        match self {
+            Clock::Real => system::tick_ms(),
             #[cfg(feature = "test-util")]
             Clock::Sim(sim) => sim.now_ms(),
         }

@@ -99,11 +99,6 @@ impl<'a> Record<'a> {
         &self.headers
     }
 
-    pub(crate) fn timestamp_or(&self, now: i64) -> i64 {
-        self.timestamp.unwrap_or(now)
-    }
-
-    #[cfg(feature = "processes")]
     /// The timestamp [`Record::timestamp`] set, if any.
     pub(crate) fn own_timestamp(&self) -> Option<i64> {
         self.timestamp

@@ -74,7 +74,7 @@ impl IdWindow {
             return Ok(offset..offset + 1);
         }
         let written = write()?;
-        ids.insert(id, written.start, record.timestamp_or(now));
+        ids.insert(id, written.start, record.own_timestamp().unwrap_or(now));
         Ok(written)
     }
 

@@ -329,6 +329,11 @@ impl LogGroup {
     /// Up to `max` deliveries, added to `into` (empty), waiting up to
     /// `timeout` for the first.
     fn receive(&self, max: usize, timeout: Duration, mut into: Vec<LogDelivery>) -> Result<Vec<LogDelivery>> {
+        // A receive that does not wait reads no clock and registers no
+        // waiter.
+        if timeout.is_zero() {
+            return Ok(self.inner.poll(max, into)?.0);
+        }
         let clock = self.inner.clock();
         let deadline = clock.now() + timeout;
         loop {
@@ -497,7 +502,10 @@ impl GroupInner {
             return;
         }
         deliveries.reserve(max.min(state.prefetched.len()));
-        let now = self.now_ms();
+        // Only checks whether leases ran out: the coarse time serves (a
+        // lease ends up to a tick late here, never early); a fresh lease
+        // starts from the precise time.
+        let now = self.clock().tick_ms();
         state.machine.expire(now, rules);
         while deliveries.len() < max {
             let Some((lease, record)) = state.prefetched.pop_front() else {
@@ -508,7 +516,9 @@ impl GroupInner {
             };
             if until_ms.saturating_sub(now) < rules.lease_ms / 2 {
                 // Still its lease: extending it cannot fail.
-                let _ = state.machine.extend(&lease, now.saturating_add(rules.lease_ms));
+                let _ = state
+                    .machine
+                    .extend(&lease, self.now_ms().saturating_add(rules.lease_ms));
             }
             deliveries.push(self.delivery(lease, record));
         }

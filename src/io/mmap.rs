@@ -1,7 +1,7 @@
 //! Memory mappings: index files read and written as byte slices, the
 //! write window of a preallocated data file, and the final bytes of a
-//! sealed data file, read without copying ([`map_final`]). The only module
-//! allowed `unsafe`.
+//! sealed data file, read without copying ([`map_final`]). One of the two
+//! modules allowed `unsafe` (the other reads the clock, `clock/system.rs`).
 //!
 //! Soundness rests on these invariants, each upheld by the callers:
 //! - the owning directory is locked (`Storage::lock`), so no other logbus

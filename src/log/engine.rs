@@ -568,7 +568,10 @@ impl Shared {
         {
             (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
         }
-        let now = self.clock().now_ms();
+        // The clock is read once a batch, and only for a record with no
+        // timestamp of its own (a state log's events carry their group's).
+        let clock = self.clock();
+        let mut now = None;
         let Writer {
             frames,
             placed,
@@ -580,7 +583,8 @@ impl Shared {
         frames.clear();
         placed.clear();
         for (i, record) in records.iter().enumerate() {
-            let timestamp = record.timestamp_or(now);
+            let timestamp =
+                (record.own_timestamp()).unwrap_or_else(|| *now.get_or_insert_with(|| clock.now_ms()));
             placed.push((*position + frames.len() as u64, timestamp));
             encode_frame(
                 frames,

@@ -110,7 +110,7 @@ pub(crate) fn encode_headers(record: &Record<'_>) -> Result<HeaderMap> {
     }
     // No explicit timestamp: the server's receive time stands in for the
     // append time.
-    let timestamp = record.timestamp_or(i64::MIN);
+    let timestamp = record.own_timestamp().unwrap_or(i64::MIN);
     if timestamp != i64::MIN {
         map.insert(HEADER_TIMESTAMP, HeaderValue::from(timestamp));
     }

@@ -130,11 +130,15 @@ impl StateLog {
             let mut borrowed = encoded.try_borrow_mut();
             let buffer = borrowed.as_deref_mut().unwrap_or(&mut fresh);
             buffer.clear();
+            // Stamped with the coarse clock (see `crate::clock`): a state
+            // write, once per ack, reads no precise time.
+            let at_ms = self.log.clock().tick_ms();
             let written = match events {
                 // The common case (one ack, one delivery): no vector of records.
                 [event] => {
                     event.encode_into(buffer);
-                    self.log.write(std::slice::from_ref(&Record::new(buffer)))
+                    self.log
+                        .write(std::slice::from_ref(&Record::new(buffer).timestamp(at_ms)))
                 }
                 _ => {
                     let mut ends = Vec::with_capacity(events.len());
@@ -144,7 +148,7 @@ impl StateLog {
                     }
                     let starts = std::iter::once(0).chain(ends.iter().copied());
                     let records: Vec<Record<'_>> = (starts.zip(&ends))
-                        .map(|(start, &end)| Record::new(&buffer[start..end]))
+                        .map(|(start, &end)| Record::new(&buffer[start..end]).timestamp(at_ms))
                         .collect();
                     self.log.write(&records)
                 }
