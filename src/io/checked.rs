@@ -31,7 +31,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
@@ -215,6 +215,10 @@ impl StorageFile for CheckedFile {
 
     fn map_final(&self, len: u64) -> io::Result<Option<Bytes>> {
         self.file.map_final(len)
+    }
+
+    fn copy_final(&self, pos: u64, len: usize, into: &mut BytesMut) -> bool {
+        self.file.copy_final(pos, len, into)
     }
 
     fn sync_data(&self) -> io::Result<()> {

@@ -17,7 +17,13 @@
 //!   any of this process's readers exists, may cut one whose seal a crash
 //!   interrupted; later damage is reported as corruption instead of cut);
 //!   retention only unlinks it, and an unlinked file stays readable through
-//!   its mapping.
+//!   its mapping;
+//! - the bytes [`Written::copy_final`] copies out of a write window's
+//!   mapping are a segment's frames below its limit, read after the limit
+//!   was published (so after their write) while the log is open: appends
+//!   write only above the limit, and no cut reaches below it (a seal cuts
+//!   to the frames' end, a failed write is undone down to where it began,
+//!   and recovery, which cuts torn tails, runs only while opening).
 //!
 //! Growing a file writes zeros instead of leaving a hole: the first store
 //! into a page of a hole must allocate a block, and on a full file system
@@ -37,7 +43,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use super::prefault::Prefaulter;
@@ -234,6 +240,12 @@ impl WriteWindow {
         true
     }
 
+    /// The window's mapping, to copy final bytes out of without holding
+    /// the window.
+    pub(super) fn written(&self) -> Written {
+        Written(self.map.clone())
+    }
+
     /// Has the prefault thread fault in the pages up to [`PREFAULT_AHEAD`]
     /// past `end`, from `start` on, unless it was asked already.
     fn prefault_ahead_of(&mut self, start: usize, end: usize) {
@@ -242,6 +254,34 @@ impl WriteWindow {
             Prefaulter::request(&self.map, self.prefaulted, PREFAULT_STEP);
             self.prefaulted += PREFAULT_STEP;
         }
+    }
+}
+
+/// A write window's mapping, kept mapped while bytes are copied out of it
+/// ([`Written::copy_final`]), even if the window goes meanwhile.
+pub(super) struct Written(Arc<MmapRaw>);
+
+impl Written {
+    /// Replaces what `into` holds with the `len` bytes at `pos` and returns
+    /// true if the mapping covers them; false (`into` untouched) otherwise. The caller
+    /// promises they are final: written before this call, and neither
+    /// written nor cut while it runs (`StorageFile::copy_final`).
+    pub(super) fn copy_final(&self, pos: u64, len: usize, into: &mut BytesMut) -> bool {
+        let Ok(start) = usize::try_from(pos) else {
+            return false;
+        };
+        if start.checked_add(len).is_none_or(|end| end > self.0.len()) {
+            return false;
+        }
+        // SAFETY: `start + len` is within the mapping (checked above),
+        // which `self` keeps mapped. The caller promises the bytes were
+        // written before this call and are neither written nor cut while
+        // it runs: no store races these loads (writes go only above them)
+        // and the file still covers them, so reading them raises no SIGBUS.
+        let final_bytes = unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(start), len) };
+        into.clear();
+        into.extend_from_slice(final_bytes);
+        true
     }
 }
 

@@ -57,7 +57,7 @@ fn scanner_at(
     let hint = segment.scan_start(offset);
     let mut last_error = None;
     for start in [hint, SEGMENT_HEADER_LEN as u64] {
-        let mut scanner = FrameScanner::new(segment.file().clone(), start, limit, chunk_bytes);
+        let mut scanner = FrameScanner::new(segment.file().clone(), start, limit, chunk_bytes).final_frames();
         if let Some(frames) = &frames {
             scanner = scanner.preloaded(frames.clone());
         }

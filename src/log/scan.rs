@@ -8,7 +8,10 @@
 //! allocation per chunk, not one per record; and none at all once the
 //! frames of the last chunk were dropped: the next chunk is read into the
 //! same buffer (no zeroing, no fresh pages to fault in). It never reads
-//! past `limit`. A scanner given the file's bytes up front
+//! past `limit`. Frames final below it (a reader's, below the segment's
+//! limit: [`FrameScanner::final_frames`]) are copied out of the active
+//! segment's write mapping when it has one: no system call, and a new
+//! buffer needs no zeroing first. A scanner given the file's bytes up front
 //! ([`FrameScanner::preloaded`], a sealed segment's mapping) slices frames
 //! out of them instead and reads nothing below their end. Either way every
 //! frame is decoded, CRC included, each time it is scanned.
@@ -57,6 +60,8 @@ pub(crate) struct FrameScanner {
     chunk: Bytes,
     chunk_start: u64,
     chunk_bytes: usize,
+    /// The bytes below `limit` are final (see [`FrameScanner::final_frames`]).
+    final_frames: bool,
 }
 
 impl FrameScanner {
@@ -68,7 +73,17 @@ impl FrameScanner {
             chunk: Bytes::new(),
             chunk_start: position,
             chunk_bytes,
+            final_frames: false,
         }
+    }
+
+    /// Notes that the bytes below `limit` (as it is raised, too) are a
+    /// segment's frames below its limit, final while the file is open: a
+    /// chunk is then copied out of the file's write mapping if it has one
+    /// (`StorageFile::copy_final`), rather than read into a zeroed buffer.
+    pub(crate) fn final_frames(mut self) -> Self {
+        self.final_frames = true;
+        self
     }
 
     /// Starts from `frames`, the file's bytes from its start: frames
@@ -181,24 +196,20 @@ impl FrameScanner {
     #[cold]
     fn read_chunk(&mut self, want: usize) -> Result<(), ScanError> {
         let len = (self.limit - self.position).min(want.max(self.chunk_bytes) as u64) as usize;
-        let mut buf = self.reusable_buffer(len);
-        read_exact_at(self.file.as_ref(), &mut buf, self.position)?;
+        // The current chunk's buffer, when no frame handed out still
+        // shares it.
+        let mut buf = std::mem::take(&mut self.chunk).try_into_mut().unwrap_or_default();
+        if !(self.final_frames && self.file.copy_final(self.position, len, &mut buf)) {
+            // Read over the old bytes if they are enough, else into zeros.
+            match buf.len() >= len {
+                true => buf.truncate(len),
+                false => buf = BytesMut::zeroed(len),
+            }
+            read_exact_at(self.file.as_ref(), &mut buf, self.position)?;
+        }
         self.chunk = buf.freeze();
         self.chunk_start = self.position;
         Ok(())
-    }
-
-    /// A buffer of `len` bytes for the next chunk: the current chunk's,
-    /// when no frame handed out still shares it and it is large enough
-    /// (its old bytes are overwritten by the read), else a new one.
-    fn reusable_buffer(&mut self, len: usize) -> BytesMut {
-        match std::mem::take(&mut self.chunk).try_into_mut() {
-            Ok(mut buf) if buf.len() >= len => {
-                buf.truncate(len);
-                buf
-            }
-            _ => BytesMut::zeroed(len),
-        }
     }
 }
 
