@@ -170,10 +170,11 @@ impl Layout {
 ///
 /// What they are shared with: a buffer the log read them into, or, for
 /// records a cursor read from a sealed segment, a read-only mapping of
-/// that segment's file. A record (or its [`StoredRecord::value_bytes`])
-/// keeps that buffer or mapping alive until the last one is dropped, and
-/// a mapping keeps its file's disk space even after retention deleted the
-/// segment: copy what you keep for long.
+/// that segment's file, or from the segment being appended to, the
+/// mapping it is written through. A record (or its
+/// [`StoredRecord::value_bytes`]) keeps that buffer or mapping alive until
+/// the last one is dropped, and a mapping keeps its file's disk space even
+/// after retention deleted the segment: copy what you keep for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     /// The whole frame: one shared buffer per record, however many fields.

@@ -197,6 +197,40 @@ fn records_read_from_sealed_segments_outlive_their_files_and_the_log() {
     }
 }
 
+/// A cursor reads the segment being appended to through the mapping it is
+/// written through (no copy, no read call): its records stay whole while
+/// appends go on above them, after the roll cuts the segment to its
+/// frames, after retention deletes it, after the log opens again
+/// (recovery) and after its directory goes.
+#[test]
+fn records_read_from_the_active_segment_outlive_its_roll_its_file_and_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = LogOptions::default().segment_bytes(1 << 20);
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    let mut cursor = log.cursor(Position::Earliest).unwrap();
+    let mut records = Vec::new();
+    for i in 0..500 {
+        log.append(&Record::new(&value(i)).key(b"k")).unwrap();
+        // Each read finds the record just appended, at the segment's end.
+        records.extend(cursor.next().unwrap());
+    }
+    let large = vec![7u8; 64 << 10];
+    // Rolls once the segment is full; the sealed one is then removed.
+    while log.truncate_before(log.end_offset()).unwrap() == 0 {
+        log.append(&Record::new(&large)).unwrap();
+    }
+    assert!(log.start_offset() > 500, "the segment read from is gone");
+    log.close().unwrap();
+    drop(log);
+    Log::open(dir.path(), options).unwrap().close().unwrap();
+    drop(dir);
+    assert_eq!(records.len(), 500);
+    for (i, record) in (0..).zip(&records) {
+        assert_eq!(record.offset(), i);
+        assert_eq!((record.key(), record.value()), (&b"k"[..], &value(i)[..]));
+    }
+}
+
 /// A borrowed read (`Cursor::next_ref`) sees every record a shared one
 /// sees, field for field, across sealed (mapped) and active segments, skips
 /// what retention removed the same way, and waits for appends the same way.

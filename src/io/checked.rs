@@ -31,7 +31,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
@@ -217,8 +217,8 @@ impl StorageFile for CheckedFile {
         self.file.map_final(len)
     }
 
-    fn copy_final(&self, pos: u64, len: usize, into: &mut BytesMut) -> bool {
-        self.file.copy_final(pos, len, into)
+    fn share_final(&self, len: u64) -> Option<Bytes> {
+        self.file.share_final(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {

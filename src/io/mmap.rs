@@ -18,12 +18,15 @@
 //!   interrupted; later damage is reported as corruption instead of cut);
 //!   retention only unlinks it, and an unlinked file stays readable through
 //!   its mapping;
-//! - the bytes [`Written::copy_final`] copies out of a write window's
-//!   mapping are a segment's frames below its limit, read after the limit
-//!   was published (so after their write) while the log is open: appends
-//!   write only above the limit, and no cut reaches below it (a seal cuts
-//!   to the frames' end, a failed write is undone down to where it began,
-//!   and recovery, which cuts torn tails, runs only while opening).
+//! - the bytes [`WriteWindow::share_final`] shares out of a write window's
+//!   mapping are an active segment's header and frames below its limit,
+//!   shared after the limit was published (so after their write). Appends
+//!   write only above the limit; no cut reaches below it: a seal cuts to
+//!   the frames' end, a failed write is undone down to where it began, and
+//!   recovery cuts only frames that fail their checks, which frames below
+//!   a published limit passed when written (the writes of a process are
+//!   whole once it can open the log again) and are never written again.
+//!   They stay final after the log closes, as a sealed segment's do.
 //!
 //! Growing a file writes zeros instead of leaving a hole: the first store
 //! into a page of a hole must allocate a block, and on a full file system
@@ -43,7 +46,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
 use super::prefault::Prefaulter;
@@ -240,10 +243,15 @@ impl WriteWindow {
         true
     }
 
-    /// The window's mapping, to copy final bytes out of without holding
-    /// the window.
-    pub(super) fn written(&self) -> Written {
-        Written(self.map.clone())
+    /// The first `len` bytes of the window's mapping, shared without
+    /// copying (as long as one of them is, the mapping stays), or `None` if
+    /// the window does not cover them. The caller promises they are final
+    /// (see the module docs): written before this call, never written or
+    /// cut again.
+    pub(super) fn share_final(&self, len: u64) -> Option<Bytes> {
+        let len = usize::try_from(len).ok().filter(|&len| len <= self.map.len())?;
+        let map = self.map.clone();
+        Some(Bytes::from_owner(FinalPrefix { map, len }))
     }
 
     /// Has the prefault thread fault in the pages up to [`PREFAULT_AHEAD`]
@@ -257,31 +265,21 @@ impl WriteWindow {
     }
 }
 
-/// A write window's mapping, kept mapped while bytes are copied out of it
-/// ([`Written::copy_final`]), even if the window goes meanwhile.
-pub(super) struct Written(Arc<MmapRaw>);
+/// The first `len` bytes of a write window's mapping, handed out as
+/// [`Bytes`] ([`WriteWindow::share_final`]); keeps the mapping alive.
+struct FinalPrefix {
+    map: Arc<MmapRaw>,
+    len: usize,
+}
 
-impl Written {
-    /// Replaces what `into` holds with the `len` bytes at `pos` and returns
-    /// true if the mapping covers them; false (`into` untouched) otherwise. The caller
-    /// promises they are final: written before this call, and neither
-    /// written nor cut while it runs (`StorageFile::copy_final`).
-    pub(super) fn copy_final(&self, pos: u64, len: usize, into: &mut BytesMut) -> bool {
-        let Ok(start) = usize::try_from(pos) else {
-            return false;
-        };
-        if start.checked_add(len).is_none_or(|end| end > self.0.len()) {
-            return false;
-        }
-        // SAFETY: `start + len` is within the mapping (checked above),
-        // which `self` keeps mapped. The caller promises the bytes were
-        // written before this call and are neither written nor cut while
-        // it runs: no store races these loads (writes go only above them)
-        // and the file still covers them, so reading them raises no SIGBUS.
-        let final_bytes = unsafe { std::slice::from_raw_parts(self.0.as_ptr().add(start), len) };
-        into.clear();
-        into.extend_from_slice(final_bytes);
-        true
+impl AsRef<[u8]> for FinalPrefix {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `len` is within the mapping (checked when the prefix was
+        // made), which `map` keeps mapped. The bytes are final (see the
+        // module docs): nothing writes them while they are shared (appends
+        // go above them) and no cut reaches them, so no store races these
+        // loads and reading them raises no SIGBUS.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.len) }
     }
 }
 

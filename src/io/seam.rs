@@ -8,7 +8,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Held for as long as a directory is owned; dropping it releases the lock.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
@@ -106,17 +106,14 @@ pub trait StorageFile: Send + Sync + Debug {
         let _ = len;
         Ok(None)
     }
-    /// Replaces what `into` holds with the `len` bytes at `pos`, copied out
-    /// of the file's write mapping if one covers them (no system call, and
-    /// no buffer zeroed first to read into), and returns true; returns
-    /// false, `into` untouched, if none does (the default: callers then
-    /// read).
-    /// For bytes final while the file is open: written before this call
-    /// and never written or cut again (logbus asks this only of frames
-    /// below a segment's limit).
-    fn copy_final(&self, pos: u64, len: usize, into: &mut BytesMut) -> bool {
-        let _ = (pos, len, into);
-        false
+    /// The first `len` bytes of the file shared out of its write mapping,
+    /// without copying and without a system call, if one covers them
+    /// (`None` if none does, the default: callers then read). For bytes
+    /// that are final, as [`StorageFile::map_final`]'s (logbus asks this
+    /// only of an active segment's frames below its limit).
+    fn share_final(&self, len: u64) -> Option<Bytes> {
+        let _ = len;
+        None
     }
     /// Makes written data durable (fdatasync), including data written
     /// into a preallocated file's mapping.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::mmap::{MmapFile, WriteWindow, map_final, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
@@ -263,11 +263,8 @@ impl StorageFile for StdFile {
             .map_err(context("map", &self.path))
     }
 
-    fn copy_final(&self, pos: u64, len: usize, into: &mut BytesMut) -> bool {
-        // The copy runs outside the lock: the writer goes on meanwhile
-        // (above these bytes, which are final).
-        let written = self.window().as_ref().map(WriteWindow::written);
-        written.is_some_and(|written| written.copy_final(pos, len, into))
+    fn share_final(&self, len: u64) -> Option<Bytes> {
+        self.window().as_ref()?.share_final(len)
     }
 
     fn sync_data(&self) -> io::Result<()> {
@@ -326,30 +323,28 @@ mod tests {
     }
 
     #[test]
-    fn written_bytes_are_copied_out_of_the_window_as_a_read_finds_them() {
+    fn written_bytes_are_shared_out_of_the_window_as_a_read_finds_them() {
         let dir = tempfile::tempdir().unwrap();
         let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
-        let mut copied = BytesMut::from(&b"old"[..]);
-        // No window yet: nothing copied, the buffer untouched.
-        assert!(!file.copy_final(0, 1, &mut copied));
-        assert_eq!(&copied[..], b"old");
+        // No window yet: nothing shared.
+        assert!(file.share_final(0).is_none());
         file.preallocate(64 << 10).unwrap();
         let small = pattern(100, 4);
         let large = pattern(MAPPED_WRITE_MAX + 1, 5);
         file.write_all_at(&small, 0).unwrap();
         file.write_all_at(&large, 100).unwrap(); // through pwrite
         let end = 100 + large.len();
-        assert!(file.copy_final(0, end, &mut copied));
-        assert_eq!(&copied[..], &read_all(file.as_ref())[..end]);
-        assert_eq!(&copied[..100], &small[..]);
-        assert!(file.copy_final(100, 7, &mut copied));
-        assert_eq!(&copied[..], &large[..7]);
-        // Past the window: nothing copied, the buffer untouched.
-        assert!(!file.copy_final((64 << 10) - 1, 2, &mut copied));
-        assert_eq!(&copied[..], &large[..7]);
-        // A window dropped by a length change copies nothing.
-        file.set_len(end as u64).unwrap();
-        assert!(!file.copy_final(0, 1, &mut copied));
+        let shared = file.share_final(end as u64).unwrap();
+        assert_eq!(&shared[..], &read_all(file.as_ref())[..end]);
+        assert_eq!(&shared[..100], &small[..]);
+        // Past the window: nothing shared.
+        assert!(file.share_final((64 << 10) + 1).is_none());
+        // Writes above go on, and what was shared stays as it was, also
+        // once the window is gone and the file cut to what was written.
+        file.write_all_at(b"more", end as u64).unwrap();
+        file.set_len(end as u64 + 4).unwrap();
+        assert!(file.share_final(1).is_none());
+        assert_eq!(&shared[100..], &large[..]);
     }
 
     #[test]

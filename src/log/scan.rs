@@ -8,10 +8,10 @@
 //! allocation per chunk, not one per record; and none at all once the
 //! frames of the last chunk were dropped: the next chunk is read into the
 //! same buffer (no zeroing, no fresh pages to fault in). It never reads
-//! past `limit`. Frames final below it (a reader's, below the segment's
-//! limit: [`FrameScanner::final_frames`]) are copied out of the active
-//! segment's write mapping when it has one: no system call, and a new
-//! buffer needs no zeroing first. A scanner given the file's bytes up front
+//! past `limit`. A reader's frames below the segment's limit, which are
+//! final ([`FrameScanner::final_frames`]), are sliced out of the active
+//! segment's write mapping when it has one, as out of a sealed segment's:
+//! no system call and no copy. A scanner given the file's bytes up front
 //! ([`FrameScanner::preloaded`], a sealed segment's mapping) slices frames
 //! out of them instead and reads nothing below their end. Either way every
 //! frame is decoded, CRC included, each time it is scanned.
@@ -78,9 +78,10 @@ impl FrameScanner {
     }
 
     /// Notes that the bytes below `limit` (as it is raised, too) are a
-    /// segment's frames below its limit, final while the file is open: a
-    /// chunk is then copied out of the file's write mapping if it has one
-    /// (`StorageFile::copy_final`), rather than read into a zeroed buffer.
+    /// segment's frames below its limit, which are final: frames are then
+    /// sliced out of the file's write mapping if it has one
+    /// (`StorageFile::share_final`), as out of a preloaded sealed segment,
+    /// rather than read.
     pub(crate) fn final_frames(mut self) -> Self {
         self.final_frames = true;
         self
@@ -195,21 +196,32 @@ impl FrameScanner {
     /// more, or up to `limit` if less.
     #[cold]
     fn read_chunk(&mut self, want: usize) -> Result<(), ScanError> {
-        let len = (self.limit - self.position).min(want.max(self.chunk_bytes) as u64) as usize;
-        // The current chunk's buffer, when no frame handed out still
-        // shares it.
-        let mut buf = std::mem::take(&mut self.chunk).try_into_mut().unwrap_or_default();
-        if !(self.final_frames && self.file.copy_final(self.position, len, &mut buf)) {
-            // Read over the old bytes if they are enough, else into zeros.
-            match buf.len() >= len {
-                true => buf.truncate(len),
-                false => buf = BytesMut::zeroed(len),
-            }
-            read_exact_at(self.file.as_ref(), &mut buf, self.position)?;
+        if self.final_frames
+            && let Some(frames) = self.file.share_final(self.limit)
+        {
+            self.chunk = frames;
+            self.chunk_start = 0;
+            return Ok(());
         }
+        let len = (self.limit - self.position).min(want.max(self.chunk_bytes) as u64) as usize;
+        let mut buf = self.reusable_buffer(len);
+        read_exact_at(self.file.as_ref(), &mut buf, self.position)?;
         self.chunk = buf.freeze();
         self.chunk_start = self.position;
         Ok(())
+    }
+
+    /// A buffer of `len` bytes for the next chunk: the current chunk's,
+    /// when no frame handed out still shares it and it is large enough
+    /// (its old bytes are overwritten by the read), else a new one.
+    fn reusable_buffer(&mut self, len: usize) -> BytesMut {
+        match std::mem::take(&mut self.chunk).try_into_mut() {
+            Ok(mut buf) if buf.len() >= len => {
+                buf.truncate(len);
+                buf
+            }
+            _ => BytesMut::zeroed(len),
+        }
     }
 }
 
