@@ -360,8 +360,8 @@ fn work_queue_drops_segments_every_group_acked_and_ignores_subscriptions() {
 }
 
 #[test]
-fn group_state_stays_small_after_acking_50k_records_one_by_one() {
-    const RECORDS: u64 = 50_000;
+fn group_state_stays_small_after_acking_200k_records_one_by_one() {
+    const RECORDS: u64 = 200_000;
     let dir = tempfile::tempdir().unwrap();
     let options = BusOptions::default().topic_defaults(TopicOptions::default().durability(Durability::Os));
     let bus = Bus::open(dir.path(), options.clone()).unwrap();
@@ -376,11 +376,11 @@ fn group_state_stays_small_after_acking_50k_records_one_by_one() {
     for i in 0..RECORDS {
         group.try_recv().unwrap().unwrap().ack().unwrap();
         if i % 1000 == 999 {
-            // Without compaction the events alone would take about 7 MB;
-            // with it, at most the segment being written (preallocated to
-            // 1 MiB), the one before it and their indexes, once the
+            // Without compaction the events alone would take about 28 MB;
+            // with it, at most the segment being written (reserved up to
+            // 4 MiB), the one before it and their indexes, once the
             // compacted segments' files are deleted in the background.
-            eventually("group state at most 3 MiB", || tree_bytes(&state_dir) <= 3 << 20);
+            eventually("group state at most 9 MiB", || tree_bytes(&state_dir) <= 9 << 20);
         }
     }
     assert_eq!(group.stats().unwrap().low_watermark, RECORDS);
@@ -397,8 +397,8 @@ fn group_state_stays_small_after_acking_50k_records_one_by_one() {
 }
 
 #[test]
-fn subscription_state_stays_small_after_100k_commits() {
-    const RECORDS: u64 = 100_000;
+fn subscription_state_stays_small_after_400k_commits() {
+    const RECORDS: u64 = 400_000;
     let dir = tempfile::tempdir().unwrap();
     let options = BusOptions::default().topic_defaults(TopicOptions::default().durability(Durability::Os));
     let bus = Bus::open(dir.path(), options.clone()).unwrap();
@@ -414,11 +414,11 @@ fn subscription_state_stays_small_after_100k_commits() {
         sub.try_recv().unwrap().unwrap();
         sub.commit().unwrap();
         if i % 100 == 99 {
-            // Without compaction the commits alone would take about 4.5 MB;
-            // with it, at most two 1 MiB state segments and their indexes,
+            // Without compaction the commits alone would take about 18 MB;
+            // with it, at most two 4 MiB state segments and their indexes,
             // once the compacted segments' files are deleted.
-            eventually("subscription state at most 2 MiB + 64 KiB", || {
-                tree_bytes(&state_dir) <= (2 << 20) + (64 << 10)
+            eventually("subscription state at most 8 MiB + 64 KiB", || {
+                tree_bytes(&state_dir) <= (8 << 20) + (64 << 10)
             });
         }
     }

@@ -59,6 +59,8 @@ pub struct LogOptions {
     pub(crate) retention_bytes: Option<u64>,
     pub(crate) retention_age: Option<Duration>,
     pub(crate) preallocate: bool,
+    /// The first reservation of an active segment (see `Segment::reserve`).
+    pub(crate) first_reservation_bytes: u64,
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) clock: Clock,
 }
@@ -87,6 +89,7 @@ impl Default for LogOptions {
             retention_bytes: None,
             retention_age: None,
             preallocate: true,
+            first_reservation_bytes: 1 << 20,
             storage: Arc::new(StdStorage),
             clock: Clock::Real,
         }
@@ -133,14 +136,23 @@ impl LogOptions {
         self
     }
 
-    /// Whether to reserve each active segment's full size on disk up front
-    /// (default true), trimming it when the segment is sealed or the log
-    /// closed. A reserved segment cannot run out of space mid-segment, and
-    /// on the real file system appends become copies into a memory mapping
-    /// of it instead of one `pwrite` each. Without it, every append is a
-    /// `pwrite` that grows the file.
+    /// Whether to reserve each active segment's space on disk ahead of its
+    /// appends (default true: 1 MiB at first, or a quarter of a smaller
+    /// segment, doubling up to the segment's size), trimming it when the
+    /// segment is sealed or the log closed. An append inside a reservation
+    /// cannot run out of space, and on the real file system appends become
+    /// copies into a memory mapping of it instead of one `pwrite` each.
+    /// Without it, every append is a `pwrite` that grows the file.
     pub fn preallocate(mut self, preallocate: bool) -> Self {
         self.preallocate = preallocate;
+        self
+    }
+
+    /// Starts each active segment's reservation at `bytes` (still at most
+    /// a quarter of the segment) instead of 1 MiB: a state log's, so that
+    /// a group that acks little reserves little.
+    pub(crate) fn first_reservation_bytes(mut self, bytes: u64) -> Self {
+        self.first_reservation_bytes = bytes;
         self
     }
 

@@ -44,9 +44,6 @@ pub(crate) fn segment_file(dir: &Path, base: u64, extension: &str) -> PathBuf {
 }
 
 pub(crate) const DATA_EXT: &str = "log";
-/// The first reservation of an active segment's data file (see
-/// [`Segment::reserve`]).
-const FIRST_RESERVATION_BYTES: u64 = 1 << 20;
 pub(crate) const OFFSET_INDEX_EXT: &str = "idx";
 pub(crate) const TIME_INDEX_EXT: &str = "tix";
 
@@ -303,8 +300,8 @@ impl Segment {
     /// Makes sure the data file's space is reserved beyond `end`, so
     /// appends cannot run out of disk mid-reservation and, on the real
     /// file system, are copies into a mapping instead of system calls. A
-    /// reservation starts at [`FIRST_RESERVATION_BYTES`] (a quarter of
-    /// smaller segments) and doubles each time appends reach its end, up
+    /// reservation starts at the options' first reservation, 1 MiB by
+    /// default (a quarter of smaller segments), and doubles each time appends reach its end, up
     /// to `segment_bytes`: a topic holding
     /// little reserves little, and a full segment takes a handful of
     /// reservations. Best effort: a backend or file system without
@@ -315,7 +312,7 @@ impl Segment {
         if !options.preallocate || end < reserved || reserved >= options.segment_bytes {
             return;
         }
-        let first = FIRST_RESERVATION_BYTES.min(options.segment_bytes / 4);
+        let first = options.first_reservation_bytes.min(options.segment_bytes / 4);
         let mut len = reserved.saturating_mul(2).max(first);
         while len <= end {
             len = len.saturating_mul(2);
