@@ -229,6 +229,12 @@ impl StoredRecord {
         self.layout.headers(&self.frame)
     }
 
+    /// Whether the record carries any header.
+    #[inline]
+    pub(crate) fn has_headers(&self) -> bool {
+        self.layout.header_count > 0
+    }
+
     /// The first header named `name`.
     #[inline]
     pub fn header(&self, name: &str) -> Option<&[u8]> {

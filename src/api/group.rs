@@ -263,6 +263,10 @@ impl Group {
     #[inline]
     fn withheld(&self, delivery: &Delivery) -> Option<Withheld> {
         let record = delivery.record();
+        // Expiry and schedule are headers: most records carry none.
+        if !record.has_headers() {
+            return None;
+        }
         let now = || dispatch!(AnyGroup, &self.backend, g => g.now_ms());
         if expired(record, now) {
             return Some(Withheld::Expired);

@@ -91,6 +91,10 @@ struct GroupState {
     /// (`GroupOptions::prefetch`), their `Delivered` persisted, for the
     /// next receives: handed out while still leased to their lease.
     prefetched: VecDeque<(Lease, StoredRecord)>,
+    /// The rules of the group's options, for what is decided under this
+    /// lock alone (handing out kept records): `reconfigure` keeps them in
+    /// step, so such a receive reads no options.
+    rules: Rules,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -217,6 +221,7 @@ impl LogGroup {
             cursor,
             reported_floor: None,
             prefetched: VecDeque::new(),
+            rules: rules_of(&options),
         };
         let inner = GroupInner {
             topic,
@@ -252,7 +257,9 @@ impl LogGroup {
                 open.on_dead_letter
             )));
         }
+        let rules = rules_of(&options);
         *self.inner.options.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(options);
+        lock(&self.inner.state).rules = rules;
         self.inner.open_dlq();
         Ok(())
     }
@@ -448,16 +455,16 @@ impl GroupInner {
         into: Vec<LogDelivery>,
     ) -> Result<(Vec<LogDelivery>, Option<i64>)> {
         self.topic.log().check_open()?;
-        let options = self.options();
-        let rules = rules_of(&options);
         let mut taken = Taken {
             group: self,
             deliveries: into,
         };
-        self.take_prefetched(max, &rules, &mut taken.deliveries);
+        self.take_prefetched(max, &mut taken.deliveries);
         if max > 0 && taken.deliveries.len() == max {
             return Ok((taken.hand_over(), None));
         }
+        let options = self.options();
+        let rules = rules_of(&options);
         let want = max - taken.deliveries.len();
         // A prefetched record's attempt counts even if it is never handed
         // out: not when it would be the only one, nor for a receive of none.
@@ -496,17 +503,18 @@ impl GroupInner {
     /// prefetched, each still leased to its lease; one with less than half
     /// its lease left gets a fresh one. Those whose lease ran out (they are
     /// due again) are dropped.
-    fn take_prefetched(self: &Arc<Self>, max: usize, rules: &Rules, deliveries: &mut Vec<LogDelivery>) {
+    fn take_prefetched(self: &Arc<Self>, max: usize, deliveries: &mut Vec<LogDelivery>) {
         let mut state = lock(&self.state);
         if state.prefetched.is_empty() {
             return;
         }
+        let rules = state.rules;
         deliveries.reserve(max.min(state.prefetched.len()));
         // Only checks whether leases ran out: the coarse time serves (a
         // lease ends up to a tick late here, never early); a fresh lease
         // starts from the precise time.
         let now = self.clock().tick_ms();
-        state.machine.expire(now, rules);
+        state.machine.expire(now, &rules);
         while deliveries.len() < max {
             let Some((lease, record)) = state.prefetched.pop_front() else {
                 break;
