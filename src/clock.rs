@@ -28,9 +28,11 @@
 //!   deterministic and takes no wall time.
 //!
 //! Who reads it: a log (`log/engine.rs`: record timestamps, age retention,
-//! segment times; `Cursor::next_timeout`'s waits) and the embedded consumer
-//! group (`embedded/group.rs`: every `now` given to the group's state
-//! machine, receive deadlines and waits, `recv_async`'s wake-ups, stats
+//! segment times; `Cursor::next_timeout`'s waits), a state log
+//! (`state/store.rs`: its events' stamps, coarse) and the embedded
+//! consumer group (`embedded/group.rs`: every `now` given to the group's
+//! state machine, the coarse one when it checks the leases of the records
+//! it kept, receive deadlines and waits, `recv_async`'s wake-ups, stats
 //! ages). The rest stays on real time: request-reply and scatter-gather
 //! deadlines, `Durability::Interval` syncs, background maintenance, the
 //! correlation ids' time bits and the names of moved-aside state.

@@ -569,7 +569,7 @@ impl Shared {
             (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
         }
         // The clock is read once a batch, and only for a record with no
-        // timestamp of its own (a state log's events carry their group's).
+        // timestamp of its own (a state log stamps its events itself).
         let clock = self.clock();
         let mut now = None;
         let Writer {
@@ -583,8 +583,9 @@ impl Shared {
         frames.clear();
         placed.clear();
         for (i, record) in records.iter().enumerate() {
-            let timestamp =
-                (record.own_timestamp()).unwrap_or_else(|| *now.get_or_insert_with(|| clock.now_ms()));
+            let timestamp = record
+                .own_timestamp()
+                .unwrap_or_else(|| *now.get_or_insert_with(|| clock.now_ms()));
             placed.push((*position + frames.len() as u64, timestamp));
             encode_frame(
                 frames,

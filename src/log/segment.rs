@@ -301,12 +301,12 @@ impl Segment {
     /// appends cannot run out of disk mid-reservation and, on the real
     /// file system, are copies into a mapping instead of system calls. A
     /// reservation starts at the options' first reservation, 1 MiB by
-    /// default (a quarter of smaller segments), and doubles each time appends reach its end, up
-    /// to `segment_bytes`: a topic holding
-    /// little reserves little, and a full segment takes a handful of
-    /// reservations. Best effort: a backend or file system without
-    /// reservations, or a disk too full for one, leaves appends to write
-    /// (and grow the file) one by one for the rest of this segment.
+    /// default (a quarter of smaller segments), and doubles each time
+    /// appends reach its end, up to `segment_bytes`: a topic holding little
+    /// reserves little, and a full segment takes a handful of reservations.
+    /// Best effort: a backend or file system without reservations, or a
+    /// disk too full for one, leaves appends to write (and grow the file)
+    /// one by one for the rest of this segment.
     pub(crate) fn reserve(&self, end: u64, options: &LogOptions) {
         let reserved = self.reserved.load(Ordering::Relaxed);
         if !options.preallocate || end < reserved || reserved >= options.segment_bytes {
