@@ -4,7 +4,10 @@
 //! ping-pong to a receiver in the same process or in another one that
 //! joined the bus, publishing from a joined process, the disk 10 topics
 //! allocate, and the open after a writer was killed right after a segment
-//! roll.
+//! roll. `logbus-1seg` runs the batched append with segments of 1 GiB,
+//! so the run never rolls (and never waits for a seal's sync): with
+//! `naive-crc36` it splits the batched append's gap into its parts
+//! (docs/PERFORMANCE.md, "append_batch: where the gap is").
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
@@ -14,7 +17,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use logbus::{
-    Bus, BusOptions, Delivery, Durability, GroupOptions, Log, LogOptions, Position, Record, TopicOptions,
+    Bus, BusOptions, Delivery, Durability, GroupOptions, Log, LogOptions, Position, Record,
+    SEGMENT_BYTES_MAX, TopicOptions,
 };
 
 use crate::common::{
@@ -23,6 +27,23 @@ use crate::common::{
 
 fn open(dir: &Path, durability: Durability) -> Res<Log> {
     Ok(Log::open(dir, LogOptions::default().durability(durability))?)
+}
+
+/// `logbus-1seg`: the batched append into one segment of 1 GiB (the case
+/// writes 136 MB), `Durability::Os`.
+pub fn run_one_segment(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
+    if spec.workload != Workload::AppendBatch100 {
+        return Ok(None);
+    }
+    let options = LogOptions::default()
+        .durability(Durability::Os)
+        .segment_bytes(SEGMENT_BYTES_MAX);
+    let log = Log::open(dir, options)?;
+    let values = Values::new(spec.size);
+    let outcome = append_or_read(spec, |batched| append(&log, spec, &values, batched))?
+        .verify(|| verify(&log, spec, true))?;
+    log.close()?;
+    Ok(Some(outcome))
 }
 
 fn verify(log: &Log, spec: &Spec, ordered: bool) -> Res<Checked> {

@@ -11,6 +11,8 @@
 //! counts times F), `--peers a,b`, `--workloads a,b`, `--dir PATH` (where
 //! case directories go; default `$LOGBUS_PEERS_DIR` or the temp dir),
 //! `--report FILE` (print the tables for the JSON lines of an earlier run).
+//! `--peers` also takes the two peers that split the batched append's gap,
+//! `naive-crc36` and `logbus-1seg`, which a plain run leaves out.
 
 mod commitlog_peer;
 mod common;
@@ -35,6 +37,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Outcome, Res, Spec, WORKLOADS, Workload, json_str, memory_kib, quantile};
+use naive::Frames;
 
 /// The peers, in table order; the first is the baseline.
 pub const PEERS: [&str; 8] = [
@@ -51,6 +54,11 @@ pub const PEERS: [&str; 8] = [
 /// The baseline of every ratio.
 pub const BASELINE: &str = PEERS[0];
 
+/// Peers run only when `--peers` names them: they split the batched
+/// append's gap into its parts (docs/PERFORMANCE.md, "append_batch: where
+/// the gap is").
+pub const SPLITTING_PEERS: [&str; 2] = ["naive-crc36", "logbus-1seg"];
+
 /// How long one case may take before it is killed and reported as failed.
 const CASE_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -59,9 +67,11 @@ const TOUCH_BYTES: usize = 300 << 20;
 
 fn run_peer(peer: &str, spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     match peer {
-        "naive-crc" => naive::run(spec, dir, true),
-        "naive" => naive::run(spec, dir, false),
+        "naive-crc" => naive::run(spec, dir, Frames::Crc),
+        "naive" => naive::run(spec, dir, Frames::Bare),
+        "naive-crc36" => naive::run(spec, dir, Frames::LogbusSized),
         "logbus" => logbus_peer::run(spec, dir),
+        "logbus-1seg" => logbus_peer::run_one_segment(spec, dir),
         "commitlog" => commitlog_peer::run(spec, dir),
         "sqlite" => sqlite_peer::run(spec, dir),
         "redb" => redb_peer::run(spec, dir),
@@ -266,7 +276,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Res<Args> {
         match flag.as_str() {
             "--reps" => parsed.reps = value.parse()?,
             "--scale" => parsed.scale = value.parse()?,
-            "--peers" => parsed.peers = list(&value, |p| PEERS.contains(&p).then(|| p.to_string()))?,
+            "--peers" => {
+                let known = |p: &str| PEERS.contains(&p) || SPLITTING_PEERS.contains(&p);
+                parsed.peers = list(&value, |p| known(p).then(|| p.to_string()))?
+            }
             "--workloads" => parsed.workloads = list(&value, Workload::parse)?,
             "--dir" => parsed.dir = value.into(),
             "--report" => parsed.report = Some(value.into()),

@@ -4,6 +4,10 @@
 //! `[len u32][crc32 u32][value]` with the CRC checked on read (the
 //! baseline of every ratio); `naive` frames are `[len u32][value]`, nothing
 //! checked (what the page cache and a `BufWriter` cost at the least).
+//! `naive-crc36` frames have logbus's size, a 36-byte header, and their CRC
+//! is computed as logbus computes a frame's; they run the batched append
+//! only, to tell the cost of logbus's frame layout from that of its code
+//! (docs/PERFORMANCE.md, "append_batch: where the gap is").
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -16,25 +20,50 @@ use crate::common::{
     BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, ack_file, append_or_read, run_threads,
 };
 
-/// One of the two frame layouts.
-#[derive(Debug, Clone, Copy)]
-struct Frames {
-    crc: bool,
+/// One of the three frame layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frames {
+    /// `[len u32][value]`, nothing checked (`naive`).
+    Bare,
+    /// `[len u32][crc32 u32][value]`, the CRC of the value (`naive-crc`).
+    Crc,
+    /// `[len u32][crc32 u32][28 zero bytes][value]`, the CRC of all but
+    /// itself, fed in two pieces as logbus feeds a frame's: the length,
+    /// then the rest (`naive-crc36`; built in place, so batches only).
+    LogbusSized,
 }
 
 impl Frames {
     fn header_len(self) -> usize {
-        if self.crc { 8 } else { 4 }
+        match self {
+            Frames::Bare => 4,
+            Frames::Crc => 8,
+            Frames::LogbusSized => 36,
+        }
     }
 
     fn write_frame(self, out: &mut impl Write, value: &[u8]) -> std::io::Result<()> {
+        debug_assert!(self != Frames::LogbusSized, "built in place only");
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        if self.crc {
+        if self == Frames::Crc {
             header[4..].copy_from_slice(&crc32fast::hash(value).to_le_bytes());
         }
         out.write_all(&header[..self.header_len()])?;
         out.write_all(value)
+    }
+
+    /// Appends the frame of `value` to `out` (`LogbusSized` only): the
+    /// header, the value, then the CRC of the bytes in place, fed as
+    /// logbus feeds its (`format::frame`).
+    fn push_frame(self, out: &mut Vec<u8>, value: &[u8]) {
+        debug_assert!(self == Frames::LogbusSized);
+        let start = out.len();
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        out.resize(start + self.header_len(), 0);
+        out.extend_from_slice(value);
+        let crc = logbus_sized_crc(&out[start..start + 4], &out[start + 8..]);
+        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     }
 
     /// Reads frames from the start of `path`, checking each CRC if there
@@ -42,7 +71,7 @@ impl Frames {
     /// frame.
     fn read_frames(self, path: &Path, mut each: impl FnMut(&[u8], u64) -> Res<()>) -> Res<()> {
         let mut reader = BufReader::new(File::open(path)?);
-        let mut header = [0u8; 8];
+        let mut header = [0u8; 36];
         let header = &mut header[..self.header_len()];
         let mut value = Vec::new();
         let mut position = 0u64;
@@ -55,13 +84,27 @@ impl Frames {
             let len = u32::from_le_bytes(header[..4].try_into()?) as usize;
             value.resize(len, 0);
             reader.read_exact(&mut value)?;
-            if self.crc && crc32fast::hash(&value).to_le_bytes() != header[4..] {
+            let crc = match self {
+                Frames::Bare => None,
+                Frames::Crc => Some(crc32fast::hash(&value)),
+                Frames::LogbusSized => Some(logbus_sized_crc(&header[..4], &[&header[8..], &value].concat())),
+            };
+            if crc.is_some_and(|crc| crc.to_le_bytes() != header[4..8]) {
                 return Err(format!("crc mismatch at {position}").into());
             }
             position += (header.len() + len) as u64;
             each(&value, position)?;
         }
     }
+}
+
+/// The CRC of a `LogbusSized` frame: its length field, then everything
+/// after its CRC field.
+fn logbus_sized_crc(len: &[u8], rest: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(len);
+    hasher.update(rest);
+    hasher.finalize()
 }
 
 fn verify(frames: Frames, path: &Path, spec: &Spec, ordered: bool) -> Res<Checked> {
@@ -83,7 +126,11 @@ fn append(frames: Frames, path: &Path, spec: &Spec, values: &Values, batched: bo
         values.each_batch(spec.n, |values| {
             out.clear();
             for value in values.chunks_exact(spec.size) {
-                frames.write_frame(&mut out, value)?;
+                if frames == Frames::LogbusSized {
+                    frames.push_frame(&mut out, value);
+                } else {
+                    frames.write_frame(&mut out, value)?;
+                }
             }
             Ok(file.write_all(&out)?)
         })?;
@@ -132,9 +179,12 @@ fn queue(frames: Frames, dir: &Path, spec: &Spec, values: &Values) -> Res<Outcom
     Outcome::queued(started, enqueued, &verifier, spec.n)
 }
 
-/// Runs a case with frames that carry a CRC (`naive-crc`) or not (`naive`).
-pub fn run(spec: &Spec, dir: &Path, crc: bool) -> Res<Option<Outcome>> {
-    let frames = Frames { crc };
+/// Runs a case with frames of the given layout (`LogbusSized`: the
+/// batched append only).
+pub fn run(spec: &Spec, dir: &Path, frames: Frames) -> Res<Option<Outcome>> {
+    if frames == Frames::LogbusSized && spec.workload != Workload::AppendBatch100 {
+        return Ok(None);
+    }
     let values = Values::new(spec.size);
     let path = dir.join("log.frames");
     let outcome = match spec.workload {

@@ -185,6 +185,8 @@ fn display(peer: &str) -> &str {
     match peer {
         "naive-crc" => "naive frames + CRC",
         "naive" => "naive frames, no CRC",
+        "naive-crc36" => "naive frames of logbus's size",
+        "logbus-1seg" => "logbus, no roll",
         "commitlog" => "commitlog 0.2",
         "sqlite" => "SQLite WAL",
         "redb" => "redb 4",
