@@ -21,12 +21,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use common::storage::{Hooked, Hooks};
 use fastrand::Rng;
-use logbus::format::decode_segment_header;
+use logbus::format::{SEGMENT_HEADER_LEN, decode_segment_header};
 use logbus::storage::{Fault, SimStorage};
 use logbus::{Durability, Error, Log, LogOptions, Position, Record, StoredRecord};
 
@@ -495,6 +495,155 @@ fn a_seal_whose_thread_panics_runs_again_where_it_is_waited_for() {
     assert_holds(&log, &values, 0, "after a seal's thread panicked");
 }
 
+/// Holds every sync a `logbus-sealer` thread makes until released (or for
+/// at most 10 s, so that a test of a log that waits for its seal fails
+/// instead of hanging): a seal that takes longer than the appends after it
+/// (a disk that cannot keep up with them).
+#[derive(Debug, Default)]
+struct HeldSeals {
+    released: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl HeldSeals {
+    fn release(&self) {
+        *self.released.lock().unwrap() = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Hooks for HeldSeals {
+    fn before_sync(&self) {
+        if std::thread::current().name() == Some("logbus-sealer") {
+            let released = self.released.lock().unwrap();
+            let held = self
+                .changed
+                .wait_timeout_while(released, Duration::from_secs(10), |r| !*r);
+            drop(held.unwrap());
+        }
+    }
+}
+
+/// The log in `sim` under `Os`, its seals held until the hooks release
+/// them.
+fn open_with_held_seals(sim: &SimStorage, segment_bytes: u64) -> (Log, Arc<HeldSeals>) {
+    let hooks = Arc::new(HeldSeals::default());
+    let held = Hooked::shared(sim.clone(), hooks.clone());
+    let options = options(sim, Durability::Os, segment_bytes).storage(Arc::new(held));
+    (Log::open(DIR, options).unwrap(), hooks)
+}
+
+/// Frame bytes of `record(value)` for a value of `len` bytes: the fixed
+/// part, the key, the one header and the value.
+fn frame_len(len: usize) -> u64 {
+    (36 + len.min(6) + 6 + "len".len() + "checked".len() + len) as u64
+}
+
+/// The log's segment files, oldest first.
+fn segment_files(sim: &SimStorage) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = (sim.files().into_iter())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// Appends 50-byte values to `log` (offsets from `values.len()`) until it
+/// has rolled once, then until its new segment holds `frames` frames.
+fn append_past_a_roll(sim: &SimStorage, log: &Log, values: &mut Vec<Vec<u8>>, frames: usize) {
+    while segment_files(sim).len() < 2 {
+        let v = value("o", values.len() as u64, 50);
+        assert_eq!(log.append(&record(&v)).unwrap(), values.len() as u64);
+        values.push(v);
+    }
+    for _ in 1..frames {
+        let v = value("o", values.len() as u64, 50);
+        assert_eq!(log.append(&record(&v)).unwrap(), values.len() as u64);
+        values.push(v);
+    }
+}
+
+/// Under `Os` an append waits for the seal of the segment before only once
+/// it is a whole segment ahead of it: while the seal is under way the
+/// active segment grows past `segment_bytes`, up to twice that, and the
+/// first append after the seal rolls. Nothing is lost on the way or
+/// through a reopen.
+#[test]
+fn appends_run_past_a_full_segment_while_the_one_before_is_sealed() {
+    const SEGMENT: u64 = 1024;
+    let sim = SimStorage::new();
+    let (log, hooks) = open_with_held_seals(&sim, SEGMENT);
+    let frame = frame_len(50);
+    // As many frames as fit in twice a segment, past its header: the
+    // first came with the roll.
+    let header = SEGMENT_HEADER_LEN as u64;
+    let fit = ((2 * SEGMENT - header) / frame) as usize;
+    assert!(
+        header + fit as u64 * frame > SEGMENT,
+        "the test must run past a segment"
+    );
+    let mut values = Vec::new();
+    append_past_a_roll(&sim, &log, &mut values, fit);
+    assert_eq!(segment_files(&sim).len(), 2, "rolled while the seal was held");
+
+    // One more frame would pass twice the segment: that append waits.
+    let next = value("o", values.len() as u64, 50);
+    std::thread::scope(|scope| {
+        let waiting = scope.spawn(|| log.append(&record(&next)));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !waiting.is_finished(),
+            "passed twice the segment with the seal held"
+        );
+        hooks.release();
+        assert_eq!(waiting.join().unwrap().unwrap(), values.len() as u64);
+    });
+    values.push(next);
+    let files = segment_files(&sim);
+    assert_eq!(files.len(), 3, "no roll once the seal was done");
+    let grown = sim.read_file(&files[1]).unwrap().len() as u64;
+    assert_eq!(grown, header + fit as u64 * frame, "the segment that grew on");
+    assert_holds(&log, &values, 0, "after the segment grew on");
+    log.close().unwrap();
+    let log = Log::open(DIR, options(&sim, Durability::Os, SEGMENT)).unwrap();
+    assert!(log.recovery_report().is_pristine());
+    assert_holds(&log, &values, 0, "reopened");
+}
+
+/// A power loss while the active segment has grown past `segment_bytes`
+/// (its predecessor's seal under way) keeps everything flushed and a
+/// prefix of the rest.
+#[test]
+fn power_loss_while_a_segment_grows_past_its_size_keeps_a_prefix() {
+    const SEGMENT: u64 = 1024;
+    for seed in 0..20 {
+        let context = format!("power loss seed {seed}");
+        let sim = SimStorage::new();
+        let log = Log::open(DIR, options(&sim, Durability::Os, SEGMENT)).unwrap();
+        let mut values: Vec<Vec<u8>> = (0..5).map(|i| value("o", i, 50)).collect();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(log.append(&record(v)).unwrap(), i as u64);
+        }
+        log.flush().unwrap();
+        drop(log);
+        let (log, hooks) = open_with_held_seals(&sim, SEGMENT);
+        append_past_a_roll(&sim, &log, &mut values, 3 + seed as usize % 12);
+        let acknowledged = values.len();
+        // The process dies, and the seal it held with it.
+        sim.inject(Fault::HaltAfterSyncs { after: 0 });
+        hooks.release();
+        drop(log);
+        sim.power_loss(seed);
+        let log = Log::open(DIR, options(&sim, Durability::Os, SEGMENT)).unwrap();
+        let end = log.end_offset() as usize;
+        assert!(end <= acknowledged, "{context}: records nobody wrote");
+        assert!(end >= 5, "{context}: flushed records lost");
+        assert_holds(&log, &values[..end], 0, &context);
+        let more = value("o", end as u64, 50);
+        assert_eq!(log.append(&record(&more)).unwrap(), end as u64, "{context}");
+    }
+}
+
 /// A disk's fsync latency, for [`Hooked`] [`SimStorage`]. The simulated
 /// sync takes microseconds, so concurrent appenders rarely overlap and there
 /// is little to share; a real fsync takes about a millisecond, which is what
@@ -631,11 +780,6 @@ fn os_durability_keeps_everything_appended_before_flush_through_power_loss() {
 /// the sealed segment may be cut, and the new segment then goes with it.
 #[test]
 fn power_loss_while_a_roll_is_sealed_in_the_background_keeps_a_prefix() {
-    let segment_count = |sim: &SimStorage| {
-        (sim.files().iter())
-            .filter(|p| p.extension().is_some_and(|e| e == "log"))
-            .count()
-    };
     let mut sealed_segment_cut = 0;
     for seed in 0..40 {
         let context = format!("power loss seed {seed}");
@@ -648,7 +792,7 @@ fn power_loss_while_a_roll_is_sealed_in_the_background_keeps_a_prefix() {
             assert_eq!(log.append(&record(v)).unwrap(), i as u64);
         }
         log.flush().unwrap();
-        let segments = segment_count(&sim);
+        let segments = segment_files(&sim).len();
         sim.inject(Fault::HaltAfterSyncs { after: 0 });
         // Appends until a roll and a few records into the new segment, or
         // until the dead process fails one.
@@ -658,7 +802,7 @@ fn power_loss_while_a_roll_is_sealed_in_the_background_keeps_a_prefix() {
             // The append that rolls may fail already: the seal it started
             // may have died first.
             let appended = log.append(&record(&all[acknowledged]));
-            if segment_count(&sim) > segments {
+            if segment_files(&sim).len() > segments {
                 after_roll += 1;
             }
             if appended.is_err() {

@@ -488,10 +488,12 @@ fn options_outside_the_documented_limits_are_refused_at_open() {
     }
 }
 
-/// FORMAT.md "Limits": a segment file never grows past `segment_bytes`, and
-/// a batch that cannot fit in an empty segment is refused.
+/// FORMAT.md "Limits": a segment file never grows past twice
+/// `segment_bytes` (past `segment_bytes` only while the seal of the segment
+/// before is under way), and a batch that cannot fit in an empty segment is
+/// refused.
 #[test]
-fn segment_files_never_exceed_segment_bytes() {
+fn segment_files_never_exceed_twice_segment_bytes() {
     let sim = SimStorage::new();
     let dir = Path::new("/sim/log");
     let segment_bytes = SEGMENT_BYTES_MIN;
@@ -533,6 +535,6 @@ fn segment_files_never_exceed_segment_bytes() {
     assert!(segments.len() > 50, "only {} segments", segments.len());
     for path in segments {
         let len = sim.read_file(&path).unwrap().len() as u64;
-        assert!(len <= segment_bytes, "{} holds {len} bytes", path.display());
+        assert!(len <= 2 * segment_bytes, "{} holds {len} bytes", path.display());
     }
 }

@@ -14,7 +14,11 @@
 //!
 //! The model knows the segment layout, because the roll rule is part of the
 //! contract (a batch lands in one segment; a non-empty segment rolls when the
-//! next batch would overflow `segment_bytes`). So whole-segment retention is
+//! next batch would overflow `segment_bytes`, except that under `Os` and
+//! `Interval` it may instead grow on, up to twice `segment_bytes`, while the
+//! seal of the segment before is under way). Each append's roll is checked
+//! against that rule and, where the rule leaves the choice to the seal's
+//! timing, the model follows the log. So whole-segment retention is
 //! predicted exactly, not merely bounded, and spec-level checks guard the
 //! model itself: the start never moves back, and without size or age
 //! retention never passes a requested truncation point. Removed records
@@ -388,13 +392,30 @@ impl Model {
         (total > room).then_some(Refusal::BatchOverSegment)
     }
 
-    fn append(&mut self, batch: Vec<Stored>) {
+    /// Whether appending `bytes` must roll (`Some(true)`), must not
+    /// (`Some(false)`), or may either way (`None`: the active segment is
+    /// full, but may grow on to twice `segment_bytes` if the seal of the
+    /// one before is still under way, which only the log knows).
+    fn rolls(&self, bytes: u64) -> Option<bool> {
+        let active = self.active();
+        let full = active.bytes > SEGMENT_HEADER && active.bytes + bytes > self.setup.segment_bytes;
+        let may_grow_on = self.setup.durability != Durability::Always
+            && active.bytes + bytes <= 2 * self.setup.segment_bytes;
+        match (full, may_grow_on) {
+            (true, true) => None,
+            (full, _) => Some(full),
+        }
+    }
+
+    /// Appends `batch`, in a new segment if `rolled` (checked against
+    /// [`Model::rolls`] by the caller).
+    fn append(&mut self, batch: Vec<Stored>, rolled: bool) {
         if batch.is_empty() {
             return;
         }
         let bytes: u64 = batch.iter().map(|r| r.frame_bytes).sum();
         let active = self.active();
-        if active.bytes > SEGMENT_HEADER && active.bytes + bytes > self.setup.segment_bytes {
+        if rolled {
             // Sealing syncs the old segment: in place under `Always`,
             // otherwise on a thread of its own that this roll waits for
             // only at the next one, so the segments before it are durable.
@@ -576,6 +597,22 @@ impl Harness {
         self.log.as_ref().expect("a log is open between steps")
     }
 
+    /// The base of the log's newest segment file.
+    fn active_base(&self) -> u64 {
+        let dir = self.dir();
+        let files = match &self.backend {
+            Backend::Sim(sim) => sim.files(),
+            Backend::Fs(_) => (std::fs::read_dir(&dir).expect("list the log"))
+                .map(|entry| entry.expect("list the log").path())
+                .collect(),
+        };
+        (files.iter())
+            .filter(|path| path.parent() == Some(&dir) && path.extension().is_some_and(|e| e == "log"))
+            .filter_map(|path| path.file_stem()?.to_str()?.parse().ok())
+            .max()
+            .expect("the log has a segment")
+    }
+
     fn step(&mut self, action: &Action) -> TestResult {
         match action {
             Action::Append(spec) => self.append(std::slice::from_ref(spec)),
@@ -671,7 +708,12 @@ impl Harness {
                 for (spec, offset) in specs.iter().zip(range) {
                     stored.push(self.read_back(spec, offset, before..=after)?);
                 }
-                self.model.append(stored);
+                let bytes = stored.iter().map(|r| r.frame_bytes).sum();
+                let rolled = self.active_base() == end && self.model.active().base != end;
+                if let Some(rolls) = self.model.rolls(bytes).filter(|_| !stored.is_empty()) {
+                    prop_assert_eq!(rolled, rolls, "whether an append of {} bytes rolled", bytes);
+                }
+                self.model.append(stored, rolled);
             }
             (Some(Refusal::TooLarge { size, max }), Err(Error::RecordTooLarge { size: s, max: m })) => {
                 prop_assert_eq!((s, m), (size, max), "RecordTooLarge fields");

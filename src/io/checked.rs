@@ -199,6 +199,12 @@ impl StorageFile for CheckedFile {
             .run("preallocation", always_harmless, || self.file.preallocate(len))
     }
 
+    fn allocate_ahead(&self, len: u64) -> io::Result<()> {
+        self.latch.run("allocation ahead", always_harmless, || {
+            self.file.allocate_ahead(len)
+        })
+    }
+
     fn prefault_reservations(&self, enabled: bool) {
         self.file.prefault_reservations(enabled);
     }

@@ -347,16 +347,35 @@ pub(super) fn start_writeback(_file: &File, _pos: u64, _len: u64) -> io::Result<
 }
 
 /// Reserves blocks for `[from, to)`, extending the file's length to `to`.
-#[cfg(target_os = "linux")]
 fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {
+    fallocate(file, 0, from, to)
+}
+
+/// Allocates blocks for the file up to `len` bytes, keeping its length
+/// (`StorageFile::allocate_ahead`).
+pub(super) fn allocate_ahead(file: &File, len: u64) -> io::Result<()> {
+    let size = file.metadata()?.len();
+    if len <= size {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    let keep_size = libc::FALLOC_FL_KEEP_SIZE;
+    #[cfg(not(target_os = "linux"))]
+    let keep_size = 0;
+    fallocate(file, keep_size, size, len)
+}
+
+/// `fallocate(2)` of `[from, to)` with `mode`, retried when interrupted.
+#[cfg(target_os = "linux")]
+fn fallocate(file: &File, mode: libc::c_int, from: u64, to: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (libc::off_t::try_from(from), libc::off_t::try_from(to - from)) else {
         return Err(io::ErrorKind::InvalidInput.into());
     };
     loop {
-        // SAFETY: `fallocate` takes a file descriptor and three integers;
+        // SAFETY: `fallocate` takes a file descriptor and four integers;
         // the descriptor is open for writing for as long as `file` lives.
-        let result = unsafe { libc::fallocate(file.as_raw_fd(), 0, offset, len) };
+        let result = unsafe { libc::fallocate(file.as_raw_fd(), mode, offset, len) };
         if result == 0 {
             return Ok(());
         }
@@ -370,7 +389,7 @@ fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {
 /// Elsewhere there is no portable way to reserve blocks without writing
 /// them, so data files are written without a window.
 #[cfg(not(target_os = "linux"))]
-fn allocate(_file: &File, _from: u64, _to: u64) -> io::Result<()> {
+fn fallocate(_file: &File, _mode: i32, _from: u64, _to: u64) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
 

@@ -73,6 +73,16 @@ pub trait StorageFile: Send + Sync + Debug {
         let _ = len;
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Allocates the file's blocks up to `len` bytes without changing its
+    /// length, so that later [`StorageFile::preallocate`] calls below `len`
+    /// only set the length and have nothing to allocate (on a busy disk a
+    /// file system's allocator may wait for reads of its own metadata). A
+    /// hint: the default does nothing, and a failure leaves the
+    /// reservations to allocate as before.
+    fn allocate_ahead(&self, len: u64) -> io::Result<()> {
+        let _ = len;
+        Ok(())
+    }
     /// Whether the space later [`StorageFile::preallocate`] calls reserve
     /// is made ready for writing before the writes come (the real file
     /// system faults its mapped pages in on a thread of its own). Worth it

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::mmap::{MmapFile, WriteWindow, map_final, next_data, start_writeback};
+use super::mmap::{MmapFile, WriteWindow, allocate_ahead, map_final, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
 /// Storage on the operating system's file system. Files are created with
@@ -243,6 +243,10 @@ impl StorageFile for StdFile {
             WriteWindow::reserve(&self.file, len, prefault).map_err(context("preallocate", &self.path))?;
         *window = Some(reserved);
         Ok(())
+    }
+
+    fn allocate_ahead(&self, len: u64) -> io::Result<()> {
+        allocate_ahead(&self.file, len).map_err(context("allocate ahead in", &self.path))
     }
 
     fn prefault_reservations(&self, enabled: bool) {

@@ -16,7 +16,9 @@
 //! next one without waiting for a sync; the seal that makes both durable
 //! (`seal.rs`) runs in place under `Always` and on a `logbus-sealer` thread
 //! otherwise, and the next roll, a sync of the active segment and `close`
-//! wait for it first.
+//! wait for it first. While a seal is under way a full active segment
+//! grows on instead of rolling, up to twice `segment_bytes`, so an append
+//! waits for a seal only once it is a whole segment ahead of the disk.
 //!
 //! Retention: deciding which segments go takes them out of the segment list
 //! at once (at open, after a roll, on [`Log::release_before`], and on the
@@ -554,10 +556,9 @@ impl Shared {
                 writer.next_offset
             )));
         }
-        if writer.roll_pending
-            || (writer.position > SEGMENT_HEADER_LEN as u64
-                && writer.position + batch_bytes > self.options.segment_bytes)
-        {
+        let full = writer.position > SEGMENT_HEADER_LEN as u64
+            && writer.position + batch_bytes > self.options.segment_bytes;
+        if writer.roll_pending || (full && !self.may_overrun(writer, batch_bytes)) {
             self.roll(writer)?;
         }
         let end = writer.position + batch_bytes;
@@ -672,6 +673,7 @@ impl Shared {
         writer.roll_pending = true;
         sealed.indexes().trim()?;
         let next = Arc::new(self.create_segment(extent.end_offset)?);
+        next.allocate_ahead(&self.options);
         self.segments_mut().push(next.clone());
         sealed.mark_sealed();
         writer.active = next.clone();
@@ -695,6 +697,19 @@ impl Shared {
         self.activity.notify();
         self.retire(None);
         Ok(())
+    }
+
+    /// Whether a batch of `batch_bytes` that would take the active segment
+    /// past `segment_bytes` goes into it all the same: while the seal of
+    /// the segment before is under way (under `Interval` and `Os`), a roll
+    /// would wait for it, so the active segment grows on, up to twice
+    /// `segment_bytes`; the first append after the seal is done rolls. An
+    /// append thus waits for a seal only once it is a whole segment ahead
+    /// of the disk. (Past `segment_bytes` nothing is reserved: the writes
+    /// grow the file, and the seal cuts nothing.)
+    fn may_overrun(&self, writer: &Writer, batch_bytes: u64) -> bool {
+        let sealing = writer.sealing.as_ref().is_some_and(|s| !s.is_finished());
+        sealing && writer.position + batch_bytes <= 2 * self.options.segment_bytes
     }
 
     /// Whether no seal is under way, reaping one that finished (and

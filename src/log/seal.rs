@@ -16,7 +16,9 @@
 //! - at most one seal is under way: the next roll, a sync of the active
 //!   segment (`flush`, the `Interval` flusher) and `close` wait for it
 //!   first, and no checkpoint is written for the successor meanwhile, so
-//!   the checkpoint never names a segment while an earlier one is unsynced.
+//!   the checkpoint never names a segment while an earlier one is unsynced
+//!   (the successor grows past `segment_bytes` meanwhile rather than roll
+//!   and wait, up to twice it: `Shared::may_overrun`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

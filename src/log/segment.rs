@@ -329,6 +329,22 @@ impl Segment {
         }
     }
 
+    /// Allocates the blocks of the whole segment ahead of its reservations
+    /// (a hint, `StorageFile::allocate_ahead`). A roll does this for the
+    /// segment it starts: the one before filled up, so this one will too,
+    /// and its reservations then only set its length instead of waiting
+    /// for the file system's allocator while the seal of the one before
+    /// keeps the disk busy. The length stays as reserved, so recovery never
+    /// reads the blocks allocated ahead.
+    pub(crate) fn allocate_ahead(&self, options: &LogOptions) {
+        if !options.preallocate {
+            return;
+        }
+        if let Err(_error) = self.file.allocate_ahead(options.segment_bytes) {
+            trace_event!(debug, file = %self.path.display(), error = %_error, "segment not allocated ahead");
+        }
+    }
+
     /// Notes that a later segment exists: the data file was cut to its
     /// frames (synced by the roll's seal, `seal.rs`), its limit is final,
     /// and nothing writes it again.
