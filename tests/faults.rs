@@ -610,6 +610,40 @@ fn appends_run_past_a_full_segment_while_the_one_before_is_sealed() {
     assert_holds(&log, &values, 0, "reopened");
 }
 
+/// A `flush()` (or the `Interval` flusher) waiting for a seal under way
+/// does not hold up appends: they go on into the active segment, and the
+/// flush returns once the seal is done, with everything before it durable.
+#[test]
+fn appends_go_on_while_a_flush_waits_for_a_seal() {
+    const SEGMENT: u64 = 1024;
+    let sim = SimStorage::new();
+    let (log, hooks) = open_with_held_seals(&sim, SEGMENT);
+    let mut values = Vec::new();
+    append_past_a_roll(&sim, &log, &mut values, 1);
+    let flushed = values.len();
+    let next = value("o", values.len() as u64, 50);
+    std::thread::scope(|scope| {
+        let flush = scope.spawn(|| log.flush());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!flush.is_finished(), "flushed with the seal held");
+        let append = scope.spawn(|| log.append(&record(&next)));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !append.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let appended = append.is_finished();
+        hooks.release();
+        assert!(appended, "an append waited for the flush's seal");
+        assert_eq!(append.join().unwrap().unwrap(), values.len() as u64);
+        flush.join().unwrap().unwrap();
+    });
+    values.push(next);
+    crash(&sim, log, 3);
+    let log = Log::open(DIR, options(&sim, Durability::Os, SEGMENT)).unwrap();
+    assert!(log.end_offset() as usize >= flushed, "flushed records lost");
+    assert_holds(&log, &values[..log.end_offset() as usize], 0, "after the flush");
+}
+
 /// A power loss while the active segment has grown past `segment_bytes`
 /// (its predecessor's seal under way) keeps everything flushed and a
 /// prefix of the rest.

@@ -16,9 +16,10 @@
 //! next one without waiting for a sync; the seal that makes both durable
 //! (`seal.rs`) runs in place under `Always` and on a `logbus-sealer` thread
 //! otherwise, and the next roll, a sync of the active segment and `close`
-//! wait for it first. While a seal is under way a full active segment
-//! grows on instead of rolling, up to twice `segment_bytes`, so an append
-//! waits for a seal only once it is a whole segment ahead of the disk.
+//! wait for it first (a sync without the writer's lock, so appends go on).
+//! While a seal is under way a full active segment grows on instead of
+//! rolling, up to twice `segment_bytes`, so an append waits for a seal only
+//! once it is a whole segment ahead of the disk.
 //!
 //! Retention: deciding which segments go takes them out of the segment list
 //! at once (at open, after a roll, on [`Log::release_before`], and on the
@@ -634,12 +635,20 @@ impl Shared {
     }
 
     /// Syncs the active segment (after the seal of the one before, if it
-    /// is under way); everything written before is then durable.
+    /// is under way); everything written before is then durable. A seal
+    /// under way is waited for without the writer's lock, so appends go on
+    /// meanwhile (a `flush()`, the `Interval` flusher).
     fn sync_written(&self) -> std::io::Result<u64> {
-        let (segment, extent) = {
+        let (segment, extent) = loop {
             let mut writer = self.writer();
+            let running = writer.sealing.as_ref().map(Sealing::ended);
+            if let Some(ended) = running.filter(|ended| !ended.is_set()) {
+                drop(writer);
+                ended.wait();
+                continue;
+            }
             finish_seal(&mut writer)?;
-            (writer.active.clone(), writer.extent())
+            break (writer.active.clone(), writer.extent());
         };
         self.checkpoint.sync_covers()?;
         segment.file().sync_data()?;

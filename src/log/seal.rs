@@ -21,7 +21,7 @@
 //!   and wait, up to twice it: `Shared::may_overrun`).
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::checkpoint::CheckpointWriter;
 use super::durability::GroupCommit;
@@ -66,12 +66,20 @@ impl Seal {
     /// Runs the seal on a `logbus-sealer` thread; in place if no thread
     /// can be started.
     pub(super) fn spawn(self) -> std::io::Result<Option<Sealing>> {
-        let theirs = self.clone();
+        let ended = Arc::new(Ended::default());
+        let theirs = (self.clone(), EndsOnDrop(ended.clone()));
         match std::thread::Builder::new()
             .name("logbus-sealer".into())
-            .spawn(move || theirs.run())
-        {
-            Ok(thread) => Ok(Some(Sealing { thread, seal: self })),
+            .spawn(move || {
+                // Dropped when the thread ends, also by a panic.
+                let (seal, _ends) = theirs;
+                seal.run()
+            }) {
+            Ok(thread) => Ok(Some(Sealing {
+                thread,
+                seal: self,
+                ended,
+            })),
             Err(_) => self.run().map(|()| None),
         }
     }
@@ -84,12 +92,50 @@ pub(super) struct Sealing {
     /// The seal it runs, to run again here should the thread panic: a
     /// seal is idempotent (syncs, and records that only move forward).
     seal: Seal,
+    ended: Arc<Ended>,
+}
+
+/// Whether a seal's thread has ended, for waiting without holding the
+/// [`Sealing`] (and so without the writer's lock that holds it).
+#[derive(Debug, Default)]
+pub(super) struct Ended {
+    ended: Mutex<bool>,
+    changed: Condvar,
+}
+
+impl Ended {
+    /// Whether the thread has ended (or is about to).
+    pub(super) fn is_set(&self) -> bool {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Blocks until the thread has ended.
+    pub(super) fn wait(&self) {
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        drop(self.changed.wait_while(ended, |ended| !*ended));
+    }
+}
+
+/// Marks the seal's thread ended when dropped, whether its seal returned
+/// or panicked.
+struct EndsOnDrop(Arc<Ended>);
+
+impl Drop for EndsOnDrop {
+    fn drop(&mut self) {
+        *self.0.ended.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.0.changed.notify_all();
+    }
 }
 
 impl Sealing {
     /// Whether the thread is done (it may have failed).
     pub(super) fn is_finished(&self) -> bool {
         self.thread.is_finished()
+    }
+
+    /// What to wait on for the thread to end, without taking the seal.
+    pub(super) fn ended(&self) -> Arc<Ended> {
+        self.ended.clone()
     }
 
     /// Waits for the seal and returns its failure. If its thread panicked
