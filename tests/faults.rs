@@ -661,7 +661,15 @@ fn power_loss_while_a_segment_grows_past_its_size_keeps_a_prefix() {
         log.flush().unwrap();
         drop(log);
         let (log, hooks) = open_with_held_seals(&sim, SEGMENT);
-        append_past_a_roll(&sim, &log, &mut values, 3 + seed as usize % 12);
+        // Past one segment and within two: 10 to 18 frames of 108 bytes.
+        let frames = 10 + seed as usize % 9;
+        assert!(SEGMENT_HEADER_LEN as u64 + frames as u64 * frame_len(50) > SEGMENT);
+        append_past_a_roll(&sim, &log, &mut values, frames);
+        assert_eq!(
+            segment_files(&sim).len(),
+            2,
+            "{context}: rolled with the seal held"
+        );
         let acknowledged = values.len();
         // The process dies, and the seal it held with it.
         sim.inject(Fault::HaltAfterSyncs { after: 0 });

@@ -353,16 +353,20 @@ fn allocate(file: &File, from: u64, to: u64) -> io::Result<()> {
 
 /// Allocates blocks for the file up to `len` bytes, keeping its length
 /// (`StorageFile::allocate_ahead`).
+#[cfg(target_os = "linux")]
 pub(super) fn allocate_ahead(file: &File, len: u64) -> io::Result<()> {
     let size = file.metadata()?.len();
     if len <= size {
         return Ok(());
     }
-    #[cfg(target_os = "linux")]
-    let keep_size = libc::FALLOC_FL_KEEP_SIZE;
-    #[cfg(not(target_os = "linux"))]
-    let keep_size = 0;
-    fallocate(file, keep_size, size, len)
+    fallocate(file, libc::FALLOC_FL_KEEP_SIZE, size, len)
+}
+
+/// Elsewhere blocks are not allocated ahead (`StorageFile::allocate_ahead`
+/// is a hint).
+#[cfg(not(target_os = "linux"))]
+pub(super) fn allocate_ahead(_file: &File, _len: u64) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// `fallocate(2)` of `[from, to)` with `mode`, retried when interrupted.

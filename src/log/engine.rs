@@ -714,8 +714,8 @@ impl Shared {
     /// would wait for it, so the active segment grows on, up to twice
     /// `segment_bytes`; the first append after the seal is done rolls. An
     /// append thus waits for a seal only once it is a whole segment ahead
-    /// of the disk. (Past `segment_bytes` nothing is reserved: the writes
-    /// grow the file, and the seal cuts nothing.)
+    /// of the disk. (Past `segment_bytes` nothing is reserved: those writes
+    /// extend the file.)
     fn may_overrun(&self, writer: &Writer, batch_bytes: u64) -> bool {
         let sealing = writer.sealing.as_ref().is_some_and(|s| !s.is_finished());
         sealing && writer.position + batch_bytes <= 2 * self.options.segment_bytes
