@@ -95,6 +95,9 @@ pub fn encode_frame(
     // filled in last).
     let mut fixed = [0u8; FRAME_HEADER_LEN];
     fixed[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    // The CRC covers bytes 0..4, then 8..: with the length in the CRC's
+    // field until the CRC is known, that is one run of bytes from 4 on.
+    fixed[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     fixed[8..16].copy_from_slice(&offset.to_le_bytes());
     fixed[16..24].copy_from_slice(&timestamp.to_le_bytes());
     fixed[26..28].copy_from_slice(&(headers.len() as u16).to_le_bytes());
@@ -111,16 +114,24 @@ pub fn encode_frame(
         out.extend_from_slice(value);
     }
     out.extend_from_slice(value);
-    let crc = frame_crc(&out[start..]);
+    let mut hasher = new_hasher();
+    hasher.update(&out[start + 4..]);
+    let crc = hasher.finalize();
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// A fresh CRC-32 hasher. `Hasher::new` detects the CPU's features each
+/// time; a copy of one made once does not.
+#[inline]
+fn new_hasher() -> crc32fast::Hasher {
+    static NEW_HASHER: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    NEW_HASHER.get_or_init(crc32fast::Hasher::new).clone()
+}
+
+/// The CRC of `frame`: its bytes `0..4`, then `8..`.
 #[inline]
 fn frame_crc(frame: &[u8]) -> u32 {
-    // `Hasher::new` detects the CPU's features each time; a copy of one
-    // made once does not.
-    static NEW_HASHER: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
-    let mut hasher = NEW_HASHER.get_or_init(crc32fast::Hasher::new).clone();
+    let mut hasher = new_hasher();
     hasher.update(&frame[0..4]);
     hasher.update(&frame[8..]);
     hasher.finalize()
