@@ -19,7 +19,7 @@
 //!   whether one passed (a receive handing out records it kept: a lease
 //!   ends up to a tick late there, never early) or stamps what nothing
 //!   reads the time of (a state log's events).
-//! - The simulated clock, [`SimClock`] (feature `test-util`, set with
+//! - The simulated clock, `SimClock` (feature `test-util`, set with
 //!   `BusOptions::clock`), stands still until the test advances it. A wait
 //!   on it never blocks: a receive with a timeout that finds nothing moves
 //!   the clock to the moment it would wake (its deadline, or the next lease
@@ -38,7 +38,7 @@
 //! correlation ids' time bits and the names of moved-aside state.
 //!
 //! Invariants: `tick_ms` is never ahead of `now_ms`; a simulated clock
-//! only moves forward, by [`SimClock::advance`] or a wait, and its
+//! only moves forward, by `SimClock::advance` or a wait, and its
 //! readings move together (`now_ms` and `tick_ms` are its start plus the
 //! whole ms `now` has moved); every handle of a bus reads the same clock.
 
