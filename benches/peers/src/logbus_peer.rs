@@ -4,10 +4,10 @@
 //! ping-pong to a receiver in the same process or in another one that
 //! joined the bus, publishing from a joined process, the disk 10 topics
 //! allocate, and the open after a writer was killed right after a segment
-//! roll. `logbus-1seg` runs the batched append with segments of 1 GiB,
-//! so the run never rolls (and never waits for a seal's sync): with
-//! `naive-crc36` it splits the batched append's gap into its parts
-//! (docs/PERFORMANCE.md, "append_batch: where the gap is").
+//! roll. `logbus-1seg` runs the batched append with segments of 1 GiB, so
+//! the run never rolls: with `naive-crc36` it splits the batched append's
+//! gap into its parts (docs/PERFORMANCE.md, "The split, and the two peers
+//! that make it").
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};

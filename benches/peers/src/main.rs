@@ -55,8 +55,8 @@ pub const PEERS: [&str; 8] = [
 pub const BASELINE: &str = PEERS[0];
 
 /// Peers run only when `--peers` names them: they split the batched
-/// append's gap into its parts (docs/PERFORMANCE.md, "append_batch: where
-/// the gap is").
+/// append's gap into its parts (docs/PERFORMANCE.md, "The split, and the
+/// two peers that make it").
 pub const SPLITTING_PEERS: [&str; 2] = ["naive-crc36", "logbus-1seg"];
 
 /// How long one case may take before it is killed and reported as failed.

@@ -7,7 +7,7 @@
 //! `naive-crc36` frames have logbus's size, a 36-byte header, and their CRC
 //! is computed as logbus computes a frame's; they run the batched append
 //! only, to tell the cost of logbus's frame layout from that of its code
-//! (docs/PERFORMANCE.md, "append_batch: where the gap is").
+//! (docs/PERFORMANCE.md, "The split, and the two peers that make it").
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
