@@ -5,7 +5,7 @@
 //! baseline of every ratio); `naive` frames are `[len u32][value]`, nothing
 //! checked (what the page cache and a `BufWriter` cost at the least).
 //! `naive-crc36` frames have logbus's size, a 36-byte header, and their CRC
-//! is computed as logbus computes a frame's; they run the batched append
+//! covers the same bytes as logbus's; they run the batched append
 //! only, to tell the cost of logbus's frame layout from that of its code
 //! (docs/PERFORMANCE.md, "The split, and the two peers that make it").
 
@@ -28,8 +28,8 @@ pub enum Frames {
     /// `[len u32][crc32 u32][value]`, the CRC of the value (`naive-crc`).
     Crc,
     /// `[len u32][crc32 u32][28 zero bytes][value]`, the CRC of all but
-    /// itself, fed in two pieces as logbus feeds a frame's: the length,
-    /// then the rest (`naive-crc36`; built in place, so batches only).
+    /// itself, fed in two pieces: the length, then the rest (`naive-crc36`;
+    /// built in place, so batches only).
     LogbusSized,
 }
 
@@ -54,8 +54,8 @@ impl Frames {
     }
 
     /// Appends the frame of `value` to `out` (`LogbusSized` only): the
-    /// header, the value, then the CRC of the bytes in place, fed as
-    /// logbus feeds its (`format::frame`).
+    /// header, the value, then the CRC of the bytes in place, as logbus
+    /// encodes a batch into one buffer (`format::frame`).
     fn push_frame(self, out: &mut Vec<u8>, value: &[u8]) {
         debug_assert!(self == Frames::LogbusSized);
         let start = out.len();
