@@ -641,8 +641,8 @@ impl Shared {
     fn sync_written(&self) -> std::io::Result<u64> {
         let (segment, extent) = loop {
             let mut writer = self.writer();
-            let running = writer.sealing.as_ref().map(Sealing::ended);
-            if let Some(ended) = running.filter(|ended| !ended.is_set()) {
+            let running = writer.sealing.as_ref().filter(|s| !s.is_finished());
+            if let Some(ended) = running.map(Sealing::ended) {
                 drop(writer);
                 ended.wait();
                 continue;

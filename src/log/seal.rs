@@ -105,7 +105,7 @@ pub(super) struct Ended {
 
 impl Ended {
     /// Whether the thread has ended (or is about to).
-    pub(super) fn is_set(&self) -> bool {
+    fn is_set(&self) -> bool {
         *self.ended.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -128,9 +128,10 @@ impl Drop for EndsOnDrop {
 }
 
 impl Sealing {
-    /// Whether the thread is done (it may have failed).
+    /// Whether the seal is done (it may have failed): its thread has
+    /// ended or is about to, so [`Sealing::finish`] does not wait for it.
     pub(super) fn is_finished(&self) -> bool {
-        self.thread.is_finished()
+        self.ended.is_set()
     }
 
     /// What to wait on for the thread to end, without taking the seal.
