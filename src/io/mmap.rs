@@ -34,8 +34,8 @@
 //! fail the resize with `ENOSPC` instead, which callers handle. A data
 //! file's [`WriteWindow`] reserves its blocks with `fallocate` instead (no
 //! zeros to write, same guarantee), and is dropped before its file's length
-//! changes. Its mapping may outlive it for a moment on the prefault thread
-//! (`prefault.rs`), which never reads or writes through it: it only asks
+//! changes. Its mapping may outlive it for a moment on the background
+//! thread (`background.rs`), which never reads or writes through it: it only asks
 //! the kernel to fault pages in, which fails with an error, never SIGBUS,
 //! where the file was cut.
 #![allow(unsafe_code)]
@@ -49,7 +49,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::{MmapMut, MmapOptions, MmapRaw};
 
-use super::prefault::Prefaulter;
+use super::background;
 use super::seam::MappedFile;
 use super::std_fs::{context, open_owner_only};
 
@@ -181,24 +181,27 @@ pub(super) fn map_final(file: &File, len: u64) -> io::Result<Bytes> {
 /// Writing takes `&mut self`, so no two writes into the mapping race.
 #[derive(Debug)]
 pub(super) struct WriteWindow {
-    /// Shared with the prefault thread while it faults a range in.
+    /// Shared with the background thread while it faults a range in.
     map: Arc<MmapRaw>,
     /// Whether pages are faulted in ahead of the writes.
     prefault: bool,
-    /// Where the range handed to the prefault thread ends (a multiple of
-    /// [`PREFAULT_STEP`]).
+    /// Where the range handed to the background thread ends (a multiple
+    /// of [`PREFAULT_STEP`]).
     prefaulted: usize,
+    /// Whether anything was written through the mapping since the last
+    /// [`WriteWindow::take_written`].
+    written: bool,
 }
 
 /// How far ahead of a write the window's pages are faulted in, and in
-/// steps of how much (see `prefault.rs`).
+/// steps of how much (see `background.rs`).
 const PREFAULT_AHEAD: usize = 512 << 10;
 const PREFAULT_STEP: usize = 256 << 10;
 
 impl WriteWindow {
     /// Extends `file` to `len` bytes with reserved blocks and maps it,
     /// faulting its pages in ahead of the writes if `prefault` (see
-    /// `prefault.rs`). On failure the file keeps its length.
+    /// `background.rs`). On failure the file keeps its length.
     pub(super) fn reserve(file: &File, len: u64, prefault: bool) -> io::Result<WriteWindow> {
         let old_len = file.metadata()?.len();
         if len <= old_len || usize::try_from(len).is_err() {
@@ -217,6 +220,7 @@ impl WriteWindow {
             map: Arc::new(map),
             prefault,
             prefaulted: 0,
+            written: false,
         })
     }
 
@@ -234,13 +238,20 @@ impl WriteWindow {
         }
         // SAFETY: `start + buf.len()` is within the mapping (checked
         // above), which stays mapped while `self` lives; `&mut self` rules
-        // out a concurrent write through this window (the prefault thread
-        // only advises the kernel, see `prefault.rs`), and `buf` is ordinary
+        // out a concurrent write through this window (the background thread
+        // only advises the kernel, see `background.rs`), and `buf` is ordinary
         // memory, so the ranges cannot overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.as_mut_ptr().add(start), buf.len());
         }
+        self.written = true;
         true
+    }
+
+    /// Whether anything was written through the mapping since the last
+    /// call (or since the window was made); clears the mark.
+    pub(super) fn take_written(&mut self) -> bool {
+        std::mem::take(&mut self.written)
     }
 
     /// The first `len` bytes of the window's mapping, shared without
@@ -254,12 +265,12 @@ impl WriteWindow {
         Some(Bytes::from_owner(FinalPrefix { map, len }))
     }
 
-    /// Has the prefault thread fault in the pages up to [`PREFAULT_AHEAD`]
+    /// Has the background thread fault in the pages up to [`PREFAULT_AHEAD`]
     /// past `end`, from `start` on, unless it was asked already.
     fn prefault_ahead_of(&mut self, start: usize, end: usize) {
         self.prefaulted = self.prefaulted.max(start - start % PREFAULT_STEP);
         while self.prefaulted < end + PREFAULT_AHEAD && self.prefaulted < self.map.len() {
-            Prefaulter::request(&self.map, self.prefaulted, PREFAULT_STEP);
+            background::prefault(&self.map, self.prefaulted, PREFAULT_STEP);
             self.prefaulted += PREFAULT_STEP;
         }
     }

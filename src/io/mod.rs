@@ -6,10 +6,10 @@
 //! in memory, so the dump tool can run the real recovery as a dry run. The
 //! public part is re-exported by `crate::storage`.
 
+mod background;
 mod checked;
 mod mmap;
 mod overlay;
-mod prefault;
 mod seam;
 #[cfg(feature = "test-util")]
 mod sim;

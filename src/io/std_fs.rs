@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::background;
 use super::mmap::{MmapFile, WriteWindow, allocate_ahead, map_final, next_data, start_writeback};
 use super::seam::{LockGuard, MappedFile, Storage, StorageFile};
 
@@ -257,8 +258,18 @@ impl StorageFile for StdFile {
         next_data(&self.file, from).map_err(context("seek data in", &self.path))
     }
 
+    /// On the background thread, unless something was written through the
+    /// mapping since the last call: those pages are mapped writable, and
+    /// cleaning them from another core would interrupt this one to flush
+    /// its TLB (`background.rs`).
     fn start_writeback(&self, pos: u64, len: u64) -> io::Result<()> {
-        start_writeback(&self.file, pos, len).map_err(context("start writeback of", &self.path))
+        let mapped = self.window().as_mut().is_some_and(WriteWindow::take_written);
+        let started = if mapped {
+            start_writeback(&self.file, pos, len)
+        } else {
+            background::start_writeback(&self.file, pos, len)
+        };
+        started.map_err(context("start writeback of", &self.path))
     }
 
     fn map_final(&self, len: u64) -> io::Result<Option<Bytes>> {
@@ -352,6 +363,57 @@ mod tests {
     }
 
     #[test]
+    fn only_writes_through_the_mapping_keep_writeback_on_the_writing_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StdFile {
+            file: open_owner_only(&dir.path().join("f"), true).unwrap(),
+            path: dir.path().join("f"),
+            window: Mutex::new(None),
+            prefault: AtomicBool::new(false),
+        };
+        let written = |file: &StdFile| file.window().as_mut().is_some_and(WriteWindow::take_written);
+        file.preallocate(256 << 10).unwrap();
+        assert!(!written(&file));
+        file.write_all_at(&pattern(100, 1), 0).unwrap();
+        assert!(written(&file));
+        assert!(!written(&file), "the mark is taken");
+        file.write_all_at(&pattern(MAPPED_WRITE_MAX + 1, 2), 100).unwrap();
+        assert!(!written(&file), "a pwrite leaves no page mapped writable");
+        file.write_all_at(&pattern(100, 3), 200_000).unwrap();
+        file.start_writeback(0, 200_100).unwrap();
+        assert!(!written(&file), "starting writeback takes the mark");
+    }
+
+    #[test]
+    fn writeback_started_in_the_background_outlives_cuts_and_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut expected = Vec::new();
+        for round in 0..4u8 {
+            let path = dir.path().join(format!("f{round}"));
+            let file = StdStorage.open(&path, true).unwrap();
+            file.preallocate(8 << 20).unwrap();
+            let bytes = pattern(4 << 20, round);
+            // Through pwrite, so the writeback goes to the background
+            // thread, which may still hold the file after the cut and the
+            // close below (and, in round 3, after its removal).
+            file.write_all_at(&bytes, 0).unwrap();
+            file.start_writeback(0, 4 << 20).unwrap();
+            file.set_len(1 << 20).unwrap();
+            drop(file);
+            if round == 3 {
+                StdStorage.remove(&path).unwrap();
+            } else {
+                expected.push((path, bytes[..1 << 20].to_vec()));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        for (path, bytes) in expected {
+            let reopened = StdStorage.open(&path, false).unwrap();
+            assert_eq!(read_all(reopened.as_ref()), bytes);
+        }
+    }
+
+    #[test]
     fn changing_the_length_drops_the_window_and_writes_go_on() {
         let dir = tempfile::tempdir().unwrap();
         let file = StdStorage.open(&dir.path().join("f"), true).unwrap();
@@ -375,7 +437,7 @@ mod tests {
         for round in 0..3u8 {
             file.preallocate(expected.len() as u64 + (4 << 20)).unwrap();
             // Sequential small writes hand range after range to the
-            // prefault thread; the cut below drops the window (and the
+            // background thread; the cut below drops the window (and the
             // file's tail) while it may still be faulting them in.
             for i in 0..200u8 {
                 let bytes = pattern(1000, round.wrapping_mul(7).wrapping_add(i));
