@@ -90,34 +90,59 @@ pub fn encode_frame(
 ) {
     let start = out.len();
     let len = encoded_len(key, headers, value).unwrap_or(0);
-    out.reserve(len);
-    // The fixed fields built in place and appended at once (the CRC is
-    // filled in last).
-    let mut fixed = [0u8; FRAME_HEADER_LEN];
-    fixed[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    out.resize(start + len, 0);
+    encode_frame_into(&mut out[start..], offset, timestamp, key, headers, value);
+}
+
+/// Encodes one frame into `frame`, whose length is the frame's: the
+/// `encoded_len` of its fields, which the caller has checked against its
+/// limits. Every byte of `frame` is written, so it may hold anything
+/// before. Panics if `frame` has another length (a bug in the caller).
+#[inline]
+pub fn encode_frame_into(
+    frame: &mut [u8],
+    offset: u64,
+    timestamp: i64,
+    key: &[u8],
+    headers: &[(&str, &[u8])],
+    value: &[u8],
+) {
+    let len = frame.len() as u32;
+    let (fixed, mut rest) = frame.split_at_mut(FRAME_HEADER_LEN);
     // The CRC covers bytes 0..4, then 8..: with the length in the CRC's
     // field until the CRC is known, that is one run of bytes from 4 on.
-    fixed[4..8].copy_from_slice(&(len as u32).to_le_bytes());
-    fixed[8..16].copy_from_slice(&offset.to_le_bytes());
-    fixed[16..24].copy_from_slice(&timestamp.to_le_bytes());
-    fixed[26..28].copy_from_slice(&(headers.len() as u16).to_le_bytes());
-    fixed[28..32].copy_from_slice(&(key.len() as u32).to_le_bytes());
-    fixed[32..36].copy_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(&fixed);
-    out.extend_from_slice(key);
+    let mut fields = [0u8; FRAME_HEADER_LEN];
+    fields[0..4].copy_from_slice(&len.to_le_bytes());
+    fields[4..8].copy_from_slice(&len.to_le_bytes());
+    fields[8..16].copy_from_slice(&offset.to_le_bytes());
+    fields[16..24].copy_from_slice(&timestamp.to_le_bytes());
+    fields[26..28].copy_from_slice(&(headers.len() as u16).to_le_bytes());
+    fields[28..32].copy_from_slice(&(key.len() as u32).to_le_bytes());
+    fields[32..36].copy_from_slice(&(value.len() as u32).to_le_bytes());
+    fixed.copy_from_slice(&fields);
+    if !key.is_empty() {
+        rest = put(rest, key);
+    }
     for (name, value) in headers {
         let mut entry = [0u8; HEADER_ENTRY_FIXED];
         entry[0..2].copy_from_slice(&(name.len() as u16).to_le_bytes());
         entry[2..6].copy_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(&entry);
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(value);
+        rest = put(rest, &entry);
+        rest = put(rest, name.as_bytes());
+        rest = put(rest, value);
     }
-    out.extend_from_slice(value);
+    rest.copy_from_slice(value);
     let mut hasher = new_hasher();
-    hasher.update(&out[start + 4..]);
-    let crc = hasher.finalize();
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    hasher.update(&frame[4..]);
+    frame[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
+}
+
+/// Copies `bytes` to the start of `out`; the rest of `out`.
+#[inline]
+fn put<'a>(out: &'a mut [u8], bytes: &[u8]) -> &'a mut [u8] {
+    let (head, rest) = out.split_at_mut(bytes.len());
+    head.copy_from_slice(bytes);
+    rest
 }
 
 /// A fresh CRC-32 hasher. `Hasher::new` detects the CPU's features each
@@ -288,5 +313,29 @@ impl<'a> Iterator for HeaderIter<'a> {
         // Frames are validated when decoded, so an error here means the
         // caller built the iterator over unvalidated bytes: stop.
         self.next_checked()?.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_encoded_over_old_bytes_is_the_frame_encoded_afresh() {
+        let headers: [(&str, &[u8]); 2] = [("trace", b"42"), ("", b"")];
+        for (key, headers, value) in [
+            (&b"user-7"[..], &headers[..], &b"hello"[..]),
+            (b"", &[], b""),
+            (b"", &headers[..1], &[9; 300][..]),
+        ] {
+            let mut fresh = Vec::new();
+            encode_frame(&mut fresh, 7, -3, key, headers, value);
+            let mut reused = vec![0xa5; fresh.len()];
+            encode_frame_into(&mut reused, 7, -3, key, headers, value);
+            assert_eq!(reused, fresh);
+            let view = decode_frame(&reused).unwrap();
+            assert_eq!((view.offset, view.timestamp), (7, -3));
+            assert_eq!(&reused[view.value], value);
+        }
     }
 }

@@ -22,7 +22,7 @@ mod state;
 pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint, WRITE_LIMIT_UNIT_BYTES};
 pub use frame::{
     FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
-    encoded_len, frame_len,
+    encode_frame_into, encoded_len, frame_len,
 };
 pub(crate) use header::{check_header, new_header, seal_header};
 pub use index_entry::{

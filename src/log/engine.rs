@@ -45,7 +45,7 @@ use super::seal::{Seal, Sealing};
 use super::segment::{DATA_EXT, Extent, Segment};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, encode_frame};
+use crate::format::{SEGMENT_HEADER_LEN, encode_frame_into};
 use crate::io::{CheckedStorage, LockGuard, Storage};
 use crate::record::{Record, StoredRecord};
 
@@ -139,7 +139,11 @@ struct Writer {
     /// Writeback of the active segment was started up to here (see
     /// `WRITEBACK_STEP_BYTES`).
     writeback_from: u64,
+    /// The batch being written, encoded (reused: each batch overwrites
+    /// it whole).
     frames: Vec<u8>,
+    /// Each record's frame length, as checked.
+    sizes: Vec<usize>,
     placed: Vec<(u64, i64)>,
     /// The active segment is sealed but its successor could not be
     /// created: the next append must finish the roll before writing.
@@ -208,6 +212,7 @@ impl Log {
                 next_offset: extent.end_offset,
                 position: extent.end_pos,
                 frames: Vec::new(),
+                sizes: Vec::new(),
                 placed: Vec::new(),
                 roll_pending: false,
                 writeback_from: extent.end_pos,
@@ -548,7 +553,7 @@ impl Shared {
 
     /// Checks sizes, rolls if needed, writes the batch and indexes it.
     fn write_batch(&self, writer: &mut Writer, records: &[Record<'_>]) -> Result<Extent> {
-        let batch_bytes = self.checked_batch_bytes(records)?;
+        let batch_bytes = self.checked_batch_bytes(records, &mut writer.sizes)?;
         // Only a crafted segment (a base near u64::MAX) gets here.
         if writer.next_offset.checked_add(records.len() as u64).is_none() {
             return Err(Error::InvalidArgument(format!(
@@ -576,27 +581,30 @@ impl Shared {
         let mut now = None;
         let Writer {
             frames,
+            sizes,
             placed,
             next_offset,
             position,
             active,
             ..
         } = writer;
-        frames.clear();
+        frames.resize(batch_bytes as usize, 0);
         placed.clear();
-        for (i, record) in records.iter().enumerate() {
+        let mut at = 0;
+        for (i, (record, &size)) in records.iter().zip(sizes.iter()).enumerate() {
             let timestamp = record
                 .own_timestamp()
                 .unwrap_or_else(|| *now.get_or_insert_with(|| clock.now_ms()));
-            placed.push((*position + frames.len() as u64, timestamp));
-            encode_frame(
-                frames,
+            placed.push((*position + at as u64, timestamp));
+            encode_frame_into(
+                &mut frames[at..at + size],
                 *next_offset + i as u64,
                 timestamp,
                 record.key_bytes(),
                 record.header_pairs(),
                 record.value(),
             );
+            at += size;
         }
         let written = active.file().write_all_at(frames, *position).map_err(Error::from);
         let indexed = written.and_then(|()| active.records_appended(*next_offset, placed));
@@ -615,14 +623,18 @@ impl Shared {
         Ok(extent)
     }
 
-    fn checked_batch_bytes(&self, records: &[Record<'_>]) -> Result<u64> {
+    /// The batch's size in bytes, once each record's is checked; `sizes`
+    /// gets each record's.
+    fn checked_batch_bytes(&self, records: &[Record<'_>], sizes: &mut Vec<usize>) -> Result<u64> {
         let max = self.options.record_limit();
         let mut total = 0u64;
+        sizes.clear();
         for record in records {
             let size = record.encoded_len().map_or(u64::MAX, |n| n as u64);
             if size > max {
                 return Err(Error::RecordTooLarge { size, max });
             }
+            sizes.push(size as usize);
             total += size;
         }
         let room = self.options.segment_bytes - SEGMENT_HEADER_LEN as u64;
