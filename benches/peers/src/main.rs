@@ -11,8 +11,9 @@
 //! counts times F), `--peers a,b`, `--workloads a,b`, `--dir PATH` (where
 //! case directories go; default `$LOGBUS_PEERS_DIR` or the temp dir),
 //! `--report FILE` (print the tables for the JSON lines of an earlier run).
-//! `--peers` also takes the two peers that split the batched append's gap,
-//! `naive-crc36` and `logbus-1seg`, which a plain run leaves out.
+//! `--peers` also takes the peers that split the batched append's gap,
+//! `naive-crc36`, `naive-crc20`, `naive-batches` and `logbus-1seg`, which a
+//! plain run leaves out.
 
 mod commitlog_peer;
 mod common;
@@ -56,8 +57,8 @@ pub const BASELINE: &str = PEERS[0];
 
 /// Peers run only when `--peers` names them: they split the batched
 /// append's gap into its parts (docs/PERFORMANCE.md, "The split, and the
-/// two peers that make it").
-pub const SPLITTING_PEERS: [&str; 2] = ["naive-crc36", "logbus-1seg"];
+/// two peers that make it", and "What a record costs in its frame").
+pub const SPLITTING_PEERS: [&str; 4] = ["naive-crc36", "naive-crc20", "naive-batches", "logbus-1seg"];
 
 /// How long one case may take before it is killed and reported as failed.
 const CASE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -69,7 +70,9 @@ fn run_peer(peer: &str, spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
     match peer {
         "naive-crc" => naive::run(spec, dir, Frames::Crc),
         "naive" => naive::run(spec, dir, Frames::Bare),
-        "naive-crc36" => naive::run(spec, dir, Frames::LogbusSized),
+        "naive-crc36" => naive::run(spec, dir, Frames::Sized(36)),
+        "naive-crc20" => naive::run(spec, dir, Frames::Sized(20)),
+        "naive-batches" => naive::run(spec, dir, Frames::Batches),
         "logbus" => logbus_peer::run(spec, dir),
         "logbus-1seg" => logbus_peer::run_one_segment(spec, dir),
         "commitlog" => commitlog_peer::run(spec, dir),

@@ -4,10 +4,14 @@
 //! `[len u32][crc32 u32][value]` with the CRC checked on read (the
 //! baseline of every ratio); `naive` frames are `[len u32][value]`, nothing
 //! checked (what the page cache and a `BufWriter` cost at the least).
-//! `naive-crc36` frames have logbus's size, a 36-byte header, and their CRC
-//! covers the same bytes as logbus's; they run the batched append
-//! only, to tell the cost of logbus's frame layout from that of its code
-//! (docs/PERFORMANCE.md, "The split, and the two peers that make it").
+//! Three more layouts run the batched append only, to tell what a frame
+//! layout costs from what logbus's code does (docs/PERFORMANCE.md, "The
+//! split, and the two peers that make it", and "What a record costs in
+//! its frame"): `naive-crc36` frames have logbus's size, a 36-byte
+//! header, and their CRC covers the same bytes as logbus's; `naive-crc20`
+//! frames are the same with a 20-byte header; `naive-batches` writes each
+//! batch as one record batch, as Kafka does: one header and one CRC for
+//! the batch, 6 bytes before each value.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -27,23 +31,36 @@ pub enum Frames {
     Bare,
     /// `[len u32][crc32 u32][value]`, the CRC of the value (`naive-crc`).
     Crc,
-    /// `[len u32][crc32 u32][28 zero bytes][value]`, the CRC of all but
-    /// itself, fed in two pieces: the length, then the rest (`naive-crc36`;
-    /// built in place, so batches only).
-    LogbusSized,
+    /// `[len u32][crc32 u32][zero bytes up to the given header length]
+    /// [value]`, the CRC of all but itself, as logbus computes it: over
+    /// bytes 4.. with the length in the CRC's place (`naive-crc36`,
+    /// `naive-crc20`; built in place, so batches only).
+    Sized(usize),
+    /// A batch as one record batch: `[len u32][crc32 u32][count u32]`, then
+    /// per value `[value len u16][4 zero bytes][value]` (where Kafka keeps
+    /// a record's attributes, offset and timestamp deltas and key length
+    /// as one-byte varints); the CRC covers bytes 8.. (`naive-batches`,
+    /// batches only).
+    Batches,
 }
+
+/// Bytes of a record batch's header (`Frames::Batches`).
+const BATCH_HEADER_LEN: usize = 12;
+/// Bytes before each value in a record batch.
+const BATCHED_RECORD_HEADER_LEN: usize = 6;
 
 impl Frames {
     fn header_len(self) -> usize {
         match self {
             Frames::Bare => 4,
             Frames::Crc => 8,
-            Frames::LogbusSized => 36,
+            Frames::Sized(len) => len,
+            Frames::Batches => BATCHED_RECORD_HEADER_LEN,
         }
     }
 
     fn write_frame(self, out: &mut impl Write, value: &[u8]) -> std::io::Result<()> {
-        debug_assert!(self != Frames::LogbusSized, "built in place only");
+        debug_assert!(matches!(self, Frames::Bare | Frames::Crc), "built in place only");
         let mut header = [0u8; 8];
         header[..4].copy_from_slice(&(value.len() as u32).to_le_bytes());
         if self == Frames::Crc {
@@ -53,27 +70,53 @@ impl Frames {
         out.write_all(value)
     }
 
-    /// Appends the frame of `value` to `out` (`LogbusSized` only): the
-    /// header, the value, then the CRC of the bytes in place, as logbus
-    /// encodes a batch into one buffer (`format::frame`).
-    fn push_frame(self, out: &mut Vec<u8>, value: &[u8]) {
-        debug_assert!(self == Frames::LogbusSized);
-        let start = out.len();
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.resize(start + self.header_len(), 0);
-        out.extend_from_slice(value);
-        let crc = logbus_sized_crc(&out[start..start + 4], &out[start + 8..]);
-        out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    /// Appends the frames of `values` (each `size` bytes) to `out` as one
+    /// batch would be encoded in place (`Sized` and `Batches` only).
+    fn push_batch(self, out: &mut Vec<u8>, values: &[u8], size: usize) {
+        match self {
+            Frames::Sized(header_len) => {
+                for value in values.chunks_exact(size) {
+                    let start = out.len();
+                    let len = value.len() as u32;
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.extend_from_slice(&len.to_le_bytes());
+                    out.resize(start + header_len, 0);
+                    out.extend_from_slice(value);
+                    let crc = crc32fast::hash(&out[start + 4..]);
+                    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+                }
+            }
+            Frames::Batches => {
+                let start = out.len();
+                out.resize(start + BATCH_HEADER_LEN, 0);
+                for value in values.chunks_exact(size) {
+                    let at = out.len();
+                    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+                    out.resize(at + BATCHED_RECORD_HEADER_LEN, 0);
+                    out.extend_from_slice(value);
+                }
+                let len = (out.len() - start) as u32;
+                let count = (values.len() / size) as u32;
+                out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+                out[start + 8..start + 12].copy_from_slice(&count.to_le_bytes());
+                let crc = crc32fast::hash(&out[start + 8..]);
+                out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+            }
+            Frames::Bare | Frames::Crc => unreachable!("written frame by frame"),
+        }
     }
 
     /// Reads frames from the start of `path`, checking each CRC if there
     /// is one; calls `each` with the value and the position after its
-    /// frame.
+    /// frame (after its batch, for `Batches`).
     fn read_frames(self, path: &Path, mut each: impl FnMut(&[u8], u64) -> Res<()>) -> Res<()> {
         let mut reader = BufReader::new(File::open(path)?);
         let mut header = [0u8; 36];
-        let header = &mut header[..self.header_len()];
-        let mut value = Vec::new();
+        let header = match self {
+            Frames::Batches => &mut header[..BATCH_HEADER_LEN],
+            _ => &mut header[..self.header_len()],
+        };
+        let mut body = Vec::new();
         let mut position = 0u64;
         loop {
             match reader.read_exact(header) {
@@ -82,28 +125,46 @@ impl Frames {
                 Err(e) => return Err(e.into()),
             }
             let len = u32::from_le_bytes(header[..4].try_into()?) as usize;
-            value.resize(len, 0);
-            reader.read_exact(&mut value)?;
+            let body_len = match self {
+                Frames::Batches => len.checked_sub(BATCH_HEADER_LEN).ok_or("short batch")?,
+                _ => len,
+            };
+            body.resize(body_len, 0);
+            reader.read_exact(&mut body)?;
             let crc = match self {
                 Frames::Bare => None,
-                Frames::Crc => Some(crc32fast::hash(&value)),
-                Frames::LogbusSized => Some(logbus_sized_crc(&header[..4], &[&header[8..], &value].concat())),
+                Frames::Crc => Some(crc32fast::hash(&body)),
+                // The length stands in the CRC's place while it is computed.
+                Frames::Sized(_) => Some(crc_of(&[&header[..4], &header[8..], &body])),
+                Frames::Batches => Some(crc_of(&[&header[8..], &body])),
             };
             if crc.is_some_and(|crc| crc.to_le_bytes() != header[4..8]) {
                 return Err(format!("crc mismatch at {position}").into());
             }
-            position += (header.len() + len) as u64;
-            each(&value, position)?;
+            position += (header.len() + body_len) as u64;
+            if self != Frames::Batches {
+                each(&body, position)?;
+                continue;
+            }
+            let mut rest = &body[..];
+            while let Some((len, after)) = rest.split_first_chunk::<2>() {
+                let start = BATCHED_RECORD_HEADER_LEN - 2;
+                let value = after
+                    .get(start..start + u16::from_le_bytes(*len) as usize)
+                    .ok_or("short record")?;
+                each(value, position)?;
+                rest = &after[start + value.len()..];
+            }
         }
     }
 }
 
-/// The CRC of a `LogbusSized` frame: its length field, then everything
-/// after its CRC field.
-fn logbus_sized_crc(len: &[u8], rest: &[u8]) -> u32 {
+/// The CRC of `pieces`, one after the other.
+fn crc_of(pieces: &[&[u8]]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
-    hasher.update(len);
-    hasher.update(rest);
+    for piece in pieces {
+        hasher.update(piece);
+    }
     hasher.finalize()
 }
 
@@ -125,12 +186,12 @@ fn append(frames: Frames, path: &Path, spec: &Spec, values: &Values, batched: bo
         let mut out = Vec::with_capacity(BATCH * (spec.size + frames.header_len()));
         values.each_batch(spec.n, |values| {
             out.clear();
-            for value in values.chunks_exact(spec.size) {
-                if frames == Frames::LogbusSized {
-                    frames.push_frame(&mut out, value);
-                } else {
+            if let Frames::Bare | Frames::Crc = frames {
+                for value in values.chunks_exact(spec.size) {
                     frames.write_frame(&mut out, value)?;
                 }
+            } else {
+                frames.push_batch(&mut out, values, spec.size);
             }
             Ok(file.write_all(&out)?)
         })?;
@@ -179,10 +240,11 @@ fn queue(frames: Frames, dir: &Path, spec: &Spec, values: &Values) -> Res<Outcom
     Outcome::queued(started, enqueued, &verifier, spec.n)
 }
 
-/// Runs a case with frames of the given layout (`LogbusSized`: the
-/// batched append only).
+/// Runs a case with frames of the given layout (`Sized` and `Batches`:
+/// the batched append only).
 pub fn run(spec: &Spec, dir: &Path, frames: Frames) -> Res<Option<Outcome>> {
-    if frames == Frames::LogbusSized && spec.workload != Workload::AppendBatch100 {
+    let batches_only = !matches!(frames, Frames::Bare | Frames::Crc);
+    if batches_only && spec.workload != Workload::AppendBatch100 {
         return Ok(None);
     }
     let values = Values::new(spec.size);

@@ -186,6 +186,8 @@ fn display(peer: &str) -> &str {
         "naive-crc" => "naive frames + CRC",
         "naive" => "naive frames, no CRC",
         "naive-crc36" => "naive frames of logbus's size",
+        "naive-crc20" => "naive frames, 20-byte header",
+        "naive-batches" => "naive record batches",
         "logbus-1seg" => "logbus, no roll",
         "commitlog" => "commitlog 0.2",
         "sqlite" => "SQLite WAL",
