@@ -79,7 +79,16 @@ pub fn encoded_len(key: &[u8], headers: &[(&str, &[u8])], value: &[u8]) -> Optio
 }
 
 /// Appends one frame to `out`. The caller has checked `encoded_len` against
-/// its limits; this function only encodes.
+/// its limits; this function only encodes. For the wire and NATS codecs,
+/// the fuzz bodies and the tests; the log encodes a batch in place
+/// ([`encode_frame_into`]).
+#[cfg(any(
+    test,
+    feature = "processes",
+    feature = "nats",
+    feature = "test-util",
+    feature = "internals"
+))]
 pub fn encode_frame(
     out: &mut Vec<u8>,
     offset: u64,

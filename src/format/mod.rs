@@ -20,9 +20,17 @@ mod segment_header;
 mod state;
 
 pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint, WRITE_LIMIT_UNIT_BYTES};
+#[cfg(any(
+    test,
+    feature = "processes",
+    feature = "nats",
+    feature = "test-util",
+    feature = "internals"
+))]
+pub use frame::encode_frame;
 pub use frame::{
-    FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame,
-    encode_frame_into, encoded_len, frame_len,
+    FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame_into,
+    encoded_len, frame_len,
 };
 pub(crate) use header::{check_header, new_header, seal_header};
 pub use index_entry::{

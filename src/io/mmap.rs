@@ -35,9 +35,9 @@
 //! file's [`WriteWindow`] reserves its blocks with `fallocate` instead (no
 //! zeros to write, same guarantee), and is dropped before its file's length
 //! changes. Its mapping may outlive it for a moment on the background
-//! thread (`background.rs`), which never reads or writes through it: it only asks
-//! the kernel to fault pages in, which fails with an error, never SIGBUS,
-//! where the file was cut.
+//! thread (`background.rs`), which never reads or writes through it: it
+//! only asks the kernel to fault pages in, which fails with an error,
+//! never SIGBUS, where the file was cut.
 #![allow(unsafe_code)]
 
 use std::fs::File;
@@ -238,9 +238,9 @@ impl WriteWindow {
         }
         // SAFETY: `start + buf.len()` is within the mapping (checked
         // above), which stays mapped while `self` lives; `&mut self` rules
-        // out a concurrent write through this window (the background thread
-        // only advises the kernel, see `background.rs`), and `buf` is ordinary
-        // memory, so the ranges cannot overlap.
+        // out a concurrent write through this window (the background
+        // thread only advises the kernel, see `background.rs`), and `buf`
+        // is ordinary memory, so the ranges cannot overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(buf.as_ptr(), self.map.as_mut_ptr().add(start), buf.len());
         }
@@ -265,8 +265,9 @@ impl WriteWindow {
         Some(Bytes::from_owner(FinalPrefix { map, len }))
     }
 
-    /// Has the background thread fault in the pages up to [`PREFAULT_AHEAD`]
-    /// past `end`, from `start` on, unless it was asked already.
+    /// Has the background thread fault in the pages up to
+    /// [`PREFAULT_AHEAD`] past `end`, from `start` on, unless it was asked
+    /// already.
     fn prefault_ahead_of(&mut self, start: usize, end: usize) {
         self.prefaulted = self.prefaulted.max(start - start % PREFAULT_STEP);
         while self.prefaulted < end + PREFAULT_AHEAD && self.prefaulted < self.map.len() {
