@@ -644,6 +644,54 @@ fn appends_go_on_while_a_flush_waits_for_a_seal() {
     assert_holds(&log, &values[..log.end_offset() as usize], 0, "after the flush");
 }
 
+/// Retention removes no segment before one whose creation is not durable
+/// yet: with the roll's seal held, truncating into the new segment removes
+/// nothing, so a power loss cannot take the flushed segment and leave only
+/// a new one that never reached the disk (the log would restart at offset
+/// 0). Once a seal is done, the segments before go.
+#[test]
+fn retention_waits_for_the_seal_that_makes_the_next_segment_durable() {
+    const SEGMENT: u64 = 1024;
+    for released in [false, true] {
+        let context = if released { "seal released" } else { "seal held" };
+        let sim = SimStorage::new();
+        let (log, hooks) = open_with_held_seals(&sim, SEGMENT);
+        let mut values: Vec<Vec<u8>> = (0..5).map(|i| value("o", i, 50)).collect();
+        for (i, v) in values.iter().enumerate() {
+            assert_eq!(log.append(&record(v)).unwrap(), i as u64);
+        }
+        log.flush().unwrap();
+        let flushed = values.len() as u64;
+        append_past_a_roll(&sim, &log, &mut values, 1);
+        let new_base = values.len() as u64 - 1;
+        if released {
+            hooks.release();
+            log.flush().unwrap();
+            assert_eq!(log.truncate_before(new_base).unwrap(), 1, "{context}");
+            assert_eq!(log.start_offset(), new_base, "{context}");
+            assert_eq!(segment_files(&sim).len(), 1, "{context}");
+            log.close().unwrap();
+            continue;
+        }
+        assert_eq!(
+            log.truncate_before(new_base).unwrap(),
+            0,
+            "{context}: a segment went"
+        );
+        assert_eq!(log.start_offset(), 0, "{context}");
+        assert_eq!(segment_files(&sim).len(), 2, "{context}");
+        // The seal fails and the power goes before the new segment is
+        // durable.
+        sim.inject(Fault::HaltAfterSyncs { after: 0 });
+        hooks.release();
+        drop(log);
+        sim.power_loss(5);
+        let log = Log::open(DIR, options(&sim, Durability::Os, SEGMENT)).unwrap();
+        assert!(log.end_offset() >= flushed, "{context}: flushed records lost");
+        assert_holds(&log, &values[..log.end_offset() as usize], 0, context);
+    }
+}
+
 /// A power loss while the active segment has grown past `segment_bytes`
 /// (its predecessor's seal under way) keeps everything flushed and a
 /// prefix of the rest.

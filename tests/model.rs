@@ -316,7 +316,7 @@ struct SegmentModel {
 
 /// The log as a user should see it: records `start..end` and the segments
 /// they lie in.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Model {
     setup: Setup,
     start: u64,
@@ -408,8 +408,9 @@ impl Model {
     }
 
     /// Appends `batch`, in a new segment if `rolled` (checked against
-    /// [`Model::rolls`] by the caller).
-    fn append(&mut self, batch: Vec<Stored>, rolled: bool) {
+    /// [`Model::rolls`] by the caller); the roll's retention keeps the
+    /// segment it sealed if `hold_back` (see `Harness::follow_retention`).
+    fn append(&mut self, batch: Vec<Stored>, rolled: bool, hold_back: bool) {
         if batch.is_empty() {
             return;
         }
@@ -430,7 +431,11 @@ impl Model {
             });
             self.previous_interval_max = self.active_interval_max;
             self.active_interval_max = self.setup.index_interval_bytes;
-            self.apply_retention(None);
+            let most = match hold_back {
+                true => self.segments.len().saturating_sub(2),
+                false => usize::MAX,
+            };
+            self.apply_retention(None, most);
         }
         self.segments.last_mut().expect("active segment").bytes += bytes;
         self.records.extend(batch);
@@ -439,12 +444,13 @@ impl Model {
         }
     }
 
-    /// Removes the leading sealed segments retention selects; returns how many.
-    fn apply_retention(&mut self, truncate_before: Option<u64>) -> usize {
+    /// Removes the leading sealed segments retention selects, at most
+    /// `most` of them; returns how many.
+    fn apply_retention(&mut self, truncate_before: Option<u64>, most: usize) -> usize {
         let cutoff = now_ms() - RETENTION_AGE.as_millis() as i64;
         let mut remaining: u64 = self.segments.iter().map(|s| s.bytes).sum();
         let mut removed = 0;
-        while removed + 1 < self.segments.len() {
+        while removed + 1 < self.segments.len() && removed < most {
             let (segment, next) = (self.segments[removed], self.segments[removed + 1]);
             let over_size = self
                 .setup
@@ -713,7 +719,19 @@ impl Harness {
                 if let Some(rolls) = self.model.rolls(bytes).filter(|_| !stored.is_empty()) {
                     prop_assert_eq!(rolled, rolls, "whether an append of {} bytes rolled", bytes);
                 }
-                self.model.append(stored, rolled);
+                // Outside `Always` the roll's retention may hold back the
+                // segment it sealed (see `follow_retention`).
+                let start = self.log().start_offset();
+                let mut next = self.model.clone();
+                next.append(stored.clone(), rolled, false);
+                if next.start != start && self.model.setup.durability != Durability::Always {
+                    let mut held = self.model.clone();
+                    held.append(stored, rolled, true);
+                    if held.start == start {
+                        next = held;
+                    }
+                }
+                self.model = next;
             }
             (Some(Refusal::TooLarge { size, max }), Err(Error::RecordTooLarge { size: s, max: m })) => {
                 prop_assert_eq!((s, m), (size, max), "RecordTooLarge fields");
@@ -847,10 +865,34 @@ impl Harness {
         let removed = ok(self.log().enforce_retention(), "enforce_retention")?;
         prop_assert_eq!(
             removed,
-            self.model.apply_retention(None),
+            self.follow_retention(None)?,
             "segments removed by retention"
         );
         Ok(())
+    }
+
+    /// Applies retention to the model as the log applied it, and returns
+    /// how many segments went: all it selects, or, outside `Always`, all
+    /// but the segment before the active one and those after it. Those
+    /// stay while the seal of the last roll is under way (the creation of
+    /// the active segment is not durable yet), which only the log knows;
+    /// its start offset tells.
+    fn follow_retention(&mut self, truncate_before: Option<u64>) -> TestResult<usize> {
+        let start = self.log().start_offset();
+        let mut all = self.model.clone();
+        let removed = all.apply_retention(truncate_before, usize::MAX);
+        if all.start != start && self.model.setup.durability != Durability::Always {
+            let mut held = self.model.clone();
+            let most = held.segments.len().saturating_sub(2);
+            let removed = held.apply_retention(truncate_before, most);
+            if held.start == start {
+                self.model = held;
+                return Ok(removed);
+            }
+        }
+        prop_assert_eq!(start, all.start, "start offset after retention");
+        self.model = all;
+        Ok(removed)
     }
 
     fn truncate_before(&mut self, offset: u64) -> TestResult {
@@ -858,7 +900,7 @@ impl Harness {
         let removed = ok(self.log().truncate_before(offset), "truncate_before")?;
         prop_assert_eq!(
             removed,
-            self.model.apply_retention(Some(offset)),
+            self.follow_retention(Some(offset))?,
             "segments removed below {}",
             offset
         );
@@ -937,8 +979,8 @@ impl Harness {
         // seen in the active segment still bounds a later clean scan.
         // Everything recovery kept is on disk now.
         self.model.durable_end = self.model.end();
-        self.model.apply_retention(None);
         self.log = Some(log);
+        self.follow_retention(None)?;
         self.check_bounds()?;
         self.verify()
     }

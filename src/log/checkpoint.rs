@@ -94,6 +94,13 @@ impl CheckpointWriter {
         self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The base of the segment the durable checkpoint names, if any: that
+    /// segment's creation and everything before it are durable (a roll's
+    /// seal records its successor only then, `seal.rs`).
+    pub(crate) fn durable_base(&self) -> Option<u64> {
+        self.last().map(|c| c.base_offset)
+    }
+
     /// How many checkpoints [`Self::record`] wrote so far.
     pub(crate) fn recorded(&self) -> u64 {
         self.recorded.load(Ordering::Acquire)

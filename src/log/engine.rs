@@ -771,7 +771,17 @@ impl Shared {
             retention_age: self.options.retention_age,
             truncate_before,
         };
+        // Only segments below the one the durable checkpoint names may go:
+        // a later one's creation may not be durable yet (its roll's seal is
+        // under way, or failed), and a power loss after deleting the
+        // segments before it could leave the log without any of them.
+        let durable_base = self.checkpoint.durable_base();
         let mut segments = self.segments_mut();
+        let named = segments
+            .iter()
+            .skip(1)
+            .take_while(|s| durable_base.is_some_and(|base| s.base() <= base))
+            .count();
         let summaries: Vec<SegmentSummary> = segments
             .iter()
             .map(|s| SegmentSummary {
@@ -780,7 +790,7 @@ impl Shared {
                 max_timestamp: s.max_timestamp(),
             })
             .collect();
-        let count = segments_to_remove(&summaries, rules, self.clock().now_ms());
+        let count = segments_to_remove(&summaries, rules, self.clock().now_ms()).min(named);
         if count > 0 {
             let removed: Vec<Arc<Segment>> = segments.drain(..count).collect();
             self.start

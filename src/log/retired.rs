@@ -9,6 +9,10 @@
 //! (`Log::enforce_retention`, `Log::truncate_before`, `close`).
 //!
 //! Invariants:
+//! - only segments before the one the durable checkpoint names are ever
+//!   retired (`Shared::retire`), so the creation of every later segment
+//!   is durable before a file is deleted, and a power loss cannot leave
+//!   the log with neither the deleted segments nor their successors;
 //! - files are deleted oldest segment first, and the directory is synced
 //!   after each segment before the next one is touched, so a crash at any
 //!   point leaves the segments still on disk contiguous;
