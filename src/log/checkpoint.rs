@@ -35,6 +35,11 @@ use crate::io::{Storage, StorageFile, read_exact_at};
 /// Bytes synced between two checkpoints of the same segment, at least.
 const CHECKPOINT_INTERVAL_BYTES: u64 = 1 << 20;
 
+/// The base `checkpoint` names, plus one; 0 for none.
+fn base_plus_one(checkpoint: Option<&Checkpoint>) -> u64 {
+    checkpoint.map_or(0, |c| c.base_offset.saturating_add(1))
+}
+
 /// The checkpoint file's contents, if present and valid.
 pub(crate) fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<Checkpoint>> {
     let file = match storage.open(&dir.join(CHECKPOINT_FILE), false) {
@@ -53,6 +58,9 @@ pub(crate) struct CheckpointWriter {
     file: Arc<dyn StorageFile>,
     /// The last checkpoint written and synced (or found valid at open).
     last: Mutex<Option<Checkpoint>>,
+    /// The base of the segment `last` names, plus one (0: none), readable
+    /// without waiting for a sync that holds `last` ([`Self::durable_base`]).
+    last_base: AtomicU64,
     /// Checkpoints [`Self::record`] wrote: when it changes, the durable
     /// position may have moved and the write limit may come down.
     recorded: AtomicU64,
@@ -83,6 +91,7 @@ impl CheckpointWriter {
         let file = storage.open(&dir.join(CHECKPOINT_FILE), true)?;
         Ok(CheckpointWriter {
             file,
+            last_base: AtomicU64::new(base_plus_one(last.as_ref())),
             last: Mutex::new(last),
             recorded: AtomicU64::new(0),
             covers_written: AtomicU64::new(0),
@@ -98,7 +107,14 @@ impl CheckpointWriter {
     /// segment's creation and everything before it are durable (a roll's
     /// seal records its successor only then, `seal.rs`).
     pub(crate) fn durable_base(&self) -> Option<u64> {
-        self.last().map(|c| c.base_offset)
+        self.last_base.load(Ordering::Acquire).checked_sub(1)
+    }
+
+    /// Makes `checkpoint` the last one.
+    fn set_last(&self, last: &mut Option<Checkpoint>, checkpoint: Checkpoint) {
+        *last = Some(checkpoint);
+        self.last_base
+            .store(base_plus_one(last.as_ref()), Ordering::Release);
     }
 
     /// How many checkpoints [`Self::record`] wrote so far.
@@ -141,7 +157,7 @@ impl CheckpointWriter {
         };
         self.file.write_all_at(&checkpoint.encode(), 0)?;
         self.covers_written.fetch_add(1, Ordering::Release);
-        *last = Some(checkpoint);
+        self.set_last(&mut last, checkpoint);
         // A limit too far for the field (4 GiB past the durable position)
         // is written as none: recovery then checks to the end of the file,
         // so the writer need not raise it again until the next record.
@@ -199,7 +215,7 @@ impl CheckpointWriter {
             return Ok(());
         }
         self.file.sync_data()?;
-        *last = Some(checkpoint);
+        self.set_last(&mut last, checkpoint);
         self.recorded.fetch_add(1, Ordering::Release);
         Ok(())
     }
