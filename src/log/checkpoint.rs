@@ -103,9 +103,11 @@ impl CheckpointWriter {
         self.last.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The base of the segment the durable checkpoint names, if any: that
-    /// segment's creation and everything before it are durable (a roll's
-    /// seal records its successor only then, `seal.rs`).
+    /// The base of the segment the last checkpoint names, if any. The
+    /// creation of that segment, and everything before it, is durable: a
+    /// roll's seal records its successor only once it is (`seal.rs`), and
+    /// [`Self::cover`], which may name the active segment before its own
+    /// write is synced, runs only after that seal.
     pub(crate) fn durable_base(&self) -> Option<u64> {
         self.last_base.load(Ordering::Acquire).checked_sub(1)
     }

@@ -771,10 +771,10 @@ impl Shared {
             retention_age: self.options.retention_age,
             truncate_before,
         };
-        // Only segments below the one the durable checkpoint names may go:
-        // a later one's creation may not be durable yet (its roll's seal is
-        // under way, or failed), and a power loss after deleting the
-        // segments before it could leave the log without any of them.
+        // Only segments below the one the checkpoint names may go: a later
+        // one's creation may not be durable yet (its roll's seal is under
+        // way, or failed), and a power loss after deleting the segments
+        // before it could leave the log without any of them.
         let durable_base = self.checkpoint.durable_base();
         let mut segments = self.segments_mut();
         let named = segments

@@ -9,7 +9,7 @@
 //! (`Log::enforce_retention`, `Log::truncate_before`, `close`).
 //!
 //! Invariants:
-//! - only segments before the one the durable checkpoint names are ever
+//! - only segments before the one the checkpoint names are ever
 //!   retired (`Shared::retire`), so the creation of every later segment
 //!   is durable before a file is deleted, and a power loss cannot leave
 //!   the log with neither the deleted segments nor their successors;
