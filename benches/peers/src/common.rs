@@ -409,6 +409,16 @@ pub struct Outcome {
     pub extra: Vec<(&'static str, f64)>,
 }
 
+/// The JSON extras of a durable case that timed its syncs: how many, their
+/// mean and their maximum.
+pub fn sync_extras(syncs: u64, total: Duration, max: Duration) -> Vec<(&'static str, f64)> {
+    vec![
+        ("syncs", syncs as f64),
+        ("sync_mean_us", total.as_secs_f64() * 1e6 / syncs.max(1) as f64),
+        ("sync_max_us", max.as_secs_f64() * 1e6),
+    ]
+}
+
 impl Outcome {
     pub fn new(elapsed: Duration, checked: Checked) -> Outcome {
         Outcome {

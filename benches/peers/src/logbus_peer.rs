@@ -22,7 +22,8 @@ use logbus::{
 };
 
 use crate::common::{
-    Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads, timed_ops,
+    Checked, Outcome, Res, Spec, Values, Verifier, Workload, append_or_read, run_threads, sync_extras,
+    timed_ops,
 };
 
 fn open(dir: &Path, durability: Durability) -> Res<Log> {
@@ -506,14 +507,7 @@ pub fn run(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
             let syncs = log.sync_stats();
             log.close()?;
             Outcome {
-                extra: vec![
-                    ("syncs", syncs.syncs as f64),
-                    (
-                        "sync_mean_us",
-                        syncs.total.as_secs_f64() * 1e6 / syncs.syncs.max(1) as f64,
-                    ),
-                    ("sync_max_us", syncs.max.as_secs_f64() * 1e6),
-                ],
+                extra: sync_extras(syncs.syncs, syncs.total, syncs.max),
                 ..Outcome::with_latencies(elapsed, latencies, checked)
             }
         }

@@ -11,9 +11,9 @@
 //! counts times F), `--peers a,b`, `--workloads a,b`, `--dir PATH` (where
 //! case directories go; default `$LOGBUS_PEERS_DIR` or the temp dir),
 //! `--report FILE` (print the tables for the JSON lines of an earlier run).
-//! `--peers` also takes the peers that split the batched append's gap,
-//! `naive-crc36`, `naive-crc20`, `naive-batches` and `logbus-1seg`, which a
-//! plain run leaves out.
+//! `--peers` also takes the peers that split a gap into its parts,
+//! `naive-crc36`, `naive-crc20`, `naive-batches`, `logbus-1seg` and
+//! `naive-rounds`, which a plain run leaves out.
 
 mod commitlog_peer;
 mod common;
@@ -55,10 +55,17 @@ pub const PEERS: [&str; 8] = [
 /// The baseline of every ratio.
 pub const BASELINE: &str = PEERS[0];
 
-/// Peers run only when `--peers` names them: they split the batched
-/// append's gap into its parts (docs/PERFORMANCE.md, "The split, and the
-/// two peers that make it", and "What a record costs in its frame").
-pub const SPLITTING_PEERS: [&str; 4] = ["naive-crc36", "naive-crc20", "naive-batches", "logbus-1seg"];
+/// Peers run only when `--peers` names them: they split a gap into its
+/// parts (docs/PERFORMANCE.md: the batched append's in "The split, and the
+/// two peers that make it" and "What a record costs in its frame"; the 16
+/// durable producers' in "16 durable producers against ideal rounds").
+pub const SPLITTING_PEERS: [&str; 5] = [
+    "naive-crc36",
+    "naive-crc20",
+    "naive-batches",
+    "logbus-1seg",
+    "naive-rounds",
+];
 
 /// How long one case may take before it is killed and reported as failed.
 const CASE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -73,6 +80,7 @@ fn run_peer(peer: &str, spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
         "naive-crc36" => naive::run(spec, dir, Frames::Sized(36)),
         "naive-crc20" => naive::run(spec, dir, Frames::Sized(20)),
         "naive-batches" => naive::run(spec, dir, Frames::Batches),
+        "naive-rounds" => naive::run_in_rounds(spec, dir),
         "logbus" => logbus_peer::run(spec, dir),
         "logbus-1seg" => logbus_peer::run_one_segment(spec, dir),
         "commitlog" => commitlog_peer::run(spec, dir),

@@ -11,17 +11,22 @@
 //! header, and their CRC covers the same bytes as logbus's; `naive-crc20`
 //! frames are the same with a 20-byte header; `naive-batches` writes each
 //! batch as one record batch, as Kafka does: one header and one CRC for
-//! the batch, 6 bytes before each value.
+//! the batch, 6 bytes before each value. `naive-rounds` runs the durable
+//! cases only, with `naive-crc` frames and the least a group commit can
+//! do: what 16 producers with one append in flight each reach on this
+//! machine at best (docs/PERFORMANCE.md, "16 durable producers against
+//! ideal rounds").
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::common::{
     BATCH, Checked, Outcome, Res, Spec, Values, Verifier, Workload, ack_file, append_or_read, run_threads,
+    sync_extras,
 };
 
 /// One of the three frame layouts.
@@ -222,6 +227,101 @@ fn durable(frames: Frames, path: &Path, spec: &Spec, values: &Values) -> Res<Out
     Ok(Outcome::with_latencies(elapsed, latencies, checked))
 }
 
+/// Durable appends in ideal rounds: each producer writes its frame, the
+/// last of the round to arrive syncs for all of them, and the others sleep
+/// until that sync is done. Nothing waits for a timer and no lock is held
+/// across the sync, so a round costs one sync of everything written plus
+/// what the kernel takes to put the producers to sleep and wake them. It
+/// needs every producer to make the same number of appends (the rounds
+/// stay whole), as the durable cases do.
+fn durable_in_rounds(path: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
+    let file = File::create(path)?;
+    let writer = Mutex::new(BufWriter::new(file.try_clone()?));
+    let rounds = Rounds::new(spec.threads);
+    let (elapsed, latencies) = run_threads(spec.threads, spec.per_thread(), |_, i| {
+        let value = values.buffer(i);
+        {
+            let mut out = writer.lock().map_err(|_| "poisoned")?;
+            Frames::Crc.write_frame(&mut *out, &value)?;
+            out.flush()?;
+        }
+        rounds.finish(|| file.sync_data())
+    })?;
+    let checked = verify(Frames::Crc, path, spec, spec.threads == 1)?;
+    let synced = rounds.lock();
+    Ok(Outcome {
+        extra: sync_extras(synced.done, synced.sync_total, synced.sync_max),
+        ..Outcome::with_latencies(elapsed, latencies, checked)
+    })
+}
+
+/// The rendezvous of [`durable_in_rounds`].
+struct Rounds {
+    producers: usize,
+    state: Mutex<RoundState>,
+    synced: Condvar,
+}
+
+#[derive(Default)]
+struct RoundState {
+    /// Producers that wrote in the current round.
+    arrived: usize,
+    /// Rounds whose sync is done.
+    done: u64,
+    /// A sync failed: every waiter gives up.
+    failed: bool,
+    /// Time spent in the syncs, and the longest.
+    sync_total: Duration,
+    sync_max: Duration,
+}
+
+impl Rounds {
+    fn new(producers: usize) -> Self {
+        Rounds {
+            producers,
+            state: Mutex::new(RoundState::default()),
+            synced: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RoundState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Returns once the round this producer wrote in is synced; the last
+    /// producer to arrive runs `sync` (no other can arrive meanwhile: each
+    /// has its append waiting in this round).
+    fn finish(&self, sync: impl FnOnce() -> std::io::Result<()>) -> Res<()> {
+        let mut state = self.lock();
+        state.arrived += 1;
+        if state.arrived == self.producers {
+            state.arrived = 0;
+            drop(state);
+            let started = Instant::now();
+            let synced = sync();
+            let took = started.elapsed();
+            let mut state = self.lock();
+            state.done += 1;
+            state.sync_total += took;
+            state.sync_max = state.sync_max.max(took);
+            state.failed |= synced.is_err();
+            self.synced.notify_all();
+            return Ok(synced?);
+        }
+        let round = state.done;
+        while state.done == round && !state.failed {
+            state = self
+                .synced
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if state.failed {
+            return Err("a round's sync failed".into());
+        }
+        Ok(())
+    }
+}
+
 fn queue(frames: Frames, dir: &Path, spec: &Spec, values: &Values) -> Res<Outcome> {
     let path = dir.join("queue.frames");
     let started = Instant::now();
@@ -261,4 +361,16 @@ pub fn run(spec: &Spec, dir: &Path, frames: Frames) -> Res<Option<Outcome>> {
         _ => return Ok(None),
     };
     Ok(Some(outcome))
+}
+
+/// Runs a durable case in ideal rounds (`naive-rounds`; the durable cases
+/// only).
+pub fn run_in_rounds(spec: &Spec, dir: &Path) -> Res<Option<Outcome>> {
+    let values = Values::new(spec.size);
+    match spec.workload {
+        Workload::Durable1 | Workload::Durable4 | Workload::Durable16 => {
+            Ok(Some(durable_in_rounds(&dir.join("log.frames"), spec, &values)?))
+        }
+        _ => Ok(None),
+    }
 }
