@@ -32,9 +32,10 @@ pub use recovery::{RecoveryInput, SegmentFiles, segment_recovery};
 pub use wire::{wire, wire_seeds};
 
 use crate::format::{
-    CHECKPOINT_LEN, Checkpoint, FRAME_HEADER_LEN, FrameError, HeaderIter, INDEX_HEADER_LEN, IndexKind,
-    MAX_REASON_BYTES, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, StateEvent, TIME_ENTRY_LEN,
-    TimeEntry, decode_frame, decode_index_header, decode_segment_header, encode_frame, encode_index_header,
+    BatchEntry, CHECKPOINT_LEN, Checkpoint, FRAME_HEADER_LEN, FrameError, FrameView, HeaderIter,
+    INDEX_HEADER_LEN, IndexKind, MAX_REASON_BYTES, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN,
+    SegmentFrame, StateEvent, TIME_ENTRY_LEN, TimeEntry, decode_frame, decode_index_header,
+    decode_segment_frame, decode_segment_header, encode_batch_into, encode_frame_into, encode_index_header,
     encoded_len, frame_len, truncate_utf8,
 };
 use crate::index::{
@@ -128,35 +129,73 @@ impl<'a> Input<'a> {
     }
 }
 
-/// `format::frame_len`, `decode_frame` and `HeaderIter` on raw bytes. A
-/// frame that decodes must lie inside the input, its parts must tile it,
-/// and encoding its parts must give back the same bytes (so the CRC, the
-/// lengths and the header layout were all checked).
+/// `format::frame_len`, `decode_segment_frame`, `decode_frame` and
+/// `HeaderIter` on raw bytes. A frame that decodes must lie inside the
+/// input, its parts (a batch's records' too) must tile it, and encoding
+/// its parts must give back the same bytes (so the CRC, the lengths and
+/// the header layout were all checked).
 pub fn frame_decode(data: &[u8]) {
     let len = frame_len(data);
-    match decode_frame(data) {
-        Ok(view) => {
-            assert_eq!(len, Ok(view.len), "frame_len disagrees with decode_frame");
-            let frame = &data[..view.len];
-            assert_eq!(view.key.start, FRAME_HEADER_LEN);
-            assert_eq!(view.key.end, view.headers.start);
-            assert_eq!(view.headers.end, view.value.start);
-            assert_eq!(view.value.end, view.len);
-            let headers: Vec<(&str, &[u8])> =
-                HeaderIter::new(&frame[view.headers.clone()], view.header_count).collect();
+    let record_frame = decode_frame(data);
+    match decode_segment_frame(data) {
+        Ok(decoded) => {
             assert_eq!(
-                headers.len(),
-                usize::from(view.header_count),
-                "a decoded header is unreadable"
+                len,
+                Ok(decoded.size()),
+                "frame_len disagrees with decode_segment_frame"
             );
-            let (key, value) = (&frame[view.key.clone()], &frame[view.value.clone()]);
-            assert_eq!(encoded_len(key, &headers, value), Some(view.len));
-            let mut again = Vec::new();
-            encode_frame(&mut again, view.offset, view.timestamp, key, &headers, value);
+            let frame = &data[..decoded.size()];
+            let mut again = vec![0; frame.len()];
+            match &decoded {
+                SegmentFrame::Record(view) => {
+                    assert_eq!(record_frame.as_ref(), Ok(view), "the two decoders disagree");
+                    assert_eq!(view.key.start, FRAME_HEADER_LEN);
+                    assert_eq!(view.value.end, view.len);
+                    let (key, headers, value) = record_parts(frame, view);
+                    assert_eq!(encoded_len(key, &headers, value), Some(view.len));
+                    encode_frame_into(&mut again, view.offset, view.timestamp, key, &headers, value);
+                }
+                SegmentFrame::Batch(batch) => {
+                    assert!(record_frame.is_err(), "decode_frame took a batch frame");
+                    let records: Vec<FrameView> = decoded.records(frame).collect();
+                    assert_eq!(
+                        records.len() as u64,
+                        decoded.count(),
+                        "a decoded batch lost a record"
+                    );
+                    assert_eq!(records.last().map(|r| r.len), Some(frame.len()));
+                    let parts: Vec<_> = records.iter().map(|r| record_parts(frame, r)).collect();
+                    let entries =
+                        records
+                            .iter()
+                            .zip(&parts)
+                            .map(|(record, (key, headers, value))| BatchEntry {
+                                timestamp: record.timestamp,
+                                key,
+                                headers,
+                                value,
+                            });
+                    let newest =
+                        records
+                            .iter()
+                            .fold((i64::MIN, 0), |newest, r| match r.timestamp > newest.0 {
+                                true => (r.timestamp, r.offset),
+                                false => newest,
+                            });
+                    assert_eq!(batch.newest, newest);
+                    encode_batch_into(&mut again, batch.offset, entries);
+                }
+            }
             assert_eq!(again, frame, "a decoded frame does not re-encode to its bytes");
         }
         Err(FrameError::Incomplete { needed }) => assert!(needed > data.len(), "incomplete but present"),
-        Err(FrameError::Corrupt(_)) => assert!(len.is_err() || data.len() >= FRAME_HEADER_LEN),
+        Err(FrameError::Corrupt(_)) => {
+            assert!(len.is_err() || data.len() >= FRAME_HEADER_LEN);
+            assert!(
+                record_frame.is_err(),
+                "decode_frame took what decode_segment_frame refused"
+            );
+        }
     }
     // The iterator over unvalidated bytes stops, and never yields more
     // headers than it was told there are.
@@ -166,6 +205,40 @@ pub fn frame_decode(data: &[u8]) {
         .take(usize::from(count) + 1)
         .count();
     assert!(yielded <= usize::from(count));
+}
+
+/// A record's key, headers and value.
+type RecordParts<'f> = (&'f [u8], Vec<(&'f str, &'f [u8])>, &'f [u8]);
+
+/// The key, headers and value of a decoded record in `frame`; the fields
+/// tile the record's bytes and every header reads back.
+fn record_parts<'f>(frame: &'f [u8], view: &FrameView) -> RecordParts<'f> {
+    assert_eq!(view.key.end, view.headers.start);
+    assert_eq!(view.headers.end, view.value.start);
+    let headers: Vec<(&str, &[u8])> =
+        HeaderIter::new(&frame[view.headers.clone()], view.header_count).collect();
+    assert_eq!(
+        headers.len(),
+        usize::from(view.header_count),
+        "a decoded header is unreadable"
+    );
+    (&frame[view.key.clone()], headers, &frame[view.value.clone()])
+}
+
+/// Checks that `encoded`, a header decoded from `read` and encoded again,
+/// is `read`: byte for byte if `read` has this build's format version,
+/// else but for the version and the CRC over it (an older version is read
+/// and written in this one).
+fn assert_reencoded(encoded: &[u8], read: &[u8]) {
+    if read[8..10] == encoded[8..10] {
+        assert_eq!(encoded, read, "a decoded header does not re-encode to its bytes");
+    } else {
+        assert_eq!(
+            (&encoded[..8], &encoded[10..12], &encoded[16..]),
+            (&read[..8], &read[10..12], &read[16..]),
+            "a decoded header of an older version does not re-encode to its fields"
+        );
+    }
 }
 
 /// `format::decode_segment_header`: a valid header re-encodes to the same
@@ -184,7 +257,7 @@ pub fn checkpoint(data: &[u8]) {
     match Checkpoint::decode(data) {
         Ok(checkpoint) => {
             assert!(checkpoint.end_offset >= checkpoint.base_offset);
-            assert_eq!(checkpoint.encode()[..], data[..CHECKPOINT_LEN]);
+            assert_reencoded(&checkpoint.encode(), &data[..CHECKPOINT_LEN]);
         }
         Err(crate::CorruptKind::Truncated { .. }) => assert!(data.len() < CHECKPOINT_LEN),
         Err(_) => assert!(data.len() >= CHECKPOINT_LEN),
@@ -245,15 +318,13 @@ pub fn index_entries(data: &[u8]) {
     for kind in [IndexKind::Offset, IndexKind::Time] {
         if let Ok(base) = decode_index_header(kind, data) {
             let encoded = encode_index_header(kind, base);
-            // Bytes 10..12 are reserved: covered by the CRC but not checked,
-            // so only a header with zeros there re-encodes byte for byte.
-            if data[10..12] == [0, 0] {
-                assert_eq!(encoded[..], data[..INDEX_HEADER_LEN]);
+            // Bytes 10..12 are reserved: covered by the CRC but not checked.
+            let mut read = data[..INDEX_HEADER_LEN].to_vec();
+            read[10..12].copy_from_slice(&encoded[10..12]);
+            if data[10..12] == encoded[10..12] {
+                assert_reencoded(&encoded, &read);
             } else {
-                assert_eq!(
-                    (&encoded[..10], &encoded[16..]),
-                    (&data[..10], &data[16..INDEX_HEADER_LEN])
-                );
+                assert_eq!((&encoded[..8], &encoded[16..]), (&read[..8], &read[16..]));
             }
         }
     }

@@ -111,31 +111,48 @@ impl<'a> Record<'a> {
     }
 }
 
-/// Where a stored frame's fields lie: kept as the few positions the
-/// layout follows from, so a record is small to move. Both positions were
-/// checked when the frame was decoded, and fit in `u32` as frames do.
+/// Where a stored record's fields lie in its bytes: kept as the few
+/// positions the layout follows from, so a record is small to move. The
+/// positions were checked when the frame was decoded, and fit in `u32` as
+/// frames do. A record's bytes are its own record frame, whole (the wire
+/// sends it as it is), or, for a record of a batch frame, its key, headers
+/// and value alone: a record never keeps the rest of its batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
     offset: u64,
     timestamp: i64,
-    /// Where the key ends and the headers start (the key starts after the
-    /// frame's fixed fields).
+    /// Where the key starts: after the fixed fields in a record frame
+    /// ([`FRAME_HEADER_LEN`]), at 0 in a record of a batch.
+    key_start: u32,
+    /// Where the key ends and the headers start.
     key_end: u32,
     /// Where the headers end and the value starts (the value runs to the
-    /// frame's end).
+    /// bytes' end).
     value_start: u32,
     header_count: u16,
 }
 
 impl Layout {
-    fn of(view: &FrameView) -> Layout {
-        Layout {
+    /// The layout of `view`, a record frame's or a batch record's (see
+    /// `format::batch_record`), and the range of the frame's bytes the
+    /// record keeps. A record of a batch is told by where its key starts:
+    /// never right after the fixed fields, as in a record frame, since its
+    /// lengths come first.
+    fn of(view: &FrameView) -> (Layout, Range<usize>) {
+        let start = match view.key.start {
+            FRAME_HEADER_LEN => 0,
+            key_start => key_start,
+        };
+        let at = |position: usize| (position - start) as u32;
+        let layout = Layout {
             offset: view.offset,
             timestamp: view.timestamp,
-            key_end: view.key.end as u32,
-            value_start: view.value.start as u32,
+            key_start: at(view.key.start),
+            key_end: at(view.key.end),
+            value_start: at(view.value.start),
             header_count: view.header_count,
-        }
+        };
+        (layout, start..view.len)
     }
 
     /// The bytes of one field of `frame` (the decoder checked that it lies
@@ -145,7 +162,7 @@ impl Layout {
     }
 
     fn key<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
-        Layout::field(frame, FRAME_HEADER_LEN..self.key_end as usize)
+        Layout::field(frame, self.key_start as usize..self.key_end as usize)
     }
 
     fn value<'f>(&self, frame: &'f [u8]) -> &'f [u8] {
@@ -177,7 +194,8 @@ impl Layout {
 /// after retention deleted the segment: copy what you keep for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
-    /// The whole frame: one shared buffer per record, however many fields.
+    /// The record's bytes (see [`Layout`]): one shared buffer per record,
+    /// however many fields.
     frame: Bytes,
     layout: Layout,
 }
@@ -185,18 +203,33 @@ pub struct StoredRecord {
 impl StoredRecord {
     /// Builds the record from a frame's bytes and their decoded layout.
     #[inline]
-    pub(crate) fn from_frame(mut frame: Bytes, view: FrameView) -> Self {
-        frame.truncate(view.len);
+    pub(crate) fn from_frame(frame: Bytes, view: FrameView) -> Self {
+        let (layout, kept) = Layout::of(&view);
         StoredRecord {
-            frame,
-            layout: Layout::of(&view),
+            frame: frame.slice(kept),
+            layout,
         }
     }
 
     #[cfg(feature = "processes")]
-    /// The whole frame, as the log stores it (CRC included).
-    pub(crate) fn frame(&self) -> &Bytes {
-        &self.frame
+    /// The record as a record frame (CRC included): the one the log stores
+    /// when it has its own, else (a record of a batch frame) one encoded
+    /// from its fields.
+    pub(crate) fn frame(&self) -> Bytes {
+        if self.layout.key_start as usize == FRAME_HEADER_LEN {
+            return self.frame.clone();
+        }
+        let headers: Vec<(&str, &[u8])> = self.headers().collect();
+        let mut frame = Vec::new();
+        crate::format::encode_frame(
+            &mut frame,
+            self.offset(),
+            self.timestamp(),
+            self.key(),
+            &headers,
+            self.value(),
+        );
+        Bytes::from(frame)
     }
 
     /// The record's offset in its log.
@@ -262,9 +295,10 @@ impl<'a> RecordRef<'a> {
     /// The record in `frame`, a frame with `view` its decoded layout.
     #[inline]
     pub(crate) fn from_frame(frame: &'a [u8], view: FrameView) -> Self {
+        let (layout, kept) = Layout::of(&view);
         RecordRef {
-            frame: frame.get(..view.len).unwrap_or(frame),
-            layout: Layout::of(&view),
+            frame: frame.get(kept).unwrap_or_default(),
+            layout,
         }
     }
 

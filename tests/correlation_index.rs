@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use logbus::format::FORMAT_VERSION;
 use logbus::internals::{CorrelationTable, decode_correlation_header};
 use logbus::{Bus, BusOptions, CorrelationId, Durability, Record, TopicOptions};
 use proptest::prelude::*;
@@ -498,7 +499,13 @@ type Damage = fn(&mut Vec<u8>);
 /// Rewrites the header with a valid checksum and `edit` applied to its fields.
 fn reheader(bytes: &mut [u8], edit: impl FnOnce(&mut (u16, u16, u64, u64, u64))) {
     let h = decode_correlation_header(bytes).expect("valid before the damage");
-    let mut fields = (1, h.clean as u16, h.capacity, h.count, h.indexed_through);
+    let mut fields = (
+        FORMAT_VERSION,
+        h.clean as u16,
+        h.capacity,
+        h.count,
+        h.indexed_through,
+    );
     edit(&mut fields);
     let (version, flags, capacity, count, through) = fields;
     bytes[..HEADER_LEN].copy_from_slice(&header_bytes(version, flags, capacity, count, through));
@@ -507,7 +514,7 @@ fn reheader(bytes: &mut [u8], edit: impl FnOnce(&mut (u16, u16, u64, u64, u64)))
 const DAMAGES: [(&str, Damage); 10] = [
     ("bad magic", |b| b[0] ^= 0xff),
     ("bad checksum", |b| b[13] ^= 0x01),
-    ("newer version", |b| reheader(b, |h| h.0 = 2)),
+    ("newer version", |b| reheader(b, |h| h.0 = FORMAT_VERSION + 1)),
     ("capacity not matching the length", |b| reheader(b, |h| h.2 *= 2)),
     ("count over half the capacity", |b| {
         reheader(b, |h| h.3 = h.2 / 2 + 1)

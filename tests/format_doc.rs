@@ -15,9 +15,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use logbus::format::{
-    FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, HeaderIter, INDEX_HEADER_LEN, IndexKind,
-    OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, TIME_ENTRY_LEN,
-    TimeEntry, decode_frame, decode_index_header, decode_segment_header, encode_frame, encode_index_header,
+    BatchEntry, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, HeaderIter, INDEX_HEADER_LEN,
+    IndexKind, OFFSET_ENTRY_LEN, OLDEST_FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+    SegmentFrame, SegmentHeader, TIME_ENTRY_LEN, TimeEntry, batch_record_len, decode_frame,
+    decode_index_header, decode_segment_frame, decode_segment_header, encode_batch_into, encode_frame,
+    encode_index_header,
 };
 use logbus::storage::SimStorage;
 use logbus::{CorruptKind, Log, LogOptions, Record, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
@@ -28,6 +30,8 @@ const FORMAT_MD: &str = include_str!("../docs/FORMAT.md");
 const CREATED_MS: i64 = 1_700_000_000_000;
 const TIMESTAMP_0: i64 = 1_700_000_000_000;
 const TIMESTAMP_1: i64 = 1_700_000_000_001;
+const TIMESTAMP_2: i64 = 1_700_000_000_002;
+const TIMESTAMP_3: i64 = 1_700_000_000_003;
 
 fn example_record_0() -> Record<'static> {
     Record::new(b"hello")
@@ -40,17 +44,48 @@ fn example_record_1() -> Record<'static> {
     Record::new(b"world").timestamp(TIMESTAMP_1)
 }
 
-/// The two frames of the example, encoded by `encode_frame`.
+/// The batch the example appends third: records 2 and 3.
+fn example_batch() -> [Record<'static>; 2] {
+    [
+        Record::new(b"a").timestamp(TIMESTAMP_2),
+        Record::new(b"bc").key(b"k").timestamp(TIMESTAMP_3),
+    ]
+}
+
+/// The three frames of the example, encoded by `encode_frame` and
+/// `encode_batch_into`.
 fn example_frames() -> Vec<u8> {
     let mut out = Vec::new();
     encode_frame(&mut out, 0, TIMESTAMP_0, b"user-7", &[("trace", b"42")], b"hello");
     encode_frame(&mut out, 1, TIMESTAMP_1, b"", &[], b"world");
+    let entries = [
+        BatchEntry {
+            timestamp: TIMESTAMP_2,
+            key: b"",
+            headers: &[],
+            value: b"a",
+        },
+        BatchEntry {
+            timestamp: TIMESTAMP_3,
+            key: b"k",
+            headers: &[],
+            value: b"bc",
+        },
+    ];
+    let len: usize = entries
+        .iter()
+        .map(|e| batch_record_len(TIMESTAMP_2, e).unwrap())
+        .sum();
+    let start = out.len();
+    out.resize(start + FRAME_HEADER_LEN + len, 0);
+    encode_batch_into(&mut out[start..], 2, entries.into_iter());
     out
 }
 
 /// The whole example segment file `00000000000000000000.log`.
 fn example_segment() -> Vec<u8> {
     let header = SegmentHeader {
+        version: FORMAT_VERSION,
         base_offset: 0,
         created_ms: CREATED_MS,
     };
@@ -76,7 +111,7 @@ fn example_offset_index() -> Vec<u8> {
 /// at the first index entry, then the final maximum written when sealing.
 fn example_time_index() -> Vec<u8> {
     let mut out = encode_index_header(IndexKind::Time, 0).to_vec();
-    for (timestamp, relative_offset) in [(TIMESTAMP_0, 0), (TIMESTAMP_1, 1)] {
+    for (timestamp, relative_offset) in [(TIMESTAMP_0, 0), (TIMESTAMP_3, 3)] {
         out.extend(
             TimeEntry {
                 timestamp,
@@ -206,6 +241,7 @@ fn worked_example_decodes_back_to_the_records_the_doc_describes() {
     assert_eq!(
         header,
         SegmentHeader {
+            version: FORMAT_VERSION,
             base_offset: 0,
             created_ms: CREATED_MS
         }
@@ -228,7 +264,26 @@ fn worked_example_decodes_back_to_the_records_the_doc_describes() {
     );
     assert!(frame_1.key.is_empty() && frame_1.headers.is_empty());
     assert_eq!(&bytes_1[frame_1.value.clone()], b"world");
-    assert_eq!(bytes_1.len(), frame_1.len, "the example holds exactly two frames");
+    let bytes_2 = &bytes_1[frame_1.len..];
+    let Ok(SegmentFrame::Batch(batch)) = decode_segment_frame(bytes_2) else {
+        panic!("the third frame is a batch");
+    };
+    assert_eq!(
+        (batch.len, batch.offset, batch.timestamp, batch.count),
+        (48, 2, TIMESTAMP_2, 2)
+    );
+    let records: Vec<_> = SegmentFrame::Batch(batch)
+        .records(bytes_2)
+        .map(|r| (r.offset, r.timestamp, &bytes_2[r.key], &bytes_2[r.value]))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            (2, TIMESTAMP_2, &b""[..], &b"a"[..]),
+            (3, TIMESTAMP_3, &b"k"[..], &b"bc"[..])
+        ]
+    );
+    assert_eq!(bytes_2.len(), batch.len, "the example holds exactly three frames");
     assert_eq!(
         decode_index_header(IndexKind::Offset, &hex_block("offset-index")),
         Ok(0)
@@ -246,6 +301,7 @@ fn log_engine_writes_the_worked_example_byte_for_byte() {
     let log = Log::open(dir, LogOptions::default().storage(Arc::new(sim.clone()))).unwrap();
     assert_eq!(log.append(&example_record_0()).unwrap(), 0);
     assert_eq!(log.append(&example_record_1()).unwrap(), 1);
+    assert_eq!(log.append_batch(&example_batch()).unwrap(), 2..4);
     log.close().unwrap();
     drop(log);
 
@@ -335,6 +391,7 @@ fn flipping_any_bit_of_a_frame_or_header_makes_it_fail_to_decode() {
 fn constants_in_format_doc_match_the_code() {
     let actual: Vec<(&str, u64)> = vec![
         ("FORMAT_VERSION", u64::from(FORMAT_VERSION)),
+        ("OLDEST_FORMAT_VERSION", u64::from(OLDEST_FORMAT_VERSION)),
         ("SEGMENT_HEADER_LEN", SEGMENT_HEADER_LEN as u64),
         ("FRAME_HEADER_LEN", FRAME_HEADER_LEN as u64),
         ("FRAME_MAX_BYTES", FRAME_MAX_BYTES as u64),

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use logbus::format::{
-    Checkpoint, EntryState, FRAME_MAX_BYTES, Failure, IndexKind, MAX_DELIVERED_RUN, OffsetEntry,
-    SegmentHeader, StateEvent, TimeEntry, encode_frame, encode_index_header,
+    BatchEntry, Checkpoint, EntryState, FORMAT_VERSION, FRAME_HEADER_LEN, FRAME_MAX_BYTES, Failure,
+    IndexKind, MAX_DELIVERED_RUN, OffsetEntry, SegmentHeader, StateEvent, TimeEntry, batch_record_len,
+    encode_batch_into, encode_frame, encode_index_header,
 };
 use logbus::fuzzing::{Op, RecordSpec, RecoveryInput, SegmentFiles, TARGETS, Target, encode_ops};
 use logbus::internals::CorrelationTable;
@@ -179,6 +180,19 @@ fn small_log_files() -> RecoveryInput {
     let sim = SimStorage::new();
     let log = Log::open(DIR, options(&sim, Durability::Always, 256, 64)).expect("open");
     append_some(&log, 0..8);
+    // And a batch frame.
+    let values: Vec<String> = (8..11).map(|i| format!("value-{i}")).collect();
+    let batch: Vec<Record<'_>> = values
+        .iter()
+        .zip(1_008..)
+        .map(|(value, timestamp)| {
+            Record::new(value)
+                .key(b"key")
+                .header("trace", b"t")
+                .timestamp(timestamp)
+        })
+        .collect();
+    log.append_batch(&batch).expect("append a batch");
     log.close().expect("close");
     let mut input = RecoveryInput::capture(&sim, Path::new(DIR));
     input.interval_shift = 6;
@@ -213,13 +227,50 @@ fn frame_seeds(log: &RecoveryInput) -> Vec<(String, Vec<u8>)> {
         seed("fixed-part-only", full[..36].to_vec()),
         seed("length-past-max", too_long),
         seed("max-offset", frame(u64::MAX, b"k", &[], b"v")),
+        seed("batch-with-headers", batch_frame(5)),
+        seed("batch-at-max-offset", batch_frame(u64::MAX - 3)),
+        seed("batch-past-max-offset", batch_frame(u64::MAX - 1)),
     ]
+}
+
+/// A batch frame of three records from `offset`, with keys, headers and
+/// timestamps that go back and forth.
+fn batch_frame(offset: u64) -> Vec<u8> {
+    let headers: [(&str, &[u8]); 2] = [("a", b"1"), ("", b"")];
+    let entries = [
+        BatchEntry {
+            timestamp: 5,
+            key: b"k",
+            headers: &headers,
+            value: b"one",
+        },
+        BatchEntry {
+            timestamp: -1_000,
+            key: b"",
+            headers: &[],
+            value: b"",
+        },
+        BatchEntry {
+            timestamp: i64::MAX,
+            key: b"key",
+            headers: &headers[..1],
+            value: &[7; 200],
+        },
+    ];
+    let len: usize = entries
+        .iter()
+        .map(|e| batch_record_len(5, e).expect("fits"))
+        .sum();
+    let mut out = vec![0; FRAME_HEADER_LEN + len];
+    encode_batch_into(&mut out, offset, entries.into_iter());
+    out
 }
 
 fn segment_header_seeds(log: &RecoveryInput) -> Vec<(String, Vec<u8>)> {
     let segment = first_segment(log).log.clone().expect("segment file");
     let header = |base_offset, created_ms| {
         SegmentHeader {
+            version: FORMAT_VERSION,
             base_offset,
             created_ms,
         }
@@ -227,7 +278,7 @@ fn segment_header_seeds(log: &RecoveryInput) -> Vec<(String, Vec<u8>)> {
         .to_vec()
     };
     let mut newer = header(0, 0);
-    newer[8] = 2;
+    newer[8] = FORMAT_VERSION as u8 + 1;
     vec![
         seed("real-segment", segment),
         seed("max-base", header(u64::MAX, i64::MIN)),
@@ -432,6 +483,7 @@ fn recovery_seeds() -> Vec<(String, Vec<u8>)> {
     // Hand-made: a lone segment near the end of the offset space.
     for (name, base) in [("base-max-minus-one", u64::MAX - 1), ("base-max", u64::MAX)] {
         let mut log = SegmentHeader {
+            version: FORMAT_VERSION,
             base_offset: base,
             created_ms: 0,
         }

@@ -109,6 +109,45 @@ impl RecordSpec {
     }
 }
 
+/// Gives `batch`, the records of one append, the sizes they take in one
+/// batch frame as docs/FORMAT.md defines it (computed independently): the
+/// fixed part counted with the first record, then each record's varints
+/// (the timestamp as a zigzag delta from the first), key, headers and
+/// value.
+fn in_one_batch_frame(batch: &mut [Stored]) {
+    fn varint_len(mut value: u64) -> u64 {
+        let mut len = 1;
+        while value >= 0x80 {
+            value >>= 7;
+            len += 1;
+        }
+        len
+    }
+    let base = batch[0].timestamp;
+    for (i, record) in batch.iter_mut().enumerate() {
+        let delta = record.timestamp.wrapping_sub(base);
+        let zigzag = ((delta << 1) ^ (delta >> 63)) as u64;
+        let headers: u64 = record
+            .headers
+            .iter()
+            .map(|(n, v)| HEADER_ENTRY_FIXED + n.len() as u64 + v.len() as u64)
+            .sum();
+        let fixed = if i == 0 { FRAME_HEADER_LEN as u64 } else { 0 };
+        record.frame_bytes = fixed
+            + varint_len(zigzag)
+            + varint_len(record.key.len() as u64)
+            + varint_len(record.headers.len() as u64)
+            + varint_len(record.value.len() as u64)
+            + record.key.len() as u64
+            + headers
+            + record.value.len() as u64;
+    }
+    let total = batch.iter().map(|r| r.frame_bytes).sum();
+    for record in batch {
+        record.holding_frame_bytes = total;
+    }
+}
+
 /// An offset chosen relative to the model's state when the action runs.
 #[derive(Debug, Clone, Copy)]
 enum OffsetPick {
@@ -304,7 +343,12 @@ struct Stored {
     headers: Vec<(String, Vec<u8>)>,
     value: Vec<u8>,
     timestamp: i64,
+    /// The bytes the record adds to its segment (a batch frame's fixed
+    /// part counts with its first record).
     frame_bytes: u64,
+    /// The bytes of the frame that holds it: `frame_bytes`, or the whole
+    /// batch frame's.
+    holding_frame_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -714,6 +758,9 @@ impl Harness {
                 for (spec, offset) in specs.iter().zip(range) {
                     stored.push(self.read_back(spec, offset, before..=after)?);
                 }
+                if stored.len() > 1 {
+                    in_one_batch_frame(&mut stored);
+                }
                 let bytes = stored.iter().map(|r| r.frame_bytes).sum();
                 let rolled = self.active_base() == end && self.model.active().base != end;
                 if let Some(rolls) = self.model.rolls(bytes).filter(|_| !stored.is_empty()) {
@@ -776,6 +823,7 @@ impl Harness {
             value: spec.value.clone(),
             timestamp,
             frame_bytes: spec.frame_bytes(),
+            holding_frame_bytes: spec.frame_bytes(),
         };
         prop_assert_eq!(Some(stored.frame_bytes as usize), spec.record().encoded_len());
         same(&record, offset, &stored)?;
@@ -1001,7 +1049,7 @@ impl Harness {
         let active = self.model.active();
         let largest_frame = (active.base..self.model.end())
             .filter_map(|o| self.model.get(o))
-            .map(|r| r.frame_bytes)
+            .map(|r| r.holding_frame_bytes)
             .max()
             .unwrap_or(0);
         let bound = (self.model.active_interval_max - 1 + largest_frame).min(active.bytes - SEGMENT_HEADER);

@@ -19,8 +19,8 @@ use std::sync::Arc;
 use common::logs::{FrameAt, bases, copy_log, frames, key, segment_file, value};
 use common::storage::{Hooked, Hooks};
 use logbus::format::{
-    FRAME_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry,
-    decode_frame, decode_segment_header, encode_frame, encode_index_header,
+    FORMAT_VERSION, FRAME_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN,
+    SegmentHeader, TimeEntry, decode_frame, decode_segment_header, encode_frame, encode_index_header,
 };
 use logbus::storage::{Fault, SimStorage, Storage};
 use logbus::{CorruptKind, Durability, Error, Log, LogOptions, Position, Record, RecoveryReport, Truncation};
@@ -215,6 +215,7 @@ fn orphan_index_files_without_their_segment_are_deleted_and_reported() {
 /// interrupted: nothing, part of the header, or a header that never landed.
 fn torn_headers(base: u64) -> Vec<(&'static str, Vec<u8>)> {
     let header = SegmentHeader {
+        version: FORMAT_VERSION,
         base_offset: base,
         created_ms: 1,
     }
@@ -308,15 +309,16 @@ fn invalid_segment_header_otherwise_is_corrupt_and_changes_nothing() {
         (
             "sealed: unknown version",
             first,
-            |b| b[8] = 2,
+            |b| b[8] = 3,
             0,
-            Some(CorruptKind::UnsupportedVersion(2)),
+            Some(CorruptKind::UnsupportedVersion(3)),
         ),
         (
             "sealed: header names another base",
             first,
             |b| {
                 let header = SegmentHeader {
+                    version: FORMAT_VERSION,
                     base_offset: 1,
                     created_ms: 0,
                 };

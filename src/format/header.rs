@@ -11,8 +11,8 @@
 //! so a file of a newer version is reported as such even if that version
 //! laid out or checksummed its header differently.
 
-use super::FORMAT_VERSION;
 use super::le::{u16_at, u32_at};
+use super::{FORMAT_VERSION, OLDEST_FORMAT_VERSION};
 use crate::error::CorruptKind;
 
 /// A header of `N` bytes with `magic` and the format version set, the
@@ -43,7 +43,7 @@ pub(crate) fn check_header<const N: usize>(buf: &[u8], magic: [u8; 8]) -> Result
         return Err(CorruptKind::BadMagic);
     }
     let version = u16_at(header, 8);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(CorruptKind::UnsupportedVersion(version));
     }
     let stored = u32_at(header, 12);

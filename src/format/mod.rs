@@ -11,6 +11,7 @@
 
 #![cfg_attr(not(feature = "internals"), allow(unused_imports))]
 
+mod batch;
 mod checkpoint;
 mod frame;
 mod header;
@@ -19,7 +20,15 @@ mod le;
 mod segment_header;
 mod state;
 
+pub use batch::{
+    BATCH_ATTRIBUTE, BATCH_FORMAT_VERSION, BatchEntry, BatchView, batch_record, batch_record_len,
+    encode_batch_into,
+};
 pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint, WRITE_LIMIT_UNIT_BYTES};
+pub use frame::{
+    FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, SegmentFrame, decode_segment_frame,
+    encode_frame_into, encoded_len, frame_len,
+};
 #[cfg(any(
     test,
     feature = "processes",
@@ -27,18 +36,15 @@ pub use checkpoint::{CHECKPOINT_LEN, CHECKPOINT_MAGIC, Checkpoint, WRITE_LIMIT_U
     feature = "test-util",
     feature = "internals"
 ))]
-pub use frame::encode_frame;
-pub use frame::{
-    FRAME_HEADER_LEN, FRAME_MAX_BYTES, FrameError, FrameView, HeaderIter, decode_frame, encode_frame_into,
-    encoded_len, frame_len,
-};
+pub use frame::{decode_frame, encode_frame};
 pub(crate) use header::{check_header, new_header, seal_header};
 pub use index_entry::{
     INDEX_HEADER_LEN, IndexKind, OFFSET_ENTRY_LEN, OffsetEntry, TIME_ENTRY_LEN, TimeEntry,
     decode_index_header, encode_index_header,
 };
 pub use segment_header::{
-    FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader, decode_segment_header,
+    FORMAT_VERSION, OLDEST_FORMAT_VERSION, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader,
+    decode_segment_header,
 };
 pub use state::{
     EntryState, Failure, MAX_DELIVERED_RUN, MAX_FAILURES_KEPT, MAX_REASON_BYTES, StateEvent, truncate_utf8,

@@ -15,17 +15,18 @@ use super::open_read_only;
 use crate::error::{CorruptKind, Result};
 use crate::format::{
     FrameError, OFFSET_ENTRY_LEN, OffsetEntry, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, SegmentHeader,
-    TIME_ENTRY_LEN, TimeEntry, decode_frame, decode_segment_header, frame_len,
+    TIME_ENTRY_LEN, TimeEntry, decode_segment_frame, decode_segment_header, frame_len,
 };
 use crate::log::{RecoveryReport, parse_segment_name};
 use crate::record::StoredRecord;
 
-/// A frame found in a segment.
+/// A record found in a segment, and the frame that holds it (a batch
+/// frame holds several: they share its position and length).
 #[derive(Debug, Clone)]
 pub struct FrameInfo {
     /// Where the frame starts in the file.
     pub position: u64,
-    /// Its length in bytes.
+    /// The frame's length in bytes.
     pub len: usize,
     /// The decoded record.
     pub record: StoredRecord,
@@ -91,26 +92,27 @@ pub fn walk_segment(bytes: Bytes) -> SegmentWalk {
             walk.unused_tail = rest.len() as u64;
             break;
         }
-        match decode_frame(rest) {
-            Ok(view) => {
+        match decode_segment_frame(rest) {
+            Ok(decoded) => {
                 if let Some(want) = expected
-                    && view.offset != want
+                    && decoded.offset() != want
                 {
                     let kind = CorruptKind::OffsetMismatch {
                         expected: want,
-                        found: view.offset,
+                        found: decoded.offset(),
                     };
                     walk.problems.push(Problem::at(position as u64, kind));
                 }
-                expected = Some(view.offset + 1);
-                let frame = bytes.slice(position..position + view.len);
-                let len = view.len;
-                let record = StoredRecord::from_frame(frame, view);
-                walk.frames.push(FrameInfo {
-                    position: position as u64,
-                    len,
-                    record,
-                });
+                expected = Some(decoded.offsets().end);
+                let len = decoded.size();
+                let frame = bytes.slice(position..position + len);
+                for view in decoded.records(&frame) {
+                    walk.frames.push(FrameInfo {
+                        position: position as u64,
+                        len,
+                        record: StoredRecord::from_frame(frame.clone(), view),
+                    });
+                }
                 position += len;
             }
             Err(error) => {
@@ -145,7 +147,7 @@ pub fn walk_segment(bytes: Bytes) -> SegmentWalk {
 /// The first position at or after `from` where a frame decodes, or the end.
 fn next_decodable(bytes: &[u8], from: usize) -> usize {
     (from..bytes.len())
-        .find(|&p| decode_frame(&bytes[p..]).is_ok())
+        .find(|&p| decode_segment_frame(&bytes[p..]).is_ok())
         .unwrap_or(bytes.len())
 }
 
@@ -157,8 +159,13 @@ pub fn check_offset_index(entries: &[u8], base: u64, frames: &[FrameInfo]) -> Ve
     let mut previous: Option<OffsetEntry> = None;
     for (at, entry) in decode_entries(entries, OFFSET_ENTRY_LEN, OffsetEntry::decode, &mut problems) {
         let offset = base + u64::from(entry.relative_offset);
-        let found = frames.binary_search_by_key(&u64::from(entry.position), |f| f.position);
-        match found.map(|i| frames[i].record.offset()) {
+        // The first record of the frame at the entry's position.
+        let first = frames.partition_point(|f| f.position < u64::from(entry.position));
+        let found = frames
+            .get(first)
+            .filter(|f| f.position == u64::from(entry.position))
+            .ok_or(());
+        match found.map(|f| f.record.offset()) {
             Ok(actual) if actual == offset => {}
             Ok(actual) => problems.push(Problem::at(
                 at,

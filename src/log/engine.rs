@@ -42,10 +42,13 @@ use super::recovery::{CHECKPOINT_FILE, CLEAN_MARKER, RecoveryReport, parse_segme
 use super::retention::{RetentionRules, SegmentSummary, segments_to_remove};
 use super::retired::RetiredSegments;
 use super::seal::{Seal, Sealing};
-use super::segment::{DATA_EXT, Extent, Segment};
+use super::segment::{DATA_EXT, Extent, PlacedFrame, Segment};
 use crate::clock::Clock;
 use crate::error::{Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, encode_frame_into};
+use crate::format::{
+    BatchEntry, FRAME_HEADER_LEN, FRAME_MAX_BYTES, SEGMENT_HEADER_LEN, batch_record_len, encode_batch_into,
+    encode_frame_into,
+};
 use crate::io::{CheckedStorage, LockGuard, Storage};
 use crate::record::{Record, StoredRecord};
 
@@ -82,6 +85,28 @@ fn start_writeback(writer: &mut Writer) {
             .file()
             .start_writeback(writer.writeback_from, pending);
         writer.writeback_from = writer.position;
+    }
+}
+
+/// Bytes of `records` as one batch frame, each stamped by `stamp`; `None`
+/// when that frame would pass [`FRAME_MAX_BYTES`] (the records are then
+/// written as record frames).
+fn batch_frame_len(records: &[Record<'_>], stamp: impl Fn(&Record<'_>) -> i64) -> Option<usize> {
+    let base = stamp(records.first()?);
+    let mut len = FRAME_HEADER_LEN;
+    for record in records {
+        len = len.checked_add(batch_record_len(base, &batch_entry(record, stamp(record)))?)?;
+    }
+    (len <= FRAME_MAX_BYTES).then_some(len)
+}
+
+/// `record` stamped with `timestamp`, as a batch frame holds it.
+fn batch_entry<'r>(record: &'r Record<'_>, timestamp: i64) -> BatchEntry<'r> {
+    BatchEntry {
+        timestamp,
+        key: record.key_bytes(),
+        headers: record.header_pairs(),
+        value: record.value(),
     }
 }
 
@@ -144,7 +169,8 @@ struct Writer {
     frames: Vec<u8>,
     /// Each record's frame length, as checked.
     sizes: Vec<usize>,
-    placed: Vec<(u64, i64)>,
+    /// The frames of the batch, for the indexes.
+    placed: Vec<PlacedFrame>,
     /// The active segment is sealed but its successor could not be
     /// created: the next append must finish the roll before writing.
     roll_pending: bool,
@@ -551,9 +577,11 @@ impl Shared {
         }
     }
 
-    /// Checks sizes, rolls if needed, writes the batch and indexes it.
+    /// Checks sizes, rolls if needed, writes the batch and indexes it: as
+    /// one batch frame when it has several records and the segment may
+    /// hold one, else a record frame each.
     fn write_batch(&self, writer: &mut Writer, records: &[Record<'_>]) -> Result<Extent> {
-        let batch_bytes = self.checked_batch_bytes(records, &mut writer.sizes)?;
+        let frames_bytes = self.checked_batch_bytes(records, &mut writer.sizes)?;
         // Only a crafted segment (a base near u64::MAX) gets here.
         if writer.next_offset.checked_add(records.len() as u64).is_none() {
             return Err(Error::InvalidArgument(format!(
@@ -562,12 +590,30 @@ impl Shared {
                 writer.next_offset
             )));
         }
+        // The clock is read once a batch, and only for a record with no
+        // timestamp of its own (a state log stamps its events itself).
+        let now = match records.iter().all(|r| r.own_timestamp().is_some()) {
+            true => 0,
+            false => self.clock().now_ms(),
+        };
+        let stamp = |record: &Record<'_>| record.own_timestamp().unwrap_or(now);
+        let batch_len = match records.len() > 1 {
+            true => batch_frame_len(records, stamp),
+            false => None,
+        };
+        // A batch frame goes only where the segment's version has them (a
+        // roll's new segment always does).
+        let batch_in = |segment: &Segment| batch_len.filter(|_| segment.holds_batches());
+        let bytes_in = |segment: &Segment| batch_in(segment).map_or(frames_bytes, |len| len as u64);
+        let bytes = bytes_in(&writer.active);
         let full = writer.position > SEGMENT_HEADER_LEN as u64
-            && writer.position + batch_bytes > self.options.segment_bytes;
-        if writer.roll_pending || (full && !self.may_overrun(writer, batch_bytes)) {
+            && writer.position + bytes > self.options.segment_bytes;
+        if writer.roll_pending || (full && !self.may_overrun(writer, bytes)) {
             self.roll(writer)?;
         }
-        let end = writer.position + batch_bytes;
+        let batch_bytes = batch_in(&writer.active);
+        let bytes = bytes_in(&writer.active);
+        let end = writer.position + bytes;
         writer.active.reserve(end, &self.options);
         if self.options.preallocate
             && (end > writer.write_limit || writer.limit_recorded != self.checkpoint.recorded())
@@ -575,10 +621,6 @@ impl Shared {
         {
             (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
         }
-        // The clock is read once a batch, and only for a record with no
-        // timestamp of its own (a state log stamps its events itself).
-        let clock = self.clock();
-        let mut now = None;
         let Writer {
             frames,
             sizes,
@@ -588,26 +630,46 @@ impl Shared {
             active,
             ..
         } = writer;
-        frames.resize(batch_bytes as usize, 0);
+        frames.resize(bytes as usize, 0);
         placed.clear();
-        let mut at = 0;
-        for (i, (record, &size)) in records.iter().zip(sizes.iter()).enumerate() {
-            let timestamp = record
-                .own_timestamp()
-                .unwrap_or_else(|| *now.get_or_insert_with(|| clock.now_ms()));
-            placed.push((*position + at as u64, timestamp));
-            encode_frame_into(
-                &mut frames[at..at + size],
-                *next_offset + i as u64,
-                timestamp,
-                record.key_bytes(),
-                record.header_pairs(),
-                record.value(),
-            );
-            at += size;
+        if batch_bytes.is_some() {
+            let entries = records.iter().map(|record| batch_entry(record, stamp(record)));
+            encode_batch_into(frames, *next_offset, entries);
+            let mut newest = (stamp(&records[0]), *next_offset);
+            // Records first: the offsets then stop at the last record's,
+            // which never passes u64::MAX - 1.
+            for (record, offset) in records.iter().zip(*next_offset..) {
+                if stamp(record) > newest.0 {
+                    newest = (stamp(record), offset);
+                }
+            }
+            placed.push(PlacedFrame {
+                offset: *next_offset,
+                position: *position,
+                newest,
+            });
+        } else {
+            let mut at = 0;
+            for ((record, offset), &size) in records.iter().zip(*next_offset..).zip(sizes.iter()) {
+                let timestamp = stamp(record);
+                placed.push(PlacedFrame {
+                    offset,
+                    position: *position + at as u64,
+                    newest: (timestamp, offset),
+                });
+                encode_frame_into(
+                    &mut frames[at..at + size],
+                    offset,
+                    timestamp,
+                    record.key_bytes(),
+                    record.header_pairs(),
+                    record.value(),
+                );
+                at += size;
+            }
         }
         let written = active.file().write_all_at(frames, *position).map_err(Error::from);
-        let indexed = written.and_then(|()| active.records_appended(*next_offset, placed));
+        let indexed = written.and_then(|()| active.frames_appended(placed));
         if let Err(e) = indexed {
             undo_partial_write(active, *position);
             return Err(e);
@@ -623,8 +685,8 @@ impl Shared {
         Ok(extent)
     }
 
-    /// The batch's size in bytes, once each record's is checked; `sizes`
-    /// gets each record's.
+    /// The batch's size in bytes as record frames, once each record's is
+    /// checked; `sizes` gets each record's.
     fn checked_batch_bytes(&self, records: &[Record<'_>], sizes: &mut Vec<usize>) -> Result<u64> {
         let max = self.options.record_limit();
         let mut total = 0u64;

@@ -72,19 +72,22 @@ fn scanner_at(
     Err(last_error.unwrap_or(Error::Closed))
 }
 
-/// Advances past frames below `offset`, leaving the scanner on `offset`.
+/// Advances past records below `offset`, leaving the scanner on `offset`
+/// (inside its batch frame if it has one).
 fn skip_to(scanner: &mut FrameScanner, offset: u64) -> Result<(), ScanError> {
     loop {
         let position = scanner.position();
-        let frame = scanner.next_frame()?;
-        match frame {
-            Some(Scanned { view, .. }) if view.offset < offset => continue,
-            Some(Scanned { view, .. }) if view.offset == offset => {
+        match scanner.next_frame()? {
+            Some(Scanned { frame, .. }) if frame.offsets().end <= offset => continue,
+            Some(Scanned { frame, .. }) if frame.offsets().contains(&offset) => {
                 scanner.seek(position);
+                for _ in frame.offset()..offset {
+                    scanner.next_record_ref()?;
+                }
                 return Ok(());
             }
             found => {
-                let found = found.map_or(u64::MAX, |s| s.view.offset);
+                let found = found.map_or(u64::MAX, |s| s.frame.offset());
                 let kind = CorruptKind::OffsetMismatch {
                     expected: offset,
                     found,

@@ -71,7 +71,9 @@ use std::sync::Arc;
 use super::checkpoint::read_checkpoint;
 use super::options::LogOptions;
 use super::scan::{FrameScanner, SCAN_CHUNK_BYTES, ScanError, Scanned};
-use super::segment::{DATA_EXT, Extent, OFFSET_INDEX_EXT, Segment, TIME_INDEX_EXT, segment_file};
+use super::segment::{
+    DATA_EXT, Extent, OFFSET_INDEX_EXT, PlacedFrame, Segment, TIME_INDEX_EXT, segment_file,
+};
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::{Checkpoint, FORMAT_VERSION, OffsetEntry, SEGMENT_HEADER_LEN, TimeEntry};
 use crate::index::{validate_offset_entries, validate_time_entries};
@@ -354,6 +356,7 @@ fn open_segments(
 fn rewrite_header(storage: &dyn Storage, dir: &Path, base: u64, now_ms: i64) -> Result<()> {
     let file = storage.open(&segment_file(dir, base, DATA_EXT), false)?;
     let header = crate::format::SegmentHeader {
+        version: FORMAT_VERSION,
         base_offset: base,
         created_ms: now_ms,
     };
@@ -404,28 +407,28 @@ fn scan_frames(
     loop {
         match scanner.next_frame() {
             Ok(None) => return Ok(ScanEnd { end, stop: None }),
-            Ok(Some(frame)) if frame.view.offset != end.end_offset => {
+            Ok(Some(frame)) if frame.frame.offset() != end.end_offset => {
                 let kind = CorruptKind::OffsetMismatch {
                     expected: end.end_offset,
-                    found: frame.view.offset,
+                    found: frame.frame.offset(),
                 };
                 return Ok(ScanEnd {
                     end,
                     stop: Some((frame.position, kind)),
                 });
             }
-            // Appends stop below it, so the end offset always fits a u64.
-            Ok(Some(frame)) if frame.view.offset == u64::MAX => {
-                let kind = CorruptKind::Malformed("record offset u64::MAX is never written");
-                return Ok(ScanEnd {
-                    end,
-                    stop: Some((frame.position, kind)),
-                });
-            }
             Ok(Some(frame)) => {
+                // Appends stop below u64::MAX, so the end offset always fits.
+                let Some(end_offset) = end.end_offset.checked_add(frame.frame.count()) else {
+                    let kind = CorruptKind::Malformed("record offset u64::MAX is never written");
+                    return Ok(ScanEnd {
+                        end,
+                        stop: Some((frame.position, kind)),
+                    });
+                };
                 each(&frame)?;
                 end = Extent {
-                    end_offset: end.end_offset + 1,
+                    end_offset,
                     end_pos: scanner.position(),
                 };
             }
@@ -467,7 +470,7 @@ fn rebuild_indexes(
     report.rebuilt_indexes.extend(index_paths(segment));
     let header = SEGMENT_HEADER_LEN as u64;
     scan_frames(segment, header, segment.base(), limit, |frame| {
-        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+        segment.frame_appended(PlacedFrame::scanned(frame))
     })
 }
 
@@ -550,7 +553,7 @@ fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<
     segment.indexes().resume(capacity)?;
     let last_time = segment.indexes().times.last().and_then(TimeEntry::decode);
     let Some((position, scan)) = scan_from_hint(segment, len, |frame| {
-        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+        segment.frame_appended(PlacedFrame::scanned(frame))
     })?
     else {
         return Ok(None);
@@ -567,7 +570,7 @@ fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<
 fn frame_follows(segment: &Segment, position: u64, len: u64) -> Result<bool> {
     let mut bytes = vec![0u8; (len - position) as usize];
     crate::io::read_exact_at(segment.file().as_ref(), &mut bytes, position)?;
-    Ok((1..bytes.len()).any(|at| crate::format::decode_frame(&bytes[at..]).is_ok()))
+    Ok((1..bytes.len()).any(|at| crate::format::decode_segment_frame(&bytes[at..]).is_ok()))
 }
 
 /// Whether every byte from `position` to `len` is zero; adds what it read
@@ -631,7 +634,7 @@ fn scan_from_checkpoint(
         return Ok(None);
     }
     let scan = scan_frames(segment, checkpoint.end_pos, checkpoint.end_offset, len, |frame| {
-        segment.record_appended(frame.view.offset, frame.position, frame.view.timestamp)
+        segment.frame_appended(PlacedFrame::scanned(frame))
     })?;
     Ok(Some((checkpoint.end_pos, scan)))
 }

@@ -15,13 +15,21 @@
 //! ([`FrameScanner::preloaded`], a sealed segment's mapping) slices frames
 //! out of them instead and reads nothing below their end. Either way every
 //! frame is decoded, CRC included, each time it is scanned.
+//!
+//! A batch frame is decoded (CRC and every record's layout) when the scan
+//! reaches it, as a record frame is; the records are then handed out one
+//! at a time from the buffered frame. [`FrameScanner::position`] stays at
+//! the batch's start until its last record is out.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::error::CorruptKind;
-use crate::format::{FRAME_HEADER_LEN, FrameError, FrameView, decode_frame, frame_len};
+use crate::format::{
+    BatchView, FRAME_HEADER_LEN, FrameError, FrameView, SegmentFrame, batch_record, decode_segment_frame,
+    frame_len,
+};
 use crate::io::{StorageFile, read_exact_at};
 use crate::record::{RecordRef, StoredRecord};
 
@@ -33,8 +41,34 @@ pub(crate) const SCAN_CHUNK_BYTES: usize = 256 << 10;
 pub(crate) struct Scanned {
     /// Where the frame starts in the file.
     pub position: u64,
-    /// The decoded layout.
-    pub view: FrameView,
+    /// The decoded frame.
+    pub frame: SegmentFrame,
+}
+
+/// The records of a batch frame that the scanner has yet to hand out.
+#[derive(Debug, Clone, Copy)]
+struct InBatch {
+    /// Where the batch frame starts in the file.
+    position: u64,
+    len: usize,
+    base_timestamp: i64,
+    /// Where the next record starts in the frame, and its offset.
+    at: usize,
+    next_offset: u64,
+    end_offset: u64,
+}
+
+impl InBatch {
+    fn new(position: u64, view: &BatchView) -> Self {
+        InBatch {
+            position,
+            len: view.len,
+            base_timestamp: view.timestamp,
+            at: FRAME_HEADER_LEN,
+            next_offset: view.offset,
+            end_offset: view.offset.saturating_add(view.count.into()),
+        }
+    }
 }
 
 /// Why a scan stopped before `limit`.
@@ -62,6 +96,8 @@ pub(crate) struct FrameScanner {
     chunk_bytes: usize,
     /// The bytes below `limit` are final (see [`FrameScanner::final_frames`]).
     final_frames: bool,
+    /// The batch whose records are being handed out, its frame in `chunk`.
+    batch: Option<InBatch>,
 }
 
 impl FrameScanner {
@@ -74,6 +110,7 @@ impl FrameScanner {
             chunk_start: position,
             chunk_bytes,
             final_frames: false,
+            batch: None,
         }
     }
 
@@ -95,14 +132,16 @@ impl FrameScanner {
         self
     }
 
-    /// Position of the next frame.
+    /// Position of the frame holding the next record.
     pub(crate) fn position(&self) -> u64 {
-        self.position
+        self.batch.map_or(self.position, |batch| batch.position)
     }
 
-    /// Moves back or forward to `position` (keeps the buffered chunk).
+    /// Moves back or forward to the frame at `position` (keeps the
+    /// buffered chunk).
     pub(crate) fn seek(&mut self, position: u64) {
         self.position = position;
+        self.batch = None;
     }
 
     /// Raises the limit as more of the file becomes readable.
@@ -110,28 +149,29 @@ impl FrameScanner {
         self.limit = self.limit.max(limit);
     }
 
-    /// The next frame, `None` at `limit`.
+    /// The next frame, `None` at `limit`; the rest of a batch whose
+    /// records were being handed out is skipped.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Scanned>, ScanError> {
+        self.batch = None;
         let scanned = self.next_view()?;
-        Ok(scanned.map(|(position, view)| Scanned { position, view }))
+        Ok(scanned.map(|(position, frame)| Scanned { position, frame }))
     }
 
-    /// The next frame as a record, sharing the frame's bytes, `None` at
-    /// `limit`: [`Self::next_frame`] for readers, built in place.
+    /// The next record, sharing its frame's bytes, `None` at `limit`.
     #[inline]
     pub(crate) fn next_record(&mut self) -> Result<Option<StoredRecord>, ScanError> {
-        let Some((position, view)) = self.next_view()? else {
+        let Some((position, view)) = self.next_record_view()? else {
             return Ok(None);
         };
         let bytes = self.chunk.slice(self.buffered(position, view.len));
         Ok(Some(StoredRecord::from_frame(bytes, view)))
     }
 
-    /// The next frame as a record borrowed from the scanner's buffer,
-    /// `None` at `limit`: [`Self::next_record`] without sharing the bytes.
+    /// The next record borrowed from the scanner's buffer, `None` at
+    /// `limit`: [`Self::next_record`] without sharing the bytes.
     #[inline]
     pub(crate) fn next_record_ref(&mut self) -> Result<Option<RecordRef<'_>>, ScanError> {
-        let Some((position, view)) = self.next_view()? else {
+        let Some((position, view)) = self.next_record_view()? else {
             return Ok(None);
         };
         let frame = self
@@ -139,6 +179,46 @@ impl FrameScanner {
             .get(self.buffered(position, view.len))
             .unwrap_or_default();
         Ok(Some(RecordRef::from_frame(frame, view)))
+    }
+
+    /// Where the next record's frame starts and the record's layout in it
+    /// (in a batch: its fields, `len` where it ends), `None` at `limit`.
+    #[inline(always)]
+    fn next_record_view(&mut self) -> Result<Option<(u64, FrameView)>, ScanError> {
+        if self.batch.is_none() {
+            match self.next_view()? {
+                None => return Ok(None),
+                Some((position, SegmentFrame::Record(view))) => return Ok(Some((position, view))),
+                Some((position, SegmentFrame::Batch(view))) => {
+                    self.batch = Some(InBatch::new(position, &view))
+                }
+            }
+        }
+        self.next_in_batch()
+    }
+
+    /// The next record of the batch being handed out.
+    #[inline]
+    fn next_in_batch(&mut self) -> Result<Option<(u64, FrameView)>, ScanError> {
+        let Some(batch) = &mut self.batch else {
+            return Ok(None);
+        };
+        let start = (batch.position - self.chunk_start) as usize;
+        let frame = self.chunk.get(start..start + batch.len).unwrap_or_default();
+        // The batch was decoded whole when the scan reached it: this only
+        // fails on a bug, reported as damage at the batch.
+        let decoded = batch_record(frame, batch.at, batch.next_offset, batch.base_timestamp);
+        let (view, next) = decoded.map_err(|error| ScanError::Invalid {
+            position: batch.position,
+            kind: frame_error_kind(error, batch.len as u64),
+        })?;
+        let position = batch.position;
+        batch.at = next;
+        batch.next_offset += 1;
+        if batch.next_offset >= batch.end_offset {
+            self.batch = None;
+        }
+        Ok(Some((position, view)))
     }
 
     /// Where the `len` bytes at `position`, just decoded, lie in the buffer.
@@ -151,7 +231,7 @@ impl FrameScanner {
     /// Decodes the frame at `position` (CRC included) and moves past it;
     /// its position and layout, `None` at `limit`.
     #[inline(always)]
-    fn next_view(&mut self) -> Result<Option<(u64, FrameView)>, ScanError> {
+    fn next_view(&mut self) -> Result<Option<(u64, SegmentFrame)>, ScanError> {
         if self.position >= self.limit {
             return Ok(None);
         }
@@ -161,22 +241,16 @@ impl FrameScanner {
         let prefix = self.window(FRAME_HEADER_LEN)?;
         let len = match frame_len(prefix) {
             Ok(len) => len,
-            Err(FrameError::Corrupt(kind)) => return Err(invalid(kind)),
-            Err(FrameError::Incomplete { needed }) => {
-                return Err(invalid(truncated(needed, available)));
-            }
+            Err(error) => return Err(invalid(frame_error_kind(error, available))),
         };
         if len as u64 > available {
             return Err(invalid(truncated(len, available)));
         }
         let frame = self.window(len)?;
-        let view = match decode_frame(frame) {
-            Ok(view) => view,
-            Err(FrameError::Corrupt(kind)) => return Err(invalid(kind)),
-            Err(FrameError::Incomplete { needed }) => return Err(invalid(truncated(needed, available))),
-        };
+        let decoded =
+            decode_segment_frame(frame).map_err(|error| invalid(frame_error_kind(error, available)))?;
         self.position += len as u64;
-        Ok(Some((position, view)))
+        Ok(Some((position, decoded)))
     }
 
     /// The buffered bytes from `position`, at least `want` of them unless
@@ -222,6 +296,15 @@ impl FrameScanner {
             }
             _ => BytesMut::zeroed(len),
         }
+    }
+}
+
+/// What a frame that did not decode says of the bytes, `available` of them
+/// left before the limit.
+fn frame_error_kind(error: FrameError, available: u64) -> CorruptKind {
+    match error {
+        FrameError::Corrupt(kind) => kind,
+        FrameError::Incomplete { needed } => truncated(needed, available),
     }
 }
 

@@ -22,12 +22,36 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::options::{Durability, LogOptions};
+use super::scan::Scanned;
 use crate::error::{Error, Result};
 use crate::format::{
-    Checkpoint, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN, SegmentHeader, TimeEntry, decode_segment_header,
+    BATCH_FORMAT_VERSION, Checkpoint, FORMAT_VERSION, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN,
+    SegmentHeader, TimeEntry, decode_segment_header,
 };
 use crate::index::{IndexFile, lookup_offset, lookup_time, valid_offset_prefix, valid_time_prefix};
 use crate::io::{Storage, StorageFile, read_exact_at};
+
+/// A frame as the indexes note it: written by an append or found by a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PlacedFrame {
+    /// The offset of its first record.
+    pub offset: u64,
+    /// Where it starts in the data file.
+    pub position: u64,
+    /// Its newest timestamp, and the offset of the first record that has it.
+    pub newest: (i64, u64),
+}
+
+impl PlacedFrame {
+    /// The frame a scan found.
+    pub(crate) fn scanned(scanned: &Scanned) -> PlacedFrame {
+        PlacedFrame {
+            offset: scanned.frame.offset(),
+            position: scanned.position,
+            newest: scanned.frame.newest(),
+        }
+    }
+}
 
 /// The readable end of a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +74,9 @@ pub(crate) const TIME_INDEX_EXT: &str = "tix";
 #[derive(Debug)]
 pub(crate) struct Segment {
     base: u64,
+    /// The segment's format version has batch frames: the writer may
+    /// append them (never to a segment an older logbus may read).
+    holds_batches: bool,
     path: PathBuf,
     file: Arc<dyn StorageFile>,
     indexes: Mutex<Indexes>,
@@ -154,10 +181,13 @@ impl Indexes {
         Ok(true)
     }
 
-    /// Notes a record at `position`; adds index entries every `interval` bytes.
-    pub(crate) fn record(&mut self, relative_offset: u32, position: u64, timestamp: i64) -> Result<()> {
-        if self.max_timestamp.is_none_or(|(max, _)| timestamp > max) {
-            self.max_timestamp = Some((timestamp, relative_offset));
+    /// Notes a frame at `position` whose first record has
+    /// `relative_offset` and whose newest timestamp is `newest` (with the
+    /// relative offset of the first record that has it); adds index
+    /// entries every `interval` bytes.
+    pub(crate) fn record(&mut self, relative_offset: u32, position: u64, newest: (i64, u32)) -> Result<()> {
+        if self.max_timestamp.is_none_or(|(max, _)| newest.0 > max) {
+            self.max_timestamp = Some(newest);
         }
         if self
             .last_entry_pos
@@ -250,13 +280,14 @@ impl Segment {
         let file = storage.open(&path, true)?;
         file.set_len(0)?;
         let header = SegmentHeader {
+            version: FORMAT_VERSION,
             base_offset: base,
             created_ms: now_ms,
         };
         file.write_all_at(&header.encode(), 0)?;
         let mut indexes = Indexes::open(storage, dir, base, interval)?;
         indexes.reset(base, capacity)?;
-        Ok(Self::assemble(base, path, file, indexes))
+        Ok(Self::assemble(header, path, file, indexes))
     }
 
     /// Opens an existing segment, checking its header. Its limit starts at
@@ -278,12 +309,14 @@ impl Segment {
             return Err(Error::corrupt(&path, 16, kind));
         }
         let indexes = Indexes::open(storage, dir, base, interval)?;
-        Ok(Self::assemble(base, path, file, indexes))
+        Ok(Self::assemble(decoded, path, file, indexes))
     }
 
-    fn assemble(base: u64, path: PathBuf, file: Arc<dyn StorageFile>, indexes: Indexes) -> Self {
+    fn assemble(header: SegmentHeader, path: PathBuf, file: Arc<dyn StorageFile>, indexes: Indexes) -> Self {
+        let base = header.base_offset;
         Segment {
             base,
+            holds_batches: header.version >= BATCH_FORMAT_VERSION,
             path,
             file,
             indexes: Mutex::new(indexes),
@@ -389,6 +422,11 @@ impl Segment {
         self.base
     }
 
+    /// Whether appends may write batch frames to this segment.
+    pub(crate) fn holds_batches(&self) -> bool {
+        self.holds_batches
+    }
+
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -423,26 +461,27 @@ impl Segment {
         self.max_timestamp.load(Ordering::Acquire)
     }
 
-    /// Notes one appended record (see [`Segment::records_appended`]).
-    pub(crate) fn record_appended(&self, offset: u64, position: u64, timestamp: i64) -> Result<()> {
-        self.records_appended(offset, &[(position, timestamp)])
+    /// Notes one appended or scanned frame (see [`Segment::frames_appended`]).
+    pub(crate) fn frame_appended(&self, frame: PlacedFrame) -> Result<()> {
+        self.frames_appended(&[frame])
     }
 
-    /// Notes appended records in the indexes and the timestamp summary:
-    /// `placed` holds each one's position and timestamp, the first at
-    /// `first_offset` and the others after it. One lock for the batch. If
-    /// an index cannot take them (its file could not grow), the indexes are
-    /// left as they were. Called by the log's one writer at a time.
-    pub(crate) fn records_appended(&self, first_offset: u64, placed: &[(u64, i64)]) -> Result<()> {
+    /// Notes appended frames in the indexes and the timestamp summary. One
+    /// lock for them all. If an index cannot take them (its file could not
+    /// grow), the indexes are left as they were. Called by the log's one
+    /// writer at a time.
+    pub(crate) fn frames_appended(&self, frames: &[PlacedFrame]) -> Result<()> {
         let mut indexes = self.indexes();
         let mark = indexes.mark();
         let mut newest = i64::MIN;
-        for (relative, &(position, timestamp)) in (first_offset - self.base..).zip(placed) {
-            if let Err(e) = indexes.record(relative as u32, position, timestamp) {
+        for frame in frames {
+            let relative = |offset: u64| (offset - self.base) as u32;
+            let frame_newest = (frame.newest.0, relative(frame.newest.1));
+            if let Err(e) = indexes.record(relative(frame.offset), frame.position, frame_newest) {
                 indexes.rewind(mark);
                 return Err(e);
             }
-            newest = newest.max(timestamp);
+            newest = newest.max(frame.newest.0);
         }
         // One writer: a plain store keeps the maximum.
         if newest > self.max_timestamp.load(Ordering::Acquire) {

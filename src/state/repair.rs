@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::clock::wall_ms;
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::{SEGMENT_HEADER_LEN, StateEvent, decode_frame, decode_segment_header};
+use crate::format::{SEGMENT_HEADER_LEN, StateEvent, decode_segment_frame, decode_segment_header};
 use crate::io::{Storage, read_exact_at};
 use crate::log::{Durability, parse_segment_name};
 use crate::state::ConsumerId;
@@ -226,27 +226,34 @@ fn valid_prefix(bytes: &[u8], base: u64, next_offset: &mut u64, events: &mut Vec
         return 0;
     }
     let mut position = SEGMENT_HEADER_LEN;
-    while let Some(event) = decode_event(&bytes[position..], *next_offset) {
-        let (event, len) = event;
-        if is_snapshot(&event) {
-            events.clear();
+    while let Some((frame_events, len)) = decode_events(&bytes[position..], *next_offset) {
+        for event in frame_events {
+            if is_snapshot(&event) {
+                events.clear();
+            }
+            events.push(event);
+            *next_offset += 1;
         }
-        events.push(event);
         position += len;
-        *next_offset += 1;
     }
     position
 }
 
-/// The event framed at the start of `bytes` with offset `offset`, and the
-/// frame's length; `None` if there is no such valid frame.
-fn decode_event(bytes: &[u8], offset: u64) -> Option<(StateEvent, usize)> {
-    let view = decode_frame(bytes).ok()?;
-    if view.offset != offset {
+/// The events of the frame at the start of `bytes`, whose first record
+/// must have offset `offset`, and the frame's length; `None` if there is
+/// no such valid frame or one of its events does not decode (a batch's
+/// events are kept or lost together, as it was written).
+fn decode_events(bytes: &[u8], offset: u64) -> Option<(Vec<StateEvent>, usize)> {
+    let frame = decode_segment_frame(bytes).ok()?;
+    if frame.offset() != offset {
         return None;
     }
-    let value = bytes.get(..view.len)?.get(view.value.clone())?;
-    Some((StateEvent::decode(value).ok()?, view.len))
+    let bytes = bytes.get(..frame.size())?;
+    let events = frame
+        .records(bytes)
+        .map(|record| StateEvent::decode(bytes.get(record.value)?).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((events, frame.size()))
 }
 
 /// Length of `bytes` without the zero fill after the last written byte.

@@ -104,7 +104,7 @@ impl Enc {
 
     /// A stored record: its frame as the log holds it.
     pub(crate) fn stored(&mut self, record: &StoredRecord) -> &mut Self {
-        self.bytes(record.frame())
+        self.bytes(&record.frame())
     }
 }
 

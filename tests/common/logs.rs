@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use logbus::format::{SEGMENT_HEADER_LEN, decode_frame};
+use logbus::format::{SEGMENT_HEADER_LEN, decode_segment_frame};
 
 pub fn key(i: u64) -> Vec<u8> {
     format!("key-{i:04}").into_bytes()
@@ -39,20 +39,24 @@ pub fn bases(dir: &Path) -> Vec<u64> {
 pub struct FrameAt {
     pub position: u64,
     pub len: usize,
+    /// The offset of its first record.
     pub offset: u64,
+    /// How many records it holds (more than one in a batch frame).
+    pub count: u64,
 }
 
 /// The valid frames of a segment file, in order, from its header on.
 pub fn frames(segment: &[u8]) -> Vec<FrameAt> {
     let mut found = Vec::new();
     let mut position = SEGMENT_HEADER_LEN;
-    while let Ok(view) = decode_frame(&segment[position.min(segment.len())..]) {
+    while let Ok(frame) = decode_segment_frame(&segment[position.min(segment.len())..]) {
         found.push(FrameAt {
             position: position as u64,
-            len: view.len,
-            offset: view.offset,
+            len: frame.size(),
+            offset: frame.offset(),
+            count: frame.count(),
         });
-        position += view.len;
+        position += frame.size();
     }
     found
 }
