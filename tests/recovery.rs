@@ -1514,6 +1514,20 @@ fn crashed_with_an_unsynced_tail(flushed: bool) -> (SimStorage, impl Fn() -> Log
     for _ in 0..20 {
         log.append(&Record::new(&value)).unwrap();
     }
+    // An append records a write limit only once the seal is done, which
+    // on a loaded machine may be after the appends above: append on until
+    // the checkpoint has one.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sim
+        .read_file(&dir.join(CHECKPOINT))
+        .and_then(|bytes| logbus::format::Checkpoint::decode(&bytes).ok())
+        .and_then(|c| c.write_limit())
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "no write limit recorded");
+        log.append(&Record::new(&value)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     let crashed = SimStorage::new();
     RecoveryInput::capture(&sim, dir).install(&crashed);
     let end = log.end_offset();

@@ -195,6 +195,58 @@ impl Writer {
             end_pos: self.position,
         }
     }
+
+    /// Encodes `records`, `bytes` in all, into `frames`: one batch frame
+    /// when `batched`, else a record frame each (of the lengths in
+    /// `sizes`), each record stamped by `stamp`; `placed` gets the frames
+    /// for the indexes.
+    fn encode(
+        &mut self,
+        records: &[Record<'_>],
+        bytes: usize,
+        batched: bool,
+        stamp: impl Fn(&Record<'_>) -> i64,
+    ) {
+        let (first, position) = (self.next_offset, self.position);
+        self.frames.resize(bytes, 0);
+        self.placed.clear();
+        if batched {
+            let entries = records.iter().map(|record| batch_entry(record, stamp(record)));
+            encode_batch_into(&mut self.frames, first, entries);
+            let mut newest = (stamp(&records[0]), first);
+            // Records first: the offsets then stop at the last record's,
+            // which never passes u64::MAX - 1.
+            for (record, offset) in records.iter().zip(first..) {
+                if stamp(record) > newest.0 {
+                    newest = (stamp(record), offset);
+                }
+            }
+            self.placed.push(PlacedFrame {
+                offset: first,
+                position,
+                newest,
+            });
+            return;
+        }
+        let mut at = 0;
+        for ((record, offset), &size) in records.iter().zip(first..).zip(self.sizes.iter()) {
+            let timestamp = stamp(record);
+            self.placed.push(PlacedFrame {
+                offset,
+                position: position + at as u64,
+                newest: (timestamp, offset),
+            });
+            encode_frame_into(
+                &mut self.frames[at..at + size],
+                offset,
+                timestamp,
+                record.key_bytes(),
+                record.header_pairs(),
+                record.value(),
+            );
+            at += size;
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -611,7 +663,7 @@ impl Shared {
         if writer.roll_pending || (full && !self.may_overrun(writer, bytes)) {
             self.roll(writer)?;
         }
-        let batch_bytes = batch_in(&writer.active);
+        let batched = batch_in(&writer.active).is_some();
         let bytes = bytes_in(&writer.active);
         let end = writer.position + bytes;
         writer.active.reserve(end, &self.options);
@@ -621,53 +673,15 @@ impl Shared {
         {
             (writer.write_limit, writer.limit_recorded) = self.checkpoint.cover(&writer.active, end)?;
         }
+        writer.encode(records, bytes as usize, batched, stamp);
         let Writer {
             frames,
-            sizes,
             placed,
             next_offset,
             position,
             active,
             ..
         } = writer;
-        frames.resize(bytes as usize, 0);
-        placed.clear();
-        if batch_bytes.is_some() {
-            let entries = records.iter().map(|record| batch_entry(record, stamp(record)));
-            encode_batch_into(frames, *next_offset, entries);
-            let mut newest = (stamp(&records[0]), *next_offset);
-            // Records first: the offsets then stop at the last record's,
-            // which never passes u64::MAX - 1.
-            for (record, offset) in records.iter().zip(*next_offset..) {
-                if stamp(record) > newest.0 {
-                    newest = (stamp(record), offset);
-                }
-            }
-            placed.push(PlacedFrame {
-                offset: *next_offset,
-                position: *position,
-                newest,
-            });
-        } else {
-            let mut at = 0;
-            for ((record, offset), &size) in records.iter().zip(*next_offset..).zip(sizes.iter()) {
-                let timestamp = stamp(record);
-                placed.push(PlacedFrame {
-                    offset,
-                    position: *position + at as u64,
-                    newest: (timestamp, offset),
-                });
-                encode_frame_into(
-                    &mut frames[at..at + size],
-                    offset,
-                    timestamp,
-                    record.key_bytes(),
-                    record.header_pairs(),
-                    record.value(),
-                );
-                at += size;
-            }
-        }
         let written = active.file().write_all_at(frames, *position).map_err(Error::from);
         let indexed = written.and_then(|()| active.frames_appended(placed));
         if let Err(e) = indexed {

@@ -443,6 +443,15 @@ fn scan_frames(
     }
 }
 
+/// A frame a scan found, as the indexes note it.
+fn placed(scanned: &Scanned) -> PlacedFrame {
+    PlacedFrame {
+        offset: scanned.frame.offset(),
+        position: scanned.position,
+        newest: scanned.frame.newest(),
+    }
+}
+
 fn validate_indexes(segment: &Segment, file_len: u64) -> std::result::Result<(), CorruptKind> {
     let indexes = segment.indexes();
     indexes.offsets.validate(segment.base())?;
@@ -470,7 +479,7 @@ fn rebuild_indexes(
     report.rebuilt_indexes.extend(index_paths(segment));
     let header = SEGMENT_HEADER_LEN as u64;
     scan_frames(segment, header, segment.base(), limit, |frame| {
-        segment.frame_appended(PlacedFrame::scanned(frame))
+        segment.frame_appended(placed(frame))
     })
 }
 
@@ -552,9 +561,7 @@ fn scan_from_last_entry(segment: &Segment, len: u64, capacity: usize) -> Result<
     }
     segment.indexes().resume(capacity)?;
     let last_time = segment.indexes().times.last().and_then(TimeEntry::decode);
-    let Some((position, scan)) = scan_from_hint(segment, len, |frame| {
-        segment.frame_appended(PlacedFrame::scanned(frame))
-    })?
+    let Some((position, scan)) = scan_from_hint(segment, len, |frame| segment.frame_appended(placed(frame)))?
     else {
         return Ok(None);
     };
@@ -634,7 +641,7 @@ fn scan_from_checkpoint(
         return Ok(None);
     }
     let scan = scan_frames(segment, checkpoint.end_pos, checkpoint.end_offset, len, |frame| {
-        segment.frame_appended(PlacedFrame::scanned(frame))
+        segment.frame_appended(placed(frame))
     })?;
     Ok(Some((checkpoint.end_pos, scan)))
 }

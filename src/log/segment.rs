@@ -22,7 +22,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 
 use super::options::{Durability, LogOptions};
-use super::scan::Scanned;
 use crate::error::{Error, Result};
 use crate::format::{
     BATCH_FORMAT_VERSION, Checkpoint, FORMAT_VERSION, IndexKind, OffsetEntry, SEGMENT_HEADER_LEN,
@@ -40,17 +39,6 @@ pub(crate) struct PlacedFrame {
     pub position: u64,
     /// Its newest timestamp, and the offset of the first record that has it.
     pub newest: (i64, u64),
-}
-
-impl PlacedFrame {
-    /// The frame a scan found.
-    pub(crate) fn scanned(scanned: &Scanned) -> PlacedFrame {
-        PlacedFrame {
-            offset: scanned.frame.offset(),
-            position: scanned.position,
-            newest: scanned.frame.newest(),
-        }
-    }
 }
 
 /// The readable end of a segment.
