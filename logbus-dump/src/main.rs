@@ -398,6 +398,9 @@ impl Dump {
 
     fn segment_summary(&self, path: &Path, walk: &SegmentWalk, status: Severity) -> Result<(), Failure> {
         let base = walk.header.as_ref().ok().map(|h| h.base_offset);
+        let version = walk.header.as_ref().ok().map(|h| u64::from(h.version));
+        // A batch frame's records share its position.
+        let frames = walk.frames.chunk_by(|a, b| a.position == b.position).count();
         let first = walk.frames.first().map(|f| f.record.offset());
         let last = walk.frames.last().map(|f| f.record.offset());
         let timestamps = walk.frames.iter().map(|f| f.record.timestamp());
@@ -420,7 +423,9 @@ impl Dump {
             &[
                 ("file", Value::Str(&path.display().to_string())),
                 ("base_offset", num(base)),
+                ("format_version", num(version)),
                 ("records", Value::Num(walk.frames.len() as i128)),
+                ("frames", Value::Num(frames as i128)),
                 ("first_offset", num(first)),
                 ("last_offset", num(last)),
                 ("min_timestamp", ts(min_ts)),

@@ -399,6 +399,21 @@ fn field<'a>(out: &'a str, kind: &str, name: &str) -> &'a str {
 }
 
 #[test]
+fn a_segment_reports_its_format_version_and_its_records_and_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = logbus::Log::open(dir.path(), logbus::LogOptions::default()).unwrap();
+    log.append(&Record::new(b"alone")).unwrap();
+    let batch: Vec<Record<'_>> = (0..10).map(|_| Record::new(b"batched")).collect();
+    log.append_batch(&batch).unwrap();
+    log.close().unwrap();
+    let (code, out, err) = dump(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(field(&out, "segment", "format_version"), "2", "{out}");
+    assert_eq!(field(&out, "segment", "records"), "11", "{out}");
+    assert_eq!(field(&out, "segment", "frames"), "2", "{out}");
+}
+
+#[test]
 fn a_live_segment_reports_the_index_entries_in_use_not_its_preallocated_room() {
     let dir = tempfile::tempdir().unwrap();
     let (bus, topic) = bus_with_records(dir.path(), "live", 100, "event");
