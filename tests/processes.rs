@@ -93,6 +93,40 @@ fn a_second_open_joins_the_owner_and_every_pattern_crosses() {
 }
 
 #[test]
+fn records_of_a_batch_frame_cross_to_a_joined_handle_whole() {
+    let (_dir, owner, joined) = owner_and_joined();
+    let values: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10 + usize::from(i)]).collect();
+    let keys: Vec<String> = (0..5).map(|i| format!("k{i}")).collect();
+    let records: Vec<Record<'_>> = values
+        .iter()
+        .zip(&keys)
+        .zip(1_000..)
+        .map(|((value, key), timestamp)| {
+            Record::new(value)
+                .key(key.as_bytes())
+                .header("n", &value[..1])
+                .timestamp(timestamp)
+        })
+        .collect();
+    // The owner writes them as one batch frame; the joined handle gets
+    // each over the socket as a record frame of its own.
+    owner.topic("batched").unwrap().publish_batch(&records).unwrap();
+    let mut sub = joined
+        .topic("batched")
+        .unwrap()
+        .subscribe("reader", StartAt::Earliest)
+        .unwrap();
+    for (i, value) in values.iter().enumerate() {
+        let record = sub.recv(WAIT).unwrap().expect("a record of the batch");
+        assert_eq!(record.offset(), i as u64);
+        assert_eq!(record.value(), &value[..]);
+        assert_eq!(record.key(), keys[i].as_bytes());
+        assert_eq!(record.header("n"), Some(&value[..1]));
+        assert_eq!(record.timestamp(), 1_000 + i as i64);
+    }
+}
+
+#[test]
 fn a_joined_handle_takes_over_when_the_owner_closes() {
     let (_dir, owner, joined) = owner_and_joined();
     let topic = joined.topic("orders").unwrap();
