@@ -178,9 +178,11 @@ pub fn frame_decode(data: &[u8]) {
                     let newest =
                         records
                             .iter()
-                            .fold((i64::MIN, 0), |newest, r| match r.timestamp > newest.0 {
-                                true => (r.timestamp, r.offset),
-                                false => newest,
+                            .fold((records[0].timestamp, records[0].offset), |newest, r| {
+                                match r.timestamp > newest.0 {
+                                    true => (r.timestamp, r.offset),
+                                    false => newest,
+                                }
                             });
                     assert_eq!(batch.newest, newest);
                     encode_batch_into(&mut again, batch.offset, entries);

@@ -227,31 +227,35 @@ fn frame_seeds(log: &RecoveryInput) -> Vec<(String, Vec<u8>)> {
         seed("fixed-part-only", full[..36].to_vec()),
         seed("length-past-max", too_long),
         seed("max-offset", frame(u64::MAX, b"k", &[], b"v")),
-        seed("batch-with-headers", batch_frame(5)),
-        seed("batch-at-max-offset", batch_frame(u64::MAX - 3)),
-        seed("batch-past-max-offset", batch_frame(u64::MAX - 1)),
+        seed("batch-with-headers", batch_frame(5, SPREAD)),
+        seed("batch-at-max-offset", batch_frame(u64::MAX - 3, SPREAD)),
+        seed("batch-past-max-offset", batch_frame(u64::MAX - 1, SPREAD)),
+        seed("batch-all-at-the-oldest-time", batch_frame(5, [i64::MIN; 3])),
     ]
 }
 
+/// Timestamps that go back and forth, to the extremes.
+const SPREAD: [i64; 3] = [5, -1_000, i64::MAX];
+
 /// A batch frame of three records from `offset`, with keys, headers and
-/// timestamps that go back and forth.
-fn batch_frame(offset: u64) -> Vec<u8> {
+/// the given timestamps.
+fn batch_frame(offset: u64, timestamps: [i64; 3]) -> Vec<u8> {
     let headers: [(&str, &[u8]); 2] = [("a", b"1"), ("", b"")];
     let entries = [
         BatchEntry {
-            timestamp: 5,
+            timestamp: timestamps[0],
             key: b"k",
             headers: &headers,
             value: b"one",
         },
         BatchEntry {
-            timestamp: -1_000,
+            timestamp: timestamps[1],
             key: b"",
             headers: &[],
             value: b"",
         },
         BatchEntry {
-            timestamp: i64::MAX,
+            timestamp: timestamps[2],
             key: b"key",
             headers: &headers[..1],
             value: &[7; 200],
@@ -259,7 +263,7 @@ fn batch_frame(offset: u64) -> Vec<u8> {
     ];
     let len: usize = entries
         .iter()
-        .map(|e| batch_record_len(5, e).expect("fits"))
+        .map(|e| batch_record_len(timestamps[0], e).expect("fits"))
         .sum();
     let mut out = vec![0; FRAME_HEADER_LEN + len];
     encode_batch_into(&mut out, offset, entries.into_iter());

@@ -30,7 +30,7 @@
 //! a decoded batch ([`batch_record`]) cannot fail.
 
 use super::frame::{
-    FRAME_HEADER_LEN, FrameError, FrameView, HEADER_ENTRY_FIXED, malformed, put_headers, skip_headers,
+    FRAME_HEADER_LEN, FrameError, FrameView, fields_len, malformed, put_headers, skip_headers,
 };
 use super::le::{u16_at, u32_at, u64_at};
 
@@ -133,25 +133,12 @@ fn get_long_varint(buf: &[u8], at: usize) -> Option<(u64, usize)> {
 /// `base_timestamp`; `None` when a field exceeds what the format can
 /// express.
 pub fn batch_record_len(base_timestamp: i64, entry: &BatchEntry<'_>) -> Option<usize> {
-    if entry.key.len() > u32::MAX as usize
-        || entry.value.len() > u32::MAX as usize
-        || entry.headers.len() > u16::MAX as usize
-    {
-        return None;
-    }
-    let mut len = varint_len(zigzag(entry.timestamp.wrapping_sub(base_timestamp)))
+    let fields = fields_len(entry.key, entry.headers, entry.value)?;
+    let lengths = varint_len(zigzag(entry.timestamp.wrapping_sub(base_timestamp)))
         + varint_len(entry.key.len() as u64)
         + varint_len(entry.headers.len() as u64)
-        + varint_len(entry.value.len() as u64)
-        + entry.key.len()
-        + entry.value.len();
-    for (name, value) in entry.headers {
-        if name.len() > u16::MAX as usize || value.len() > u32::MAX as usize {
-            return None;
-        }
-        len = len.checked_add(HEADER_ENTRY_FIXED + name.len() + value.len())?;
-    }
-    Some(len)
+        + varint_len(entry.value.len() as u64);
+    fields.checked_add(lengths)
 }
 
 /// Encodes a batch frame into `frame`, whose length is the frame's:

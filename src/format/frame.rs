@@ -28,7 +28,7 @@ pub const FRAME_HEADER_LEN: usize = 36;
 pub const FRAME_MAX_BYTES: usize = 256 << 20;
 
 /// Bytes of a header entry before its name and value.
-pub(super) const HEADER_ENTRY_FIXED: usize = 6;
+const HEADER_ENTRY_FIXED: usize = 6;
 
 /// Why bytes did not decode as a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +64,20 @@ pub struct FrameView {
 /// Encoded frame length of a record, or `None` when a field exceeds what the
 /// format can express.
 pub fn encoded_len(key: &[u8], headers: &[(&str, &[u8])], value: &[u8]) -> Option<usize> {
+    FRAME_HEADER_LEN.checked_add(fields_len(key, headers, value)?)
+}
+
+/// Bytes of a record's key, header entries and value, laid out as both
+/// frame kinds lay them out, or `None` when a field exceeds what the format
+/// can express.
+pub(super) fn fields_len(key: &[u8], headers: &[(&str, &[u8])], value: &[u8]) -> Option<usize> {
     if key.len() > u32::MAX as usize || value.len() > u32::MAX as usize {
         return None;
     }
     if headers.len() > u16::MAX as usize {
         return None;
     }
-    let mut len = FRAME_HEADER_LEN + key.len() + value.len();
+    let mut len = key.len() + value.len();
     for (name, value) in headers {
         if name.len() > u16::MAX as usize || value.len() > u32::MAX as usize {
             return None;
@@ -156,9 +163,7 @@ pub(super) fn put_headers<'a>(mut out: &'a mut [u8], headers: &[(&str, &[u8])]) 
 /// copied into the CRC's field first, that is one run of bytes from 4 on.
 #[inline]
 pub(super) fn seal_crc(frame: &mut [u8]) {
-    let (len, _) = frame.split_at(4);
-    let len: [u8; 4] = len.try_into().unwrap_or_default();
-    frame[4..8].copy_from_slice(&len);
+    frame.copy_within(0..4, 4);
     let mut hasher = new_hasher();
     hasher.update(&frame[4..]);
     frame[4..8].copy_from_slice(&hasher.finalize().to_le_bytes());
@@ -254,9 +259,7 @@ impl SegmentFrame {
             SegmentFrame::Batch(view) => view.newest,
         }
     }
-}
 
-impl SegmentFrame {
     /// The layouts of the frame's records in `frame`, the bytes it was
     /// decoded from: a record frame's own, or each record of a batch (see
     /// [`batch_record`]: a record's bytes are `frame[..len]`).
